@@ -125,3 +125,32 @@ export function registerBackend(provider: BackendProvider): void {
 export function resolveBackend(choice: string = 'auto'): Promise<ResolvedBackend> {
   return defaultRegistry.resolve(choice);
 }
+
+/**
+ * Registers backend packages that may or may not be installed. Keys are backend names, values
+ * load that package's provider (the caller's own dynamic import, so the package resolves from
+ * the caller's dependencies). A package that fails to load becomes an unavailable entry whose
+ * reason says why, so `resolveBackend` can report it.
+ */
+export async function registerBackendModules(
+  loaders: Readonly<Record<string, () => Promise<BackendProvider>>>,
+  registry: BackendRegistry = defaultRegistry,
+): Promise<void> {
+  await Promise.all(
+    Object.entries(loaders).map(async ([name, load]) => {
+      try {
+        registry.register(await load());
+      } catch (error) {
+        const reason = `its package could not be loaded (${messageOf(error).split('\n')[0]})`;
+        registry.register({
+          name,
+          priority: 0,
+          probe: async () => ({ available: false, reason }),
+          create: async () => {
+            throw new BackendUnavailableError(name, reason);
+          },
+        });
+      }
+    }),
+  );
+}

@@ -70,3 +70,24 @@ describe('BackendRegistry', () => {
     await expect(registry.resolve()).rejects.toThrow('no NSA backend is available: cuda: no CUDA device');
   });
 });
+
+describe('registerBackendModules', () => {
+  it('registers loaded providers and explains the ones that fail to load', async () => {
+    const { registerBackendModules } = await import('../src/index.js');
+    const registry = new BackendRegistry();
+    await registerBackendModules(
+      {
+        reference: async () => provider('reference', 100, true, 'always available'),
+        cuda: async () => {
+          throw new Error("Cannot find package '@nsa/cuda'\nmore lines");
+        },
+      },
+      registry,
+    );
+    const resolved = await registry.resolve();
+    expect(resolved.name).toBe('reference');
+    await expect(registry.resolve('cuda')).rejects.toThrow(
+      "backend 'cuda' is not available: its package could not be loaded (Cannot find package '@nsa/cuda')",
+    );
+  });
+});
