@@ -6,3 +6,5 @@ export * from './tensor.js';
 export * from './backend.js';
 export * from './validate.js';
 export * from './registry.js';
+export * from './dense.js';
+export * from './random.js';
