@@ -7,5 +7,6 @@ export default defineConfig({
   ssr: { resolve: { conditions: ['@nsa/source'] } },
   test: {
     projects: ['packages/*', 'apps/*', 'test'],
+    reporters: ['default', './scripts/summary-reporter.ts'],
   },
 });
