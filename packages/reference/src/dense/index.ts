@@ -1,0 +1,1 @@
+export { ReferenceDenseOps } from './ops.js';

@@ -1,0 +1,177 @@
+// The NSA forward pass (NSA-SPEC.md, "Output"): per query, the three branches' attentions mixed
+// by the gates, with branch 2's blocks scored from branch 1's probabilities.
+import { visibleCompressed, windowStart, selectionBlockOf, type NSAConfig } from '@nsa/core';
+import { attendForward, attendProbabilities, type KVView } from './branches/attend.js';
+import { KeyRanges } from './branches/key-ranges.js';
+import { checkHostInputs, checkLength, hostLayout, inputDims, type NSAHostInputs, type NSAHostShape } from './host-inputs.js';
+import { maxKeys, type Segment } from './segments.js';
+import { addSelectionScores, checkBlockIndices, chooseBlocks, ForcedBlocks } from './selection.js';
+
+/** Branch order in gates, log-sum-exp and gate gradients. */
+export const BRANCH_CMP = 0;
+export const BRANCH_SLC = 1;
+export const BRANCH_WIN = 2;
+
+export interface NSAHostForward {
+  /** [B, T, HQ, Dv]. */
+  readonly output: Float64Array;
+  /** int32 [B, T, H, n], ascending, -1 padded. */
+  readonly blockIndices: Int32Array;
+  /** [3, B*T, HQ] log-sum-exp of each branch's scaled scores (0 where a branch has no keys). */
+  readonly lse: Float64Array;
+}
+
+export interface NSAForwardHostOptions extends NSAHostShape {
+  /** int32 [B, T, H, n]: use these blocks instead of scoring (validated). */
+  readonly blockIndices?: Int32Array;
+}
+
+/** The whole forward on host arrays. */
+export function nsaForwardHost(inputs: NSAHostInputs, config: NSAConfig, options: NSAForwardHostOptions): NSAHostForward {
+  const layout = checkHostInputs(inputs, config, options);
+  const rows = layout.B * layout.T;
+  const n = config.selectCount;
+  let blockIndices: Int32Array;
+  if (options.blockIndices) {
+    checkLength('blockIndices', options.blockIndices, [layout.B, layout.T, config.kvHeads, n]);
+    blockIndices = options.blockIndices.slice();
+  } else {
+    blockIndices = new Int32Array(rows * config.kvHeads * n);
+  }
+  return runForward({
+    config,
+    inputs,
+    segments: layout.segments,
+    qRows: rows,
+    blockIndices,
+    blocksGiven: options.blockIndices !== undefined,
+  });
+}
+
+/** Steps 1-5 of branch 2 alone: the blocks each (query, KV head) selects, int32 [B, T, H, n]. */
+export function selectBlocksHost(
+  inputs: Pick<NSAHostInputs, 'q' | 'kCmp'>,
+  config: NSAConfig,
+  shape: NSAHostShape,
+): Int32Array {
+  const layout = hostLayout(config, shape);
+  const dims = inputDims(config, layout);
+  checkLength('q', inputs.q, dims.q);
+  checkLength('kCmp', inputs.kCmp, dims.kCmp);
+  const unused = new Float64Array(0);
+  const blockIndices = new Int32Array(layout.B * layout.T * config.kvHeads * config.selectCount);
+  runForward({
+    config,
+    inputs: { q: inputs.q, kCmp: inputs.kCmp, vCmp: unused, kSlc: unused, vSlc: unused, kWin: unused, vWin: unused, gates: unused },
+    segments: layout.segments,
+    qRows: layout.B * layout.T,
+    blockIndices,
+    blocksGiven: false,
+    selectOnly: true,
+  });
+  return blockIndices;
+}
+
+/** One forward over a list of segments (full sequences, packed sequences or a decode step). */
+export interface ForwardPass {
+  readonly config: NSAConfig;
+  readonly inputs: NSAHostInputs;
+  readonly segments: readonly Segment[];
+  /** Query rows (B * TQ): sizes the output, the log-sum-exp and blockIndices. */
+  readonly qRows: number;
+  /** [qRows, H, n]: read when blocksGiven, written otherwise. */
+  readonly blockIndices: Int32Array;
+  readonly blocksGiven: boolean;
+  /** Stop after choosing blocks (selectBlocksHost). */
+  readonly selectOnly?: boolean;
+}
+
+export function runForward(pass: ForwardPass): NSAHostForward {
+  const { config, inputs, segments, qRows, blockIndices, blocksGiven } = pass;
+  const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n, selectBlock: ls, scale } = config;
+  const G = HQ / H;
+  const { q, gates } = inputs;
+  const output = new Float64Array(pass.selectOnly ? 0 : qRows * HQ * Dv);
+  const lse = new Float64Array(pass.selectOnly ? 0 : 3 * qRows * HQ);
+  const lseStride = qRows * HQ;
+
+  const kStride = H * Dk;
+  const vStride = H * Dv;
+  const cmp: KVView = { k: inputs.kCmp, v: inputs.vCmp, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
+  const slc: KVView = { k: inputs.kSlc, v: inputs.vSlc, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
+  const win: KVView = { k: inputs.kWin, v: inputs.vWin, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
+
+  const longest = maxKeys(segments);
+  const probs = new Float64Array(longest);
+  const scores = new Float64Array(selectionBlockOf(longest - 1, config) + 1);
+  const taken = new Uint8Array(scores.length);
+  const cmpKeys = new KeyRanges(1);
+  const slcKeys = new KeyRanges(n);
+  const winKeys = new KeyRanges(1);
+  const forced = new ForcedBlocks(config);
+
+  for (const seg of segments) {
+    for (let i = 0; i < seg.count; i++) {
+      const t = seg.firstPos + i;
+      const row = seg.qRow + i;
+      const c = visibleCompressed(t, config);
+      const candidates = selectionBlockOf(t, config) + 1;
+      cmpKeys.clear().push(0, c);
+      winKeys.clear().push(windowStart(t, config), t + 1);
+      for (let g = 0; g < H; g++) {
+        cmp.kBase = seg.cmpRow * kStride + g * Dk;
+        cmp.vBase = seg.cmpRow * vStride + g * Dv;
+        slc.kBase = win.kBase = seg.kvRow * kStride + g * Dk;
+        slc.vBase = win.vBase = seg.kvRow * vStride + g * Dv;
+        const biOff = (row * H + g) * n;
+        if (!blocksGiven) scores.fill(0, 0, candidates);
+        // Branch 1 for every head of the group; its probabilities score the blocks.
+        for (let h = g * G; h < (g + 1) * G; h++) {
+          const qOff = (row * HQ + h) * Dk;
+          if (pass.selectOnly) {
+            attendProbabilities(q, qOff, cmp, cmpKeys, scale, probs);
+          } else {
+            const gOff = (row * HQ + h) * 3;
+            const oOff = (row * HQ + h) * Dv;
+            lse[BRANCH_CMP * lseStride + row * HQ + h] = attendForward(q, qOff, cmp, cmpKeys, scale, gates[gOff], output, oOff, probs);
+          }
+          if (!blocksGiven) addSelectionScores(probs, c, config, scores);
+        }
+        if (blocksGiven) {
+          checkBlockIndices(blockIndices, biOff, n, t, config, taken, () => `b=${seg.batch}, t=${seg.tensorT0 + i}, h=${g}`);
+        } else {
+          chooseBlocks(t, scores, config, taken, forced.at(t), blockIndices, biOff);
+        }
+        if (pass.selectOnly) continue;
+        selectedKeys(blockIndices, biOff, n, ls, t, slcKeys);
+        for (let h = g * G; h < (g + 1) * G; h++) {
+          const qOff = (row * HQ + h) * Dk;
+          const gOff = (row * HQ + h) * 3;
+          const oOff = (row * HQ + h) * Dv;
+          const lseOff = row * HQ + h;
+          lse[BRANCH_SLC * lseStride + lseOff] = attendForward(q, qOff, slc, slcKeys, scale, gates[gOff + 1], output, oOff, probs);
+          lse[BRANCH_WIN * lseStride + lseOff] = attendForward(q, qOff, win, winKeys, scale, gates[gOff + 2], output, oOff, probs);
+        }
+      }
+    }
+  }
+  return { output, blockIndices, lse };
+}
+
+/** Branch 2's keys: the tokens of the listed blocks that are <= t, as ranges. */
+export function selectedKeys(
+  blockIndices: Int32Array,
+  off: number,
+  n: number,
+  selectBlock: number,
+  t: number,
+  keys: KeyRanges,
+): KeyRanges {
+  keys.clear();
+  for (let k = 0; k < n; k++) {
+    const j = blockIndices[off + k];
+    if (j < 0) continue;
+    keys.push(j * selectBlock, Math.min((j + 1) * selectBlock, t + 1));
+  }
+  return keys;
+}
