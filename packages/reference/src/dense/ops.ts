@@ -69,8 +69,8 @@ export class ReferenceDenseOps implements DenseOps {
   async reshape(x: Tensor, shape: readonly number[]): Promise<Tensor> {
     live('x', x);
     if (shapeSize(shape) !== x.size) throw new NSAShapeError(`cannot reshape ${fmt(x.shape)} to ${fmt(shape)}`);
-    const data = (x as ReferenceTensor).data;
-    return new ReferenceTensor(data.slice() as Float64Array | Int32Array, shape, x.dtype);
+    // Shares storage: disposing a reference tensor only drops its handle, and no op writes in place except adamw.
+    return new ReferenceTensor((x as ReferenceTensor).data, shape, x.dtype);
   }
 
   async add(a: Tensor, b: Tensor): Promise<Tensor> {
