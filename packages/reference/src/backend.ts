@@ -28,6 +28,7 @@ import {
   type NSASaved,
 } from '@nsa/core';
 import { ReferenceNSACache } from './decode-cache.js';
+import { ReferenceDenseOps } from './dense/ops.js';
 import { attentionBackwardHost, attentionForwardHost } from './dense-attention.js';
 import type { NSAHostInputs } from './host-inputs.js';
 import { nsaBackwardHost } from './nsa-backward.js';
@@ -36,7 +37,8 @@ import { nsaForwardHost } from './nsa-forward.js';
 import { ReferenceSaved } from './saved.js';
 import { floatData, intData, REFERENCE_BACKEND, ReferenceTensor, roundArray } from './tensor.js';
 
-export class ReferenceBackend implements Backend {
+/** Implements Backend and, through ReferenceDenseOps, the model's DenseOps (a ModelBackend). */
+export class ReferenceBackend extends ReferenceDenseOps implements Backend {
   readonly name = REFERENCE_BACKEND;
   readonly device = 'CPU (pure TypeScript, float64)';
   readonly dtypes: readonly FloatDType[] = Object.freeze(['float64', 'float32', 'float16', 'bfloat16'] as FloatDType[]);

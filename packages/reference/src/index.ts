@@ -1,6 +1,7 @@
 export { ReferenceTensor, roundArray, type ReferenceData } from './tensor.js';
 export { ReferenceBackend, createReferenceBackend } from './backend.js';
 export { referenceProvider } from './provider.js';
+export { ReferenceDenseOps } from './dense/index.js';
 export { ReferenceNSACache, type CacheStore } from './decode-cache.js';
 export { ReferenceSaved } from './saved.js';
 export type { NSAHostInputs, NSAHostShape } from './host-inputs.js';
