@@ -1,0 +1,4 @@
+export { parseArgs, intOption, stringOption, checkKnownOptions, UsageError, type ParsedArgs } from './args.js';
+export { loadBackends } from './backends.js';
+export { attentionCommand } from './commands/attention.js';
+export { backendsCommand } from './commands/backends.js';
