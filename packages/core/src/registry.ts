@@ -84,8 +84,10 @@ export class BackendRegistry {
         skipped.push({ name: provider.name, reason: `probe passed but create failed: ${messageOf(error)}` });
         continue;
       }
-      const lower = this.list().filter((p) => p.priority < provider.priority);
-      for (const p of lower) skipped.push({ name: p.name, reason: `lower priority than ${provider.name}` });
+      for (const p of this.list().filter((other) => other.priority < provider.priority)) {
+        const lower = await safeProbe(p);
+        skipped.push({ name: p.name, reason: lower.available ? `lower priority than ${provider.name}` : lower.reason });
+      }
       return { backend, name: provider.name, reason: `highest-priority available backend; ${probe.reason}`, skipped };
     }
     throw new NSAError(

@@ -86,6 +86,7 @@ describe('registerBackendModules', () => {
     );
     const resolved = await registry.resolve();
     expect(resolved.name).toBe('reference');
+    expect(resolved.skipped).toEqual([{ name: 'cuda', reason: "its package could not be loaded (Cannot find package '@nsa/cuda')" }]);
     await expect(registry.resolve('cuda')).rejects.toThrow(
       "backend 'cuda' is not available: its package could not be loaded (Cannot find package '@nsa/cuda')",
     );

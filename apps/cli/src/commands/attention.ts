@@ -19,7 +19,7 @@ export const attentionHelp = `nsa attention [--backend auto|NAME] [--seq T] [--h
               [--dtype float64|float32|float16|bfloat16] [--seed N] [--repeat R]
   Runs NSA (paper defaults l 32, d 16, l' 64, n 16, w 512, mean compression) and dense causal
   attention on one generated input, checks both outputs are sane, and prints time and sparsity.
-  Defaults: the reference runs T 1024, HQ 16, H 1, D 64 in float64; a GPU runs T 16384, HQ 64,
+  Defaults: the reference runs T 4096, HQ 4, H 1, D 64 in float64; a GPU runs T 16384, HQ 64,
   H 4, D 128 in bfloat16 (or float32 where bfloat16 is missing).`;
 
 /** The issue-2 main job: NSA against dense attention on the best backend. Returns false if a check failed. */
@@ -30,8 +30,8 @@ export async function attentionCommand(argv: readonly string[]): Promise<boolean
   const resolved = await resolveBackend(stringOption(args, 'backend', 'auto'));
   const backend = resolved.backend;
   const onCpu = backend.name === 'reference';
-  const T = intOption(args, 'seq', onCpu ? 1024 : 16384);
-  const heads = intOption(args, 'heads', onCpu ? 16 : 64);
+  const T = intOption(args, 'seq', onCpu ? 4096 : 16384);
+  const heads = intOption(args, 'heads', onCpu ? 4 : 64);
   const kvHeads = intOption(args, 'kv-heads', onCpu ? 1 : 4);
   const dim = intOption(args, 'dim', onCpu ? 64 : 128);
   const repeat = intOption(args, 'repeat', onCpu ? 1 : 5);
