@@ -2,6 +2,26 @@
 // branch of NSA and dense attention is built from these two functions.
 import type { KeyRanges } from './key-ranges.js';
 
+/**
+ * a[aOff..+n) · b[bOff..+n) with four independent partial sums: a single running sum is bound
+ * by the latency of one add after another, four let the CPU overlap them (about 3x faster).
+ */
+export function dot(a: Float64Array, aOff: number, b: Float64Array, bOff: number, n: number): number {
+  let s0 = 0;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  let d = 0;
+  for (; d + 3 < n; d += 4) {
+    s0 += a[aOff + d] * b[bOff + d];
+    s1 += a[aOff + d + 1] * b[bOff + d + 1];
+    s2 += a[aOff + d + 2] * b[bOff + d + 2];
+    s3 += a[aOff + d + 3] * b[bOff + d + 3];
+  }
+  for (; d < n; d++) s0 += a[aOff + d] * b[bOff + d];
+  return s0 + s1 + (s2 + s3);
+}
+
 /** Where a query head's keys and values live: row r of head g starts at base + r * stride. */
 export interface KVView {
   readonly k: Float64Array;
@@ -33,10 +53,7 @@ export function attendProbabilities(
   for (let r = 0; r < keys.count; r++) {
     const end = keys.ends[r];
     for (let row = keys.starts[r]; row < end; row++) {
-      const kOff = kBase + row * kStride;
-      let dot = 0;
-      for (let d = 0; d < Dk; d++) dot += q[qOff + d] * k[kOff + d];
-      const s = dot * scale;
+      const s = dot(q, qOff, k, kBase + row * kStride, Dk) * scale;
       if (n === 0 || s > max) max = s;
       probs[n++] = s;
     }
@@ -119,11 +136,8 @@ export function attendBackward(
     for (let row = keys.starts[r]; row < end; row++) {
       const kOff = kBase + row * kStride;
       const vOff = vBase + row * vStride;
-      let dot = 0;
-      for (let d = 0; d < Dk; d++) dot += q[qOff + d] * k[kOff + d];
-      let u = 0;
-      for (let d = 0; d < Dv; d++) u += dO[dOOff + d] * v[vOff + d];
-      const p = Math.exp(dot * scale - lse);
+      const u = dot(dO, dOOff, v, vOff, Dv);
+      const p = Math.exp(dot(q, qOff, k, kOff, Dk) * scale - lse);
       probs[n] = p;
       dots[n++] = u;
       dGate += p * u;
