@@ -18,3 +18,12 @@ export {
   type AttentionHostForward,
   type AttentionHostGradients,
 } from './dense-attention.js';
+export { compressPlan, type CompressConfig, type CompressShape, type CompressPlan } from './compressors/blocks.js';
+export { meanCompress, meanCompressBackward } from './compressors/mean.js';
+export {
+  mlpCompress,
+  mlpCompressBackward,
+  createMLPCompressorWeights,
+  type MLPCompressorWeights,
+  type MLPCompressorGradients,
+} from './compressors/mlp.js';
