@@ -35,11 +35,16 @@ function fill(size: number, rand: () => number): Float64Array {
   return out;
 }
 
+/** Runs fn once; returns its result and the process CPU time it took in ms (wall time is kept too). */
 function time<T>(fn: () => T): [T, number] {
-  const start = performance.now();
+  const wall = performance.now();
+  const cpu = process.cpuUsage();
   const result = fn();
-  return [result, performance.now() - start];
+  const used = process.cpuUsage(cpu);
+  wallMs.push(performance.now() - wall);
+  return [result, (used.user + used.system) / 1000];
 }
+const wallMs: number[] = [];
 
 /** Keys every query head reads (compressed + selected tokens + window), summed over queries. */
 function keysRead(config: NSAConfig, T: number, blockIndices: Int32Array): number {
@@ -62,6 +67,7 @@ const config = createNSAConfig({ heads: 16, kvHeads: 1, headDimK: 64, headDimV: 
 const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv } = config;
 console.log(`reference backend, float64, B = 1, HQ = ${HQ}, H = ${H}, Dk = ${Dk}, Dv = ${Dv}, l 32, d 16, l' 64, n 16, w 512`);
 console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'} x ${os.cpus().length}, Node ${process.version}; single-threaded`);
+console.log('Times are process CPU seconds of one run (robust when other work shares the cores); wall seconds in brackets.');
 console.log('GFLOP/s counts 2(Dk+Dv) per key read in forward and 2.5x that in backward (the usual convention).\n');
 
 const rows: string[][] = [];
@@ -92,15 +98,16 @@ for (const T of lengths) {
     denseB = dbMs;
   }
   const ratio = (a: number, b: number) => (Number.isNaN(b) ? '-' : `${(b / a).toFixed(2)}x`);
-  const fmt = (ms: number) => (Number.isNaN(ms) ? '-' : (ms / 1000).toFixed(2));
+  const walls = wallMs.splice(0);
+  const fmt = (ms: number, wall?: number) => (Number.isNaN(ms) ? '-' : `${(ms / 1000).toFixed(2)} (${((wall ?? 0) / 1000).toFixed(2)})`);
   rows.push([
     String(T),
-    fmt(fMs),
+    fmt(fMs, walls[0]),
     ((flop / fMs) * 1e-6).toFixed(2),
-    fmt(bMs),
+    fmt(bMs, walls[1]),
     ((2.5 * flop) / bMs * 1e-6).toFixed(2),
-    fmt(denseF),
-    fmt(denseB),
+    fmt(denseF, walls[2]),
+    fmt(denseB, walls[3]),
     ratio(fMs, denseF),
     ratio(bMs, denseB),
   ]);

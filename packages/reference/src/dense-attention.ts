@@ -2,7 +2,14 @@
 // q [B,TQ,HQ,Dk], k [B,Tk,H,Dk], v [B,Tk,H,Dv]; query i sits at position Tk - TQ + i. Varlen
 // (cuSeqlens, B = 1, TQ = Tk): each packed sequence attends only to itself.
 import { NSAShapeError, varlenLayout } from '@nsa/core';
-import { attendBackward, attendForward, type KVView } from './branches/attend.js';
+import {
+  attendBackward,
+  attendForward,
+  type HeadGroup,
+  type KVView,
+  type QueryBackward,
+  type QueryForward,
+} from './branches/attend.js';
 import { KeyRanges } from './branches/key-ranges.js';
 import { checkLength } from './host-inputs.js';
 import { decodeSegments, fullSegments, maxKeys, type Segment } from './segments.js';
@@ -58,18 +65,20 @@ export function attentionForwardHost(
   const G = HQ / H;
   const output = new Float64Array(B * TQ * HQ * Dv);
   const lse = new Float64Array(B * TQ * HQ);
+  const qs: QueryForward = { q, gates: new Float64Array(G).fill(1), out: output, lse };
+  const heads: HeadGroup = { G, qOff: 0, oOff: 0, gateOff: 0, gateStride: 1, lseOff: 0 };
   const kv: KVView = { k, v, kBase: 0, vBase: 0, kStride: H * Dk, vStride: H * Dv, Dk, Dv };
-  const probs = new Float64Array(maxKeys(segments));
+  const probs = new Float64Array(G * maxKeys(segments));
   const keys = new KeyRanges(1);
   for (const seg of segments) {
     for (let i = 0; i < seg.count; i++) {
       const row = seg.qRow + i;
       keys.clear().push(0, seg.firstPos + i + 1);
-      for (let h = 0; h < HQ; h++) {
-        const g = Math.floor(h / G);
+      for (let g = 0; g < H; g++) {
         kv.kBase = seg.kvRow * kv.kStride + g * Dk;
         kv.vBase = seg.kvRow * kv.vStride + g * Dv;
-        lse[row * HQ + h] = attendForward(q, (row * HQ + h) * Dk, kv, keys, scale, 1, output, (row * HQ + h) * Dv, probs);
+        setHeads(heads, row * HQ + g * G, Dk, Dv);
+        attendForward(qs, heads, kv, keys, scale, probs);
       }
     }
   }
@@ -89,26 +98,40 @@ export function attentionBackwardHost(
   const { B, TQ, HQ, H, Dk, Dv } = shape;
   checkLength('dOutput', dOutput, [B, TQ, HQ, Dv]);
   if (lse) checkLength('lse', lse, [B * TQ, HQ]);
-  const stats = lse ?? attentionForwardHost(q, k, v, shape).lse;
   const G = HQ / H;
   const grads = { dq: new Float64Array(q.length), dk: new Float64Array(k.length), dv: new Float64Array(v.length) };
+  const qs: QueryBackward = {
+    q,
+    gates: new Float64Array(G).fill(1),
+    lse: lse ?? attentionForwardHost(q, k, v, shape).lse,
+    dO: dOutput,
+    dq: grads.dq,
+    // dL/dgate is not an output of dense attention: one scratch slot per head.
+    dGates: new Float64Array(G),
+  };
+  const heads: HeadGroup = { G, qOff: 0, oOff: 0, gateOff: 0, gateStride: 1, lseOff: 0 };
   const kv: KVView = { k, v, kBase: 0, vBase: 0, kStride: H * Dk, vStride: H * Dv, Dk, Dv };
-  const probs = new Float64Array(maxKeys(segments));
+  const probs = new Float64Array(G * maxKeys(segments));
   const dots = new Float64Array(probs.length);
   const keys = new KeyRanges(1);
   for (const seg of segments) {
     for (let i = 0; i < seg.count; i++) {
       const row = seg.qRow + i;
       keys.clear().push(0, seg.firstPos + i + 1);
-      for (let h = 0; h < HQ; h++) {
-        const g = Math.floor(h / G);
+      for (let g = 0; g < H; g++) {
         kv.kBase = seg.kvRow * kv.kStride + g * Dk;
         kv.vBase = seg.kvRow * kv.vStride + g * Dv;
-        const qOff = (row * HQ + h) * Dk;
-        attendBackward(q, qOff, grads.dq, qOff, kv, grads, keys, scale, stats[row * HQ + h], 1, dOutput,
-          (row * HQ + h) * Dv, probs, dots);
+        setHeads(heads, row * HQ + g * G, Dk, Dv);
+        attendBackward(qs, heads, kv, grads, keys, scale, probs, dots);
       }
     }
   }
   return grads;
+}
+
+/** Points `heads` at the group whose first query head is flattened head `head0`; gates stay at 0. */
+function setHeads(heads: HeadGroup, head0: number, Dk: number, Dv: number): void {
+  heads.qOff = head0 * Dk;
+  heads.oOff = head0 * Dv;
+  heads.lseOff = head0;
 }

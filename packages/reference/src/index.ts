@@ -10,7 +10,16 @@ export { nsaBackwardHost, type NSAHostGradients, type NSABackwardHostOptions } f
 export { nsaDecodeHost, type DecodeHostArgs } from './nsa-decode.js';
 export { addSelectionScores, chooseBlocks, checkBlockIndices } from './selection.js';
 export { KeyRanges } from './branches/key-ranges.js';
-export { attendForward, attendBackward, attendProbabilities, type KVView, type KVGrads } from './branches/attend.js';
+export {
+  attendForward,
+  attendBackward,
+  attendProbabilities,
+  type KVView,
+  type KVGrads,
+  type HeadGroup,
+  type QueryForward,
+  type QueryBackward,
+} from './branches/attend.js';
 export {
   attentionForwardHost,
   attentionBackwardHost,

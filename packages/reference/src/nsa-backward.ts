@@ -1,7 +1,7 @@
 // The NSA backward pass (NSA-SPEC.md, "Backward"): gradients of q, every branch's keys and values
 // and the gates, with the forward's block choice held constant.
 import { visibleCompressed, windowStart, type NSAConfig } from '@nsa/core';
-import { attendBackward, type KVGrads, type KVView } from './branches/attend.js';
+import { attendBackward, type HeadGroup, type KVGrads, type KVView, type QueryBackward } from './branches/attend.js';
 import { KeyRanges } from './branches/key-ranges.js';
 import { checkHostInputs, checkLength, type NSAHostInputs, type NSAHostShape } from './host-inputs.js';
 import { BRANCH_CMP, BRANCH_SLC, BRANCH_WIN, runForward, selectedKeys } from './nsa-forward.js';
@@ -73,19 +73,26 @@ export function runBackward(pass: BackwardPass): NSAHostGradients {
   const { config, inputs, segments, qRows, blockIndices, lse, dOutput } = pass;
   const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n, selectBlock: ls, scale } = config;
   const G = HQ / H;
-  const { q, gates } = inputs;
   const grads: NSAHostGradients = {
-    dq: new Float64Array(q.length),
+    dq: new Float64Array(inputs.q.length),
     dkCmp: new Float64Array(inputs.kCmp.length),
     dvCmp: new Float64Array(inputs.vCmp.length),
     dkSlc: new Float64Array(inputs.kSlc.length),
     dvSlc: new Float64Array(inputs.vSlc.length),
     dkWin: new Float64Array(inputs.kWin.length),
     dvWin: new Float64Array(inputs.vWin.length),
-    dGates: new Float64Array(gates.length),
+    dGates: new Float64Array(inputs.gates.length),
   };
-  const { dq, dGates } = grads;
   const lseStride = qRows * HQ;
+  const branch = (b: number): QueryBackward => ({
+    q: inputs.q,
+    gates: inputs.gates,
+    lse: lse.subarray(b * lseStride, (b + 1) * lseStride),
+    dO: dOutput,
+    dq: grads.dq,
+    dGates: grads.dGates,
+  });
+  const [qCmp, qSlc, qWin] = [branch(BRANCH_CMP), branch(BRANCH_SLC), branch(BRANCH_WIN)];
   const kStride = H * Dk;
   const vStride = H * Dv;
   const cmp: KVView = { k: inputs.kCmp, v: inputs.vCmp, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
@@ -94,10 +101,11 @@ export function runBackward(pass: BackwardPass): NSAHostGradients {
   const dCmp: KVGrads = { dk: grads.dkCmp, dv: grads.dvCmp };
   const dSlc: KVGrads = { dk: grads.dkSlc, dv: grads.dvSlc };
   const dWin: KVGrads = { dk: grads.dkWin, dv: grads.dvWin };
+  const heads: HeadGroup = { G, qOff: 0, oOff: 0, gateOff: 0, gateStride: 3, lseOff: 0 };
 
   const longest = maxKeys(segments);
-  const probs = new Float64Array(longest);
-  const dots = new Float64Array(longest);
+  const probs = new Float64Array(G * longest);
+  const dots = new Float64Array(G * longest);
   const taken = new Uint8Array(Math.ceil(longest / ls) + 1);
   const cmpKeys = new KeyRanges(1);
   const slcKeys = new KeyRanges(n);
@@ -117,18 +125,16 @@ export function runBackward(pass: BackwardPass): NSAHostGradients {
         const biOff = (row * H + g) * n;
         checkBlockIndices(blockIndices, biOff, n, t, config, taken, () => `b=${seg.batch}, t=${seg.tensorT0 + i}, h=${g}`);
         selectedKeys(blockIndices, biOff, n, ls, t, slcKeys);
-        for (let h = g * G; h < (g + 1) * G; h++) {
-          const qOff = (row * HQ + h) * Dk;
-          const gOff = (row * HQ + h) * 3;
-          const oOff = (row * HQ + h) * Dv;
-          const lseOff = row * HQ + h;
-          dGates[gOff] = attendBackward(q, qOff, dq, qOff, cmp, dCmp, cmpKeys, scale,
-            lse[BRANCH_CMP * lseStride + lseOff], gates[gOff], dOutput, oOff, probs, dots);
-          dGates[gOff + 1] = attendBackward(q, qOff, dq, qOff, slc, dSlc, slcKeys, scale,
-            lse[BRANCH_SLC * lseStride + lseOff], gates[gOff + 1], dOutput, oOff, probs, dots);
-          dGates[gOff + 2] = attendBackward(q, qOff, dq, qOff, win, dWin, winKeys, scale,
-            lse[BRANCH_WIN * lseStride + lseOff], gates[gOff + 2], dOutput, oOff, probs, dots);
-        }
+        const head0 = row * HQ + g * G;
+        heads.qOff = head0 * Dk;
+        heads.oOff = head0 * Dv;
+        heads.lseOff = head0;
+        heads.gateOff = head0 * 3 + BRANCH_CMP;
+        attendBackward(qCmp, heads, cmp, dCmp, cmpKeys, scale, probs, dots);
+        heads.gateOff = head0 * 3 + BRANCH_SLC;
+        attendBackward(qSlc, heads, slc, dSlc, slcKeys, scale, probs, dots);
+        heads.gateOff = head0 * 3 + BRANCH_WIN;
+        attendBackward(qWin, heads, win, dWin, winKeys, scale, probs, dots);
       }
     }
   }

@@ -1,7 +1,7 @@
 // The NSA forward pass (NSA-SPEC.md, "Output"): per query, the three branches' attentions mixed
 // by the gates, with branch 2's blocks scored from branch 1's probabilities.
 import { visibleCompressed, windowStart, selectionBlockOf, type NSAConfig } from '@nsa/core';
-import { attendForward, attendProbabilities, type KVView } from './branches/attend.js';
+import { attendForward, attendProbabilities, type HeadGroup, type KVView, type QueryForward } from './branches/attend.js';
 import { KeyRanges } from './branches/key-ranges.js';
 import { checkHostInputs, checkLength, hostLayout, inputDims, type NSAHostInputs, type NSAHostShape } from './host-inputs.js';
 import { maxKeys, type Segment } from './segments.js';
@@ -90,19 +90,27 @@ export function runForward(pass: ForwardPass): NSAHostForward {
   const { config, inputs, segments, qRows, blockIndices, blocksGiven } = pass;
   const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n, selectBlock: ls, scale } = config;
   const G = HQ / H;
-  const { q, gates } = inputs;
   const output = new Float64Array(pass.selectOnly ? 0 : qRows * HQ * Dv);
-  const lse = new Float64Array(pass.selectOnly ? 0 : 3 * qRows * HQ);
+  const lse = new Float64Array(pass.selectOnly ? G : 3 * qRows * HQ);
   const lseStride = qRows * HQ;
+  // One query-side view per branch: the same q, gates and output, that branch's log-sum-exp.
+  const branch = (b: number): QueryForward => ({
+    q: inputs.q,
+    gates: inputs.gates,
+    out: output,
+    lse: pass.selectOnly ? lse : lse.subarray(b * lseStride, (b + 1) * lseStride),
+  });
+  const [qCmp, qSlc, qWin] = [branch(BRANCH_CMP), branch(BRANCH_SLC), branch(BRANCH_WIN)];
 
   const kStride = H * Dk;
   const vStride = H * Dv;
   const cmp: KVView = { k: inputs.kCmp, v: inputs.vCmp, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
   const slc: KVView = { k: inputs.kSlc, v: inputs.vSlc, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
   const win: KVView = { k: inputs.kWin, v: inputs.vWin, kBase: 0, vBase: 0, kStride, vStride, Dk, Dv };
+  const heads: HeadGroup = { G, qOff: 0, oOff: 0, gateOff: 0, gateStride: 3, lseOff: 0 };
 
   const longest = maxKeys(segments);
-  const probs = new Float64Array(longest);
+  const probs = new Float64Array(G * longest);
   const scores = new Float64Array(selectionBlockOf(longest - 1, config) + 1);
   const taken = new Uint8Array(scores.length);
   const cmpKeys = new KeyRanges(1);
@@ -115,7 +123,6 @@ export function runForward(pass: ForwardPass): NSAHostForward {
       const t = seg.firstPos + i;
       const row = seg.qRow + i;
       const c = visibleCompressed(t, config);
-      const candidates = selectionBlockOf(t, config) + 1;
       cmpKeys.clear().push(0, c);
       winKeys.clear().push(windowStart(t, config), t + 1);
       for (let g = 0; g < H; g++) {
@@ -123,39 +130,32 @@ export function runForward(pass: ForwardPass): NSAHostForward {
         cmp.vBase = seg.cmpRow * vStride + g * Dv;
         slc.kBase = win.kBase = seg.kvRow * kStride + g * Dk;
         slc.vBase = win.vBase = seg.kvRow * vStride + g * Dv;
+        const head0 = row * HQ + g * G;
+        heads.qOff = head0 * Dk;
+        heads.oOff = head0 * Dv;
+        heads.lseOff = pass.selectOnly ? 0 : head0;
+        heads.gateOff = head0 * 3 + BRANCH_CMP;
+        // Branch 1 for the whole group; its probabilities score the blocks.
+        if (pass.selectOnly) attendProbabilities(inputs.q, lse, heads, cmp, cmpKeys, scale, probs);
+        else attendForward(qCmp, heads, cmp, cmpKeys, scale, probs);
         const biOff = (row * H + g) * n;
-        if (!blocksGiven) scores.fill(0, 0, candidates);
-        // Branch 1 for every head of the group; its probabilities score the blocks.
-        for (let h = g * G; h < (g + 1) * G; h++) {
-          const qOff = (row * HQ + h) * Dk;
-          if (pass.selectOnly) {
-            attendProbabilities(q, qOff, cmp, cmpKeys, scale, probs);
-          } else {
-            const gOff = (row * HQ + h) * 3;
-            const oOff = (row * HQ + h) * Dv;
-            lse[BRANCH_CMP * lseStride + row * HQ + h] = attendForward(q, qOff, cmp, cmpKeys, scale, gates[gOff], output, oOff, probs);
-          }
-          if (!blocksGiven) addSelectionScores(probs, c, config, scores);
-        }
         if (blocksGiven) {
           checkBlockIndices(blockIndices, biOff, n, t, config, taken, () => `b=${seg.batch}, t=${seg.tensorT0 + i}, h=${g}`);
         } else {
+          scores.fill(0, 0, selectionBlockOf(t, config) + 1);
+          for (let h = 0; h < G; h++) addSelectionScores(probs, h * c, c, config, scores);
           chooseBlocks(t, scores, config, taken, forced.at(t), blockIndices, biOff);
         }
         if (pass.selectOnly) continue;
         selectedKeys(blockIndices, biOff, n, ls, t, slcKeys);
-        for (let h = g * G; h < (g + 1) * G; h++) {
-          const qOff = (row * HQ + h) * Dk;
-          const gOff = (row * HQ + h) * 3;
-          const oOff = (row * HQ + h) * Dv;
-          const lseOff = row * HQ + h;
-          lse[BRANCH_SLC * lseStride + lseOff] = attendForward(q, qOff, slc, slcKeys, scale, gates[gOff + 1], output, oOff, probs);
-          lse[BRANCH_WIN * lseStride + lseOff] = attendForward(q, qOff, win, winKeys, scale, gates[gOff + 2], output, oOff, probs);
-        }
+        heads.gateOff = head0 * 3 + BRANCH_SLC;
+        attendForward(qSlc, heads, slc, slcKeys, scale, probs);
+        heads.gateOff = head0 * 3 + BRANCH_WIN;
+        attendForward(qWin, heads, win, winKeys, scale, probs);
       }
     }
   }
-  return { output, blockIndices, lse };
+  return { output, blockIndices, lse: pass.selectOnly ? new Float64Array(0) : lse };
 }
 
 /** Branch 2's keys: the tokens of the listed blocks that are <= t, as ranges. */

@@ -5,16 +5,16 @@ type BlockConfig = Pick<NSAConfig, 'compressBlock' | 'compressStride' | 'selectB
 
 /**
  * Step 2: adds s[j] = sum_i p[i] * overlapWeight(i, j) into `scores` for the `c` visible
- * compressed blocks' probabilities p[0..c). Every block a visible compressed block touches is
- * causal (j <= floor(t / l')), so `scores` needs floor(t / l') + 1 entries.
+ * compressed blocks' probabilities p[i] = probs[off + i]. Every block a visible compressed block
+ * touches is causal (j <= floor(t / l')), so `scores` needs floor(t / l') + 1 entries.
  */
-export function addSelectionScores(p: Float64Array, c: number, config: BlockConfig, scores: Float64Array): void {
+export function addSelectionScores(probs: Float64Array, off: number, c: number, config: BlockConfig, scores: Float64Array): void {
   const perCmp = config.compressBlock / config.compressStride;
   const perSel = config.selectBlock / config.compressStride;
   for (let i = 0; i < c; i++) {
     const first = Math.floor(i / perSel);
     const last = Math.floor((i + perCmp - 1) / perSel);
-    for (let j = first; j <= last; j++) scores[j] += p[i] * overlapWeight(i, j, config);
+    for (let j = first; j <= last; j++) scores[j] += probs[off + i] * overlapWeight(i, j, config);
   }
 }
 

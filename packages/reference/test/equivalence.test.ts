@@ -91,7 +91,7 @@ describe('consistency', () => {
     const config = createNSAConfig({ compressBlock: 4, compressStride: 4, selectBlock: 4 });
     const p = randomArray(seededRandom(9), 13, 0, 1);
     const s = new Float64Array(13);
-    addSelectionScores(p, 13, config, s);
+    addSelectionScores(p, 0, 13, config, s);
     expect(s).toEqual(p);
   });
 
@@ -100,7 +100,7 @@ describe('consistency', () => {
     const config = createNSAConfig({ compressBlock: 8, compressStride: 4, selectBlock: 16 });
     const p = Float64Array.from([1, 2, 4, 8, 16, 32], (v) => v / 64);
     const s = new Float64Array(2);
-    addSelectionScores(p, 6, config, s);
+    addSelectionScores(p, 0, 6, config, s);
     // j=0: blocks 0,1,2 fully (2 sub-blocks each), block 3 half (sub-block 3) -> 2+4+8 + 8 = ...
     expect(s[0] * 64).toBe(2 * 1 + 2 * 2 + 2 * 4 + 1 * 8);
     expect(s[1] * 64).toBe(1 * 8 + 2 * 16 + 2 * 32);
