@@ -1,0 +1,181 @@
+#!/usr/bin/env node
+// NSA vs this addon's own dense flash-attention, one run, one table:
+//   node bench/bench.mjs [--T 8192,16384,32768,65536] [--baseline torch.json]
+// B=1, HQ=64, H=4, Dk=Dv=128, bfloat16, paper defaults (l 32, d 16, l' 64, n 16, w 512).
+// NSA timings include making kCmp/vCmp with the mean compressor. Every row is the median of
+// CUDA-event timings after a warm-up, on random normal inputs generated on the device. Ceilings:
+// device copy bandwidth measured here; bf16 matmul and cuDNN/flash SDPA from torch_baseline.py
+// run in the same host command (--baseline).
+import { readFileSync } from 'node:fs';
+import { createNSAConfig, compressedCount, keysReadPerQuery } from '@nsa/core';
+import { loadAddon } from '../dist/loader.js';
+import { nativeConfig } from '../dist/backend.js';
+import { buildSeq, trainingSeq } from '../dist/seq.js';
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+
+const Ts = option('T', '8192,16384,32768,65536').split(',').map(Number);
+const baselinePath = option('baseline', '');
+const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
+const { addon } = loadAddon();
+const info = addon.deviceInfo();
+if (!info.available) throw new Error(`no GPU: ${info.reason}`);
+addon.init();
+
+const BF16 = 2;
+const HQ = 64, H = 4, D = 128;
+const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
+const cfg = nativeConfig(config);
+let seed = 1;
+
+function alloc(elements, bytesPer = 2) {
+  return new addon.DeviceBuffer(elements * bytesPer);
+}
+function random(elements, mean = 0, stddev = 1) {
+  const b = alloc(elements);
+  addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
+  return b;
+}
+function upload(layout) {
+  const table = new addon.DeviceBuffer(layout.host.byteLength);
+  table.upload(layout.host);
+  return { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+}
+
+/** Median ms of `op` over enough repetitions for ~1.5 s, events around each call. */
+async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500 } = {}) {
+  op();
+  await addon.synchronize();
+  addon.clearEvents();
+  let a = addon.recordEvent();
+  op();
+  let b = addon.recordEvent();
+  await addon.synchronize();
+  const first = addon.elapsedMs(a, b);
+  const reps = Math.max(minReps, Math.min(maxReps, Math.ceil(budgetMs / Math.max(first, 1e-3))));
+  const pairs = [];
+  for (let i = 0; i < reps; i++) {
+    a = addon.recordEvent();
+    op();
+    b = addon.recordEvent();
+    pairs.push([a, b]);
+  }
+  await addon.synchronize();
+  const ms = pairs.map(([x, y]) => addon.elapsedMs(x, y)).sort((x, y) => x - y);
+  addon.clearEvents();
+  return ms[Math.floor(ms.length / 2)];
+}
+
+async function copyCeiling() {
+  const bytes = 2 ** 31;
+  const x = alloc(bytes, 1), y = alloc(bytes, 1);
+  x.fill(1);
+  const ms = await time(() => y.copyFrom(x, 0, 0, bytes), { minReps: 5, maxReps: 10 });
+  x.free();
+  y.free();
+  return (2 * bytes) / ms / 1e6;
+}
+
+/** Useful attention FLOPs of the NSA forward (QKᵀ and PV over the keys each query reads). */
+function nsaFlops(T) {
+  let keys = 0;
+  for (let t = 0; t < T; t++) {
+    const k = keysReadPerQuery(t, config);
+    keys += k.compressed + k.selected + k.window;
+  }
+  return 4 * D * HQ * keys;
+}
+const denseFlops = (T) => 4 * D * HQ * ((T * (T + 1)) / 2);
+
+const rows = [];
+const copyGBps = await copyCeiling();
+const matmul = baseline?.matmulTflops;
+
+for (const T of Ts) {
+  const C = compressedCount(T, config);
+  const seq = upload(trainingSeq(1, T, config));
+  const q = random(T * HQ * D), k = random(T * H * D), v = random(T * H * D);
+  const gates = random(T * HQ * 3, 0.5, 0.2);
+  const dOut = random(T * HQ * D);
+  const kCmp = alloc(C * H * D), vCmp = alloc(C * H * D);
+  const out = alloc(T * HQ * D), oCmp = alloc(T * HQ * D), oSlc = alloc(T * HQ * D), oWin = alloc(T * HQ * D);
+  const lse = alloc(T * HQ * 3, 4), blocks = alloc(T * H * config.selectCount, 4);
+  const grads = {
+    dq: alloc(T * HQ * D), dkCmp: alloc(C * H * D), dvCmp: alloc(C * H * D), dkSlc: alloc(T * H * D), dvSlc: alloc(T * H * D),
+    dkWin: alloc(T * H * D), dvWin: alloc(T * H * D), dGates: alloc(T * HQ * 3),
+  };
+  const nsaArgs = { dtype: BF16, cfg, seq, q, kCmp, vCmp, kSlc: k, vSlc: v, kWin: k, vWin: v, gates, out, oCmp, oSlc, oWin, lse, blockOut: blocks };
+  const compress = () => {
+    addon.meanCompress({ dtype: BF16, x: k, out: kCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
+    addon.meanCompress({ dtype: BF16, x: v, out: vCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
+  };
+  const nsaFwd = () => { compress(); addon.nsaForward(nsaArgs); };
+  const nsaFwdBwd = () => { nsaFwd(); addon.nsaBackward({ ...nsaArgs, ...grads, dOut, blocks }); };
+  const fN = nsaFlops(T), fD = denseFlops(T);
+  const r = { T };
+  r.nsaFwd = await time(nsaFwd);
+  r.nsaFwdBwd = await time(nsaFwdBwd);
+  // Dense: reuse q, k, v, out, dOut.
+  const dLse = alloc(T * HQ, 4);
+  const dense = { dtype: BF16, seq, HQ, H, Dk: D, Dv: D, scale: config.scale, q, k, v, out, lse: dLse };
+  r.denseFwd = await time(() => addon.attentionForward(dense));
+  r.denseFwdBwd = await time(() => {
+    addon.attentionForward(dense);
+    addon.attentionBackward({ ...dense, dOut, dq: grads.dq, dk: grads.dkSlc, dv: grads.dvSlc });
+  });
+  r.flopsNsa = fN;
+  r.flopsDense = fD;
+  for (const b of [q, k, v, gates, dOut, kCmp, vCmp, out, oCmp, oSlc, oWin, lse, blocks, dLse, ...Object.values(grads)]) b.free();
+  seq.table.free();
+
+  // Decode: one query per sequence over a cache of T tokens.
+  for (const B of [1, 16]) {
+    const kc = random(B * T * H * D), vc = random(B * T * H * D);
+    const kcC = alloc(B * C * H * D), vcC = alloc(B * C * H * D);
+    addon.meanCompress({ dtype: BF16, x: kc, out: kcC, B, T, H, D, l: config.compressBlock, d: config.compressStride });
+    addon.meanCompress({ dtype: BF16, x: vc, out: vcC, B, T, H, D, l: config.compressBlock, d: config.compressStride });
+    const qd = random(B * HQ * D), gd = random(B * HQ * 3, 0.5, 0.2);
+    const od = alloc(B * HQ * D), ocd = alloc(B * HQ * D), bd = alloc(B * H * config.selectCount, 4);
+    const range = Array.from({ length: B }, (_, i) => i);
+    const dseq = upload(buildSeq({ queries: range.map(() => 1), keyBase: range.map((i) => i * T), cmpBase: range.map((i) => i * C), pos0: range.map(() => T - 1) }, config.selectBlock));
+    r[`nsaDecode${B}`] = await time(
+      () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd }),
+      { minReps: 20, maxReps: 200, budgetMs: 300 },
+    );
+    r[`denseDecode${B}`] = await time(
+      () => addon.attentionForward({ dtype: BF16, seq: dseq, HQ, H, Dk: D, Dv: D, scale: config.scale, q: qd, k: kc, v: vc, out: od }),
+      { minReps: 20, maxReps: 200, budgetMs: 300 },
+    );
+    // Bytes a decode step must read: NSA c(t) + selected + window tokens per KV head; dense all T.
+    const kr = keysReadPerQuery(T - 1, config);
+    r[`nsaDecodeBytes${B}`] = B * H * (kr.compressed + kr.selected + kr.window) * 2 * D * 2;
+    r[`denseDecodeBytes${B}`] = B * H * T * 2 * D * 2;
+    for (const b of [kc, vc, kcC, vcC, qd, gd, od, ocd, bd]) b.free();
+    dseq.table.free();
+  }
+  rows.push(r);
+  console.error(`T=${T} done`);
+}
+
+// ---- the table ----
+const fmt = (x, d = 2) => (x === undefined ? 'n/a' : x.toFixed(d));
+const base = (T, key) => baseline?.rows?.find((x) => x.T === T)?.[key];
+console.log(`\ndevice: ${info.name}; ceilings measured in this run: copy ${fmt(copyGBps, 0)} GB/s (own kernel), bf16 matmul ${fmt(matmul, 0)} TFLOP/s (torch)${baseline ? `, torch ${baseline.torch} SDPA copy ${fmt(baseline.copyGBps, 0)} GB/s` : ''}`);
+console.log('B=1 HQ=64 H=4 Dk=Dv=128 bf16, l=32 d=16 l\'=64 n=16 w=512; NSA includes the mean compressor; median ms\n');
+console.log('| op | T | NSA ms | NSA rate | own dense ms | dense rate | torch SDPA ms | NSA speedup vs own dense | own dense / torch |');
+console.log('|---|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  const tf = (flops, ms) => `${fmt(flops / ms / 1e9, 1)} TFLOP/s (${fmt((100 * flops) / ms / 1e9 / (matmul ?? NaN), 0)}%)`;
+  const gb = (bytes, ms) => `${fmt(bytes / ms / 1e6, 0)} GB/s (${fmt((100 * bytes) / ms / 1e6 / copyGBps, 0)}%)`;
+  const line = (op, nsa, rate, dense, drate, torch) =>
+    console.log(`| ${op} | ${r.T} | ${fmt(nsa)} | ${rate} | ${fmt(dense)} | ${drate} | ${fmt(torch, 3)} | ${fmt(dense / nsa)}x | ${torch ? fmt(dense / torch) + 'x' : 'n/a'} |`);
+  line('forward', r.nsaFwd, tf(r.flopsNsa, r.nsaFwd), r.denseFwd, tf(r.flopsDense, r.denseFwd), base(r.T, 'fwd'));
+  line('forward+backward', r.nsaFwdBwd, tf(3.5 * r.flopsNsa, r.nsaFwdBwd), r.denseFwdBwd, tf(3.5 * r.flopsDense, r.denseFwdBwd), base(r.T, 'fwdBwd'));
+  for (const B of [1, 16]) {
+    line(`decode B=${B}`, r[`nsaDecode${B}`], gb(r[`nsaDecodeBytes${B}`], r[`nsaDecode${B}`]), r[`denseDecode${B}`], gb(r[`denseDecodeBytes${B}`], r[`denseDecode${B}`]), base(r.T, `decode${B}`));
+  }
+}
+console.log('\nrates: useful attention FLOPs (fwd+bwd counted as 3.5x fwd) over the bf16 matmul ceiling; decode bytes = K/V tokens a step must read over the copy ceiling.');

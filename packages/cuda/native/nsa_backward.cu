@@ -1,0 +1,402 @@
+// NSA backward, deterministic (no floating-point atomics):
+//   prep   dGates = dO · o_b and D_b = g_b * dGates per (row, head, branch);
+//   dq     query-centric, one block per (position, KV head), all three branches;
+//   dK/dV  key-centric per branch: window and compressed keys walk the query range that sees them;
+//          selected keys walk an inverse index (key block -> query rows that chose it, ascending),
+//          built with integer counting only.
+#include <vector>
+#include "cuda_error.h"
+#include "key_grad.cuh"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+#include "workspace.h"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kBigWindow = 1 << 30;
+
+template <class T>
+__global__ void prepKernel(const T* dO, const T* oCmp, const T* oSlc, const T* oWin, const T* gates, T* dGates, float* D,
+                           int rowsHeads, int Dv) {
+  const int warpId = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (warpId >= rowsHeads) return;
+  const size_t base = (size_t)warpId * Dv;
+  float acc[3] = {0.f, 0.f, 0.f};
+  for (int c = lane; c < Dv; c += 32) {
+    const float d = toF(dO[base + c]);
+    acc[0] += d * toF(oCmp[base + c]);
+    acc[1] += d * toF(oSlc[base + c]);
+    acc[2] += d * toF(oWin[base + c]);
+  }
+  for (int b = 0; b < 3; b++) acc[b] = warpSum(acc[b]);
+  if (lane < 3) {
+    dGates[(size_t)warpId * 3 + lane] = fromF<T>(acc[lane]);
+    D[(size_t)warpId * 3 + lane] = toF(gates[(size_t)warpId * 3 + lane]) * acc[lane];
+  }
+}
+
+// dq for one (position, KV head): the forward's tiles again, with dS = P (g dP - D).
+template <class T>
+__global__ void __launch_bounds__(kThreads) dqKernel(NSABackwardArgs a, const float* D, int RG, int BK) {
+  extern __shared__ __align__(16) char smemRaw[];
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  const int G = c.HQ / c.H;
+  AttendSmem<T> sm;
+  sm.carve(smemRaw, RG, BK, c.Dk, c.Dv, true);
+  int* blk = sm.ints;
+  int* pre = blk + c.n;
+  const int row = blockIdx.x, g = blockIdx.y;
+  const SeqTable st = seqTable(f.seq);
+  const int s = seqOfRow(st, row);
+  const int pos = st.pos0[s] + row - st.qStart[s];
+  const int kBase = st.kBase[s], cBase = st.cBase[s];
+  const float sl2 = c.scale * kLog2e;
+  const int nc = compressedCount(pos + 1, c.l, c.d);
+  const int ws = max(0, pos - c.window + 1), winTokens = pos - ws + 1;
+  for (int k = threadIdx.x; k < c.n; k += blockDim.x) blk[k] = a.blocks[((size_t)row * c.H + g) * c.n + k];
+  for (int r = threadIdx.x; r < RG; r += blockDim.x) sm.rpos[r] = 0;
+  for (int j = threadIdx.x; j < BK; j += blockDim.x) sm.kpos[j] = 0;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int total = 0;
+    for (int k = 0; k < c.n; k++) {
+      pre[k] = total;
+      const int j = blk[k];
+      total += (j >= 0 && j <= pos / c.ls) ? min(c.ls, pos - j * c.ls + 1) : 0;
+    }
+    pre[c.n] = total;
+  }
+  __syncthreads();
+  const int slcTokens = pre[c.n];
+  const T* Q = static_cast<const T*>(f.q);
+  const T* dOut = static_cast<const T*>(a.dOut);
+  const T* gates = static_cast<const T*>(f.gates);
+  const size_t qRow = (size_t)row * c.HQ * c.Dk, oRow = (size_t)row * c.HQ * c.Dv;
+  for (int h0 = 0; h0 < G; h0 += RG) {
+    const int nr = min(RG, G - h0), hq0 = g * G + h0;
+    loadHeads<T>(sm.q, sm.ldq, RG, nr, Q, qRow, hq0, c.Dk);
+    loadHeads<T>(sm.dO, sm.ldv, RG, nr, dOut, oRow, hq0, c.Dv);
+    for (int e = threadIdx.x; e < RG * sm.ldo; e += blockDim.x) sm.o[e] = 0.f;
+    for (int branch = 0; branch < 3; branch++) {
+      for (int r = threadIdx.x; r < RG; r += blockDim.x) {
+        const size_t at = ((size_t)row * c.HQ + hq0 + r) * 3 + branch;
+        sm.lse[r] = r < nr ? f.lse[at] : INFINITY;
+        sm.aux[r] = r < nr ? D[at] : 0.f;
+        sm.gate[r] = r < nr ? toF(gates[at]) : 0.f;
+      }
+      const int tokens = branch == 0 ? nc : branch == 1 ? slcTokens : winTokens;
+      const T* K = static_cast<const T*>(branch == 0 ? f.kCmp : branch == 1 ? f.kSlc : f.kWin);
+      const T* V = static_cast<const T*>(branch == 0 ? f.vCmp : branch == 1 ? f.vSlc : f.vWin);
+      for (int tile = 0; tile * BK < tokens; tile++) {
+        __syncthreads();
+        for (int j = threadIdx.x; j < BK; j += blockDim.x) {
+          const int e = tile * BK + j;
+          int kr = -1;
+          if (e < tokens) {
+            if (branch == 0) {
+              kr = cBase + e;
+            } else if (branch == 1) {
+              int k = 0;
+              while (pre[k + 1] <= e) k++;
+              kr = kBase + blk[k] * c.ls + (e - pre[k]);
+            } else {
+              kr = kBase + ws + e;
+            }
+          }
+          sm.krow[j] = kr;
+        }
+        __syncthreads();
+        loadKV(sm, K, V, c.H, g);
+        __syncthreads();
+        tileScores(sm);
+        smemGemm<T, ALayout::Row, BLayout::NK>(RG, BK, c.Dv, sm.dO, sm.ldv, sm.v, sm.ldv, sm.y, sm.ldo, false);
+        __syncthreads();
+        for (int e = threadIdx.x; e < RG * BK; e += blockDim.x) {
+          const int r = e / BK, j = e % BK;
+          const float p = (r < nr && sm.krow[j] >= 0) ? exp2f(sm.s[r * sm.lds + j] * sl2 - sm.lse[r]) : 0.f;
+          sm.p[r * sm.ldp + j] = fromF<T>(p * (sm.gate[r] * sm.y[r * sm.ldo + j] - sm.aux[r]));
+        }
+        __syncthreads();
+        smemGemm<T, ALayout::Row, BLayout::KN>(RG, c.Dk, BK, sm.p, sm.ldp, sm.k, sm.ldq, sm.o, sm.ldo, true);
+      }
+    }
+    __syncthreads();
+    T* dq = static_cast<T*>(a.dq);
+    for (int e = threadIdx.x; e < nr * c.Dk; e += blockDim.x) {
+      const int r = e / c.Dk, col = e % c.Dk;
+      dq[qRow + (size_t)(hq0 + r) * c.Dk + col] = fromF<T>(sm.o[r * sm.ldo + col] * c.scale);
+    }
+    __syncthreads();
+  }
+}
+
+// ---- inverse index: (KV head, global selection block) -> query rows, ascending ----
+constexpr int kChunkRows = 64;
+
+__device__ __forceinline__ bool blockHasTokens(int j, int pos, int ls) { return j >= 0 && j <= pos / ls; }
+
+__global__ void countKernel(const int* blocks, SeqArgs seq, int H, int n, int ls, int NB, int chunks, int* counts) {
+  const int chunk = blockIdx.x, g = blockIdx.y, row = chunk * kChunkRows + threadIdx.x;
+  if (row >= seq.rows) return;
+  const SeqTable st = seqTable(seq);
+  const int s = seqOfRow(st, row);
+  const int pos = st.pos0[s] + row - st.qStart[s];
+  const int base = selBase(seq)[s];
+  for (int k = 0; k < n; k++) {
+    const int j = blocks[((size_t)row * H + g) * n + k];
+    if (blockHasTokens(j, pos, ls)) atomicAdd(&counts[((size_t)g * chunks + chunk) * NB + base + j], 1);
+  }
+}
+
+// Per (g, J): counts over chunks -> exclusive running offsets within J; totals[g][J].
+__global__ void chunkScanKernel(int* counts, int* totals, int H, int NB, int chunks) {
+  const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= H * NB) return;
+  const int g = idx / NB, J = idx % NB;
+  int run = 0;
+  for (int ch = 0; ch < chunks; ch++) {
+    int* at = &counts[((size_t)g * chunks + ch) * NB + J];
+    const int v = *at;
+    *at = run;
+    run += v;
+  }
+  totals[idx] = run;
+}
+
+// Exclusive scan of totals into starts (one block, serial chunks per thread then a block scan).
+__global__ void totalsScanKernel(const int* totals, int* starts, int count) {
+  __shared__ int partial[1024];
+  const int per = (count + blockDim.x - 1) / blockDim.x;
+  const int lo = threadIdx.x * per, hi = min(count, lo + per);
+  int sum = 0;
+  for (int i = lo; i < hi; i++) sum += totals[i];
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int run = 0;
+    for (int t = 0; t < (int)blockDim.x; t++) { const int v = partial[t]; partial[t] = run; run += v; }
+  }
+  __syncthreads();
+  int run = partial[threadIdx.x];
+  for (int i = lo; i < hi; i++) { starts[i] = run; run += totals[i]; }
+}
+
+// One warp per (chunk, g): rows in ascending order; lanes take the row's blocks; equal blocks in
+// one row (caller-supplied duplicates) get consecutive slots by lane order.
+__global__ void fillKernel(const int* blocks, SeqArgs seq, int H, int n, int ls, int NB, int chunks, int* counts,
+                           const int* starts, int* list) {
+  const int chunk = blockIdx.x, g = blockIdx.y, lane = threadIdx.x;
+  const SeqTable st = seqTable(seq);
+  for (int r = 0; r < kChunkRows; r++) {
+    const int row = chunk * kChunkRows + r;
+    if (row >= seq.rows) break;
+    const int s = seqOfRow(st, row);
+    const int pos = st.pos0[s] + row - st.qStart[s];
+    const int base = selBase(seq)[s];
+    for (int k0 = 0; k0 < n; k0 += 32) {
+      const int k = k0 + lane;
+      int J = -1;
+      if (k < n) {
+        const int j = blocks[((size_t)row * H + g) * n + k];
+        if (blockHasTokens(j, pos, ls)) J = base + j;
+      }
+      const unsigned same = __match_any_sync(0xffffffffu, J);
+      if (J >= 0) {
+        const unsigned below = same & ((1u << lane) - 1u);
+        int* off = &counts[((size_t)g * chunks + chunk) * NB + J];
+        const int slot = starts[(size_t)g * NB + J] + *off + __popc(below);
+        list[slot] = row;
+        __syncwarp(same);
+        if (below == 0) *off += __popc(same);
+      }
+      __syncwarp();
+    }
+  }
+}
+
+// ---- key-centric dK/dV ----
+enum Mode { kWindow = 0, kCompressed = 1, kSelected = 2 };
+
+struct KeyTile {
+  int s, start, j, sub;
+};
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, const float* D, const KeyTile* tiles, int mode,
+                                                          const int* starts, const int* totals, const int* list, int NB,
+                                                          int BK, int R) {
+  extern __shared__ __align__(16) char smemRaw[];
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  const int G = c.HQ / c.H;
+  KeyGradSmem<T> sm;
+  sm.carve(smemRaw, R, BK, c.Dk, c.Dv);
+  const KeyTile tile = tiles[blockIdx.x];
+  const int g = blockIdx.y;
+  const SeqTable st = seqTable(f.seq);
+  const int s = tile.s;
+  const int qStart = st.qStart[s], qCount = st.qStart[s + 1] - qStart, pos0 = st.pos0[s];
+  const int keyLen = pos0 + qCount;
+  const float sl2 = c.scale * kLog2e;
+  const int nc = compressedCount(keyLen, c.l, c.d);
+
+  // Key tile.
+  for (int j = threadIdx.x; j < BK; j += blockDim.x) {
+    int kr = -1, kp = 0;
+    if (mode == kCompressed) {
+      const int i = tile.start + j;
+      if (i < nc) { kr = st.cBase[s] + i; kp = i * c.d + c.l - 1; }
+    } else if (mode == kSelected) {
+      const int off = tile.sub * BK + j;
+      const int p = tile.j * c.ls + off;
+      if (off < c.ls && p < keyLen) { kr = st.kBase[s] + p; kp = p; }
+    } else {
+      const int p = tile.start + j;
+      if (p < keyLen) { kr = st.kBase[s] + p; kp = p; }
+    }
+    sm.krow[j] = kr;
+    sm.kpos[j] = kp;
+  }
+  __syncthreads();
+  const void* K = mode == kCompressed ? f.kCmp : mode == kSelected ? f.kSlc : f.kWin;
+  const void* V = mode == kCompressed ? f.vCmp : mode == kSelected ? f.vSlc : f.vWin;
+  keyGradLoad<T>(sm, K, V, c.H, g);
+  keyGradBegin(sm);
+
+  // Query positions (window, compressed: a contiguous range; selected: the inverse index).
+  int first = 0, count = 0;
+  const int* rows = nullptr;
+  if (mode == kWindow) {
+    first = tile.start;
+    count = max(0, min(keyLen - 1, tile.start + BK - 1 + c.window - 1) - first + 1);
+  } else if (mode == kCompressed) {
+    first = tile.start * c.d + c.l - 1;
+    count = max(0, keyLen - first);
+  } else {
+    const int J = selBase(f.seq)[s] + tile.j;
+    rows = list + starts[(size_t)g * NB + J];
+    count = totals[(size_t)g * NB + J];
+  }
+  const int window = mode == kWindow ? c.window : kBigWindow;
+  RowSource src{f.q, a.dOut, f.lse, 3, mode == kCompressed ? 0 : mode == kSelected ? 1 : 2, D, f.gates,
+                mode == kCompressed ? 0 : mode == kSelected ? 1 : 2, c.HQ};
+  const int headsPer = min(G, R), QP = R / headsPer;
+  for (int h0 = 0; h0 < G; h0 += headsPer) {
+    for (int i0 = 0; i0 < count; i0 += QP) {
+      __syncthreads();
+      for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        const int pi = r / headsPer, h = h0 + r % headsPer;
+        int qrow = -1, p = 0;
+        if (pi < QP && i0 + pi < count && h < G) {
+          if (rows) { qrow = rows[i0 + pi]; p = pos0 + qrow - qStart; }
+          else { p = first + i0 + pi; qrow = qStart + p - pos0; }
+        }
+        sm.rrow[r] = qrow;
+        sm.rpos[r] = p;
+        sm.rhead[r] = g * G + h;
+      }
+      __syncthreads();
+      keyGradStep(sm, src, sl2, window);
+    }
+  }
+  __syncthreads();
+  void* dK = mode == kCompressed ? a.dkCmp : mode == kSelected ? a.dkSlc : a.dkWin;
+  void* dV = mode == kCompressed ? a.dvCmp : mode == kSelected ? a.dvSlc : a.dvWin;
+  keyGradEnd(sm, dK, dV, c.H, g, c.scale);
+}
+
+template <class T>
+void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  const int G = c.HQ / c.H;
+  const int rows = f.seq.rows;
+  const int S = f.seq.S;
+  const int* host = f.seq.host;
+  Workspace ws(stream);
+  if (rows == 0) return;
+
+  // prep
+  float* D = ws.alloc<float>((size_t)rows * c.HQ * 3);
+  {
+    const int warps = rows * c.HQ, threads = 256;
+    prepKernel<T><<<(warps * 32 + threads - 1) / threads, threads, 0, stream>>>(
+        static_cast<const T*>(a.dOut), static_cast<const T*>(f.oCmp), static_cast<const T*>(f.oSlc),
+        static_cast<const T*>(f.oWin), static_cast<const T*>(f.gates), static_cast<T*>(a.dGates), D, warps, c.Dv);
+    NSA_LAUNCHED("nsa backward prepKernel");
+  }
+  // dq
+  {
+    const int BK = sizeof(T) == 4 ? 32 : 64;
+    int RG = 16;
+    size_t bytes = 0;
+    for (int cand : {64, 32, 16}) {
+      if (cand > roundUp(G, 16)) continue;
+      bytes = AttendSmem<T>::bytes(cand, BK, c.Dk, c.Dv, 2 * c.n + 8, true);
+      RG = cand;
+      if (bytes <= 200 * 1024) break;
+    }
+    NSA_CUDA(cudaFuncSetAttribute(dqKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    dqKernel<T><<<dim3(rows, c.H), kThreads, bytes, stream>>>(a, D, RG, BK);
+    NSA_LAUNCHED("nsa backward dqKernel");
+  }
+  // Tile tables and the selection-block layout, from the host copy of the sequence table.
+  int R = 64, BK = 64;
+  size_t bytes = 0;
+  keyGradShape<T>(c.Dk, c.Dv, &R, &BK, &bytes);
+  std::vector<KeyTile> winTiles, cmpTiles, slcTiles;
+  int NB = 0;
+  for (int s = 0; s < S; s++) {
+    const int qCount = host[s + 1] - host[s], pos0 = host[3 * S + 1 + s];
+    const int keyLen = pos0 + qCount;
+    for (int p = 0; p < keyLen; p += BK) winTiles.push_back({s, p, 0, 0});
+    const int nc = compressedCount(keyLen, c.l, c.d);
+    for (int i = 0; i < nc; i += BK) cmpTiles.push_back({s, i, 0, 0});
+    const int nbs = (keyLen + c.ls - 1) / c.ls;
+    for (int j = 0; j < nbs; j++)
+      for (int sub = 0; sub * BK < c.ls; sub++) slcTiles.push_back({s, 0, j, sub});
+    NB += nbs;
+  }
+  // inverse index
+  const int chunks = (rows + kChunkRows - 1) / kChunkRows;
+  int* counts = ws.alloc<int>((size_t)c.H * chunks * NB);
+  int* totals = ws.alloc<int>((size_t)c.H * NB);
+  int* starts = ws.alloc<int>((size_t)c.H * NB);
+  int* list = ws.alloc<int>((size_t)rows * c.H * c.n + 1);
+  NSA_CUDA(cudaMemsetAsync(counts, 0, sizeof(int) * (size_t)c.H * chunks * NB, stream));
+  countKernel<<<dim3(chunks, c.H), kChunkRows, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts);
+  NSA_LAUNCHED("nsa backward countKernel");
+  chunkScanKernel<<<(c.H * NB + 255) / 256, 256, 0, stream>>>(counts, totals, c.H, NB, chunks);
+  NSA_LAUNCHED("nsa backward chunkScanKernel");
+  totalsScanKernel<<<1, 1024, 0, stream>>>(totals, starts, c.H * NB);
+  NSA_LAUNCHED("nsa backward totalsScanKernel");
+  fillKernel<<<dim3(chunks, c.H), 32, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts, starts, list);
+  NSA_LAUNCHED("nsa backward fillKernel");
+
+  NSA_CUDA(cudaFuncSetAttribute(keyGradKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  const std::vector<KeyTile>* lists[3] = {&winTiles, &cmpTiles, &slcTiles};
+  for (int mode = 0; mode < 3; mode++) {
+    const std::vector<KeyTile>& tl = *lists[mode];
+    if (tl.empty()) continue;
+    KeyTile* dTiles = ws.upload(tl);
+    keyGradKernel<T><<<dim3((unsigned)tl.size(), c.H), kThreads, bytes, stream>>>(a, D, dTiles, mode, starts, totals, list,
+                                                                                   NB, BK, R);
+    NSA_LAUNCHED("nsa backward keyGradKernel");
+  }
+  // A sequence with no compressed keys leaves dkCmp untouched: C = 0 there, nothing to write.
+}
+
+}  // namespace
+
+void nsaBackward(const NSABackwardArgs& a, cudaStream_t stream) {
+  switch (a.fwd.dtype) {
+    case DType::F32: return launchBackward<float>(a, stream);
+    case DType::F16: return launchBackward<__half>(a, stream);
+    case DType::BF16: return launchBackward<__nv_bfloat16>(a, stream);
+  }
+}
+
+}  // namespace nsa
