@@ -122,11 +122,11 @@ export class TransformerLM {
     return { loss: ce.loss, count: ce.count, grads };
   }
 
-  /** Logits [B*T, V] of every position, on the host. */
-  async logits(ids: Int32Array, B: number, T: number): Promise<Float64Array> {
+  /** Logits [B*T, V] of every position, or [rows, V] of the given flat positions, on the host. */
+  async logits(ids: Int32Array, B: number, T: number, rows?: Int32Array): Promise<Float64Array> {
     const scope = new Scope();
     try {
-      const { logits } = await this.#forward(this.context(scope), ids, B, T);
+      const { logits } = await this.#forward(this.context(scope), ids, B, T, rows);
       return Float64Array.from(await logits.read());
     } finally {
       scope.dispose();

@@ -15,9 +15,10 @@ export async function needleAccuracy(model: TransformerLM, length: number, depth
   for (let digit = 0; digit < NEEDLE_VALUE_DIGITS; digit++) {
     const T = prompts[0].length;
     const ids = Int32Array.from(prompts.flat());
-    const logits = await model.logits(ids, examples, T);
+    const lastRows = Int32Array.from({ length: examples }, (_, b) => b * T + T - 1);
+    const logits = await model.logits(ids, examples, T, lastRows);
     for (let b = 0; b < examples; b++) {
-      const row = (b * T + T - 1) * V;
+      const row = b * V;
       let best = 0;
       for (let v = 1; v < V; v++) if (logits[row + v] > logits[row + best]) best = v;
       if (best !== cases[b].answer[digit]) correct[b] = false;
