@@ -2,3 +2,4 @@ export { parseArgs, intOption, stringOption, checkKnownOptions, UsageError, type
 export { loadBackends } from './backends.js';
 export { attentionCommand } from './commands/attention.js';
 export { backendsCommand } from './commands/backends.js';
+export { needleCommand } from './commands/needle.js';

@@ -3,12 +3,19 @@ import { NSAError } from '@nsa/core';
 import { UsageError } from './args.js';
 import { attentionCommand, attentionHelp } from './commands/attention.js';
 import { backendsCommand, backendsHelp } from './commands/backends.js';
+import { needleCommand, needleHelp } from './commands/needle.js';
 
 const commands: Record<string, { help: string; run: (argv: string[]) => Promise<boolean> }> = {
-  run: { help: `nsa run [options]\n  The main job; today the same as \`nsa attention\`.`, run: attentionCommand },
+  run: { help: `nsa run [options]\n  The main job: the same as \`nsa needle\`.`, run: needle },
+  needle: { help: needleHelp, run: needle },
   attention: { help: attentionHelp, run: attentionCommand },
   backends: { help: backendsHelp, run: backendsCommand },
 };
+
+async function needle(argv: string[]): Promise<boolean> {
+  await needleCommand(argv);
+  return true;
+}
 
 function usage(): string {
   return `usage: nsa <command> [options]\n\n${Object.values(commands)
