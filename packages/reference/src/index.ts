@@ -5,7 +5,14 @@ export { ReferenceDenseOps } from './dense/index.js';
 export { ReferenceNSACache, type CacheStore } from './decode-cache.js';
 export { ReferenceSaved } from './saved.js';
 export type { NSAHostInputs, NSAHostShape } from './host-inputs.js';
-export { nsaForwardHost, selectBlocksHost, type NSAHostForward, type NSAForwardHostOptions } from './nsa-forward.js';
+export {
+  nsaForwardHost,
+  selectBlocksHost,
+  selectionScoresHost,
+  type SelectionScores,
+  type NSAHostForward,
+  type NSAForwardHostOptions,
+} from './nsa-forward.js';
 export { nsaBackwardHost, type NSAHostGradients, type NSABackwardHostOptions } from './nsa-backward.js';
 export { nsaDecodeHost, type DecodeHostArgs } from './nsa-decode.js';
 export { addSelectionScores, chooseBlocks, checkBlockIndices } from './selection.js';

@@ -1,6 +1,6 @@
 // The NSA forward pass (NSA-SPEC.md, "Output"): per query, the three branches' attentions mixed
 // by the gates, with branch 2's blocks scored from branch 1's probabilities.
-import { visibleCompressed, windowStart, selectionBlockOf, type NSAConfig } from '@nsa/core';
+import { selectionBlockCount, selectionBlockOf, visibleCompressed, windowStart, type NSAConfig } from '@nsa/core';
 import { attendForward, attendProbabilities, type HeadGroup, type KVView, type QueryForward } from './branches/attend.js';
 import { KeyRanges } from './branches/key-ranges.js';
 import { checkHostInputs, checkLength, hostLayout, inputDims, type NSAHostInputs, type NSAHostShape } from './host-inputs.js';
@@ -54,12 +54,34 @@ export function selectBlocksHost(
   config: NSAConfig,
   shape: NSAHostShape,
 ): Int32Array {
+  return selectionScoresHost(inputs, config, shape).blockIndices;
+}
+
+export interface SelectionScores {
+  /** int32 [B, T, H, n]: the chosen blocks. */
+  readonly blockIndices: Int32Array;
+  /**
+   * [B, T, H, blocks]: the group scores S[t, g, j] (step 3) of every candidate j <= floor(t/l'),
+   * 0 beyond; blocks = ceil(longest sequence / l'). Parity tests compare sums of chosen scores.
+   */
+  readonly scores: Float64Array;
+  readonly blocks: number;
+}
+
+/** Steps 1-5 of branch 2, with the scores that chose the blocks. */
+export function selectionScoresHost(
+  inputs: Pick<NSAHostInputs, 'q' | 'kCmp'>,
+  config: NSAConfig,
+  shape: NSAHostShape,
+): SelectionScores {
   const layout = hostLayout(config, shape);
   const dims = inputDims(config, layout);
   checkLength('q', inputs.q, dims.q);
   checkLength('kCmp', inputs.kCmp, dims.kCmp);
   const unused = new Float64Array(0);
   const blockIndices = new Int32Array(layout.B * layout.T * config.kvHeads * config.selectCount);
+  const blocks = selectionBlockCount(Math.max(1, layout.varlen?.maxLength ?? layout.T), config);
+  const scores = new Float64Array(layout.B * layout.T * config.kvHeads * blocks);
   runForward({
     config,
     inputs: { q: inputs.q, kCmp: inputs.kCmp, vCmp: unused, kSlc: unused, vSlc: unused, kWin: unused, vWin: unused, gates: unused },
@@ -68,8 +90,9 @@ export function selectBlocksHost(
     blockIndices,
     blocksGiven: false,
     selectOnly: true,
+    scoresOut: { scores, blocks },
   });
-  return blockIndices;
+  return { blockIndices, scores, blocks };
 }
 
 /** One forward over a list of segments (full sequences, packed sequences or a decode step). */
@@ -84,6 +107,8 @@ export interface ForwardPass {
   readonly blocksGiven: boolean;
   /** Stop after choosing blocks (selectBlocksHost). */
   readonly selectOnly?: boolean;
+  /** Copy each (query row, KV head)'s scores to scores[(row * H + g) * blocks + j]. */
+  readonly scoresOut?: { readonly scores: Float64Array; readonly blocks: number };
 }
 
 export function runForward(pass: ForwardPass): NSAHostForward {
@@ -142,9 +167,12 @@ export function runForward(pass: ForwardPass): NSAHostForward {
         if (blocksGiven) {
           checkBlockIndices(blockIndices, biOff, n, t, config, taken, () => `b=${seg.batch}, t=${seg.tensorT0 + i}, h=${g}`);
         } else {
-          scores.fill(0, 0, selectionBlockOf(t, config) + 1);
+          const candidates = selectionBlockOf(t, config) + 1;
+          scores.fill(0, 0, candidates);
           for (let h = 0; h < G; h++) addSelectionScores(probs, h * c, c, config, scores);
           chooseBlocks(t, scores, config, taken, forced.at(t), blockIndices, biOff);
+          const out = pass.scoresOut;
+          if (out) out.scores.set(scores.subarray(0, candidates), (row * H + g) * out.blocks);
         }
         if (pass.selectOnly) continue;
         selectedKeys(blockIndices, biOff, n, ls, t, slcKeys);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { nsaForwardHost } from '../src/index.js';
+import { nsaForwardHost, selectionScoresHost } from '../src/index.js';
 import { allFinite, maxRelError, randomInputs, smallConfig } from './fixtures.js';
 import { naiveNSA } from './naive-nsa.js';
 
@@ -36,5 +36,25 @@ describe('nsaForwardHost against a literal implementation of the spec', () => {
     const want = naiveNSA(x, config, 1, 77, cu);
     expect(got.blockIndices).toEqual(want.blockIndices);
     expect(maxRelError(got.output, want.output)).toBeLessThan(1e-13);
+    const sel = selectionScoresHost(x, config, { B: 1, T: 77, cuSeqlens: cu });
+    expect(sel.blocks).toBe(want.blocks);
+    expect(sel.blockIndices).toEqual(want.blockIndices);
+    expect(maxRelError(sel.scores, want.scores)).toBeLessThan(1e-14);
+  });
+
+  it('selectionScoresHost gives the group scores S that chose the blocks', () => {
+    const config = smallConfig({ heads: 8, kvHeads: 2 });
+    const x = randomInputs(config, 2, 50, 6);
+    const sel = selectionScoresHost(x, config, { B: 2, T: 50 });
+    const want = naiveNSA(x, config, 2, 50);
+    expect(sel.blocks).toBe(4);
+    expect(sel.blockIndices).toEqual(want.blockIndices);
+    expect(maxRelError(sel.scores, want.scores)).toBeLessThan(1e-14);
+    // Each head's probabilities sum to 1 and every sub-block is counted l/d times: S sums to G*l/d.
+    const H = 2;
+    const t = 49;
+    let total = 0;
+    for (let j = 0; j < 4; j++) total += sel.scores[((50 + t) * H + 1) * 4 + j];
+    expect(total).toBeCloseTo(4 * 2, 12);
   });
 });

@@ -16,7 +16,7 @@ export function naiveNSA(
   T: number,
   cuSeqlens?: number[],
   givenBlocks?: Int32Array,
-): { output: Float64Array; blockIndices: Int32Array } {
+): { output: Float64Array; blockIndices: Int32Array; scores: Float64Array; blocks: number } {
   const { compressBlock: l, compressStride: d, selectBlock: ls, selectCount: n, window: w } = cfg;
   const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, scale } = cfg;
   const G = HQ / H;
@@ -34,6 +34,8 @@ export function naiveNSA(
   }
   const output = new Float64Array(B * T * HQ * Dv);
   const blockIndices = new Int32Array(B * T * H * n);
+  const blocks = Math.ceil(Math.max(1, ...seqs.map((q) => q.length)) / ls);
+  const scores = new Float64Array(B * T * H * blocks);
   const qv = (row: number, h: number) => Array.from(x.q.subarray((row * HQ + h) * Dk, (row * HQ + h + 1) * Dk));
   const vec = (a: Float64Array, row: number, g: number, D: number) => Array.from(a.subarray((row * H + g) * D, (row * H + g + 1) * D));
   const attend = (qq: number[], ks: number[][], vs: number[][]): { o: number[]; p: number[] } => {
@@ -70,6 +72,7 @@ export function naiveNSA(
             }
           }
         }
+        for (let j = 0; j <= current; j++) scores[(row * H + g) * blocks + j] = S[j];
         let chosen: number[];
         const off = (row * H + g) * n;
         if (givenBlocks) {
@@ -99,5 +102,5 @@ export function naiveNSA(
       }
     }
   }
-  return { output, blockIndices };
+  return { output, blockIndices, scores, blocks };
 }
