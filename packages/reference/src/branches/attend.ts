@@ -1,39 +1,9 @@
 // Softmax attention of the G query heads that share one KV head over one list of key rows, and
 // its backward. Every NSA branch and dense attention is built from these functions. Working a
-// whole group per key row reads each key and value once for G heads instead of G times.
+// whole group per key row reads each key and value once for G heads instead of G times; heads go
+// four at a time through the vector-ops kernels, the remainder one at a time.
 import type { KeyRanges } from './key-ranges.js';
-
-/**
- * a[aOff..+n) · b[bOff..+n) with four independent partial sums: a single running sum is bound
- * by the latency of one add after another, four let the CPU overlap them.
- */
-export function dot(a: Float64Array, aOff: number, b: Float64Array, bOff: number, n: number): number {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  let d = 0;
-  for (; d + 3 < n; d += 4) {
-    s0 += a[aOff + d] * b[bOff + d];
-    s1 += a[aOff + d + 1] * b[bOff + d + 1];
-    s2 += a[aOff + d + 2] * b[bOff + d + 2];
-    s3 += a[aOff + d + 3] * b[bOff + d + 3];
-  }
-  for (; d < n; d++) s0 += a[aOff + d] * b[bOff + d];
-  return s0 + s1 + (s2 + s3);
-}
-
-/** y[yOff..+n) += c * x[xOff..+n), unrolled by four (about twice as fast as the plain loop in V8). */
-export function axpy(y: Float64Array, yOff: number, c: number, x: Float64Array, xOff: number, n: number): void {
-  let d = 0;
-  for (; d + 3 < n; d += 4) {
-    y[yOff + d] += c * x[xOff + d];
-    y[yOff + d + 1] += c * x[xOff + d + 1];
-    y[yOff + d + 2] += c * x[xOff + d + 2];
-    y[yOff + d + 3] += c * x[xOff + d + 3];
-  }
-  for (; d < n; d++) y[yOff + d] += c * x[xOff + d];
-}
+import { axpy, axpy4, dot, dot4, sum4 } from './vector-ops.js';
 
 /** Where one KV head's keys and values live: row r starts at kBase + r * kStride (v likewise). */
 export interface KVView {
@@ -111,11 +81,14 @@ export function attendProbabilities(
     const end = keys.ends[r];
     for (let row = keys.starts[r]; row < end; row++, i++) {
       const kOff = kBase + row * kStride;
-      for (let h = 0; h < G; h++) probs[h * N + i] = dot(q, qOff + h * Dk, k, kOff, Dk) * scale;
+      let h = 0;
+      for (; h + 3 < G; h += 4) dot4(q, qOff + h * Dk, k, kOff, Dk, probs, h * N + i, N);
+      for (; h < G; h++) probs[h * N + i] = dot(q, qOff + h * Dk, k, kOff, Dk);
     }
   }
   for (let h = 0; h < G; h++) {
     const base = h * N;
+    for (let j = 0; j < N; j++) probs[base + j] *= scale;
     let max = probs[base];
     for (let j = 1; j < N; j++) if (probs[base + j] > max) max = probs[base + j];
     let sum = 0;
@@ -152,7 +125,23 @@ export function attendForward(
     const end = keys.ends[r];
     for (let row = keys.starts[r]; row < end; row++, i++) {
       const vOff = vBase + row * vStride;
-      for (let h = 0; h < G; h++) axpy(out, oOff + h * Dv, gates[gateOff + h * gateStride] * probs[h * N + i], v, vOff, Dv);
+      let h = 0;
+      for (; h + 3 < G; h += 4) {
+        const g0 = gateOff + h * gateStride;
+        const p0 = h * N + i;
+        axpy4(
+          out,
+          oOff + h * Dv,
+          gates[g0] * probs[p0],
+          gates[g0 + gateStride] * probs[p0 + N],
+          gates[g0 + 2 * gateStride] * probs[p0 + 2 * N],
+          gates[g0 + 3 * gateStride] * probs[p0 + 3 * N],
+          v,
+          vOff,
+          Dv,
+        );
+      }
+      for (; h < G; h++) axpy(out, oOff + h * Dv, gates[gateOff + h * gateStride] * probs[h * N + i], v, vOff, Dv);
     }
   }
   return N;
@@ -180,36 +169,66 @@ export function attendBackward(
   const N = keys.size();
   for (let h = 0; h < G; h++) dGates[gateOff + h * gateStride] = 0;
   if (N === 0) return;
-  // Pass 1: p_j and u_j = dO · v_j per head; dgate = dO · A = sum_j p_j u_j.
+  // Pass 1: p_j = exp(scale q·k_j - lse) and u_j = dO · v_j per head; dgate = dO · A = sum_j p_j u_j.
   let i = 0;
   for (let r = 0; r < keys.count; r++) {
     const end = keys.ends[r];
     for (let row = keys.starts[r]; row < end; row++, i++) {
       const kOff = kBase + row * kStride;
       const vOff = vBase + row * vStride;
-      for (let h = 0; h < G; h++) {
-        const p = Math.exp(dot(q, qOff + h * Dk, k, kOff, Dk) * scale - lse[lseOff + h]);
-        const u = dot(dO, oOff + h * Dv, v, vOff, Dv);
-        probs[h * N + i] = p;
-        dots[h * N + i] = u;
-        dGates[gateOff + h * gateStride] += p * u;
+      let h = 0;
+      for (; h + 3 < G; h += 4) {
+        dot4(q, qOff + h * Dk, k, kOff, Dk, probs, h * N + i, N);
+        dot4(dO, oOff + h * Dv, v, vOff, Dv, dots, h * N + i, N);
+      }
+      for (; h < G; h++) {
+        probs[h * N + i] = dot(q, qOff + h * Dk, k, kOff, Dk);
+        dots[h * N + i] = dot(dO, oOff + h * Dv, v, vOff, Dv);
       }
     }
   }
-  // Pass 2: dS_j = gate p_j (u_j - dgate) is the gradient of the scaled score q·k_j * scale.
+  for (let h = 0; h < G; h++) {
+    const base = h * N;
+    const m = lse[lseOff + h];
+    let dGate = 0;
+    for (let j = 0; j < N; j++) {
+      const p = Math.exp(probs[base + j] * scale - m);
+      probs[base + j] = p;
+      dGate += p * dots[base + j];
+    }
+    dGates[gateOff + h * gateStride] = dGate;
+    // From here on dots holds dS_j = gate p_j (u_j - dgate) * scale, the gradient of q·k_j,
+    // and probs holds gate p_j, the weight of dO in dv_j.
+    const gate = gates[gateOff + h * gateStride];
+    for (let j = 0; j < N; j++) {
+      const gp = gate * probs[base + j];
+      dots[base + j] = gp * (dots[base + j] - dGate) * scale;
+      probs[base + j] = gp;
+    }
+  }
+  // Pass 2: dq_h += dS k_j, dk_j += sum_h dS_h q_h, dv_j += sum_h gate_h p_h dO_h.
   i = 0;
   for (let r = 0; r < keys.count; r++) {
     const end = keys.ends[r];
     for (let row = keys.starts[r]; row < end; row++, i++) {
       const kOff = kBase + row * kStride;
       const vOff = vBase + row * vStride;
-      for (let h = 0; h < G; h++) {
-        const gate = gates[gateOff + h * gateStride];
-        const p = probs[h * N + i];
-        const dS = gate * p * (dots[h * N + i] - dGates[gateOff + h * gateStride]) * scale;
-        axpy(dq, qOff + h * Dk, dS, k, kOff, Dk);
-        axpy(dk, kOff, dS, q, qOff + h * Dk, Dk);
-        axpy(dv, vOff, gate * p, dO, oOff + h * Dv, Dv);
+      let h = 0;
+      for (; h + 3 < G; h += 4) {
+        const j0 = h * N + i;
+        const s0 = dots[j0];
+        const s1 = dots[j0 + N];
+        const s2 = dots[j0 + 2 * N];
+        const s3 = dots[j0 + 3 * N];
+        axpy4(dq, qOff + h * Dk, s0, s1, s2, s3, k, kOff, Dk);
+        sum4(dk, kOff, s0, s1, s2, s3, q, qOff + h * Dk, Dk);
+        sum4(dv, vOff, probs[j0], probs[j0 + N], probs[j0 + 2 * N], probs[j0 + 3 * N], dO, oOff + h * Dv, Dv);
+      }
+      for (; h < G; h++) {
+        const j = h * N + i;
+        axpy(dq, qOff + h * Dk, dots[j], k, kOff, Dk);
+        axpy(dk, kOff, dots[j], q, qOff + h * Dk, Dk);
+        axpy(dv, vOff, probs[j], dO, oOff + h * Dv, Dv);
       }
     }
   }
