@@ -1,0 +1,306 @@
+// One attention branch on the GPU (compressed, selected, window, or dense causal): planning,
+// compiling and encoding its forward, dq and dk/dv passes. NSA forward/backward, decoding and
+// the dense baseline are all compositions of these.
+import { MAX_GRID, ROW_ALIGN, Frame, rowRange, type Runtime } from './runtime.js';
+import { attentionShader } from './shaders/attention.js';
+import type { ElementType, Mode, Params } from './shaders/common.js';
+import { ITEM_WORDS } from './shaders/common.js';
+import { dkdvShader } from './shaders/dkdv.js';
+import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader } from './shaders/elementwise.js';
+import { selectionShader } from './shaders/selection.js';
+import {
+  chunkItems,
+  itemCount,
+  keyItems,
+  planKeyTiles,
+  planQueryTiles,
+  planSelectionTiles,
+  queryItems,
+  type Sequence,
+} from './tiling.js';
+
+/** Sizes and hyper-parameters shared by every pass of one call. */
+export interface Geometry {
+  readonly H: number;
+  readonly HQ: number;
+  readonly G: number;
+  readonly DK: number;
+  readonly DV: number;
+  readonly e: ElementType;
+  readonly scale: number;
+  /** Query token rows (batch x time, or the packed length). */
+  readonly tokRows: number;
+  readonly window: number;
+  readonly cmpBlock: number;
+  readonly cmpStride: number;
+  readonly selBlock: number;
+  readonly nSel: number;
+  readonly initialBlocks: number;
+  readonly localBlocks: number;
+}
+
+/** Fewer workgroups than this leave the GPU idle: split the keys (flash-decoding). */
+const TARGET_WORKGROUPS = 512;
+const MAX_SPLITS = 64;
+
+function esize(e: ElementType): number {
+  return e === 'f16' ? 2 : 4;
+}
+
+function baseParams(geo: Geometry): Params {
+  return {
+    H: geo.H,
+    HQ: geo.HQ,
+    window: geo.window,
+    cmpBlock: geo.cmpBlock,
+    cmpStride: geo.cmpStride,
+    selBlock: geo.selBlock,
+    nSel: geo.nSel,
+    tokRows: geo.tokRows,
+    scale: geo.scale,
+  };
+}
+
+function keyLo(mode: Mode, geo: Geometry, p: number): number {
+  return mode === 'window' ? Math.max(0, p + 1 - geo.window) : 0;
+}
+
+function keyHi(mode: Mode, geo: Geometry, p: number): number {
+  if (mode === 'compressed') return p + 1 >= geo.cmpBlock ? Math.floor((p + 1 - geo.cmpBlock) / geo.cmpStride) + 1 : 0;
+  return p + 1;
+}
+
+export type Encoder<T> = (frame: Frame, buffers: T) => void;
+
+/** Forward of one branch: normalised output `out` [tokRows, HQ, DV] f32 and its `lse` [tokRows, HQ]. */
+export async function prepareBranchForward(
+  rt: Runtime,
+  geo: Geometry,
+  mode: Mode,
+  seqs: readonly Sequence[],
+): Promise<Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; blocks?: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }>> {
+  const { G, H, HQ, DK, DV, e } = geo;
+  const tiles = planQueryTiles(rt.ctx, 'forward', mode, G, DK, DV);
+  const items = queryItems(seqs, tiles.TQB);
+  const n = itemCount(items);
+  const nhc = Math.ceil(G / tiles.GC);
+  const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4, blocks: H * geo.nSel * 4 };
+  const chunks = chunkItems(items, Math.max(...Object.values(bpr)), rt.ctx.limits.maxStorageBufferBindingSize, ROW_ALIGN, MAX_GRID);
+  let maxTiles = 1;
+  if (mode === 'selected') maxTiles = geo.nSel;
+  else {
+    for (let i = 0; i < n; i++) {
+      const p0 = items[i * ITEM_WORDS + 2];
+      const p1 = p0 + items[i * ITEM_WORDS + 1] - 1;
+      const span = keyHi(mode, geo, p1) - keyLo(mode, geo, p0);
+      maxTiles = Math.max(maxTiles, Math.ceil(span / tiles.KT));
+    }
+  }
+  let splits = 1;
+  let perSplit = maxTiles;
+  const workgroups = n * H * nhc;
+  if (chunks.length === 1 && workgroups < TARGET_WORKGROUPS && maxTiles > 1) {
+    const want = Math.min(MAX_SPLITS, maxTiles, Math.ceil(TARGET_WORKGROUPS / Math.max(1, workgroups)));
+    perSplit = Math.ceil(maxTiles / want);
+    splits = Math.ceil(maxTiles / perSplit);
+    if (splits * geo.tokRows * HQ * DV * 4 > rt.ctx.limits.maxStorageBufferBindingSize) {
+      splits = 1;
+      perSplit = maxTiles;
+    }
+  }
+  const kernel = { kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split: splits > 1 };
+  const pipeline = await rt.pipeline(`nsa_${mode}_forward`, attentionShader(kernel));
+  const combine = splits > 1 ? await rt.pipeline('combine_splits', combineSplitsShader(DV)) : undefined;
+  return (frame, buf) => {
+    rt.checkWhole(`${mode} keys`, buf.k.size);
+    rt.checkWhole(`${mode} values`, buf.v.size);
+    const itemBuf = frame.upload(items, `${mode} items`);
+    if (splits > 1 && combine) {
+      const part = frame.scratch(splits * geo.tokRows * HQ * DV * 4, `${mode} split partials`);
+      const stats = frame.scratch(splits * geo.tokRows * HQ * 2 * 4, `${mode} split stats`);
+      const bindings = [itemBuf, buf.q, buf.k, buf.v, part, stats, ...(buf.blocks ? [buf.blocks] : [])];
+      frame.dispatch(pipeline, { ...baseParams(geo), perSplit, splits, rowBase: 0, itemBase: 0 }, bindings, [n, H * nhc, splits]);
+      frame.dispatch(combine, { ...baseParams(geo), splits, qRowLo: 0, qRowHi: geo.tokRows }, [part, stats, buf.out, buf.lse], Frame.grid1d(geo.tokRows * HQ * DV, ELEMENTWISE_WG));
+      return;
+    }
+    for (const c of chunks) {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+      const bindings = [itemBuf, r(buf.q, bpr.q), buf.k, buf.v, r(buf.out, bpr.out), r(buf.lse, bpr.lse)];
+      if (buf.blocks) bindings.push(r(buf.blocks, bpr.blocks));
+      frame.dispatch(pipeline, { ...baseParams(geo), perSplit, splits: 1, rowBase: c.rowBase, itemBase: c.first }, bindings, [c.count, H * nhc, 1]);
+    }
+  };
+}
+
+/** Top-n block choice from the compression branch's lse: blocks [tokRows, H, n] int32. */
+export async function prepareSelection(
+  rt: Runtime,
+  geo: Geometry,
+  seqs: readonly Sequence[],
+): Promise<Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }>> {
+  const { G, H, HQ, DK, e } = geo;
+  let maxCandidates = 1;
+  for (const s of seqs) if (s.nq > 0) maxCandidates = Math.max(maxCandidates, Math.floor((s.qPos + s.nq - 1) / geo.selBlock) + 1);
+  const tiles = planSelectionTiles(rt.ctx, G, DK, geo.nSel, maxCandidates);
+  const items = queryItems(seqs, 1);
+  const bpr = { q: HQ * DK * esize(e), lse: HQ * 4, blocks: H * geo.nSel * 4 };
+  const chunks = chunkItems(items, Math.max(...Object.values(bpr)), rt.ctx.limits.maxStorageBufferBindingSize, ROW_ALIGN, MAX_GRID);
+  const pipeline = await rt.pipeline(
+    'nsa_selection_topn',
+    selectionShader({
+      e,
+      G,
+      GC: tiles.GC,
+      DK,
+      CB: tiles.CB,
+      WG: tiles.WG,
+      NSMAX: tiles.NSMAX,
+      nSel: geo.nSel,
+      initialBlocks: geo.initialBlocks,
+      localBlocks: geo.localBlocks,
+      perCmp: geo.cmpBlock / geo.cmpStride,
+      perSel: geo.selBlock / geo.cmpStride,
+    }),
+  );
+  return (frame, buf) => {
+    rt.checkWhole('compressed keys', buf.kCmp.size);
+    const itemBuf = frame.upload(items, 'selection items');
+    for (const c of chunks) {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+      frame.dispatch(
+        pipeline,
+        { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first },
+        [itemBuf, r(buf.q, bpr.q), buf.kCmp, r(buf.lseCmp, bpr.lse), r(buf.blocks, bpr.blocks)],
+        [c.count, H, 1],
+      );
+    }
+  };
+}
+
+/** dq of one branch, added into `dq` [tokRows, HQ, DK] f32 when `accumulate`. */
+export async function prepareBranchDq(
+  rt: Runtime,
+  geo: Geometry,
+  mode: Mode,
+  seqs: readonly Sequence[],
+): Promise<
+  Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; dOut: GPUBuffer; rowgd: GPUBuffer; lse: GPUBuffer; dq: GPUBuffer; blocks?: GPUBuffer; accumulate: boolean }>
+> {
+  const { G, H, HQ, DK, DV, e } = geo;
+  const tiles = planQueryTiles(rt.ctx, 'dq', mode, G, DK, DV);
+  const items = queryItems(seqs, tiles.TQB);
+  const nhc = Math.ceil(G / tiles.GC);
+  const bpr = { q: HQ * DK * esize(e), dOut: HQ * DV * esize(e), rowgd: HQ * 8, lse: HQ * 4, dq: HQ * DK * 4, blocks: H * geo.nSel * 4 };
+  const chunks = chunkItems(items, Math.max(...Object.values(bpr)), rt.ctx.limits.maxStorageBufferBindingSize, ROW_ALIGN, MAX_GRID);
+  const kernel = { kind: 'dq' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split: false };
+  const pipeline = await rt.pipeline(`nsa_${mode}_dq`, attentionShader(kernel));
+  return (frame, buf) => {
+    const itemBuf = frame.upload(items, `${mode} dq items`);
+    for (const c of chunks) {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+      const bindings = [itemBuf, r(buf.q, bpr.q), buf.k, buf.v, r(buf.dOut, bpr.dOut), r(buf.rowgd, bpr.rowgd), r(buf.lse, bpr.lse), r(buf.dq, bpr.dq)];
+      if (buf.blocks) bindings.push(r(buf.blocks, bpr.blocks));
+      frame.dispatch(
+        pipeline,
+        { ...baseParams(geo), perSplit: geo.nSel, splits: 1, rowBase: c.rowBase, itemBase: c.first, accum: buf.accumulate ? 1 : 0 },
+        bindings,
+        [c.count, H * nhc, 1],
+      );
+    }
+  };
+}
+
+/** dk, dv of one branch: [keyRows, H, DK|DV] f32, written whole. */
+export async function prepareBranchDkDv(
+  rt: Runtime,
+  geo: Geometry,
+  mode: Mode,
+  seqs: readonly Sequence[],
+): Promise<Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; dOut: GPUBuffer; rowgd: GPUBuffer; lse: GPUBuffer; dk: GPUBuffer; dv: GPUBuffer; blocks?: GPUBuffer }>> {
+  const { G, H, HQ, DK, DV, e } = geo;
+  const tiles = planKeyTiles(rt.ctx, G, DK, DV, mode === 'selected' ? geo.selBlock : 64);
+  const items = keyItems(seqs, mode, tiles.KT, geo.selBlock);
+  const n = itemCount(items);
+  const bpr = { q: HQ * DK * esize(e), dOut: HQ * DV * esize(e), rowgd: HQ * 8, lse: HQ * 4, blocks: H * geo.nSel * 4 };
+  const queryChunks = rt.rowChunks(geo.tokRows, Math.max(...Object.values(bpr)));
+  const pipeline = await rt.pipeline(`nsa_${mode}_dkdv`, dkdvShader({ mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG }));
+  return (frame, buf) => {
+    for (const [name, b] of [['keys', buf.k], ['values', buf.v], ['dk', buf.dk], ['dv', buf.dv]] as const) rt.checkWhole(`${mode} ${name}`, b.size);
+    if (n === 0) return;
+    const itemBuf = frame.upload(items, `${mode} dkdv items`);
+    queryChunks.forEach(([lo, hi], ci) => {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, lo, hi);
+      const bindings = [itemBuf, r(buf.q, bpr.q), buf.k, buf.v, r(buf.dOut, bpr.dOut), r(buf.rowgd, bpr.rowgd), r(buf.lse, bpr.lse), buf.dk, buf.dv];
+      if (buf.blocks) bindings.push(r(buf.blocks, bpr.blocks));
+      for (let first = 0; first < n; first += MAX_GRID) {
+        frame.dispatch(
+          pipeline,
+          { ...baseParams(geo), rowBase: lo, qRowLo: lo, qRowHi: hi, itemBase: first, accum: ci > 0 ? 1 : 0 },
+          bindings,
+          [Math.min(MAX_GRID, n - first), H, 1],
+        );
+      }
+    });
+  };
+}
+
+/** out (dtype) = Σ gate_b O_b (three branches) or a cast of O (one). */
+export async function prepareGateCombine(rt: Runtime, geo: Geometry, NB: 1 | 3): Promise<Encoder<{ o: GPUBuffer[]; gates?: GPUBuffer; out: GPUBuffer }>> {
+  const { HQ, DV, e } = geo;
+  const pipeline = await rt.pipeline(`gate_combine_${NB}`, gateCombineShader(e, DV, NB));
+  const bpr = { o: HQ * DV * 4, gates: HQ * 3 * esize(e), out: HQ * DV * esize(e) };
+  const chunks = rt.rowChunks(geo.tokRows, Math.max(...Object.values(bpr)));
+  return (frame, buf) => {
+    for (const [lo, hi] of chunks) {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, lo, hi);
+      const bindings = [...buf.o.map((o) => r(o, bpr.o)), ...(buf.gates ? [r(buf.gates, bpr.gates)] : []), r(buf.out, bpr.out)];
+      frame.dispatch(pipeline, { HQ, rowBase: lo, qRowLo: lo, qRowHi: hi }, bindings, Frame.grid1d((hi - lo) * HQ * DV, ELEMENTWISE_WG));
+    }
+  };
+}
+
+/** Per-branch (g, g * dO·O_b) rows and, with three branches, dGates. */
+export async function prepareBackwardPrep(
+  rt: Runtime,
+  geo: Geometry,
+  NB: 1 | 3,
+): Promise<Encoder<{ dOut: GPUBuffer; o: GPUBuffer[]; gates?: GPUBuffer; rowgd: GPUBuffer[]; dGates?: GPUBuffer }>> {
+  const { HQ, DV, e } = geo;
+  const pipeline = await rt.pipeline(`backward_prep_${NB}`, backwardPrepShader(e, DV, NB));
+  const bpr = { dOut: HQ * DV * esize(e), o: HQ * DV * 4, gates: HQ * 3 * esize(e), rowgd: HQ * 8 };
+  const chunks = rt.rowChunks(geo.tokRows, Math.max(...Object.values(bpr)));
+  return (frame, buf) => {
+    for (const [lo, hi] of chunks) {
+      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, lo, hi);
+      const bindings = [
+        r(buf.dOut, bpr.dOut),
+        ...buf.o.map((o) => r(o, bpr.o)),
+        ...(buf.gates ? [r(buf.gates, bpr.gates)] : []),
+        ...buf.rowgd.map((g) => r(g, bpr.rowgd)),
+        ...(buf.dGates ? [r(buf.dGates, bpr.gates)] : []),
+      ];
+      frame.dispatch(pipeline, { HQ, rowBase: lo, qRowLo: lo, qRowHi: hi }, bindings, Frame.grid1d((hi - lo) * HQ, ELEMENTWISE_WG));
+    }
+  };
+}
+
+/** float32 scratch -> the output dtype, in chunks under the binding limit. */
+export async function prepareCast(rt: Runtime, e: ElementType): Promise<Encoder<{ src: GPUBuffer; out: GPUBuffer; count: number }>> {
+  const pipeline = await rt.pipeline(`cast_${e}`, castShader(e));
+  return (frame, buf) => {
+    const limit = rt.ctx.limits.maxStorageBufferBindingSize;
+    const step = Math.max(128, Math.floor(limit / 4 / 128) * 128);
+    for (let first = 0; first < buf.count; first += step) {
+      const count = Math.min(step, buf.count - first);
+      frame.dispatch(
+        pipeline,
+        { nItems: count },
+        [
+          { buffer: buf.src, offset: first * 4, size: Math.ceil((count * 4) / 4) * 4 },
+          { buffer: buf.out, offset: first * esize(e), size: Math.min(buf.out.size - first * esize(e), Math.ceil((count * esize(e)) / 4) * 4) },
+        ],
+        Frame.grid1d(count, ELEMENTWISE_WG),
+      );
+    }
+  };
+}

@@ -1,0 +1,168 @@
+// Decoding: a GPU-resident cache (raw keys/values per branch, compressed keys/values) and a
+// decode step that runs the forward kernels for TQ queries at positions Tk - TQ .. Tk - 1.
+// A step reads only what it uses: c(t) compressed, the selected blocks and the window.
+import {
+  NSAShapeError,
+  UnsupportedError,
+  checkTensor,
+  compressedCount,
+  type FloatDType,
+  type NSACache,
+  type NSACacheOptions,
+  type NSAConfig,
+  type Tensor,
+} from '@nsa/core';
+import { guarded, type DeviceContext } from './device.js';
+import { BACKEND_NAME, createStorageBuffer, gpuTensor } from './tensor.js';
+import type { Sequence } from './tiling.js';
+
+export class WebGPUNSACache implements NSACache {
+  readonly backend = BACKEND_NAME;
+  readonly config: NSAConfig;
+  readonly batch: number;
+  readonly dtype: FloatDType;
+  readonly capacity: number;
+  /** Compressed blocks the capacity allows. */
+  readonly compressedCapacity: number;
+  #length = 0;
+  #compressedLength = 0;
+  #disposed = false;
+  readonly raw: { kSlc: GPUBuffer; vSlc: GPUBuffer; kWin: GPUBuffer; vWin: GPUBuffer };
+  readonly compressed: { kCmp: GPUBuffer; vCmp: GPUBuffer };
+
+  constructor(
+    readonly ctx: DeviceContext,
+    options: NSACacheOptions,
+  ) {
+    const { config, batch, dtype, capacity } = options;
+    if (!Number.isInteger(batch) || batch < 1) throw new NSAShapeError(`cache batch must be a positive integer (got ${batch})`);
+    if (!Number.isInteger(capacity) || capacity < 1) throw new NSAShapeError(`cache capacity must be a positive integer (got ${capacity})`);
+    this.config = config;
+    this.batch = batch;
+    this.dtype = dtype;
+    this.capacity = capacity;
+    this.compressedCapacity = compressedCount(capacity, config);
+    const es = dtype === 'float16' ? 2 : 4;
+    const { kvHeads: H, headDimK: DK, headDimV: DV } = config;
+    const raw = (D: number, name: string) => createStorageBuffer(ctx, batch * capacity * H * D * es, `cache ${name}`);
+    const cmp = (D: number, name: string) => createStorageBuffer(ctx, batch * Math.max(1, this.compressedCapacity) * H * D * es, `cache ${name}`);
+    this.raw = { kSlc: raw(DK, 'kSlc'), vSlc: raw(DV, 'vSlc'), kWin: raw(DK, 'kWin'), vWin: raw(DV, 'vWin') };
+    this.compressed = { kCmp: cmp(DK, 'kCmp'), vCmp: cmp(DV, 'vCmp') };
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  get compressedLength(): number {
+    return this.#compressedLength;
+  }
+
+  /** Sequences of a decode step with TQ queries. */
+  sequences(TQ: number): Sequence[] {
+    const seqs: Sequence[] = [];
+    for (let b = 0; b < this.batch; b++) {
+      seqs.push({
+        qRow: b * TQ,
+        nq: TQ,
+        qPos: this.#length - TQ,
+        keyBase: b * this.capacity,
+        cmpBase: b * this.compressedCapacity,
+        seqLen: this.#length,
+        cmpLen: this.#compressedLength,
+      });
+    }
+    return seqs;
+  }
+
+  async append(tokens: { kSlc: Tensor; vSlc: Tensor; kWin: Tensor; vWin: Tensor }): Promise<void> {
+    this.#assertLive();
+    const { kvHeads: H, headDimK: DK, headDimV: DV } = this.config;
+    const t = tokens.kSlc?.shape?.[1];
+    if (typeof t !== 'number') throw new NSAShapeError('append: kSlc is missing');
+    for (const [name, D] of [['kSlc', DK], ['vSlc', DV], ['kWin', DK], ['vWin', DV]] as const) {
+      const tensor = checkTensor(name, tokens[name], [this.batch, t, H, D], BACKEND_NAME);
+      if (tensor.dtype !== this.dtype) throw new NSAShapeError(`append: ${name} has dtype ${tensor.dtype}, the cache holds ${this.dtype}`);
+    }
+    if (this.#length + t > this.capacity) {
+      throw new NSAShapeError(`append: ${t} tokens would exceed the cache capacity ${this.capacity} (holds ${this.#length})`);
+    }
+    await this.#copyRows(
+      [
+        [tokens.kSlc, this.raw.kSlc, DK],
+        [tokens.vSlc, this.raw.vSlc, DV],
+        [tokens.kWin, this.raw.kWin, DK],
+        [tokens.vWin, this.raw.vWin, DV],
+      ],
+      t,
+      this.#length,
+      this.capacity,
+      'append',
+    );
+    this.#length += t;
+  }
+
+  async appendCompressed(blocks: { kCmp: Tensor; vCmp: Tensor }): Promise<void> {
+    this.#assertLive();
+    const { kvHeads: H, headDimK: DK, headDimV: DV } = this.config;
+    const c = blocks.kCmp?.shape?.[1];
+    if (typeof c !== 'number') throw new NSAShapeError('appendCompressed: kCmp is missing');
+    for (const [name, D] of [['kCmp', DK], ['vCmp', DV]] as const) {
+      const tensor = checkTensor(name, blocks[name], [this.batch, c, H, D], BACKEND_NAME);
+      if (tensor.dtype !== this.dtype) throw new NSAShapeError(`appendCompressed: ${name} has dtype ${tensor.dtype}, the cache holds ${this.dtype}`);
+    }
+    if (this.#compressedLength + c > this.compressedCapacity) {
+      throw new NSAShapeError(
+        `appendCompressed: ${c} blocks would exceed the ${this.compressedCapacity} compressed blocks a capacity of ${this.capacity} tokens has (holds ${this.#compressedLength})`,
+      );
+    }
+    await this.#copyRows(
+      [
+        [blocks.kCmp, this.compressed.kCmp, DK],
+        [blocks.vCmp, this.compressed.vCmp, DV],
+      ],
+      c,
+      this.#compressedLength,
+      this.compressedCapacity,
+      'appendCompressed',
+    );
+    this.#compressedLength += c;
+  }
+
+  async #copyRows(list: [Tensor, GPUBuffer, number][], t: number, at: number, cap: number, what: string): Promise<void> {
+    if (t === 0) return;
+    const es = this.dtype === 'float16' ? 2 : 4;
+    const H = this.config.kvHeads;
+    for (const [, , D] of list) {
+      if ((H * D * es) % 4 !== 0) throw new UnsupportedError(`${what}: rows of ${H * D} float16 values are not 4-byte aligned (use an even kvHeads * headDim)`);
+    }
+    await guarded(this.ctx, `cache.${what}`, () => {
+      const encoder = this.ctx.device.createCommandEncoder({ label: `cache.${what}` });
+      for (const [src, dst, D] of list) {
+        const row = H * D * es;
+        for (let b = 0; b < this.batch; b++) {
+          encoder.copyBufferToBuffer(gpuTensor(src).buffer, b * t * row, dst, (b * cap + at) * row, t * row);
+        }
+      }
+      this.ctx.device.queue.submit([encoder.finish()]);
+    });
+  }
+
+  #assertLive(): void {
+    if (this.#disposed) throw new NSAShapeError('the NSA cache was used after dispose()');
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const b of [...Object.values(this.raw), ...Object.values(this.compressed)]) b.destroy();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,184 @@
+// Adapter and device acquisition, the limits we ask for, and the translation of every WebGPU
+// failure mode (no adapter, lost device, validation, out of memory, shader compilation) into a
+// precise JavaScript error.
+import { NSAError } from '@nsa/core';
+
+/** A WebGPU failure: `kind` says which (validation, out-of-memory, device-lost, internal). */
+export class WebGPUError extends NSAError {
+  constructor(
+    readonly kind: 'validation' | 'out-of-memory' | 'device-lost' | 'internal' | 'no-adapter' | 'limit',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`NSA_WEBGPU_${kind.toUpperCase().replace(/-/g, '_')}`, message, options);
+  }
+}
+
+/** A WGSL module failed to compile; `shader` names it and `messages` holds the compiler's lines. */
+export class ShaderCompilationError extends NSAError {
+  constructor(
+    readonly shader: string,
+    readonly messages: readonly string[],
+  ) {
+    super('NSA_WEBGPU_SHADER', `WGSL shader '${shader}' failed to compile:\n${messages.join('\n')}`);
+  }
+}
+
+/** Optional features the kernels use when present. */
+export interface DeviceFeatures {
+  readonly f16: boolean;
+  readonly subgroups: boolean;
+}
+
+export interface DeviceOptions {
+  /** Use shader-f16 if the adapter has it (default true). */
+  readonly f16?: boolean;
+  /** Use subgroups if the adapter has it (default true). */
+  readonly subgroups?: boolean;
+  readonly powerPreference?: GPUPowerPreference;
+  /** Pretend bindings may hold at most this many bytes (tests of the tiling path). */
+  readonly maxBindingBytes?: number;
+}
+
+/** A device plus what we learned about it. */
+export interface DeviceContext {
+  readonly device: GPUDevice;
+  readonly features: DeviceFeatures;
+  readonly limits: {
+    readonly maxStorageBufferBindingSize: number;
+    readonly maxBufferSize: number;
+    readonly maxComputeWorkgroupStorageSize: number;
+    readonly maxComputeInvocationsPerWorkgroup: number;
+    readonly maxComputeWorkgroupsPerDimension: number;
+    readonly minStorageBufferOffsetAlignment: number;
+    readonly maxStorageBuffersPerShaderStage: number;
+  };
+  /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
+  readonly description: string;
+  /** Set once the device is lost; every later call throws it. */
+  lost: WebGPUError | undefined;
+}
+
+const WANTED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+
+/** Requests an adapter and a device with the adapter's own limits (not the defaults). */
+export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions = {}): Promise<DeviceContext> {
+  if (!gpu) throw new WebGPUError('no-adapter', 'WebGPU is not available here (no GPU object: navigator.gpu is undefined)');
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+  } catch (error) {
+    throw new WebGPUError('no-adapter', `requestAdapter failed: ${messageOf(error)}`, { cause: error });
+  }
+  if (!adapter) throw new WebGPUError('no-adapter', 'no WebGPU adapter: requestAdapter() returned null (no usable GPU or driver)');
+  const f16 = (options.f16 ?? true) && adapter.features.has('shader-f16');
+  const subgroups = (options.subgroups ?? true) && adapter.features.has('subgroups');
+  const requiredFeatures: GPUFeatureName[] = [];
+  if (f16) requiredFeatures.push('shader-f16');
+  if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  const requiredLimits: Record<string, number> = {};
+  for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  } catch (error) {
+    throw new WebGPUError('no-adapter', `requestDevice failed: ${messageOf(error)}`, { cause: error });
+  }
+  const info = adapter.info;
+  const name = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
+  const lim = device.limits;
+  const bindingCap = options.maxBindingBytes ?? Infinity;
+  const ctx: DeviceContext = {
+    device,
+    features: { f16, subgroups },
+    limits: {
+      maxStorageBufferBindingSize: Math.min(lim.maxStorageBufferBindingSize, bindingCap),
+      maxBufferSize: lim.maxBufferSize,
+      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+      maxComputeWorkgroupsPerDimension: lim.maxComputeWorkgroupsPerDimension,
+      minStorageBufferOffsetAlignment: lim.minStorageBufferOffsetAlignment,
+      maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
+    },
+    description: `${name}${f16 ? ', shader-f16' : ''}${subgroups ? ', subgroups' : ''}`,
+    lost: undefined,
+  };
+  void device.lost.then((info) => {
+    ctx.lost = new WebGPUError('device-lost', `WebGPU device lost (${info.reason}): ${info.message}`);
+  });
+  return ctx;
+}
+
+/**
+ * Runs `encode` inside validation, out-of-memory and internal error scopes, submits, and throws
+ * the first error as a WebGPUError naming `what`.
+ */
+export async function guarded<T>(ctx: DeviceContext, what: string, encode: () => T): Promise<T> {
+  if (ctx.lost) throw ctx.lost;
+  const { device } = ctx;
+  device.pushErrorScope('internal');
+  device.pushErrorScope('out-of-memory');
+  device.pushErrorScope('validation');
+  let outcome: { ok: true; value: T } | { ok: false; error: unknown };
+  try {
+    outcome = { ok: true, value: encode() };
+  } catch (error) {
+    outcome = { ok: false, error };
+  }
+  // Always pop all three scopes, so a thrown error cannot leave them on the device's stack.
+  const validation = await device.popErrorScope();
+  const oom = await device.popErrorScope();
+  const internal = await device.popErrorScope();
+  if (!outcome.ok) throw outcome.error;
+  if (ctx.lost) throw ctx.lost;
+  if (oom) throw new WebGPUError('out-of-memory', `${what}: GPU out of memory: ${oom.message}`);
+  if (validation) throw new WebGPUError('validation', `${what}: WebGPU validation error: ${validation.message}`);
+  if (internal) throw new WebGPUError('internal', `${what}: WebGPU internal error: ${internal.message}`);
+  return outcome.value;
+}
+
+/** Compiles a WGSL module and its compute pipeline; a compile error names the shader. */
+export async function compilePipeline(ctx: DeviceContext, name: string, code: string): Promise<GPUComputePipeline> {
+  if (ctx.lost) throw ctx.lost;
+  const { device } = ctx;
+  device.pushErrorScope('validation');
+  const module = device.createShaderModule({ label: name, code });
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === 'error');
+  const scoped = await device.popErrorScope();
+  if (errors.length > 0) {
+    throw new ShaderCompilationError(
+      name,
+      errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}${lineOf(code, m.lineNum)}`),
+    );
+  }
+  if (scoped) throw new ShaderCompilationError(name, [scoped.message]);
+  device.pushErrorScope('validation');
+  let pipeline: GPUComputePipeline;
+  try {
+    pipeline = await device.createComputePipelineAsync({ label: name, layout: 'auto', compute: { module, entryPoint: 'main' } });
+  } catch (error) {
+    await device.popErrorScope();
+    throw new ShaderCompilationError(name, [messageOf(error)]);
+  }
+  const pipelineError = await device.popErrorScope();
+  if (pipelineError) throw new ShaderCompilationError(name, [pipelineError.message]);
+  return pipeline;
+}
+
+function lineOf(code: string, line: number): string {
+  const text = code.split('\n')[line - 1];
+  return text === undefined ? '' : `\n    ${text.trim()}`;
+}
+
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

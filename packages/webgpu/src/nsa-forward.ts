@@ -1,0 +1,116 @@
+// The NSA forward pass on the GPU: compression branch (which also yields the softmax
+// statistics the selection scores need), block selection, selected and window branches, gates.
+// Training calls and decode steps share it; they differ only in their sequence list.
+import type { NSAConfig, NSADims, NSASaved } from '@nsa/core';
+import { prepareBranchForward, prepareGateCombine, prepareSelection, type Geometry } from './branch.js';
+import { run, type Runtime } from './runtime.js';
+import type { ElementType } from './shaders/common.js';
+import { BACKEND_NAME, createStorageBuffer } from './tensor.js';
+import type { Sequence } from './tiling.js';
+
+export function geometryOf(config: NSAConfig, dims: { B: number; HQ: number; H: number; G: number; Dk: number; Dv: number }, tokRows: number, e: ElementType): Geometry {
+  return {
+    H: dims.H,
+    HQ: dims.HQ,
+    G: dims.G,
+    DK: dims.Dk,
+    DV: dims.Dv,
+    e,
+    scale: config.scale,
+    tokRows,
+    window: config.window,
+    cmpBlock: config.compressBlock,
+    cmpStride: config.compressStride,
+    selBlock: config.selectBlock,
+    nSel: config.selectCount,
+    initialBlocks: config.initialBlocks,
+    localBlocks: config.localBlocks,
+  };
+}
+
+/** Sequences of a training-shaped call: B equal rows, or the packed sequences of varlen. */
+export function forwardSequences(dims: Pick<NSADims, 'B' | 'T' | 'C' | 'varlen'>): Sequence[] {
+  const seqs: Sequence[] = [];
+  if (dims.varlen) {
+    const { tokenOffsets: t, compressedOffsets: c } = dims.varlen;
+    for (let s = 0; s + 1 < t.length; s++) {
+      const len = t[s + 1] - t[s];
+      seqs.push({ qRow: t[s], nq: len, qPos: 0, keyBase: t[s], cmpBase: c[s], seqLen: len, cmpLen: c[s + 1] - c[s] });
+    }
+    return seqs;
+  }
+  for (let b = 0; b < dims.B; b++) {
+    seqs.push({ qRow: b * dims.T, nq: dims.T, qPos: 0, keyBase: b * dims.T, cmpBase: b * dims.C, seqLen: dims.T, cmpLen: dims.C });
+  }
+  return seqs;
+}
+
+/** Per-branch results the backward pass reads (f32), in branch order cmp, slc, win. */
+export class WebGPUNSASaved implements NSASaved {
+  readonly backend = BACKEND_NAME;
+  #disposed = false;
+  constructor(
+    readonly outputs: readonly GPUBuffer[],
+    readonly lse: readonly GPUBuffer[],
+  ) {}
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const b of [...this.outputs, ...this.lse]) b.destroy();
+  }
+}
+
+export interface NSAForwardBuffers {
+  readonly q: GPUBuffer;
+  readonly kCmp: GPUBuffer;
+  readonly vCmp: GPUBuffer;
+  readonly kSlc: GPUBuffer;
+  readonly vSlc: GPUBuffer;
+  readonly kWin: GPUBuffer;
+  readonly vWin: GPUBuffer;
+  readonly gates: GPUBuffer;
+  /** Caller-supplied block choice, copied into `blocks`; otherwise it is computed. */
+  readonly given?: GPUBuffer;
+  /** int32 [tokRows, H, n], written. */
+  readonly blocks: GPUBuffer;
+  /** [tokRows, HQ, Dv] in the input dtype, written. */
+  readonly out: GPUBuffer;
+}
+
+/** Runs the whole forward; returns the per-branch outputs and lse for backward. */
+export async function encodeNSAForward(
+  rt: Runtime,
+  geo: Geometry,
+  seqs: readonly Sequence[],
+  buf: NSAForwardBuffers,
+  label: string,
+): Promise<WebGPUNSASaved> {
+  const [cmp, select, slc, win, combine] = await Promise.all([
+    prepareBranchForward(rt, geo, 'compressed', seqs),
+    buf.given ? undefined : prepareSelection(rt, geo, seqs),
+    prepareBranchForward(rt, geo, 'selected', seqs),
+    prepareBranchForward(rt, geo, 'window', seqs),
+    prepareGateCombine(rt, geo, 3),
+  ]);
+  const rows = geo.tokRows * geo.HQ;
+  const outputs = [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`));
+  const lse = [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * 4, `${label}: branch ${b} lse`));
+  const saved = new WebGPUNSASaved(outputs, lse);
+  try {
+    await run(rt, label, (frame) => {
+      cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: outputs[0], lse: lse[0] });
+      if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
+      else select?.(frame, { q: buf.q, kCmp: buf.kCmp, lseCmp: lse[0], blocks: buf.blocks });
+      slc(frame, { q: buf.q, k: buf.kSlc, v: buf.vSlc, blocks: buf.blocks, out: outputs[1], lse: lse[1] });
+      win(frame, { q: buf.q, k: buf.kWin, v: buf.vWin, out: outputs[2], lse: lse[2] });
+      combine(frame, { o: outputs, gates: buf.gates, out: buf.out });
+    });
+  } catch (error) {
+    saved.dispose();
+    throw error;
+  }
+  return saved;
+}

@@ -1,0 +1,199 @@
+// Encoding work: a per-device pipeline cache (WGSL text -> compiled pipeline), temporary
+// buffers freed once the GPU is done with them, and row-chunked bindings that keep every
+// binding under maxStorageBufferBindingSize.
+import { WebGPUError, compilePipeline, guarded, type DeviceContext } from './device.js';
+import { PARAM_BYTES, packParams, type Params } from './shaders/common.js';
+import { BUFFER_USAGE, createStorageBuffer } from './tensor.js';
+
+/** A buffer bound whole, or a byte range of one. */
+export interface BufferRange {
+  readonly buffer: GPUBuffer;
+  readonly offset?: number;
+  readonly size?: number;
+}
+
+export type BindingSource = GPUBuffer | BufferRange;
+
+/** Token-row alignment of chunk starts: keeps every binding offset a multiple of 256 bytes. */
+export const ROW_ALIGN = 256;
+/** Most workgroups per grid dimension we use (the WebGPU minimum limit). */
+export const MAX_GRID = 65535;
+
+export class Runtime {
+  readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+
+  constructor(readonly ctx: DeviceContext) {}
+
+  /** Compiles once per (name, code); concurrent callers share the promise. */
+  pipeline(name: string, code: string): Promise<GPUComputePipeline> {
+    const key = `${name}\n${code}`;
+    let entry = this.#pipelines.get(key);
+    if (!entry) {
+      entry = compilePipeline(this.ctx, name, code);
+      entry.catch(() => this.#pipelines.delete(key));
+      this.#pipelines.set(key, entry);
+    }
+    return entry;
+  }
+
+  /** Checks that a buffer bound whole fits in one binding. */
+  checkWhole(name: string, bytes: number): void {
+    const limit = this.ctx.limits.maxStorageBufferBindingSize;
+    if (bytes > limit) {
+      throw new WebGPUError(
+        'limit',
+        `${name} is ${bytes} bytes but this device binds at most ${limit} bytes (maxStorageBufferBindingSize); use fewer tokens or heads per call`,
+      );
+    }
+  }
+
+  /** Token-row chunks [lo, hi) of [0, rows) with lo aligned, each under the binding limit. */
+  rowChunks(rows: number, bytesPerRow: number): [number, number][] {
+    const limit = this.ctx.limits.maxStorageBufferBindingSize;
+    const per = Math.floor(limit / Math.max(1, bytesPerRow) / ROW_ALIGN) * ROW_ALIGN;
+    if (per < ROW_ALIGN && rows > per) {
+      throw new WebGPUError('limit', `one chunk of ${ROW_ALIGN} token rows (${ROW_ALIGN * bytesPerRow} bytes) exceeds maxStorageBufferBindingSize ${limit}`);
+    }
+    const chunks: [number, number][] = [];
+    const step = Math.max(per, ROW_ALIGN);
+    for (let lo = 0; lo < rows; lo += step) chunks.push([lo, Math.min(rows, lo + step)]);
+    if (chunks.length === 0) chunks.push([0, 0]);
+    return chunks;
+  }
+
+  /** Whether [lo, hi) rows of bytesPerRow fit one binding. */
+  fits(lo: number, hi: number, bytesPerRow: number): boolean {
+    return (hi - lo) * bytesPerRow <= this.ctx.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Starts an encoding frame. */
+  frame(label: string): Frame {
+    return new Frame(this, label);
+  }
+}
+
+/** Rows [lo, hi) of a row-major buffer with bytesPerRow bytes per token row. */
+export function rowRange(buffer: GPUBuffer, bytesPerRow: number, lo: number, hi: number): BufferRange {
+  const offset = lo * bytesPerRow;
+  const size = Math.max(4, Math.ceil(((hi - lo) * bytesPerRow) / 4) * 4);
+  return { buffer, offset, size: Math.min(size, buffer.size - offset) };
+}
+
+/** One command encoder with one compute pass; temporaries are destroyed after the GPU finishes. */
+export class Frame {
+  readonly encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | undefined;
+  readonly #temps: GPUBuffer[] = [];
+
+  constructor(
+    readonly rt: Runtime,
+    readonly label: string,
+  ) {
+    this.encoder = rt.ctx.device.createCommandEncoder({ label });
+  }
+
+  get pass(): GPUComputePassEncoder {
+    this.#pass ??= this.encoder.beginComputePass({ label: this.label });
+    return this.#pass;
+  }
+
+  /** A storage scratch buffer that lives until this frame's work completes. */
+  scratch(bytes: number, label: string): GPUBuffer {
+    const buffer = createStorageBuffer(this.rt.ctx, bytes, `${this.label}: ${label}`);
+    this.#temps.push(buffer);
+    return buffer;
+  }
+
+  /** A read-only storage buffer holding `data`, freed with the frame. */
+  upload(data: Uint32Array | Int32Array, label: string): GPUBuffer {
+    const buffer = this.rt.ctx.device.createBuffer({
+      label: `${this.label}: ${label}`,
+      size: Math.max(16, Math.ceil(data.byteLength / 16) * 16),
+      usage: BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_DST,
+      mappedAtCreation: true,
+    });
+    new Uint32Array(buffer.getMappedRange()).set(new Uint32Array(data.buffer, data.byteOffset, data.length));
+    buffer.unmap();
+    this.#temps.push(buffer);
+    return buffer;
+  }
+
+  /** Records one dispatch: params uniform at binding 0, then `bindings` at 1.. in order. */
+  dispatch(pipeline: GPUComputePipeline, params: Params, bindings: readonly BindingSource[], grid: readonly [number, number?, number?]): void {
+    const [x, y = 1, z = 1] = grid;
+    if (x === 0 || y === 0 || z === 0) return;
+    for (const [name, value] of [['x', x], ['y', y], ['z', z]] as const) {
+      if (value > MAX_GRID) throw new WebGPUError('limit', `${this.label}: grid ${name} = ${value} exceeds ${MAX_GRID} workgroups`);
+    }
+    const device = this.rt.ctx.device;
+    const uniform = device.createBuffer({
+      label: `${this.label}: params`,
+      size: PARAM_BYTES,
+      usage: BUFFER_USAGE.UNIFORM | BUFFER_USAGE.COPY_DST,
+      mappedAtCreation: true,
+    });
+    new Uint8Array(uniform.getMappedRange()).set(new Uint8Array(packParams(params)));
+    uniform.unmap();
+    this.#temps.push(uniform);
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform } }];
+    bindings.forEach((source, i) => {
+      const range: BufferRange = 'buffer' in source ? source : { buffer: source };
+      entries.push({ binding: i + 1, resource: { buffer: range.buffer, offset: range.offset ?? 0, size: range.size } });
+    });
+    const group = device.createBindGroup({ label: this.label, layout: pipeline.getBindGroupLayout(0), entries });
+    const pass = this.pass;
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(x, y, z);
+  }
+
+  /** A 1-D element count as a 2-D grid of workgroups of `wg` threads. */
+  static grid1d(count: number, wg: number): [number, number] {
+    const groups = Math.max(1, Math.ceil(count / wg));
+    const x = Math.min(groups, MAX_GRID);
+    return [x, Math.ceil(groups / x)];
+  }
+
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.endPass();
+    this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  endPass(): void {
+    this.#pass?.end();
+    this.#pass = undefined;
+  }
+
+  /** Ends the pass, submits, and schedules the temporaries' release. */
+  submit(): void {
+    this.endPass();
+    const device = this.rt.ctx.device;
+    device.queue.submit([this.encoder.finish()]);
+    const temps = this.#temps.splice(0);
+    void device.queue.onSubmittedWorkDone().then(
+      () => temps.forEach((b) => b.destroy()),
+      () => temps.forEach((b) => b.destroy()),
+    );
+  }
+
+  /** Drops temporaries of a frame that will not be submitted. */
+  abandon(): void {
+    this.#pass?.end();
+    this.#pass = undefined;
+    this.#temps.splice(0).forEach((b) => b.destroy());
+  }
+}
+
+/** Encodes with `build` inside error scopes and submits; errors name `what`. */
+export async function run(rt: Runtime, what: string, build: (frame: Frame) => void): Promise<void> {
+  await guarded(rt.ctx, what, () => {
+    const frame = rt.frame(what);
+    try {
+      build(frame);
+    } catch (error) {
+      frame.abandon();
+      throw error;
+    }
+    frame.submit();
+  });
+}

@@ -1,0 +1,333 @@
+// Query-centric attention over one branch's keys: the forward pass (online softmax, one
+// workgroup per tile of query tokens x a chunk of one GQA group's heads, so each key tile is
+// loaded once for all of them) and the backward pass for dq (same loop, softmax known).
+import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, store4, type ElementType, type Mode } from './common.js';
+
+export interface AttentionKernel {
+  readonly kind: 'forward' | 'dq';
+  readonly mode: Mode;
+  readonly e: ElementType;
+  /** Heads of one GQA group. */
+  readonly G: number;
+  /** Heads per workgroup (a chunk of the group). */
+  readonly GC: number;
+  /** Query tokens per workgroup (1 in selected mode). */
+  readonly TQB: number;
+  readonly DK: number;
+  readonly DV: number;
+  /** Keys per shared-memory tile. */
+  readonly KT: number;
+  readonly WG: number;
+  /** Forward only: write unnormalised partial results of one key split. */
+  readonly split: boolean;
+}
+
+/** Shared-memory bytes the kernel declares. */
+export function attentionSharedBytes(k: Omit<AttentionKernel, 'kind' | 'mode' | 'e' | 'split' | 'WG'> & { kind: 'forward' | 'dq' }): number {
+  const R = k.TQB * k.GC;
+  const dk4 = Math.ceil(k.DK / 4);
+  const dv4 = Math.ceil(k.DV / 4);
+  const vec = 16 * (R * dk4 + k.KT * dk4 + k.KT * dv4 + (k.kind === 'dq' ? R * dv4 : 0));
+  const scalars = 4 * (R * k.KT + 5 * R) + 64;
+  return vec + scalars;
+}
+
+export function attentionShader(k: AttentionKernel): string {
+  const R = k.TQB * k.GC;
+  const DK4 = Math.ceil(k.DK / 4);
+  const DV4 = Math.ceil(k.DV / 4);
+  const forward = k.kind === 'forward';
+  const outW = forward ? DV4 : DK4;
+  const CELLS = Math.ceil((R * outW) / k.WG);
+  const E = k.e;
+  const selected = k.mode === 'selected';
+  const bindings = [
+    `@group(0) @binding(1) var<storage, read> items: array<u32>;`,
+    `@group(0) @binding(2) var<storage, read> q: array<${E}>;`,
+    `@group(0) @binding(3) var<storage, read> kbuf: array<${E}>;`,
+    `@group(0) @binding(4) var<storage, read> vbuf: array<${E}>;`,
+  ];
+  if (forward) {
+    // out: normalised branch output (or a split's partial sums); stats: lse (or m, l pairs).
+    bindings.push(`@group(0) @binding(5) var<storage, read_write> out: array<f32>;`);
+    bindings.push(`@group(0) @binding(6) var<storage, read_write> stats: array<f32>;`);
+  } else {
+    // dO, per-row (gate, D) of this branch, lse of this branch, dq accumulator.
+    bindings.push(`@group(0) @binding(5) var<storage, read> dout: array<${E}>;`);
+    bindings.push(`@group(0) @binding(6) var<storage, read> rowgd: array<f32>;`);
+    bindings.push(`@group(0) @binding(7) var<storage, read> lse: array<f32>;`);
+    bindings.push(`@group(0) @binding(8) var<storage, read_write> dq: array<f32>;`);
+  }
+  if (selected) bindings.push(`@group(0) @binding(${forward ? 7 : 9}) var<storage, read> blocks: array<i32>;`);
+
+  const keyBaseExpr = k.mode === 'compressed' ? 'it.cmpBase' : 'it.keyBase';
+
+  return `${enableF16(E)}${paramsStruct()}
+${bindings.join('\n')}
+const G = ${k.G}u;
+const GC = ${k.GC}u;
+const TQB = ${k.TQB}u;
+const R = ${R}u;
+const DK = ${k.DK}u;
+const DV = ${k.DV}u;
+const DK4 = ${DK4}u;
+const DV4 = ${DV4}u;
+const KT = ${k.KT}u;
+const WG = ${k.WG}u;
+const CELLS = ${CELLS}u;
+const OUTW = ${outW}u;
+const NEG = ${NEG};
+const NEG_HALF = ${NEG_HALF};
+
+${ITEM_STRUCT}
+${keyRangeFns(k.mode)}
+${load4('loadQ', 'q', k.DK)}
+${load4('loadK', 'kbuf', k.DK)}
+${load4('loadV', 'vbuf', k.DV)}
+${forward ? '' : load4('loadDO', 'dout', k.DV)}
+
+var<workgroup> qs: array<vec4<f32>, ${R * DK4}>;
+var<workgroup> ks: array<vec4<f32>, ${k.KT * DK4}>;
+var<workgroup> vs: array<vec4<f32>, ${k.KT * DV4}>;
+var<workgroup> ss: array<f32, ${R * k.KT}>;
+var<workgroup> mrow: array<f32, ${R}>;
+var<workgroup> lrow: array<f32, ${R}>;
+var<workgroup> arow: array<f32, ${R}>;
+var<workgroup> posr: array<u32, ${R}>;
+// Each invocation's output cells (private: one copy per invocation).
+var<private> acc: array<vec4<f32>, CELLS>;
+${forward ? '' : `var<workgroup> dos: array<vec4<f32>, ${R * DV4}>;\nvar<workgroup> drow: array<f32, ${R}>;`}
+${selected ? 'var<workgroup> slotShared: i32;' : ''}
+
+// Row r of the tile: token r / GC, head (chunk * GC + r % GC) of the group.
+fn rowValid(r: u32, it: Item, hc: u32) -> bool {
+  return r / GC < it.count && hc * GC + r % GC < G;
+}
+
+// One tile of KT keys at positions kp0.. (global rows gbase + kp), keys at or past kEnd absent.
+fn processTile(kp0: u32, kEnd: u32, gbase: u32, kvh: u32, lid: u32) {
+  for (var x = lid; x < KT * DK4; x += WG) {
+    let kp = kp0 + x / DK4;
+    var val = vec4<f32>(0.0);
+    if (kp < kEnd) { val = loadK(((gbase + kp) * P.H + kvh) * DK, x % DK4); }
+    ks[x] = val;
+  }
+  for (var x = lid; x < KT * DV4; x += WG) {
+    let kp = kp0 + x / DV4;
+    var val = vec4<f32>(0.0);
+    if (kp < kEnd) { val = loadV(((gbase + kp) * P.H + kvh) * DV, x % DV4); }
+    vs[x] = val;
+  }
+  workgroupBarrier();
+  for (var x = lid; x < R * KT; x += WG) {
+    let r = x / KT;
+    let kk = x % KT;
+    let kp = kp0 + kk;
+    let p = posr[r];
+    var s = NEG;
+    if (kp < kEnd && p != 0xffffffffu && kp >= keyLo(p) && kp < keyHi(p)) {
+      var acc4 = vec4<f32>(0.0);
+      for (var c = 0u; c < DK4; c++) { acc4 += qs[r * DK4 + c] * ks[kk * DK4 + c]; }
+      s = acc4.x + acc4.y + acc4.z + acc4.w;
+${
+  forward
+    ? ''
+    : `      let pr = exp(s - mrow[r]);
+      var dp4 = vec4<f32>(0.0);
+      for (var c = 0u; c < DV4; c++) { dp4 += dos[r * DV4 + c] * vs[kk * DV4 + c]; }
+      s = pr * (dp4.x + dp4.y + dp4.z + dp4.w - drow[r]);`
+}
+    }${forward ? '' : ' else { s = 0.0; }'}
+    ss[x] = s;
+  }
+  workgroupBarrier();
+${
+  forward
+    ? `  for (var r = lid; r < R; r += WG) {
+    var tmax = NEG;
+    for (var kk = 0u; kk < KT; kk++) { tmax = max(tmax, ss[r * KT + kk]); }
+    let mold = mrow[r];
+    if (tmax > NEG_HALF) {
+      let mnew = max(mold, tmax);
+      let alpha = select(0.0, exp(mold - mnew), mold > NEG_HALF);
+      var sum = 0.0;
+      for (var kk = 0u; kk < KT; kk++) {
+        let s = ss[r * KT + kk];
+        let pr = select(0.0, exp(s - mnew), s > NEG_HALF);
+        ss[r * KT + kk] = pr;
+        sum += pr;
+      }
+      lrow[r] = lrow[r] * alpha + sum;
+      mrow[r] = mnew;
+      arow[r] = alpha;
+    } else {
+      for (var kk = 0u; kk < KT; kk++) { ss[r * KT + kk] = 0.0; }
+      arow[r] = 1.0;
+    }
+  }
+  workgroupBarrier();
+  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * DV4) {
+      let r = x / DV4;
+      let c = x % DV4;
+      var a = acc[i] * arow[r];
+      for (var kk = 0u; kk < KT; kk++) { a += ss[r * KT + kk] * vs[kk * DV4 + c]; }
+      acc[i] = a;
+    }
+  }`
+    : `  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * DK4) {
+      let r = x / DK4;
+      let c = x % DK4;
+      var a = acc[i];
+      for (var kk = 0u; kk < KT; kk++) { a += ss[r * KT + kk] * ks[kk * DK4 + c]; }
+      acc[i] = a;
+    }
+  }`
+}
+  workgroupBarrier();
+}
+
+@compute @workgroup_size(${k.WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let it = loadItem(P.itemBase + wid.x, lid);
+  let nhc = (G + GC - 1u) / GC;
+  let kvh = wid.y / nhc;
+  let hc = wid.y % nhc;
+  let split = wid.z;
+  for (var x = lid; x < R * DK4; x += WG) {
+    let r = x / DK4;
+    var val = vec4<f32>(0.0);
+    if (rowValid(r, it, hc)) {
+      let e = ((it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC) * DK;
+      val = loadQ(e, x % DK4) * P.scale;
+    }
+    qs[x] = val;
+  }
+  for (var r = lid; r < R; r += WG) {
+    posr[r] = select(0xffffffffu, it.pos0 + r / GC, rowValid(r, it, hc));
+${
+  forward
+    ? `    mrow[r] = NEG;
+    lrow[r] = 0.0;`
+    : `    var lse_r = 0.0;
+    var d_r = 0.0;
+    if (rowValid(r, it, hc)) {
+      let row = (it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
+      lse_r = lse[row];
+      d_r = rowgd[row * 2u + 1u];
+    }
+    mrow[r] = lse_r;
+    drow[r] = d_r;`
+}
+  }
+${
+  forward
+    ? ''
+    : `  for (var x = lid; x < R * DV4; x += WG) {
+    let r = x / DV4;
+    var val = vec4<f32>(0.0);
+    if (rowValid(r, it, hc)) {
+      let row = (it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
+      val = loadDO(row * DV, x % DV4) * rowgd[row * 2u];
+    }
+    dos[x] = val;
+  }`
+}
+  workgroupBarrier();
+${
+  selected
+    ? `  // The group's selected blocks for this token, split across workgroups by slot.
+  let slot0 = split * P.perSplit;
+  let slot1 = min(P.nSel, slot0 + P.perSplit);
+  let p = it.pos0;
+  for (var s = slot0; s < slot1; s++) {
+    if (lid == 0u) { slotShared = blocks[((it.row0 - P.rowBase) * P.H + kvh) * P.nSel + s]; }
+    let j = workgroupUniformLoad(&slotShared);
+    if (j < 0) { continue; }
+    let b0 = u32(j) * P.selBlock;
+    let bEnd = min(b0 + P.selBlock, p + 1u);
+    for (var t0 = b0; t0 < bEnd; t0 += KT) {
+      processTile(t0, bEnd, ${keyBaseExpr}, kvh, lid);
+    }
+  }`
+    : `  // Union of the tile's key ranges, cut into KT-key tiles; a split takes perSplit of them.
+  let lo = keyLo(it.pos0);
+  let hi = keyHi(it.pos0 + it.count - 1u);
+  let ntiles = select(0u, (hi - lo + KT - 1u) / KT, hi > lo);
+  let tile0 = select(0u, split * P.perSplit, P.splits > 1u);
+  let tile1 = select(ntiles, min(ntiles, tile0 + P.perSplit), P.splits > 1u);
+  for (var t = tile0; t < tile1; t++) {
+    processTile(lo + t * KT, hi, ${keyBaseExpr}, kvh, lid);
+  }`
+}
+${forward ? forwardEpilogue(k, DV4) : dqEpilogue(k, DK4)}
+}
+`;
+}
+
+function forwardEpilogue(k: AttentionKernel, DV4: number): string {
+  const rowExpr = `(it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC`;
+  if (k.split) {
+    // Partial sums of split z: out[(z * tokRows + tokRow) * HQ + head] (bindings not chunked).
+    return `  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * DV4) {
+      let r = x / DV4;
+      let c = x % DV4;
+      if (rowValid(r, it, hc)) {
+        let row = split * P.tokRows * P.HQ + ${rowExpr};
+        ${store4('out', 'row * DV', 'c', 'acc[i]', k.DV, 'f32')}
+      }
+    }
+  }
+  for (var r = lid; r < R; r += WG) {
+    if (rowValid(r, it, hc)) {
+      let row = split * P.tokRows * P.HQ + ${rowExpr};
+      stats[row * 2u] = mrow[r];
+      stats[row * 2u + 1u] = lrow[r];
+    }
+  }`;
+  }
+  void DV4;
+  return `  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * DV4) {
+      let r = x / DV4;
+      let c = x % DV4;
+      if (rowValid(r, it, hc)) {
+        let l = lrow[r];
+        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let row = ${rowExpr};
+        ${store4('out', 'row * DV', 'c', 'acc[i] * inv', k.DV, 'f32')}
+      }
+    }
+  }
+  for (var r = lid; r < R; r += WG) {
+    if (rowValid(r, it, hc)) {
+      let l = lrow[r];
+      stats[${rowExpr}] = select(NEG, mrow[r] + log(l), l > 0.0);
+    }
+  }`;
+}
+
+function dqEpilogue(k: AttentionKernel, DK4: number): string {
+  void DK4;
+  return `  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * DK4) {
+      let r = x / DK4;
+      let c = x % DK4;
+      if (rowValid(r, it, hc)) {
+        let row = (it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
+        var val = acc[i] * P.scale;
+        if (P.accum != 0u) {
+          for (var j = 0u; j < 4u; j++) { if (c * 4u + j < DK) { val[j] += dq[row * DK + c * 4u + j]; } }
+        }
+        ${store4('dq', 'row * DK', 'c', 'val', k.DK, 'f32')}
+      }
+    }
+  }`;
+}

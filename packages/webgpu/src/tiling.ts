@@ -1,0 +1,191 @@
+// Tile shapes that fit the device's workgroup memory, and the work items (tiles of tokens of one
+// sequence) that every kernel walks. Batches, varlen packs and decode queries all become the
+// same list of sequences.
+import { WebGPUError, type DeviceContext } from './device.js';
+import { attentionSharedBytes } from './shaders/attention.js';
+import { ITEM_WORDS, type Mode } from './shaders/common.js';
+import { dkdvSharedBytes } from './shaders/dkdv.js';
+import { selectionSharedBytes } from './shaders/selection.js';
+
+/** One sequence of the call: its queries, and where its keys live. */
+export interface Sequence {
+  /** Row of its first query in q (token rows: batch and time flattened). */
+  readonly qRow: number;
+  /** Queries. */
+  readonly nq: number;
+  /** Position of the first query inside the sequence (Tk - TQ when decoding). */
+  readonly qPos: number;
+  /** Row of position 0 in the raw key tensors. */
+  readonly keyBase: number;
+  /** Row of compressed block 0 in the compressed key tensors. */
+  readonly cmpBase: number;
+  /** Raw keys (positions 0..seqLen-1). */
+  readonly seqLen: number;
+  /** Compressed blocks. */
+  readonly cmpLen: number;
+}
+
+export interface QueryTiles {
+  readonly GC: number;
+  readonly TQB: number;
+  readonly KT: number;
+  readonly WG: number;
+}
+
+function workgroupSize(ctx: DeviceContext): number {
+  return Math.min(128, ctx.limits.maxComputeInvocationsPerWorkgroup);
+}
+
+/** Heads per chunk x tokens per tile x keys per tile that fit in workgroup memory. */
+export function planQueryTiles(ctx: DeviceContext, kind: 'forward' | 'dq', mode: Mode, G: number, DK: number, DV: number): QueryTiles {
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const WG = workgroupSize(ctx);
+  let best: (QueryTiles & { score: number }) | undefined;
+  for (const rows of [64, 32, 16, 8, 4, 2, 1]) {
+    const GC = Math.min(G, rows);
+    const TQB = mode === 'selected' ? 1 : Math.max(1, Math.floor(rows / GC));
+    const R = GC * TQB;
+    for (const KT of [64, 32, 16, 8, 4]) {
+      if (attentionSharedBytes({ kind, G, GC, TQB, DK, DV, KT }) > limit) continue;
+      // Reuse per loaded element: rows per key and keys per row, balanced.
+      const score = (R * KT) / (R + KT) + (KT >= 16 ? 0.5 : 0);
+      if (!best || score > best.score) best = { GC, TQB, KT, WG, score };
+    }
+  }
+  if (!best) throw noFit(ctx, `attention ${kind}`, DK, DV);
+  return { GC: best.GC, TQB: best.TQB, KT: best.KT, WG: best.WG };
+}
+
+export interface KeyTiles {
+  readonly GC: number;
+  readonly TQB: number;
+  readonly KT: number;
+  readonly WG: number;
+}
+
+export function planKeyTiles(ctx: DeviceContext, G: number, DK: number, DV: number, maxKT: number): KeyTiles {
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const WG = powerOfTwoBelow(workgroupSize(ctx));
+  let best: (KeyTiles & { score: number }) | undefined;
+  for (const rows of [32, 16, 8, 4, 2, 1]) {
+    const GC = Math.min(G, rows);
+    const TQB = Math.max(1, Math.floor(rows / GC));
+    const R = GC * TQB;
+    for (const KT of [32, 16, 8, 4]) {
+      if (KT > maxKT && KT > 4) continue;
+      if (dkdvSharedBytes({ G, GC, TQB, DK, DV, KT, WG }) > limit) continue;
+      const score = (R * KT) / (R + KT);
+      if (!best || score > best.score) best = { GC, TQB, KT, WG, score };
+    }
+  }
+  if (!best) throw noFit(ctx, 'attention dk/dv', DK, DV);
+  return { GC: best.GC, TQB: best.TQB, KT: best.KT, WG: best.WG };
+}
+
+export interface SelectionTiles {
+  readonly GC: number;
+  readonly CB: number;
+  readonly WG: number;
+  readonly NSMAX: number;
+}
+
+/** Selection needs one score per candidate block in workgroup memory: `maxCandidates` of them. */
+export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nSel: number, maxCandidates: number): SelectionTiles {
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const WG = powerOfTwoBelow(workgroupSize(ctx));
+  for (const [GC, CB] of [
+    [Math.min(G, 16), 32],
+    [Math.min(G, 8), 16],
+    [Math.min(G, 4), 8],
+    [1, 4],
+  ]) {
+    const base = selectionSharedBytes({ G, GC, DK, CB, WG, NSMAX: 0, nSel, initialBlocks: 0, localBlocks: 0, perCmp: 1, perSel: 1 });
+    const room = Math.floor((limit - base) / 4);
+    if (room >= maxCandidates) return { GC, CB, WG, NSMAX: Math.max(4, Math.ceil(maxCandidates / 4) * 4) };
+  }
+  throw new WebGPUError(
+    'limit',
+    `selection scores need ${maxCandidates} candidate blocks in workgroup memory, more than this device's ` +
+      `maxComputeWorkgroupStorageSize (${limit} bytes) holds with head dim ${DK}; use shorter sequences or a larger selectBlock`,
+  );
+}
+
+function powerOfTwoBelow(n: number): number {
+  return 2 ** Math.floor(Math.log2(n));
+}
+
+function noFit(ctx: DeviceContext, what: string, DK: number, DV: number): WebGPUError {
+  return new WebGPUError(
+    'limit',
+    `${what}: head dims ${DK}/${DV} do not fit this device's maxComputeWorkgroupStorageSize (${ctx.limits.maxComputeWorkgroupStorageSize} bytes)`,
+  );
+}
+
+/** Query tiles: TQB consecutive queries of one sequence per item. */
+export function queryItems(seqs: readonly Sequence[], TQB: number): Uint32Array {
+  const out: number[] = [];
+  for (const s of seqs) {
+    for (let i = 0; i < s.nq; i += TQB) {
+      out.push(s.qRow + i, Math.min(TQB, s.nq - i), s.qPos + i, s.keyBase, s.cmpBase, s.seqLen, s.qRow, s.qPos);
+    }
+  }
+  return Uint32Array.from(out);
+}
+
+/**
+ * Key tiles for the key-centric backward: KT keys of one sequence per item (raw or compressed;
+ * in selected mode never crossing a selection block).
+ */
+export function keyItems(seqs: readonly Sequence[], mode: Mode, KT: number, selBlock: number): Uint32Array {
+  const out: number[] = [];
+  for (const s of seqs) {
+    const count = mode === 'compressed' ? s.cmpLen : s.seqLen;
+    const base = mode === 'compressed' ? s.cmpBase : s.keyBase;
+    const span = mode === 'selected' ? selBlock : count;
+    for (let b0 = 0; b0 < count; b0 += span) {
+      const bEnd = Math.min(count, b0 + span);
+      for (let k0 = b0; k0 < bEnd; k0 += KT) {
+        out.push(base + k0, Math.min(KT, bEnd - k0), k0, s.keyBase, s.cmpBase, s.qPos + s.nq, s.qRow, s.qPos);
+      }
+    }
+  }
+  return Uint32Array.from(out);
+}
+
+export function itemCount(items: Uint32Array): number {
+  return items.length / ITEM_WORDS;
+}
+
+/**
+ * Groups consecutive query items into dispatches whose query rows fit one binding of
+ * `bytesPerRow` per token row and whose count fits one grid dimension.
+ */
+export function chunkItems(
+  items: Uint32Array,
+  bytesPerRow: number,
+  maxBinding: number,
+  rowAlign: number,
+  maxGrid: number,
+): { first: number; count: number; rowBase: number; rowEnd: number }[] {
+  const n = itemCount(items);
+  const chunks: { first: number; count: number; rowBase: number; rowEnd: number }[] = [];
+  let i = 0;
+  while (i < n) {
+    const rowBase = Math.floor(items[i * ITEM_WORDS] / rowAlign) * rowAlign;
+    let rowEnd = items[i * ITEM_WORDS] + items[i * ITEM_WORDS + 1];
+    let j = i + 1;
+    while (j < n && j - i < maxGrid) {
+      const end = Math.max(rowEnd, items[j * ITEM_WORDS] + items[j * ITEM_WORDS + 1]);
+      const start = Math.min(rowBase, Math.floor(items[j * ITEM_WORDS] / rowAlign) * rowAlign);
+      if (start !== rowBase || (end - rowBase) * bytesPerRow > maxBinding) break;
+      rowEnd = end;
+      j++;
+    }
+    if ((rowEnd - rowBase) * bytesPerRow > maxBinding) {
+      throw new WebGPUError('limit', `one tile's query rows (${(rowEnd - rowBase) * bytesPerRow} bytes) exceed maxStorageBufferBindingSize ${maxBinding}`);
+    }
+    chunks.push({ first: i, count: j - i, rowBase, rowEnd });
+    i = j;
+  }
+  return chunks;
+}

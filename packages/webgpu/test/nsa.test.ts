@@ -1,0 +1,138 @@
+// NSA forward, backward, varlen, supplied blocks and decode against the float64 reference, on
+// whatever adapter Dawn finds (SwiftShader in CI). Sizes stay small: SwiftShader runs on the CPU.
+import { compressedCount, createNSAConfig, varlenLayout } from '@nsa/core';
+import { createReferenceBackend } from '@nsa/reference';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WebGPUBackend } from '../src/backend.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
+
+const TOL = 1e-4;
+const GRADS = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'] as const;
+const config = createNSAConfig({
+  compressBlock: 16,
+  compressStride: 8,
+  selectBlock: 32,
+  selectCount: 4,
+  window: 48,
+  heads: 8,
+  kvHeads: 2,
+  headDimK: 16,
+  headDimV: 12,
+});
+const reference = createReferenceBackend();
+
+describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${probe.reason}` : ` (skipped: ${probe.reason})`}`, () => {
+  let gpu: WebGPUBackend;
+  beforeAll(async () => {
+    gpu = await gpuBackend();
+  });
+  afterAll(() => gpu?.dispose());
+
+  async function forwardBackward(B: number, T: number, cuSeqlens?: number[], supplied = false) {
+    const C = cuSeqlens ? varlenLayout(cuSeqlens, T, config).compressedOffsets.at(-1)! : compressedCount(T, config);
+    const inputs = nsaInputs(config, B, T, C, 7 + T);
+    const mine = upload(gpu, inputs, 'float32');
+    const ref = upload(reference, inputs, 'float64');
+    const { heads: HQ, kvHeads: H, headDimV: Dv, selectCount: n } = config;
+    let given;
+    if (supplied) {
+      // A valid ascending choice per row: block 0 and the current block (what exists).
+      const idx = new Int32Array(B * T * H * n).fill(-1);
+      for (let b = 0; b < B; b++)
+        for (let t = 0; t < T; t++)
+          for (let h = 0; h < H; h++) {
+            const cur = Math.floor(t / config.selectBlock);
+            const row = ((b * T + t) * H + h) * n;
+            idx[row] = 0;
+            if (cur > 0) idx[row + 1] = cur;
+          }
+      given = gpu.tensor(idx, [B, T, H, n], 'int32');
+    }
+    const fwd = await gpu.nsaForward({ config, ...mine, cuSeqlens, blockIndices: given });
+    const chosen = await fwd.blockIndices.read();
+    const own = await reference.nsaForward({ config, ...ref, cuSeqlens });
+    const refChoice = await own.blockIndices.read();
+    const rFwd = await reference.nsaForward({ config, ...ref, cuSeqlens, blockIndices: reference.tensor(chosen, [B, T, H, n], 'int32') });
+    const dOut = (be: typeof gpu | typeof reference, dtype: 'float32' | 'float64') => be.tensor(inputs.dOutput, [B, T, HQ, Dv], dtype);
+    const grads = await gpu.nsaBackward({ config, ...mine, cuSeqlens, forward: fwd, dOutput: dOut(gpu, 'float32') });
+    const rGrads = await reference.nsaBackward({ config, ...ref, cuSeqlens, forward: rFwd, dOutput: dOut(reference, 'float64') });
+    const errors: Record<string, number> = { output: relativeError(await read(fwd.output), await read(rFwd.output)) };
+    for (const name of GRADS) errors[name] = relativeError(await read(grads[name]), await read(rGrads[name]));
+    const sameChoice = supplied || chosen.every((x, i) => x === refChoice[i]);
+    return { errors, sameChoice, chosen, given };
+  }
+
+  it('forward and backward, B = 2, GQA group of 4, Dk != Dv', async () => {
+    const { errors, sameChoice } = await forwardBackward(2, 150);
+    expect(sameChoice).toBe(true);
+    for (const [name, err] of Object.entries(errors)) expect(err, name).toBeLessThan(TOL);
+  });
+
+  it('varlen: packed sequences stay independent', async () => {
+    const { errors, sameChoice } = await forwardBackward(1, 130, [0, 70, 71, 130]);
+    expect(sameChoice).toBe(true);
+    for (const [name, err] of Object.entries(errors)) expect(err, name).toBeLessThan(TOL);
+  });
+
+  it('caller-supplied blockIndices are used and echoed', async () => {
+    const { errors, chosen, given } = await forwardBackward(1, 100, undefined, true);
+    expect(Array.from(chosen)).toEqual(Array.from(await given!.read()));
+    for (const [name, err] of Object.entries(errors)) expect(err, name).toBeLessThan(TOL);
+  });
+
+  it('decode steps through a cache match the reference', async () => {
+    const B = 2;
+    const T = 120;
+    const C = compressedCount(T, config);
+    const inputs = nsaInputs(config, B, T, C, 99);
+    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = config;
+    const rows = (name: 'q' | 'kSlc' | 'vSlc' | 'kWin' | 'vWin' | 'gates' | 'kCmp' | 'vCmp', from: number, to: number, len: number) => {
+      const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
+      const out: number[] = [];
+      for (let b = 0; b < B; b++) for (let t = from; t < to; t++) for (let x = 0; x < width; x++) out.push(inputs.values[name][(b * len + t) * width + x]);
+      return out;
+    };
+    const caches = [gpu, reference].map((be) => be.createNSACache({ config, batch: B, dtype: be === gpu ? 'float32' : 'float64', capacity: T }));
+    let length = 0;
+    let compressed = 0;
+    let worst = 0;
+    for (const to of [100, 101, 104, 105, 113, 120]) {
+      const cTo = compressedCount(to, config);
+      for (const [i, be] of [gpu, reference].entries()) {
+        const dt = be === gpu ? 'float32' : 'float64';
+        const s = to - length;
+        await caches[i].append({
+          kSlc: be.tensor(rows('kSlc', length, to, T), [B, s, H, Dk], dt),
+          vSlc: be.tensor(rows('vSlc', length, to, T), [B, s, H, Dv], dt),
+          kWin: be.tensor(rows('kWin', length, to, T), [B, s, H, Dk], dt),
+          vWin: be.tensor(rows('vWin', length, to, T), [B, s, H, Dv], dt),
+        });
+        if (cTo > compressed) {
+          await caches[i].appendCompressed({
+            kCmp: be.tensor(rows('kCmp', compressed, cTo, C), [B, cTo - compressed, H, Dk], dt),
+            vCmp: be.tensor(rows('vCmp', compressed, cTo, C), [B, cTo - compressed, H, Dv], dt),
+          });
+        }
+      }
+      const from = length;
+      length = to;
+      compressed = cTo;
+      if (from === 0) continue;
+      const TQ = to - from;
+      const q = rows('q', from, to, T);
+      const gates = rows('gates', from, to, T);
+      const out = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
+      const chosen = await out.blockIndices.read();
+      const own = await reference.nsaDecode({ cache: caches[1], q: reference.tensor(q, [B, TQ, HQ, Dk], 'float64'), gates: reference.tensor(gates, [B, TQ, HQ, 3], 'float64') });
+      expect(Array.from(chosen)).toEqual(Array.from(await own.blockIndices.read()));
+      const ref = await reference.nsaDecode({
+        cache: caches[1],
+        q: reference.tensor(q, [B, TQ, HQ, Dk], 'float64'),
+        gates: reference.tensor(gates, [B, TQ, HQ, 3], 'float64'),
+        blockIndices: reference.tensor(chosen, [B, TQ, H, n], 'int32'),
+      });
+      worst = Math.max(worst, relativeError(await read(out.output), await read(ref.output)));
+    }
+    expect(worst).toBeLessThan(TOL);
+  });
+});
