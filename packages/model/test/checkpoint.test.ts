@@ -54,6 +54,11 @@ describe('safetensors', () => {
   it('rejects truncated files precisely', async () => {
     const bytes = encodeSafetensors(new Map([['w', { dtype: 'F64', shape: [4], data: new Float64Array(4) } as NamedTensor]]));
     expect(() => decodeSafetensors(bytes.subarray(0, bytes.length - 8), 'cut')).toThrow(/cut: tensor w \[4\] F64 has data_offsets \[0, 32\] that do not fit/);
+    const header = Buffer.from(JSON.stringify({ w: { dtype: 'F64', shape: 'x', data_offsets: [0, 8] } }));
+    const malformed = new Uint8Array(8 + header.length + 8);
+    new DataView(malformed.buffer).setBigUint64(0, BigInt(header.length), true);
+    malformed.set(header, 8);
+    expect(() => decodeSafetensors(malformed, 'odd')).toThrow(/odd: tensor w has a malformed shape or data_offsets/);
   });
 });
 

@@ -27,7 +27,8 @@ describe('needle job', () => {
     expect(printed).toMatch(/^backend: reference/);
     expect(printed).toContain('needle step 4/4');
     expect(printed).toContain(formatNeedleGrid([32, 48], [0, 1], result.accuracy));
-    expect(printed).toMatch(/total [\d.]+ s on reference/);
+    expect(printed).toMatch(/total [\d.]+ s \([\d.]+ s of CPU\) on reference/);
+    expect(result.cpuSeconds).toBeGreaterThan(0);
     const { model } = await loadCheckpoint(out, backend);
     expect(model.config.dModel).toBe(16);
   });

@@ -69,6 +69,11 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'buffer'): Safeten
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const { dtype, shape, data_offsets: offsets } = entry as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const integers = (v: unknown, n?: number) =>
+      Array.isArray(v) && (n === undefined || v.length === n) && v.every((x) => Number.isInteger(x) && x >= 0);
+    if (!integers(shape) || !integers(offsets, 2)) {
+      throw new SafetensorsError(`${source}: tensor ${name} has a malformed shape or data_offsets in the header`);
+    }
     if (!(dtype in BYTES)) throw new SafetensorsError(`${source}: tensor ${name} has dtype ${dtype} (supported: F64, F32, I32)`);
     const d = dtype as SafetensorsDType;
     const size = shape.reduce((a, b) => a * b, 1);

@@ -49,7 +49,10 @@ export function needleBatch(rng: SeededRandom, batchSize: number, length: number
   const ids = new Int32Array(batchSize * T);
   const targets = new Int32Array(batchSize * T).fill(-1);
   for (let b = 0; b < batchSize; b++) {
-    const ex = needleExample(rng, length, rng.uniform());
+    // The two ends (needle first, or right before the question) are their own cases: give each
+    // 1/8 of the examples rather than the vanishing share a uniform depth would.
+    const r = rng.uniform();
+    const ex = needleExample(rng, length, r < 0.125 ? 0 : r < 0.25 ? 1 : rng.uniform());
     for (let t = 0; t < T; t++) ids[b * T + t] = ex.tokens[t];
     for (let i = 0; i < ex.answer.length; i++) targets[b * T + ex.answerStart - 1 + i] = ex.answer[i];
   }
