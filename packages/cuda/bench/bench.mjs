@@ -19,6 +19,8 @@ function option(name, fallback) {
 
 const Ts = option('T', '8192,16384,32768,65536').split(',').map(Number);
 const baselinePath = option('baseline', '');
+// --ops nsaFwd,nsaFwdBwd,dense,decode (default all): for profiling one part.
+const ops = new Set(option('ops', 'nsaFwd,nsaFwdBwd,dense,decode').split(','));
 const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
 const { addon } = loadAddon();
 const info = addon.deviceInfo();
@@ -116,13 +118,13 @@ for (const T of Ts) {
   const nsaFwdBwd = () => { nsaFwd(); addon.nsaBackward({ ...nsaArgs, ...grads, dOut, blocks }); };
   const fN = nsaFlops(T), fD = denseFlops(T);
   const r = { T };
-  r.nsaFwd = await time(nsaFwd);
-  r.nsaFwdBwd = await time(nsaFwdBwd);
+  if (ops.has('nsaFwd')) r.nsaFwd = await time(nsaFwd);
+  if (ops.has('nsaFwdBwd')) r.nsaFwdBwd = await time(nsaFwdBwd);
   // Dense: reuse q, k, v, out, dOut.
   const dLse = alloc(T * HQ, 4);
   const dense = { dtype: BF16, seq, HQ, H, Dk: D, Dv: D, scale: config.scale, q, k, v, out, lse: dLse };
-  r.denseFwd = await time(() => addon.attentionForward(dense));
-  r.denseFwdBwd = await time(() => {
+  if (ops.has('dense')) r.denseFwd = await time(() => addon.attentionForward(dense));
+  if (ops.has('dense')) r.denseFwdBwd = await time(() => {
     addon.attentionForward(dense);
     addon.attentionBackward({ ...dense, dOut, dq: grads.dq, dk: grads.dkSlc, dv: grads.dvSlc });
   });
@@ -132,7 +134,7 @@ for (const T of Ts) {
   seq.table.free();
 
   // Decode: one query per sequence over a cache of T tokens.
-  for (const B of [1, 16]) {
+  for (const B of ops.has('decode') ? [1, 16] : []) {
     const kc = random(B * T * H * D), vc = random(B * T * H * D);
     const kcC = alloc(B * C * H * D), vcC = alloc(B * C * H * D);
     addon.meanCompress({ dtype: BF16, x: kc, out: kcC, B, T, H, D, l: config.compressBlock, d: config.compressStride });
@@ -157,7 +159,7 @@ for (const T of Ts) {
     dseq.table.free();
   }
   rows.push(r);
-  console.error(`T=${T} done`);
+  console.error(`T=${T} done: ${JSON.stringify(r)}`);
 }
 
 // ---- the table ----

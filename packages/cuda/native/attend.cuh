@@ -30,19 +30,25 @@ struct AttendSmem {
   float* pk;   // [BK] selection: probability mass per compressed key summed over the group
   int* ints;   // scratch ints (selection lists)
   float* red;  // [2 * kWarps] reduction scratch
+  // Double buffers of the tile pipeline (forEachTile); k, v, krow, kpos point at the current one.
+  T* kBuf[2];
+  T* vBuf[2];
+  int* krowBuf[2];
+  int* kposBuf[2];
 
-  __host__ __device__ static size_t bytes(int RG, int BK, int Dk, int Dv, int nInts, bool backward) {
+  __host__ __device__ static size_t bytes(int RG, int BK, int Dk, int Dv, int nInts, bool backward, bool pipelined = false) {
     const int ldq = smemStride<T>(Dk), ldv = smemStride<T>(Dv), ldp = smemStride<T>(BK);
     const int lds = BK + 4, ldo = roundUp(imax(imax(Dk, Dv), BK), 4) + 4;
     size_t b = 0;
     b += sizeof(T) * (size_t)(RG * ldq + BK * ldq + BK * ldv + RG * ldp + (backward ? RG * ldv : 0));
+    if (pipelined) b += sizeof(T) * (size_t)(BK * ldq + BK * ldv) + sizeof(int) * 2 * BK + 32;
     b = (b + 15) / 16 * 16;
     b += sizeof(float) * (size_t)(RG * lds + 2 * RG * ldo + 8 * RG + BK + 2 * kWarps);
     b += sizeof(int) * (size_t)(2 * BK + RG + nInts);
     return b + 64;
   }
 
-  __device__ void carve(char* base, int RG_, int BK_, int Dk_, int Dv_, bool backward) {
+  __device__ void carve(char* base, int RG_, int BK_, int Dk_, int Dv_, bool backward, bool pipelined = false) {
     RG = RG_; BK = BK_; Dk = Dk_; Dv = Dv_;
     ldq = smemStride<T>(Dk); ldv = smemStride<T>(Dv); ldp = smemStride<T>(BK);
     lds = BK + 4; ldo = roundUp(imax(imax(Dk, Dv), BK), 4) + 4;
@@ -52,6 +58,8 @@ struct AttendSmem {
     v = t; t += BK * ldv;
     p = t; t += RG * ldp;
     dO = t; if (backward) t += RG * ldv;
+    kBuf[0] = k; vBuf[0] = v; kBuf[1] = k; vBuf[1] = v;
+    if (pipelined) { kBuf[1] = t; t += BK * ldq; vBuf[1] = t; t += BK * ldv; }
     size_t off = (reinterpret_cast<char*>(t) - base + 15) / 16 * 16;
     float* f = reinterpret_cast<float*>(base + off);
     s = f; f += RG * lds;
@@ -65,6 +73,8 @@ struct AttendSmem {
     kpos = krow + BK;
     rpos = kpos + BK;
     ints = rpos + RG;
+    krowBuf[0] = krow; kposBuf[0] = kpos; krowBuf[1] = krow; kposBuf[1] = kpos;
+    if (pipelined) { krowBuf[1] = ints; kposBuf[1] = ints + BK; ints += 2 * BK; }
   }
 };
 
@@ -133,12 +143,8 @@ __device__ void attendTile(AttendSmem<T>& sm, int nr, float sl2) {
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < sm.RG * sm.Dv; e += blockDim.x) {
-    const int r = e / sm.Dv, c = e % sm.Dv;
-    sm.o[r * sm.ldo + c] *= sm.alpha[r];
-  }
-  __syncthreads();
-  smemGemm<T, ALayout::Row, BLayout::KN>(sm.RG, sm.Dv, sm.BK, sm.p, sm.ldp, sm.v, sm.ldv, sm.o, sm.ldo, true);
+  // o = alpha * o + P·V (the rescale rides on the accumulator load).
+  smemGemm<T, ALayout::Row, BLayout::KN>(sm.RG, sm.Dv, sm.BK, sm.p, sm.ldp, sm.v, sm.ldv, sm.o, sm.ldo, true, sm.alpha);
   __syncthreads();
 }
 
@@ -165,6 +171,63 @@ __device__ __forceinline__ void loadHeads(T* dst, int ld, int RG, int nr, const 
   gatherRows<T>(dst, ld, RG, D, [&](int r) -> const T* {
     return r < nr ? src + rowOffset + (size_t)(h0 + r) * D : nullptr;
   });
+}
+
+// Walks `tiles` key tiles with a two-stage pipeline: while `body` works on tile t, tile t + 1's
+// keys (and values) are already on their way into the other buffer (cp.async). fill(t, krow, kpos)
+// names the tile's key rows (threads j < BK each set krow[j], kpos[j]). body must end with a
+// __syncthreads. Needs a pipelined AttendSmem and 16-byte rows; otherwise loads synchronously.
+template <class T, class Fill, class Body>
+__device__ void forEachTile(AttendSmem<T>& sm, int tiles, const T* K, const T* V, int H, int g, bool withV, Fill fill, Body body) {
+  if (tiles <= 0) return;
+  constexpr int VEC = 16 / sizeof(T);
+  // cp.async needs 16-byte rows on both sides (float32 rows are padded by one word: no).
+  const bool async = sm.kBuf[1] != sm.kBuf[0] && sm.Dk % VEC == 0 && sm.Dv % VEC == 0 &&
+                     (sm.ldq * sizeof(T)) % 16 == 0 && (sm.ldv * sizeof(T)) % 16 == 0;
+  const size_t kStride = (size_t)H * sm.Dk, vStride = (size_t)H * sm.Dv;
+  auto issue = [&](int b) {
+    const int* kr = sm.krowBuf[b];
+    gatherRowsAsync<T>(sm.kBuf[b], sm.ldq, sm.BK, sm.Dk, [&](int r) -> const T* {
+      return kr[r] >= 0 ? K + kr[r] * kStride + (size_t)g * sm.Dk : nullptr;
+    });
+    if (withV)
+      gatherRowsAsync<T>(sm.vBuf[b], sm.ldv, sm.BK, sm.Dv, [&](int r) -> const T* {
+        return kr[r] >= 0 ? V + kr[r] * vStride + (size_t)g * sm.Dv : nullptr;
+      });
+    cpAsyncCommit();
+  };
+  if (!async) {
+    for (int t = 0; t < tiles; t++) {
+      __syncthreads();
+      fill(t, sm.krowBuf[0], sm.kposBuf[0]);
+      __syncthreads();
+      sm.k = sm.kBuf[0]; sm.v = sm.vBuf[0]; sm.krow = sm.krowBuf[0]; sm.kpos = sm.kposBuf[0];
+      loadKV(sm, K, V, H, g, withV);
+      __syncthreads();
+      body();
+    }
+    return;
+  }
+  __syncthreads();
+  fill(0, sm.krowBuf[0], sm.kposBuf[0]);
+  __syncthreads();
+  issue(0);
+  int cur = 0;
+  for (int t = 0; t < tiles; t++) {
+    const int nxt = cur ^ 1;
+    if (t + 1 < tiles) {
+      fill(t + 1, sm.krowBuf[nxt], sm.kposBuf[nxt]);
+      __syncthreads();
+      issue(nxt);
+      cpAsyncWait<1>();
+    } else {
+      cpAsyncWait<0>();
+    }
+    __syncthreads();
+    sm.k = sm.kBuf[cur]; sm.v = sm.vBuf[cur]; sm.krow = sm.krowBuf[cur]; sm.kpos = sm.kposBuf[cur];
+    body();
+    cur = nxt;
+  }
 }
 
 }  // namespace nsa

@@ -8,6 +8,7 @@
 #include "key_grad.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "split_k.cuh"
 #include "workspace.h"
 
 namespace nsa {
@@ -20,7 +21,7 @@ constexpr int kMaxRows = 64;
 template <class T>
 int rowsFor(int BK, int Dk, int Dv, bool backward, size_t* bytes) {
   for (int R : {64, 32, 16}) {
-    *bytes = AttendSmem<T>::bytes(R, BK, Dk, Dv, R, backward);
+    *bytes = AttendSmem<T>::bytes(R, BK, Dk, Dv, R, backward, !backward);
     if (*bytes <= 200 * 1024) return R;
   }
   return 16;
@@ -46,7 +47,7 @@ __global__ void __launch_bounds__(kThreads) denseForwardKernel(AttentionArgs a, 
   const int g = blockIdx.y / headChunks, h0 = (blockIdx.y % headChunks) * rm.headsPer;
   const int split = blockIdx.z;
   AttendSmem<T> sm;
-  sm.carve(smemRaw, kRows, BK, a.Dk, a.Dv, false);
+  sm.carve(smemRaw, kRows, BK, a.Dk, a.Dv, false, true);
   const QueryTile tile = tiles[blockIdx.x];
   const SeqTable st = seqTable(a.seq);
   const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart, pos0 = st.pos0[tile.s];
@@ -70,18 +71,15 @@ __global__ void __launch_bounds__(kThreads) denseForwardKernel(AttentionArgs a, 
   const int per = (tilesAll + splits - 1) / splits;
   const int t0 = split * per, t1 = min(tilesAll, t0 + per);
   const float sl2 = a.scale * kLog2e;
-  for (int t = t0; t < t1; t++) {
-    __syncthreads();
+  auto fill = [&](int t, int* krow, int* kpos) {
     for (int j = threadIdx.x; j < BK; j += blockDim.x) {
-      const int p = t * BK + j;
-      sm.krow[j] = p < keys ? kBase + p : -1;
-      sm.kpos[j] = p;
+      const int p = (t0 + t) * BK + j;
+      krow[j] = p < keys ? kBase + p : -1;
+      kpos[j] = p;
     }
-    __syncthreads();
-    loadKV(sm, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.H, g);
-    __syncthreads();
-    attendTile(sm, kRows, sl2);
-  }
+  };
+  forEachTile(sm, t1 - t0, static_cast<const T*>(a.k), static_cast<const T*>(a.v), a.H, g, true, fill,
+              [&] { attendTile(sm, kRows, sl2); });
   if (splits == 1) {
     endBranch(sm);
     T* out = static_cast<T*>(a.out);
@@ -116,26 +114,9 @@ __global__ void __launch_bounds__(kThreads) denseForwardKernel(AttentionArgs a, 
 template <class T>
 __global__ void combineKernel(const float* partial, int splits, size_t rowsHeads, int Dv, T* out, float* lse) {
   const size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
   if (w >= rowsHeads) return;
-  const size_t stride = rowsHeads * (Dv + 2);
-  float m = kNegInf;
-  for (int z = 0; z < splits; z++) m = fmaxf(m, partial[z * stride + w * (Dv + 2)]);
-  float l = 0.f;
-  for (int z = 0; z < splits; z++) {
-    const float mz = partial[z * stride + w * (Dv + 2)];
-    if (mz != kNegInf) l += partial[z * stride + w * (Dv + 2) + 1] * exp2f(mz - m);
-  }
-  const float inv = l > 0.f ? 1.f / l : 0.f;
-  for (int c = lane; c < Dv; c += 32) {
-    float acc = 0.f;
-    for (int z = 0; z < splits; z++) {
-      const float mz = partial[z * stride + w * (Dv + 2)];
-      if (mz != kNegInf) acc += partial[z * stride + w * (Dv + 2) + 2 + c] * exp2f(mz - m);
-    }
-    out[w * Dv + c] = fromF<T>(acc * inv);
-  }
-  if (lse && lane == 0) lse[w] = l > 0.f ? m + log2f(l) : INFINITY;
+  mergePartials(partial + w * (Dv + 2), splits, rowsHeads * (Dv + 2), Dv, lse ? lse + w : nullptr,
+                [&](int c, float v) { out[w * Dv + c] = fromF<T>(v); });
 }
 
 template <class T>
@@ -290,7 +271,15 @@ void launchDenseForward(const AttentionArgs& a, cudaStream_t stream) {
   const int G = a.HQ / a.H;
   const int BK = sizeof(T) == 4 ? 32 : 64;
   size_t bytes = 0;
-  const int kRows = rowsFor<T>(BK, a.Dk, a.Dv, false, &bytes);
+  int kRows = rowsFor<T>(BK, a.Dk, a.Dv, false, &bytes);
+  // Few queries per sequence (decoding): fewer rows per block, so no tensor-core rows go to waste.
+  int maxQ = 0;
+  for (int s = 0; s < a.seq.S; s++) maxQ = std::max(maxQ, a.seq.host[s + 1] - a.seq.host[s]);
+  const int want = roundUp(std::min(std::min(G, kMaxRows) * std::max(maxQ, 1), kMaxRows), 16);
+  if (want < kRows) {
+    kRows = want;
+    bytes = AttendSmem<T>::bytes(kRows, BK, a.Dk, a.Dv, kRows, false, true);
+  }
   const int headsPer = std::min(G, kRows), QP = kRows / headsPer, headChunks = (G + headsPer - 1) / headsPer;
   Workspace ws(stream);
   const std::vector<QueryTile> tiles = queryTiles(a.seq, QP);
@@ -299,7 +288,7 @@ void launchDenseForward(const AttentionArgs& a, cudaStream_t stream) {
   // Split the keys when the grid would leave most multiprocessors idle (decoding, short batches).
   const int keyTiles = (a.seq.maxKeys + BK - 1) / BK;
   int splits = 1;
-  if (blocks < (size_t)smCount() * 2) splits = std::max(1, std::min(keyTiles / 4, (int)((size_t)smCount() * 2 / blocks)));
+  if (blocks < (size_t)smCount() * 4) splits = std::max(1, std::min(keyTiles / 2, (int)((size_t)smCount() * 4 / blocks)));
   NSA_CUDA(cudaFuncSetAttribute(denseForwardKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   float* partial = nullptr;
   const size_t rowsHeads = (size_t)a.seq.rows * a.HQ;

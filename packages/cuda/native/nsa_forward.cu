@@ -21,7 +21,7 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
   const NSAConfigArgs& c = a.cfg;
   const int G = c.HQ / c.H;
   AttendSmem<T> sm;
-  sm.carve(smemRaw, RG, BK, c.Dk, c.Dv, false);
+  sm.carve(smemRaw, RG, BK, c.Dk, c.Dv, false, true);
   float* scores = reinterpret_cast<float*>(sm.ints);  // [nbMax]
   int* chosen = sm.ints + nbMax;                      // [nbMax] flags
   int* blk = chosen + nbMax;                          // [n] selected blocks, ascending
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
   if (select) for (int j = threadIdx.x; j < nb; j += blockDim.x) { scores[j] = 0.f; chosen[j] = 0; }
   // Every tile below lists exactly the keys this position may see, so the per-row mask is trivial.
   for (int r = threadIdx.x; r < RG; r += blockDim.x) sm.rpos[r] = 0;
-  for (int j = threadIdx.x; j < BK; j += blockDim.x) sm.kpos[j] = 0;
+  for (int j = threadIdx.x; j < BK; j += blockDim.x) sm.kposBuf[0][j] = sm.kposBuf[1][j] = 0;
 
   // ---- compressed branch and selection scores, head chunk by head chunk ----
   const int cmpTiles = (nc + BK - 1) / BK;
@@ -52,31 +52,23 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
     const int nr = min(RG, G - h0), hq0 = g * G + h0;
     loadHeads<T>(sm.q, sm.ldq, RG, nr, Q, qRow, hq0, c.Dk);
     beginBranch(sm);
-    for (int tile = 0; tile < cmpTiles; tile++) {
-      __syncthreads();
+    const T* Kc = static_cast<const T*>(a.kCmp);
+    const T* Vc = static_cast<const T*>(a.vCmp);
+    auto fillCmp = [&](int tile, int* krow, int*) {
       for (int j = threadIdx.x; j < BK; j += blockDim.x) {
         const int i = tile * BK + j;
-        sm.krow[j] = i < nc ? cBase + i : -1;
+        krow[j] = i < nc ? cBase + i : -1;
       }
-      __syncthreads();
-      loadKV(sm, static_cast<const T*>(a.kCmp), static_cast<const T*>(a.vCmp), c.H, g);
-      __syncthreads();
-      attendTile(sm, nr, sl2);
-    }
+    };
+    forEachTile(sm, cmpTiles, Kc, Vc, c.H, g, true, fillCmp, [&] { attendTile(sm, nr, sl2); });
     endBranch(sm);
     storeBranch<T>(sm, nr, static_cast<T*>(a.oCmp), oRow, hq0, c.Dv);
     if (a.lse) for (int r = threadIdx.x; r < nr; r += blockDim.x) a.lse[((size_t)row * c.HQ + hq0 + r) * 3 + 0] = sm.lse[r];
     if (select) {
       const int perCmp = c.l / c.d, perSel = c.ls / c.d;
-      for (int tile = 0; tile < cmpTiles; tile++) {
-        __syncthreads();
-        for (int j = threadIdx.x; j < BK; j += blockDim.x) {
-          const int i = tile * BK + j;
-          sm.krow[j] = i < nc ? cBase + i : -1;
-        }
-        __syncthreads();
-        loadKV<T>(sm, static_cast<const T*>(a.kCmp), nullptr, c.H, g, false);
-        __syncthreads();
+      int tile = -1;
+      forEachTile(sm, cmpTiles, Kc, Vc, c.H, g, false, fillCmp, [&] {
+        tile++;
         tileScores(sm);
         __syncthreads();
         // Probability mass of each compressed key, summed over the group's heads in a fixed order.
@@ -98,7 +90,8 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
           }
           scores[j] += acc;
         }
-      }
+        __syncthreads();
+      });
     }
     __syncthreads();
   }
@@ -140,8 +133,7 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
       const int tokens = branch == 1 ? slcTokens : winTokens;
       const T* K = static_cast<const T*>(branch == 1 ? a.kSlc : a.kWin);
       const T* V = static_cast<const T*>(branch == 1 ? a.vSlc : a.vWin);
-      for (int tile = 0; tile * BK < tokens; tile++) {
-        __syncthreads();
+      auto fillBranch = [&](int tile, int* krow, int*) {
         for (int j = threadIdx.x; j < BK; j += blockDim.x) {
           const int e = tile * BK + j;
           int kr = -1;
@@ -154,13 +146,10 @@ __global__ void __launch_bounds__(kThreads) nsaForwardKernel(NSAForwardArgs a, i
               kr = kBase + ws + e;
             }
           }
-          sm.krow[j] = kr;
+          krow[j] = kr;
         }
-        __syncthreads();
-        loadKV(sm, K, V, c.H, g);
-        __syncthreads();
-        attendTile(sm, nr, sl2);
-      }
+      };
+      forEachTile(sm, (tokens + BK - 1) / BK, K, V, c.H, g, true, fillBranch, [&] { attendTile(sm, nr, sl2); });
       endBranch(sm);
       void* saved = branch == 1 ? a.oSlc : a.oWin;
       if (saved) storeBranch<T>(sm, nr, static_cast<T*>(saved), oRow, hq0, c.Dv);
@@ -194,7 +183,7 @@ void launchForward(const NSAForwardArgs& a, cudaStream_t stream) {
   size_t bytes = 0;
   for (int cand : {64, 32, 16}) {
     if (cand > roundUp(G, 16)) continue;
-    bytes = AttendSmem<T>::bytes(cand, BK, a.cfg.Dk, a.cfg.Dv, nInts, false);
+    bytes = AttendSmem<T>::bytes(cand, BK, a.cfg.Dk, a.cfg.Dv, nInts, false, true);
     RG = cand;
     if (bytes <= 200 * 1024) break;
   }
@@ -209,6 +198,7 @@ void launchForward(const NSAForwardArgs& a, cudaStream_t stream) {
 }  // namespace
 
 void nsaForward(const NSAForwardArgs& a, cudaStream_t stream) {
+  if (nsaDecodeSplit(a, stream)) return;
   switch (a.dtype) {
     case DType::F32: return launchForward<float>(a, stream);
     case DType::F16: return launchForward<__half>(a, stream);

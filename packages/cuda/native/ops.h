@@ -64,6 +64,8 @@ struct AttentionBackwardArgs {
 
 void nsaForward(const NSAForwardArgs& a, cudaStream_t stream);
 void nsaBackward(const NSABackwardArgs& a, cudaStream_t stream);
+// Split-K decode path of nsaForward (no saved outputs, too few rows to fill the GPU); false = not taken.
+bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream);
 void attentionForward(const AttentionArgs& a, cudaStream_t stream);
 void attentionBackward(const AttentionBackwardArgs& a, cudaStream_t stream);
 // Mean compressor: out[b, i, h, :] = mean of x[b, i*d .. i*d+l-1, h, :]; x [B, T, H, D], out [B, C, H, D].

@@ -9,7 +9,7 @@
 
 namespace nsa {
 
-constexpr int kThreads = 128;  // every attention kernel runs 4 warps per block
+constexpr int kThreads = 256;  // every attention kernel runs 8 warps per block
 constexpr int kWarps = kThreads / 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -INFINITY;
@@ -58,6 +58,34 @@ __device__ __forceinline__ void gatherRows(T* dst, int ld, int rows, int d, RowP
   }
 }
 
+// Like gatherRows, but with cp.async (16-byte, L2 only) so the copy overlaps the caller's work;
+// rows without a source are zeroed with plain stores. Needs d * sizeof(T) % 16 == 0 and a
+// 16-byte aligned destination stride; the caller commits and waits.
+template <class T, class RowPtr>
+__device__ __forceinline__ void gatherRowsAsync(T* dst, int ld, int rows, int d, RowPtr rowPtr) {
+  constexpr int V = 16 / sizeof(T);
+  const int per = d / V;
+  auto one = [&](int r, int c) {
+    const T* src = rowPtr(r);
+    T* out = dst + r * ld + c;
+    if (src) {
+      const unsigned saddr = (unsigned)__cvta_generic_to_shared(out);
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(src + c));
+    } else {
+      *reinterpret_cast<uint4*>(out) = make_uint4(0, 0, 0, 0);
+    }
+  };
+  if (blockDim.x % per == 0) {  // no division in the loop: each thread keeps one column chunk
+    const int c = (threadIdx.x % per) * V, step = blockDim.x / per;
+    for (int r = threadIdx.x / per; r < rows; r += step) one(r, c);
+  } else {
+    for (int e = threadIdx.x; e < rows * per; e += blockDim.x) one(e / per, (e % per) * V);
+  }
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 __device__ __forceinline__ uint32_t pack2(__half a, __half b) {
   return (uint32_t)__half_as_ushort(a) | ((uint32_t)__half_as_ushort(b) << 16);
 }
@@ -103,47 +131,73 @@ __device__ __forceinline__ uint32_t bPair(const T* B, int ld, int k, int n) {
   return pack2(B[k * ld + n], B[(k + 1) * ld + n]);
 }
 
-// C[M][N] (float, ldc) = (accumulate ? C : 0) + A·B over shared memory; all threads of the block
-// take part; the caller synchronises before and after.
+// One warp: C[m0..m0+16)[n0..n0+8*NB) over K, reusing each A fragment for NB mma tiles.
+template <class T, ALayout AL, BLayout BL, int NB>
+__device__ __forceinline__ void mmaStrip(int m0, int n0, int K, const T* A, int lda, const T* B, int ldb, float* C, int ldc,
+                                         bool accumulate, const float* rowScale) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const float s0 = rowScale ? rowScale[m0 + g] : 1.f, s1 = rowScale ? rowScale[m0 + g + 8] : 1.f;
+  float c[NB][4];
+#pragma unroll
+  for (int j = 0; j < NB; j++) {
+    float* c0 = C + (m0 + g) * ldc + n0 + 8 * j + 2 * t;
+    float* c1 = c0 + 8 * ldc;
+    if (accumulate) {
+      c[j][0] = c0[0] * s0; c[j][1] = c0[1] * s0; c[j][2] = c1[0] * s1; c[j][3] = c1[1] * s1;
+    } else {
+      c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.f;
+    }
+  }
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    uint32_t a[4];
+    a[0] = aPair<T, AL>(A, lda, m0 + g, k0 + 2 * t);
+    a[1] = aPair<T, AL>(A, lda, m0 + g + 8, k0 + 2 * t);
+    a[2] = aPair<T, AL>(A, lda, m0 + g, k0 + 2 * t + 8);
+    a[3] = aPair<T, AL>(A, lda, m0 + g + 8, k0 + 2 * t + 8);
+#pragma unroll
+    for (int j = 0; j < NB; j++) {
+      uint32_t b[2];
+      b[0] = bPair<T, BL>(B, ldb, k0 + 2 * t, n0 + 8 * j + g);
+      b[1] = bPair<T, BL>(B, ldb, k0 + 2 * t + 8, n0 + 8 * j + g);
+      mma16816(c[j], a, b, T());
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NB; j++) {
+    float* c0 = C + (m0 + g) * ldc + n0 + 8 * j + 2 * t;
+    float* c1 = c0 + 8 * ldc;
+    c0[0] = c[j][0]; c0[1] = c[j][1]; c1[0] = c[j][2]; c1[1] = c[j][3];
+  }
+}
+
+template <class T, ALayout AL, BLayout BL, int NB>
+__device__ __forceinline__ void mmaStrips(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C, int ldc,
+                                          bool accumulate, const float* rowScale) {
+  const int strips = N / (8 * NB), units = (M / 16) * strips;
+  for (int u = threadIdx.x >> 5; u < units; u += blockDim.x >> 5)
+    mmaStrip<T, AL, BL, NB>((u / strips) * 16, (u % strips) * 8 * NB, K, A, lda, B, ldb, C, ldc, accumulate, rowScale);
+}
+
+// C[M][N] (float, ldc) = (accumulate ? rowScale[m] * C : 0) + A·B over shared memory (rowScale
+// null = 1); all threads of the block take part; the caller synchronises before and after.
 template <class T, ALayout AL, BLayout BL>
 __device__ void smemGemm(int M, int N, int K, const T* A, int lda, const T* B, int ldb, float* C, int ldc,
-                         bool accumulate) {
+                         bool accumulate, const float* rowScale = nullptr) {
   const bool tensorCores = sizeof(T) == 2 && (M % 16) == 0 && (N % 8) == 0 && (K % 16) == 0;
   if constexpr (sizeof(T) == 2) {
     if (tensorCores) {
-      const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-      const int g = lane >> 2, t = lane & 3;
-      const int tilesN = N / 8, tiles = (M / 16) * tilesN;
-      for (int tile = warp; tile < tiles; tile += blockDim.x >> 5) {
-        const int m0 = (tile / tilesN) * 16, n0 = (tile % tilesN) * 8;
-        float c[4];
-        float* c0 = C + (m0 + g) * ldc + n0 + 2 * t;
-        float* c1 = c0 + 8 * ldc;
-        if (accumulate) {
-          c[0] = c0[0]; c[1] = c0[1]; c[2] = c1[0]; c[3] = c1[1];
-        } else {
-          c[0] = c[1] = c[2] = c[3] = 0.f;
-        }
-        for (int k0 = 0; k0 < K; k0 += 16) {
-          uint32_t a[4], b[2];
-          a[0] = aPair<T, AL>(A, lda, m0 + g, k0 + 2 * t);
-          a[1] = aPair<T, AL>(A, lda, m0 + g + 8, k0 + 2 * t);
-          a[2] = aPair<T, AL>(A, lda, m0 + g, k0 + 2 * t + 8);
-          a[3] = aPair<T, AL>(A, lda, m0 + g + 8, k0 + 2 * t + 8);
-          b[0] = bPair<T, BL>(B, ldb, k0 + 2 * t, n0 + g);
-          b[1] = bPair<T, BL>(B, ldb, k0 + 2 * t + 8, n0 + g);
-          mma16816(c, a, b, T());
-        }
-        c0[0] = c[0]; c0[1] = c[1]; c1[0] = c[2]; c1[1] = c[3];
-      }
-      return;
+      // Widest strips that still give every warp work: fewer shared-memory loads per mma.
+      const int warps = blockDim.x >> 5, n8 = N / 8, m16 = M / 16;
+      if (n8 % 4 == 0 && m16 * (n8 / 4) >= warps) return mmaStrips<T, AL, BL, 4>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, rowScale);
+      if (n8 % 2 == 0 && m16 * (n8 / 2) >= warps) return mmaStrips<T, AL, BL, 2>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, rowScale);
+      return mmaStrips<T, AL, BL, 1>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, rowScale);
     }
   }
   // FMA path: float32, or shapes the tensor-core tiles do not cover. Consecutive threads take
   // consecutive n, so B reads are conflict-free and A reads broadcast.
   for (int e = threadIdx.x; e < M * N; e += blockDim.x) {
     const int m = e / N, n = e % N;
-    float acc = accumulate ? C[m * ldc + n] : 0.f;
+    float acc = accumulate ? C[m * ldc + n] * (rowScale ? rowScale[m] : 1.f) : 0.f;
     for (int k = 0; k < K; k++) acc += toF(aAt<T, AL>(A, lda, m, k)) * toF(bAt<T, BL>(B, ldb, k, n));
     C[m * ldc + n] = acc;
   }
