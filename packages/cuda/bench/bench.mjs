@@ -165,7 +165,7 @@ for (const T of Ts) {
 // ---- the table ----
 const fmt = (x, d = 2) => (x === undefined ? 'n/a' : x.toFixed(d));
 const base = (T, key) => baseline?.rows?.find((x) => x.T === T)?.[key];
-console.log(`\ndevice: ${info.name}; ceilings measured in this run: copy ${fmt(copyGBps, 0)} GB/s (own kernel), bf16 matmul ${fmt(matmul, 0)} TFLOP/s (torch)${baseline ? `, torch ${baseline.torch} SDPA copy ${fmt(baseline.copyGBps, 0)} GB/s` : ''}`);
+console.log(`\ndevice: ${info.name}; ceilings measured in this run: copy ${fmt(copyGBps, 0)} GB/s (own kernel), bf16 matmul ${fmt(matmul, 0)} TFLOP/s (torch)${baseline ? `, torch ${baseline.torch} copy ${fmt(baseline.copyGBps, 0)} GB/s` : ''}`);
 console.log('B=1 HQ=64 H=4 Dk=Dv=128 bf16, l=32 d=16 l\'=64 n=16 w=512; NSA includes the mean compressor; median ms\n');
 console.log('| op | T | NSA ms | NSA rate | own dense ms | dense rate | torch SDPA ms | NSA speedup vs own dense | own dense / torch |');
 console.log('|---|---|---|---|---|---|---|---|---|');

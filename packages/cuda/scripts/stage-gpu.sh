@@ -13,7 +13,7 @@ for p in core:packages/core reference:packages/reference cuda:packages/cuda test
   cp "$dir/package.json" ".gpuwork/node_modules/@nsa/$name/"
   cp -r "$dir/dist" ".gpuwork/node_modules/@nsa/$name/"
 done
-cp -r packages/cuda/bench .gpuwork/node_modules/@nsa/cuda/
+cp -r packages/cuda/bench packages/cuda/scripts .gpuwork/node_modules/@nsa/cuda/
 if [[ -f packages/cuda/build/Release/nsa_cuda.node ]]; then
   mkdir -p .gpuwork/node_modules/@nsa/cuda/build/Release
   cp packages/cuda/build/Release/nsa_cuda.node .gpuwork/node_modules/@nsa/cuda/build/Release/
