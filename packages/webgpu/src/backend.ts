@@ -72,7 +72,7 @@ export class WebGPUBackend implements Backend {
     const output = this.#empty([B, T, HQ, Dv], dtype, 'nsa output');
     const blockIndices = this.#empty([B, T, H, n], 'int32', 'blockIndices');
     try {
-      const saved = await encodeNSAForward(
+      const saved = (await encodeNSAForward(
         this.rt,
         geo,
         forwardSequences(dims),
@@ -90,7 +90,7 @@ export class WebGPUBackend implements Backend {
           out: output.buffer,
         },
         'nsaForward',
-      );
+      )) as WebGPUNSASaved;
       return {
         output,
         blockIndices,
@@ -196,7 +196,7 @@ export class WebGPUBackend implements Backend {
     const output = this.#empty([B, TQ, HQ, Dv], dtype, 'decode output');
     const blockIndices = this.#empty([B, TQ, H, n], 'int32', 'decode blockIndices');
     try {
-      const saved = await encodeNSAForward(
+      await encodeNSAForward(
         this.rt,
         geo,
         cache.sequences(TQ),
@@ -210,8 +210,8 @@ export class WebGPUBackend implements Backend {
           out: output.buffer,
         },
         'nsaDecode',
+        false,
       );
-      saved.dispose();
     } catch (error) {
       output.dispose();
       blockIndices.dispose();

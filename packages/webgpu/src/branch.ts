@@ -15,7 +15,9 @@ import {
   planKeyTiles,
   planQueryTiles,
   planSelectionTiles,
+  keyGroups,
   queryItems,
+  type KeyGroup,
   type Sequence,
 } from './tiling.js';
 
@@ -72,6 +74,15 @@ function keyHi(mode: Mode, geo: Geometry, p: number): number {
 
 export type Encoder<T> = (frame: Frame, buffers: T) => void;
 
+interface ForwardGroupPlan {
+  readonly group: KeyGroup;
+  readonly items: Uint32Array;
+  readonly n: number;
+  readonly chunks: ReturnType<typeof chunkItems>;
+  readonly splits: number;
+  readonly perSplit: number;
+}
+
 /** Forward of one branch: normalised output `out` [tokRows, HQ, DV] f32 and its `lse` [tokRows, HQ]. */
 export async function prepareBranchForward(
   rt: Runtime,
@@ -80,54 +91,73 @@ export async function prepareBranchForward(
   seqs: readonly Sequence[],
 ): Promise<Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; blocks?: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }>> {
   const { G, H, HQ, DK, DV, e } = geo;
+  const limit = rt.ctx.limits.maxStorageBufferBindingSize;
   const tiles = planQueryTiles(rt.ctx, 'forward', mode, G, DK, DV);
-  const items = queryItems(seqs, tiles.TQB);
-  const n = itemCount(items);
   const nhc = Math.ceil(G / tiles.GC);
   const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4, blocks: H * geo.nSel * 4 };
-  const chunks = chunkItems(items, Math.max(...Object.values(bpr)), rt.ctx.limits.maxStorageBufferBindingSize, ROW_ALIGN, MAX_GRID);
-  let maxTiles = 1;
-  if (mode === 'selected') maxTiles = geo.nSel;
-  else {
-    for (let i = 0; i < n; i++) {
-      const p0 = items[i * ITEM_WORDS + 2];
-      const p1 = p0 + items[i * ITEM_WORDS + 1] - 1;
-      const span = keyHi(mode, geo, p1) - keyLo(mode, geo, p0);
-      maxTiles = Math.max(maxTiles, Math.ceil(span / tiles.KT));
+  const bpk = { k: H * DK * esize(e), v: H * DV * esize(e) };
+  const groups = keyGroups(seqs, mode === 'compressed', Math.max(bpk.k, bpk.v), limit, ROW_ALIGN);
+  const plans: ForwardGroupPlan[] = groups.map((group) => {
+    const items = queryItems(group.seqs, tiles.TQB);
+    const n = itemCount(items);
+    const chunks = chunkItems(items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID);
+    let maxTiles = 1;
+    if (mode === 'selected') maxTiles = geo.nSel;
+    else {
+      for (let i = 0; i < n; i++) {
+        const p0 = items[i * ITEM_WORDS + 2];
+        const p1 = p0 + items[i * ITEM_WORDS + 1] - 1;
+        maxTiles = Math.max(maxTiles, Math.ceil((keyHi(mode, geo, p1) - keyLo(mode, geo, p0)) / tiles.KT));
+      }
     }
-  }
-  let splits = 1;
-  let perSplit = maxTiles;
-  const workgroups = n * H * nhc;
-  if (chunks.length === 1 && workgroups < TARGET_WORKGROUPS && maxTiles > 1) {
-    const want = Math.min(MAX_SPLITS, maxTiles, Math.ceil(TARGET_WORKGROUPS / Math.max(1, workgroups)));
-    perSplit = Math.ceil(maxTiles / want);
-    splits = Math.ceil(maxTiles / perSplit);
-    if (splits * geo.tokRows * HQ * DV * 4 > rt.ctx.limits.maxStorageBufferBindingSize) {
-      splits = 1;
-      perSplit = maxTiles;
+    // Few workgroups (decoding): split the keys across workgroups and merge (flash-decoding).
+    let splits = 1;
+    let perSplit = maxTiles;
+    const workgroups = n * H * nhc;
+    if (groups.length === 1 && chunks.length === 1 && workgroups < TARGET_WORKGROUPS && maxTiles > 1) {
+      const want = Math.min(MAX_SPLITS, maxTiles, Math.ceil(TARGET_WORKGROUPS / Math.max(1, workgroups)));
+      perSplit = Math.ceil(maxTiles / want);
+      splits = Math.ceil(maxTiles / perSplit);
+      if (splits * geo.tokRows * HQ * DV * 4 > limit) {
+        splits = 1;
+        perSplit = maxTiles;
+      }
     }
-  }
-  const kernel = { kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split: splits > 1 };
-  const pipeline = await rt.pipeline(`nsa_${mode}_forward`, attentionShader(kernel));
-  const combine = splits > 1 ? await rt.pipeline('combine_splits', combineSplitsShader(DV)) : undefined;
+    return { group, items, n, chunks, splits, perSplit };
+  });
+  const kernel = (split: boolean) => ({ kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split });
+  const anySplit = plans.some((p) => p.splits > 1);
+  const [pipeline, splitPipeline, combine] = await Promise.all([
+    rt.pipeline(`nsa_${mode}_forward`, attentionShader(kernel(false))),
+    anySplit ? rt.pipeline(`nsa_${mode}_forward_split`, attentionShader(kernel(true))) : undefined,
+    anySplit ? rt.pipeline('combine_splits', combineSplitsShader(DV)) : undefined,
+  ]);
   return (frame, buf) => {
-    rt.checkWhole(`${mode} keys`, buf.k.size);
-    rt.checkWhole(`${mode} values`, buf.v.size);
-    const itemBuf = frame.upload(items, `${mode} items`);
-    if (splits > 1 && combine) {
-      const part = frame.scratch(splits * geo.tokRows * HQ * DV * 4, `${mode} split partials`);
-      const stats = frame.scratch(splits * geo.tokRows * HQ * 2 * 4, `${mode} split stats`);
-      const bindings = [itemBuf, buf.q, buf.k, buf.v, part, stats, ...(buf.blocks ? [buf.blocks] : [])];
-      frame.dispatch(pipeline, { ...baseParams(geo), perSplit, splits, rowBase: 0, itemBase: 0 }, bindings, [n, H * nhc, splits]);
-      frame.dispatch(combine, { ...baseParams(geo), splits, qRowLo: 0, qRowHi: geo.tokRows }, [part, stats, buf.out, buf.lse], Frame.grid1d(geo.tokRows * HQ * DV, ELEMENTWISE_WG));
-      return;
-    }
-    for (const c of chunks) {
-      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
-      const bindings = [itemBuf, r(buf.q, bpr.q), buf.k, buf.v, r(buf.out, bpr.out), r(buf.lse, bpr.lse)];
-      if (buf.blocks) bindings.push(r(buf.blocks, bpr.blocks));
-      frame.dispatch(pipeline, { ...baseParams(geo), perSplit, splits: 1, rowBase: c.rowBase, itemBase: c.first }, bindings, [c.count, H * nhc, 1]);
+    for (const plan of plans) {
+      const { keyLo: klo, keyHi: khi } = plan.group;
+      const k = rowRange(buf.k, bpk.k, klo, khi);
+      const v = rowRange(buf.v, bpk.v, klo, khi);
+      const itemBuf = frame.upload(plan.items, `${mode} items`);
+      const params = { ...baseParams(geo), perSplit: plan.perSplit, keyRowBase: klo };
+      if (plan.splits > 1 && splitPipeline && combine) {
+        const part = frame.scratch(plan.splits * geo.tokRows * HQ * DV * 4, `${mode} split partials`);
+        const stats = frame.scratch(plan.splits * geo.tokRows * HQ * 2 * 4, `${mode} split stats`);
+        const bindings = [itemBuf, buf.q, k, v, part, stats, ...(buf.blocks ? [buf.blocks] : [])];
+        frame.dispatch(splitPipeline, { ...params, splits: plan.splits, rowBase: 0, itemBase: 0 }, bindings, [plan.n, H * nhc, plan.splits]);
+        frame.dispatch(
+          combine,
+          { ...baseParams(geo), splits: plan.splits, qRowLo: 0, qRowHi: geo.tokRows },
+          [part, stats, buf.out, buf.lse],
+          Frame.grid1d(geo.tokRows * HQ * DV, ELEMENTWISE_WG),
+        );
+        continue;
+      }
+      for (const c of plan.chunks) {
+        const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+        const bindings = [itemBuf, r(buf.q, bpr.q), k, v, r(buf.out, bpr.out), r(buf.lse, bpr.lse)];
+        if (buf.blocks) bindings.push(r(buf.blocks, bpr.blocks));
+        frame.dispatch(pipeline, { ...params, splits: 1, rowBase: c.rowBase, itemBase: c.first }, bindings, [c.count, H * nhc, 1]);
+      }
     }
   };
 }
@@ -139,12 +169,16 @@ export async function prepareSelection(
   seqs: readonly Sequence[],
 ): Promise<Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }>> {
   const { G, H, HQ, DK, e } = geo;
+  const limit = rt.ctx.limits.maxStorageBufferBindingSize;
   let maxCandidates = 1;
   for (const s of seqs) if (s.nq > 0) maxCandidates = Math.max(maxCandidates, Math.floor((s.qPos + s.nq - 1) / geo.selBlock) + 1);
   const tiles = planSelectionTiles(rt.ctx, G, DK, geo.nSel, maxCandidates);
-  const items = queryItems(seqs, 1);
   const bpr = { q: HQ * DK * esize(e), lse: HQ * 4, blocks: H * geo.nSel * 4 };
-  const chunks = chunkItems(items, Math.max(...Object.values(bpr)), rt.ctx.limits.maxStorageBufferBindingSize, ROW_ALIGN, MAX_GRID);
+  const bpk = H * DK * esize(e);
+  const plans = keyGroups(seqs, true, bpk, limit, ROW_ALIGN).map((group) => {
+    const items = queryItems(group.seqs, 1);
+    return { group, items, chunks: chunkItems(items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID) };
+  });
   const pipeline = await rt.pipeline(
     'nsa_selection_topn',
     selectionShader({
@@ -163,16 +197,18 @@ export async function prepareSelection(
     }),
   );
   return (frame, buf) => {
-    rt.checkWhole('compressed keys', buf.kCmp.size);
-    const itemBuf = frame.upload(items, 'selection items');
-    for (const c of chunks) {
-      const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
-      frame.dispatch(
-        pipeline,
-        { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first },
-        [itemBuf, r(buf.q, bpr.q), buf.kCmp, r(buf.lseCmp, bpr.lse), r(buf.blocks, bpr.blocks)],
-        [c.count, H, 1],
-      );
+    for (const plan of plans) {
+      const kCmp = rowRange(buf.kCmp, bpk, plan.group.keyLo, plan.group.keyHi);
+      const itemBuf = frame.upload(plan.items, 'selection items');
+      for (const c of plan.chunks) {
+        const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+        frame.dispatch(
+          pipeline,
+          { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first, keyRowBase: plan.group.keyLo },
+          [itemBuf, r(buf.q, bpr.q), kCmp, r(buf.lseCmp, bpr.lse), r(buf.blocks, bpr.blocks)],
+          [c.count, H, 1],
+        );
+      }
     }
   };
 }

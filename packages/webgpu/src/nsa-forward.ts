@@ -80,14 +80,18 @@ export interface NSAForwardBuffers {
   readonly out: GPUBuffer;
 }
 
-/** Runs the whole forward; returns the per-branch outputs and lse for backward. */
+/**
+ * Runs the whole forward. With `keep` the per-branch outputs and lse are returned for backward;
+ * without (decoding) they are pooled scratch, released when the GPU is done.
+ */
 export async function encodeNSAForward(
   rt: Runtime,
   geo: Geometry,
   seqs: readonly Sequence[],
   buf: NSAForwardBuffers,
   label: string,
-): Promise<WebGPUNSASaved> {
+  keep = true,
+): Promise<WebGPUNSASaved | undefined> {
   const [cmp, select, slc, win, combine] = await Promise.all([
     prepareBranchForward(rt, geo, 'compressed', seqs),
     buf.given ? undefined : prepareSelection(rt, geo, seqs),
@@ -96,20 +100,25 @@ export async function encodeNSAForward(
     prepareGateCombine(rt, geo, 3),
   ]);
   const rows = geo.tokRows * geo.HQ;
-  const outputs = [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`));
-  const lse = [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * 4, `${label}: branch ${b} lse`));
-  const saved = new WebGPUNSASaved(outputs, lse);
+  const saved = keep
+    ? new WebGPUNSASaved(
+        [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`)),
+        [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * 4, `${label}: branch ${b} lse`)),
+      )
+    : undefined;
   try {
     await run(rt, label, (frame) => {
+      const outputs = saved?.outputs ?? [0, 1, 2].map((b) => frame.scratch(rows * geo.DV * 4, `branch ${b} output`));
+      const lse = saved?.lse ?? [0, 1, 2].map((b) => frame.scratch(rows * 4, `branch ${b} lse`));
       cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: outputs[0], lse: lse[0] });
       if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
       else select?.(frame, { q: buf.q, kCmp: buf.kCmp, lseCmp: lse[0], blocks: buf.blocks });
       slc(frame, { q: buf.q, k: buf.kSlc, v: buf.vSlc, blocks: buf.blocks, out: outputs[1], lse: lse[1] });
       win(frame, { q: buf.q, k: buf.kWin, v: buf.vWin, out: outputs[2], lse: lse[2] });
-      combine(frame, { o: outputs, gates: buf.gates, out: buf.out });
+      combine(frame, { o: [...outputs], gates: buf.gates, out: buf.out });
     });
   } catch (error) {
-    saved.dispose();
+    saved?.dispose();
     throw error;
   }
   return saved;

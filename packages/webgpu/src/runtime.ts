@@ -19,8 +19,14 @@ export const ROW_ALIGN = 256;
 /** Most workgroups per grid dimension we use (the WebGPU minimum limit). */
 export const MAX_GRID = 65535;
 
+const STORAGE_USAGE = BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_SRC | BUFFER_USAGE.COPY_DST;
+
+/** Buffers up to this size are pooled: creating GPU buffers costs far more than a small dispatch. */
+const POOL_MAX_BYTES = 64 << 20;
+
 export class Runtime {
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #pool = new Map<string, GPUBuffer[]>();
 
   constructor(readonly ctx: DeviceContext) {}
 
@@ -66,6 +72,32 @@ export class Runtime {
     return (hi - lo) * bytesPerRow <= this.ctx.limits.maxStorageBufferBindingSize;
   }
 
+  /** A buffer of at least `bytes` (a power-of-two bucket), reused once the GPU is done with it. */
+  acquire(bytes: number, usage: number, label: string): GPUBuffer {
+    if (this.ctx.lost) throw this.ctx.lost;
+    const size = Math.max(256, 2 ** Math.ceil(Math.log2(Math.max(1, bytes))));
+    if (size > POOL_MAX_BYTES) {
+      if (usage === STORAGE_USAGE) return createStorageBuffer(this.ctx, bytes, label);
+      return this.ctx.device.createBuffer({ label, size: Math.ceil(bytes / 16) * 16, usage });
+    }
+    const free = this.#pool.get(`${usage}:${size}`);
+    return free?.pop() ?? this.ctx.device.createBuffer({ label, size, usage });
+  }
+
+  /** Returns buffers to the pool (or destroys those too large to keep). */
+  release(buffers: readonly GPUBuffer[]): void {
+    for (const buffer of buffers) {
+      if (buffer.size > POOL_MAX_BYTES || this.ctx.lost) {
+        buffer.destroy();
+        continue;
+      }
+      const key = `${buffer.usage}:${buffer.size}`;
+      const free = this.#pool.get(key) ?? [];
+      free.push(buffer);
+      this.#pool.set(key, free);
+    }
+  }
+
   /** Starts an encoding frame. */
   frame(label: string): Frame {
     return new Frame(this, label);
@@ -97,23 +129,17 @@ export class Frame {
     return this.#pass;
   }
 
-  /** A storage scratch buffer that lives until this frame's work completes. */
+  /** A storage scratch buffer (not zeroed) that lives until this frame's work completes. */
   scratch(bytes: number, label: string): GPUBuffer {
-    const buffer = createStorageBuffer(this.rt.ctx, bytes, `${this.label}: ${label}`);
+    const buffer = this.rt.acquire(bytes, STORAGE_USAGE, `${this.label}: ${label}`);
     this.#temps.push(buffer);
     return buffer;
   }
 
-  /** A read-only storage buffer holding `data`, freed with the frame. */
+  /** A read-only storage buffer holding `data`, released with the frame. */
   upload(data: Uint32Array | Int32Array, label: string): GPUBuffer {
-    const buffer = this.rt.ctx.device.createBuffer({
-      label: `${this.label}: ${label}`,
-      size: Math.max(16, Math.ceil(data.byteLength / 16) * 16),
-      usage: BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_DST,
-      mappedAtCreation: true,
-    });
-    new Uint32Array(buffer.getMappedRange()).set(new Uint32Array(data.buffer, data.byteOffset, data.length));
-    buffer.unmap();
+    const buffer = this.rt.acquire(data.byteLength, BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_DST, `${this.label}: ${label}`);
+    this.rt.ctx.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
     this.#temps.push(buffer);
     return buffer;
   }
@@ -126,16 +152,10 @@ export class Frame {
       if (value > MAX_GRID) throw new WebGPUError('limit', `${this.label}: grid ${name} = ${value} exceeds ${MAX_GRID} workgroups`);
     }
     const device = this.rt.ctx.device;
-    const uniform = device.createBuffer({
-      label: `${this.label}: params`,
-      size: PARAM_BYTES,
-      usage: BUFFER_USAGE.UNIFORM | BUFFER_USAGE.COPY_DST,
-      mappedAtCreation: true,
-    });
-    new Uint8Array(uniform.getMappedRange()).set(new Uint8Array(packParams(params)));
-    uniform.unmap();
+    const uniform = this.rt.acquire(PARAM_BYTES, BUFFER_USAGE.UNIFORM | BUFFER_USAGE.COPY_DST, `${this.label}: params`);
+    device.queue.writeBuffer(uniform, 0, packParams(params));
     this.#temps.push(uniform);
-    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform } }];
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform, size: PARAM_BYTES } }];
     bindings.forEach((source, i) => {
       const range: BufferRange = 'buffer' in source ? source : { buffer: source };
       entries.push({ binding: i + 1, resource: { buffer: range.buffer, offset: range.offset ?? 0, size: range.size } });
@@ -171,7 +191,7 @@ export class Frame {
     device.queue.submit([this.encoder.finish()]);
     const temps = this.#temps.splice(0);
     void device.queue.onSubmittedWorkDone().then(
-      () => temps.forEach((b) => b.destroy()),
+      () => this.rt.release(temps),
       () => temps.forEach((b) => b.destroy()),
     );
   }
@@ -180,7 +200,7 @@ export class Frame {
   abandon(): void {
     this.#pass?.end();
     this.#pass = undefined;
-    this.#temps.splice(0).forEach((b) => b.destroy());
+    this.rt.release(this.#temps.splice(0));
   }
 }
 

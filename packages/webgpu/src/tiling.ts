@@ -189,3 +189,38 @@ export function chunkItems(
   }
   return chunks;
 }
+
+/** Sequences whose keys can be bound together, and the key rows [keyLo, keyHi) to bind. */
+export interface KeyGroup {
+  readonly seqs: Sequence[];
+  readonly keyLo: number;
+  readonly keyHi: number;
+}
+
+/**
+ * Splits the sequences into groups whose key rows (raw, or compressed) fit one binding of
+ * `bytesPerKeyRow` per row, so a long batch of caches never binds more than the device allows.
+ */
+export function keyGroups(seqs: readonly Sequence[], compressed: boolean, bytesPerKeyRow: number, maxBinding: number, rowAlign: number): KeyGroup[] {
+  const span = (s: Sequence): [number, number] => (compressed ? [s.cmpBase, s.cmpBase + s.cmpLen] : [s.keyBase, s.keyBase + s.seqLen]);
+  const groups: KeyGroup[] = [];
+  let current: { seqs: Sequence[]; keyLo: number; keyHi: number } | undefined;
+  for (const s of seqs) {
+    const [lo, hi] = span(s);
+    const aligned = Math.floor(lo / rowAlign) * rowAlign;
+    if ((hi - aligned) * bytesPerKeyRow > maxBinding) {
+      throw new WebGPUError(
+        'limit',
+        `one sequence's keys (${(hi - aligned) * bytesPerKeyRow} bytes) exceed maxStorageBufferBindingSize ${maxBinding}`,
+      );
+    }
+    if (current && (Math.max(current.keyHi, hi) - current.keyLo) * bytesPerKeyRow <= maxBinding && lo >= current.keyLo) {
+      current.seqs.push(s);
+      current.keyHi = Math.max(current.keyHi, hi);
+    } else {
+      current = { seqs: [s], keyLo: aligned, keyHi: Math.max(hi, aligned + 1) };
+      groups.push(current);
+    }
+  }
+  return groups;
+}

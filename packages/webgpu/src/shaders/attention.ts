@@ -27,7 +27,7 @@ export function attentionSharedBytes(k: Omit<AttentionKernel, 'kind' | 'mode' | 
   const R = k.TQB * k.GC;
   const dk4 = Math.ceil(k.DK / 4);
   const dv4 = Math.ceil(k.DV / 4);
-  const vec = 16 * (R * dk4 + k.KT * dk4 + k.KT * dv4 + (k.kind === 'dq' ? R * dv4 : 0));
+  const vec = 16 * (R * dk4 + k.KT * (dk4 + 1) + k.KT * (dv4 + 1) + (k.kind === 'dq' ? R * dv4 : 0));
   const scalars = 4 * (R * k.KT + 5 * R) + 64;
   return vec + scalars;
 }
@@ -38,7 +38,15 @@ export function attentionShader(k: AttentionKernel): string {
   const DV4 = Math.ceil(k.DV / 4);
   const forward = k.kind === 'forward';
   const outW = forward ? DV4 : DK4;
-  const CELLS = Math.ceil((R * outW) / k.WG);
+  // Register blocking when the workgroup divides evenly: a thread owns one output column (vec4)
+  // of several rows, and one key of several rows in the score tile, so each shared load feeds
+  // several FMAs. Otherwise cells are dealt out round-robin.
+  const colMode = k.WG % outW === 0;
+  const RSTEP = colMode ? k.WG / outW : 0;
+  const CELLS = colMode ? Math.ceil(R / RSTEP) : Math.ceil((R * outW) / k.WG);
+  const rowMode = k.WG % k.KT === 0;
+  const RS = rowMode ? k.WG / k.KT : 0;
+  const PAIRS = rowMode ? Math.ceil(R / RS) : 0;
   const E = k.e;
   const selected = k.mode === 'selected';
   const bindings = [
@@ -73,8 +81,19 @@ const DV = ${k.DV}u;
 const DK4 = ${DK4}u;
 const DV4 = ${DV4}u;
 const KT = ${k.KT}u;
+// Padded row strides of the key/value tiles: rows read by neighbouring threads fall in different banks.
+const KS = ${DK4 + 1}u;
+const VS = ${DV4 + 1}u;
 const WG = ${k.WG}u;
 const CELLS = ${CELLS}u;
+const RSTEP = ${RSTEP}u;
+const RS = ${RS}u;
+const PAIRS = ${Math.max(1, PAIRS)}u;
+
+// Output cell i of invocation lid: (row, vec4 column), and whether it exists.
+fn cellRow(lid: u32, i: u32) -> u32 { return ${colMode ? 'lid / OUTW + i * RSTEP' : '(lid + i * WG) / OUTW'}; }
+fn cellCol(lid: u32, i: u32) -> u32 { return ${colMode ? 'lid % OUTW' : '(lid + i * WG) % OUTW'}; }
+fn cellValid(lid: u32, i: u32) -> bool { return ${colMode ? 'lid / OUTW + i * RSTEP < R' : 'lid + i * WG < R * OUTW'}; }
 const OUTW = ${outW}u;
 const NEG = ${NEG};
 const NEG_HALF = ${NEG_HALF};
@@ -87,8 +106,8 @@ ${load4('loadV', 'vbuf', k.DV)}
 ${forward ? '' : load4('loadDO', 'dout', k.DV)}
 
 var<workgroup> qs: array<vec4<f32>, ${R * DK4}>;
-var<workgroup> ks: array<vec4<f32>, ${k.KT * DK4}>;
-var<workgroup> vs: array<vec4<f32>, ${k.KT * DV4}>;
+var<workgroup> ks: array<vec4<f32>, ${k.KT * (DK4 + 1)}>;
+var<workgroup> vs: array<vec4<f32>, ${k.KT * (DV4 + 1)}>;
 var<workgroup> ss: array<f32, ${R * k.KT}>;
 var<workgroup> mrow: array<f32, ${R}>;
 var<workgroup> lrow: array<f32, ${R}>;
@@ -109,38 +128,17 @@ fn processTile(kp0: u32, kEnd: u32, gbase: u32, kvh: u32, lid: u32) {
   for (var x = lid; x < KT * DK4; x += WG) {
     let kp = kp0 + x / DK4;
     var val = vec4<f32>(0.0);
-    if (kp < kEnd) { val = loadK(((gbase + kp) * P.H + kvh) * DK, x % DK4); }
-    ks[x] = val;
+    if (kp < kEnd) { val = loadK(((gbase + kp - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
+    ks[(x / DK4) * KS + x % DK4] = val;
   }
   for (var x = lid; x < KT * DV4; x += WG) {
     let kp = kp0 + x / DV4;
     var val = vec4<f32>(0.0);
-    if (kp < kEnd) { val = loadV(((gbase + kp) * P.H + kvh) * DV, x % DV4); }
-    vs[x] = val;
+    if (kp < kEnd) { val = loadV(((gbase + kp - P.keyRowBase) * P.H + kvh) * DV, x % DV4); }
+    vs[(x / DV4) * VS + x % DV4] = val;
   }
   workgroupBarrier();
-  for (var x = lid; x < R * KT; x += WG) {
-    let r = x / KT;
-    let kk = x % KT;
-    let kp = kp0 + kk;
-    let p = posr[r];
-    var s = NEG;
-    if (kp < kEnd && p != 0xffffffffu && kp >= keyLo(p) && kp < keyHi(p)) {
-      var acc4 = vec4<f32>(0.0);
-      for (var c = 0u; c < DK4; c++) { acc4 += qs[r * DK4 + c] * ks[kk * DK4 + c]; }
-      s = acc4.x + acc4.y + acc4.z + acc4.w;
-${
-  forward
-    ? ''
-    : `      let pr = exp(s - mrow[r]);
-      var dp4 = vec4<f32>(0.0);
-      for (var c = 0u; c < DV4; c++) { dp4 += dos[r * DV4 + c] * vs[kk * DV4 + c]; }
-      s = pr * (dp4.x + dp4.y + dp4.z + dp4.w - drow[r]);`
-}
-    }${forward ? '' : ' else { s = 0.0; }'}
-    ss[x] = s;
-  }
-  workgroupBarrier();
+${rowMode ? blockedScores(forward) : old_scores_text(forward)}  workgroupBarrier();
 ${
   forward
     ? `  for (var r = lid; r < R; r += WG) {
@@ -166,26 +164,8 @@ ${
     }
   }
   workgroupBarrier();
-  for (var i = 0u; i < CELLS; i++) {
-    let x = lid + i * WG;
-    if (x < R * DV4) {
-      let r = x / DV4;
-      let c = x % DV4;
-      var a = acc[i] * arow[r];
-      for (var kk = 0u; kk < KT; kk++) { a += ss[r * KT + kk] * vs[kk * DV4 + c]; }
-      acc[i] = a;
-    }
-  }`
-    : `  for (var i = 0u; i < CELLS; i++) {
-    let x = lid + i * WG;
-    if (x < R * DK4) {
-      let r = x / DK4;
-      let c = x % DK4;
-      var a = acc[i];
-      for (var kk = 0u; kk < KT; kk++) { a += ss[r * KT + kk] * ks[kk * DK4 + c]; }
-      acc[i] = a;
-    }
-  }`
+${accumulate('vs', 'VS', true, colMode)}`
+    : accumulate('ks', 'KS', false, colMode)
 }
   workgroupBarrier();
 }
@@ -273,10 +253,9 @@ function forwardEpilogue(k: AttentionKernel, DV4: number): string {
   if (k.split) {
     // Partial sums of split z: out[(z * tokRows + tokRow) * HQ + head] (bindings not chunked).
     return `  for (var i = 0u; i < CELLS; i++) {
-    let x = lid + i * WG;
-    if (x < R * DV4) {
-      let r = x / DV4;
-      let c = x % DV4;
+    if (cellValid(lid, i)) {
+      let r = cellRow(lid, i);
+      let c = cellCol(lid, i);
       if (rowValid(r, it, hc)) {
         let row = split * P.tokRows * P.HQ + ${rowExpr};
         ${store4('out', 'row * DV', 'c', 'acc[i]', k.DV, 'f32')}
@@ -293,10 +272,9 @@ function forwardEpilogue(k: AttentionKernel, DV4: number): string {
   }
   void DV4;
   return `  for (var i = 0u; i < CELLS; i++) {
-    let x = lid + i * WG;
-    if (x < R * DV4) {
-      let r = x / DV4;
-      let c = x % DV4;
+    if (cellValid(lid, i)) {
+      let r = cellRow(lid, i);
+      let c = cellCol(lid, i);
       if (rowValid(r, it, hc)) {
         let l = lrow[r];
         let inv = select(0.0, 1.0 / l, l > 0.0);
@@ -316,10 +294,9 @@ function forwardEpilogue(k: AttentionKernel, DV4: number): string {
 function dqEpilogue(k: AttentionKernel, DK4: number): string {
   void DK4;
   return `  for (var i = 0u; i < CELLS; i++) {
-    let x = lid + i * WG;
-    if (x < R * DK4) {
-      let r = x / DK4;
-      let c = x % DK4;
+    if (cellValid(lid, i)) {
+      let r = cellRow(lid, i);
+      let c = cellCol(lid, i);
       if (rowValid(r, it, hc)) {
         let row = (it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
         var val = acc[i] * P.scale;
@@ -328,6 +305,97 @@ function dqEpilogue(k: AttentionKernel, DK4: number): string {
         }
         ${store4('dq', 'row * DK', 'c', 'val', k.DK, 'f32')}
       }
+    }
+  }`;
+}
+
+/** Round-robin score pairs (any KT). */
+function old_scores_text(forward: boolean): string {
+  return `  for (var x = lid; x < R * KT; x += WG) {
+    let r = x / KT;
+    let kk = x % KT;
+    let kp = kp0 + kk;
+    let p = posr[r];
+    var s = NEG;
+    if (kp < kEnd && p != 0xffffffffu && kp >= keyLo(p) && kp < keyHi(p)) {
+      var acc4 = vec4<f32>(0.0);
+      for (var c = 0u; c < DK4; c++) { acc4 += qs[r * DK4 + c] * ks[kk * KS + c]; }
+      s = acc4.x + acc4.y + acc4.z + acc4.w;
+${
+  forward
+    ? ''
+    : `      let pr = exp(s - mrow[r]);
+      var dp4 = vec4<f32>(0.0);
+      for (var c = 0u; c < DV4; c++) { dp4 += dos[r * DV4 + c] * vs[kk * VS + c]; }
+      s = pr * (dp4.x + dp4.y + dp4.z + dp4.w - drow[r]);`
+}
+    }${forward ? '' : ' else { s = 0.0; }'}
+    ss[x] = s;
+  }
+`;
+}
+
+/** Register-blocked scores: invocation lid owns key lid % KT for rows lid / KT + j * RS. */
+function blockedScores(forward: boolean): string {
+  return `  {
+    let kk = lid % KT;
+    let r0 = lid / KT;
+    let kp = kp0 + kk;
+    var sacc: array<vec4<f32>, PAIRS>;
+${forward ? '' : '    var dacc: array<vec4<f32>, PAIRS>;'}
+    if (kp < kEnd) {
+      for (var c = 0u; c < DK4; c++) {
+        let kv = ks[kk * KS + c];
+        for (var j = 0u; j < PAIRS; j++) { sacc[j] += qs[min(r0 + j * RS, R - 1u) * DK4 + c] * kv; }
+      }
+${
+  forward
+    ? ''
+    : `      for (var c = 0u; c < DV4; c++) {
+        let vv = vs[kk * VS + c];
+        for (var j = 0u; j < PAIRS; j++) { dacc[j] += dos[min(r0 + j * RS, R - 1u) * DV4 + c] * vv; }
+      }`
+}
+    }
+    for (var j = 0u; j < PAIRS; j++) {
+      let r = r0 + j * RS;
+      if (r < R) {
+        let p = posr[r];
+        let ok = kp < kEnd && p != 0xffffffffu && kp >= keyLo(p) && kp < keyHi(p);
+        let sv = sacc[j].x + sacc[j].y + sacc[j].z + sacc[j].w;
+${
+  forward
+    ? '        ss[r * KT + kk] = select(NEG, sv, ok);'
+    : `        let dp = dacc[j].x + dacc[j].y + dacc[j].z + dacc[j].w;
+        ss[r * KT + kk] = select(0.0, exp(sv - mrow[r]) * (dp - drow[r]), ok);`
+}
+      }
+    }
+  }
+`;
+}
+
+/** acc += P (or dS) x tile, over the invocation's cells; forward first rescales by alpha. */
+function accumulate(tile: string, stride: string, forward: boolean, colMode: boolean): string {
+  if (colMode) {
+    return `  {
+    let c = lid % OUTW;
+    let r0 = lid / OUTW;
+${forward ? '    for (var i = 0u; i < CELLS; i++) { acc[i] *= arow[min(r0 + i * RSTEP, R - 1u)]; }' : ''}
+    for (var kk = 0u; kk < KT; kk++) {
+      let t = ${tile}[kk * ${stride} + c];
+      for (var i = 0u; i < CELLS; i++) { acc[i] += ss[min(r0 + i * RSTEP, R - 1u) * KT + kk] * t; }
+    }
+  }`;
+  }
+  return `  for (var i = 0u; i < CELLS; i++) {
+    let x = lid + i * WG;
+    if (x < R * OUTW) {
+      let r = x / OUTW;
+      let c = x % OUTW;
+      var a = acc[i]${forward ? ' * arow[r]' : ''};
+      for (var kk = 0u; kk < KT; kk++) { a += ss[r * KT + kk] * ${tile}[kk * ${stride} + c]; }
+      acc[i] = a;
     }
   }`;
 }

@@ -25,6 +25,7 @@ export const PARAM_FIELDS = [
   'qRowHi',
   'accum',
   'splits',
+  'keyRowBase',
   'scale',
 ] as const;
 

@@ -22,7 +22,7 @@ export function dkdvSharedBytes(k: Omit<DkDvKernel, 'mode' | 'e'>): number {
   const R = k.TQB * k.GC;
   const dk4 = Math.ceil(k.DK / 4);
   const dv4 = Math.ceil(k.DV / 4);
-  return 16 * (R * dk4 + R * dv4 + k.KT * dk4 + k.KT * dv4) + 4 * (2 * k.KT * R + 4 * R + k.TQB + 2 * k.WG) + 64;
+  return 16 * (R * (dk4 + 1) + R * (dv4 + 1) + k.KT * dk4 + k.KT * dv4) + 4 * (2 * k.KT * R + 4 * R + k.TQB + 2 * k.WG) + 64;
 }
 
 export function dkdvShader(k: DkDvKernel): string {
@@ -53,6 +53,9 @@ const DV = ${k.DV}u;
 const DK4 = ${DK4}u;
 const DV4 = ${DV4}u;
 const KT = ${k.KT}u;
+// Padded row strides of the query and dO tiles (neighbouring threads read different rows).
+const QS = ${DK4 + 1}u;
+const OS = ${DV4 + 1}u;
 const WG = ${k.WG}u;
 const CK = ${CK}u;
 const CV = ${CV}u;
@@ -64,8 +67,8 @@ ${load4('loadK', 'kbuf', k.DK)}
 ${load4('loadV', 'vbuf', k.DV)}
 ${load4('loadDO', 'dout', k.DV)}
 
-var<workgroup> qs: array<vec4<f32>, ${R * DK4}>;
-var<workgroup> dos: array<vec4<f32>, ${R * DV4}>;
+var<workgroup> qs: array<vec4<f32>, ${R * (DK4 + 1)}>;
+var<workgroup> dos: array<vec4<f32>, ${R * (DV4 + 1)}>;
 var<workgroup> ks: array<vec4<f32>, ${k.KT * DK4}>;
 var<workgroup> vs: array<vec4<f32>, ${k.KT * DV4}>;
 var<workgroup> ps: array<f32, ${k.KT * R}>;
@@ -107,7 +110,7 @@ fn processQueries(pStart: u32, n: u32, useList: bool, hc: u32, it: Item, kvh: u3
       let row = (it.qBase + (p - it.qFirst) - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
       val = loadQ(row * DK, x % DK4) * P.scale;
     }
-    qs[x] = val;
+    qs[r * QS + x % DK4] = val;
   }
   for (var x = lid; x < R * DV4; x += WG) {
     let r = x / DV4;
@@ -117,7 +120,7 @@ fn processQueries(pStart: u32, n: u32, useList: bool, hc: u32, it: Item, kvh: u3
       let row = (it.qBase + (p - it.qFirst) - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC;
       val = loadDO(row * DV, x % DV4) * rowgd[row * 2u];
     }
-    dos[x] = val;
+    dos[r * OS + x % DV4] = val;
   }
   workgroupBarrier();
   for (var x = lid; x < KT * R; x += WG) {
@@ -129,10 +132,10 @@ fn processQueries(pStart: u32, n: u32, useList: bool, hc: u32, it: Item, kvh: u3
     var ds = 0.0;
     if (kk < it.count && p != 0xffffffffu && kp >= keyLo(p) && kp < keyHi(p)) {
       var s4 = vec4<f32>(0.0);
-      for (var c = 0u; c < DK4; c++) { s4 += qs[r * DK4 + c] * ks[kk * DK4 + c]; }
+      for (var c = 0u; c < DK4; c++) { s4 += qs[r * QS + c] * ks[kk * DK4 + c]; }
       pr = exp(s4.x + s4.y + s4.z + s4.w - lrow[r]);
       var d4 = vec4<f32>(0.0);
-      for (var c = 0u; c < DV4; c++) { d4 += dos[r * DV4 + c] * vs[kk * DV4 + c]; }
+      for (var c = 0u; c < DV4; c++) { d4 += dos[r * OS + c] * vs[kk * DV4 + c]; }
       ds = pr * (d4.x + d4.y + d4.z + d4.w - drow[r]);
     }
     ps[x] = pr;
@@ -145,7 +148,7 @@ fn processQueries(pStart: u32, n: u32, useList: bool, hc: u32, it: Item, kvh: u3
       let kk = x / DV4;
       let c = x % DV4;
       var a = accV[i];
-      for (var r = 0u; r < R; r++) { a += ps[kk * R + r] * dos[r * DV4 + c]; }
+      for (var r = 0u; r < R; r++) { a += ps[kk * R + r] * dos[r * OS + c]; }
       accV[i] = a;
     }
   }
@@ -155,7 +158,7 @@ fn processQueries(pStart: u32, n: u32, useList: bool, hc: u32, it: Item, kvh: u3
       let kk = x / DK4;
       let c = x % DK4;
       var a = accK[i];
-      for (var r = 0u; r < R; r++) { a += dss[kk * R + r] * qs[r * DK4 + c]; }
+      for (var r = 0u; r < R; r++) { a += dss[kk * R + r] * qs[r * QS + c]; }
       accK[i] = a;
     }
   }

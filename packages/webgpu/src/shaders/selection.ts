@@ -24,7 +24,7 @@ export interface SelectionKernel {
 
 export function selectionSharedBytes(k: Omit<SelectionKernel, 'e'>): number {
   const dk4 = Math.ceil(k.DK / 4);
-  return 16 * (k.GC * dk4 + k.CB * dk4) + 4 * (k.GC * k.CB + k.CB + k.NSMAX + 2 * k.WG + k.GC + k.nSel) + 64;
+  return 16 * (k.GC * dk4 + k.CB * (dk4 + 1)) + 4 * (k.GC * k.CB + k.CB + k.NSMAX + 2 * k.WG + k.GC + k.nSel) + 64;
 }
 
 export function selectionShader(k: SelectionKernel): string {
@@ -40,6 +40,7 @@ const GC = ${k.GC}u;
 const DK = ${k.DK}u;
 const DK4 = ${DK4}u;
 const CB = ${k.CB}u;
+const KS = ${DK4 + 1}u;
 const WG = ${k.WG}u;
 const NSEL = ${k.nSel}u;
 const PER_CMP = ${k.perCmp}u;
@@ -52,7 +53,7 @@ ${load4('loadQ', 'q', k.DK)}
 ${load4('loadK', 'kcmp', k.DK)}
 
 var<workgroup> qs: array<vec4<f32>, ${k.GC * DK4}>;
-var<workgroup> ks: array<vec4<f32>, ${k.CB * DK4}>;
+var<workgroup> ks: array<vec4<f32>, ${k.CB * (DK4 + 1)}>;
 var<workgroup> prob: array<f32, ${k.GC * k.CB}>;
 var<workgroup> psum: array<f32, ${k.CB}>;
 var<workgroup> score: array<f32, ${k.NSMAX}>;
@@ -84,8 +85,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var x = lid; x < CB * DK4; x += WG) {
       let i = i0 + x / DK4;
       var val = vec4<f32>(0.0);
-      if (i < nVis) { val = loadK(((it.cmpBase + i) * P.H + kvh) * DK, x % DK4); }
-      ks[x] = val;
+      if (i < nVis) { val = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
+      ks[(x / DK4) * KS + x % DK4] = val;
     }
     for (var x = lid; x < CB; x += WG) { psum[x] = 0.0; }
     for (var hc = 0u; hc < nhc; hc++) {
@@ -106,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var pr = 0.0;
         if (hc * GC + gl < G && i0 + ii < nVis) {
           var s4 = vec4<f32>(0.0);
-          for (var c = 0u; c < DK4; c++) { s4 += qs[gl * DK4 + c] * ks[ii * DK4 + c]; }
+          for (var c = 0u; c < DK4; c++) { s4 += qs[gl * DK4 + c] * ks[ii * KS + c]; }
           pr = exp(s4.x + s4.y + s4.z + s4.w - lq[gl]);
         }
         prob[x] = pr;
