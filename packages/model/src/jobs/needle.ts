@@ -53,7 +53,7 @@ export const NEEDLE_JOB_DEFAULTS = {
   seed: 1,
   batchSize: 8,
   lr: 6e-3,
-  trainLengths: [64, 96, 128],
+  trainLengths: [64, 96, 128, 192],
   evalLengths: [64, 128, 192, 256],
   depths: [0, 0.25, 0.5, 0.75, 1],
   evalExamples: 20,
