@@ -270,6 +270,11 @@ bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream) {
   // Worth it only when (query, KV head) pairs leave most multiprocessors idle; G <= 64 keeps the
   // whole group in one block, as selection needs.
   if (a.lse || a.oSlc || a.oWin || G > 64 || a.seq.rows * a.cfg.H >= 2 * sms) return false;
+  // The whole group must fit one block's shared memory (large G with Dk, Dv near 256 does not).
+  const int RG = roundUp(G, 16), BK = a.dtype == DType::F32 ? 32 : 64, nInts = 2 * a.cfg.n + 8;
+  const size_t smem = a.dtype == DType::F32 ? AttendSmem<float>::bytes(RG, BK, a.cfg.Dk, a.cfg.Dv, nInts, false, true)
+                                            : AttendSmem<__half>::bytes(RG, BK, a.cfg.Dk, a.cfg.Dv, nInts, false, true);
+  if (smem > 220 * 1024) return false;
   switch (a.dtype) {
     case DType::F32: launchDecode<float>(a, sms, stream); break;
     case DType::F16: launchDecode<__half>(a, sms, stream); break;
