@@ -277,7 +277,7 @@ function forwardEpilogue(k: AttentionKernel, DV4: number): string {
       let c = cellCol(lid, i);
       if (rowValid(r, it, hc)) {
         let l = lrow[r];
-        let inv = select(0.0, 1.0 / l, l > 0.0);
+        let inv = select(0.0, 1.0 / max(l, 1.0e-30), l > 0.0);
         let row = ${rowExpr};
         ${store4('out', 'row * DV', 'c', 'acc[i] * inv', k.DV, 'f32')}
       }
@@ -286,7 +286,7 @@ function forwardEpilogue(k: AttentionKernel, DV4: number): string {
   for (var r = lid; r < R; r += WG) {
     if (rowValid(r, it, hc)) {
       let l = lrow[r];
-      stats[${rowExpr}] = select(NEG, mrow[r] + log(l), l > 0.0);
+      stats[${rowExpr}] = select(NEG, mrow[r] + log(max(l, 1.0e-30)), l > 0.0);
     }
   }`;
 }
@@ -367,7 +367,9 @@ ${
   forward
     ? '        ss[r * KT + kk] = select(NEG, sv, ok);'
     : `        let dp = dacc[j].x + dacc[j].y + dacc[j].z + dacc[j].w;
-        ss[r * KT + kk] = select(0.0, exp(sv - mrow[r]) * (dp - drow[r]), ok);`
+        // The exponent is clamped where masked so no inf is ever produced, even in a discarded lane.
+        let pr = exp(select(-100.0, sv - mrow[r], ok));
+        ss[r * KT + kk] = select(0.0, pr * (dp - drow[r]), ok);`
 }
       }
     }

@@ -38,8 +38,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       o += part[(s * stride + row) * DV + c] * w;
     }
   }
-  out[row * DV + c] = select(0.0, o / l, l > 0.0);
-  if (c == 0u) { lse[row] = select(${NEG}, m + log(l), l > 0.0 && m > ${NEG_HALF}); }
+  out[row * DV + c] = select(0.0, o / max(l, 1.0e-30), l > 0.0);
+  if (c == 0u) { lse[row] = select(${NEG}, m + log(max(l, 1.0e-30)), l > 0.0 && m > ${NEG_HALF}); }
 }
 `;
 }
