@@ -4,6 +4,8 @@
 //   dK/dV  key-centric per branch: window and compressed keys walk the query range that sees them;
 //          selected keys walk an inverse index (key block -> query rows that chose it, ascending),
 //          built with integer counting only.
+#include <algorithm>
+#include <climits>
 #include <vector>
 #include "cuda_error.h"
 #include "key_grad.cuh"
@@ -220,14 +222,23 @@ __global__ void fillKernel(const int* blocks, SeqArgs seq, int H, int n, int ls,
 // ---- key-centric dK/dV ----
 enum Mode { kWindow = 0, kCompressed = 1, kSelected = 2 };
 
+// One key tile of one KV head g, and the slice [q0, q1) of the queries that see it. A tile whose
+// queries are split over several blocks (part >= 0) writes float partials that reduceKernel sums
+// in slice order, so the result does not depend on scheduling.
 struct KeyTile {
-  int s, start, j, sub;
+  int s, start, j, sub, g, q0, q1, part, group;
 };
+
+struct KeyGroup {
+  int firstPart, parts, g, mode;
+};
+
+constexpr int kSliceQueries = 1024;  // queries per block before a tile's work is split
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, const float* D, const KeyTile* tiles, int mode,
                                                           const int* starts, const int* totals, const int* list, int NB,
-                                                          int BK, int R) {
+                                                          int BK, int R, float* partial, int* groupRows) {
   extern __shared__ __align__(16) char smemRaw[];
   const NSAForwardArgs& f = a.fwd;
   const NSAConfigArgs& c = f.cfg;
@@ -235,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, con
   KeyGradSmem<T> sm;
   sm.carve(smemRaw, R, BK, c.Dk, c.Dv);
   const KeyTile tile = tiles[blockIdx.x];
-  const int g = blockIdx.y;
+  const int g = tile.g;
   const SeqTable st = seqTable(f.seq);
   const int s = tile.s;
   const int qStart = st.qStart[s], qCount = st.qStart[s + 1] - qStart, pos0 = st.pos0[s];
@@ -284,13 +295,14 @@ __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, con
   RowSource src{f.q, a.dOut, f.lse, 3, mode == kCompressed ? 0 : mode == kSelected ? 1 : 2, D, f.gates,
                 mode == kCompressed ? 0 : mode == kSelected ? 1 : 2, c.HQ};
   const int headsPer = min(G, R), QP = R / headsPer;
+  const int qEnd = min(count, tile.q1);
   for (int h0 = 0; h0 < G; h0 += headsPer) {
-    for (int i0 = 0; i0 < count; i0 += QP) {
+    for (int i0 = tile.q0; i0 < qEnd; i0 += QP) {
       __syncthreads();
       for (int r = threadIdx.x; r < R; r += blockDim.x) {
         const int pi = r / headsPer, h = h0 + r % headsPer;
         int qrow = -1, p = 0;
-        if (pi < QP && i0 + pi < count && h < G) {
+        if (pi < QP && i0 + pi < qEnd && h < G) {
           if (rows) { qrow = rows[i0 + pi]; p = pos0 + qrow - qStart; }
           else { p = first + i0 + pi; qrow = qStart + p - pos0; }
         }
@@ -303,9 +315,37 @@ __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, con
     }
   }
   __syncthreads();
+  if (tile.part >= 0) {
+    float* out = partial + (size_t)tile.part * BK * (c.Dk + c.Dv);
+    for (int e = threadIdx.x; e < BK * c.Dk; e += blockDim.x) out[e] = sm.dK[(e / c.Dk) * sm.ldk + e % c.Dk];
+    for (int e = threadIdx.x; e < BK * c.Dv; e += blockDim.x) out[BK * c.Dk + e] = sm.dV[(e / c.Dv) * sm.ldvv + e % c.Dv];
+    if (tile.q0 == 0) for (int j = threadIdx.x; j < BK; j += blockDim.x) groupRows[(size_t)tile.group * BK + j] = sm.krow[j];
+    return;
+  }
   void* dK = mode == kCompressed ? a.dkCmp : mode == kSelected ? a.dkSlc : a.dkWin;
   void* dV = mode == kCompressed ? a.dvCmp : mode == kSelected ? a.dvSlc : a.dvWin;
   keyGradEnd(sm, dK, dV, c.H, g, c.scale);
+}
+
+// Sums the float partials of one split key tile in slice order and writes dK (times scale), dV.
+template <class T>
+__global__ void reduceKernel(NSABackwardArgs a, const KeyGroup* groups, const float* partial, const int* groupRows, int BK) {
+  const NSAConfigArgs& c = a.fwd.cfg;
+  const KeyGroup grp = groups[blockIdx.x];
+  const int* rows = groupRows + (size_t)blockIdx.x * BK;
+  const size_t width = (size_t)BK * (c.Dk + c.Dv);
+  T* dK = static_cast<T*>(grp.mode == kCompressed ? a.dkCmp : a.dkSlc);
+  T* dV = static_cast<T*>(grp.mode == kCompressed ? a.dvCmp : a.dvSlc);
+  for (int e = threadIdx.x; e < BK * (c.Dk + c.Dv); e += blockDim.x) {
+    float acc = 0.f;
+    for (int z = 0; z < grp.parts; z++) acc += partial[(grp.firstPart + z) * width + e];
+    const bool isK = e < BK * c.Dk;
+    const int D = isK ? c.Dk : c.Dv, local = isK ? e : e - BK * c.Dk;
+    const int j = local / D, d = local % D;
+    if (rows[j] < 0) continue;
+    if (isK) dK[((size_t)rows[j] * c.H + grp.g) * c.Dk + d] = fromF<T>(acc * c.scale);
+    else dV[((size_t)rows[j] * c.H + grp.g) * c.Dv + d] = fromF<T>(acc);
+  }
 }
 
 template <class T>
@@ -328,38 +368,12 @@ void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
         static_cast<const T*>(f.oWin), static_cast<const T*>(f.gates), static_cast<T*>(a.dGates), D, warps, c.Dv);
     NSA_LAUNCHED("nsa backward prepKernel");
   }
-  // dq
-  {
-    const int BK = sizeof(T) == 4 ? 32 : 64;
-    int RG = 16;
-    size_t bytes = 0;
-    for (int cand : {64, 32, 16}) {
-      if (cand > roundUp(G, 16)) continue;
-      bytes = AttendSmem<T>::bytes(cand, BK, c.Dk, c.Dv, 2 * c.n + 8, true);
-      RG = cand;
-      if (bytes <= 200 * 1024) break;
-    }
-    NSA_CUDA(cudaFuncSetAttribute(dqKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    dqKernel<T><<<dim3(rows, c.H), kThreads, bytes, stream>>>(a, D, RG, BK);
-    NSA_LAUNCHED("nsa backward dqKernel");
-  }
   // Tile tables and the selection-block layout, from the host copy of the sequence table.
   int R = 64, BK = 64;
   size_t bytes = 0;
   keyGradShape<T>(c.Dk, c.Dv, &R, &BK, &bytes);
-  std::vector<KeyTile> winTiles, cmpTiles, slcTiles;
   int NB = 0;
-  for (int s = 0; s < S; s++) {
-    const int qCount = host[s + 1] - host[s], pos0 = host[3 * S + 1 + s];
-    const int keyLen = pos0 + qCount;
-    for (int p = 0; p < keyLen; p += BK) winTiles.push_back({s, p, 0, 0});
-    const int nc = compressedCount(keyLen, c.l, c.d);
-    for (int i = 0; i < nc; i += BK) cmpTiles.push_back({s, i, 0, 0});
-    const int nbs = (keyLen + c.ls - 1) / c.ls;
-    for (int j = 0; j < nbs; j++)
-      for (int sub = 0; sub * BK < c.ls; sub++) slcTiles.push_back({s, 0, j, sub});
-    NB += nbs;
-  }
+  for (int s = 0; s < S; s++) NB += (host[3 * S + 1 + s] + host[s + 1] - host[s] + c.ls - 1) / c.ls;
   // inverse index
   const int chunks = (rows + kChunkRows - 1) / kChunkRows;
   int* counts = ws.alloc<int>((size_t)c.H * chunks * NB);
@@ -375,16 +389,71 @@ void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
   NSA_LAUNCHED("nsa backward totalsScanKernel");
   fillKernel<<<dim3(chunks, c.H), 32, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts, starts, list);
   NSA_LAUNCHED("nsa backward fillKernel");
-
+  // How many queries chose each block decides how its work is split: read the counts back.
+  std::vector<int> hostTotals((size_t)c.H * NB);
+  NSA_CUDA(cudaMemcpyAsync(hostTotals.data(), totals, sizeof(int) * hostTotals.size(), cudaMemcpyDeviceToHost, stream));
+  NSA_CUDA(cudaStreamSynchronize(stream));
+  // dq (queued after the index so that the read-back above waits only for the index)
+  {
+    const int qBK = sizeof(T) == 4 ? 32 : 64;
+    int RG = 16;
+    size_t qBytes = 0;
+    for (int cand : {64, 32, 16}) {
+      if (cand > roundUp(G, 16)) continue;
+      qBytes = AttendSmem<T>::bytes(cand, qBK, c.Dk, c.Dv, 2 * c.n + 8, true);
+      RG = cand;
+      if (qBytes <= 200 * 1024) break;
+    }
+    NSA_CUDA(cudaFuncSetAttribute(dqKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)qBytes));
+    dqKernel<T><<<dim3(rows, c.H), kThreads, qBytes, stream>>>(a, D, RG, qBK);
+    NSA_LAUNCHED("nsa backward dqKernel");
+  }
+  std::vector<KeyTile> tiles[3];
+  std::vector<KeyGroup> groups;
+  int parts = 0;
+  auto add = [&](int mode, KeyTile t, int count) {
+    const int slices = std::max(1, (count + kSliceQueries - 1) / kSliceQueries);
+    if (slices == 1) {
+      t.q0 = 0; t.q1 = INT_MAX; t.part = -1; t.group = -1;
+      tiles[mode].push_back(t);
+      return;
+    }
+    const int group = (int)groups.size();
+    groups.push_back({parts, slices, t.g, mode});
+    for (int z = 0; z < slices; z++) {
+      t.q0 = z * kSliceQueries; t.q1 = (z + 1) * kSliceQueries; t.part = parts + z; t.group = group;
+      tiles[mode].push_back(t);
+    }
+    parts += slices;
+  };
+  int sel = 0;
+  for (int s = 0; s < S; s++) {
+    const int qCount = host[s + 1] - host[s], pos0 = host[3 * S + 1 + s];
+    const int keyLen = pos0 + qCount;
+    const int nc = compressedCount(keyLen, c.l, c.d);
+    const int nbs = (keyLen + c.ls - 1) / c.ls;
+    for (int g = 0; g < c.H; g++) {
+      for (int p = 0; p < keyLen; p += BK) add(kWindow, {s, p, 0, 0, g}, 0);
+      for (int i = 0; i < nc; i += BK) add(kCompressed, {s, i, 0, 0, g}, keyLen - (i * c.d + c.l - 1));
+      for (int j = 0; j < nbs; j++)
+        for (int sub = 0; sub * BK < c.ls; sub++) add(kSelected, {s, 0, j, sub, g}, hostTotals[(size_t)g * NB + sel + j]);
+    }
+    sel += nbs;
+  }
+  float* partial = parts ? ws.alloc<float>((size_t)parts * BK * (c.Dk + c.Dv)) : nullptr;
+  int* groupRows = groups.empty() ? nullptr : ws.alloc<int>(groups.size() * BK);
   NSA_CUDA(cudaFuncSetAttribute(keyGradKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  const std::vector<KeyTile>* lists[3] = {&winTiles, &cmpTiles, &slcTiles};
   for (int mode = 0; mode < 3; mode++) {
-    const std::vector<KeyTile>& tl = *lists[mode];
-    if (tl.empty()) continue;
-    KeyTile* dTiles = ws.upload(tl);
-    keyGradKernel<T><<<dim3((unsigned)tl.size(), c.H), kThreads, bytes, stream>>>(a, D, dTiles, mode, starts, totals, list,
-                                                                                   NB, BK, R);
+    if (tiles[mode].empty()) continue;
+    KeyTile* dTiles = ws.upload(tiles[mode]);
+    keyGradKernel<T><<<(unsigned)tiles[mode].size(), kThreads, bytes, stream>>>(a, D, dTiles, mode, starts, totals, list, NB,
+                                                                                BK, R, partial, groupRows);
     NSA_LAUNCHED("nsa backward keyGradKernel");
+  }
+  if (!groups.empty()) {
+    KeyGroup* dGroups = ws.upload(groups);
+    reduceKernel<T><<<(unsigned)groups.size(), kThreads, 0, stream>>>(a, dGroups, partial, groupRows, BK);
+    NSA_LAUNCHED("nsa backward reduceKernel");
   }
   // A sequence with no compressed keys leaves dkCmp untouched: C = 0 there, nothing to write.
 }
