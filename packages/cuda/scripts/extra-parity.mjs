@@ -14,8 +14,13 @@ for (const dtype of ['float32', 'bfloat16']) {
   cases.push({ name: `G=64 Dk=Dv=256 ${dtype}`, config: { ...small, heads: 64, kvHeads: 1, headDimK: 256, headDimV: 256 }, B: 1, T: 130, dtype, decode: { prefix: 120, steps: [1, 2] } });
   cases.push({ name: `G=128 MQA Dk=Dv=64 ${dtype}`, config: { ...small, heads: 128, kvHeads: 1, headDimK: 64, headDimV: 64 }, B: 1, T: 130, dtype, decode: { prefix: 120, steps: [1, 2] } });
 }
+// Long query lists: the backward splits compressed and selected key tiles seen by > 1024 queries.
+for (const dtype of ['bfloat16', 'float16']) {
+  cases.push({ name: `split key lists T=2600 ${dtype}`, config: { ...small, heads: 8, kvHeads: 2, headDimK: 64, headDimV: 64 }, B: 1, T: 2600, dtype });
+}
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : '';
 const rows = [];
-for (const c of cases) {
+for (const c of cases.filter((x) => x.name.includes(only))) {
   try {
     rows.push(...(await nsaParity(backend, c)));
   } catch (error) {
@@ -23,7 +28,7 @@ for (const c of cases) {
   }
   console.error(`${c.name} done`);
 }
-for (const dtype of ['float32', 'bfloat16']) {
+for (const dtype of only ? [] : ['float32', 'bfloat16']) {
   const c = { name: `dense Dk=256 Dv=256 G=8 ${dtype}`, B: 1, TQ: 200, Tk: 200, heads: 8, kvHeads: 1, Dk: 256, Dv: 256, dtype };
   try {
     rows.push(...(await attentionParity(backend, c)));
