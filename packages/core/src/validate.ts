@@ -5,6 +5,7 @@ import type {
   AttentionBackwardArgs,
   NSABackwardArgs,
   NSACache,
+  NSACacheOptions,
   NSADecodeArgs,
   NSAForwardArgs,
 } from './backend.js';
@@ -224,4 +225,55 @@ export function checkAttentionBackward(
   checkTensor('dOutput', args.dOutput, [dims.B, dims.TQ, dims.HQ, dims.Dv], backend);
   checkDType('dOutput', args.dOutput, dims.dtype);
   return dims;
+}
+
+/** Validates `createNSACache` options; returns how many compressed blocks the capacity allows. */
+export function checkNSACacheOptions(options: NSACacheOptions, backend: string, dtypes: readonly FloatDType[]): number {
+  const { config, batch, dtype, capacity } = options;
+  if (!config || typeof config.compressBlock !== 'number') {
+    throw new NSAShapeError('cache config is missing: pass createNSAConfig({...})');
+  }
+  if (!Number.isInteger(batch) || batch < 1) throw new NSAShapeError(`cache batch = ${batch} must be a positive integer`);
+  if (!Number.isInteger(capacity) || capacity < 1) throw new NSAShapeError(`cache capacity = ${capacity} must be a positive integer`);
+  if (!(dtypes as readonly string[]).includes(dtype)) {
+    throw new UnsupportedError(`backend '${backend}' cannot hold a cache of dtype ${dtype} (supported: ${dtypes.join(', ')})`);
+  }
+  return compressedCount(capacity, config);
+}
+
+function checkCacheBlock(cache: NSACache, name: string, t: Tensor | undefined, shape: (number | null)[]): number {
+  const checked = checkTensor(name, t, shape, cache.backend);
+  if (checked.dtype !== cache.dtype) throw new NSAShapeError(`${name} has dtype ${checked.dtype}, expected the cache's ${cache.dtype}`);
+  return checked.shape[1];
+}
+
+/** Validates `cache.append(tokens)`; returns the number of tokens t. */
+export function checkCacheAppend(cache: NSACache, tokens: { kSlc: Tensor; vSlc: Tensor; kWin: Tensor; vWin: Tensor }): number {
+  const { kvHeads: H, headDimK: Dk, headDimV: Dv } = cache.config;
+  const t = checkCacheBlock(cache, 'kSlc', tokens?.kSlc, [cache.batch, null, H, Dk]);
+  for (const [name, dim] of [['vSlc', Dv], ['kWin', Dk], ['vWin', Dv]] as const) {
+    checkCacheBlock(cache, name, tokens[name], [cache.batch, t, H, dim]);
+  }
+  if (cache.length + t > cache.capacity) {
+    throw new NSAShapeError(`cache overflow: appending ${t} tokens to ${cache.length} would exceed the capacity of ${cache.capacity}`);
+  }
+  return t;
+}
+
+/**
+ * Validates `cache.appendCompressed(blocks)`; returns the number of blocks c. A compressed block
+ * may only be appended once the raw tokens it summarises are in the cache.
+ */
+export function checkCacheAppendCompressed(cache: NSACache, blocks: { kCmp: Tensor; vCmp: Tensor }): number {
+  const { kvHeads: H, headDimK: Dk, headDimV: Dv } = cache.config;
+  const c = checkCacheBlock(cache, 'kCmp', blocks?.kCmp, [cache.batch, null, H, Dk]);
+  checkCacheBlock(cache, 'vCmp', blocks.vCmp, [cache.batch, c, H, Dv]);
+  const complete = compressedCount(cache.length, cache.config);
+  if (cache.compressedLength + c > complete) {
+    throw new NSAShapeError(
+      `appending ${c} compressed blocks to ${cache.compressedLength} would exceed the ${complete} blocks that ` +
+        `${cache.length} cached tokens complete: append the raw tokens first`,
+    );
+  }
+  return c;
 }

@@ -3,6 +3,9 @@ import {
   checkAttention,
   checkNSADecode,
   checkNSAForward,
+  checkNSACacheOptions,
+  checkCacheAppend,
+  checkCacheAppendCompressed,
   createNSAConfig,
   NSAShapeError,
   UnsupportedError,
@@ -106,6 +109,39 @@ describe('checkAttention', () => {
     );
     expect(() => checkAttention({ q: new FakeTensor([1, 5, 4, 16]), k: new FakeTensor([1, 4, 4, 16]), v: new FakeTensor([1, 4, 4, 4]) }, 'fake', ['float32'])).toThrow(
       /5 queries but k holds 4 tokens/,
+    );
+  });
+});
+
+describe('cache checks', () => {
+  const cache = (length: number, compressedLength: number, capacity = 40) =>
+    ({ backend: 'fake', config, batch: 1, dtype: 'float32', capacity, length, compressedLength }) as unknown as NSACache;
+  const raw = (t: number, dtype: 'float32' | 'float16' = 'float32') => ({
+    kSlc: new FakeTensor([1, t, 2, 8], dtype),
+    vSlc: new FakeTensor([1, t, 2, 6], dtype),
+    kWin: new FakeTensor([1, t, 2, 8], dtype),
+    vWin: new FakeTensor([1, t, 2, 6], dtype),
+  });
+
+  it('validates options', () => {
+    expect(checkNSACacheOptions({ config, batch: 2, dtype: 'float32', capacity: 40 }, 'fake', ['float32'])).toBe(9);
+    expect(() => checkNSACacheOptions({ config, batch: 0, dtype: 'float32', capacity: 40 }, 'fake', ['float32'])).toThrow('cache batch = 0 must be a positive integer');
+    expect(() => checkNSACacheOptions({ config, batch: 1, dtype: 'float32', capacity: 2.5 }, 'fake', ['float32'])).toThrow('cache capacity = 2.5');
+    expect(() => checkNSACacheOptions({ config, batch: 1, dtype: 'float16', capacity: 4 }, 'fake', ['float32'])).toThrow(UnsupportedError);
+  });
+
+  it('checks appended tokens: shapes, dtype, capacity', () => {
+    expect(checkCacheAppend(cache(10, 1), raw(3))).toBe(3);
+    expect(() => checkCacheAppend(cache(38, 0), raw(3))).toThrow('cache overflow: appending 3 tokens to 38 would exceed the capacity of 40');
+    expect(() => checkCacheAppend(cache(0, 0), raw(3, 'float16'))).toThrow("kSlc has dtype float16, expected the cache's float32");
+    expect(() => checkCacheAppend(cache(0, 0), { ...raw(3), vWin: new FakeTensor([1, 2, 2, 6]) })).toThrow('vWin has shape [1, 2, 2, 6], expected [1, 3, 2, 6]');
+  });
+
+  it('accepts only compressed blocks the cached tokens complete', () => {
+    const blocks = (c: number) => ({ kCmp: new FakeTensor([1, c, 2, 8]), vCmp: new FakeTensor([1, c, 2, 6]) });
+    expect(checkCacheAppendCompressed(cache(12, 0), blocks(2))).toBe(2); // tokens 0..11 complete blocks 0 and 1
+    expect(() => checkCacheAppendCompressed(cache(12, 1), blocks(2))).toThrow(
+      'appending 2 compressed blocks to 1 would exceed the 2 blocks that 12 cached tokens complete: append the raw tokens first',
     );
   });
 });

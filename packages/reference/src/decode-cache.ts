@@ -1,11 +1,11 @@
 // A fixed-capacity decoding cache (NSA-SPEC.md, "Decoding"): raw keys/values of the selection and
 // window branches, and the compressed keys/values the caller's φ made from them.
 import {
-  checkTensor,
-  compressedCount,
+  checkCacheAppend,
+  checkCacheAppendCompressed,
+  checkNSACacheOptions,
   createNSAConfig,
   NSAError,
-  NSAShapeError,
   type FloatDType,
   type NSACache,
   type NSACacheOptions,
@@ -32,15 +32,10 @@ export class ReferenceNSACache implements NSACache {
     const { batch, capacity, dtype } = options;
     // Re-validate so a hand-made config object cannot slip through.
     this.config = createNSAConfig({ ...options.config });
-    if (!Number.isInteger(batch) || batch < 1) throw new NSAShapeError(`cache batch = ${batch} must be a positive integer`);
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw new NSAShapeError(`cache capacity = ${capacity} must be a positive integer`);
-    }
-    if (!FLOAT_DTYPES.includes(dtype)) throw new NSAShapeError(`cache dtype ${dtype} must be one of ${FLOAT_DTYPES.join(', ')}`);
+    this.compressedCapacity = checkNSACacheOptions({ ...options, config: this.config }, REFERENCE_BACKEND, FLOAT_DTYPES);
     this.batch = batch;
     this.capacity = capacity;
     this.dtype = dtype;
-    this.compressedCapacity = compressedCount(capacity, this.config);
     const { kvHeads: H, headDimK: Dk, headDimV: Dv } = this.config;
     const raw = batch * capacity * H;
     const cmp = batch * this.compressedCapacity * H;
@@ -71,15 +66,7 @@ export class ReferenceNSACache implements NSACache {
   async append(tokens: { kSlc: Tensor; vSlc: Tensor; kWin: Tensor; vWin: Tensor }): Promise<void> {
     const store = this.store;
     const { kvHeads: H, headDimK: Dk, headDimV: Dv } = this.config;
-    const t = this.#checkBlock('kSlc', tokens?.kSlc, [this.batch, null, H, Dk]);
-    for (const [name, dim] of [['vSlc', Dv], ['kWin', Dk], ['vWin', Dv]] as const) {
-      this.#checkBlock(name, tokens[name], [this.batch, t, H, dim]);
-    }
-    if (this.#length + t > this.capacity) {
-      throw new NSAShapeError(
-        `cache overflow: appending ${t} tokens to ${this.#length} would exceed the capacity of ${this.capacity}`,
-      );
-    }
+    const t = checkCacheAppend(this, tokens);
     copyRows(floatData(tokens.kSlc), store.kSlc, this.batch, t, this.capacity, this.#length, H * Dk);
     copyRows(floatData(tokens.vSlc), store.vSlc, this.batch, t, this.capacity, this.#length, H * Dv);
     copyRows(floatData(tokens.kWin), store.kWin, this.batch, t, this.capacity, this.#length, H * Dk);
@@ -90,15 +77,7 @@ export class ReferenceNSACache implements NSACache {
   async appendCompressed(blocks: { kCmp: Tensor; vCmp: Tensor }): Promise<void> {
     const store = this.store;
     const { kvHeads: H, headDimK: Dk, headDimV: Dv } = this.config;
-    const c = this.#checkBlock('kCmp', blocks?.kCmp, [this.batch, null, H, Dk]);
-    this.#checkBlock('vCmp', blocks.vCmp, [this.batch, c, H, Dv]);
-    const complete = compressedCount(this.#length, this.config);
-    if (this.#compressedLength + c > complete) {
-      throw new NSAShapeError(
-        `appending ${c} compressed blocks to ${this.#compressedLength} would exceed the ${complete} blocks that ` +
-          `${this.#length} cached tokens complete: append the raw tokens first`,
-      );
-    }
+    const c = checkCacheAppendCompressed(this, blocks);
     const cap = this.compressedCapacity;
     copyRows(floatData(blocks.kCmp), store.kCmp, this.batch, c, cap, this.#compressedLength, H * Dk);
     copyRows(floatData(blocks.vCmp), store.vCmp, this.batch, c, cap, this.#compressedLength, H * Dv);
@@ -111,12 +90,6 @@ export class ReferenceNSACache implements NSACache {
 
   [Symbol.dispose](): void {
     this.dispose();
-  }
-
-  #checkBlock(name: string, t: Tensor | undefined, shape: (number | null)[]): number {
-    const checked = checkTensor(name, t, shape, REFERENCE_BACKEND);
-    if (checked.dtype !== this.dtype) throw new NSAShapeError(`${name} has dtype ${checked.dtype}, expected the cache's ${this.dtype}`);
-    return checked.shape[1];
   }
 }
 

@@ -6,6 +6,7 @@ import {
   checkAttention,
   checkAttentionBackward,
   checkNSABackward,
+  checkNSACacheOptions,
   checkNSADecode,
   checkNSAForward,
   type AttentionArgs,
@@ -181,10 +182,7 @@ export class WebGPUBackend implements Backend {
   }
 
   createNSACache(options: NSACacheOptions): NSACache {
-    if (!(this.dtypes as readonly string[]).includes(options.dtype)) {
-      throw new UnsupportedError(`backend 'webgpu' does not support dtype ${options.dtype} (supported: ${this.dtypes.join(', ')})`);
-    }
-    return new WebGPUNSACache(this.ctx, options);
+    return new WebGPUNSACache(this.ctx, options, checkNSACacheOptions(options, BACKEND_NAME, this.dtypes));
   }
 
   async nsaDecode(args: NSADecodeArgs): Promise<NSADecodeResult> {

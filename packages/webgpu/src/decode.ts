@@ -4,8 +4,8 @@
 import {
   NSAShapeError,
   UnsupportedError,
-  checkTensor,
-  compressedCount,
+  checkCacheAppend,
+  checkCacheAppendCompressed,
   type FloatDType,
   type NSACache,
   type NSACacheOptions,
@@ -33,15 +33,15 @@ export class WebGPUNSACache implements NSACache {
   constructor(
     readonly ctx: DeviceContext,
     options: NSACacheOptions,
+    /** From checkNSACacheOptions, which the backend runs first. */
+    compressedCapacity: number,
   ) {
     const { config, batch, dtype, capacity } = options;
-    if (!Number.isInteger(batch) || batch < 1) throw new NSAShapeError(`cache batch must be a positive integer (got ${batch})`);
-    if (!Number.isInteger(capacity) || capacity < 1) throw new NSAShapeError(`cache capacity must be a positive integer (got ${capacity})`);
     this.config = config;
     this.batch = batch;
     this.dtype = dtype;
     this.capacity = capacity;
-    this.compressedCapacity = compressedCount(capacity, config);
+    this.compressedCapacity = compressedCapacity;
     const es = dtype === 'float16' ? 2 : 4;
     const { kvHeads: H, headDimK: DK, headDimV: DV } = config;
     const raw = (D: number, name: string) => createStorageBuffer(ctx, batch * capacity * H * D * es, `cache ${name}`);
@@ -77,16 +77,8 @@ export class WebGPUNSACache implements NSACache {
 
   async append(tokens: { kSlc: Tensor; vSlc: Tensor; kWin: Tensor; vWin: Tensor }): Promise<void> {
     this.#assertLive();
-    const { kvHeads: H, headDimK: DK, headDimV: DV } = this.config;
-    const t = tokens.kSlc?.shape?.[1];
-    if (typeof t !== 'number') throw new NSAShapeError('append: kSlc is missing');
-    for (const [name, D] of [['kSlc', DK], ['vSlc', DV], ['kWin', DK], ['vWin', DV]] as const) {
-      const tensor = checkTensor(name, tokens[name], [this.batch, t, H, D], BACKEND_NAME);
-      if (tensor.dtype !== this.dtype) throw new NSAShapeError(`append: ${name} has dtype ${tensor.dtype}, the cache holds ${this.dtype}`);
-    }
-    if (this.#length + t > this.capacity) {
-      throw new NSAShapeError(`append: ${t} tokens would exceed the cache capacity ${this.capacity} (holds ${this.#length})`);
-    }
+    const { headDimK: DK, headDimV: DV } = this.config;
+    const t = checkCacheAppend(this, tokens);
     await this.#copyRows(
       [
         [tokens.kSlc, this.raw.kSlc, DK],
@@ -104,18 +96,8 @@ export class WebGPUNSACache implements NSACache {
 
   async appendCompressed(blocks: { kCmp: Tensor; vCmp: Tensor }): Promise<void> {
     this.#assertLive();
-    const { kvHeads: H, headDimK: DK, headDimV: DV } = this.config;
-    const c = blocks.kCmp?.shape?.[1];
-    if (typeof c !== 'number') throw new NSAShapeError('appendCompressed: kCmp is missing');
-    for (const [name, D] of [['kCmp', DK], ['vCmp', DV]] as const) {
-      const tensor = checkTensor(name, blocks[name], [this.batch, c, H, D], BACKEND_NAME);
-      if (tensor.dtype !== this.dtype) throw new NSAShapeError(`appendCompressed: ${name} has dtype ${tensor.dtype}, the cache holds ${this.dtype}`);
-    }
-    if (this.#compressedLength + c > this.compressedCapacity) {
-      throw new NSAShapeError(
-        `appendCompressed: ${c} blocks would exceed the ${this.compressedCapacity} compressed blocks a capacity of ${this.capacity} tokens has (holds ${this.#compressedLength})`,
-      );
-    }
+    const { headDimK: DK, headDimV: DV } = this.config;
+    const c = checkCacheAppendCompressed(this, blocks);
     await this.#copyRows(
       [
         [blocks.kCmp, this.compressed.kCmp, DK],
