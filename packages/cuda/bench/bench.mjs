@@ -19,7 +19,7 @@ function option(name, fallback) {
 
 const Ts = option('T', '8192,16384,32768,65536').split(',').map(Number);
 const baselinePath = option('baseline', '');
-// --ops nsaFwd,nsaFwdBwd,dense,decode (default all): for profiling one part.
+// --ops nsaFwd,nsaFwdBwd,dense,denseFwd,decode (default all; denseFwd = dense forward only): for profiling one part.
 const ops = new Set(option('ops', 'nsaFwd,nsaFwdBwd,dense,decode').split(','));
 const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
 const { addon } = loadAddon();
@@ -123,7 +123,7 @@ for (const T of Ts) {
   // Dense: reuse q, k, v, out, dOut.
   const dLse = alloc(T * HQ, 4);
   const dense = { dtype: BF16, seq, HQ, H, Dk: D, Dv: D, scale: config.scale, q, k, v, out, lse: dLse };
-  if (ops.has('dense')) r.denseFwd = await time(() => addon.attentionForward(dense));
+  if (ops.has('dense') || ops.has('denseFwd')) r.denseFwd = await time(() => addon.attentionForward(dense));
   if (ops.has('dense')) r.denseFwdBwd = await time(() => {
     addon.attentionForward(dense);
     addon.attentionBackward({ ...dense, dOut, dq: grads.dq, dk: grads.dkSlc, dv: grads.dvSlc });

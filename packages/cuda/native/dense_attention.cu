@@ -268,6 +268,7 @@ int smCount() {
 template <class T>
 void launchDenseForward(const AttentionArgs& a, cudaStream_t stream) {
   if (a.seq.rows == 0) return;
+  if (denseForwardRegisters(a, stream)) return;
   const int G = a.HQ / a.H;
   const int BK = sizeof(T) == 4 ? 32 : 64;
   size_t bytes = 0;

@@ -199,6 +199,7 @@ void launchForward(const NSAForwardArgs& a, cudaStream_t stream) {
 
 void nsaForward(const NSAForwardArgs& a, cudaStream_t stream) {
   if (nsaDecodeSplit(a, stream)) return;
+  if (nsaForwardRegisters(a, stream)) return;  // 16-bit, G = 16, D 64/128: nsa_forward_mma.cu
   switch (a.dtype) {
     case DType::F32: return launchForward<float>(a, stream);
     case DType::F16: return launchForward<__half>(a, stream);

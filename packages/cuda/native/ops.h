@@ -66,7 +66,11 @@ void nsaForward(const NSAForwardArgs& a, cudaStream_t stream);
 void nsaBackward(const NSABackwardArgs& a, cudaStream_t stream);
 // Split-K decode path of nsaForward (no saved outputs, too few rows to fill the GPU); false = not taken.
 bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream);
+// Register-resident (flash-attention-2 layout) NSA forward for 16-bit, G = 16, D in {64, 128}; false = not taken.
+bool nsaForwardRegisters(const NSAForwardArgs& a, cudaStream_t stream);
 void attentionForward(const AttentionArgs& a, cudaStream_t stream);
+// Register-resident (flash-attention-2 layout) dense forward for 16-bit prefill shapes; false = not taken.
+bool denseForwardRegisters(const AttentionArgs& a, cudaStream_t stream);
 void attentionBackward(const AttentionBackwardArgs& a, cudaStream_t stream);
 // Mean compressor: out[b, i, h, :] = mean of x[b, i*d .. i*d+l-1, h, :]; x [B, T, H, D], out [B, C, H, D].
 void meanCompress(DType dtype, const void* x, void* out, int B, int T, int H, int D, int l, int d, cudaStream_t stream);
