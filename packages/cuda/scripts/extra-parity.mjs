@@ -19,6 +19,7 @@ for (const dtype of ['float32', 'bfloat16']) {
 for (const dtype of ['bfloat16', 'float16']) {
   cases.push({ name: `reg G=16 varlen D=64 ${dtype}`, config: { ...small, heads: 16, kvHeads: 1, headDimK: 64, headDimV: 64 }, B: 1, T: 1000, cuSeqlens: [0, 300, 301, 310, 1000], dtype });
   cases.push({ name: `reg G=16 H=2 B=2 D=128 ${dtype}`, config: { heads: 32, kvHeads: 2, headDimK: 128, headDimV: 128 }, B: 2, T: 700, dtype });
+  cases.push({ name: `reg G=16 defaults T=2000 D=64 ${dtype}`, config: { heads: 16, kvHeads: 1, headDimK: 64, headDimV: 64 }, B: 1, T: 2000, dtype });
   cases.push({ name: `reg G=16 supplied blockIndices D=128 ${dtype}`, config: { ...small, heads: 16, kvHeads: 1, headDimK: 128, headDimV: 128 }, B: 1, T: 500, dtype, suppliedBlockIndices: true });
 }
 // Long query lists: the backward splits compressed and selected key tiles seen by > 1024 queries.
