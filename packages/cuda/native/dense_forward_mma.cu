@@ -1,5 +1,5 @@
 // Dense causal forward in the flash-attention-2 layout, float16/bfloat16, Dk = Dv in {64, 128}:
-// a block of 4 warps takes 64 consecutive query positions of one query head; each warp keeps its
+// a block of 8 warps takes 128 consecutive query positions of one query head; each warp keeps its
 // 16 rows' Q fragments, the 16 x 64 score tile and the 16 x D output in registers; key/value tiles
 // of 64 rows are double-buffered in padded shared memory with cp.async. Used for prefill-sized
 // inputs (a sequence of >= 64 queries); dense_attention.cu keeps the general path (float32, other
@@ -16,7 +16,7 @@ namespace nsa {
 
 namespace {
 
-constexpr int kRegWarps = 4, kRegThreads = 32 * kRegWarps;
+constexpr int kRegWarps = 8, kRegThreads = 32 * kRegWarps;
 constexpr int kRegRows = 16 * kRegWarps;  // query rows per block
 constexpr int kRegKeys = 64;              // keys per tile
 
@@ -32,7 +32,7 @@ struct RegSmem {
 };
 
 template <class T, int D>
-__global__ void __launch_bounds__(kRegThreads, 2) denseForwardRegKernel(AttentionArgs a, const RegTile* tiles) {
+__global__ void __launch_bounds__(kRegThreads, 1) denseForwardRegKernel(AttentionArgs a, const RegTile* tiles) {
   extern __shared__ __align__(16) char smemRaw[];
   using S = RegSmem<D>;
   constexpr int ld = S::ld;
