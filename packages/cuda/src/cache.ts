@@ -3,8 +3,9 @@
 import {
   BYTES_PER_ELEMENT,
   NSAShapeError,
-  checkTensor,
-  compressedCount,
+  checkCacheAppend,
+  checkCacheAppendCompressed,
+  checkNSACacheOptions,
   disposeAll,
   type FloatDType,
   type NSACache,
@@ -31,14 +32,11 @@ export class CudaNSACache implements NSACache {
 
   constructor(backend: CudaBackend, options: NSACacheOptions) {
     const { config, batch, dtype, capacity } = options;
-    if (!Number.isInteger(batch) || batch < 1) throw new NSAShapeError(`cache batch must be a positive integer (got ${batch})`);
-    if (!Number.isInteger(capacity) || capacity < 1) throw new NSAShapeError(`cache capacity must be a positive integer (got ${capacity})`);
-    if (!backend.dtypes.includes(dtype)) throw new NSAShapeError(`cache dtype ${dtype} is not supported by backend 'cuda'`);
+    this.compressedCapacity = checkNSACacheOptions(options, 'cuda', backend.dtypes);
     this.config = config;
     this.batch = batch;
     this.dtype = dtype;
     this.capacity = capacity;
-    this.compressedCapacity = compressedCount(capacity, config);
     const { kvHeads: H, headDimK: Dk, headDimV: Dv } = config;
     this.#raw = {
       kSlc: backend.empty([batch, capacity, H, Dk], dtype),
@@ -73,16 +71,7 @@ export class CudaNSACache implements NSACache {
 
   async append(tokens: { kSlc: Tensor; vSlc: Tensor; kWin: Tensor; vWin: Tensor }): Promise<void> {
     this.#live();
-    const t = tokens.kSlc?.shape?.[1];
-    const { kvHeads: H, headDimK: Dk, headDimV: Dv } = this.config;
-    for (const name of ['kSlc', 'vSlc', 'kWin', 'vWin'] as const) {
-      const D = name[0] === 'k' ? Dk : Dv;
-      checkTensor(name, tokens[name], [this.batch, t, H, D], 'cuda');
-      if (tokens[name].dtype !== this.dtype) throw new NSAShapeError(`${name} has dtype ${tokens[name].dtype}, expected ${this.dtype} (the cache's)`);
-    }
-    if (this.#length + t > this.capacity) {
-      throw new NSAShapeError(`cache overflow: ${this.#length} + ${t} tokens exceed capacity ${this.capacity}`);
-    }
+    const t = checkCacheAppend(this, tokens);
     for (const name of ['kSlc', 'vSlc', 'kWin', 'vWin'] as const) {
       copyRows(this.#raw[name], tokens[name] as CudaTensor, this.#length, this.capacity, t, this.batch);
     }
@@ -91,16 +80,7 @@ export class CudaNSACache implements NSACache {
 
   async appendCompressed(blocks: { kCmp: Tensor; vCmp: Tensor }): Promise<void> {
     this.#live();
-    const c = blocks.kCmp?.shape?.[1];
-    const { kvHeads: H, headDimK: Dk, headDimV: Dv } = this.config;
-    checkTensor('kCmp', blocks.kCmp, [this.batch, c, H, Dk], 'cuda');
-    checkTensor('vCmp', blocks.vCmp, [this.batch, c, H, Dv], 'cuda');
-    for (const t of [blocks.kCmp, blocks.vCmp]) {
-      if (t.dtype !== this.dtype) throw new NSAShapeError(`compressed block has dtype ${t.dtype}, expected ${this.dtype}`);
-    }
-    if (this.#compressed + c > this.compressedCapacity) {
-      throw new NSAShapeError(`compressed cache overflow: ${this.#compressed} + ${c} blocks exceed ${this.compressedCapacity}`);
-    }
+    const c = checkCacheAppendCompressed(this, blocks);
     copyRows(this.#cmp.kCmp, blocks.kCmp as CudaTensor, this.#compressed, this.compressedCapacity, c, this.batch);
     copyRows(this.#cmp.vCmp, blocks.vCmp as CudaTensor, this.#compressed, this.compressedCapacity, c, this.batch);
     this.#compressed += c;
