@@ -10,6 +10,7 @@ import {
   type NSAConfig,
   type Tensor,
 } from '@nsa/core';
+import { meanCompress } from '@nsa/reference';
 import { checkKnownOptions, intOption, parseArgs, stringOption, UsageError } from '../args.js';
 import { loadBackends } from '../backends.js';
 
@@ -109,27 +110,13 @@ function makeInputs(backend: Backend, config: NSAConfig, T: number, dtype: Float
     vSlc: vT,
     kWin: kT,
     vWin: vT,
-    kCmp: make(meanBlocks(k, H, Dk, C, config), [1, C, H, Dk]),
-    vCmp: make(meanBlocks(v, H, Dv, C, config), [1, C, H, Dv]),
+    kCmp: make(meanCompress(k, config, { B: 1, T, H, D: Dk }), [1, C, H, Dk]),
+    vCmp: make(meanCompress(v, config, { B: 1, T, H, D: Dv }), [1, C, H, Dv]),
     gates: make(gates, [1, T, HQ, 3]),
   };
   let maxAbsV = 0;
   for (const x of v) maxAbsV = Math.max(maxAbsV, Math.abs(x));
   return { nsa, dense: { q: qT, k: kT, v: vT }, maxAbsV, dispose: () => tensors.forEach((t) => t.dispose()) };
-}
-
-/** The spec's parameter-free compressor: each compressed block is the mean of its l tokens. */
-function meanBlocks(x: Float64Array, H: number, D: number, C: number, config: NSAConfig): Float64Array {
-  const out = new Float64Array(C * H * D);
-  const l = config.compressBlock;
-  for (let i = 0; i < C; i++) {
-    for (let t = i * config.compressStride; t < i * config.compressStride + l; t++) {
-      const src = t * H * D;
-      const dst = i * H * D;
-      for (let e = 0; e < H * D; e++) out[dst + e] += x[src + e] / l;
-    }
-  }
-  return out;
 }
 
 async function sanityChecks(
