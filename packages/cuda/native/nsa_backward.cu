@@ -9,6 +9,7 @@
 #include <vector>
 #include "cuda_error.h"
 #include "key_grad.cuh"
+#include "nsa_backward_parts.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
 #include "workspace.h"
@@ -220,7 +221,6 @@ __global__ void fillKernel(const int* blocks, SeqArgs seq, int H, int n, int ls,
 }
 
 // ---- key-centric dK/dV ----
-enum Mode { kWindow = 0, kCompressed = 1, kSelected = 2 };
 
 // One key tile of one KV head g, and the slice [q0, q1) of the queries that see it. A tile whose
 // queries are split over several blocks (part >= 0) writes float partials that reduceKernel sums
@@ -228,12 +228,6 @@ enum Mode { kWindow = 0, kCompressed = 1, kSelected = 2 };
 struct KeyTile {
   int s, start, j, sub, g, q0, q1, part, group;
 };
-
-struct KeyGroup {
-  int firstPart, parts, g, mode;
-};
-
-constexpr int kSliceQueries = 1024;  // queries per block before a tile's work is split
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, const float* D, const KeyTile* tiles, int mode,
@@ -334,8 +328,8 @@ __global__ void reduceKernel(NSABackwardArgs a, const KeyGroup* groups, const fl
   const KeyGroup grp = groups[blockIdx.x];
   const int* rows = groupRows + (size_t)blockIdx.x * BK;
   const size_t width = (size_t)BK * (c.Dk + c.Dv);
-  T* dK = static_cast<T*>(grp.mode == kCompressed ? a.dkCmp : a.dkSlc);
-  T* dV = static_cast<T*>(grp.mode == kCompressed ? a.dvCmp : a.dvSlc);
+  T* dK = static_cast<T*>(grp.mode == kCompressed ? a.dkCmp : grp.mode == kSelected ? a.dkSlc : a.dkWin);
+  T* dV = static_cast<T*>(grp.mode == kCompressed ? a.dvCmp : grp.mode == kSelected ? a.dvSlc : a.dvWin);
   for (int e = threadIdx.x; e < BK * (c.Dk + c.Dv); e += blockDim.x) {
     float acc = 0.f;
     for (int z = 0; z < grp.parts; z++) acc += partial[(grp.firstPart + z) * width + e];
@@ -349,6 +343,20 @@ __global__ void reduceKernel(NSABackwardArgs a, const KeyGroup* groups, const fl
 }
 
 template <class T>
+float* launchPrep(const NSABackwardArgs& a, Workspace& ws, cudaStream_t stream) {
+  const NSAForwardArgs& f = a.fwd;
+  const int HQ = f.cfg.HQ;
+  float* D = ws.alloc<float>((size_t)f.seq.rows * HQ * 3);
+  const int warps = f.seq.rows * HQ, threads = 256;
+  if (warps == 0) return D;
+  prepKernel<T><<<(warps * 32 + threads - 1) / threads, threads, 0, stream>>>(
+      static_cast<const T*>(a.dOut), static_cast<const T*>(f.oCmp), static_cast<const T*>(f.oSlc),
+      static_cast<const T*>(f.oWin), static_cast<const T*>(f.gates), static_cast<T*>(a.dGates), D, warps, f.cfg.Dv);
+  NSA_LAUNCHED("nsa backward prepKernel");
+  return D;
+}
+
+template <class T>
 void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
   const NSAForwardArgs& f = a.fwd;
   const NSAConfigArgs& c = f.cfg;
@@ -359,40 +367,14 @@ void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
   Workspace ws(stream);
   if (rows == 0) return;
 
-  // prep
-  float* D = ws.alloc<float>((size_t)rows * c.HQ * 3);
-  {
-    const int warps = rows * c.HQ, threads = 256;
-    prepKernel<T><<<(warps * 32 + threads - 1) / threads, threads, 0, stream>>>(
-        static_cast<const T*>(a.dOut), static_cast<const T*>(f.oCmp), static_cast<const T*>(f.oSlc),
-        static_cast<const T*>(f.oWin), static_cast<const T*>(f.gates), static_cast<T*>(a.dGates), D, warps, c.Dv);
-    NSA_LAUNCHED("nsa backward prepKernel");
-  }
-  // Tile tables and the selection-block layout, from the host copy of the sequence table.
+  float* D = backwardPrep(a, ws, stream);
   int R = 64, BK = 64;
   size_t bytes = 0;
   keyGradShape<T>(c.Dk, c.Dv, &R, &BK, &bytes);
-  int NB = 0;
-  for (int s = 0; s < S; s++) NB += (host[3 * S + 1 + s] + host[s + 1] - host[s] + c.ls - 1) / c.ls;
-  // inverse index
-  const int chunks = (rows + kChunkRows - 1) / kChunkRows;
-  int* counts = ws.alloc<int>((size_t)c.H * chunks * NB);
-  int* totals = ws.alloc<int>((size_t)c.H * NB);
-  int* starts = ws.alloc<int>((size_t)c.H * NB);
-  int* list = ws.alloc<int>((size_t)rows * c.H * c.n + 1);
-  NSA_CUDA(cudaMemsetAsync(counts, 0, sizeof(int) * (size_t)c.H * chunks * NB, stream));
-  countKernel<<<dim3(chunks, c.H), kChunkRows, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts);
-  NSA_LAUNCHED("nsa backward countKernel");
-  chunkScanKernel<<<(c.H * NB + 255) / 256, 256, 0, stream>>>(counts, totals, c.H, NB, chunks);
-  NSA_LAUNCHED("nsa backward chunkScanKernel");
-  totalsScanKernel<<<1, 1024, 0, stream>>>(totals, starts, c.H * NB);
-  NSA_LAUNCHED("nsa backward totalsScanKernel");
-  fillKernel<<<dim3(chunks, c.H), 32, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts, starts, list);
-  NSA_LAUNCHED("nsa backward fillKernel");
-  // How many queries chose each block decides how its work is split: read the counts back.
-  std::vector<int> hostTotals((size_t)c.H * NB);
-  NSA_CUDA(cudaMemcpyAsync(hostTotals.data(), totals, sizeof(int) * hostTotals.size(), cudaMemcpyDeviceToHost, stream));
-  NSA_CUDA(cudaStreamSynchronize(stream));
+  InverseIndex index = backwardIndex(a, ws, stream);
+  const int NB = index.NB;
+  int *starts = index.starts, *totals = index.totals, *list = index.list;
+  const std::vector<int>& hostTotals = index.hostTotals;
   // dq (queued after the index so that the read-back above waits only for the index)
   {
     const int qBK = sizeof(T) == 4 ? 32 : 64;
@@ -450,17 +432,70 @@ void launchBackward(const NSABackwardArgs& a, cudaStream_t stream) {
                                                                                 BK, R, partial, groupRows);
     NSA_LAUNCHED("nsa backward keyGradKernel");
   }
-  if (!groups.empty()) {
-    KeyGroup* dGroups = ws.upload(groups);
-    reduceKernel<T><<<(unsigned)groups.size(), kThreads, 0, stream>>>(a, dGroups, partial, groupRows, BK);
-    NSA_LAUNCHED("nsa backward reduceKernel");
-  }
+  reduceKeyPartials(a, groups, partial, groupRows, BK, ws, stream);
   // A sequence with no compressed keys leaves dkCmp untouched: C = 0 there, nothing to write.
+}
+
+template <class T>
+void launchReduce(const NSABackwardArgs& a, const std::vector<KeyGroup>& groups, const float* partial, const int* groupRows,
+                  int BK, Workspace& ws, cudaStream_t stream) {
+  if (groups.empty()) return;
+  KeyGroup* dGroups = ws.upload(groups);
+  reduceKernel<T><<<(unsigned)groups.size(), kThreads, 0, stream>>>(a, dGroups, partial, groupRows, BK);
+  NSA_LAUNCHED("nsa backward reduceKernel");
 }
 
 }  // namespace
 
+float* backwardPrep(const NSABackwardArgs& a, Workspace& ws, cudaStream_t stream) {
+  switch (a.fwd.dtype) {
+    case DType::F32: return launchPrep<float>(a, ws, stream);
+    case DType::F16: return launchPrep<__half>(a, ws, stream);
+    default: return launchPrep<__nv_bfloat16>(a, ws, stream);
+  }
+}
+
+InverseIndex backwardIndex(const NSABackwardArgs& a, Workspace& ws, cudaStream_t stream) {
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  const int rows = f.seq.rows, S = f.seq.S;
+  const int* host = f.seq.host;
+  InverseIndex x;
+  for (int s = 0; s < S; s++) x.NB += (host[3 * S + 1 + s] + host[s + 1] - host[s] + c.ls - 1) / c.ls;
+  const int NB = x.NB;
+  const int chunks = (rows + kChunkRows - 1) / kChunkRows;
+  int* counts = ws.alloc<int>((size_t)c.H * chunks * NB);
+  x.totals = ws.alloc<int>((size_t)c.H * NB);
+  x.starts = ws.alloc<int>((size_t)c.H * NB);
+  x.list = ws.alloc<int>((size_t)rows * c.H * c.n + 1);
+  x.hostTotals.assign((size_t)c.H * NB, 0);
+  if (rows == 0 || NB == 0) return x;
+  NSA_CUDA(cudaMemsetAsync(counts, 0, sizeof(int) * (size_t)c.H * chunks * NB, stream));
+  countKernel<<<dim3(chunks, c.H), kChunkRows, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts);
+  NSA_LAUNCHED("nsa backward countKernel");
+  chunkScanKernel<<<(c.H * NB + 255) / 256, 256, 0, stream>>>(counts, x.totals, c.H, NB, chunks);
+  NSA_LAUNCHED("nsa backward chunkScanKernel");
+  totalsScanKernel<<<1, 1024, 0, stream>>>(x.totals, x.starts, c.H * NB);
+  NSA_LAUNCHED("nsa backward totalsScanKernel");
+  fillKernel<<<dim3(chunks, c.H), 32, 0, stream>>>(a.blocks, f.seq, c.H, c.n, c.ls, NB, chunks, counts, x.starts, x.list);
+  NSA_LAUNCHED("nsa backward fillKernel");
+  // How many queries chose each block decides how the key-centric work is split: read the counts back.
+  NSA_CUDA(cudaMemcpyAsync(x.hostTotals.data(), x.totals, sizeof(int) * x.hostTotals.size(), cudaMemcpyDeviceToHost, stream));
+  NSA_CUDA(cudaStreamSynchronize(stream));
+  return x;
+}
+
+void reduceKeyPartials(const NSABackwardArgs& a, const std::vector<KeyGroup>& groups, const float* partial,
+                       const int* groupRows, int BK, Workspace& ws, cudaStream_t stream) {
+  switch (a.fwd.dtype) {
+    case DType::F32: return launchReduce<float>(a, groups, partial, groupRows, BK, ws, stream);
+    case DType::F16: return launchReduce<__half>(a, groups, partial, groupRows, BK, ws, stream);
+    default: return launchReduce<__nv_bfloat16>(a, groups, partial, groupRows, BK, ws, stream);
+  }
+}
+
 void nsaBackward(const NSABackwardArgs& a, cudaStream_t stream) {
+  if (nsaBackwardRegisters(a, stream)) return;
   switch (a.fwd.dtype) {
     case DType::F32: return launchBackward<float>(a, stream);
     case DType::F16: return launchBackward<__half>(a, stream);

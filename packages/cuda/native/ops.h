@@ -68,6 +68,9 @@ void nsaBackward(const NSABackwardArgs& a, cudaStream_t stream);
 bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream);
 // Register-resident (flash-attention-2 layout) NSA forward for 16-bit, G = 16, D in {64, 128}; false = not taken.
 bool nsaForwardRegisters(const NSAForwardArgs& a, cudaStream_t stream);
+// Register-resident (flash-attention-2 layout) NSA backward for 16-bit, G = 16, Dk = Dv in {64, 128}
+// (training rows: every sequence starts at position 0); false = not taken.
+bool nsaBackwardRegisters(const NSABackwardArgs& a, cudaStream_t stream);
 void attentionForward(const AttentionArgs& a, cudaStream_t stream);
 // Register-resident (flash-attention-2 layout) dense forward for 16-bit prefill shapes; false = not taken.
 bool denseForwardRegisters(const AttentionArgs& a, cudaStream_t stream);

@@ -1,0 +1,292 @@
+// NSA backward in the flash-attention-2 register layout, for float16/bfloat16, G = 16 query heads per
+// KV head and Dk = Dv in {64, 128} (the shapes nsaForwardRegisters takes). The entry point runs
+//   prep      dGates and D_b = g_b (dO · o_b) (nsa_backward.cu);
+//   index     the inverse selection index (nsa_backward.cu);
+//   dq        this file: query-centric, the forward kernel's block shape (4 warps = 4 consecutive
+//             query rows of one KV head, a warp = one row's 16 heads = one mma row tile); for each
+//             branch P is recomputed from the saved lse, dP = dO Vᵀ, dS = P (g_b dP - D_b),
+//             dq += dS K, all in registers; compressed and window tiles are loaded once per block
+//             (the union of the 4 rows' ranges), each warp gathers its own selected blocks;
+//   dK / dV   nsa_backward_keys_mma.cu (key-centric, per branch) and the ordered reduce of split tiles.
+// Deterministic: every gradient element is written by one thread, sums run in a fixed order.
+#include <algorithm>
+#include <vector>
+#include "cuda_error.h"
+#include "nsa_backward_parts.h"
+#include "nsa_backward_warp.cuh"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+#include "workspace.h"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 4, kBlockThreads = 32 * kWarpsPerBlock;
+constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
+constexpr int kOwnKeys = 32;     // per-warp tiles (selected)
+
+struct RowTile {
+  int s, first;  // sequence, first query index within it
+};
+
+template <int D>
+struct DqLayout {
+  static constexpr int ld = D + 8;
+  static constexpr int tile = kSharedKeys * ld;
+  // [K0 K1 V0 V1 Q dO]; the K/V bytes hold each warp's own selected tiles in between.
+  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * 6 * tile; }
+  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * kWarpsPerBlock * ((size_t)kOwnKeys + 2 * n + 2); }
+};
+static_assert(2 * kOwnKeys * kWarpsPerBlock <= 4 * kSharedKeys, "own tiles fit in the shared tiles");
+
+// One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qs, os: the warp's 16
+// query and dO rows. visible(j): key j counts for this warp's position.
+template <class T, int D, int NK, class Visible>
+__device__ __forceinline__ void dqStep(const T* qs, const T* os, const T* k, const T* v, int ld, float sl2, const float (&lse)[2],
+                                       const float (&dd)[2], const float (&gt)[2], Visible visible, float (&dq)[D / 8][4]) {
+  const int t4 = threadIdx.x & 3;
+  bool vis[NK / 8][2];
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      vis[n][e] = visible(n * 8 + 2 * t4 + e);
+      any |= vis[n][e];
+    }
+  }
+  if (!__any_sync(0xffffffffu, any)) return;  // keys are shared by the warp's rows
+  float s[NK / 8][4], dp[NK / 8][4];
+  mmaScoresPair<T, D, NK>(qs, k, os, v, ld, s, dp);
+#pragma unroll
+  for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = e >> 1;
+      const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -lse[i])) : 0.f;
+      s[n][e] = p * (gt[i] * dp[n][e] - dd[i]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NK / 16; j++) {
+    uint32_t a[4];
+    cToA<T>(a, s[2 * j], s[2 * j + 1]);
+    mmaRowsKN<T, D>(dq, a, k, ld, j * 16);
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kBlockThreads, 2) nsaDqRegKernel(NSABackwardArgs a, const float* Dvals, const RowTile* tiles) {
+  extern __shared__ __align__(16) char smemRaw[];
+  using L = DqLayout<D>;
+  constexpr int ld = L::ld;
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  T* sK = reinterpret_cast<T*>(smemRaw);  // [2][tile]
+  T* sV = sK + 2 * L::tile;               // [2][tile]
+  T* sQ = sV + 2 * L::tile;               // [64 rows]
+  T* sO = sQ + L::tile;                   // [64 rows]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+  int* ownRow = reinterpret_cast<int*>(smemRaw + L::tileBytes(sizeof(T))) + warp * (kOwnKeys + 2 * c.n + 2);
+  int* blk = ownRow + kOwnKeys;  // [n]
+  int* pre = blk + c.n;          // [n + 1]
+
+  const int kvh = blockIdx.y, hq0 = kvh * kBwdGroup;
+  const RowTile tile = tiles[blockIdx.x];
+  const SeqTable seq = seqTable(f.seq);
+  const int qStart = seq.qStart[tile.s], qCount = seq.qStart[tile.s + 1] - qStart;
+  const int kBase = seq.kBase[tile.s], cBase = seq.cBase[tile.s], pos0 = seq.pos0[tile.s];
+  const int nq = min(kWarpsPerBlock, qCount - tile.first);
+  const bool active = warp < nq;
+  const int myIndex = tile.first + min(warp, nq - 1);  // idle warps shadow the last row, write nothing
+  const int row = qStart + myIndex, pos = pos0 + myIndex;
+  const int lastPos = pos0 + tile.first + nq - 1, firstPos = pos0 + tile.first;
+  const float sl2 = c.scale * kLog2e;
+  const T* Q = static_cast<const T*>(f.q);
+  const T* dOut = static_cast<const T*>(a.dOut);
+  const T* gates = static_cast<const T*>(f.gates);
+
+  // Q and dO of the 4 rows x 16 heads (consecutive slices of each row).
+  auto rowSlice = [&](const T* base, int r) -> const T* {
+    const int w = r / kBwdGroup;
+    return w < nq ? base + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
+  };
+  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, kSharedKeys, [&](int r) { return rowSlice(Q, r); });
+  copyRowsAsync<T, D, kBlockThreads>(sO, ld, kSharedKeys, [&](int r) { return rowSlice(dOut, r); });
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  __syncthreads();
+  const int myWarpRow = min(warp, nq - 1) * kBwdGroup;
+  const T* qs = sQ + myWarpRow * ld;
+  const T* os = sO + myWarpRow * ld;
+
+  // Block-wide double-buffered walk over keys first .. first + total - 1 (rows base + p).
+  auto walkShared = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+    const int nTiles = (total + kSharedKeys - 1) / kSharedKeys;
+    auto load = [&](int t, int buf) {
+      const int k0 = first + t * kSharedKeys, end = first + total;
+      const T* K = static_cast<const T*>(Kp);
+      const T* V = static_cast<const T*>(Vp);
+      copyRowsAsync<T, D, kBlockThreads>(sK + buf * L::tile, ld, kSharedKeys, [&](int r) -> const T* {
+        return k0 + r < end ? K + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
+      });
+      copyRowsAsync<T, D, kBlockThreads>(sV + buf * L::tile, ld, kSharedKeys, [&](int r) -> const T* {
+        return k0 + r < end ? V + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
+      });
+    };
+    if (nTiles > 0) load(0, 0);
+    cpAsyncCommit();
+    for (int t = 0; t < nTiles; t++) {
+      const int buf = t & 1;
+      if (t + 1 < nTiles) {
+        load(t + 1, buf ^ 1);
+        cpAsyncCommit();
+        cpAsyncWait<1>();
+      } else {
+        cpAsyncWait<0>();
+      }
+      __syncthreads();
+      body(first + t * kSharedKeys, sK + buf * L::tile, sV + buf * L::tile);
+      __syncthreads();
+    }
+  };
+
+  // lse (log2 domain), D_b and gate of this thread's two heads for branch b.
+  float lse[2], dd[2], gt[2];
+  auto branchRows = [&](int b) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * 3 + b;
+      lse[i] = f.lse[at];
+      dd[i] = Dvals[at];
+      gt[i] = toF(gates[at]);
+    }
+  };
+
+  float dq[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+  // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
+  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
+  branchRows(0);
+  walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
+    dqStep<T, D, kSharedKeys>(qs, os, k, v, ld, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
+  });
+
+  // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
+  const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
+  branchRows(2);
+  walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
+    dqStep<T, D, kSharedKeys>(qs, os, k, v, ld, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
+  });
+
+  // ---- selected branch: this warp's own 32-key tiles (the K/V tile bytes, now free) ----
+  const int cur = pos / c.ls;
+  for (int k = lane; k < c.n; k += 32) blk[k] = a.blocks[((size_t)row * c.H + kvh) * c.n + k];
+  __syncwarp();
+  if (lane == 0) {
+    int total = 0;
+    for (int k = 0; k < c.n; k++) {
+      pre[k] = total;
+      const int j = blk[k];
+      total += (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
+    }
+    pre[c.n] = total;
+  }
+  __syncwarp();
+  const int slcTokens = pre[c.n];
+  T* ownK = sK + warp * 2 * kOwnKeys * ld;
+  T* ownV = ownK + kOwnKeys * ld;
+  const T* Ks = static_cast<const T*>(f.kSlc);
+  const T* Vs = static_cast<const T*>(f.vSlc);
+  branchRows(1);
+  for (int e0 = 0; e0 < slcTokens; e0 += kOwnKeys) {
+    {
+      const int e = e0 + lane;
+      int kr = -1;
+      if (e < slcTokens) {
+        int k = 0;
+        while (pre[k + 1] <= e) k++;
+        kr = kBase + blk[k] * c.ls + (e - pre[k]);
+      }
+      ownRow[lane] = kr;
+    }
+    __syncwarp();
+    constexpr int per = D / 8;  // 16-byte chunks per row
+    for (int x = lane; x < kOwnKeys * per; x += 32) {
+      const int r = x / per, col = (x % per) * 8;
+      const int kr = ownRow[r];
+      T* dk = ownK + r * ld + col;
+      T* dv = ownV + r * ld + col;
+      if (kr >= 0) {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(dk)), "l"(Ks + ((size_t)kr * c.H + kvh) * D + col));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(dv)), "l"(Vs + ((size_t)kr * c.H + kvh) * D + col));
+      } else {
+        *reinterpret_cast<uint4*>(dk) = make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(dv) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    __syncwarp();
+    dqStep<T, D, kOwnKeys>(qs, os, ownK, ownV, ld, sl2, lse, dd, gt, [&](int j) { return e0 + j < slcTokens; }, dq);
+    __syncwarp();
+  }
+
+  if (!active) return;
+  T* dQ = static_cast<T*>(a.dq);
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * D + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+      *reinterpret_cast<uint32_t*>(dQ + at + n * 8) = packF2<T>(dq[n][2 * i] * c.scale, dq[n][2 * i + 1] * c.scale);
+  }
+}
+
+template <class T, int D>
+void launchDq(const NSABackwardArgs& a, const float* Dvals, Workspace& ws, cudaStream_t stream) {
+  const SeqArgs& sq = a.fwd.seq;
+  std::vector<RowTile> tiles;
+  const int S = sq.S;
+  for (int s = 0; s < S; s++)
+    for (int f = 0; f < sq.host[s + 1] - sq.host[s]; f += kWarpsPerBlock) tiles.push_back({s, f});
+  // Latest positions first: they have the most compressed keys.
+  std::stable_sort(tiles.begin(), tiles.end(), [&](const RowTile& x, const RowTile& y) {
+    return x.first + sq.host[3 * S + 1 + x.s] > y.first + sq.host[3 * S + 1 + y.s];
+  });
+  const size_t bytes = DqLayout<D>::bytes(sizeof(T), a.fwd.cfg.n);
+  const RowTile* dTiles = ws.upload(tiles);
+  NSA_CUDA(cudaFuncSetAttribute(nsaDqRegKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  nsaDqRegKernel<T, D><<<dim3((unsigned)tiles.size(), a.fwd.cfg.H), kBlockThreads, bytes, stream>>>(a, Dvals, dTiles);
+  NSA_LAUNCHED("nsaDqRegKernel");
+}
+
+template <class T, int D>
+void run(const NSABackwardArgs& a, cudaStream_t stream) {
+  Workspace ws(stream);
+  float* Dvals = backwardPrep(a, ws, stream);
+  const InverseIndex index = backwardIndex(a, ws, stream);
+  launchDq<T, D>(a, Dvals, ws, stream);
+  keyGradRegisters(a, Dvals, index, ws, stream);
+}
+
+}  // namespace
+
+bool nsaBackwardRegisters(const NSABackwardArgs& a, cudaStream_t stream) {
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  if (f.dtype == DType::F32 || c.HQ != kBwdGroup * c.H || c.Dk != c.Dv || (c.Dk != 64 && c.Dk != 128)) return false;
+  if (!f.oSlc || !f.oWin || !f.lse || f.seq.rows == 0 || c.n > 256) return false;
+  const int S = f.seq.S;
+  for (int s = 0; s < S; s++)
+    if (f.seq.host[3 * S + 1 + s] != 0) return false;  // training rows only (the key-centric query ranges)
+  const bool f16 = f.dtype == DType::F16;
+  if (c.Dk == 64) f16 ? run<__half, 64>(a, stream) : run<__nv_bfloat16, 64>(a, stream);
+  else f16 ? run<__half, 128>(a, stream) : run<__nv_bfloat16, 128>(a, stream);
+  return true;
+}
+
+}  // namespace nsa
