@@ -308,6 +308,7 @@ template <class T>
 void launchDenseBackward(const AttentionBackwardArgs& b, cudaStream_t stream) {
   const AttentionArgs& a = b.fwd;
   if (a.seq.rows == 0) return;
+  if (denseBackwardRegisters(b, stream)) return;
   const int G = a.HQ / a.H;
   const int BK = sizeof(T) == 4 ? 32 : 64;
   size_t bytes = 0;

@@ -75,6 +75,8 @@ void attentionForward(const AttentionArgs& a, cudaStream_t stream);
 // Register-resident (flash-attention-2 layout) dense forward for 16-bit prefill shapes; false = not taken.
 bool denseForwardRegisters(const AttentionArgs& a, cudaStream_t stream);
 void attentionBackward(const AttentionBackwardArgs& a, cudaStream_t stream);
+// Register-resident (flash-attention-2 layout) dense backward for 16-bit, Dk = Dv in {64, 128}; false = not taken.
+bool denseBackwardRegisters(const AttentionBackwardArgs& b, cudaStream_t stream);
 // Mean compressor: out[b, i, h, :] = mean of x[b, i*d .. i*d+l-1, h, :]; x [B, T, H, D], out [B, C, H, D].
 void meanCompress(DType dtype, const void* x, void* out, int B, int T, int H, int D, int l, int d, cudaStream_t stream);
 // Fills n elements with mean + stddev * N(0, 1), reproducible from seed (benchmarks).

@@ -1,0 +1,345 @@
+// Dense causal backward in the flash-attention-2 register layout, float16/bfloat16, Dk = Dv in
+// {64, 128}, any GQA group, varlen, queries after a cached prefix (TQ < Tk). Three kernels, all
+// deterministic (every gradient element is written once by one thread, no atomics):
+// - prep: D = Σ dO ∘ O per (row, head);
+// - key-centric dK/dV: a block of 8 warps owns 128 keys of one KV head (a warp = 16 keys = one mma
+//   row strip) and walks every (query position >= key, head of the group) column that sees them in
+//   tiles of 64 columns, Q/dO/lse/D double-buffered with cp.async. Per tile, in registers:
+//   Sᵀ = K·Qᵀ, Pᵀ = exp2(Sᵀ·scale·log2e − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D),
+//   dK += dSᵀ·Q (Pᵀ and dSᵀ repacked from C to A fragments);
+// - query-centric dq: a block of 8 warps owns 128 positions of one query head (as the forward) and
+//   walks the key tiles they see: S = Q·Kᵀ, P, dP = dO·Vᵀ, dS, dq += dS·K.
+// dense_attention.cu keeps the general kernels (float32, other head dims, Dk != Dv).
+#include <algorithm>
+#include <vector>
+#include "cuda_error.h"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+#include "warp_backward.cuh"
+#include "workspace.h"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kBwdWarps = 8, kBwdThreads = 32 * kBwdWarps;
+constexpr int kKeyRows = 16 * kBwdWarps;  // keys per dK/dV block
+constexpr int kColTile = 64;              // query columns per dK/dV step
+constexpr int kDqRows = 16 * kBwdWarps;   // query positions per dq block
+constexpr int kDqKeys = 64;               // keys per dq step
+
+struct SeqTile {
+  int s, first;  // sequence; first key (dK/dV) or first query index (dq) of the tile
+};
+
+template <class T, int Dv>
+__global__ void denseDeltaKernel(const T* dO, const T* o, float* delta, size_t rowsHeads) {
+  constexpr int L = Dv / 8;
+  const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / L;
+  const size_t at = i < rowsHeads ? i : rowsHeads - 1;  // every lane joins the shuffles
+  const float d = rowDotGroup<T, Dv>(dO + at * Dv, o + at * Dv);
+  if (i < rowsHeads && threadIdx.x % L == 0) delta[i] = d;
+}
+
+template <int D>
+struct KeyGradLayout {
+  static constexpr int ld = D + 8;  // 16-byte pad: ldmatrix rows fall in distinct banks
+  static constexpr int colTile = kColTile * ld;
+  // K, V [keys][ld]; Q, dO [2][cols][ld]; then lse, D [2][cols] floats.
+  static constexpr size_t bytes(size_t elem) {
+    return elem * (size_t)(2 * kKeyRows * ld + 4 * colTile) + sizeof(float) * 4 * kColTile;
+  }
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(kBwdThreads, 1)
+    denseKeyValueGradKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* tiles) {
+  extern __shared__ __align__(16) char smemRaw[];
+  using L = KeyGradLayout<D>;
+  constexpr int ld = L::ld;
+  T* sK = reinterpret_cast<T*>(smemRaw);
+  T* sV = sK + kKeyRows * ld;
+  T* sQ = sV + kKeyRows * ld;     // [2][cols][ld]
+  T* sdO = sQ + 2 * L::colTile;   // [2][cols][ld]
+  float* sLse = reinterpret_cast<float*>(sdO + 2 * L::colTile);  // [2][cols]
+  float* sDel = sLse + 2 * kColTile;                              // [2][cols]
+
+  const AttentionArgs& a = b.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int kvh = blockIdx.y, G = a.HQ / a.H;
+  const SeqTile tile = tiles[blockIdx.x];
+  const SeqTable st = seqTable(a.seq);
+  const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
+  const int pos0 = st.pos0[tile.s], kBase = st.kBase[tile.s];
+  const int keyLen = pos0 + qCount, k0 = tile.first;
+  const int nk = min(kKeyRows, keyLen - k0);
+  const int first = max(k0, pos0);  // first query position that sees a key of the tile
+  const int count = max(0, keyLen - first);
+  const int perHead = (count + kColTile - 1) / kColTile;
+  const int nTiles = G * perHead;  // column tiles: heads of the group outer, positions inner
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  const T* dO = static_cast<const T*>(b.dOut);
+
+  copyRowsAsync<T, D, kBwdThreads>(sK, ld, kKeyRows, [&](int r) -> const T* {
+    return r < nk ? K + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr;
+  });
+  copyRowsAsync<T, D, kBwdThreads>(sV, ld, kKeyRows, [&](int r) -> const T* {
+    return r < nk ? V + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr;
+  });
+  auto loadCols = [&](int it, int buf) {
+    const int hq = kvh * G + it / perHead, p0 = first + (it % perHead) * kColTile;
+    auto at = [&](int r) { return (size_t)(qStart + p0 + r - pos0) * a.HQ + hq; };
+    copyRowsAsync<T, D, kBwdThreads>(sQ + buf * L::colTile, ld, kColTile, [&](int r) -> const T* {
+      return p0 + r < keyLen ? Q + at(r) * D : nullptr;
+    });
+    copyRowsAsync<T, D, kBwdThreads>(sdO + buf * L::colTile, ld, kColTile, [&](int r) -> const T* {
+      return p0 + r < keyLen ? dO + at(r) * D : nullptr;
+    });
+    for (int r = threadIdx.x; r < kColTile; r += kBwdThreads) {
+      float* lse = sLse + buf * kColTile + r;
+      float* del = sDel + buf * kColTile + r;
+      if (p0 + r < keyLen) {
+        cpAsync4(lse, a.lse + at(r));
+        cpAsync4(del, delta + at(r));
+      } else {
+        *lse = INFINITY;
+        *del = 0.f;
+      }
+    }
+  };
+  if (nTiles > 0) loadCols(0, 0);
+  cpAsyncCommit();
+
+  const int kp0 = k0 + warp * 16 + g;  // this thread's key positions: kp0 and kp0 + 8
+  const float sl2 = a.scale * kLog2e;
+  float dk[D / 8][4], dv[D / 8][4];
+  zeroFrags<D>(dk);
+  zeroFrags<D>(dv);
+  for (int it = 0; it < nTiles; it++) {
+    const int buf = it & 1;
+    if (it + 1 < nTiles) {
+      loadCols(it + 1, buf ^ 1);
+      cpAsyncCommit();
+      cpAsyncWait<1>();
+    } else {
+      cpAsyncWait<0>();
+    }
+    __syncthreads();
+    const T* q = sQ + buf * L::colTile;
+    const T* dOt = sdO + buf * L::colTile;
+    const float* lse = sLse + buf * kColTile;
+    const float* del = sDel + buf * kColTile;
+    const int p0 = first + (it % perHead) * kColTile;
+    // Sᵀ = K·Qᵀ, then Pᵀ. Only tiles that start before the block's last key, or run past the last
+    // query, need the causal / range test.
+    float s[kColTile / 8][4];
+    zeroFrags<kColTile>(s);
+    warpGemmNT<T, D, kColTile>(s, sK, ld, warp * 16, q, ld);
+    const bool edge = p0 < k0 + kKeyRows - 1 || p0 + kColTile > keyLen;
+#pragma unroll
+    for (int n = 0; n < kColTile / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1), p = p0 + c, kp = kp0 + 8 * (e >> 1);
+        const bool vis = !edge || (kp <= p && p < keyLen);
+        s[n][e] = vis ? exp2f(fmaf(s[n][e], sl2, -lse[c])) : 0.f;
+      }
+    }
+    uint32_t pa[kColTile / 16][4];
+    packA<T, kColTile>(pa, s);
+    warpGemmRegNN<T, kColTile, D>(dv, pa, dOt, ld);  // dV += Pᵀ·dO
+    float dp[kColTile / 8][4];
+    zeroFrags<kColTile>(dp);
+    warpGemmNT<T, D, kColTile>(dp, sV, ld, warp * 16, dOt, ld);  // dPᵀ = V·dOᵀ
+    // dSᵀ = Pᵀ ∘ (dPᵀ − D), written over the packed Pᵀ.
+#pragma unroll
+    for (int n = 0; n < kColTile / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e += 2) {
+        const int c = n * 8 + 2 * t4;
+        uint32_t& r = pa[n >> 1][packedReg(n, e)];
+        const float2 pp = unpackF2(r, T());
+        r = packF2<T>(pp.x * (dp[n][e] - del[c]), pp.y * (dp[n][e + 1] - del[c + 1]));
+      }
+    }
+    warpGemmRegNN<T, kColTile, D>(dk, pa, q, ld);  // dK += dSᵀ·Q
+    __syncthreads();  // the next iteration's copy overwrites the buffers read here
+  }
+  cpAsyncWait<0>();
+
+  T* dK = static_cast<T*>(b.dk);
+  T* dV = static_cast<T*>(b.dv);
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  auto keyRow = [&](T* base, int r) { return r < nk ? base + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr; };
+  storeFragRows<T, D>(dk, keyRow(dK, r0), keyRow(dK, r1), a.scale);
+  storeFragRows<T, D>(dv, keyRow(dV, r0), keyRow(dV, r1), 1.f);
+}
+
+template <int D>
+struct DqLayout {
+  static constexpr int ld = D + 8;
+  static constexpr int keyTile = kDqKeys * ld;
+  // Q, dO [rows][ld]; K, V [2][keys][ld].
+  static constexpr size_t bytes(size_t elem) { return elem * (size_t)(2 * kDqRows * ld + 4 * keyTile); }
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(kBwdThreads, 1)
+    denseDqKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* tiles) {
+  extern __shared__ __align__(16) char smemRaw[];
+  using L = DqLayout<D>;
+  constexpr int ld = L::ld;
+  T* sQ = reinterpret_cast<T*>(smemRaw);
+  T* sdO = sQ + kDqRows * ld;
+  T* sK = sdO + kDqRows * ld;     // [2][keys][ld]
+  T* sV = sK + 2 * L::keyTile;    // [2][keys][ld]
+
+  const AttentionArgs& a = b.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hq = blockIdx.y, kvh = hq / (a.HQ / a.H);
+  const SeqTile tile = tiles[blockIdx.x];
+  const SeqTable st = seqTable(a.seq);
+  const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
+  const int kBase = st.kBase[tile.s], base = st.pos0[tile.s] + tile.first;  // position of row 0
+  const int nq = min(kDqRows, qCount - tile.first);
+  const int keys = base + nq;  // keys 0 .. last row's position
+  const int nTiles = (keys + kDqKeys - 1) / kDqKeys;
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  const T* dO = static_cast<const T*>(b.dOut);
+  auto at = [&](int r) { return (size_t)(qStart + tile.first + r) * a.HQ + hq; };
+
+  copyRowsAsync<T, D, kBwdThreads>(sQ, ld, kDqRows, [&](int r) -> const T* { return r < nq ? Q + at(r) * D : nullptr; });
+  copyRowsAsync<T, D, kBwdThreads>(sdO, ld, kDqRows, [&](int r) -> const T* { return r < nq ? dO + at(r) * D : nullptr; });
+  auto loadKV = [&](int kt, int buf) {
+    const int k0 = kt * kDqKeys;
+    copyRowsAsync<T, D, kBwdThreads>(sK + buf * L::keyTile, ld, kDqKeys, [&](int r) -> const T* {
+      return k0 + r < keys ? K + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr;
+    });
+    copyRowsAsync<T, D, kBwdThreads>(sV + buf * L::keyTile, ld, kDqKeys, [&](int r) -> const T* {
+      return k0 + r < keys ? V + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr;
+    });
+  };
+  loadKV(0, 0);
+  cpAsyncCommit();
+
+  const int row0 = warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  const int pos[2] = {base + row0, base + row0 + 8};
+  float lse[2], del[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const bool ok = row0 + 8 * i < nq;
+    lse[i] = ok ? a.lse[at(row0 + 8 * i)] : INFINITY;  // padding rows: P = 0
+    del[i] = ok ? delta[at(row0 + 8 * i)] : 0.f;
+  }
+  const float sl2 = a.scale * kLog2e;
+  uint32_t qf[D / 16][4];
+  float dq[D / 8][4];
+  zeroFrags<D>(dq);
+
+  for (int kt = 0; kt < nTiles; kt++) {
+    const int buf = kt & 1;
+    if (kt + 1 < nTiles) {
+      loadKV(kt + 1, buf ^ 1);
+      cpAsyncCommit();
+      cpAsyncWait<1>();
+    } else {
+      cpAsyncWait<0>();
+    }
+    __syncthreads();
+    if (kt == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ld, warp * 16, kk * 16);
+    }
+    const T* k = sK + buf * L::keyTile;
+    const T* v = sV + buf * L::keyTile;
+    float s[kDqKeys / 8][4];
+    zeroFrags<kDqKeys>(s);
+    warpGemmRegNT<T, D, kDqKeys>(s, qf, k, ld);  // S = Q·Kᵀ
+    float dp[kDqKeys / 8][4];
+    zeroFrags<kDqKeys>(dp);
+    warpGemmNT<T, D, kDqKeys>(dp, sdO, ld, warp * 16, v, ld);  // dP = dO·Vᵀ
+    // Causal visibility (key position <= row position) matters only in tiles reaching past row 0.
+    const int k0 = kt * kDqKeys;
+    const bool edge = k0 + kDqKeys - 1 > base;
+#pragma unroll
+    for (int n = 0; n < kDqKeys / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = e >> 1, kp = k0 + n * 8 + 2 * t4 + (e & 1);
+        const float p = (!edge || kp <= pos[i]) ? exp2f(fmaf(s[n][e], sl2, -lse[i])) : 0.f;
+        s[n][e] = p * (dp[n][e] - del[i]);
+      }
+    }
+    uint32_t da[kDqKeys / 16][4];
+    packA<T, kDqKeys>(da, s);
+    warpGemmRegNN<T, kDqKeys, D>(dq, da, k, ld);  // dq += dS·K
+    __syncthreads();  // the next iteration's copy overwrites the buffer read here
+  }
+
+  T* dQ = static_cast<T*>(b.dq);
+  storeFragRows<T, D>(dq, row0 < nq ? dQ + at(row0) * D : nullptr, row0 + 8 < nq ? dQ + at(row0 + 8) * D : nullptr, a.scale);
+}
+
+template <class T, int D>
+void launch(const AttentionBackwardArgs& b, cudaStream_t stream) {
+  const AttentionArgs& a = b.fwd;
+  const SeqArgs& seq = a.seq;
+  const int S = seq.S;
+  auto pos0 = [&](int s) { return seq.host[3 * S + 1 + s]; };
+  auto queries = [&](int s) { return seq.host[s + 1] - seq.host[s]; };
+  Workspace ws(stream);
+  const size_t rowsHeads = (size_t)seq.rows * a.HQ;
+  float* delta = ws.alloc<float>(rowsHeads);
+  const size_t lanes = rowsHeads * (D / 8);
+  denseDeltaKernel<T, D><<<(unsigned)((lanes + 255) / 256), 256, 0, stream>>>(static_cast<const T*>(b.dOut),
+                                                                             static_cast<const T*>(a.out), delta, rowsHeads);
+  NSA_LAUNCHED("denseDeltaKernel");
+
+  // dK/dV: one tile per 128 keys of every sequence, the most-seen (earliest) keys first.
+  std::vector<SeqTile> kt;
+  for (int s = 0; s < S; s++)
+    for (int k = 0; k < pos0(s) + queries(s); k += kKeyRows) kt.push_back({s, k});
+  auto seen = [&](const SeqTile& t) { return pos0(t.s) + queries(t.s) - std::max(t.first, pos0(t.s)); };
+  std::stable_sort(kt.begin(), kt.end(), [&](const SeqTile& x, const SeqTile& y) { return seen(x) > seen(y); });
+  if (!kt.empty()) {
+    const SeqTile* dKt = ws.upload(kt);
+    const size_t bytes = KeyGradLayout<D>::bytes(sizeof(T));
+    NSA_CUDA(cudaFuncSetAttribute(denseKeyValueGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    denseKeyValueGradKernel<T, D><<<dim3((unsigned)kt.size(), a.H), kBwdThreads, bytes, stream>>>(b, delta, dKt);
+    NSA_LAUNCHED("denseKeyValueGradKernel");
+  }
+
+  // dq: one tile per 128 positions, the latest (most keys) first.
+  std::vector<SeqTile> qt;
+  for (int s = 0; s < S; s++)
+    for (int f = 0; f < queries(s); f += kDqRows) qt.push_back({s, f});
+  std::stable_sort(qt.begin(), qt.end(), [&](const SeqTile& x, const SeqTile& y) { return x.first + pos0(x.s) > y.first + pos0(y.s); });
+  if (!qt.empty()) {
+    const SeqTile* dQt = ws.upload(qt);
+    const size_t bytes = DqLayout<D>::bytes(sizeof(T));
+    NSA_CUDA(cudaFuncSetAttribute(denseDqKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    denseDqKernel<T, D><<<dim3((unsigned)qt.size(), a.HQ), kBwdThreads, bytes, stream>>>(b, delta, dQt);
+    NSA_LAUNCHED("denseDqKernel");
+  }
+}
+
+template <class T>
+bool launchTyped(const AttentionBackwardArgs& b, cudaStream_t stream) {
+  if (b.fwd.Dk == 64) return launch<T, 64>(b, stream), true;
+  if (b.fwd.Dk == 128) return launch<T, 128>(b, stream), true;
+  return false;
+}
+
+}  // namespace
+
+bool denseBackwardRegisters(const AttentionBackwardArgs& b, cudaStream_t stream) {
+  const AttentionArgs& a = b.fwd;
+  if (a.dtype == DType::F32 || a.Dk != a.Dv || a.seq.rows == 0 || !a.lse || !a.out) return false;
+  return a.dtype == DType::F16 ? launchTyped<__half>(b, stream) : launchTyped<__nv_bfloat16>(b, stream);
+}
+
+}  // namespace nsa
