@@ -9,6 +9,8 @@
 //   dK += dSᵀ·Q (Pᵀ and dSᵀ repacked from C to A fragments);
 // - query-centric dq: a block of 8 warps owns 128 positions of one query head (as the forward) and
 //   walks the key tiles they see: S = Q·Kᵀ, P, dP = dO·Vᵀ, dS, dq += dS·K.
+// The dK/dV and dq blocks share one grid (denseGradKernel). Block shapes were chosen on an H100
+// (BENCHMARKS.md v5): 4-warp dK/dV blocks or 32-column steps were slower.
 // dense_attention.cu keeps the general kernels (float32, other head dims, Dk != Dv).
 #include <algorithm>
 #include <vector>
@@ -51,10 +53,10 @@ struct KeyGradLayout {
   }
 };
 
+// One dK/dV block: keys tile.first .. + kKeyRows of KV head kvh.
 template <class T, int D>
-__global__ void __launch_bounds__(kBwdThreads, 1)
-    denseKeyValueGradKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* tiles) {
-  extern __shared__ __align__(16) char smemRaw[];
+__device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b, const float* delta, const SeqTile tile,
+                                                  const int kvh, char* smemRaw) {
   using L = KeyGradLayout<D>;
   constexpr int ld = L::ld;
   T* sK = reinterpret_cast<T*>(smemRaw);
@@ -66,8 +68,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int kvh = blockIdx.y, G = a.HQ / a.H;
-  const SeqTile tile = tiles[blockIdx.x];
+  const int G = a.HQ / a.H;
   const SeqTable st = seqTable(a.seq);
   const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
   const int pos0 = st.pos0[tile.s], kBase = st.kBase[tile.s];
@@ -185,10 +186,10 @@ struct DqLayout {
   static constexpr size_t bytes(size_t elem) { return elem * (size_t)(2 * kDqRows * ld + 4 * keyTile); }
 };
 
+// One dq block: query positions tile.first .. + kDqRows of query head hq.
 template <class T, int D>
-__global__ void __launch_bounds__(kBwdThreads, 1)
-    denseDqKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* tiles) {
-  extern __shared__ __align__(16) char smemRaw[];
+__device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const SeqTile tile, const int hq,
+                                        char* smemRaw) {
   using L = DqLayout<D>;
   constexpr int ld = L::ld;
   T* sQ = reinterpret_cast<T*>(smemRaw);
@@ -198,8 +199,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int hq = blockIdx.y, kvh = hq / (a.HQ / a.H);
-  const SeqTile tile = tiles[blockIdx.x];
+  const int kvh = hq / (a.HQ / a.H);
   const SeqTable st = seqTable(a.seq);
   const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
   const int kBase = st.kBase[tile.s], base = st.pos0[tile.s] + tile.first;  // position of row 0
@@ -284,47 +284,63 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
   storeFragRows<T, D>(dq, row0 < nq ? dQ + at(row0) * D : nullptr, row0 + 8 < nq ? dQ + at(row0 + 8) * D : nullptr, a.scale);
 }
 
+// Both gradients in one grid, dK/dV blocks first (heaviest first), then dq blocks: the dq blocks fill
+// the multiprocessors that the dK/dV tail leaves idle (measured: 64k 1291 -> 1276 ms on H100).
 template <class T, int D>
-void launch(const AttentionBackwardArgs& b, cudaStream_t stream) {
-  const AttentionArgs& a = b.fwd;
-  const SeqArgs& seq = a.seq;
+__global__ void __launch_bounds__(kBwdThreads, 1)
+    denseGradKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* kvTiles, int kvBlocks, const SeqTile* qTiles) {
+  extern __shared__ __align__(16) char smemRaw[];
+  const int i = blockIdx.x;
+  if (i < kvBlocks) {
+    keyValueGradBlock<T, D>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemRaw);
+  } else {
+    const int j = i - kvBlocks;
+    dqBlock<T, D>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemRaw);
+  }
+}
+
+// Key tiles of `keys` keys of every sequence, the most-seen (earliest) keys first; query tiles of
+// kDqRows positions, the latest (most keys) first.
+std::vector<SeqTile> keyTiles(const SeqArgs& seq, int keys) {
   const int S = seq.S;
   auto pos0 = [&](int s) { return seq.host[3 * S + 1 + s]; };
   auto queries = [&](int s) { return seq.host[s + 1] - seq.host[s]; };
+  std::vector<SeqTile> kt;
+  for (int s = 0; s < S; s++)
+    for (int k = 0; k < pos0(s) + queries(s); k += keys) kt.push_back({s, k});
+  auto seen = [&](const SeqTile& t) { return pos0(t.s) + queries(t.s) - std::max(t.first, pos0(t.s)); };
+  std::stable_sort(kt.begin(), kt.end(), [&](const SeqTile& x, const SeqTile& y) { return seen(x) > seen(y); });
+  return kt;
+}
+std::vector<SeqTile> queryTiles(const SeqArgs& seq) {
+  const int S = seq.S;
+  auto pos0 = [&](int s) { return seq.host[3 * S + 1 + s]; };
+  std::vector<SeqTile> qt;
+  for (int s = 0; s < S; s++)
+    for (int f = 0; f < seq.host[s + 1] - seq.host[s]; f += kDqRows) qt.push_back({s, f});
+  std::stable_sort(qt.begin(), qt.end(), [&](const SeqTile& x, const SeqTile& y) { return x.first + pos0(x.s) > y.first + pos0(y.s); });
+  return qt;
+}
+
+template <class T, int D>
+void launch(const AttentionBackwardArgs& b, cudaStream_t stream) {
+  const AttentionArgs& a = b.fwd;
   Workspace ws(stream);
-  const size_t rowsHeads = (size_t)seq.rows * a.HQ;
+  const size_t rowsHeads = (size_t)a.seq.rows * a.HQ;
   float* delta = ws.alloc<float>(rowsHeads);
   const size_t lanes = rowsHeads * (D / 8);
   denseDeltaKernel<T, D><<<(unsigned)((lanes + 255) / 256), 256, 0, stream>>>(static_cast<const T*>(b.dOut),
                                                                              static_cast<const T*>(a.out), delta, rowsHeads);
   NSA_LAUNCHED("denseDeltaKernel");
-
-  // dK/dV: one tile per 128 keys of every sequence, the most-seen (earliest) keys first.
-  std::vector<SeqTile> kt;
-  for (int s = 0; s < S; s++)
-    for (int k = 0; k < pos0(s) + queries(s); k += kKeyRows) kt.push_back({s, k});
-  auto seen = [&](const SeqTile& t) { return pos0(t.s) + queries(t.s) - std::max(t.first, pos0(t.s)); };
-  std::stable_sort(kt.begin(), kt.end(), [&](const SeqTile& x, const SeqTile& y) { return seen(x) > seen(y); });
-  if (!kt.empty()) {
-    const SeqTile* dKt = ws.upload(kt);
-    const size_t bytes = KeyGradLayout<D>::bytes(sizeof(T));
-    NSA_CUDA(cudaFuncSetAttribute(denseKeyValueGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    denseKeyValueGradKernel<T, D><<<dim3((unsigned)kt.size(), a.H), kBwdThreads, bytes, stream>>>(b, delta, dKt);
-    NSA_LAUNCHED("denseKeyValueGradKernel");
-  }
-
-  // dq: one tile per 128 positions, the latest (most keys) first.
-  std::vector<SeqTile> qt;
-  for (int s = 0; s < S; s++)
-    for (int f = 0; f < queries(s); f += kDqRows) qt.push_back({s, f});
-  std::stable_sort(qt.begin(), qt.end(), [&](const SeqTile& x, const SeqTile& y) { return x.first + pos0(x.s) > y.first + pos0(y.s); });
-  if (!qt.empty()) {
-    const SeqTile* dQt = ws.upload(qt);
-    const size_t bytes = DqLayout<D>::bytes(sizeof(T));
-    NSA_CUDA(cudaFuncSetAttribute(denseDqKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    denseDqKernel<T, D><<<dim3((unsigned)qt.size(), a.HQ), kBwdThreads, bytes, stream>>>(b, delta, dQt);
-    NSA_LAUNCHED("denseDqKernel");
-  }
+  const std::vector<SeqTile> kt = keyTiles(a.seq, kKeyRows), qt = queryTiles(a.seq);
+  const SeqTile* dKt = ws.upload(kt);
+  const SeqTile* dQt = ws.upload(qt);
+  const size_t kvBlocks = kt.size() * a.H, blocks = kvBlocks + qt.size() * a.HQ;
+  if (blocks == 0) return;
+  const size_t bytes = std::max(KeyGradLayout<D>::bytes(sizeof(T)), DqLayout<D>::bytes(sizeof(T)));
+  NSA_CUDA(cudaFuncSetAttribute(denseGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  denseGradKernel<T, D><<<(unsigned)blocks, kBwdThreads, bytes, stream>>>(b, delta, dKt, (int)kvBlocks, dQt);
+  NSA_LAUNCHED("denseGradKernel");
 }
 
 template <class T>
