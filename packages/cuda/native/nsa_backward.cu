@@ -322,6 +322,8 @@ __global__ void __launch_bounds__(kThreads) keyGradKernel(NSABackwardArgs a, con
 }
 
 // Sums the float partials of one split key tile in slice order and writes dK (times scale), dV.
+constexpr int kReduceChunk = 4096;  // elements of one group per reduce block
+
 template <class T>
 __global__ void reduceKernel(NSABackwardArgs a, const KeyGroup* groups, const float* partial, const int* groupRows, int BK) {
   const NSAConfigArgs& c = a.fwd.cfg;
@@ -330,7 +332,9 @@ __global__ void reduceKernel(NSABackwardArgs a, const KeyGroup* groups, const fl
   const size_t width = (size_t)BK * (c.Dk + c.Dv);
   T* dK = static_cast<T*>(grp.mode == kCompressed ? a.dkCmp : grp.mode == kSelected ? a.dkSlc : a.dkWin);
   T* dV = static_cast<T*>(grp.mode == kCompressed ? a.dvCmp : grp.mode == kSelected ? a.dvSlc : a.dvWin);
-  for (int e = threadIdx.x; e < BK * (c.Dk + c.Dv); e += blockDim.x) {
+  // blockIdx.y takes one chunk of the group's elements (more blocks than groups: small grids).
+  const int eEnd = min(BK * (c.Dk + c.Dv), (int)((blockIdx.y + 1) * kReduceChunk));
+  for (int e = blockIdx.y * kReduceChunk + threadIdx.x; e < eEnd; e += blockDim.x) {
     float acc = 0.f;
     for (int z = 0; z < grp.parts; z++) acc += partial[(grp.firstPart + z) * width + e];
     const bool isK = e < BK * c.Dk;
@@ -441,7 +445,8 @@ void launchReduce(const NSABackwardArgs& a, const std::vector<KeyGroup>& groups,
                   int BK, Workspace& ws, cudaStream_t stream) {
   if (groups.empty()) return;
   KeyGroup* dGroups = ws.upload(groups);
-  reduceKernel<T><<<(unsigned)groups.size(), kThreads, 0, stream>>>(a, dGroups, partial, groupRows, BK);
+  const int chunks = (BK * (a.fwd.cfg.Dk + a.fwd.cfg.Dv) + kReduceChunk - 1) / kReduceChunk;
+  reduceKernel<T><<<dim3((unsigned)groups.size(), chunks), kThreads, 0, stream>>>(a, dGroups, partial, groupRows, BK);
   NSA_LAUNCHED("nsa backward reduceKernel");
 }
 

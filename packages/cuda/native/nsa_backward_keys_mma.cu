@@ -10,6 +10,7 @@
 // kSliceQueries are split over blocks that write float partials, summed in slice order by
 // reduceKeyPartials: deterministic, no atomics.
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 #include "cuda_error.h"
 #include "nsa_backward_parts.h"
@@ -22,8 +23,6 @@ namespace nsa {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 4, kBlockThreads = 32 * kWarpsPerBlock;
-constexpr int kTileKeys = 16 * kWarpsPerBlock;      // keys per block (= the reduce's BK)
 constexpr int kStageRows = 4;                       // query rows per stage
 constexpr int kStageCols = kStageRows * kBwdGroup;  // (row, head) columns per stage
 constexpr int kHalfCols = kStageCols / 2;           // columns one warp step takes
@@ -35,30 +34,31 @@ struct KeyTile {
   int s, mode, start, end, j, g, q0, q1, part, group;
 };
 
-template <int D>
+// W warps per block own 16 W keys (= the reduce's BK).
+template <int D, int W>
 struct KeyLayout {
   static constexpr int ld = D + 8;
-  static constexpr int rows = kTileKeys * ld;  // kTileKeys == kStageCols rows per buffer
+  static constexpr int keys = 16 * W;
+  static constexpr int keyElems = keys * ld, stageElems = kStageCols * ld;
   // [K V Q0 dO0 Q1 dO1] then per stage: lse, D, gate [kStageCols] floats and positions [kStageRows].
-  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * 6 * rows; }
+  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (2 * keyElems + 4 * stageElems); }
   static constexpr size_t stageFloats = 3 * kStageCols + kStageRows;
   static size_t bytes(size_t elem) { return tileBytes(elem) + sizeof(float) * 2 * stageFloats; }
 };
-static_assert(kTileKeys == kStageCols, "key and stage buffers share one size");
 
-template <class T, int D>
-__global__ void __launch_bounds__(kBlockThreads, 2)
+template <class T, int D, int W>
+__global__ void __launch_bounds__(32 * W, 8 / W)
     keyGradRegKernel(NSABackwardArgs a, const float* Dvals, const KeyTile* tiles, const int* starts, const int* totals,
                      const int* list, int NB, float* partial, int* groupRows) {
   extern __shared__ __align__(16) char smemRaw[];
-  using L = KeyLayout<D>;
-  constexpr int ld = L::ld;
+  using L = KeyLayout<D, W>;
+  constexpr int ld = L::ld, kBlockThreads = 32 * W, kTileKeys = L::keys;
   const NSAForwardArgs& f = a.fwd;
   const NSAConfigArgs& c = f.cfg;
   T* sK = reinterpret_cast<T*>(smemRaw);
-  T* sV = sK + L::rows;
-  T* sQ[2] = {sV + L::rows, sV + 3 * L::rows};
-  T* sO[2] = {sV + 2 * L::rows, sV + 4 * L::rows};
+  T* sV = sK + L::keyElems;
+  T* sQ[2] = {sV + L::keyElems, sV + L::keyElems + 2 * L::stageElems};
+  T* sO[2] = {sV + L::keyElems + L::stageElems, sV + L::keyElems + 3 * L::stageElems};
   float* stageBase = reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T)));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
 
@@ -238,8 +238,11 @@ __global__ void __launch_bounds__(kBlockThreads, 2)
   }
 }
 
-template <class T, int D>
-void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
+// Plans and launches the tiles of the branches in `modes` (bit per KeyMode) with W-warp blocks.
+template <class T, int D, int W>
+void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, int modes, Workspace& ws,
+                cudaStream_t stream) {
+  constexpr int kTileKeys = 16 * W;
   const NSAConfigArgs& c = a.fwd.cfg;
   const int S = a.fwd.seq.S;
   const int* host = a.fwd.seq.host;
@@ -270,12 +273,12 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     const int nc = compressedCount(keyLen, c.l, c.d);
     const int nbs = (keyLen + c.ls - 1) / c.ls;
     for (int g = 0; g < c.H; g++) {
-      for (int p = 0; p < keyLen; p += kTileKeys) {
+      for (int p = 0; (modes >> kWindow & 1) && p < keyLen; p += kTileKeys) {
         const int end = std::min(p + kTileKeys, keyLen);
         add({s, kWindow, p, end, 0, g}, std::min(keyLen, end - 1 + c.window) - p, false);
       }
-      for (int i = 0; i < nc; i += kTileKeys) add({s, kCompressed, i, std::min(i + kTileKeys, nc), 0, g}, keyLen - (i * c.d + c.l - 1), true);
-      for (int j = 0; j < nbs; j++)
+      for (int i = 0; (modes >> kCompressed & 1) && i < nc; i += kTileKeys) add({s, kCompressed, i, std::min(i + kTileKeys, nc), 0, g}, keyLen - (i * c.d + c.l - 1), true);
+      for (int j = 0; (modes >> kSelected & 1) && j < nbs; j++)
         for (int p = j * c.ls; p < std::min((j + 1) * c.ls, keyLen); p += kTileKeys)
           add({s, kSelected, p, std::min({p + kTileKeys, (j + 1) * c.ls, keyLen}), j, g}, index.hostTotals[(size_t)g * index.NB + sel + j],
               true);
@@ -292,20 +295,51 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
   float* partial = parts ? ws.alloc<float>((size_t)parts * kTileKeys * 2 * D) : nullptr;
   int* groupRows = groups.empty() ? nullptr : ws.alloc<int>(groups.size() * kTileKeys);
   const KeyTile* dTiles = ws.upload(sorted);
-  const size_t bytes = KeyLayout<D>::bytes(sizeof(T));
-  NSA_CUDA(cudaFuncSetAttribute(keyGradRegKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  keyGradRegKernel<T, D><<<(unsigned)sorted.size(), kBlockThreads, bytes, stream>>>(a, Dvals, dTiles, index.starts, index.totals,
+  const size_t bytes = KeyLayout<D, W>::bytes(sizeof(T));
+  NSA_CUDA(cudaFuncSetAttribute(keyGradRegKernel<T, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  keyGradRegKernel<T, D, W><<<(unsigned)sorted.size(), 32 * W, bytes, stream>>>(a, Dvals, dTiles, index.starts, index.totals,
                                                                                     index.list, index.NB, partial, groupRows);
   NSA_LAUNCHED("keyGradRegKernel");
   reduceKeyPartials(a, groups, partial, groupRows, kTileKeys, ws, stream);
+}
+
+// Compressed tiles see long query lists: 128-key blocks halve the Q/dO traffic per key, which pays
+// once there are many of them (H100: 64k faster, 8k-32k not: fewer, longer blocks leave a tail).
+// Window tiles (w + 64 queries) and selection blocks (64 keys) keep 64-key blocks.
+// NSA_BWD_WIDE_KEYS=0/1 forces the choice (tests cover both paths on small inputs).
+bool wideCompressedTiles(const NSABackwardArgs& a) {
+  const char* force = getenv("NSA_BWD_WIDE_KEYS");
+  if (force && (force[0] == '0' || force[0] == '1')) return force[0] == '1';
+  const NSAConfigArgs& c = a.fwd.cfg;
+  const int S = a.fwd.seq.S;
+  const int* host = a.fwd.seq.host;
+  long blocks = 0;
+  for (int s = 0; s < S; s++) {
+    const int keyLen = host[3 * S + 1 + s] + host[s + 1] - host[s];
+    const int nc = compressedCount(keyLen, c.l, c.d);
+    for (int i = 0; i < nc; i += 128) blocks += (keyLen - (i * c.d + c.l - 1) + kSliceQueries - 1) / kSliceQueries;
+  }
+  int device = 0, sms = 132;
+  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return blocks * c.H >= 16L * sms;
+}
+
+template <class T, int D>
+void launchAll(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
+  if (!wideCompressedTiles(a)) {
+    launchKeys<T, D, 4>(a, Dvals, index, 1 << kWindow | 1 << kCompressed | 1 << kSelected, ws, stream);
+    return;
+  }
+  launchKeys<T, D, 8>(a, Dvals, index, 1 << kCompressed, ws, stream);
+  launchKeys<T, D, 4>(a, Dvals, index, 1 << kWindow | 1 << kSelected, ws, stream);
 }
 
 }  // namespace
 
 void keyGradRegisters(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
   const bool f16 = a.fwd.dtype == DType::F16;
-  if (a.fwd.cfg.Dk == 64) f16 ? launchKeys<__half, 64>(a, D, index, ws, stream) : launchKeys<__nv_bfloat16, 64>(a, D, index, ws, stream);
-  else f16 ? launchKeys<__half, 128>(a, D, index, ws, stream) : launchKeys<__nv_bfloat16, 128>(a, D, index, ws, stream);
+  if (a.fwd.cfg.Dk == 64) f16 ? launchAll<__half, 64>(a, D, index, ws, stream) : launchAll<__nv_bfloat16, 64>(a, D, index, ws, stream);
+  else f16 ? launchAll<__half, 128>(a, D, index, ws, stream) : launchAll<__nv_bfloat16, 128>(a, D, index, ws, stream);
 }
 
 }  // namespace nsa

@@ -22,7 +22,6 @@ namespace nsa {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 4, kBlockThreads = 32 * kWarpsPerBlock;
 constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kOwnKeys = 32;     // per-warp tiles (selected)
 
@@ -30,15 +29,17 @@ struct RowTile {
   int s, first;  // sequence, first query index within it
 };
 
-template <int D>
+// W warps = W consecutive query rows per block.
+template <int D, int W>
 struct DqLayout {
   static constexpr int ld = D + 8;
   static constexpr int tile = kSharedKeys * ld;
-  // [K0 K1 V0 V1 Q dO]; the K/V bytes hold each warp's own selected tiles in between.
-  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * 6 * tile; }
-  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * kWarpsPerBlock * ((size_t)kOwnKeys + 2 * n + 2); }
+  // The key region holds [K0 K1 V0 V1] block-wide tiles, later each warp's own selected K/V tiles.
+  static constexpr int keyElems = (4 * kSharedKeys > 2 * kOwnKeys * W ? 4 * kSharedKeys : 2 * kOwnKeys * W) * ld;
+  static constexpr int rowElems = 16 * W * ld;  // Q or dO of the block's rows
+  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (keyElems + 2 * rowElems); }
+  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * ((size_t)kOwnKeys + 2 * n + 2); }
 };
-static_assert(2 * kOwnKeys * kWarpsPerBlock <= 4 * kSharedKeys, "own tiles fit in the shared tiles");
 
 // One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qs, os: the warp's 16
 // query and dO rows. visible(j): key j counts for this warp's position.
@@ -76,17 +77,17 @@ __device__ __forceinline__ void dqStep(const T* qs, const T* os, const T* k, con
   }
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(kBlockThreads, 2) nsaDqRegKernel(NSABackwardArgs a, const float* Dvals, const RowTile* tiles) {
+template <class T, int D, int W>
+__global__ void __launch_bounds__(32 * W, 8 / W) nsaDqRegKernel(NSABackwardArgs a, const float* Dvals, const RowTile* tiles) {
   extern __shared__ __align__(16) char smemRaw[];
-  using L = DqLayout<D>;
-  constexpr int ld = L::ld;
+  using L = DqLayout<D, W>;
+  constexpr int ld = L::ld, kWarpsPerBlock = W, kBlockThreads = 32 * W;
   const NSAForwardArgs& f = a.fwd;
   const NSAConfigArgs& c = f.cfg;
   T* sK = reinterpret_cast<T*>(smemRaw);  // [2][tile]
   T* sV = sK + 2 * L::tile;               // [2][tile]
-  T* sQ = sV + 2 * L::tile;               // [64 rows]
-  T* sO = sQ + L::tile;                   // [64 rows]
+  T* sQ = sK + L::keyElems;               // [16 W rows]
+  T* sO = sQ + L::rowElems;               // [16 W rows]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
   int* ownRow = reinterpret_cast<int*>(smemRaw + L::tileBytes(sizeof(T))) + warp * (kOwnKeys + 2 * c.n + 2);
   int* blk = ownRow + kOwnKeys;  // [n]
@@ -112,8 +113,8 @@ __global__ void __launch_bounds__(kBlockThreads, 2) nsaDqRegKernel(NSABackwardAr
     const int w = r / kBwdGroup;
     return w < nq ? base + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
   };
-  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, kSharedKeys, [&](int r) { return rowSlice(Q, r); });
-  copyRowsAsync<T, D, kBlockThreads>(sO, ld, kSharedKeys, [&](int r) { return rowSlice(dOut, r); });
+  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, 16 * W, [&](int r) { return rowSlice(Q, r); });
+  copyRowsAsync<T, D, kBlockThreads>(sO, ld, 16 * W, [&](int r) { return rowSlice(dOut, r); });
   cpAsyncCommit();
   cpAsyncWait<0>();
   __syncthreads();
@@ -246,8 +247,9 @@ __global__ void __launch_bounds__(kBlockThreads, 2) nsaDqRegKernel(NSABackwardAr
   }
 }
 
-template <class T, int D>
+template <class T, int D, int W>
 void launchDq(const NSABackwardArgs& a, const float* Dvals, Workspace& ws, cudaStream_t stream) {
+  constexpr int kWarpsPerBlock = W;
   const SeqArgs& sq = a.fwd.seq;
   std::vector<RowTile> tiles;
   const int S = sq.S;
@@ -257,10 +259,10 @@ void launchDq(const NSABackwardArgs& a, const float* Dvals, Workspace& ws, cudaS
   std::stable_sort(tiles.begin(), tiles.end(), [&](const RowTile& x, const RowTile& y) {
     return x.first + sq.host[3 * S + 1 + x.s] > y.first + sq.host[3 * S + 1 + y.s];
   });
-  const size_t bytes = DqLayout<D>::bytes(sizeof(T), a.fwd.cfg.n);
+  const size_t bytes = DqLayout<D, W>::bytes(sizeof(T), a.fwd.cfg.n);
   const RowTile* dTiles = ws.upload(tiles);
-  NSA_CUDA(cudaFuncSetAttribute(nsaDqRegKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  nsaDqRegKernel<T, D><<<dim3((unsigned)tiles.size(), a.fwd.cfg.H), kBlockThreads, bytes, stream>>>(a, Dvals, dTiles);
+  NSA_CUDA(cudaFuncSetAttribute(nsaDqRegKernel<T, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  nsaDqRegKernel<T, D, W><<<dim3((unsigned)tiles.size(), a.fwd.cfg.H), 32 * W, bytes, stream>>>(a, Dvals, dTiles);
   NSA_LAUNCHED("nsaDqRegKernel");
 }
 
@@ -269,7 +271,8 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   Workspace ws(stream);
   float* Dvals = backwardPrep(a, ws, stream);
   const InverseIndex index = backwardIndex(a, ws, stream);
-  launchDq<T, D>(a, Dvals, ws, stream);
+  // 4 rows per block: 8 (half the compressed and window K/V traffic per row) measured no faster (v5).
+  launchDq<T, D, 4>(a, Dvals, ws, stream);
   keyGradRegisters(a, Dvals, index, ws, stream);
 }
 
