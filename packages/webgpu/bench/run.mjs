@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /* global process, performance, console, GPUBufferUsage */
 // NSA vs this package's own dense causal attention on one WebGPU adapter, one run, one table.
-//   node bench/run.mjs [--T 4096,16384,65536] [--deadline 420] [--dtype float32]
+//   node bench/run.mjs [--T 4096,16384,65536] [--deadline 420] [--dtype float32] [--ops forward,decode,fwd+bwd]
 // B = 1, HQ = 64, H = 4, D = 128, paper block sizes. Forward, forward+backward, decode (batch 1
 // and 16). Achieved GFLOP/s and GB/s are set against an fp32 FMA peak and a copy bandwidth
 // measured in the same run on the same device. Times are host wall-clock per call after a
@@ -18,6 +18,10 @@ function option(name, fallback) {
 const Ts = option('T', '4096,16384,65536').split(',').map(Number);
 const deadline = performance.now() + Number(option('deadline', '420')) * 1000;
 const dtype = option('dtype', 'float32');
+// --ops forward,decode,fwd+bwd: which cells to run (fwd+bwd of dense at 64k alone takes minutes).
+const ops = option('ops', 'forward,decode,fwd+bwd').split(',');
+// --classic 16384: at these T also time the forward with the classic (pre-tiling) kernels.
+const classicTs = option('classic', '').split(',').filter(Boolean).map(Number);
 // --quick: tiny ceilings, for checking the script on a software adapter.
 const quick = process.argv.includes('--quick');
 const B = 1;
@@ -88,7 +92,15 @@ async function random(shape, dt = dtype, lo, hi) {
 }
 
 // ---------- timing ----------
-async function time(fn, { budget = 6000, minReps = 3, maxReps = 20 } = {}) {
+// Three clocks per cell, each printed under its own name:
+//   host   wall-clock per call up to queue.onSubmittedWorkDone() (one call at a time; includes the
+//          per-call host work and the round trip to the GPU)
+//   b2b    N calls issued back to back, one wait at the end, divided by N (throughput per step)
+//   gpu    timestamp queries around each compute pass of the call, summed (GPU time per call;
+//          only where the adapter has 'timestamp-query')
+const timestamps = rt.profile(true);
+rt.profile(false);
+async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0 } = {}) {
   const w0 = performance.now();
   const warm = await fn();
   await backend.synchronize();
@@ -96,6 +108,8 @@ async function time(fn, { budget = 6000, minReps = 3, maxReps = 20 } = {}) {
   // Slow cells (seconds per call) get fewer repetitions so the whole table fits one run.
   const reps = performance.now() - w0 > 3000 ? 1 : minReps;
   const times = [];
+  const gpu = [];
+  rt.profile(true);
   const start = performance.now();
   while (times.length < maxReps) {
     const t0 = performance.now();
@@ -103,11 +117,30 @@ async function time(fn, { budget = 6000, minReps = 3, maxReps = 20 } = {}) {
     await backend.synchronize();
     times.push(performance.now() - t0);
     r?.dispose?.();
+    if (rt.profiler) {
+      await rt.profiler.flush();
+      const list = rt.profiler.timings.splice(0);
+      if (list.length > 0) gpu.push(list.reduce((a, t) => a + t.ms, 0));
+    }
     if (times.length >= reps && performance.now() - start > budget) break;
-    if (times.length >= reps && performance.now() - start > budget * 3) break;
   }
-  times.sort((a, b) => a - b);
-  return { ms: times[Math.floor(times.length / 2)], reps: times.length };
+  rt.profile(false);
+  let stepMs;
+  if (b2b > 0) {
+    const runs = [];
+    for (let k = 0; k < 3; k++) {
+      const t0 = performance.now();
+      for (let i = 0; i < b2b; i++) (await fn())?.dispose?.();
+      await backend.synchronize();
+      runs.push((performance.now() - t0) / b2b);
+    }
+    stepMs = median(runs);
+  }
+  return { ms: median(times), reps: times.length, gpuMs: gpu.length ? median(gpu) : undefined, stepMs };
+}
+function median(list) {
+  const s = [...list].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
 }
 
 // ---------- ceilings ----------
@@ -204,9 +237,17 @@ console.log(
 );
 
 function record(T, op, impl, t, flops, bytes) {
-  rows.push({ T, op, impl, ms: t.ms, reps: t.reps, gflops: flops / t.ms / 1e6, gbs: bytes / t.ms / 1e6 });
+  // Rates and ratios use the GPU clock where there is one, else back-to-back, else host.
+  const [clock, best] = t.gpuMs !== undefined ? ['gpu', t.gpuMs] : t.stepMs !== undefined ? ['b2b', t.stepMs] : ['host', t.ms];
+  rows.push({ T, op, impl, ms: t.ms, stepMs: t.stepMs, gpuMs: t.gpuMs, clock, best, reps: t.reps, gflops: flops / best / 1e6, gbs: bytes / best / 1e6 });
   const r = rows.at(-1);
-  console.log(`  T=${T} ${op} ${impl}: ${r.ms.toFixed(2)} ms (${t.reps} reps), ${r.gflops.toFixed(0)} GFLOP/s, ${r.gbs.toFixed(0)} GB/s`);
+  console.log(
+    `  T=${T} ${op} ${impl}: host ${r.ms.toFixed(3)} ms (${t.reps} reps), b2b ${fmt(r.stepMs)} ms/step, gpu ${fmt(r.gpuMs)} ms; ` +
+      `${r.gflops.toFixed(0)} GFLOP/s, ${r.gbs.toFixed(0)} GB/s (${clock})`,
+  );
+}
+function fmt(x) {
+  return x === undefined ? '-' : x < 1 ? x.toFixed(3) : x.toFixed(2);
 }
 
 function skip(T, op, impl, why) {
@@ -256,7 +297,7 @@ function counts(T) {
 for (const T of Ts) {
   const { C, nsaFlops, nsaBytes, denseFlops, denseBytes } = counts(T);
   let inputs;
-  await cell(T, 'forward', 'inputs', async () => {
+  if (ops.includes('forward')) await cell(T, 'forward', 'inputs', async () => {
     inputs = await makeInputs(T);
   });
   if (inputs) {
@@ -266,9 +307,19 @@ for (const T of Ts) {
     await cell(T, 'forward', 'dense', async () => {
       record(T, 'forward', 'dense', await time(() => backend.attentionForward({ q: inputs.q, k: inputs.kWin, v: inputs.vWin })), denseFlops, denseBytes);
     });
+    if (classicTs.includes(T)) {
+      ctx.tiledForward = false;
+      await cell(T, 'forward', 'nsa classic', async () => {
+        record(T, 'forward', 'nsa classic', await time(() => backend.nsaForward({ config, ...inputs })), nsaFlops, nsaBytes);
+      });
+      await cell(T, 'forward', 'dense classic', async () => {
+        record(T, 'forward', 'dense classic', await time(() => backend.attentionForward({ q: inputs.q, k: inputs.kWin, v: inputs.vWin })), denseFlops, denseBytes);
+      });
+      ctx.tiledForward = true;
+    }
   }
   for (const b of made.splice(0)) b.dispose();
-  for (const batch of [1, 16]) {
+  for (const batch of ops.includes('decode') ? [1, 16] : []) {
     // NSA decode: a cache of T tokens, one query per sequence at position T - 1.
     await cell(T, `decode B=${batch}`, 'nsa', async () => {
       const cache = backend.createNSACache({ config, batch, dtype, capacity: T });
@@ -283,7 +334,7 @@ for (const T of Ts) {
         const keys = k.compressed + k.selected + k.window;
         const flops = batch * HQ * (keys * 4 * D + k.compressed * 2 * D);
         const bytes = batch * H * keys * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100 }), flops, bytes);
+        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
       } finally {
         cache.dispose();
         for (const b of made.splice(0)) b.dispose();
@@ -296,7 +347,7 @@ for (const T of Ts) {
         const v = await random([batch, T, H, D]);
         const flops = batch * HQ * T * 4 * D;
         const bytes = batch * H * T * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100 }), flops, bytes);
+        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
       } finally {
         for (const b of made.splice(0)) b.dispose();
       }
@@ -305,7 +356,7 @@ for (const T of Ts) {
 }
 
 
-for (const T of Ts) {
+for (const T of ops.includes('fwd+bwd') ? Ts : []) {
   const { nsaFlops, nsaBytes, denseFlops, denseBytes } = counts(T);
   let inputs;
   let dOut;
@@ -338,24 +389,31 @@ for (const T of Ts) {
 // ---------- the table ----------
 const lines = [
   '',
-  `NSA vs dense causal attention, WebGPU (${dtype}) on ${backend.device}`,
+  `NSA vs dense causal attention, WebGPU (${dtype}) on ${backend.device}; forward kernels: register-tiled (rows "classic": the previous kernels)`,
   `B=${B} HQ=${HQ} H=${H} D=${D}, paper blocks (l=32 d=16 l'=64 n=16 w=512); ceilings measured in this run: ` +
     `fp32 FMA ${(ceil.gflops / 1000).toFixed(1)} TFLOP/s, copy ${(ceil.bw / 1000).toFixed(2)} TB/s`,
   '',
-  '| T | op | impl | ms | GFLOP/s | % fp32 peak | GB/s | % copy BW | dense / nsa |',
-  '|---:|---|---|---:|---:|---:|---:|---:|---:|',
+  `clocks: host = wall per call up to onSubmittedWorkDone; b2b = ${'N'} calls back to back, one wait, per call; ` +
+    `gpu = timestamp queries per pass, summed per call (${timestamps ? 'timestamp-query present' : 'no timestamp-query on this adapter'}). ` +
+    'Rates and dense / nsa use the clock named in the "clock" column (gpu, else b2b, else host), the same for both rows of a pair.',
+  '',
+  '| T | op | impl | host ms | b2b ms | gpu ms | clock | GFLOP/s | % fp32 peak | GB/s | % copy BW | dense / nsa |',
+  '|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|',
 ];
 const OPS = ['forward', 'fwd+bwd', 'decode B=1', 'decode B=16'];
-rows.sort((a, b) => a.T - b.T || OPS.indexOf(a.op) - OPS.indexOf(b.op) || (a.impl === 'nsa' ? -1 : 1));
+const IMPLS = ['nsa', 'dense', 'nsa classic', 'dense classic'];
+rows.sort((a, b) => a.T - b.T || OPS.indexOf(a.op) - OPS.indexOf(b.op) || IMPLS.indexOf(a.impl) - IMPLS.indexOf(b.impl));
 for (const r of rows) {
   if (r.skipped) {
-    lines.push(`| ${r.T} | ${r.op} | ${r.impl} | skipped: ${r.skipped} | | | | | |`);
+    lines.push(`| ${r.T} | ${r.op} | ${r.impl} | skipped: ${r.skipped} | | | | | | | | |`);
     continue;
   }
-  const other = rows.find((x) => x.T === r.T && x.op === r.op && x.impl === 'dense' && !x.skipped);
-  const ratio = r.impl === 'nsa' && other ? `${(other.ms / r.ms).toFixed(2)}x` : '';
+  const denseName = r.impl.replace('nsa', 'dense');
+  const other = rows.find((x) => x.T === r.T && x.op === r.op && x.impl === denseName && !x.skipped);
+  const same = other && other.clock === r.clock;
+  const ratio = r.impl.startsWith('nsa') && same ? `${(other.best / r.best).toFixed(2)}x` : '';
   lines.push(
-    `| ${r.T} | ${r.op} | ${r.impl} | ${r.ms.toFixed(2)} | ${r.gflops.toFixed(0)} | ${((100 * r.gflops) / ceil.gflops).toFixed(1)}% | ` +
+    `| ${r.T} | ${r.op} | ${r.impl} | ${fmt(r.ms)} | ${fmt(r.stepMs)} | ${fmt(r.gpuMs)} | ${r.clock} | ${r.gflops.toFixed(0)} | ${((100 * r.gflops) / ceil.gflops).toFixed(1)}% | ` +
       `${r.gbs.toFixed(0)} | ${((100 * r.gbs) / ceil.bw).toFixed(1)}% | ${ratio} |`,
   );
 }

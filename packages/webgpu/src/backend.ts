@@ -30,10 +30,10 @@ import { WebGPUNSACache } from './decode.js';
 import { WebGPUAttentionSaved, attentionGeometry, attentionSequences, encodeAttentionBackward, encodeAttentionForward } from './dense-attention.js';
 import { acquireDevice, type DeviceContext, type DeviceOptions } from './device.js';
 import { encodeNSABackward } from './nsa-backward.js';
-import { WebGPUNSASaved, encodeNSAForward, forwardSequences, geometryOf } from './nsa-forward.js';
-import { Runtime } from './runtime.js';
+import { WebGPUNSASaved, encodeNSAForward, forwardSequences, geometryOf, prepareNSAForward } from './nsa-forward.js';
+import { Runtime, runRepeated } from './runtime.js';
 import type { ElementType } from './shaders/common.js';
-import { BACKEND_NAME, WebGPUTensor, gpuTensor } from './tensor.js';
+import { BACKEND_NAME, WebGPUTensor, gpuTensor, paddedBytes } from './tensor.js';
 
 function elementType(dtype: FloatDType): ElementType {
   return dtype === 'float16' ? 'f16' : 'f32';
@@ -73,7 +73,7 @@ export class WebGPUBackend implements Backend {
     const output = this.#empty([B, T, HQ, Dv], dtype, 'nsa output');
     const blockIndices = this.#empty([B, T, H, n], 'int32', 'blockIndices');
     try {
-      const saved = (await encodeNSAForward(
+      const saved = await encodeNSAForward(
         this.rt,
         geo,
         forwardSequences(dims),
@@ -91,7 +91,7 @@ export class WebGPUBackend implements Backend {
           out: output.buffer,
         },
         'nsaForward',
-      )) as WebGPUNSASaved;
+      );
       return {
         output,
         blockIndices,
@@ -189,27 +189,32 @@ export class WebGPUBackend implements Backend {
     const dims = checkNSADecode(args, BACKEND_NAME);
     const cache = args.cache;
     if (!(cache instanceof WebGPUNSACache) || cache.disposed) throw new NSAShapeError('cache is not a live webgpu NSA cache');
-    const { B, TQ, HQ, H, Dv, n, dtype } = dims;
+    const { B, TQ, HQ, H, Dk, Dv, n, dtype } = dims;
     const geo = geometryOf(cache.config, dims, B * TQ, elementType(dtype));
+    const encode = await prepareNSAForward(this.rt, geo, cache.sequences(TQ), args.blockIndices !== undefined);
     const output = this.#empty([B, TQ, HQ, Dv], dtype, 'decode output');
     const blockIndices = this.#empty([B, TQ, H, n], 'int32', 'decode blockIndices');
+    const es = dtype === 'float16' ? 2 : 4;
+    const rows = B * TQ * HQ;
     try {
-      await encodeNSAForward(
-        this.rt,
-        geo,
-        cache.sequences(TQ),
-        {
-          q: buf(args.q),
-          ...cache.compressed,
-          ...cache.raw,
-          gates: buf(args.gates),
-          given: args.blockIndices ? buf(args.blockIndices) : undefined,
-          blocks: blockIndices.buffer,
-          out: output.buffer,
-        },
-        'nsaDecode',
-        false,
-      );
+      // Inputs are copied into the cache's workspace and results copied out, so every buffer the
+      // kernels bind belongs to the workspace and a repeated step reuses its bind groups.
+      await runRepeated(this.rt, cache.workspace, 'nsaDecode', (frame) => {
+        const stage = (src: GPUBuffer | undefined, bytes: number, label: string) => {
+          const dst = frame.scratch(paddedBytes(bytes), label);
+          if (src) frame.copy(src, 0, dst, 0, paddedBytes(bytes));
+          return dst;
+        };
+        const q = stage(buf(args.q), rows * Dk * es, 'q');
+        const gates = stage(buf(args.gates), rows * 3 * es, 'gates');
+        const blocks = stage(args.blockIndices ? buf(args.blockIndices) : undefined, B * TQ * H * n * 4, 'blocks');
+        const out = stage(undefined, rows * Dv * es, 'output');
+        const outputs = [0, 1, 2].map((b) => frame.scratch(rows * Dv * 4, `branch ${b} output`));
+        const lse = [0, 1, 2].map((b) => frame.scratch(rows * 4, `branch ${b} lse`));
+        encode(frame, { q, ...cache.compressed, ...cache.raw, gates, blocks, out }, outputs, lse);
+        frame.copy(out, 0, output.buffer, 0, paddedBytes(rows * Dv * es));
+        frame.copy(blocks, 0, blockIndices.buffer, 0, B * TQ * H * n * 4);
+      });
     } catch (error) {
       output.dispose();
       blockIndices.dispose();

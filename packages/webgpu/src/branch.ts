@@ -8,6 +8,7 @@ import { ITEM_WORDS } from './shaders/common.js';
 import { dkdvShader } from './shaders/dkdv.js';
 import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader } from './shaders/elementwise.js';
 import { selectionShader } from './shaders/selection.js';
+import { tiledForwardShader } from './shaders/tiled-forward.js';
 import {
   chunkItems,
   itemCount,
@@ -15,6 +16,7 @@ import {
   planKeyTiles,
   planQueryTiles,
   planSelectionTiles,
+  planTiledForward,
   keyGroups,
   queryItems,
   type KeyGroup,
@@ -92,7 +94,8 @@ export async function prepareBranchForward(
 ): Promise<Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; blocks?: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }>> {
   const { G, H, HQ, DK, DV, e } = geo;
   const limit = rt.ctx.limits.maxStorageBufferBindingSize;
-  const tiles = planQueryTiles(rt.ctx, 'forward', mode, G, DK, DV);
+  const tiled = rt.ctx.tiledForward ? planTiledForward(rt.ctx, mode, G, DK, DV) : undefined;
+  const tiles = tiled ?? planQueryTiles(rt.ctx, 'forward', mode, G, DK, DV);
   const nhc = Math.ceil(G / tiles.GC);
   const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4, blocks: H * geo.nSel * 4 };
   const bpk = { k: H * DK * esize(e), v: H * DV * esize(e) };
@@ -126,10 +129,15 @@ export async function prepareBranchForward(
     return { group, items, n, chunks, splits, perSplit };
   });
   const kernel = (split: boolean) => ({ kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split });
+  // Row statistics through subgroup shuffles only where every subgroup holds whole row groups.
+  const subgroups = rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= (tiled?.NKG ?? Infinity) && (tiled?.WG ?? 0) % rt.ctx.features.subgroupMinSize === 0;
+  const shader = (split: boolean) =>
+    tiled ? tiledForwardShader({ mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }) : attentionShader(kernel(split));
+  const variant = tiled ? `tiled${subgroups ? '_sg' : ''}` : 'classic';
   const anySplit = plans.some((p) => p.splits > 1);
   const [pipeline, splitPipeline, combine] = await Promise.all([
-    rt.pipeline(`nsa_${mode}_forward`, attentionShader(kernel(false))),
-    anySplit ? rt.pipeline(`nsa_${mode}_forward_split`, attentionShader(kernel(true))) : undefined,
+    rt.pipeline(`nsa_${mode}_forward_${variant}`, shader(false)),
+    anySplit ? rt.pipeline(`nsa_${mode}_forward_split_${variant}`, shader(true)) : undefined,
     anySplit ? rt.pipeline('combine_splits', combineSplitsShader(DV)) : undefined,
   ]);
   return (frame, buf) => {

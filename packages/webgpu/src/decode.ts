@@ -15,6 +15,7 @@ import {
 import { guarded, type DeviceContext } from './device.js';
 import { BACKEND_NAME, createStorageBuffer, gpuTensor } from './tensor.js';
 import type { Sequence } from './tiling.js';
+import { Workspace } from './workspace.js';
 
 export class WebGPUNSACache implements NSACache {
   readonly backend = BACKEND_NAME;
@@ -29,6 +30,8 @@ export class WebGPUNSACache implements NSACache {
   #disposed = false;
   readonly raw: { kSlc: GPUBuffer; vSlc: GPUBuffer; kWin: GPUBuffer; vWin: GPUBuffer };
   readonly compressed: { kCmp: GPUBuffer; vCmp: GPUBuffer };
+  /** Decode steps' persistent buffers and bind groups (a repeated step creates no GPU object). */
+  readonly workspace: Workspace;
 
   constructor(
     readonly ctx: DeviceContext,
@@ -48,6 +51,7 @@ export class WebGPUNSACache implements NSACache {
     const cmp = (D: number, name: string) => createStorageBuffer(ctx, batch * Math.max(1, this.compressedCapacity) * H * D * es, `cache ${name}`);
     this.raw = { kSlc: raw(DK, 'kSlc'), vSlc: raw(DV, 'vSlc'), kWin: raw(DK, 'kWin'), vWin: raw(DV, 'vWin') };
     this.compressed = { kCmp: cmp(DK, 'kCmp'), vCmp: cmp(DV, 'vCmp') };
+    this.workspace = new Workspace(ctx);
   }
 
   get length(): number {
@@ -142,6 +146,7 @@ export class WebGPUNSACache implements NSACache {
     if (this.#disposed) return;
     this.#disposed = true;
     for (const b of [...Object.values(this.raw), ...Object.values(this.compressed)]) b.destroy();
+    this.workspace.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -28,6 +28,10 @@ export class ShaderCompilationError extends NSAError {
 export interface DeviceFeatures {
   readonly f16: boolean;
   readonly subgroups: boolean;
+  /** 'timestamp-query': GPU time per call can be measured (Runtime.profiler). */
+  readonly timestamps: boolean;
+  /** Smallest subgroup size the adapter reports (0 when unknown). */
+  readonly subgroupMinSize: number;
 }
 
 export interface DeviceOptions {
@@ -36,6 +40,8 @@ export interface DeviceOptions {
   /** Use subgroups if the adapter has it (default true). */
   readonly subgroups?: boolean;
   readonly powerPreference?: GPUPowerPreference;
+  /** Use the register-tiled forward kernels (default true); false keeps the classic ones. */
+  readonly tiledForward?: boolean;
   /** Pretend bindings may hold at most this many bytes (tests of the tiling path). */
   readonly maxBindingBytes?: number;
 }
@@ -53,6 +59,10 @@ export interface DeviceContext {
     readonly minStorageBufferOffsetAlignment: number;
     readonly maxStorageBuffersPerShaderStage: number;
   };
+  /** A CPU implementation (SwiftShader, llvmpipe): its shader compiler is slow on large unrolled tiles. */
+  readonly software: boolean;
+  /** Whether forward passes use the register-tiled kernels. */
+  tiledForward: boolean;
   /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
   readonly description: string;
   /** Set once the device is lost; every later call throws it. */
@@ -84,6 +94,8 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   const requiredFeatures: GPUFeatureName[] = [];
   if (f16) requiredFeatures.push('shader-f16');
   if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  const timestamps = adapter.features.has('timestamp-query');
+  if (timestamps) requiredFeatures.push('timestamp-query');
   const requiredLimits: Record<string, number> = {};
   for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
   let device: GPUDevice;
@@ -98,7 +110,9 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   const bindingCap = options.maxBindingBytes ?? Infinity;
   const ctx: DeviceContext = {
     device,
-    features: { f16, subgroups },
+    features: { f16, subgroups, timestamps, subgroupMinSize: Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0) },
+    tiledForward: options.tiledForward ?? true,
+    software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {
       maxStorageBufferBindingSize: Math.min(lim.maxStorageBufferBindingSize, bindingCap),
       maxBufferSize: lim.maxBufferSize,

@@ -3,7 +3,7 @@
 // Training calls and decode steps share it; they differ only in their sequence list.
 import type { NSAConfig, NSADims, NSASaved } from '@nsa/core';
 import { prepareBranchForward, prepareGateCombine, prepareSelection, type Geometry } from './branch.js';
-import { run, type Runtime } from './runtime.js';
+import { run, type Frame, type Runtime } from './runtime.js';
 import type { ElementType } from './shaders/common.js';
 import { BACKEND_NAME, createStorageBuffer } from './tensor.js';
 import type { Sequence } from './tiling.js';
@@ -80,45 +80,42 @@ export interface NSAForwardBuffers {
   readonly out: GPUBuffer;
 }
 
-/**
- * Runs the whole forward. With `keep` the per-branch outputs and lse are returned for backward;
- * without (decoding) they are pooled scratch, released when the GPU is done.
- */
-export async function encodeNSAForward(
+/** Compiles and plans the passes of one forward; the result encodes them into a frame. */
+export async function prepareNSAForward(
   rt: Runtime,
   geo: Geometry,
   seqs: readonly Sequence[],
-  buf: NSAForwardBuffers,
-  label: string,
-  keep = true,
-): Promise<WebGPUNSASaved | undefined> {
+  given: boolean,
+): Promise<(frame: Frame, buf: NSAForwardBuffers, outputs: readonly GPUBuffer[], lse: readonly GPUBuffer[]) => void> {
   const [cmp, select, slc, win, combine] = await Promise.all([
     prepareBranchForward(rt, geo, 'compressed', seqs),
-    buf.given ? undefined : prepareSelection(rt, geo, seqs),
+    given ? undefined : prepareSelection(rt, geo, seqs),
     prepareBranchForward(rt, geo, 'selected', seqs),
     prepareBranchForward(rt, geo, 'window', seqs),
     prepareGateCombine(rt, geo, 3),
   ]);
+  return (frame, buf, outputs, lse) => {
+    cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: outputs[0], lse: lse[0] });
+    if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
+    else select?.(frame, { q: buf.q, kCmp: buf.kCmp, lseCmp: lse[0], blocks: buf.blocks });
+    slc(frame, { q: buf.q, k: buf.kSlc, v: buf.vSlc, blocks: buf.blocks, out: outputs[1], lse: lse[1] });
+    win(frame, { q: buf.q, k: buf.kWin, v: buf.vWin, out: outputs[2], lse: lse[2] });
+    combine(frame, { o: [...outputs], gates: buf.gates, out: buf.out });
+  };
+}
+
+/** Runs the whole forward of a training call; the per-branch outputs and lse are kept for backward. */
+export async function encodeNSAForward(rt: Runtime, geo: Geometry, seqs: readonly Sequence[], buf: NSAForwardBuffers, label: string): Promise<WebGPUNSASaved> {
+  const encode = await prepareNSAForward(rt, geo, seqs, buf.given !== undefined);
   const rows = geo.tokRows * geo.HQ;
-  const saved = keep
-    ? new WebGPUNSASaved(
-        [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`)),
-        [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * 4, `${label}: branch ${b} lse`)),
-      )
-    : undefined;
+  const saved = new WebGPUNSASaved(
+    [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`)),
+    [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * 4, `${label}: branch ${b} lse`)),
+  );
   try {
-    await run(rt, label, (frame) => {
-      const outputs = saved?.outputs ?? [0, 1, 2].map((b) => frame.scratch(rows * geo.DV * 4, `branch ${b} output`));
-      const lse = saved?.lse ?? [0, 1, 2].map((b) => frame.scratch(rows * 4, `branch ${b} lse`));
-      cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: outputs[0], lse: lse[0] });
-      if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-      else select?.(frame, { q: buf.q, kCmp: buf.kCmp, lseCmp: lse[0], blocks: buf.blocks });
-      slc(frame, { q: buf.q, k: buf.kSlc, v: buf.vSlc, blocks: buf.blocks, out: outputs[1], lse: lse[1] });
-      win(frame, { q: buf.q, k: buf.kWin, v: buf.vWin, out: outputs[2], lse: lse[2] });
-      combine(frame, { o: [...outputs], gates: buf.gates, out: buf.out });
-    });
+    await run(rt, label, (frame) => encode(frame, buf, saved.outputs, saved.lse));
   } catch (error) {
-    saved?.dispose();
+    saved.dispose();
     throw error;
   }
   return saved;

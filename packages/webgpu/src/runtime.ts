@@ -2,8 +2,10 @@
 // buffers freed once the GPU is done with them, and row-chunked bindings that keep every
 // binding under maxStorageBufferBindingSize.
 import { WebGPUError, compilePipeline, guarded, type DeviceContext } from './device.js';
+import { Profiler, type FrameQueries } from './profiler.js';
 import { PARAM_BYTES, packParams, type Params } from './shaders/common.js';
 import { BUFFER_USAGE, createStorageBuffer } from './tensor.js';
+import type { Workspace } from './workspace.js';
 
 /** A buffer bound whole, or a byte range of one. */
 export interface BufferRange {
@@ -27,8 +29,20 @@ const POOL_MAX_BYTES = 64 << 20;
 export class Runtime {
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #pool = new Map<string, GPUBuffer[]>();
+  /** When set (and the device has 'timestamp-query'), every frame's passes are timed on the GPU. */
+  profiler: Profiler | undefined;
 
   constructor(readonly ctx: DeviceContext) {}
+
+  /** Starts (or stops) timing every frame with timestamp queries; false when the device cannot. */
+  profile(on: boolean): boolean {
+    if (!on || !this.ctx.features.timestamps) {
+      this.profiler = undefined;
+      return false;
+    }
+    this.profiler ??= new Profiler(this.ctx);
+    return true;
+  }
 
   /** Compiles once per (name, code); concurrent callers share the promise. */
   pipeline(name: string, code: string): Promise<GPUComputePipeline> {
@@ -98,9 +112,9 @@ export class Runtime {
     }
   }
 
-  /** Starts an encoding frame. */
-  frame(label: string): Frame {
-    return new Frame(this, label);
+  /** Starts an encoding frame; with a workspace its buffers and bind groups persist across calls. */
+  frame(label: string, workspace?: Workspace): Frame {
+    return new Frame(this, label, workspace);
   }
 }
 
@@ -111,26 +125,42 @@ export function rowRange(buffer: GPUBuffer, bytesPerRow: number, lo: number, hi:
   return { buffer, offset, size: Math.min(size, buffer.size - offset) };
 }
 
-/** One command encoder with one compute pass; temporaries are destroyed after the GPU finishes. */
+/**
+ * One command encoder with one compute pass; temporaries are released after the GPU finishes.
+ * With a workspace, uniforms, uploads and scratch come from its numbered slots (in encoding order)
+ * and bind groups from its cache; `signature` then names the exact sequence of dispatches.
+ */
 export class Frame {
   readonly encoder: GPUCommandEncoder;
   #pass: GPUComputePassEncoder | undefined;
   readonly #temps: GPUBuffer[] = [];
+  readonly #queries: FrameQueries | undefined;
+  #uniforms = 0;
+  #uploads = 0;
+  #scratch = 0;
+  #signature = '';
 
   constructor(
     readonly rt: Runtime,
     readonly label: string,
+    readonly workspace?: Workspace,
   ) {
     this.encoder = rt.ctx.device.createCommandEncoder({ label });
+    this.#queries = rt.profiler?.acquire();
+  }
+
+  get signature(): string {
+    return this.#signature;
   }
 
   get pass(): GPUComputePassEncoder {
-    this.#pass ??= this.encoder.beginComputePass({ label: this.label });
+    this.#pass ??= this.encoder.beginComputePass({ label: this.label, timestampWrites: this.#queries?.next() });
     return this.#pass;
   }
 
   /** A storage scratch buffer (not zeroed) that lives until this frame's work completes. */
   scratch(bytes: number, label: string): GPUBuffer {
+    if (this.workspace) return this.workspace.scratch(this.#scratch++, bytes, label);
     const buffer = this.rt.acquire(bytes, STORAGE_USAGE, `${this.label}: ${label}`);
     this.#temps.push(buffer);
     return buffer;
@@ -138,9 +168,11 @@ export class Frame {
 
   /** A read-only storage buffer holding `data`, released with the frame. */
   upload(data: Uint32Array | Int32Array, label: string): GPUBuffer {
-    const buffer = this.rt.acquire(data.byteLength, BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_DST, `${this.label}: ${label}`);
+    const buffer = this.workspace
+      ? this.workspace.upload(this.#uploads++, data.byteLength, label)
+      : this.rt.acquire(data.byteLength, BUFFER_USAGE.STORAGE | BUFFER_USAGE.COPY_DST, `${this.label}: ${label}`);
     this.rt.ctx.device.queue.writeBuffer(buffer, 0, data.buffer, data.byteOffset, data.byteLength);
-    this.#temps.push(buffer);
+    if (!this.workspace) this.#temps.push(buffer);
     return buffer;
   }
 
@@ -152,15 +184,25 @@ export class Frame {
       if (value > MAX_GRID) throw new WebGPUError('limit', `${this.label}: grid ${name} = ${value} exceeds ${MAX_GRID} workgroups`);
     }
     const device = this.rt.ctx.device;
-    const uniform = this.rt.acquire(PARAM_BYTES, BUFFER_USAGE.UNIFORM | BUFFER_USAGE.COPY_DST, `${this.label}: params`);
+    const ws = this.workspace;
+    const uniform = ws
+      ? ws.uniform(this.#uniforms++, PARAM_BYTES, 'params')
+      : this.rt.acquire(PARAM_BYTES, BUFFER_USAGE.UNIFORM | BUFFER_USAGE.COPY_DST, `${this.label}: params`);
     device.queue.writeBuffer(uniform, 0, packParams(params));
-    this.#temps.push(uniform);
+    if (!ws) this.#temps.push(uniform);
     const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: uniform, size: PARAM_BYTES } }];
     bindings.forEach((source, i) => {
       const range: BufferRange = 'buffer' in source ? source : { buffer: source };
       entries.push({ binding: i + 1, resource: { buffer: range.buffer, offset: range.offset ?? 0, size: range.size } });
     });
-    const group = device.createBindGroup({ label: this.label, layout: pipeline.getBindGroupLayout(0), entries });
+    let group: GPUBindGroup;
+    if (ws) {
+      const cached = ws.bindGroup(pipeline, entries, this.label);
+      group = cached.group;
+      this.#signature += `${cached.key}@${x},${y},${z};`;
+    } else {
+      group = device.createBindGroup({ label: this.label, layout: pipeline.getBindGroupLayout(0), entries });
+    }
     const pass = this.pass;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
@@ -177,6 +219,9 @@ export class Frame {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.endPass();
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+    // Copies name no buffer: decode steps copy caller tensors in and fresh outputs out, whose sizes
+    // the shape checks already fixed.
+    if (this.workspace) this.#signature += `copy ${srcOffset}>${dstOffset}:${bytes};`;
   }
 
   endPass(): void {
@@ -188,8 +233,11 @@ export class Frame {
   submit(): void {
     this.endPass();
     const device = this.rt.ctx.device;
+    this.#queries?.resolve(this.encoder);
     device.queue.submit([this.encoder.finish()]);
+    if (this.#queries) this.#queries.profiler.collect(this.#queries, this.label);
     const temps = this.#temps.splice(0);
+    if (temps.length === 0) return;
     void device.queue.onSubmittedWorkDone().then(
       () => this.rt.release(temps),
       () => temps.forEach((b) => b.destroy()),
@@ -201,6 +249,7 @@ export class Frame {
     this.#pass?.end();
     this.#pass = undefined;
     this.rt.release(this.#temps.splice(0));
+    if (this.#queries) this.#queries.profiler.collect(Object.assign(this.#queries, { passes: 0 }), this.label);
   }
 }
 
@@ -216,4 +265,58 @@ export async function run(rt: Runtime, what: string, build: (frame: Frame) => vo
     }
     frame.submit();
   });
+}
+
+/**
+ * Like `run`, for calls that repeat (decode steps) on a workspace. The first call of each exact
+ * dispatch sequence waits for its error scopes as `run` does; a repeat of a sequence that already
+ * passed validation does not wait (nothing in it is new), so the call returns right after submit.
+ * Should the device still report an error for such a call, the next call on the workspace throws it.
+ */
+export async function runRepeated(rt: Runtime, workspace: Workspace, what: string, build: (frame: Frame) => void): Promise<void> {
+  const ctx = rt.ctx;
+  if (ctx.lost) throw ctx.lost;
+  if (workspace.failure) {
+    const failure = workspace.failure;
+    workspace.failure = undefined;
+    throw failure;
+  }
+  const { device } = ctx;
+  device.pushErrorScope('internal');
+  device.pushErrorScope('out-of-memory');
+  device.pushErrorScope('validation');
+  let signature = '';
+  let thrown: { error: unknown } | undefined;
+  const frame = rt.frame(what, workspace);
+  try {
+    build(frame);
+    signature = frame.signature;
+    frame.submit();
+  } catch (error) {
+    frame.abandon();
+    thrown = { error };
+  }
+  const scopes = Promise.all([device.popErrorScope(), device.popErrorScope(), device.popErrorScope()]);
+  const toError = ([validation, oom, internal]: (GPUError | null)[]): WebGPUError | undefined => {
+    if (ctx.lost) return ctx.lost;
+    if (oom) return new WebGPUError('out-of-memory', `${what}: GPU out of memory: ${oom.message}`);
+    if (validation) return new WebGPUError('validation', `${what}: WebGPU validation error: ${validation.message}`);
+    if (internal) return new WebGPUError('internal', `${what}: WebGPU internal error: ${internal.message}`);
+    return undefined;
+  };
+  if (!thrown && workspace.trusted.has(signature)) {
+    void scopes.then(
+      (errors) => {
+        workspace.failure ??= toError(errors);
+      },
+      (error: unknown) => {
+        workspace.failure ??= error instanceof Error ? error : new WebGPUError('internal', `${what}: ${String(error)}`);
+      },
+    );
+    return;
+  }
+  const error = toError(await scopes);
+  if (thrown) throw thrown.error;
+  if (error) throw error;
+  workspace.trusted.add(signature);
 }

@@ -6,6 +6,7 @@ import { attentionSharedBytes } from './shaders/attention.js';
 import { ITEM_WORDS, type Mode } from './shaders/common.js';
 import { dkdvSharedBytes } from './shaders/dkdv.js';
 import { selectionSharedBytes } from './shaders/selection.js';
+import { tiledShape, tiledSharedBytes } from './shaders/tiled-forward.js';
 
 /** One sequence of the call: its queries, and where its keys live. */
 export interface Sequence {
@@ -54,6 +55,38 @@ export function planQueryTiles(ctx: DeviceContext, kind: 'forward' | 'dq', mode:
   }
   if (!best) throw noFit(ctx, `attention ${kind}`, DK, DV);
   return { GC: best.GC, TQB: best.TQB, KT: best.KT, WG: best.WG };
+}
+
+export interface TiledForwardTiles {
+  readonly GC: number;
+  readonly TQB: number;
+  readonly KT: number;
+  readonly RM: number;
+  readonly NKG: number;
+  readonly WG: number;
+}
+
+/**
+ * Tiles of the register-tiled forward: up to 32 rows (tokens x heads of a group) and 32 keys,
+ * 2 rows x 4 keys of scores per invocation (8 invocations per row group); undefined when
+ * nothing fits the device (the classic kernel is used then). Software adapters get 1 row per
+ * invocation: SwiftShader takes over a minute to compile the 2 x 4 micro-tile (about 2 s for 1 x 4).
+ */
+export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number): TiledForwardTiles | undefined {
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const RM = ctx.software ? 1 : 2;
+  const NKG = 8;
+  for (const rows of [32, 16, 8]) {
+    const GC = Math.min(G, rows);
+    const TQB = mode === 'selected' ? 1 : Math.max(1, Math.floor(rows / GC));
+    for (const KT of [32, 16, 8]) {
+      const t = { GC, TQB, KT, RM, NKG, DK, DV };
+      const { WG } = tiledShape(t);
+      if (WG > ctx.limits.maxComputeInvocationsPerWorkgroup || tiledSharedBytes(t) > limit) continue;
+      return { GC, TQB, KT, RM, NKG, WG };
+    }
+  }
+  return undefined;
 }
 
 export interface KeyTiles {
