@@ -4,11 +4,11 @@
 // - prep: D = Σ dO ∘ O per (row, head);
 // - key-centric dK/dV: a block of 8 warps owns 128 keys of one KV head (a warp = 16 keys = one mma
 //   row strip) and walks every (query position >= key, head of the group) column that sees them in
-//   tiles of 64 columns, Q/dO/lse/D double-buffered with cp.async. Per tile, in registers:
+//   tiles of 64 columns, Q/dO/lse/D in a 3-stage cp.async ring. Per tile, in registers:
 //   Sᵀ = K·Qᵀ, Pᵀ = exp2(Sᵀ·scale·log2e − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ∘(dPᵀ − D),
 //   dK += dSᵀ·Q (Pᵀ and dSᵀ repacked from C to A fragments);
 // - query-centric dq: a block of 8 warps owns 128 positions of one query head (as the forward) and
-//   walks the key tiles they see: S = Q·Kᵀ, P, dP = dO·Vᵀ, dS, dq += dS·K.
+//   walks the key tiles they see (3-stage ring): S = Q·Kᵀ, P, dP = dO·Vᵀ, dS, dq += dS·K.
 // The dK/dV and dq blocks share one grid (denseGradKernel). Block shapes were chosen on an H100
 // (BENCHMARKS.md v5): 4-warp dK/dV blocks or 32-column steps were slower.
 // dense_attention.cu keeps the general kernels (float32, other head dims, Dk != Dv).
@@ -43,28 +43,29 @@ __global__ void denseDeltaKernel(const T* dO, const T* o, float* delta, size_t r
   if (i < rowsHeads && threadIdx.x % L == 0) delta[i] = d;
 }
 
-template <int D>
+// ST: pipeline stages (ring of ST column tiles, ST - 1 in flight while one is computed).
+template <int D, int ST>
 struct KeyGradLayout {
   static constexpr int ld = D + 8;  // 16-byte pad: ldmatrix rows fall in distinct banks
   static constexpr int colTile = kColTile * ld;
-  // K, V [keys][ld]; Q, dO [2][cols][ld]; then lse, D [2][cols] floats.
+  // K, V [keys][ld]; Q, dO [ST][cols][ld]; then lse, D [ST][cols] floats.
   static constexpr size_t bytes(size_t elem) {
-    return elem * (size_t)(2 * kKeyRows * ld + 4 * colTile) + sizeof(float) * 4 * kColTile;
+    return elem * (size_t)(2 * kKeyRows * ld + 2 * ST * colTile) + sizeof(float) * 2 * ST * kColTile;
   }
 };
 
 // One dK/dV block: keys tile.first .. + kKeyRows of KV head kvh.
-template <class T, int D>
+template <class T, int D, int ST>
 __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b, const float* delta, const SeqTile tile,
                                                   const int kvh, char* smemRaw) {
-  using L = KeyGradLayout<D>;
+  using L = KeyGradLayout<D, ST>;
   constexpr int ld = L::ld;
   T* sK = reinterpret_cast<T*>(smemRaw);
   T* sV = sK + kKeyRows * ld;
-  T* sQ = sV + kKeyRows * ld;     // [2][cols][ld]
-  T* sdO = sQ + 2 * L::colTile;   // [2][cols][ld]
-  float* sLse = reinterpret_cast<float*>(sdO + 2 * L::colTile);  // [2][cols]
-  float* sDel = sLse + 2 * kColTile;                              // [2][cols]
+  T* sQ = sV + kKeyRows * ld;      // [ST][cols][ld]
+  T* sdO = sQ + ST * L::colTile;   // [ST][cols][ld]
+  float* sLse = reinterpret_cast<float*>(sdO + ST * L::colTile);  // [ST][cols]
+  float* sDel = sLse + ST * kColTile;                              // [ST][cols]
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -110,8 +111,11 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       }
     }
   };
-  if (nTiles > 0) loadCols(0, 0);
-  cpAsyncCommit();
+#pragma unroll
+  for (int i = 0; i < ST - 1; i++) {  // group i: column tile i (group 0 also holds K and V)
+    if (i < nTiles) loadCols(i, i);
+    cpAsyncCommit();
+  }
 
   const int kp0 = k0 + warp * 16 + g;  // this thread's key positions: kp0 and kp0 + 8
   const float sl2 = a.scale * kLog2e;
@@ -119,15 +123,13 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   zeroFrags<D>(dk);
   zeroFrags<D>(dv);
   for (int it = 0; it < nTiles; it++) {
-    const int buf = it & 1;
-    if (it + 1 < nTiles) {
-      loadCols(it + 1, buf ^ 1);
-      cpAsyncCommit();
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
+    // Tile it has landed once at most ST - 2 later groups are pending; after the barrier every warp
+    // is done with tile it - 1, whose slot takes tile it + ST - 1.
+    cpAsyncWait<ST - 2>();
     __syncthreads();
+    if (it + ST - 1 < nTiles) loadCols(it + ST - 1, (it + ST - 1) % ST);
+    cpAsyncCommit();
+    const int buf = it % ST;
     const T* q = sQ + buf * L::colTile;
     const T* dOt = sdO + buf * L::colTile;
     const float* lse = sLse + buf * kColTile;
@@ -166,7 +168,6 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       }
     }
     warpGemmRegNN<T, kColTile, D>(dk, pa, q, ld);  // dK += dSᵀ·Q
-    __syncthreads();  // the next iteration's copy overwrites the buffers read here
   }
   cpAsyncWait<0>();
 
@@ -178,24 +179,24 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   storeFragRows<T, D>(dv, keyRow(dV, r0), keyRow(dV, r1), 1.f);
 }
 
-template <int D>
+template <int D, int ST>
 struct DqLayout {
   static constexpr int ld = D + 8;
   static constexpr int keyTile = kDqKeys * ld;
-  // Q, dO [rows][ld]; K, V [2][keys][ld].
-  static constexpr size_t bytes(size_t elem) { return elem * (size_t)(2 * kDqRows * ld + 4 * keyTile); }
+  // Q, dO [rows][ld]; K, V [ST][keys][ld].
+  static constexpr size_t bytes(size_t elem) { return elem * (size_t)(2 * kDqRows * ld + 2 * ST * keyTile); }
 };
 
 // One dq block: query positions tile.first .. + kDqRows of query head hq.
-template <class T, int D>
+template <class T, int D, int ST>
 __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const SeqTile tile, const int hq,
                                         char* smemRaw) {
-  using L = DqLayout<D>;
+  using L = DqLayout<D, ST>;
   constexpr int ld = L::ld;
   T* sQ = reinterpret_cast<T*>(smemRaw);
   T* sdO = sQ + kDqRows * ld;
-  T* sK = sdO + kDqRows * ld;     // [2][keys][ld]
-  T* sV = sK + 2 * L::keyTile;    // [2][keys][ld]
+  T* sK = sdO + kDqRows * ld;     // [ST][keys][ld]
+  T* sV = sK + ST * L::keyTile;   // [ST][keys][ld]
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -223,8 +224,11 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
       return k0 + r < keys ? V + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr;
     });
   };
-  loadKV(0, 0);
-  cpAsyncCommit();
+#pragma unroll
+  for (int i = 0; i < ST - 1; i++) {  // group i: key tile i (group 0 also holds Q and dO)
+    if (i < nTiles) loadKV(i, i);
+    cpAsyncCommit();
+  }
 
   const int row0 = warp * 16 + g;  // this thread's rows: row0 and row0 + 8
   const int pos[2] = {base + row0, base + row0 + 8};
@@ -241,15 +245,11 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
   zeroFrags<D>(dq);
 
   for (int kt = 0; kt < nTiles; kt++) {
-    const int buf = kt & 1;
-    if (kt + 1 < nTiles) {
-      loadKV(kt + 1, buf ^ 1);
-      cpAsyncCommit();
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
+    cpAsyncWait<ST - 2>();  // key tile kt has landed; every warp is done with tile kt - 1
     __syncthreads();
+    if (kt + ST - 1 < nTiles) loadKV(kt + ST - 1, (kt + ST - 1) % ST);
+    cpAsyncCommit();
+    const int buf = kt % ST;
     if (kt == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ld, warp * 16, kk * 16);
@@ -277,8 +277,8 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     uint32_t da[kDqKeys / 16][4];
     packA<T, kDqKeys>(da, s);
     warpGemmRegNN<T, kDqKeys, D>(dq, da, k, ld);  // dq += dS·K
-    __syncthreads();  // the next iteration's copy overwrites the buffer read here
   }
+  cpAsyncWait<0>();
 
   T* dQ = static_cast<T*>(b.dq);
   storeFragRows<T, D>(dq, row0 < nq ? dQ + at(row0) * D : nullptr, row0 + 8 < nq ? dQ + at(row0 + 8) * D : nullptr, a.scale);
@@ -286,16 +286,16 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
 
 // Both gradients in one grid, dK/dV blocks first (heaviest first), then dq blocks: the dq blocks fill
 // the multiprocessors that the dK/dV tail leaves idle (measured: 64k 1291 -> 1276 ms on H100).
-template <class T, int D>
+template <class T, int D, int ST>
 __global__ void __launch_bounds__(kBwdThreads, 1)
     denseGradKernel(AttentionBackwardArgs b, const float* delta, const SeqTile* kvTiles, int kvBlocks, const SeqTile* qTiles) {
   extern __shared__ __align__(16) char smemRaw[];
   const int i = blockIdx.x;
   if (i < kvBlocks) {
-    keyValueGradBlock<T, D>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemRaw);
+    keyValueGradBlock<T, D, ST>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemRaw);
   } else {
     const int j = i - kvBlocks;
-    dqBlock<T, D>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemRaw);
+    dqBlock<T, D, ST>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemRaw);
   }
 }
 
@@ -322,6 +322,20 @@ std::vector<SeqTile> queryTiles(const SeqArgs& seq) {
   return qt;
 }
 
+template <class T, int D, int ST>
+void launchGrads(const AttentionBackwardArgs& b, const float* delta, Workspace& ws, cudaStream_t stream) {
+  const AttentionArgs& a = b.fwd;
+  const std::vector<SeqTile> kt = keyTiles(a.seq, kKeyRows), qt = queryTiles(a.seq);
+  const SeqTile* dKt = ws.upload(kt);
+  const SeqTile* dQt = ws.upload(qt);
+  const size_t kvBlocks = kt.size() * a.H, blocks = kvBlocks + qt.size() * a.HQ;
+  if (blocks == 0) return;
+  const size_t bytes = std::max(KeyGradLayout<D, ST>::bytes(sizeof(T)), DqLayout<D, ST>::bytes(sizeof(T)));
+  NSA_CUDA(cudaFuncSetAttribute(denseGradKernel<T, D, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  denseGradKernel<T, D, ST><<<(unsigned)blocks, kBwdThreads, bytes, stream>>>(b, delta, dKt, (int)kvBlocks, dQt);
+  NSA_LAUNCHED("denseGradKernel");
+}
+
 template <class T, int D>
 void launch(const AttentionBackwardArgs& b, cudaStream_t stream) {
   const AttentionArgs& a = b.fwd;
@@ -332,15 +346,7 @@ void launch(const AttentionBackwardArgs& b, cudaStream_t stream) {
   denseDeltaKernel<T, D><<<(unsigned)((lanes + 255) / 256), 256, 0, stream>>>(static_cast<const T*>(b.dOut),
                                                                              static_cast<const T*>(a.out), delta, rowsHeads);
   NSA_LAUNCHED("denseDeltaKernel");
-  const std::vector<SeqTile> kt = keyTiles(a.seq, kKeyRows), qt = queryTiles(a.seq);
-  const SeqTile* dKt = ws.upload(kt);
-  const SeqTile* dQt = ws.upload(qt);
-  const size_t kvBlocks = kt.size() * a.H, blocks = kvBlocks + qt.size() * a.HQ;
-  if (blocks == 0) return;
-  const size_t bytes = std::max(KeyGradLayout<D>::bytes(sizeof(T)), DqLayout<D>::bytes(sizeof(T)));
-  NSA_CUDA(cudaFuncSetAttribute(denseGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  denseGradKernel<T, D><<<(unsigned)blocks, kBwdThreads, bytes, stream>>>(b, delta, dKt, (int)kvBlocks, dQt);
-  NSA_LAUNCHED("denseGradKernel");
+  launchGrads<T, D, 3>(b, delta, ws, stream);  // 3 stages: as fast as 2 on an H100 (v5), one barrier per step
 }
 
 template <class T>
