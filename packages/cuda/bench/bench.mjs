@@ -21,6 +21,8 @@ const Ts = option('T', '8192,16384,32768,65536').split(',').map(Number);
 const baselinePath = option('baseline', '');
 // --ops nsaFwd,nsaFwdBwd,dense,denseFwd,decode (default all; denseFwd = dense forward only): for profiling one part.
 const ops = new Set(option('ops', 'nsaFwd,nsaFwdBwd,dense,decode').split(','));
+// --decodeB 1,16: the decode batches (e.g. one of them, for a profiler run).
+const decodeBs = option('decodeB', '1,16').split(',').map(Number);
 const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
 const { addon } = loadAddon();
 const info = addon.deviceInfo();
@@ -134,7 +136,7 @@ for (const T of Ts) {
   seq.table.free();
 
   // Decode: one query per sequence over a cache of T tokens.
-  for (const B of ops.has('decode') ? [1, 16] : []) {
+  for (const B of ops.has('decode') ? decodeBs : []) {
     const kc = random(B * T * H * D), vc = random(B * T * H * D);
     const kcC = alloc(B * C * H * D), vcC = alloc(B * C * H * D);
     addon.meanCompress({ dtype: BF16, x: kc, out: kcC, B, T, H, D, l: config.compressBlock, d: config.compressStride });
@@ -176,7 +178,8 @@ for (const r of rows) {
     console.log(`| ${op} | ${r.T} | ${fmt(nsa)} | ${rate} | ${fmt(dense)} | ${drate} | ${fmt(torch, 3)} | ${fmt(dense / nsa)}x | ${torch ? fmt(dense / torch) + 'x' : 'n/a'} |`);
   line('forward', r.nsaFwd, tf(r.flopsNsa, r.nsaFwd), r.denseFwd, tf(r.flopsDense, r.denseFwd), base(r.T, 'fwd'));
   line('forward+backward', r.nsaFwdBwd, tf(3.5 * r.flopsNsa, r.nsaFwdBwd), r.denseFwdBwd, tf(3.5 * r.flopsDense, r.denseFwdBwd), base(r.T, 'fwdBwd'));
-  for (const B of [1, 16]) {
+  for (const B of decodeBs) {
+    if (r[`nsaDecode${B}`] === undefined) continue;
     line(`decode B=${B}`, r[`nsaDecode${B}`], gb(r[`nsaDecodeBytes${B}`], r[`nsaDecode${B}`]), r[`denseDecode${B}`], gb(r[`denseDecodeBytes${B}`], r[`denseDecode${B}`]), base(r.T, `decode${B}`));
   }
 }

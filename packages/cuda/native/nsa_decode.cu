@@ -262,6 +262,9 @@ void launchDecode(const NSAForwardArgs& a, int smCount, cudaStream_t stream) {
 
 }  // namespace
 
+// Register-layout decode for 16-bit, G = 16, Dk = Dv in {64, 128} (nsa_decode_mma.cu).
+bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream);
+
 bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream) {
   int dev = 0, sms = 0;
   NSA_CUDA(cudaGetDevice(&dev));
@@ -270,6 +273,7 @@ bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream) {
   // Worth it only when (query, KV head) pairs leave most multiprocessors idle; G <= 64 keeps the
   // whole group in one block, as selection needs.
   if (a.lse || a.oSlc || a.oWin || G > 64 || a.seq.rows * a.cfg.H >= 2 * sms) return false;
+  if (nsaDecodeRegisters(a, sms, stream)) return true;
   // The whole group must fit one block's shared memory (large G with Dk, Dv near 256 does not).
   const int RG = roundUp(G, 16), BK = a.dtype == DType::F32 ? 32 : 64, nInts = 2 * a.cfg.n + 8;
   const size_t smem = a.dtype == DType::F32 ? AttendSmem<float>::bytes(RG, BK, a.cfg.Dk, a.cfg.Dv, nInts, false, true)

@@ -1,0 +1,731 @@
+// NSA decode in the register layout (float16/bfloat16, G = 16 query heads per KV head, Dk = Dv in
+// {64, 128}): two launches per step instead of seven.
+//   1. Compressed and window keys, split into chunks per (query, KV head). A block's 4 warps take
+//      16 keys each of every 64-key tile (cp.async double-buffered); scores, softmax and output
+//      stay in mma fragments. Compressed tiles also leave, per head, the probability mass of every
+//      selection block they touch, relative to the tile's own maximum (no second pass over the
+//      keys). The block that finishes last for its (query, KV head) (an integer counter) merges
+//      the compressed partials in chunk order, turns the tile masses into selection scores with
+//      the branch's log-sum-exp, and picks top-n (per-warp candidates, then one merge).
+//   2. Selected tokens, split into chunks; the last block merges the selected and window partials
+//      in chunk order and writes out = g_cmp·o_cmp + g_slc·o_slc + g_win·o_win.
+// Fixed merge orders and no float atomics: runs are bit-equal. nsa_decode.cu keeps the general
+// split-K decode (float32, other G and head dims).
+#include <algorithm>
+#include <climits>
+#include "cuda_error.h"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+#include "warp_attend.cuh"
+#include "workspace.h"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kW = 4, kNT = 32 * kW;  // warps and threads per block
+constexpr int kTile = 64;             // keys per block-wide tile
+constexpr int kWarpKeys = kTile / kW; // keys per warp per tile
+constexpr int kG = 16;                // query heads per KV head (one m16 row tile)
+constexpr int kXld = kTile + 4;       // row stride of the scaled-score tile
+constexpr int kMaxChunks = 16;        // chunks per (query, KV head) and branch: bounds the merge
+constexpr int kLaneKeys = 16;         // top-n candidates a lane keeps in registers (nb <= 2048)
+
+struct FastPlan {
+  int cmpChunks, winChunks, slcChunks;           // chunks per (query, KV head)
+  int cmpChunkTiles, winChunkTiles, slcChunkTiles;
+  int cmpTiles;  // compressed tiles of the longest row (stride of the mass buffers)
+  int W;         // selection blocks one compressed tile can touch (a multiple of 4)
+  float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
+  float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
+  float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) branches, float
+  int *done1, *done2;                  // [pair] finished-block counters, zero between launches
+};
+
+template <int D>
+struct FastLayout {
+  static constexpr int ld = D + 8, tile = kTile * ld;
+  // [K0 K1 V0 V1]; once the tiles are done, the same bytes are float scratch.
+  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * 4 * tile; }
+  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(float) * (kG * kXld + 64) + sizeof(int) * (2 * n + 16); }
+};
+
+template <class T, int D>
+struct FastSmem {
+  T* k;      // [2][tile]
+  T* v;      // [2][tile]
+  float* x;  // [16][kXld] scaled scores of the current compressed tile
+  float* f;  // [64] small floats
+  int* i;    // [2n + 16] small ints
+  __device__ explicit FastSmem(char* raw) {
+    k = reinterpret_cast<T*>(raw);
+    v = k + 2 * FastLayout<D>::tile;
+    x = reinterpret_cast<float*>(raw + FastLayout<D>::tileBytes(sizeof(T)));
+    f = x + kG * kXld;
+    i = reinterpret_cast<int*>(f + 64);
+  }
+  __device__ float* scratch() const { return reinterpret_cast<float*>(k); }
+};
+
+struct DecodeRow {
+  int pos, kBase, cBase, cur, nc;
+};
+
+__device__ DecodeRow decodeRow(const NSAForwardArgs& a, int row) {
+  const SeqTable st = seqTable(a.seq);
+  const int s = seqOfRow(st, row);
+  DecodeRow r;
+  r.pos = st.pos0[s] + row - st.qStart[s];
+  r.kBase = st.kBase[s];
+  r.cBase = st.cBase[s];
+  r.cur = r.pos / a.cfg.ls;
+  r.nc = compressedCount(r.pos + 1, a.cfg.l, a.cfg.d);
+  return r;
+}
+
+// The group's 16 query rows (consecutive heads) as A fragments, staged through `stage`;
+// meanwhile() runs while they load.
+template <class T, int D, class Meanwhile>
+__device__ void loadQ(uint32_t (&qf)[D / 16][4], const T* q, T* stage, Meanwhile meanwhile) {
+  constexpr int ld = D + 8;
+  copyRowsAsync<T, D, kNT>(stage, ld, kG, [&](int r) -> const T* { return q + (size_t)r * D; });
+  cpAsyncCommit();
+  meanwhile();
+  cpAsyncWait<0>();
+  __syncthreads();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], stage, ld, 0, kk * 16);
+  __syncthreads();
+}
+
+// Online softmax and P·V of one warp's 16 keys whose scores s (unscaled) are already in registers.
+template <class T, int D, class Visible>
+__device__ __forceinline__ void softmaxPV(float (&s)[2][4], const T* v, int ld, float sl2, Visible visible, WarpRows<D>& st) {
+  const int t4 = threadIdx.x & 3;
+  bool vis[2][2];
+  float mx[2] = {kNegInf, kNegInf};
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < 2; n++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      vis[n][e] = visible(n * 8 + 2 * t4 + e);
+      any |= vis[n][e];
+      if (vis[n][e]) {
+        mx[0] = fmaxf(mx[0], s[n][e]);
+        mx[1] = fmaxf(mx[1], s[n][2 + e]);
+      }
+    }
+  }
+  if (!__any_sync(0xffffffffu, any)) return;
+  float alpha[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const float tileMax = quadMax(mx[i]) * sl2;
+    const float mNew = st.m[i] == kNegInf ? tileMax : fmaxf(st.m[i], tileMax);
+    alpha[i] = st.m[i] == kNegInf ? 0.f : exp2f(st.m[i] - mNew);
+    st.m[i] = mNew;
+  }
+  float rs[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < 2; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = e >> 1;
+      const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -st.m[i])) : 0.f;
+      s[n][e] = p;
+      rs[i] += p;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) {
+    st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
+  }
+  uint32_t pa[4];
+  pa[0] = packF2<T>(s[0][0], s[0][1]);
+  pa[1] = packF2<T>(s[0][2], s[0][3]);
+  pa[2] = packF2<T>(s[1][0], s[1][1]);
+  pa[3] = packF2<T>(s[1][2], s[1][3]);
+#pragma unroll
+  for (int dp = 0; dp < D / 16; dp++) {
+    uint32_t b[4];
+    loadBKN(b, v, ld, 0, dp * 16);
+    mma16816(st.o[2 * dp], pa, b, T());
+    mma16816(st.o[2 * dp + 1], pa, b + 2, T());
+  }
+}
+
+// Walks keys first .. end-1 of one branch (key i lives in row rowOf(i) of K and V) in 64-key tiles,
+// double-buffered; iteration t issues tile t and computes tile t - 1 (one copy of the load code: a
+// decode block runs this loop a few times, so code size is instruction-cache misses).
+// With doMass, each tile's scaled scores land in sm.x and mass(first key of the tile) runs between
+// two barriers before the softmax. prologue() runs once the first tile is on its way.
+template <class T, int D, class RowOf, class Mass, class Prologue>
+__device__ void walkChunk(FastSmem<T, D>& sm, const uint32_t (&qf)[D / 16][4], const T* K, const T* V, int H, int g, int first,
+                          int end, RowOf rowOf, float sl2, WarpRows<D>& st, bool doMass, Mass mass, Prologue prologue) {
+  constexpr int ld = D + 8, TE = FastLayout<D>::tile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+  const int nTiles = end > first ? (end - first + kTile - 1) / kTile : 0;
+#pragma unroll 1
+  for (int t = 0; t <= nTiles; t++) {
+    if (t < nTiles) {
+      const int k0 = first + t * kTile, buf = t & 1;
+      copyRowsAsync<T, D, kNT>(sm.k + buf * TE, ld, kTile, [&](int r) -> const T* {
+        return k0 + r < end ? K + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
+      });
+      copyRowsAsync<T, D, kNT>(sm.v + buf * TE, ld, kTile, [&](int r) -> const T* {
+        return k0 + r < end ? V + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
+      });
+    }
+    cpAsyncCommit();
+    if (t == 0) {
+      prologue();
+      continue;
+    }
+    cpAsyncWait<1>();  // every group but the newest: tile t - 1 has landed
+    __syncthreads();
+    const int buf = (t - 1) & 1, k0 = first + (t - 1) * kTile;
+    const int kw = k0 + warp * kWarpKeys;  // this warp's first key
+    float s[2][4];
+    warpScores<T, D, kWarpKeys>(qf, sm.k + buf * TE + warp * kWarpKeys * ld, ld, s);
+    if (doMass) {
+#pragma unroll
+      for (int n = 0; n < 2; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int col = n * 8 + 2 * t4 + (e & 1);
+          sm.x[(g4 + 8 * (e >> 1)) * kXld + warp * kWarpKeys + col] = kw + col < end ? s[n][e] * sl2 : kNegInf;
+        }
+      }
+      __syncthreads();
+      mass(k0);
+    }
+    softmaxPV<T, D>(s, sm.v + buf * TE + warp * kWarpKeys * ld, ld, sl2, [&](int j) { return kw + j < end; }, st);
+    __syncthreads();
+  }
+}
+
+// Merges the 4 warps' states into one partial (unnormalised o [16][D], m [16], l [16]) in global memory.
+template <int D>
+__device__ void storeChunk(WarpRows<D>& st, float* scratch, float* part) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+  float* oW = scratch;            // [4][16][D]
+  float* mW = oW + kW * kG * D;   // [4][16]
+  float* lW = mW + kW * kG;       // [4][16]
+  float* wW = lW + kW * kG;       // [4][16]
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int r = g4 + 8 * i;
+    const float l = quadSum(st.l[i]);
+    if (t4 == 0) {
+      mW[warp * kG + r] = st.m[i];
+      lW[warp * kG + r] = l;
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) {
+      oW[(warp * kG + r) * D + n * 8 + 2 * t4] = st.o[n][2 * i];
+      oW[(warp * kG + r) * D + n * 8 + 2 * t4 + 1] = st.o[n][2 * i + 1];
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kG) {
+    const int r = threadIdx.x;
+    float M = kNegInf;
+    for (int w = 0; w < kW; w++) M = fmaxf(M, mW[w * kG + r]);
+    float L = 0.f;
+    for (int w = 0; w < kW; w++) {
+      const float m = mW[w * kG + r];
+      const float e = m == kNegInf ? 0.f : exp2f(m - M);
+      wW[w * kG + r] = e;
+      L += e * lW[w * kG + r];
+    }
+    part[kG * D + r] = M;
+    part[kG * D + kG + r] = L;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kG * D; e += kNT) {
+    const int r = e / D, col = e % D;
+    float acc = 0.f;
+    for (int w = 0; w < kW; w++) acc += wW[w * kG + r] * oW[(w * kG + r) * D + col];
+    part[e] = acc;
+  }
+}
+
+// True in the block that finishes last among the gridDim.y blocks of its (query, KV head); that
+// block resets the counter and then sees every other block's partials.
+__device__ bool lastToFinish(int* counter, int* flag) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const bool last = atomicAdd(counter, 1) == (int)gridDim.y - 1;
+    if (last) *counter = 0;
+    *flag = last;
+  }
+  __syncthreads();
+  const bool last = *flag != 0;
+  if (last) __threadfence();
+  return last;
+}
+
+// One set of chunk partials to merge: `count` chunks of stride cs floats starting at part.
+struct Parts {
+  const float* part;
+  int count;
+  float* w;    // [count][16] merge weights exp2(m_z - M) / L (0 for an empty chunk), or null
+  float* lse;  // [16] M + log2(L) (+inf if every chunk is empty), or null
+};
+
+// Merge weights of one or two partial sets. Every (chunk, row) m and l is loaded in a single round
+// (at most 4 loads of each per thread), then one thread per row reduces in chunk order. All
+// threads call it; tmp holds 4 * kNT * 2 floats; ends with a barrier.
+template <int D>
+__device__ void mergeWeights(Parts x, Parts y, size_t cs, float* tmp) {
+  float m[4], l[4];
+  const int nx = x.count * kG, total = nx + y.count * kG;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int it = threadIdx.x + i * kNT;
+    m[i] = l[i] = 0.f;
+    if (it < total) {
+      const float* part = it < nx ? x.part : y.part;
+      const int k = it < nx ? it : it - nx, z = k / kG, r = k % kG;
+      m[i] = __ldcg(part + z * cs + kG * D + r);
+      l[i] = __ldcg(part + z * cs + kG * D + kG + r);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    tmp[threadIdx.x + i * kNT] = m[i];
+    tmp[4 * kNT + threadIdx.x + i * kNT] = l[i];
+  }
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, r = threadIdx.x & 31;
+  if (warp < 2 && r < kG) {
+    const int count = warp == 0 ? x.count : y.count;
+    float* w = warp == 0 ? x.w : y.w;
+    float* lse = warp == 0 ? x.lse : y.lse;
+    const float* tm = tmp + (warp == 0 ? 0 : nx);
+    const float* tl = tm + 4 * kNT;
+    float M = kNegInf;
+    for (int z = 0; z < count; z++) M = fmaxf(M, tm[z * kG + r]);
+    float L = 0.f;
+    for (int z = 0; z < count; z++) {
+      const float e = tm[z * kG + r] == kNegInf ? 0.f : exp2f(tm[z * kG + r] - M);
+      if (w) w[z * kG + r] = e;
+      L += e * tl[z * kG + r];
+    }
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+    if (w) for (int z = 0; z < count; z++) w[z * kG + r] *= inv;
+    if (lse) lse[r] = L > 0.f ? M + log2f(L) : INFINITY;
+  }
+  __syncthreads();
+}
+
+// Merged value of element e (= r * D + col) of the 16 x D output; all chunks' loads in flight.
+template <int D>
+__device__ __forceinline__ float mergedValue(const float* part, int count, size_t cs, const float* w, int e) {
+  float v[kMaxChunks];
+#pragma unroll
+  for (int z = 0; z < kMaxChunks; z++) v[z] = z < count ? __ldcg(part + z * cs + e) : 0.f;
+  float acc = 0.f;
+#pragma unroll
+  for (int z = 0; z < kMaxChunks; z++)
+    if (z < count) acc += w[z * kG + e / D] * v[z];
+  return acc;
+}
+
+// The whole 16 x D output merged by the block, 16-byte loads, four chunks in flight per thread:
+// emit(e, float4) for elements e .. e + 3.
+template <int D, class Emit>
+__device__ void mergeRows(const float* part, int count, size_t cs, const float* w, Emit emit) {
+  constexpr int Q = D / 4, PER = kG * Q / kNT;  // float4 outputs per thread
+  float4 acc[PER];
+#pragma unroll
+  for (int i = 0; i < PER; i++) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 1
+  for (int z = 0; z < count; z += 4) {
+    float4 o[4][PER];
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+#pragma unroll
+      for (int i = 0; i < PER; i++)
+        o[u][i] = z + u < count ? __ldcg(reinterpret_cast<const float4*>(part + (z + u) * cs) + threadIdx.x + i * kNT)
+                                : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+#pragma unroll
+      for (int i = 0; i < PER; i++) {
+        const float wz = z + u < count ? w[(z + u) * kG + (threadIdx.x + i * kNT) / Q] : 0.f;
+        acc[i].x += wz * o[u][i].x; acc[i].y += wz * o[u][i].y; acc[i].z += wz * o[u][i].z; acc[i].w += wz * o[u][i].w;
+      }
+  }
+#pragma unroll
+  for (int i = 0; i < PER; i++) emit(4 * (threadIdx.x + i * kNT), acc[i]);
+}
+
+__device__ __forceinline__ void argmaxStep(float& best, int& bj, int& bc) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oj = __shfl_xor_sync(0xffffffffu, bj, o);
+    const int oc = __shfl_xor_sync(0xffffffffu, bc, o);
+    if (ob > best || (ob == best && oj < bj)) { best = ob; bj = oj; bc = oc; }
+  }
+}
+
+// Top-n over blocks 0 .. nb-1 (cur = nb - 1): forced initial and local blocks, then the highest
+// scores, ties to the lower index (as selectTopN). Each warp keeps the best `rest` of its slice;
+// warp 0 merges the candidates. Writes out[0 .. n) ascending, padded with -1. sc is clobbered.
+__device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, float* candS, int* candJ, int* chosen, int* misc, int* out) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  auto forced = [&](int j) { return j < c.initialBlocks || j > cur - c.localBlocks; };
+  if (threadIdx.x == 0) {
+    int count = 0;
+    for (int j = 0; j < c.initialBlocks && j < nb; j++) chosen[count++] = j;
+    for (int j = max(c.initialBlocks, cur - c.localBlocks + 1); j <= cur; j++) chosen[count++] = j;
+    misc[0] = count;
+  }
+  __syncthreads();
+  const int fixed = misc[0], rest = max(0, min(c.n, nb) - fixed);
+  const int per = (nb + kW - 1) / kW, lo = warp * per, hi = min(nb, lo + per);
+  if (per <= 32 * kLaneKeys) {
+    // The lane's candidates in registers as 64-bit keys: score bits (scores are >= 0, so their bits
+    // order like the values), then ~index, so the maximum key is the best score at the lowest index.
+    unsigned long long v[kLaneKeys];
+#pragma unroll
+    for (int u = 0; u < kLaneKeys; u++) {
+      const int j = lo + lane + 32 * u;
+      v[u] = j < hi && !forced(j) ? ((unsigned long long)__float_as_uint(sc[j]) << 32) | (unsigned)~j : 0ull;
+    }
+    for (int k = 0; k < rest; k++) {
+      unsigned long long best = 0ull;
+#pragma unroll
+      for (int u = 0; u < kLaneKeys; u++) best = v[u] > best ? v[u] : best;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
+        best = other > best ? other : best;
+      }
+#pragma unroll
+      for (int u = 0; u < kLaneKeys; u++)
+        if (v[u] == best) v[u] = 0ull;
+      if (lane == 0) {
+        candS[warp * rest + k] = best ? __uint_as_float((unsigned)(best >> 32)) : -1.f;
+        candJ[warp * rest + k] = best ? (int)~(unsigned)best : INT_MAX;
+      }
+    }
+  } else {
+    for (int k = 0; k < rest; k++) {
+      float best = -1.f;
+      int bj = INT_MAX, bc = 0;
+      for (int j = lo + lane; j < hi; j += 32)
+        if (!forced(j) && sc[j] > best) { best = sc[j]; bj = j; }
+      argmaxStep(best, bj, bc);
+      if (lane == 0) {
+        candS[warp * rest + k] = best;
+        candJ[warp * rest + k] = bj;
+        if (bj != INT_MAX) sc[bj] = -2.f;
+      }
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    for (int k = 0; k < rest; k++) {
+      float best = -1.f;
+      int bj = INT_MAX, bc = -1;
+      for (int q = lane; q < kW * rest; q += 32)
+        if (candJ[q] != INT_MAX && (candS[q] > best || (candS[q] == best && candJ[q] < bj))) { best = candS[q]; bj = candJ[q]; bc = q; }
+      argmaxStep(best, bj, bc);
+      if (lane == 0) {
+        chosen[fixed + k] = bj;
+        if (bc >= 0) candJ[bc] = INT_MAX;
+      }
+      __syncwarp();
+    }
+    if (lane == 0) {
+      const int count = min(c.n, fixed + rest);
+      for (int i = 1; i < count; i++) {
+        const int v = chosen[i];
+        int k = i - 1;
+        while (k >= 0 && chosen[k] > v) { chosen[k + 1] = chosen[k]; k--; }
+        chosen[k + 1] = v;
+      }
+      for (int i = 0; i < c.n; i++) out[i] = i < count ? chosen[i] : -1;
+    }
+  }
+}
+
+// Launch 1: grid (pairs, cmpChunks + winChunks).
+template <class T, int D>
+__global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, FastPlan p) {
+  extern __shared__ __align__(16) char raw[];
+  FastSmem<T, D> sm(raw);
+  const NSAConfigArgs& c = a.cfg;
+  const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
+  const float sl2 = c.scale * kLog2e;
+  const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;  // flat (row, head) of the group's first head
+  const size_t cs = (size_t)kG * D + 2 * kG;
+  uint32_t qf[D / 16][4];
+  DecodeRow ri;
+  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] { ri = decodeRow(a, row); });
+  WarpRows<D> st;
+  st.reset();
+  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
+  // Compressed chunks walk kCmp/vCmp rows cBase + i, window chunks kWin/vWin rows kBase + ws + i.
+  const bool cmp = z < p.cmpChunks;
+  const int zz = cmp ? z : z - p.cmpChunks, chunkTiles = cmp ? p.cmpChunkTiles : p.winChunkTiles;
+  const int ws = max(0, ri.pos - c.window + 1);
+  const int first = zz * chunkTiles * kTile, end = min(cmp ? ri.nc : ri.pos - ws + 1, first + chunkTiles * kTile);
+  const int base = cmp ? ri.cBase : ri.kBase + ws;
+  const T* K = static_cast<const T*>(cmp ? a.kCmp : a.kWin);
+  const T* V = static_cast<const T*>(cmp ? a.vCmp : a.vWin);
+  // Per head r: the tile's maximum mt and, for each selection block j it touches,
+  // the sum over its keys i of overlap(i, j) * exp2(x[r][i] - mt).
+  auto mass = [&](int i0) {
+    const int r = threadIdx.x >> 3, part8 = threadIdx.x & 7;
+    float* xr = sm.x + r * kXld;
+    float mt = kNegInf;
+#pragma unroll
+    for (int u = 0; u < 8; u++) mt = fmaxf(mt, xr[part8 * 8 + u]);
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 4));
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+      const float x = xr[part8 * 8 + u];
+      xr[part8 * 8 + u] = x == kNegInf ? 0.f : exp2f(x - mt);
+    }
+    __syncwarp();
+    const int i1 = min(ri.nc, i0 + kTile) - 1, tg = i0 / kTile;
+    const int jLo = i0 / perSel, jHi = min(ri.cur, (i1 + perCmp - 1) / perSel);
+    float* outM = p.mass + (((size_t)pair * p.cmpTiles + tg) * kG + r) * p.W;
+    for (int jj = part8; jj < p.W; jj += 8) {
+      const int j = jLo + jj;
+      float acc = 0.f;
+      if (j <= jHi) {
+        const int iFirst = max(i0, j * perSel - perCmp + 1), iLast = min(i1, (j + 1) * perSel - 1);
+        for (int i = iFirst; i <= iLast; i++) {
+          const int w = min(i + perCmp, (j + 1) * perSel) - max(i, j * perSel);
+          acc += (float)w * xr[i - i0];
+        }
+      }
+      outM[jj] = acc;
+    }
+    if (part8 == 0) p.tileMax[((size_t)pair * p.cmpTiles + tg) * kG + r] = mt;
+  };
+  walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, [&](int i) { return base + i; }, sl2, st, cmp && !a.blockIn, mass, [] {});
+  float* part = cmp ? p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs : p.winPart + ((size_t)pair * p.winChunks + zz) * cs;
+  storeChunk<D>(st, sm.scratch(), part);
+  if (!lastToFinish(p.done1 + pair, sm.i)) return;
+
+  // Last block of this (query, KV head): the selection (the branch outputs are merged in launch 2).
+  const size_t at = ((size_t)row * c.H + g) * c.n;
+  if (a.blockIn) {
+    for (int k = threadIdx.x; k < c.n; k += kNT) a.blockOut[at + k] = a.blockIn[at + k];
+    return;
+  }
+  float* lse = sm.f;  // [16]
+  mergeWeights<D>({p.cmpPart + (size_t)pair * p.cmpChunks * cs, p.cmpChunks, nullptr, lse}, {nullptr, 0, nullptr, nullptr}, cs,
+                  sm.scratch());
+  // Each tile's contribution to the blocks it touches: ct[t][jj] = sum_r mass[t][r][jj] * exp2(mt[t][r] - lse[r]).
+  const int tiles = (ri.nc + kTile - 1) / kTile, W4 = p.W / 4, nb = ri.cur + 1;
+  float* ct = sm.scratch();          // [tiles][W]
+  float* sc = ct + (size_t)tiles * p.W;  // [nb]
+  for (int item = threadIdx.x; item < tiles * W4; item += kNT) {
+    const int t = item / W4, q4 = item % W4;
+    const size_t tile = (size_t)pair * p.cmpTiles + t;
+    const float4* mt4 = reinterpret_cast<const float4*>(p.tileMax + tile * kG);
+    const float4* m4 = reinterpret_cast<const float4*>(p.mass + tile * kG * p.W) + q4;
+    float4 mt[4], m[kG];
+#pragma unroll
+    for (int i = 0; i < 4; i++) mt[i] = __ldcg(mt4 + i);
+#pragma unroll
+    for (int r = 0; r < kG; r++) m[r] = __ldcg(m4 + r * W4);
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int r = 0; r < kG; r++) {
+      const float4 t4 = mt[r / 4];
+      const float f = exp2f((r % 4 == 0 ? t4.x : r % 4 == 1 ? t4.y : r % 4 == 2 ? t4.z : t4.w) - lse[r]);
+      acc.x += m[r].x * f; acc.y += m[r].y * f; acc.z += m[r].z * f; acc.w += m[r].w * f;
+    }
+    reinterpret_cast<float4*>(ct + (size_t)t * p.W)[q4] = acc;
+  }
+  __syncthreads();
+  // Block j's score: the contributions of the tiles holding its keys, in tile order.
+  for (int j = threadIdx.x; j < nb; j += kNT) {
+    float s = 0.f;
+    const int kLo = max(0, j * perSel - perCmp + 1), kHi = min(ri.nc - 1, (j + 1) * perSel - 1);
+    for (int t = kLo / kTile; kLo <= kHi && t <= kHi / kTile; t++) s += ct[(size_t)t * p.W + j - (t * kTile) / perSel];
+    sc[j] = s;
+  }
+  __syncthreads();
+  float* candS = sc + nb;
+  int* candJ = reinterpret_cast<int*>(candS + kW * c.n);
+  int* chosen = candJ + kW * c.n;
+  topN(sc, nb, ri.cur, c, candS, candJ, chosen, sm.i + 1, a.blockOut + at);
+}
+
+// Launch 2: grid (pairs, slcChunks). Block z also merges slice z of the compressed and window
+// outputs while its first tile loads; the last block merges the selected partials and gates.
+template <class T, int D>
+__global__ void __launch_bounds__(kNT) decodeSlcKernel(NSAForwardArgs a, FastPlan p) {
+  extern __shared__ __align__(16) char raw[];
+  FastSmem<T, D> sm(raw);
+  const NSAConfigArgs& c = a.cfg;
+  const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
+  const float sl2 = c.scale * kLog2e;
+  const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
+  const size_t cs = (size_t)kG * D + 2 * kG;
+  int* blk = sm.i + 8;     // [n]
+  int* pre = blk + c.n;    // [n + 1] token prefix over blk
+  uint32_t qf[D / 16][4];
+  DecodeRow ri;
+  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] {
+    ri = decodeRow(a, row);
+    for (int k = threadIdx.x; k < c.n; k += kNT) blk[k] = a.blockOut[((size_t)row * c.H + g) * c.n + k];
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int total = 0;
+      for (int k = 0; k < c.n; k++) {
+        pre[k] = total;
+        const int j = blk[k];
+        total += (j >= 0 && j <= ri.cur) ? min(c.ls, ri.pos - j * c.ls + 1) : 0;
+      }
+      pre[c.n] = total;
+    }
+  });  // its barriers publish pre
+  WarpRows<D> st;
+  st.reset();
+  const int first = z * p.slcChunkTiles * kTile, end = min(pre[c.n], first + p.slcChunkTiles * kTile);
+  auto rowOf = [&](int e) {
+    int k = 0;
+    while (pre[k + 1] <= e) k++;
+    return ri.kBase + blk[k] * c.ls + (e - pre[k]);
+  };
+  const float* cmpPart = p.cmpPart + (size_t)pair * p.cmpChunks * cs;
+  const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
+  auto mergeSlice = [&] {
+    float* wC = sm.x;                       // [cmpChunks][16]
+    float* wW = sm.x + kMaxChunks * kG;     // [winChunks][16]
+    // K buffer 1 is free until the loop issues tile 1.
+    mergeWeights<D>({cmpPart, p.cmpChunks, wC, nullptr}, {winPart, p.winChunks, wW, nullptr}, cs,
+                    reinterpret_cast<float*>(sm.k + FastLayout<D>::tile));
+    const int per = (kG * D + gridDim.y - 1) / gridDim.y, e0 = z * per, e1 = min(kG * D, e0 + per);
+    T* oCmpOut = static_cast<T*>(a.oCmp);
+    for (int e = e0 + threadIdx.x; e < e1; e += kNT) {
+      const float oc = mergedValue<D>(cmpPart, p.cmpChunks, cs, wC, e);
+      const float ow = mergedValue<D>(winPart, p.winChunks, cs, wW, e);
+      p.oCmp[(size_t)pair * kG * D + e] = oc;
+      p.oWin[(size_t)pair * kG * D + e] = ow;
+      oCmpOut[head0 * D + e] = fromF<T>(oc);
+    }
+  };
+  walkChunk<T, D>(sm, qf, static_cast<const T*>(a.kSlc), static_cast<const T*>(a.vSlc), c.H, g, first, end, rowOf, sl2, st, false,
+                  [](int) {}, mergeSlice);
+  storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + z) * cs);
+  if (!lastToFinish(p.done2 + pair, sm.i)) return;
+
+  float* wS = sm.x;  // [slcChunks][16]
+  const float* slcPart = p.slcPart + (size_t)pair * p.slcChunks * cs;
+  mergeWeights<D>({slcPart, p.slcChunks, wS, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
+  const T* gates = static_cast<const T*>(a.gates);
+  T* out = static_cast<T*>(a.out);
+  const float* oC = p.oCmp + (size_t)pair * kG * D;
+  const float* oW = p.oWin + (size_t)pair * kG * D;
+  mergeRows<D>(slcPart, p.slcChunks, cs, wS, [&](int e, float4 os) {
+    const int r = e / D;
+    const size_t gAt = (head0 + r) * 3;
+    const float gc = toF(gates[gAt]), gs = toF(gates[gAt + 1]), gw = toF(gates[gAt + 2]);
+    const float4 oc = __ldcg(reinterpret_cast<const float4*>(oC + e)), ow = __ldcg(reinterpret_cast<const float4*>(oW + e));
+    T* o = out + head0 * D + e;
+    o[0] = fromF<T>(gs * os.x + gw * ow.x + gc * oc.x);
+    o[1] = fromF<T>(gs * os.y + gw * ow.y + gc * oc.y);
+    o[2] = fromF<T>(gs * os.z + gw * ow.z + gc * oc.z);
+    o[3] = fromF<T>(gs * os.w + gw * ow.w + gc * oc.w);
+  });
+}
+
+// Finished-block counters: zeroed once, reset by the last block of every launch.
+int* doneCounters(int count, cudaStream_t stream) {
+  static int* buf = nullptr;
+  static int size = 0;
+  if (count > size) {
+    if (buf) NSA_CUDA(cudaFreeAsync(buf, stream));
+    NSA_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&buf), sizeof(int) * count, stream));
+    NSA_CUDA(cudaMemsetAsync(buf, 0, sizeof(int) * count, stream));
+    size = count;
+  }
+  return buf;
+}
+
+int ceilDiv(int x, int y) { return (x + y - 1) / y; }
+// Selection blocks a 64-key compressed tile can touch, rounded up to a multiple of 4 (float4 rows).
+int selectionSpan(int perCmp, int perSel) { return roundUp((kTile + perCmp - 2) / perSel + 2, 4); }
+
+template <class T, int D>
+void launchFast(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
+  const NSAConfigArgs& c = a.cfg;
+  const int pairs = a.seq.rows * c.H;
+  const int want = std::max(1, ceilDiv(2 * sms, pairs));  // blocks per pair that would fill the GPU twice
+  FastPlan p{};
+  const int tilesC = std::max(1, ceilDiv(compressedCount(a.seq.maxKeys, c.l, c.d), kTile));
+  const int tilesW = std::max(1, ceilDiv(c.window, kTile));
+  const int tilesS = std::max(1, ceilDiv(c.n * c.ls, kTile));
+  p.cmpChunkTiles = std::max(ceilDiv(tilesC, kMaxChunks), ceilDiv(tilesC, want));
+  p.cmpChunks = ceilDiv(tilesC, p.cmpChunkTiles);
+  p.winChunkTiles = std::max(ceilDiv(tilesW, kMaxChunks), std::min(p.cmpChunkTiles, tilesW));
+  p.winChunks = ceilDiv(tilesW, p.winChunkTiles);
+  p.slcChunkTiles = std::max(ceilDiv(tilesS, kMaxChunks), ceilDiv(tilesS, want));
+  p.slcChunks = ceilDiv(tilesS, p.slcChunkTiles);
+  p.cmpTiles = tilesC;
+  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
+  p.W = selectionSpan(perCmp, perSel);
+  const size_t cs = (size_t)kG * D + 2 * kG;
+  const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);
+  Workspace ws(stream);
+  float* f = ws.alloc<float>(floats);
+  p.cmpPart = f; f += (size_t)pairs * p.cmpChunks * cs;
+  p.winPart = f; f += (size_t)pairs * p.winChunks * cs;
+  p.slcPart = f; f += (size_t)pairs * p.slcChunks * cs;
+  p.mass = f; f += (size_t)pairs * tilesC * kG * p.W;
+  p.tileMax = f; f += (size_t)pairs * tilesC * kG;
+  p.oCmp = f; f += (size_t)pairs * kG * D;
+  p.oWin = f;
+  p.done1 = doneCounters(2 * pairs, stream);
+  p.done2 = p.done1 + pairs;
+  const size_t bytes = FastLayout<D>::bytes(sizeof(T), c.n);
+  static size_t attrBytes = 0;  // per kernel pair (template instance)
+  if (bytes > attrBytes) {
+    NSA_CUDA(cudaFuncSetAttribute(decodeCmpWinKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSlcKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    attrBytes = bytes;
+  }
+  decodeCmpWinKernel<T, D><<<dim3(pairs, p.cmpChunks + p.winChunks), kNT, bytes, stream>>>(a, p);
+  NSA_LAUNCHED("nsa decode decodeCmpWinKernel");
+  decodeSlcKernel<T, D><<<dim3(pairs, p.slcChunks), kNT, bytes, stream>>>(a, p);
+  NSA_LAUNCHED("nsa decode decodeSlcKernel");
+}
+
+}  // namespace
+
+// Register-layout decode; false = not taken (the caller has checked the split-K conditions).
+bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
+  const NSAConfigArgs& c = a.cfg;
+  if (a.dtype == DType::F32 || c.HQ != kG * c.H || c.Dk != c.Dv || (c.Dk != 64 && c.Dk != 128)) return false;
+  if (a.seq.rows == 0 || c.l % c.d || c.ls % c.d || c.n > 64 || c.n < 1) return false;
+  // The selection's scratch (tile contributions, block scores, top-n candidates) lives in the tile
+  // bytes: longer caches take the general decode.
+  const int nbMax = (a.seq.maxKeys + c.ls - 1) / c.ls + 1;
+  const int tilesC = ceilDiv(compressedCount(a.seq.maxKeys, c.l, c.d), kTile);
+  const size_t scratch = sizeof(float) * ((size_t)tilesC * selectionSpan(c.l / c.d, c.ls / c.d) + nbMax + 2 * kW * c.n + c.n) + 64;
+  if (scratch > (c.Dk == 64 ? FastLayout<64>::tileBytes(2) : FastLayout<128>::tileBytes(2))) return false;
+  const bool f16 = a.dtype == DType::F16;
+  if (c.Dk == 64) f16 ? launchFast<__half, 64>(a, sms, stream) : launchFast<__nv_bfloat16, 64>(a, sms, stream);
+  else f16 ? launchFast<__half, 128>(a, sms, stream) : launchFast<__nv_bfloat16, 128>(a, sms, stream);
+  return true;
+}
+
+}  // namespace nsa
