@@ -245,11 +245,18 @@ __device__ void storeChunk(WarpRows<D>& st, float* scratch, float* part) {
     part[kG * D + kG + r] = L;
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < kG * D; e += kNT) {
-    const int r = e / D, col = e % D;
-    float acc = 0.f;
-    for (int w = 0; w < kW; w++) acc += wW[w * kG + r] * oW[(w * kG + r) * D + col];
-    part[e] = acc;
+  constexpr int Q = D / 4;  // float4 per row
+#pragma unroll
+  for (int i = 0; i < kG * Q / kNT; i++) {
+    const int e4 = threadIdx.x + i * kNT, r = e4 / Q;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+    for (int w = 0; w < kW; w++) {
+      const float wt = wW[w * kG + r];
+      const float4 o = reinterpret_cast<const float4*>(oW + w * kG * D)[e4];
+      acc.x += wt * o.x; acc.y += wt * o.y; acc.z += wt * o.z; acc.w += wt * o.w;
+    }
+    reinterpret_cast<float4*>(part)[e4] = acc;
   }
 }
 
@@ -277,9 +284,10 @@ struct Parts {
   float* lse;  // [16] M + log2(L) (+inf if every chunk is empty), or null
 };
 
-// Merge weights of one or two partial sets. Every (chunk, row) m and l is loaded in a single round
-// (at most 4 loads of each per thread), then one thread per row reduces in chunk order. All
-// threads call it; tmp holds 4 * kNT * 2 floats; ends with a barrier.
+// Merge weights of one or two partial sets (at most kMaxChunks chunks each). Every (chunk, row) m
+// and l is loaded in a single round (at most 4 loads of each per thread), then 8 threads per row
+// reduce with shuffles (a fixed order). All threads call it; tmp holds 4 * kNT * 2 floats; ends
+// with a barrier.
 template <int D>
 __device__ void mergeWeights(Parts x, Parts y, size_t cs, float* tmp) {
   float m[4], l[4];
@@ -301,24 +309,32 @@ __device__ void mergeWeights(Parts x, Parts y, size_t cs, float* tmp) {
     tmp[4 * kNT + threadIdx.x + i * kNT] = l[i];
   }
   __syncthreads();
-  const int warp = threadIdx.x >> 5, r = threadIdx.x & 31;
-  if (warp < 2 && r < kG) {
-    const int count = warp == 0 ? x.count : y.count;
-    float* w = warp == 0 ? x.w : y.w;
-    float* lse = warp == 0 ? x.lse : y.lse;
-    const float* tm = tmp + (warp == 0 ? 0 : nx);
+  // Row r = threadIdx.x / 8; its 8 threads take chunks q and q + 8 and reduce with shuffles.
+  const int r = threadIdx.x >> 3, q = threadIdx.x & 7;
+#pragma unroll
+  for (int set = 0; set < 2; set++) {
+    const int count = set ? y.count : x.count;
+    float* w = set ? y.w : x.w;
+    float* lse = set ? y.lse : x.lse;
+    const float* tm = tmp + (set ? nx : 0);
     const float* tl = tm + 4 * kNT;
-    float M = kNegInf;
-    for (int z = 0; z < count; z++) M = fmaxf(M, tm[z * kG + r]);
-    float L = 0.f;
-    for (int z = 0; z < count; z++) {
-      const float e = tm[z * kG + r] == kNegInf ? 0.f : exp2f(tm[z * kG + r] - M);
-      if (w) w[z * kG + r] = e;
-      L += e * tl[z * kG + r];
-    }
+    if (count == 0) continue;
+    const float m0 = q < count ? tm[q * kG + r] : kNegInf, m1 = q + 8 < count ? tm[(q + 8) * kG + r] : kNegInf;
+    float M = fmaxf(m0, m1);
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
+    const float e0 = m0 == kNegInf ? 0.f : exp2f(m0 - M), e1 = m1 == kNegInf ? 0.f : exp2f(m1 - M);
+    float L = (q < count ? e0 * tl[q * kG + r] : 0.f) + (q + 8 < count ? e1 * tl[(q + 8) * kG + r] : 0.f);
+    L += __shfl_xor_sync(0xffffffffu, L, 1);
+    L += __shfl_xor_sync(0xffffffffu, L, 2);
+    L += __shfl_xor_sync(0xffffffffu, L, 4);
     const float inv = L > 0.f ? 1.f / L : 0.f;
-    if (w) for (int z = 0; z < count; z++) w[z * kG + r] *= inv;
-    if (lse) lse[r] = L > 0.f ? M + log2f(L) : INFINITY;
+    if (w) {
+      if (q < count) w[q * kG + r] = e0 * inv;
+      if (q + 8 < count) w[(q + 8) * kG + r] = e1 * inv;
+    }
+    if (lse && q == 0) lse[r] = L > 0.f ? M + log2f(L) : INFINITY;
   }
   __syncthreads();
 }
@@ -365,20 +381,27 @@ __device__ void mergeRows(const float* part, int count, size_t cs, const float* 
   for (int i = 0; i < PER; i++) emit(4 * (threadIdx.x + i * kNT), acc[i]);
 }
 
-__device__ __forceinline__ void argmaxStep(float& best, int& bj, int& bc) {
+// A block's selection key: score bits (scores are >= 0, so their bits order like the values), then
+// ~index, so the largest key is the best score at the lowest index; 0 = no candidate.
+__device__ __forceinline__ unsigned long long blockKey(float score, int j) {
+  return ((unsigned long long)__float_as_uint(score) << 32) | (unsigned)~j;
+}
+
+__device__ __forceinline__ unsigned long long warpMaxKey(unsigned long long k) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
-    const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-    const int oj = __shfl_xor_sync(0xffffffffu, bj, o);
-    const int oc = __shfl_xor_sync(0xffffffffu, bc, o);
-    if (ob > best || (ob == best && oj < bj)) { best = ob; bj = oj; bc = oc; }
+    const unsigned long long other = __shfl_xor_sync(0xffffffffu, k, o);
+    k = other > k ? other : k;
   }
+  return k;
 }
 
 // Top-n over blocks 0 .. nb-1 (cur = nb - 1): forced initial and local blocks, then the highest
-// scores, ties to the lower index (as selectTopN). Each warp keeps the best `rest` of its slice;
-// warp 0 merges the candidates. Writes out[0 .. n) ascending, padded with -1. sc is clobbered.
-__device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, float* candS, int* candJ, int* chosen, int* misc, int* out) {
+// scores, ties to the lower index (as selectTopN). Each warp takes the best `rest` keys of its
+// slice (lanes keep theirs sorted in registers and the warp pops the largest head `rest` times);
+// then each of the 4 x rest candidates finds its rank among them. Writes out[0 .. n) ascending,
+// padded with -1. sc is clobbered.
+__device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigned long long* cand, int* chosen, int* misc, int* out) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   auto forced = [&](int j) { return j < c.initialBlocks || j > cur - c.localBlocks; };
   if (threadIdx.x == 0) {
@@ -391,70 +414,70 @@ __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, float* 
   const int fixed = misc[0], rest = max(0, min(c.n, nb) - fixed);
   const int per = (nb + kW - 1) / kW, lo = warp * per, hi = min(nb, lo + per);
   if (per <= 32 * kLaneKeys) {
-    // The lane's candidates in registers as 64-bit keys: score bits (scores are >= 0, so their bits
-    // order like the values), then ~index, so the maximum key is the best score at the lowest index.
     unsigned long long v[kLaneKeys];
 #pragma unroll
     for (int u = 0; u < kLaneKeys; u++) {
       const int j = lo + lane + 32 * u;
-      v[u] = j < hi && !forced(j) ? ((unsigned long long)__float_as_uint(sc[j]) << 32) | (unsigned)~j : 0ull;
+      v[u] = j < hi && !forced(j) ? blockKey(sc[j], j) : 0ull;
     }
+    // Bitonic sort, descending.
+#pragma unroll
+    for (int k = 2; k <= kLaneKeys; k <<= 1)
+#pragma unroll
+      for (int h = k >> 1; h > 0; h >>= 1)
+#pragma unroll
+        for (int i = 0; i < kLaneKeys; i++) {
+          const int m = i ^ h;
+          if (m > i) {
+            const unsigned long long x = v[i], y = v[m];
+            const bool swap = ((i & k) == 0) ? x < y : x > y;
+            v[i] = swap ? y : x;
+            v[m] = swap ? x : y;
+          }
+        }
     for (int k = 0; k < rest; k++) {
-      unsigned long long best = 0ull;
+      const unsigned long long best = warpMaxKey(v[0]);
+      if (best != 0ull && v[0] == best) {
 #pragma unroll
-      for (int u = 0; u < kLaneKeys; u++) best = v[u] > best ? v[u] : best;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const unsigned long long other = __shfl_xor_sync(0xffffffffu, best, o);
-        best = other > best ? other : best;
+        for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
+        v[kLaneKeys - 1] = 0ull;
       }
-#pragma unroll
-      for (int u = 0; u < kLaneKeys; u++)
-        if (v[u] == best) v[u] = 0ull;
-      if (lane == 0) {
-        candS[warp * rest + k] = best ? __uint_as_float((unsigned)(best >> 32)) : -1.f;
-        candJ[warp * rest + k] = best ? (int)~(unsigned)best : INT_MAX;
-      }
+      if (lane == 0) cand[warp * rest + k] = best;
     }
   } else {
     for (int k = 0; k < rest; k++) {
-      float best = -1.f;
-      int bj = INT_MAX, bc = 0;
+      unsigned long long best = 0ull;
       for (int j = lo + lane; j < hi; j += 32)
-        if (!forced(j) && sc[j] > best) { best = sc[j]; bj = j; }
-      argmaxStep(best, bj, bc);
+        if (!forced(j) && sc[j] >= 0.f) {
+          const unsigned long long key = blockKey(sc[j], j);
+          best = key > best ? key : best;
+        }
+      best = warpMaxKey(best);
       if (lane == 0) {
-        candS[warp * rest + k] = best;
-        candJ[warp * rest + k] = bj;
-        if (bj != INT_MAX) sc[bj] = -2.f;
+        cand[warp * rest + k] = best;
+        if (best) sc[~(unsigned)best] = -2.f;
       }
       __syncwarp();
     }
   }
   __syncthreads();
-  if (warp == 0) {
-    for (int k = 0; k < rest; k++) {
-      float best = -1.f;
-      int bj = INT_MAX, bc = -1;
-      for (int q = lane; q < kW * rest; q += 32)
-        if (candJ[q] != INT_MAX && (candS[q] > best || (candS[q] == best && candJ[q] < bj))) { best = candS[q]; bj = candJ[q]; bc = q; }
-      argmaxStep(best, bj, bc);
-      if (lane == 0) {
-        chosen[fixed + k] = bj;
-        if (bc >= 0) candJ[bc] = INT_MAX;
-      }
-      __syncwarp();
+  // Keys are unique: a candidate's rank among all candidates is its place in the top-n.
+  for (int q = threadIdx.x; q < kW * rest; q += kNT) {
+    const unsigned long long key = cand[q];
+    int rank = 0;
+    for (int o = 0; o < kW * rest; o++) rank += cand[o] > key;
+    if (key != 0ull && rank < rest) chosen[fixed + rank] = (int)~(unsigned)key;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int count = min(c.n, fixed + rest);
+    for (int i = 1; i < count; i++) {
+      const int v = chosen[i];
+      int k = i - 1;
+      while (k >= 0 && chosen[k] > v) { chosen[k + 1] = chosen[k]; k--; }
+      chosen[k + 1] = v;
     }
-    if (lane == 0) {
-      const int count = min(c.n, fixed + rest);
-      for (int i = 1; i < count; i++) {
-        const int v = chosen[i];
-        int k = i - 1;
-        while (k >= 0 && chosen[k] > v) { chosen[k + 1] = chosen[k]; k--; }
-        chosen[k + 1] = v;
-      }
-      for (int i = 0; i < c.n; i++) out[i] = i < count ? chosen[i] : -1;
-    }
+    for (int i = 0; i < c.n; i++) out[i] = i < count ? chosen[i] : -1;
   }
 }
 
@@ -562,10 +585,9 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
     sc[j] = s;
   }
   __syncthreads();
-  float* candS = sc + nb;
-  int* candJ = reinterpret_cast<int*>(candS + kW * c.n);
-  int* chosen = candJ + kW * c.n;
-  topN(sc, nb, ri.cur, c, candS, candJ, chosen, sm.i + 1, a.blockOut + at);
+  auto* cand = reinterpret_cast<unsigned long long*>(sc + roundUp(nb, 2));  // [4][rest]
+  int* chosen = reinterpret_cast<int*>(cand + kW * c.n);
+  topN(sc, nb, ri.cur, c, cand, chosen, sm.i + 1, a.blockOut + at);
 }
 
 // Launch 2: grid (pairs, slcChunks). Block z also merges slice z of the compressed and window
@@ -600,8 +622,10 @@ __global__ void __launch_bounds__(kNT) decodeSlcKernel(NSAForwardArgs a, FastPla
   WarpRows<D> st;
   st.reset();
   const int first = z * p.slcChunkTiles * kTile, end = min(pre[c.n], first + p.slcChunkTiles * kTile);
+  // Tokens come in ascending order within each tile copy: a cursor over blk, restarted when e goes back.
+  int k = 0;
   auto rowOf = [&](int e) {
-    int k = 0;
+    if (e < pre[k]) k = 0;
     while (pre[k + 1] <= e) k++;
     return ri.kBase + blk[k] * c.ls + (e - pre[k]);
   };
