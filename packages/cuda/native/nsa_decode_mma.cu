@@ -29,7 +29,8 @@ constexpr int kWarpKeys = kTile / kW; // keys per warp per tile
 constexpr int kG = 16;                // query heads per KV head (one m16 row tile)
 constexpr int kXld = kTile + 4;       // row stride of the scaled-score tile
 constexpr int kMaxChunks = 16;        // chunks per (query, KV head) and branch: bounds the merge
-constexpr int kLaneKeys = 16;         // top-n candidates a lane keeps in registers (nb <= 2048)
+constexpr int kLaneKeys = 16;         // top-n candidates a lane keeps in registers
+constexpr int kMaxBlocks = kW * 32 * kLaneKeys;  // selection blocks this decode takes (2048)
 
 struct FastPlan {
   int cmpChunks, winChunks, slcChunks;           // chunks per (query, KV head)
@@ -398,7 +399,8 @@ __device__ __forceinline__ unsigned long long warpMaxKey(unsigned long long k) {
 
 // Top-n over blocks 0 .. nb-1 (cur = nb - 1): forced initial and local blocks, then the highest
 // scores, ties to the lower index (as selectTopN). Each warp takes the best `rest` keys of its
-// slice (lanes keep theirs sorted in registers and the warp pops the largest head `rest` times);
+// slice (nb <= kMaxBlocks: a lane keeps its <= 16 sorted in registers and the warp pops the
+// largest head `rest` times);
 // then each of the 4 x rest candidates finds its rank among them. Writes out[0 .. n) ascending,
 // padded with -1. sc is clobbered.
 __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigned long long* cand, int* chosen, int* misc, int* out) {
@@ -413,52 +415,35 @@ __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigne
   __syncthreads();
   const int fixed = misc[0], rest = max(0, min(c.n, nb) - fixed);
   const int per = (nb + kW - 1) / kW, lo = warp * per, hi = min(nb, lo + per);
-  if (per <= 32 * kLaneKeys) {
-    unsigned long long v[kLaneKeys];
+  unsigned long long v[kLaneKeys];
 #pragma unroll
-    for (int u = 0; u < kLaneKeys; u++) {
-      const int j = lo + lane + 32 * u;
-      v[u] = j < hi && !forced(j) ? blockKey(sc[j], j) : 0ull;
-    }
-    // Bitonic sort, descending.
+  for (int u = 0; u < kLaneKeys; u++) {
+    const int j = lo + lane + 32 * u;
+    v[u] = j < hi && !forced(j) ? blockKey(sc[j], j) : 0ull;
+  }
+  // Bitonic sort, descending.
 #pragma unroll
-    for (int k = 2; k <= kLaneKeys; k <<= 1)
+  for (int k = 2; k <= kLaneKeys; k <<= 1)
 #pragma unroll
-      for (int h = k >> 1; h > 0; h >>= 1)
+    for (int h = k >> 1; h > 0; h >>= 1)
 #pragma unroll
-        for (int i = 0; i < kLaneKeys; i++) {
-          const int m = i ^ h;
-          if (m > i) {
-            const unsigned long long x = v[i], y = v[m];
-            const bool swap = ((i & k) == 0) ? x < y : x > y;
-            v[i] = swap ? y : x;
-            v[m] = swap ? x : y;
-          }
+      for (int i = 0; i < kLaneKeys; i++) {
+        const int m = i ^ h;
+        if (m > i) {
+          const unsigned long long x = v[i], y = v[m];
+          const bool swap = ((i & k) == 0) ? x < y : x > y;
+          v[i] = swap ? y : x;
+          v[m] = swap ? x : y;
         }
-    for (int k = 0; k < rest; k++) {
-      const unsigned long long best = warpMaxKey(v[0]);
-      if (best != 0ull && v[0] == best) {
+      }
+  for (int k = 0; k < rest; k++) {
+    const unsigned long long best = warpMaxKey(v[0]);
+    if (best != 0ull && v[0] == best) {
 #pragma unroll
-        for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
-        v[kLaneKeys - 1] = 0ull;
-      }
-      if (lane == 0) cand[warp * rest + k] = best;
+      for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
+      v[kLaneKeys - 1] = 0ull;
     }
-  } else {
-    for (int k = 0; k < rest; k++) {
-      unsigned long long best = 0ull;
-      for (int j = lo + lane; j < hi; j += 32)
-        if (!forced(j) && sc[j] >= 0.f) {
-          const unsigned long long key = blockKey(sc[j], j);
-          best = key > best ? key : best;
-        }
-      best = warpMaxKey(best);
-      if (lane == 0) {
-        cand[warp * rest + k] = best;
-        if (best) sc[~(unsigned)best] = -2.f;
-      }
-      __syncwarp();
-    }
+    if (lane == 0) cand[warp * rest + k] = best;
   }
   __syncthreads();
   // Keys are unique: a candidate's rank among all candidates is its place in the top-n.
@@ -740,9 +725,11 @@ bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
   if (a.dtype == DType::F32 || c.HQ != kG * c.H || c.Dk != c.Dv || (c.Dk != 64 && c.Dk != 128)) return false;
   if (a.seq.rows == 0 || c.l % c.d || c.ls % c.d || c.n > 64 || c.n < 1) return false;
-  // The selection's scratch (tile contributions, block scores, top-n candidates) lives in the tile
-  // bytes: longer caches take the general decode.
+  // Top-n keeps each lane's candidates in registers (nb <= kMaxBlocks) and the selection's scratch
+  // (tile contributions, block scores, candidates) lives in the tile bytes: longer caches take the
+  // general decode.
   const int nbMax = (a.seq.maxKeys + c.ls - 1) / c.ls + 1;
+  if (nbMax > kMaxBlocks) return false;
   const int tilesC = ceilDiv(compressedCount(a.seq.maxKeys, c.l, c.d), kTile);
   const size_t scratch = sizeof(float) * ((size_t)tilesC * selectionSpan(c.l / c.d, c.ls / c.d) + nbMax + 2 * kW * c.n + c.n) + 64;
   if (scratch > (c.Dk == 64 ? FastLayout<64>::tileBytes(2) : FastLayout<128>::tileBytes(2))) return false;
