@@ -187,31 +187,52 @@ export async function prepareSelection(
     const items = queryItems(group.seqs, 1);
     return { group, items, chunks: chunkItems(items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID) };
   });
-  const pipeline = await rt.pipeline(
-    'nsa_selection_topn',
-    selectionShader({
-      e,
-      G,
-      GC: tiles.GC,
-      DK,
-      CB: tiles.CB,
-      WG: tiles.WG,
-      NSMAX: tiles.NSMAX,
-      nSel: geo.nSel,
-      initialBlocks: geo.initialBlocks,
-      localBlocks: geo.localBlocks,
-      perCmp: geo.cmpBlock / geo.cmpStride,
-      perSel: geo.selBlock / geo.cmpStride,
-    }),
-  );
+  const kernel = {
+    e,
+    G,
+    GC: tiles.GC,
+    DK,
+    CB: tiles.CB,
+    WG: tiles.WG,
+    NSMAX: tiles.NSMAX,
+    nSel: geo.nSel,
+    initialBlocks: geo.initialBlocks,
+    localBlocks: geo.localBlocks,
+    perCmp: geo.cmpBlock / geo.cmpStride,
+    perSel: geo.selBlock / geo.cmpStride,
+  };
+  // Few (token, KV head) workgroups (decoding): spread the compressed blocks over workgroups in a
+  // scores pass that writes each block's group-summed probability, then choose in a second pass.
+  let maxVisible = 0;
+  for (const s of seqs) if (s.nq > 0) maxVisible = Math.max(maxVisible, keyHi('compressed', geo, s.qPos + s.nq - 1));
+  const chunksPerRow = Math.ceil(maxVisible / tiles.CB);
+  const impBytes = geo.tokRows * H * Math.max(1, maxVisible) * 4;
+  const rowsTotal = plans.reduce((a, p) => a + itemCount(p.items), 0);
+  const twoPass = plans.length === 1 && plans[0].chunks.length === 1 && rowsTotal * H < TARGET_WORKGROUPS && chunksPerRow > 1 && impBytes <= limit;
+  const splits = twoPass ? Math.min(MAX_SPLITS, chunksPerRow, Math.ceil(TARGET_WORKGROUPS / Math.max(1, rowsTotal * H))) : 1;
+  const perSplit = Math.ceil(chunksPerRow / splits);
+  const [pipeline, scoresPipeline, topnPipeline] = await Promise.all([
+    twoPass ? undefined : rt.pipeline('nsa_selection_topn', selectionShader({ ...kernel, phase: 'fused' })),
+    twoPass ? rt.pipeline('nsa_selection_scores_split', selectionShader({ ...kernel, phase: 'scores' })) : undefined,
+    twoPass ? rt.pipeline('nsa_selection_topn_split', selectionShader({ ...kernel, phase: 'topn' })) : undefined,
+  ]);
   return (frame, buf) => {
     for (const plan of plans) {
       const kCmp = rowRange(buf.kCmp, bpk, plan.group.keyLo, plan.group.keyHi);
       const itemBuf = frame.upload(plan.items, 'selection items');
+      if (scoresPipeline && topnPipeline) {
+        const c = plan.chunks[0];
+        const imp = frame.scratch(impBytes, 'selection block probabilities');
+        const params = { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first, keyRowBase: plan.group.keyLo, impStride: Math.max(1, maxVisible), perSplit };
+        const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+        frame.dispatch(scoresPipeline, params, [itemBuf, r(buf.q, bpr.q), kCmp, r(buf.lseCmp, bpr.lse), imp], [c.count, H, splits]);
+        frame.dispatch(topnPipeline, params, [itemBuf, imp, r(buf.blocks, bpr.blocks)], [c.count, H, 1]);
+        continue;
+      }
       for (const c of plan.chunks) {
         const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
         frame.dispatch(
-          pipeline,
+          pipeline!,
           { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first, keyRowBase: plan.group.keyLo },
           [itemBuf, r(buf.q, bpr.q), kCmp, r(buf.lseCmp, bpr.lse), r(buf.blocks, bpr.blocks)],
           [c.count, H, 1],

@@ -107,10 +107,11 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   const info = adapter.info;
   const name = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
   const lim = device.limits;
+  const subgroupMinSize = Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0);
   const bindingCap = options.maxBindingBytes ?? Infinity;
   const ctx: DeviceContext = {
     device,
-    features: { f16, subgroups, timestamps, subgroupMinSize: Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0) },
+    features: { f16, subgroups, timestamps, subgroupMinSize },
     tiledForward: options.tiledForward ?? true,
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {
@@ -122,7 +123,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
       minStorageBufferOffsetAlignment: lim.minStorageBufferOffsetAlignment,
       maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
     },
-    description: `${name}${f16 ? ', shader-f16' : ''}${subgroups ? ', subgroups' : ''}`,
+    description: `${name}${f16 ? ', shader-f16' : ''}${subgroups ? `, subgroups (min size ${subgroupMinSize || 'unknown'})` : ''}${timestamps ? ', timestamp-query' : ''}`,
     lost: undefined,
   };
   void device.lost.then((info) => {

@@ -26,6 +26,7 @@ export const PARAM_FIELDS = [
   'accum',
   'splits',
   'keyRowBase',
+  'impStride',
   'scale',
 ] as const;
 
