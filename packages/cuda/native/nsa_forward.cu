@@ -197,9 +197,13 @@ void launchForward(const NSAForwardArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
+// nsa_forward_pipelined_mma.cu: v6 of the 16-bit G = 16 forward (false = not taken, or NSA_FWD_V4=1).
+bool nsaForwardPipelined(const NSAForwardArgs& a, cudaStream_t stream);
+
 void nsaForward(const NSAForwardArgs& a, cudaStream_t stream) {
   if (nsaDecodeSplit(a, stream)) return;
-  if (nsaForwardRegisters(a, stream)) return;  // 16-bit, G = 16, D 64/128: nsa_forward_mma.cu
+  if (nsaForwardPipelined(a, stream)) return;  // 16-bit, G = 16, D 64/128: nsa_forward_pipelined_mma.cu
+  if (nsaForwardRegisters(a, stream)) return;  // the same shapes, v4: nsa_forward_mma.cu
   switch (a.dtype) {
     case DType::F32: return launchForward<float>(a, stream);
     case DType::F16: return launchForward<__half>(a, stream);
