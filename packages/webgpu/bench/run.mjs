@@ -4,8 +4,9 @@
 //   node bench/run.mjs [--T 4096,16384,65536] [--deadline 420] [--dtype float32] [--ops forward,decode,fwd+bwd]
 // B = 1, HQ = 64, H = 4, D = 128, paper block sizes. Forward, forward+backward, decode (batch 1
 // and 16). Achieved GFLOP/s and GB/s are set against an fp32 FMA peak and a copy bandwidth
-// measured in the same run on the same device. Times are host wall-clock per call after a
-// synchronize (queue.onSubmittedWorkDone), median of the repetitions, after one warm-up call.
+// measured in the same run on the same device. Three clocks per cell, medians after one warm-up
+// call: host wall-clock per call up to queue.onSubmittedWorkDone, back-to-back calls with one wait
+// (decode), and GPU time from timestamp queries where the adapter has them (see `time` below).
 // Inputs are pseudo-random (never zero), generated on the GPU.
 import { compressedCount, createNSAConfig, keysReadPerQuery } from '@nsa/core';
 import { WebGPUTensor, createWebGPUBackend } from '@nsa/webgpu';

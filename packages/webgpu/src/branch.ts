@@ -131,14 +131,16 @@ export async function prepareBranchForward(
   const kernel = (split: boolean) => ({ kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split });
   // Row statistics through subgroup shuffles only where every subgroup holds whole row groups.
   const subgroups = rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= (tiled?.NKG ?? Infinity) && (tiled?.WG ?? 0) % rt.ctx.features.subgroupMinSize === 0;
-  const shader = (split: boolean) =>
-    tiled ? tiledForwardShader({ mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }) : attentionShader(kernel(split));
+  const compile = (split: boolean, name: string) =>
+    tiled
+      ? rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }, tiledForwardShader)
+      : rt.pipelineOf(name, kernel(split), attentionShader);
   const variant = tiled ? `tiled${subgroups ? '_sg' : ''}` : 'classic';
   const anySplit = plans.some((p) => p.splits > 1);
   const [pipeline, splitPipeline, combine] = await Promise.all([
-    rt.pipeline(`nsa_${mode}_forward_${variant}`, shader(false)),
-    anySplit ? rt.pipeline(`nsa_${mode}_forward_split_${variant}`, shader(true)) : undefined,
-    anySplit ? rt.pipeline('combine_splits', combineSplitsShader(DV)) : undefined,
+    compile(false, `nsa_${mode}_forward_${variant}`),
+    anySplit ? compile(true, `nsa_${mode}_forward_split_${variant}`) : undefined,
+    anySplit ? rt.pipelineOf('combine_splits', { DV }, (p) => combineSplitsShader(p.DV)) : undefined,
   ]);
   return (frame, buf) => {
     for (const plan of plans) {
@@ -212,9 +214,9 @@ export async function prepareSelection(
   const splits = twoPass ? Math.min(MAX_SPLITS, chunksPerRow, Math.ceil(TARGET_WORKGROUPS / Math.max(1, rowsTotal * H))) : 1;
   const perSplit = Math.ceil(chunksPerRow / splits);
   const [pipeline, scoresPipeline, topnPipeline] = await Promise.all([
-    twoPass ? undefined : rt.pipeline('nsa_selection_topn', selectionShader({ ...kernel, phase: 'fused' })),
-    twoPass ? rt.pipeline('nsa_selection_scores_split', selectionShader({ ...kernel, phase: 'scores' })) : undefined,
-    twoPass ? rt.pipeline('nsa_selection_topn_split', selectionShader({ ...kernel, phase: 'topn' })) : undefined,
+    twoPass ? undefined : rt.pipelineOf('nsa_selection_topn', { ...kernel, phase: 'fused' as const }, selectionShader),
+    twoPass ? rt.pipelineOf('nsa_selection_scores_split', { ...kernel, phase: 'scores' as const }, selectionShader) : undefined,
+    twoPass ? rt.pipelineOf('nsa_selection_topn_split', { ...kernel, phase: 'topn' as const }, selectionShader) : undefined,
   ]);
   return (frame, buf) => {
     for (const plan of plans) {
@@ -312,7 +314,7 @@ export async function prepareBranchDkDv(
 /** out (dtype) = Σ gate_b O_b (three branches) or a cast of O (one). */
 export async function prepareGateCombine(rt: Runtime, geo: Geometry, NB: 1 | 3): Promise<Encoder<{ o: GPUBuffer[]; gates?: GPUBuffer; out: GPUBuffer }>> {
   const { HQ, DV, e } = geo;
-  const pipeline = await rt.pipeline(`gate_combine_${NB}`, gateCombineShader(e, DV, NB));
+  const pipeline = await rt.pipelineOf(`gate_combine_${NB}`, { e, DV, NB }, (p) => gateCombineShader(p.e, p.DV, p.NB));
   const bpr = { o: HQ * DV * 4, gates: HQ * 3 * esize(e), out: HQ * DV * esize(e) };
   const chunks = rt.rowChunks(geo.tokRows, Math.max(...Object.values(bpr)));
   return (frame, buf) => {

@@ -29,6 +29,7 @@ const POOL_MAX_BYTES = 64 << 20;
 export class Runtime {
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #pool = new Map<string, GPUBuffer[]>();
+  readonly #byParams = new Map<string, Promise<GPUComputePipeline>>();
   /** When set (and the device has 'timestamp-query'), every frame's passes are timed on the GPU. */
   profiler: Profiler | undefined;
 
@@ -52,6 +53,21 @@ export class Runtime {
       entry = compilePipeline(this.ctx, name, code);
       entry.catch(() => this.#pipelines.delete(key));
       this.#pipelines.set(key, entry);
+    }
+    return entry;
+  }
+
+  /**
+   * The pipeline of `shader(params)`, generating the WGSL only the first time these params are
+   * seen: repeated calls (decode steps) skip building and hashing the shader text.
+   */
+  pipelineOf<K extends object>(name: string, params: K, shader: (params: K) => string): Promise<GPUComputePipeline> {
+    const key = `${name}\n${JSON.stringify(params)}`;
+    let entry = this.#byParams.get(key);
+    if (!entry) {
+      entry = this.pipeline(name, shader(params));
+      entry.catch(() => this.#byParams.delete(key));
+      this.#byParams.set(key, entry);
     }
     return entry;
   }
