@@ -81,6 +81,30 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
     for (const [name, err] of Object.entries(errors)) expect(err, name).toBeLessThan(TOL);
   });
 
+  it('the classic forward kernels (tiledForward: false) still match, and GPU time is measured where timestamps exist', async () => {
+    const classic = await gpuBackend({ tiledForward: false });
+    try {
+      const B = 1;
+      const T = 90;
+      const C = compressedCount(T, config);
+      const inputs = nsaInputs(config, B, T, C, 31);
+      const ref = await reference.nsaForward({ config, ...upload(reference, inputs, 'float64') });
+      const profiling = classic.rt.profile(true);
+      const out = await classic.nsaForward({ config, ...upload(classic, inputs, 'float32') });
+      expect(Array.from(await out.blockIndices.read())).toEqual(Array.from(await ref.blockIndices.read()));
+      expect(relativeError(await read(out.output), await read(ref.output))).toBeLessThan(TOL);
+      await classic.rt.profiler?.flush();
+      const timings = classic.rt.profiler?.timings ?? [];
+      expect(profiling).toBe(classic.ctx.features.timestamps);
+      if (profiling) {
+        expect(timings.map((t) => t.label)).toContain('nsaForward');
+        expect(timings.every((t) => t.passes >= 1 && Number.isFinite(t.ms) && t.ms >= 0)).toBe(true);
+      }
+    } finally {
+      classic.dispose();
+    }
+  });
+
   it('decode steps through a cache match the reference', async () => {
     const B = 2;
     // Past 32 visible compressed blocks, so decode steps take the two-pass (split) selection.
