@@ -74,6 +74,7 @@ export class WebGPUNSACache implements NSACache {
         cmpBase: b * this.compressedCapacity,
         seqLen: this.#length,
         cmpLen: this.#compressedLength,
+        bindRows: { raw: this.capacity, cmp: Math.max(1, this.compressedCapacity) },
       });
     }
     return seqs;

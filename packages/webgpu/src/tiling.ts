@@ -24,6 +24,11 @@ export interface Sequence {
   readonly seqLen: number;
   /** Compressed blocks. */
   readonly cmpLen: number;
+  /**
+   * Rows the key bindings may cover (raw, compressed): a decode cache binds its whole capacity,
+   * so growing the context by a token changes no binding and a step's bind groups stay valid.
+   */
+  readonly bindRows?: { readonly raw: number; readonly cmp: number };
 }
 
 export interface QueryTiles {
@@ -235,7 +240,14 @@ export interface KeyGroup {
  * `bytesPerKeyRow` per row, so a long batch of caches never binds more than the device allows.
  */
 export function keyGroups(seqs: readonly Sequence[], compressed: boolean, bytesPerKeyRow: number, maxBinding: number, rowAlign: number): KeyGroup[] {
-  const span = (s: Sequence): [number, number] => (compressed ? [s.cmpBase, s.cmpBase + s.cmpLen] : [s.keyBase, s.keyBase + s.seqLen]);
+  const used = (s: Sequence): [number, number] => (compressed ? [s.cmpBase, s.cmpBase + s.cmpLen] : [s.keyBase, s.keyBase + s.seqLen]);
+  const span = (s: Sequence): [number, number] => {
+    const [lo, hi] = used(s);
+    if (!s.bindRows) return [lo, hi];
+    // The whole capacity when it fits one binding; otherwise only the rows in use.
+    const wide = lo + Math.max(hi - lo, compressed ? s.bindRows.cmp : s.bindRows.raw);
+    return (wide - Math.floor(lo / rowAlign) * rowAlign) * bytesPerKeyRow <= maxBinding ? [lo, wide] : [lo, hi];
+  };
   const groups: KeyGroup[] = [];
   let current: { seqs: Sequence[]; keyLo: number; keyHi: number } | undefined;
   for (const s of seqs) {

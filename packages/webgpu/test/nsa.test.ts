@@ -108,7 +108,7 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
   it('decode steps through a cache match the reference', async () => {
     const B = 2;
     // Past 32 visible compressed blocks, so decode steps take the two-pass (split) selection.
-    const T = 300;
+    const T = 303;
     const C = compressedCount(T, config);
     const inputs = nsaInputs(config, B, T, C, 99);
     const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = config;
@@ -123,7 +123,8 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
     let compressed = 0;
     let worst = 0;
     let last: { q: number[]; gates: number[]; TQ: number; output: Float64Array } | undefined;
-    for (const to of [280, 281, 284, 285, 293, 300]) {
+    const trusted: number[] = [];
+    for (const to of [280, 281, 284, 285, 293, 300, 301, 302, 303]) {
       const cTo = compressedCount(to, config);
       for (const [i, be] of [gpu, reference].entries()) {
         const dt = be === gpu ? 'float32' : 'float64';
@@ -161,8 +162,12 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
       const output = await read(out.output);
       worst = Math.max(worst, relativeError(output, await read(ref.output)));
       last = { q, gates, TQ, output };
+      trusted.push((caches[0] as WebGPUNSACache).workspace.trusted.size);
     }
     expect(worst).toBeLessThan(TOL);
+    // The cache binds its whole capacity, so a step one token longer than a validated one has the
+    // same dispatch sequence: it reuses the bind groups and adds no new signature.
+    expect(trusted.at(-1)).toBe(trusted.at(-2));
     // Repeats of a step reuse the cache's workspace (cached bind groups, no wait for error scopes)
     // and give the same result; fresh input tensors are copied in, so they may differ per call.
     const { q, gates, TQ, output } = last!;
