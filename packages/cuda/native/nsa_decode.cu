@@ -22,22 +22,6 @@ struct DecodePlan {
   size_t rowsHeads;
 };
 
-struct RowInfo {
-  int pos, kBase, cBase, cur, nc;
-};
-
-__device__ RowInfo rowInfo(const NSAForwardArgs& a, int row) {
-  const SeqTable st = seqTable(a.seq);
-  const int s = seqOfRow(st, row);
-  RowInfo r;
-  r.pos = st.pos0[s] + row - st.qStart[s];
-  r.kBase = st.kBase[s];
-  r.cBase = st.cBase[s];
-  r.cur = r.pos / a.cfg.ls;
-  r.nc = compressedCount(r.pos + 1, a.cfg.l, a.cfg.d);
-  return r;
-}
-
 // Stage 1 (scores = false) and stage 2 (scores = true) over this block's chunk of compressed keys.
 template <class T>
 __global__ void __launch_bounds__(kThreads) cmpKernel(NSAForwardArgs a, DecodePlan p, float* partial, const float* lseCmp,

@@ -68,22 +68,6 @@ struct FastSmem {
   __device__ float* scratch() const { return reinterpret_cast<float*>(k); }
 };
 
-struct DecodeRow {
-  int pos, kBase, cBase, cur, nc;
-};
-
-__device__ DecodeRow decodeRow(const NSAForwardArgs& a, int row) {
-  const SeqTable st = seqTable(a.seq);
-  const int s = seqOfRow(st, row);
-  DecodeRow r;
-  r.pos = st.pos0[s] + row - st.qStart[s];
-  r.kBase = st.kBase[s];
-  r.cBase = st.cBase[s];
-  r.cur = r.pos / a.cfg.ls;
-  r.nc = compressedCount(r.pos + 1, a.cfg.l, a.cfg.d);
-  return r;
-}
-
 // The group's 16 query rows (consecutive heads) as A fragments, staged through `stage`;
 // meanwhile() runs while they load.
 template <class T, int D, class Meanwhile>
@@ -97,65 +81,6 @@ __device__ void loadQ(uint32_t (&qf)[D / 16][4], const T* q, T* stage, Meanwhile
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], stage, ld, 0, kk * 16);
   __syncthreads();
-}
-
-// Online softmax and P·V of one warp's 16 keys whose scores s (unscaled) are already in registers.
-template <class T, int D, class Visible>
-__device__ __forceinline__ void softmaxPV(float (&s)[2][4], const T* v, int ld, float sl2, Visible visible, WarpRows<D>& st) {
-  const int t4 = threadIdx.x & 3;
-  bool vis[2][2];
-  float mx[2] = {kNegInf, kNegInf};
-  bool any = false;
-#pragma unroll
-  for (int n = 0; n < 2; n++) {
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-      vis[n][e] = visible(n * 8 + 2 * t4 + e);
-      any |= vis[n][e];
-      if (vis[n][e]) {
-        mx[0] = fmaxf(mx[0], s[n][e]);
-        mx[1] = fmaxf(mx[1], s[n][2 + e]);
-      }
-    }
-  }
-  if (!__any_sync(0xffffffffu, any)) return;
-  float alpha[2];
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    const float tileMax = quadMax(mx[i]) * sl2;
-    const float mNew = st.m[i] == kNegInf ? tileMax : fmaxf(st.m[i], tileMax);
-    alpha[i] = st.m[i] == kNegInf ? 0.f : exp2f(st.m[i] - mNew);
-    st.m[i] = mNew;
-  }
-  float rs[2] = {0.f, 0.f};
-#pragma unroll
-  for (int n = 0; n < 2; n++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int i = e >> 1;
-      const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -st.m[i])) : 0.f;
-      s[n][e] = p;
-      rs[i] += p;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
-#pragma unroll
-  for (int n = 0; n < D / 8; n++) {
-    st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
-  }
-  uint32_t pa[4];
-  pa[0] = packF2<T>(s[0][0], s[0][1]);
-  pa[1] = packF2<T>(s[0][2], s[0][3]);
-  pa[2] = packF2<T>(s[1][0], s[1][1]);
-  pa[3] = packF2<T>(s[1][2], s[1][3]);
-#pragma unroll
-  for (int dp = 0; dp < D / 16; dp++) {
-    uint32_t b[4];
-    loadBKN(b, v, ld, 0, dp * 16);
-    mma16816(st.o[2 * dp], pa, b, T());
-    mma16816(st.o[2 * dp + 1], pa, b + 2, T());
-  }
 }
 
 // Walks keys first .. end-1 of one branch (key i lives in row rowOf(i) of K and V) in 64-key tiles,
@@ -203,7 +128,7 @@ __device__ void walkChunk(FastSmem<T, D>& sm, const uint32_t (&qf)[D / 16][4], c
       __syncthreads();
       mass(k0);
     }
-    softmaxPV<T, D>(s, sm.v + buf * TE + warp * kWarpKeys * ld, ld, sl2, [&](int j) { return kw + j < end; }, st);
+    warpSoftmaxPV<T, D, 16>(s, sm.v + buf * TE + warp * kWarpKeys * ld, ld, sl2, [&](int j) { return kw + j < end; }, st);
     __syncthreads();
   }
 }
@@ -477,8 +402,8 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;  // flat (row, head) of the group's first head
   const size_t cs = (size_t)kG * D + 2 * kG;
   uint32_t qf[D / 16][4];
-  DecodeRow ri;
-  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] { ri = decodeRow(a, row); });
+  RowInfo ri;
+  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] { ri = rowInfo(a, row); });
   WarpRows<D> st;
   st.reset();
   const int perCmp = c.l / c.d, perSel = c.ls / c.d;
@@ -589,9 +514,9 @@ __global__ void __launch_bounds__(kNT) decodeSlcKernel(NSAForwardArgs a, FastPla
   int* blk = sm.i + 8;     // [n]
   int* pre = blk + c.n;    // [n + 1] token prefix over blk
   uint32_t qf[D / 16][4];
-  DecodeRow ri;
+  RowInfo ri;
   loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] {
-    ri = decodeRow(a, row);
+    ri = rowInfo(a, row);
     for (int k = threadIdx.x; k < c.n; k += kNT) blk[k] = a.blockOut[((size_t)row * c.H + g) * c.n + k];
     __syncthreads();
     if (threadIdx.x == 0) {

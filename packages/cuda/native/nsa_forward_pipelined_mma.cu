@@ -10,7 +10,6 @@
 //   - selection mass: the 16 heads' probabilities per key are summed with a reduce-scatter over the
 //     8 row groups (14 shuffles per 64-key tile instead of 48), two stores per thread;
 //   - selection blocks from the masses in one step per block where l = 2d and l' = 4d;
-//   - an online-softmax step that skips the output rescale when no row's maximum moved;
 //   - opt-in (NSA_FWD_COMMON=1): selected blocks every warp of the block chose (the forced initial and
 //     local ones at least, when the rows share their current block) are read once into the
 //     block-wide tiles, each warp masking keys past its position; the rings take the rest. It pays
@@ -63,75 +62,6 @@ __device__ __forceinline__ void scatterHalf(float (&v)[16], bool upper, int x) {
   for (int i = 0; i < H; i++) {
     const float send = upper ? v[i] : v[i + H], keep = upper ? v[i + H] : v[i];
     v[i] = keep + __shfl_xor_sync(0xffffffffu, send, x);
-  }
-}
-
-// warpAttend (warp_attend.cuh) with the output rescale left out when no row's running maximum moved
-// (alpha = 1 in every row: most tiles once the maximum has settled).
-template <class T, int D, int NK, class Visible>
-__device__ __forceinline__ void attendTile(const uint32_t (&qf)[D / 16][4], const T* k, const T* v, int ld, float sl2,
-                                           Visible visible, WarpRows<D>& st) {
-  const int t4 = threadIdx.x & 3;
-  float s[NK / 8][4];
-  warpScores<T, D, NK>(qf, k, ld, s);
-  bool vis[NK / 8][2];
-  float mx[2] = {kNegInf, kNegInf};
-  bool any = false;
-#pragma unroll
-  for (int n = 0; n < NK / 8; n++) {
-#pragma unroll
-    for (int e = 0; e < 2; e++) {
-      vis[n][e] = visible(n * 8 + 2 * t4 + e);
-      any |= vis[n][e];
-      if (vis[n][e]) {
-        mx[0] = fmaxf(mx[0], s[n][e]);
-        mx[1] = fmaxf(mx[1], s[n][2 + e]);
-      }
-    }
-  }
-  // Keys are shared by the warp's rows: a tile nobody sees changes nothing.
-  if (!__any_sync(0xffffffffu, any)) return;
-  float alpha[2];
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    const float tileMax = quadMax(mx[i]) * sl2;  // finite: some key of the tile is visible
-    const float mNew = st.m[i] == kNegInf ? tileMax : fmaxf(st.m[i], tileMax);
-    alpha[i] = st.m[i] == kNegInf ? 0.f : exp2f(st.m[i] - mNew);
-    st.m[i] = mNew;
-  }
-  float rs[2] = {0.f, 0.f};
-#pragma unroll
-  for (int n = 0; n < NK / 8; n++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int i = e >> 1;
-      const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -st.m[i])) : 0.f;
-      s[n][e] = p;
-      rs[i] += p;
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
-  if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) {
-      st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < NK / 16; j++) {
-    uint32_t pa[4];
-    pa[0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
-    pa[1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
-    pa[2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
-    pa[3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
-#pragma unroll
-    for (int dp = 0; dp < D / 16; dp++) {
-      uint32_t b[4];
-      loadBKN(b, v, ld, j * 16, dp * 16);
-      mma16816(st.o[2 * dp], pa, b, T());
-      mma16816(st.o[2 * dp + 1], pa, b + 2, T());
-    }
   }
 }
 
@@ -244,7 +174,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   WarpRows<D> st;
   st.reset();
   walkShared(0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
-    attendTile<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
+    warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
   });
   float cmpLse[2];
   {
@@ -409,7 +339,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     };
     walkTiles(nTiles, range, kBase, a.kSlc, a.vSlc, [&](int t, int k0, const T* k, const T* v) {
       const int end = range(t).y;
-      attendTile<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int jj) { return k0 + jj < end && k0 + jj <= pos; }, st);
+      warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int jj) { return k0 + jj < end && k0 + jj <= pos; }, st);
     });
   }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
@@ -459,7 +389,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     __syncwarp();
     const T* ck = ring + 2 * stage * kChunk * ld;
     const int rem = len[k] - off;
-    attendTile<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
+    warpAttend<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
     __syncwarp();  // the next gather overwrites this stage
     k = nk;
     off = noff;
@@ -472,7 +402,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   st.reset();
   if (!(skip & 4)) walkShared(wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
-    attendTile<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, st);
+    warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, st);
   });
   float win[D / 8 * 4];
   store(st, 2, a.oWin, win);

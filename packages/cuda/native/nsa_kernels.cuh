@@ -20,6 +20,24 @@ __device__ __forceinline__ SeqTable seqTable(const SeqArgs& a) {
 // Selection-block offsets per sequence (S + 1 entries), after pos0 in the table.
 __device__ __forceinline__ const int* selBase(const SeqArgs& a) { return a.table + 4 * a.S + 1; }
 
+// Where query row `row` sits: its position, key and compressed-key bases, its own selection block
+// and how many compressed keys it sees.
+struct RowInfo {
+  int pos, kBase, cBase, cur, nc;
+};
+
+__device__ __forceinline__ RowInfo rowInfo(const NSAForwardArgs& a, int row) {
+  const SeqTable st = seqTable(a.seq);
+  const int s = seqOfRow(st, row);
+  RowInfo r;
+  r.pos = st.pos0[s] + row - st.qStart[s];
+  r.kBase = st.kBase[s];
+  r.cBase = st.cBase[s];
+  r.cur = r.pos / a.cfg.ls;
+  r.nc = compressedCount(r.pos + 1, a.cfg.l, a.cfg.d);
+  return r;
+}
+
 // Writes the normalised branch output of rows < nr to dst[oRow + (hq0 + r) * D + col].
 template <class T>
 __device__ __forceinline__ void storeBranch(const AttendSmem<T>& sm, int nr, T* dst, size_t oRow, int hq0, int D) {

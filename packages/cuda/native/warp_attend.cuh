@@ -45,13 +45,13 @@ __device__ __forceinline__ void warpScores(const uint32_t (&qf)[D / 16][4], cons
   }
 }
 
-// One tile: visible(j) says whether tile key j (0 .. NK) counts for this warp's rows.
+// Online softmax and O = alpha·O + P·V for one tile whose scores s = Q·Kᵀ (unscaled, NK keys) are
+// in registers; visible(j) says whether tile key j counts for this warp's rows. The output rescale
+// is skipped when no row's running maximum moved (alpha = 1 everywhere: most tiles once it settles).
 template <class T, int D, int NK, class Visible>
-__device__ __forceinline__ void warpAttend(const uint32_t (&qf)[D / 16][4], const T* k, const T* v, int ld, float sl2,
-                                           Visible visible, WarpRows<D>& st) {
+__device__ __forceinline__ void warpSoftmaxPV(float (&s)[NK / 8][4], const T* v, int ld, float sl2, Visible visible,
+                                              WarpRows<D>& st) {
   const int t4 = threadIdx.x & 3;
-  float s[NK / 8][4];
-  warpScores<T, D, NK>(qf, k, ld, s);
   bool vis[NK / 8][2];
   float mx[2] = {kNegInf, kNegInf};
   bool any = false;
@@ -90,9 +90,11 @@ __device__ __forceinline__ void warpAttend(const uint32_t (&qf)[D / 16][4], cons
   }
 #pragma unroll
   for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
+  if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-  for (int n = 0; n < D / 8; n++) {
-    st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
+    for (int n = 0; n < D / 8; n++) {
+      st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
+    }
   }
 #pragma unroll
   for (int j = 0; j < NK / 16; j++) {
@@ -109,6 +111,15 @@ __device__ __forceinline__ void warpAttend(const uint32_t (&qf)[D / 16][4], cons
       mma16816(st.o[2 * dp + 1], pa, b + 2, T());
     }
   }
+}
+
+// One tile of keys k / values v in shared memory: scores, then warpSoftmaxPV.
+template <class T, int D, int NK, class Visible>
+__device__ __forceinline__ void warpAttend(const uint32_t (&qf)[D / 16][4], const T* k, const T* v, int ld, float sl2,
+                                           Visible visible, WarpRows<D>& st) {
+  float s[NK / 8][4];
+  warpScores<T, D, NK>(qf, k, ld, s);
+  warpSoftmaxPV<T, D, NK>(s, v, ld, sl2, visible, st);
 }
 
 }  // namespace nsa
