@@ -22,6 +22,7 @@ import {
   type NSADecodeArgs,
   type NSADecodeResult,
   type NSAForwardArgs,
+  type NSAInputs,
   type NSAForwardResult,
   type NSAGradients,
   type Tensor,
@@ -41,6 +42,20 @@ function elementType(dtype: FloatDType): ElementType {
 
 function buf(t: Tensor): GPUBuffer {
   return gpuTensor(t).buffer;
+}
+
+/** The buffers of the operator's eight inputs (forward and backward read the same ones). */
+function inputBuffers(args: NSAInputs) {
+  return {
+    q: buf(args.q),
+    kCmp: buf(args.kCmp),
+    vCmp: buf(args.vCmp),
+    kSlc: buf(args.kSlc),
+    vSlc: buf(args.vSlc),
+    kWin: buf(args.kWin),
+    vWin: buf(args.vWin),
+    gates: buf(args.gates),
+  };
 }
 
 export class WebGPUBackend implements Backend {
@@ -78,14 +93,7 @@ export class WebGPUBackend implements Backend {
         geo,
         forwardSequences(dims),
         {
-          q: buf(args.q),
-          kCmp: buf(args.kCmp),
-          vCmp: buf(args.vCmp),
-          kSlc: buf(args.kSlc),
-          vSlc: buf(args.vSlc),
-          kWin: buf(args.kWin),
-          vWin: buf(args.vWin),
-          gates: buf(args.gates),
+          ...inputBuffers(args),
           given: args.blockIndices ? buf(args.blockIndices) : undefined,
           blocks: blockIndices.buffer,
           out: output.buffer,
@@ -137,14 +145,7 @@ export class WebGPUBackend implements Backend {
         geo,
         forwardSequences(dims),
         {
-          q: buf(args.q),
-          kCmp: buf(args.kCmp),
-          vCmp: buf(args.vCmp),
-          kSlc: buf(args.kSlc),
-          vSlc: buf(args.vSlc),
-          kWin: buf(args.kWin),
-          vWin: buf(args.vWin),
-          gates: buf(args.gates),
+          ...inputBuffers(args),
           blocks: buf(args.forward.blockIndices),
           dOut: buf(args.dOutput),
         },
