@@ -174,8 +174,11 @@ console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const tf = (flops, ms) => `${fmt(flops / ms / 1e9, 1)} TFLOP/s (${fmt((100 * flops) / ms / 1e9 / (matmul ?? NaN), 0)}%)`;
   const gb = (bytes, ms) => `${fmt(bytes / ms / 1e6, 0)} GB/s (${fmt((100 * bytes) / ms / 1e6 / copyGBps, 0)}%)`;
-  const line = (op, nsa, rate, dense, drate, torch) =>
-    console.log(`| ${op} | ${r.T} | ${fmt(nsa)} | ${rate} | ${fmt(dense)} | ${drate} | ${fmt(torch, 3)} | ${fmt(dense / nsa)}x | ${torch ? fmt(dense / torch) + 'x' : 'n/a'} |`);
+  // decode steps take tens of microseconds: print them with four decimals
+  const line = (op, nsa, rate, dense, drate, torch) => {
+    const d = op.startsWith('decode') ? 4 : 2;
+    console.log(`| ${op} | ${r.T} | ${fmt(nsa, d)} | ${rate} | ${fmt(dense, d)} | ${drate} | ${fmt(torch, 3)} | ${fmt(dense / nsa)}x | ${torch ? fmt(dense / torch) + 'x' : 'n/a'} |`);
+  };
   line('forward', r.nsaFwd, tf(r.flopsNsa, r.nsaFwd), r.denseFwd, tf(r.flopsDense, r.denseFwd), base(r.T, 'fwd'));
   line('forward+backward', r.nsaFwdBwd, tf(3.5 * r.flopsNsa, r.nsaFwdBwd), r.denseFwdBwd, tf(3.5 * r.flopsDense, r.denseFwdBwd), base(r.T, 'fwdBwd'));
   for (const B of decodeBs) {
