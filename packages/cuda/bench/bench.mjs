@@ -2,7 +2,8 @@
 // NSA vs this addon's own dense flash-attention, one run, one table:
 //   node bench/bench.mjs [--T 8192,16384,32768,65536] [--baseline torch.json]
 // B=1, HQ=64, H=4, Dk=Dv=128, bfloat16, paper defaults (l 32, d 16, l' 64, n 16, w 512).
-// NSA timings include making kCmp/vCmp with the mean compressor. Every row is the median of
+// NSA forward timings include making kCmp/vCmp with the mean compressor; decode rows time one
+// step over a prepared cache (its compressed keys made before timing). Every row is the median of
 // CUDA-event timings after a warm-up, on random normal inputs generated on the device. Ceilings:
 // device copy bandwidth measured here; bf16 matmul and cuDNN/flash SDPA from torch_baseline.py
 // run in the same host command (--baseline).
@@ -23,6 +24,11 @@ const baselinePath = option('baseline', '');
 const ops = new Set(option('ops', 'nsaFwd,nsaFwdBwd,dense,decode').split(','));
 // --decodeB 1,16: the decode batches (e.g. one of them, for a profiler run).
 const decodeBs = option('decodeB', '1,16').split(',').map(Number);
+// --decodeWarm N: untimed decode calls before timing (1 reproduces the old single warm-up).
+const decodeWarm = Number(option('decodeWarm', '50'));
+// --decodeBlocks supplied: NSA decode steps take fixed blockIndices (no selection pass: what the
+// selection costs is the difference).
+const suppliedBlocks = option('decodeBlocks', '') === 'supplied';
 const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
 const { addon } = loadAddon();
 const info = addon.deviceInfo();
@@ -49,9 +55,14 @@ function upload(layout) {
   return { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
 }
 
-/** Median ms of `op` over enough repetitions for ~1.5 s, events around each call. */
-async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500 } = {}) {
-  op();
+/**
+ * Median ms of `op` over enough repetitions for ~1.5 s, events around each call, after `warm`
+ * untimed calls (the first loads the kernels). `stats`, if given, also gets
+ * the host's enqueue time per call (µs: above the GPU time, the events time the host) and the
+ * time per call of `loop` calls queued back to back between one event pair (ms).
+ */
+async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500, warm = 1, stats } = {}) {
+  for (let i = 0; i < warm; i++) op();
   await addon.synchronize();
   addon.clearEvents();
   let a = addon.recordEvent();
@@ -61,15 +72,26 @@ async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500 } = {}) {
   const first = addon.elapsedMs(a, b);
   const reps = Math.max(minReps, Math.min(maxReps, Math.ceil(budgetMs / Math.max(first, 1e-3))));
   const pairs = [];
+  const t0 = performance.now();
   for (let i = 0; i < reps; i++) {
     a = addon.recordEvent();
     op();
     b = addon.recordEvent();
     pairs.push([a, b]);
   }
+  const hostUs = ((performance.now() - t0) * 1e3) / reps;
   await addon.synchronize();
   const ms = pairs.map(([x, y]) => addon.elapsedMs(x, y)).sort((x, y) => x - y);
   addon.clearEvents();
+  if (stats) {
+    const loop = Math.min(reps, 100);
+    a = addon.recordEvent();
+    for (let i = 0; i < loop; i++) op();
+    b = addon.recordEvent();
+    await addon.synchronize();
+    Object.assign(stats, { hostUs, loopMs: addon.elapsedMs(a, b) / loop, p10: ms[Math.floor(ms.length / 10)], p90: ms[Math.floor((ms.length * 9) / 10)] });
+    addon.clearEvents();
+  }
   return ms[Math.floor(ms.length / 2)];
 }
 
@@ -145,19 +167,28 @@ for (const T of Ts) {
     const od = alloc(B * HQ * D), ocd = alloc(B * HQ * D), bd = alloc(B * H * config.selectCount, 4);
     const range = Array.from({ length: B }, (_, i) => i);
     const dseq = upload(buildSeq({ queries: range.map(() => 1), keyBase: range.map((i) => i * T), cmpBase: range.map((i) => i * C), pos0: range.map(() => T - 1) }, config.selectBlock));
+    let blockIn;
+    if (suppliedBlocks) {
+      const n = config.selectCount, step = Math.max(1, Math.floor(Math.floor((T - 1) / config.selectBlock + 1) / n));
+      blockIn = new addon.DeviceBuffer(B * H * n * 4);
+      blockIn.upload(Int32Array.from({ length: B * H * n }, (_, i) => (i % n) * step));
+    }
+    const nsaStats = {}, denseStats = {};
     r[`nsaDecode${B}`] = await time(
-      () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd }),
-      { minReps: 20, maxReps: 200, budgetMs: 300 },
+      () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd, ...(blockIn ? { blockIn } : {}) }),
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: nsaStats },
     );
     r[`denseDecode${B}`] = await time(
       () => addon.attentionForward({ dtype: BF16, seq: dseq, HQ, H, Dk: D, Dv: D, scale: config.scale, q: qd, k: kc, v: vc, out: od }),
-      { minReps: 20, maxReps: 200, budgetMs: 300 },
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: denseStats },
     );
+    r[`nsaDecodeStats${B}`] = nsaStats;
+    r[`denseDecodeStats${B}`] = denseStats;
     // Bytes a decode step must read: NSA c(t) + selected + window tokens per KV head; dense all T.
     const kr = keysReadPerQuery(T - 1, config);
     r[`nsaDecodeBytes${B}`] = B * H * (kr.compressed + kr.selected + kr.window) * 2 * D * 2;
     r[`denseDecodeBytes${B}`] = B * H * T * 2 * D * 2;
-    for (const b of [kc, vc, kcC, vcC, qd, gd, od, ocd, bd]) b.free();
+    for (const b of [kc, vc, kcC, vcC, qd, gd, od, ocd, bd, ...(blockIn ? [blockIn] : [])]) b.free();
     dseq.table.free();
   }
   rows.push(r);
@@ -185,5 +216,19 @@ for (const r of rows) {
     if (r[`nsaDecode${B}`] === undefined) continue;
     line(`decode B=${B}`, r[`nsaDecode${B}`], gb(r[`nsaDecodeBytes${B}`], r[`nsaDecode${B}`]), r[`denseDecode${B}`], gb(r[`denseDecodeBytes${B}`], r[`denseDecode${B}`]), base(r.T, `decode${B}`));
   }
+}
+if (rows.some((r) => decodeBs.some((B) => r[`nsaDecodeStats${B}`]))) {
+  const us = (x) => (x === undefined ? 'n/a' : (1e3 * x).toFixed(1));
+  console.log('\ndecode steps (µs): median [p10, p90] of event pairs around each call; back to back = 100 calls between one pair, per call; host = enqueue time per call\n');
+  console.log('| T | B | NSA median [p10, p90] | NSA back to back | NSA host | dense median | dense back to back | dense host |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const r of rows)
+    for (const B of decodeBs) {
+      const n = r[`nsaDecodeStats${B}`], d = r[`denseDecodeStats${B}`];
+      if (!n) continue;
+      // host enqueue near the GPU time: the events time the host, not the kernels
+      const mark = (host, ms) => `${host.toFixed(1)}${host > 800 * ms ? ' (host-bound)' : ''}`;
+      console.log(`| ${r.T} | ${B} | ${us(r[`nsaDecode${B}`])} [${us(n.p10)}, ${us(n.p90)}] | ${us(n.loopMs)} | ${mark(n.hostUs, r[`nsaDecode${B}`])} | ${us(r[`denseDecode${B}`])} | ${us(d.loopMs)} | ${mark(d.hostUs, r[`denseDecode${B}`])} |`);
+    }
 }
 console.log('\nrates: useful attention FLOPs (fwd+bwd counted as 3.5x fwd) over the bf16 matmul ceiling; decode bytes = K/V tokens a step must read over the copy ceiling.');

@@ -7,6 +7,8 @@
 //   4. selected-block and window partials, one branch per block
 //   5. merge both branches and the gated sum
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include "cuda_error.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
@@ -246,18 +248,35 @@ void launchDecode(const NSAForwardArgs& a, int smCount, cudaStream_t stream) {
 
 }  // namespace
 
-// Register-layout decode for 16-bit, G = 16, Dk = Dv in {64, 128} (nsa_decode_mma.cu).
-bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream);
+// Register-layout decode for 16-bit, G = 16, Dk = Dv in {64, 128} (nsa_decode_mma.cu; pdl chains
+// its two launches).
+bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream);
+
+namespace {
+// Read once per process (the addon uses device 0): a decode step is tens of microseconds, so
+// per-call device queries and environment lookups show in its time.
+struct DecodeDevice {
+  int sms = 0;
+  bool pdl = false;  // programmatic dependent launch: compute capability 9.0+, unless NSA_DECODE_PDL=0
+  DecodeDevice() {
+    int dev = 0, major = 0;
+    NSA_CUDA(cudaGetDevice(&dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    const char* pdlEnv = std::getenv("NSA_DECODE_PDL");
+    pdl = major >= 9 && !(pdlEnv && std::string(pdlEnv) == "0");
+  }
+};
+}  // namespace
 
 bool nsaDecodeSplit(const NSAForwardArgs& a, cudaStream_t stream) {
-  int dev = 0, sms = 0;
-  NSA_CUDA(cudaGetDevice(&dev));
-  NSA_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  static const DecodeDevice device;
+  const int sms = device.sms;
   const int G = a.cfg.HQ / a.cfg.H;
   // Worth it only when (query, KV head) pairs leave most multiprocessors idle; G <= 64 keeps the
   // whole group in one block, as selection needs.
   if (a.lse || a.oSlc || a.oWin || G > 64 || a.seq.rows * a.cfg.H >= 2 * sms) return false;
-  if (nsaDecodeRegisters(a, sms, stream)) return true;
+  if (nsaDecodeRegisters(a, sms, device.pdl, stream)) return true;
   // The whole group must fit one block's shared memory (large G with Dk, Dv near 256 does not).
   const int RG = roundUp(G, 16), BK = a.dtype == DType::F32 ? 32 : 64, nInts = 2 * a.cfg.n + 8;
   const size_t smem = a.dtype == DType::F32 ? AttendSmem<float>::bytes(RG, BK, a.cfg.Dk, a.cfg.Dv, nInts, false, true)

@@ -1,23 +1,29 @@
 // NSA decode in the register layout (float16/bfloat16, G = 16 query heads per KV head, Dk = Dv in
-// {64, 128}): two launches per step instead of seven.
-//   1. Compressed and window keys, split into chunks per (query, KV head). A block's 4 warps take
-//      16 keys each of every 64-key tile (cp.async double-buffered); scores, softmax and output
-//      stay in mma fragments. Compressed tiles also leave, per head, the probability mass of every
-//      selection block they touch, relative to the tile's own maximum (no second pass over the
-//      keys). The block that finishes last for its (query, KV head) (an integer counter) merges
-//      the compressed partials in chunk order, turns the tile masses into selection scores with
-//      the branch's log-sum-exp, and picks top-n (per-warp candidates, then one merge).
-//   2. Selected tokens, split into chunks; the last block merges the selected and window partials
-//      in chunk order and writes out = g_cmp·o_cmp + g_slc·o_slc + g_win·o_win.
-// Fixed merge orders and no float atomics: runs are bit-equal. nsa_decode.cu keeps the general
-// split-K decode (float32, other G and head dims).
+// {64, 128}): two launches per step, the second chained to the first with programmatic dependent
+// launch (sm_90), so its blocks start their own loads while the first still runs.
+//   1. Compressed keys, split into chunks per (query, KV head) (as many as fill the GPU: two 64-key
+//      tiles each at B = 1, 64k). A block's 4 warps take 16 keys each of every tile (cp.async double-buffered);
+//      scores, softmax and output stay in mma fragments. Each tile also leaves, per head, the
+//      probability mass of every selection block it touches, relative to the tile's own maximum
+//      (no second pass over the keys). The block that finishes last for its (query, KV head) (an
+//      integer counter) merges the chunks' (m, l) into the branch log-sum-exp, turns the tile masses
+//      into selection scores and picks top-n (per-warp candidates, then one merge).
+//   2. Selected and window tokens, split into chunks. Window blocks need nothing from launch 1:
+//      they walk their keys (the last of them merges the window partials) and wait for it only
+//      before merging slices of the compressed output; selected blocks wait for it before reading
+//      the chosen blocks (griddepcontrol.wait). The last block merges the selected partials in
+//      chunk order and writes out = g_cmp·o_cmp + g_slc·o_slc + g_win·o_win.
+// Fixed merge orders and no float atomics: runs are bit-equal. Scratch and counters persist across
+// calls (grow-only, stream-ordered on the addon's one stream). nsa_decode.cu keeps the general
+// split-K decode (float32, other G and head dims). BENCHMARKS.md "v7 — decode" has the measurements
+// (the v5 version it replaced is in git history).
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include "cuda_error.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
 #include "warp_attend.cuh"
-#include "workspace.h"
 
 namespace nsa {
 
@@ -28,19 +34,24 @@ constexpr int kTile = 64;             // keys per block-wide tile
 constexpr int kWarpKeys = kTile / kW; // keys per warp per tile
 constexpr int kG = 16;                // query heads per KV head (one m16 row tile)
 constexpr int kXld = kTile + 4;       // row stride of the scaled-score tile
-constexpr int kMaxChunks = 16;        // chunks per (query, KV head) and branch: bounds the merge
+constexpr int kMaxCmpChunks = 64;     // compressed chunks per (query, KV head): their weights fill sm.x
+constexpr int kMaxSlcChunks = 16;     // selected chunks
+constexpr int kMaxWinChunks = 16;     // window chunks
 constexpr int kLaneKeys = 16;         // top-n candidates a lane keeps in registers
 constexpr int kMaxBlocks = kW * 32 * kLaneKeys;  // selection blocks this decode takes (2048)
+static_assert(kMaxCmpChunks * kG <= kG * kXld && kMaxSlcChunks * kG <= kG * kXld && kMaxWinChunks * kG <= kG * kXld,
+              "merge weights live in sm.x");
 
 struct FastPlan {
   int cmpChunks, winChunks, slcChunks;           // chunks per (query, KV head)
   int cmpChunkTiles, winChunkTiles, slcChunkTiles;
   int cmpTiles;  // compressed tiles of the longest row (stride of the mass buffers)
   int W;         // selection blocks one compressed tile can touch (a multiple of 4)
+  int sliceAll;  // 1: every launch-2 block merges a slice of o_cmp; 0: window blocks only (they run beside launch 1)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
-  float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) branches, float
-  int *done1, *done2;                  // [pair] finished-block counters, zero between launches
+  float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) compressed and window branches, float
+  int *done1, *done2, *doneWin;        // [pair] finished-block counters, zero between launches
 };
 
 template <int D>
@@ -55,7 +66,7 @@ template <class T, int D>
 struct FastSmem {
   T* k;      // [2][tile]
   T* v;      // [2][tile]
-  float* x;  // [16][kXld] scaled scores of the current compressed tile
+  float* x;  // [16][kXld] scaled scores of the current compressed tile; merge weights in launch 2
   float* f;  // [64] small floats
   int* i;    // [2n + 16] small ints
   __device__ explicit FastSmem(char* raw) {
@@ -66,50 +77,70 @@ struct FastSmem {
     i = reinterpret_cast<int*>(f + 64);
   }
   __device__ float* scratch() const { return reinterpret_cast<float*>(k); }
+  // V buffer 1: free until a walk issues its second tile; Q is staged there.
+  __device__ T* qStage() const { return v + FastLayout<D>::tile; }
 };
 
-// The group's 16 query rows (consecutive heads) as A fragments, staged through `stage`;
-// meanwhile() runs while they load.
-template <class T, int D, class Meanwhile>
-__device__ void loadQ(uint32_t (&qf)[D / 16][4], const T* q, T* stage, Meanwhile meanwhile) {
+// Programmatic dependent launch (sm_90): the first kernel lets the second start early; the second
+// waits for the whole first grid (and its memory) before reading what it wrote. No-ops elsewhere.
+__device__ __forceinline__ void allowDependentLaunch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void waitForPrimaryGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// The group's 16 query rows (consecutive heads) as A fragments, staged through sm.qStage().
+// meanwhile() runs while they load and may commit `After` cp.async groups of its own (the first
+// key tile), which stay in flight.
+template <int After, class T, int D, class Meanwhile>
+__device__ void loadQ(uint32_t (&qf)[D / 16][4], const T* q, const FastSmem<T, D>& sm, Meanwhile meanwhile) {
   constexpr int ld = D + 8;
+  T* stage = sm.qStage();
   copyRowsAsync<T, D, kNT>(stage, ld, kG, [&](int r) -> const T* { return q + (size_t)r * D; });
   cpAsyncCommit();
   meanwhile();
-  cpAsyncWait<0>();
+  cpAsyncWait<After>();
   __syncthreads();
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], stage, ld, 0, kk * 16);
   __syncthreads();
 }
 
-// Walks keys first .. end-1 of one branch (key i lives in row rowOf(i) of K and V) in 64-key tiles,
-// double-buffered; iteration t issues tile t and computes tile t - 1 (one copy of the load code: a
-// decode block runs this loop a few times, so code size is instruction-cache misses).
+// Issues tile t of keys first .. end-1 (key i in row rowOf(i) of K and V) into buffer t & 1.
+template <class T, int D, class RowOf>
+__device__ __forceinline__ void issueTile(const FastSmem<T, D>& sm, const T* K, const T* V, int H, int g, int first, int end,
+                                          RowOf& rowOf, int t) {
+  constexpr int ld = D + 8, TE = FastLayout<D>::tile;
+  const int k0 = first + t * kTile, buf = t & 1;
+  copyRowsAsync<T, D, kNT>(sm.k + buf * TE, ld, kTile, [&](int r) -> const T* {
+    return k0 + r < end ? K + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
+  });
+  copyRowsAsync<T, D, kNT>(sm.v + buf * TE, ld, kTile, [&](int r) -> const T* {
+    return k0 + r < end ? V + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
+  });
+}
+
+// Walks keys first .. end-1 of one branch in 64-key tiles, double-buffered; the caller has issued
+// and committed tile 0 (issueTile), so the tile's latency overlaps the Q load. Iteration t issues
+// tile t and computes tile t - 1 (one copy of the load code: code size is instruction-cache misses).
 // With doMass, each tile's scaled scores land in sm.x and mass(first key of the tile) runs between
-// two barriers before the softmax. prologue() runs once the first tile is on its way.
+// two barriers before the softmax. prologue() runs once, before the second tile is issued.
 template <class T, int D, class RowOf, class Mass, class Prologue>
 __device__ void walkChunk(FastSmem<T, D>& sm, const uint32_t (&qf)[D / 16][4], const T* K, const T* V, int H, int g, int first,
-                          int end, RowOf rowOf, float sl2, WarpRows<D>& st, bool doMass, Mass mass, Prologue prologue) {
+                          int end, RowOf& rowOf, float sl2, WarpRows<D>& st, bool doMass, Mass mass, Prologue prologue) {
   constexpr int ld = D + 8, TE = FastLayout<D>::tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
   const int nTiles = end > first ? (end - first + kTile - 1) / kTile : 0;
+  prologue();
 #pragma unroll 1
-  for (int t = 0; t <= nTiles; t++) {
-    if (t < nTiles) {
-      const int k0 = first + t * kTile, buf = t & 1;
-      copyRowsAsync<T, D, kNT>(sm.k + buf * TE, ld, kTile, [&](int r) -> const T* {
-        return k0 + r < end ? K + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
-      });
-      copyRowsAsync<T, D, kNT>(sm.v + buf * TE, ld, kTile, [&](int r) -> const T* {
-        return k0 + r < end ? V + ((size_t)rowOf(k0 + r) * H + g) * D : nullptr;
-      });
-    }
+  for (int t = 1; t <= nTiles; t++) {
+    if (t < nTiles) issueTile<T, D>(sm, K, V, H, g, first, end, rowOf, t);
     cpAsyncCommit();
-    if (t == 0) {
-      prologue();
-      continue;
-    }
     cpAsyncWait<1>();  // every group but the newest: tile t - 1 has landed
     __syncthreads();
     const int buf = (t - 1) & 1, k0 = first + (t - 1) * kTile;
@@ -186,13 +217,13 @@ __device__ void storeChunk(WarpRows<D>& st, float* scratch, float* part) {
   }
 }
 
-// True in the block that finishes last among the gridDim.y blocks of its (query, KV head); that
-// block resets the counter and then sees every other block's partials.
-__device__ bool lastToFinish(int* counter, int* flag) {
+// True in the block that finishes last among the `count` blocks of its (query, KV head) that use
+// this counter; that block resets the counter and then sees every other block's partials.
+__device__ bool lastToFinish(int* counter, int* flag, int count) {
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    const bool last = atomicAdd(counter, 1) == (int)gridDim.y - 1;
+    const bool last = atomicAdd(counter, 1) == count - 1;
     if (last) *counter = 0;
     *flag = last;
   }
@@ -210,80 +241,95 @@ struct Parts {
   float* lse;  // [16] M + log2(L) (+inf if every chunk is empty), or null
 };
 
-// Merge weights of one or two partial sets (at most kMaxChunks chunks each). Every (chunk, row) m
-// and l is loaded in a single round (at most 4 loads of each per thread), then 8 threads per row
-// reduce with shuffles (a fixed order). All threads call it; tmp holds 4 * kNT * 2 floats; ends
+// Merge weights of one or two partial sets. Every (chunk, row) m and l is loaded in rounds of 4
+// loads per thread, then 8 threads per row reduce: each takes chunks q, q + 8, ... in order, then
+// shuffles (a fixed order). All threads call it; tmp holds 2 (x.count + y.count) 16 floats; ends
 // with a barrier.
 template <int D>
 __device__ void mergeWeights(Parts x, Parts y, size_t cs, float* tmp) {
-  float m[4], l[4];
   const int nx = x.count * kG, total = nx + y.count * kG;
+  float* tmM = tmp;
+  float* tmL = tmp + total;
+#pragma unroll 1
+  for (int base = 0; base < total; base += 4 * kNT) {
+    float m[4], l[4];
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const int it = threadIdx.x + i * kNT;
-    m[i] = l[i] = 0.f;
-    if (it < total) {
-      const float* part = it < nx ? x.part : y.part;
-      const int k = it < nx ? it : it - nx, z = k / kG, r = k % kG;
-      m[i] = __ldcg(part + z * cs + kG * D + r);
-      l[i] = __ldcg(part + z * cs + kG * D + kG + r);
+    for (int i = 0; i < 4; i++) {
+      const int it = base + threadIdx.x + i * kNT;
+      m[i] = l[i] = 0.f;
+      if (it < total) {
+        const float* part = it < nx ? x.part : y.part;
+        const int k = it < nx ? it : it - nx, z = k / kG, r = k % kG;
+        m[i] = __ldcg(part + z * cs + kG * D + r);
+        l[i] = __ldcg(part + z * cs + kG * D + kG + r);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int it = base + threadIdx.x + i * kNT;
+      if (it < total) {
+        tmM[it] = m[i];
+        tmL[it] = l[i];
+      }
     }
   }
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    tmp[threadIdx.x + i * kNT] = m[i];
-    tmp[4 * kNT + threadIdx.x + i * kNT] = l[i];
-  }
   __syncthreads();
-  // Row r = threadIdx.x / 8; its 8 threads take chunks q and q + 8 and reduce with shuffles.
   const int r = threadIdx.x >> 3, q = threadIdx.x & 7;
 #pragma unroll
   for (int set = 0; set < 2; set++) {
     const int count = set ? y.count : x.count;
     float* w = set ? y.w : x.w;
     float* lse = set ? y.lse : x.lse;
-    const float* tm = tmp + (set ? nx : 0);
-    const float* tl = tm + 4 * kNT;
+    const float* tm = tmM + (set ? nx : 0);
+    const float* tl = tmL + (set ? nx : 0);
     if (count == 0) continue;
-    const float m0 = q < count ? tm[q * kG + r] : kNegInf, m1 = q + 8 < count ? tm[(q + 8) * kG + r] : kNegInf;
-    float M = fmaxf(m0, m1);
+    float M = kNegInf;
+    for (int z = q; z < count; z += 8) M = fmaxf(M, tm[z * kG + r]);
     M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
     M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
     M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
-    const float e0 = m0 == kNegInf ? 0.f : exp2f(m0 - M), e1 = m1 == kNegInf ? 0.f : exp2f(m1 - M);
-    float L = (q < count ? e0 * tl[q * kG + r] : 0.f) + (q + 8 < count ? e1 * tl[(q + 8) * kG + r] : 0.f);
+    float L = 0.f;
+    for (int z = q; z < count; z += 8) {
+      const float mz = tm[z * kG + r];
+      L += (mz == kNegInf ? 0.f : exp2f(mz - M)) * tl[z * kG + r];
+    }
     L += __shfl_xor_sync(0xffffffffu, L, 1);
     L += __shfl_xor_sync(0xffffffffu, L, 2);
     L += __shfl_xor_sync(0xffffffffu, L, 4);
     const float inv = L > 0.f ? 1.f / L : 0.f;
-    if (w) {
-      if (q < count) w[q * kG + r] = e0 * inv;
-      if (q + 8 < count) w[(q + 8) * kG + r] = e1 * inv;
-    }
+    if (w)
+      for (int z = q; z < count; z += 8) {
+        const float mz = tm[z * kG + r];
+        w[z * kG + r] = (mz == kNegInf ? 0.f : exp2f(mz - M)) * inv;
+      }
     if (lse && q == 0) lse[r] = L > 0.f ? M + log2f(L) : INFINITY;
   }
   __syncthreads();
 }
 
-// Merged value of element e (= r * D + col) of the 16 x D output; all chunks' loads in flight.
+// Merged value of element e (= r * D + col) of the 16 x D output: chunks in order, 16 loads in
+// flight per round.
 template <int D>
 __device__ __forceinline__ float mergedValue(const float* part, int count, size_t cs, const float* w, int e) {
-  float v[kMaxChunks];
-#pragma unroll
-  for (int z = 0; z < kMaxChunks; z++) v[z] = z < count ? __ldcg(part + z * cs + e) : 0.f;
+  constexpr int R = 16;
   float acc = 0.f;
+#pragma unroll 1
+  for (int z0 = 0; z0 < count; z0 += R) {
+    float v[R];
 #pragma unroll
-  for (int z = 0; z < kMaxChunks; z++)
-    if (z < count) acc += w[z * kG + e / D] * v[z];
+    for (int u = 0; u < R; u++) v[u] = z0 + u < count ? __ldcg(part + (z0 + u) * cs + e) : 0.f;
+#pragma unroll
+    for (int u = 0; u < R; u++)
+      if (z0 + u < count) acc += w[(z0 + u) * kG + e / D] * v[u];
+  }
   return acc;
 }
 
-// The whole 16 x D output merged by the block, 16-byte loads, four chunks in flight per thread:
-// emit(e, float4) for elements e .. e + 3.
-template <int D, class Emit>
-__device__ void mergeRows(const float* part, int count, size_t cs, const float* w, Emit emit) {
+// Adds chunks 0 .. count-1 of the 16 x D output into acc (this thread's float4s: element
+// 4 (threadIdx.x + i kNT)), 16-byte loads, four chunks in flight per thread, chunks in order.
+template <int D>
+__device__ void mergeRows(const float* part, int count, size_t cs, const float* w, float4 (&acc)[kG * D / 4 / kNT]) {
   constexpr int Q = D / 4, PER = kG * Q / kNT;  // float4 outputs per thread
-  float4 acc[PER];
 #pragma unroll
   for (int i = 0; i < PER; i++) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 1
@@ -303,8 +349,6 @@ __device__ void mergeRows(const float* part, int count, size_t cs, const float* 
         acc[i].x += wz * o[u][i].x; acc[i].y += wz * o[u][i].y; acc[i].z += wz * o[u][i].z; acc[i].w += wz * o[u][i].w;
       }
   }
-#pragma unroll
-  for (int i = 0; i < PER; i++) emit(4 * (threadIdx.x + i * kNT), acc[i]);
 }
 
 // A block's selection key: score bits (scores are >= 0, so their bits order like the values), then
@@ -391,30 +435,33 @@ __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigne
   }
 }
 
-// Launch 1: grid (pairs, cmpChunks + winChunks).
+// Launch 1: grid (pairs, cmpChunks).
 template <class T, int D>
-__global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, FastPlan p) {
+__global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, FastPlan p) {
+  allowDependentLaunch();  // launch 2 waits for this whole grid before it reads anything written here
   extern __shared__ __align__(16) char raw[];
   FastSmem<T, D> sm(raw);
   const NSAConfigArgs& c = a.cfg;
-  const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
+  const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, zz = blockIdx.y;
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;  // flat (row, head) of the group's first head
   const size_t cs = (size_t)kG * D + 2 * kG;
+  const T* K = static_cast<const T*>(a.kCmp);
+  const T* V = static_cast<const T*>(a.vCmp);
   uint32_t qf[D / 16][4];
-  RowInfo ri;
-  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] { ri = rowInfo(a, row); });
+  RowInfo ri{};
+  int first = 0, end = 0;
+  auto rowOf = [&](int i) { return ri.cBase + i; };
+  loadQ<1>(qf, static_cast<const T*>(a.q) + head0 * D, sm, [&] {
+    ri = rowInfo(a, row);
+    first = zz * p.cmpChunkTiles * kTile;
+    end = min(ri.nc, first + p.cmpChunkTiles * kTile);
+    if (end > first) issueTile<T, D>(sm, K, V, c.H, g, first, end, rowOf, 0);
+    cpAsyncCommit();
+  });
   WarpRows<D> st;
   st.reset();
   const int perCmp = c.l / c.d, perSel = c.ls / c.d;
-  // Compressed chunks walk kCmp/vCmp rows cBase + i, window chunks kWin/vWin rows kBase + ws + i.
-  const bool cmp = z < p.cmpChunks;
-  const int zz = cmp ? z : z - p.cmpChunks, chunkTiles = cmp ? p.cmpChunkTiles : p.winChunkTiles;
-  const int ws = max(0, ri.pos - c.window + 1);
-  const int first = zz * chunkTiles * kTile, end = min(cmp ? ri.nc : ri.pos - ws + 1, first + chunkTiles * kTile);
-  const int base = cmp ? ri.cBase : ri.kBase + ws;
-  const T* K = static_cast<const T*>(cmp ? a.kCmp : a.kWin);
-  const T* V = static_cast<const T*>(cmp ? a.vCmp : a.vWin);
   // Per head r: the tile's maximum mt and, for each selection block j it touches,
   // the sum over its keys i of overlap(i, j) * exp2(x[r][i] - mt).
   auto mass = [&](int i0) {
@@ -449,10 +496,9 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
     }
     if (part8 == 0) p.tileMax[((size_t)pair * p.cmpTiles + tg) * kG + r] = mt;
   };
-  walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, [&](int i) { return base + i; }, sl2, st, cmp && !a.blockIn, mass, [] {});
-  float* part = cmp ? p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs : p.winPart + ((size_t)pair * p.winChunks + zz) * cs;
-  storeChunk<D>(st, sm.scratch(), part);
-  if (!lastToFinish(p.done1 + pair, sm.i)) return;
+  walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, !a.blockIn, mass, [] {});
+  storeChunk<D>(st, sm.scratch(), p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs);
+  if (!lastToFinish(p.done1 + pair, sm.i, gridDim.y)) return;
 
   // Last block of this (query, KV head): the selection (the branch outputs are merged in launch 2).
   const size_t at = ((size_t)row * c.H + g) * c.n;
@@ -460,23 +506,28 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
     for (int k = threadIdx.x; k < c.n; k += kNT) a.blockOut[at + k] = a.blockIn[at + k];
     return;
   }
-  float* lse = sm.f;  // [16]
-  mergeWeights<D>({p.cmpPart + (size_t)pair * p.cmpChunks * cs, p.cmpChunks, nullptr, lse}, {nullptr, 0, nullptr, nullptr}, cs,
-                  sm.scratch());
   // Each tile's contribution to the blocks it touches: ct[t][jj] = sum_r mass[t][r][jj] * exp2(mt[t][r] - lse[r]).
-  const int tiles = (ri.nc + kTile - 1) / kTile, W4 = p.W / 4, nb = ri.cur + 1;
-  float* ct = sm.scratch();          // [tiles][W]
-  float* sc = ct + (size_t)tiles * p.W;  // [nb]
-  for (int item = threadIdx.x; item < tiles * W4; item += kNT) {
+  // The masses need no lse: this thread's first item loads while mergeWeights finds lse.
+  const int tiles = (ri.nc + kTile - 1) / kTile, W4 = p.W / 4, nb = ri.cur + 1, items = tiles * W4;
+  float4 mt[4], m[kG];
+  auto loadItem = [&](int item) {
     const int t = item / W4, q4 = item % W4;
     const size_t tile = (size_t)pair * p.cmpTiles + t;
     const float4* mt4 = reinterpret_cast<const float4*>(p.tileMax + tile * kG);
     const float4* m4 = reinterpret_cast<const float4*>(p.mass + tile * kG * p.W) + q4;
-    float4 mt[4], m[kG];
 #pragma unroll
     for (int i = 0; i < 4; i++) mt[i] = __ldcg(mt4 + i);
 #pragma unroll
     for (int r = 0; r < kG; r++) m[r] = __ldcg(m4 + r * W4);
+  };
+  if ((int)threadIdx.x < items) loadItem(threadIdx.x);
+  float* lse = sm.f;  // [16]
+  mergeWeights<D>({p.cmpPart + (size_t)pair * p.cmpChunks * cs, p.cmpChunks, nullptr, lse}, {nullptr, 0, nullptr, nullptr}, cs,
+                  sm.scratch());
+  float* ct = sm.scratch();          // [tiles][W]
+  float* sc = ct + (size_t)tiles * p.W;  // [nb]
+  for (int item = threadIdx.x; item < items; item += kNT) {
+    if (item != (int)threadIdx.x) loadItem(item);
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
     for (int r = 0; r < kG; r++) {
@@ -484,7 +535,7 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
       const float f = exp2f((r % 4 == 0 ? t4.x : r % 4 == 1 ? t4.y : r % 4 == 2 ? t4.z : t4.w) - lse[r]);
       acc.x += m[r].x * f; acc.y += m[r].y * f; acc.z += m[r].z * f; acc.w += m[r].w * f;
     }
-    reinterpret_cast<float4*>(ct + (size_t)t * p.W)[q4] = acc;
+    reinterpret_cast<float4*>(ct + (size_t)(item / W4) * p.W)[item % W4] = acc;
   }
   __syncthreads();
   // Block j's score: the contributions of the tiles holding its keys, in tile order.
@@ -500,127 +551,239 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpWinKernel(NSAForwardArgs a, F
   topN(sc, nb, ri.cur, c, cand, chosen, sm.i + 1, a.blockOut + at);
 }
 
-// Launch 2: grid (pairs, slcChunks). Block z also merges slice z of the compressed and window
-// outputs while its first tile loads; the last block merges the selected partials and gates.
+
+// Launch 2: grid (pairs, slcChunks + winChunks); chained to launch 1 (programmatic dependent launch).
+// Blocks z < slcChunks walk chunks of the selected tokens, the others chunks of the window. The
+// compressed output is merged in slices: by the window blocks alone when they can run beside
+// launch 1 (they have nothing else to wait for), else by every block (selected blocks while their
+// first tile loads). The last block merges the selected partials and gates.
 template <class T, int D>
-__global__ void __launch_bounds__(kNT) decodeSlcKernel(NSAForwardArgs a, FastPlan p) {
+__global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, FastPlan p) {
   extern __shared__ __align__(16) char raw[];
   FastSmem<T, D> sm(raw);
   const NSAConfigArgs& c = a.cfg;
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
+  const bool slc = z < p.slcChunks;
+  const int zz = slc ? z : z - p.slcChunks;
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
   const size_t cs = (size_t)kG * D + 2 * kG;
-  int* blk = sm.i + 8;     // [n]
-  int* pre = blk + c.n;    // [n + 1] token prefix over blk
+  int* blk = sm.i + 8;   // [n]
+  int* pre = blk + c.n;  // [n + 1] token prefix over blk
+  const T* K = static_cast<const T*>(slc ? a.kSlc : a.kWin);
+  const T* V = static_cast<const T*>(slc ? a.vSlc : a.vWin);
   uint32_t qf[D / 16][4];
-  RowInfo ri;
-  loadQ<T, D>(qf, static_cast<const T*>(a.q) + head0 * D, sm.k, [&] {
-    ri = rowInfo(a, row);
-    for (int k = threadIdx.x; k < c.n; k += kNT) blk[k] = a.blockOut[((size_t)row * c.H + g) * c.n + k];
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int total = 0;
-      for (int k = 0; k < c.n; k++) {
-        pre[k] = total;
-        const int j = blk[k];
-        total += (j >= 0 && j <= ri.cur) ? min(c.ls, ri.pos - j * c.ls + 1) : 0;
-      }
-      pre[c.n] = total;
-    }
-  });  // its barriers publish pre
-  WarpRows<D> st;
-  st.reset();
-  const int first = z * p.slcChunkTiles * kTile, end = min(pre[c.n], first + p.slcChunkTiles * kTile);
-  // Tokens come in ascending order within each tile copy: a cursor over blk, restarted when e goes back.
+  RowInfo ri{};
+  int first = 0, end = 0, ws = 0;
+  // Selected tokens come in ascending order within each tile copy: a cursor over blk, restarted
+  // when e goes back. Window token e is row kBase + ws + e.
   int k = 0;
   auto rowOf = [&](int e) {
+    if (!slc) return ri.kBase + ws + e;
     if (e < pre[k]) k = 0;
     while (pre[k + 1] <= e) k++;
     return ri.kBase + blk[k] * c.ls + (e - pre[k]);
   };
+  loadQ<1>(qf, static_cast<const T*>(a.q) + head0 * D, sm, [&] {
+    ri = rowInfo(a, row);
+    int tokens;
+    if (slc) {
+      waitForPrimaryGrid();  // the chosen blocks come from launch 1
+      for (int j = threadIdx.x; j < c.n; j += kNT) blk[j] = __ldcg(a.blockOut + ((size_t)row * c.H + g) * c.n + j);
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        int total = 0;
+        for (int j = 0; j < c.n; j++) {
+          pre[j] = total;
+          const int b = blk[j];
+          total += (b >= 0 && b <= ri.cur) ? min(c.ls, ri.pos - b * c.ls + 1) : 0;
+        }
+        pre[c.n] = total;
+      }
+      __syncthreads();
+      tokens = pre[c.n];
+    } else {
+      ws = max(0, ri.pos - c.window + 1);
+      tokens = ri.pos - ws + 1;
+    }
+    const int chunkTiles = slc ? p.slcChunkTiles : p.winChunkTiles;
+    first = zz * chunkTiles * kTile;
+    end = min(tokens, first + chunkTiles * kTile);
+    if (end > first) issueTile<T, D>(sm, K, V, c.H, g, first, end, rowOf, 0);
+    cpAsyncCommit();
+  });
+  WarpRows<D> st;
+  st.reset();
   const float* cmpPart = p.cmpPart + (size_t)pair * p.cmpChunks * cs;
-  const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
+  // Slice z of the compressed output; weights in sm.x, K buffer 1 as the weights' scratch (free
+  // until the walk issues its second tile). Ends with a barrier.
   auto mergeSlice = [&] {
-    float* wC = sm.x;                       // [cmpChunks][16]
-    float* wW = sm.x + kMaxChunks * kG;     // [winChunks][16]
-    // K buffer 1 is free until the loop issues tile 1.
-    mergeWeights<D>({cmpPart, p.cmpChunks, wC, nullptr}, {winPart, p.winChunks, wW, nullptr}, cs,
+    float* wC = sm.x;  // [cmpChunks][16]
+    mergeWeights<D>({cmpPart, p.cmpChunks, wC, nullptr}, {nullptr, 0, nullptr, nullptr}, cs,
                     reinterpret_cast<float*>(sm.k + FastLayout<D>::tile));
-    const int per = (kG * D + gridDim.y - 1) / gridDim.y, e0 = z * per, e1 = min(kG * D, e0 + per);
+    const int slices = p.sliceAll ? gridDim.y : p.winChunks, slice = p.sliceAll ? z : zz;
+    const int per = (kG * D + slices - 1) / slices, e0 = slice * per, e1 = min(kG * D, e0 + per);
     T* oCmpOut = static_cast<T*>(a.oCmp);
     for (int e = e0 + threadIdx.x; e < e1; e += kNT) {
       const float oc = mergedValue<D>(cmpPart, p.cmpChunks, cs, wC, e);
-      const float ow = mergedValue<D>(winPart, p.winChunks, cs, wW, e);
       p.oCmp[(size_t)pair * kG * D + e] = oc;
-      p.oWin[(size_t)pair * kG * D + e] = ow;
       oCmpOut[head0 * D + e] = fromF<T>(oc);
     }
+    __syncthreads();
   };
-  walkChunk<T, D>(sm, qf, static_cast<const T*>(a.kSlc), static_cast<const T*>(a.vSlc), c.H, g, first, end, rowOf, sl2, st, false,
-                  [](int) {}, mergeSlice);
-  storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + z) * cs);
-  if (!lastToFinish(p.done2 + pair, sm.i)) return;
+  if (slc) {
+    walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [&] {
+      if (p.sliceAll) mergeSlice();
+    });
+    storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + zz) * cs);
+  } else {
+    walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {});
+    storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
+    // The last window block merges the window (off the selected blocks' path: at B = 1 this runs
+    // beside launch 1).
+    if (lastToFinish(p.doneWin + pair, sm.i, p.winChunks)) {
+      const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
+      mergeWeights<D>({winPart, p.winChunks, sm.x, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
+      constexpr int PER = kG * D / 4 / kNT;
+      float4 ow[PER];
+      mergeRows<D>(winPart, p.winChunks, cs, sm.x, ow);
+#pragma unroll
+      for (int i = 0; i < PER; i++) reinterpret_cast<float4*>(p.oWin + (size_t)pair * kG * D)[threadIdx.x + i * kNT] = ow[i];
+    }
+    __syncthreads();       // storeChunk's and the window merge's shared memory overlap the slice merge's
+    waitForPrimaryGrid();  // the compressed partials come from launch 1
+    mergeSlice();
+  }
+  if (!lastToFinish(p.done2 + pair, sm.i, gridDim.y)) return;
 
   float* wS = sm.x;  // [slcChunks][16]
   const float* slcPart = p.slcPart + (size_t)pair * p.slcChunks * cs;
-  mergeWeights<D>({slcPart, p.slcChunks, wS, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
+  // The gates, o_cmp and o_win need no merge weights: their loads fly with mergeWeights'.
+  constexpr int PER = kG * D / 4 / kNT;
   const T* gates = static_cast<const T*>(a.gates);
-  T* out = static_cast<T*>(a.out);
   const float* oC = p.oCmp + (size_t)pair * kG * D;
   const float* oW = p.oWin + (size_t)pair * kG * D;
-  mergeRows<D>(slcPart, p.slcChunks, cs, wS, [&](int e, float4 os) {
-    const int r = e / D;
+  float4 oc[PER], ow[PER];
+  float gc[PER], gs[PER], gw[PER];
+#pragma unroll
+  for (int i = 0; i < PER; i++) {
+    const int e = 4 * (threadIdx.x + i * kNT), r = e / D;
     const size_t gAt = (head0 + r) * 3;
-    const float gc = toF(gates[gAt]), gs = toF(gates[gAt + 1]), gw = toF(gates[gAt + 2]);
-    const float4 oc = __ldcg(reinterpret_cast<const float4*>(oC + e)), ow = __ldcg(reinterpret_cast<const float4*>(oW + e));
-    T* o = out + head0 * D + e;
-    o[0] = fromF<T>(gs * os.x + gw * ow.x + gc * oc.x);
-    o[1] = fromF<T>(gs * os.y + gw * ow.y + gc * oc.y);
-    o[2] = fromF<T>(gs * os.z + gw * ow.z + gc * oc.z);
-    o[3] = fromF<T>(gs * os.w + gw * ow.w + gc * oc.w);
-  });
+    gc[i] = toF(gates[gAt]);
+    gs[i] = toF(gates[gAt + 1]);
+    gw[i] = toF(gates[gAt + 2]);
+    oc[i] = __ldcg(reinterpret_cast<const float4*>(oC + e));
+    ow[i] = __ldcg(reinterpret_cast<const float4*>(oW + e));
+  }
+  mergeWeights<D>({slcPart, p.slcChunks, wS, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
+  float4 os[PER];
+  mergeRows<D>(slcPart, p.slcChunks, cs, wS, os);
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int i = 0; i < PER; i++) {
+    T* o = out + head0 * D + 4 * (threadIdx.x + i * kNT);
+    o[0] = fromF<T>(gs[i] * os[i].x + gw[i] * ow[i].x + gc[i] * oc[i].x);
+    o[1] = fromF<T>(gs[i] * os[i].y + gw[i] * ow[i].y + gc[i] * oc[i].y);
+    o[2] = fromF<T>(gs[i] * os[i].z + gw[i] * ow[i].z + gc[i] * oc[i].z);
+    o[3] = fromF<T>(gs[i] * os[i].w + gw[i] * ow[i].w + gc[i] * oc[i].w);
+  }
 }
 
-// Finished-block counters: zeroed once, reset by the last block of every launch.
-int* doneCounters(int count, cudaStream_t stream) {
-  static int* buf = nullptr;
-  static int size = 0;
+// Grow-only device buffer for one kind of per-call scratch: the addon enqueues everything on one
+// stream, so a buffer reused by the next call is stream-ordered after this one's kernels.
+template <class X>
+X* grownBuffer(X*& buf, size_t& size, size_t count, bool zero, cudaStream_t stream) {
   if (count > size) {
     if (buf) NSA_CUDA(cudaFreeAsync(buf, stream));
-    NSA_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&buf), sizeof(int) * count, stream));
-    NSA_CUDA(cudaMemsetAsync(buf, 0, sizeof(int) * count, stream));
+    NSA_CUDA(cudaMallocAsync(reinterpret_cast<void**>(&buf), sizeof(X) * count, stream));
+    if (zero) NSA_CUDA(cudaMemsetAsync(buf, 0, sizeof(X) * count, stream));
     size = count;
   }
   return buf;
 }
 
+// Finished-block counters: zeroed once, reset by the last block of every launch.
+int* doneCounters(size_t count, cudaStream_t stream) {
+  static int* buf = nullptr;
+  static size_t size = 0;
+  return grownBuffer(buf, size, count, true, stream);
+}
+float* scratchFloats(size_t count, cudaStream_t stream) {
+  static float* buf = nullptr;
+  static size_t size = 0;
+  return grownBuffer(buf, size, count, false, stream);
+}
+
 int ceilDiv(int x, int y) { return (x + y - 1) / y; }
 // Selection blocks a 64-key compressed tile can touch, rounded up to a multiple of 4 (float4 rows).
 int selectionSpan(int perCmp, int perSel) { return roundUp((kTile + perCmp - 2) / perSel + 2, 4); }
+// Tiles per chunk for branches of tilesA and tilesB tiles (chunks of one length, at most capA and
+// capB of them): the least waves x (tiles + 1) + chunks / 16, in tile times (a block's Q load and
+// partial store cost about a tile; every 16 chunks add a round of loads to the merges), ties to
+// longer chunks. slots = resident blocks on the GPU.
+int chunkTiles(int tilesA, int capA, int tilesB, int capB, int pairs, int slots) {
+  int best = std::max(tilesA, tilesB);
+  double bestCost = 1e30;
+  for (int t = best; t >= 1; t--) {
+    const int chunks = ceilDiv(tilesA, t) + (tilesB ? ceilDiv(tilesB, t) : 0);
+    if (ceilDiv(tilesA, t) > capA || (tilesB && ceilDiv(tilesB, t) > capB)) break;
+    const long waves = ((long)pairs * chunks + slots - 1) / slots;
+    const double cost = (double)waves * (t + 1) + chunks / 16.0;
+    if (cost < bestCost) bestCost = cost, best = t;
+  }
+  return best;
+}
+int envInt(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+// Per kernel pair (template instance): shared-memory opt-in and resident blocks per SM, for the
+// bytes the last call needed.
+template <class T, int D>
+struct KernelFacts {
+  size_t bytes = 0;
+  int perSm1 = 1, perSm2 = 1;
+  void update(size_t need) {
+    if (need == bytes) return;
+    NSA_CUDA(cudaFuncSetAttribute(decodeCmpKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSlcWinKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+    NSA_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm1, decodeCmpKernel<T, D>, kNT, need));
+    NSA_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm2, decodeSlcWinKernel<T, D>, kNT, need));
+    perSm1 = std::max(1, perSm1);
+    perSm2 = std::max(1, perSm2);
+    bytes = need;
+  }
+};
 
 template <class T, int D>
-void launchFast(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
+void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
   const int pairs = a.seq.rows * c.H;
-  const int want = std::max(1, ceilDiv(2 * sms, pairs));  // blocks per pair that would fill the GPU twice
+  static KernelFacts<T, D> facts;
+  const size_t bytes = FastLayout<D>::bytes(sizeof(T), c.n);
+  facts.update(bytes);
   FastPlan p{};
   const int tilesC = std::max(1, ceilDiv(compressedCount(a.seq.maxKeys, c.l, c.d), kTile));
   const int tilesW = std::max(1, ceilDiv(c.window, kTile));
   const int tilesS = std::max(1, ceilDiv(c.n * c.ls, kTile));
-  p.cmpChunkTiles = std::max(ceilDiv(tilesC, kMaxChunks), ceilDiv(tilesC, want));
+  // Launch 1: compressed chunks (two tiles each at B = 1, 64k on an H100: 128 blocks). Launch 2:
+  // selected and window tiles in chunks of one length. NSA_DECODE_CMP_TILES and NSA_DECODE_SW_TILES
+  // force the chunk lengths (A/B runs).
+  const int t1 = chunkTiles(tilesC, kMaxCmpChunks, 0, 0, pairs, facts.perSm1 * sms);
+  p.cmpChunkTiles = std::max(ceilDiv(tilesC, kMaxCmpChunks), envInt("NSA_DECODE_CMP_TILES", t1));
   p.cmpChunks = ceilDiv(tilesC, p.cmpChunkTiles);
-  p.winChunkTiles = std::max(ceilDiv(tilesW, kMaxChunks), std::min(p.cmpChunkTiles, tilesW));
-  p.winChunks = ceilDiv(tilesW, p.winChunkTiles);
-  p.slcChunkTiles = std::max(ceilDiv(tilesS, kMaxChunks), ceilDiv(tilesS, want));
-  p.slcChunks = ceilDiv(tilesS, p.slcChunkTiles);
+  const int t2 = std::max({ceilDiv(tilesS, kMaxSlcChunks), ceilDiv(tilesW, kMaxWinChunks),
+                          envInt("NSA_DECODE_SW_TILES", chunkTiles(tilesS, kMaxSlcChunks, tilesW, kMaxWinChunks, pairs, facts.perSm2 * sms))});
+  p.slcChunkTiles = p.winChunkTiles = t2;
+  p.slcChunks = ceilDiv(tilesS, t2);
+  p.winChunks = ceilDiv(tilesW, t2);
   p.cmpTiles = tilesC;
-  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
-  p.W = selectionSpan(perCmp, perSel);
+  p.W = selectionSpan(c.l / c.d, c.ls / c.d);
+  p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);
-  Workspace ws(stream);
-  float* f = ws.alloc<float>(floats);
+  float* f = scratchFloats(floats, stream);
   p.cmpPart = f; f += (size_t)pairs * p.cmpChunks * cs;
   p.winPart = f; f += (size_t)pairs * p.winChunks * cs;
   p.slcPart = f; f += (size_t)pairs * p.slcChunks * cs;
@@ -628,25 +791,30 @@ void launchFast(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
   p.tileMax = f; f += (size_t)pairs * tilesC * kG;
   p.oCmp = f; f += (size_t)pairs * kG * D;
   p.oWin = f;
-  p.done1 = doneCounters(2 * pairs, stream);
+  p.done1 = doneCounters(3 * (size_t)pairs, stream);
   p.done2 = p.done1 + pairs;
-  const size_t bytes = FastLayout<D>::bytes(sizeof(T), c.n);
-  static size_t attrBytes = 0;  // per kernel pair (template instance)
-  if (bytes > attrBytes) {
-    NSA_CUDA(cudaFuncSetAttribute(decodeCmpWinKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    NSA_CUDA(cudaFuncSetAttribute(decodeSlcKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    attrBytes = bytes;
-  }
-  decodeCmpWinKernel<T, D><<<dim3(pairs, p.cmpChunks + p.winChunks), kNT, bytes, stream>>>(a, p);
-  NSA_LAUNCHED("nsa decode decodeCmpWinKernel");
-  decodeSlcKernel<T, D><<<dim3(pairs, p.slcChunks), kNT, bytes, stream>>>(a, p);
-  NSA_LAUNCHED("nsa decode decodeSlcKernel");
+  p.doneWin = p.done2 + pairs;
+  decodeCmpKernel<T, D><<<dim3(pairs, p.cmpChunks), kNT, bytes, stream>>>(a, p);
+  NSA_LAUNCHED("nsa decode decodeCmpKernel");
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(pairs, p.slcChunks + p.winChunks);
+  cfg.blockDim = dim3(kNT);
+  cfg.dynamicSmemBytes = bytes;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSlcWinKernel<T, D>, a, p));
+  NSA_LAUNCHED("nsa decode decodeSlcWinKernel");
 }
 
 }  // namespace
 
 // Register-layout decode; false = not taken (the caller has checked the split-K conditions).
-bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
+// pdl: chain the second launch to the first (sm_90 and newer).
+bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
   if (a.dtype == DType::F32 || c.HQ != kG * c.H || c.Dk != c.Dv || (c.Dk != 64 && c.Dk != 128)) return false;
   if (a.seq.rows == 0 || c.l % c.d || c.ls % c.d || c.n > 64 || c.n < 1) return false;
@@ -659,8 +827,8 @@ bool nsaDecodeRegisters(const NSAForwardArgs& a, int sms, cudaStream_t stream) {
   const size_t scratch = sizeof(float) * ((size_t)tilesC * selectionSpan(c.l / c.d, c.ls / c.d) + nbMax + 2 * kW * c.n + c.n) + 64;
   if (scratch > (c.Dk == 64 ? FastLayout<64>::tileBytes(2) : FastLayout<128>::tileBytes(2))) return false;
   const bool f16 = a.dtype == DType::F16;
-  if (c.Dk == 64) f16 ? launchFast<__half, 64>(a, sms, stream) : launchFast<__nv_bfloat16, 64>(a, sms, stream);
-  else f16 ? launchFast<__half, 128>(a, sms, stream) : launchFast<__nv_bfloat16, 128>(a, sms, stream);
+  if (c.Dk == 64) f16 ? launchFast<__half, 64>(a, sms, pdl, stream) : launchFast<__nv_bfloat16, 64>(a, sms, pdl, stream);
+  else f16 ? launchFast<__half, 128>(a, sms, pdl, stream) : launchFast<__nv_bfloat16, 128>(a, sms, pdl, stream);
   return true;
 }
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Parity of the NSA decode paths against the float64 reference, decode only (no training pass):
 // the register-layout decode (16-bit, G = 16, D 64/128: nsa_decode_mma.cu) and, for float32 and
-// G = 4, the general split-K decode. Per case: decode steps over a cache (B > 1, several query rows
-// per step, rows before the first compressed block, chunks of several tiles), the output against
-// the reference fed this backend's block choice, the block choice against the reference's own,
-// caller-supplied blockIndices (echo + output), and a bit-equal repeat of every step.
+// G = 4, the general split-K decode. Per case: decode steps over a cache (B > 1, several query
+// rows per step, rows before the first compressed block, chunks of several tiles), the output
+// against the reference fed this backend's block choice, the block choice against the reference's
+// own, caller-supplied blockIndices (echo + output), and a bit-equal repeat of every step; at the
+// end a digest of every output (equal in two processes = bit-equal runs).
 //   node scripts/decode-parity.mjs [--only <name part>]
 import { compressedCount, createNSAConfig } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
@@ -23,9 +24,21 @@ for (const dtype of ['bfloat16', 'float16']) {
   cases.push({ name: `defaults HQ=64 H=4 D=128 B=2 ${dtype}`, config: { heads: 64, kvHeads: 4, headDimK: 128, headDimV: 128 }, B: 2, T: 2100, dtype, prefix: 2090, steps: [1, 3] });
   cases.push({ name: `supplied blockIndices G=16 D=128 B=2 ${dtype}`, config: { heads: 32, kvHeads: 2, headDimK: 128, headDimV: 128 }, B: 2, T: 3000, dtype, prefix: 2990, steps: [1, 2], supplied: true });
 }
+// 32 and 64 (query, KV head) pairs: the selected and window tokens come in chunks of 2 and 4 tiles.
+// (Run the script again with NSA_DECODE_CMP_TILES=3 for compressed chunks of several tiles,
+// NSA_DECODE_PDL=0 for unchained launches.)
+cases.push({ name: 'defaults G=16 H=2 D=128 B=16 bfloat16', config: { heads: 32, kvHeads: 2, headDimK: 128, headDimV: 128 }, B: 16, T: 1100, dtype: 'bfloat16', prefix: 1090, steps: [1, 2] });
 // The general split-K decode (float32; G = 4) on the same checks.
 cases.push({ name: 'general path float32 G=16 D=128', config: { heads: 16, kvHeads: 1, headDimK: 128, headDimV: 128 }, B: 2, T: 2100, dtype: 'float32', prefix: 2090, steps: [1, 3] });
 cases.push({ name: 'general path G=4 bfloat16', config: { ...small, heads: 8, kvHeads: 2, headDimK: 64, headDimV: 64 }, B: 2, T: 600, dtype: 'bfloat16', prefix: 500, steps: [1, 4], supplied: true });
+
+// FNV-1a over every output this backend produced (inputs are seeded): equal digests from two
+// processes = bit-equal runs.
+let digest = 0x811c9dc5;
+function addToDigest(values) {
+  const bytes = new Uint8Array(Float64Array.from(values).buffer);
+  for (let i = 0; i < bytes.length; i++) digest = Math.imul(digest ^ bytes[i], 0x01000193) >>> 0;
+}
 
 async function host(t) {
   return Float64Array.from(await t.read());
@@ -82,6 +95,8 @@ async function decodeCase(c) {
       const chosen = await mine.blockIndices.read();
       const out = await mine.output.read(), out2 = await again.output.read(), chosen2 = await again.blockIndices.read();
       repeat &&= out.every((x, i) => Object.is(x, out2[i])) && chosen.every((x, i) => x === chosen2[i]);
+      addToDigest(out);
+      addToDigest(chosen);
       if (idx) echo &&= chosen.every((x, i) => x === idx[i]);
       const rArgs = args(ref, 'float64');
       const theirs = keep(await ref.nsaDecode({ cache: caches[1].cache, ...rArgs, blockIndices: keep(ref.tensor(chosen, [B, step, H, n], 'int32')) }));
@@ -118,5 +133,5 @@ for (const c of cases.filter((x) => x.name.includes(only))) {
 }
 console.log(formatParity(rows));
 const failed = rows.filter((r) => !r.ok).length;
-console.log(`\n${rows.length - failed} passed, ${failed} failed`);
+console.log(`\n${rows.length - failed} passed, ${failed} failed; output digest ${digest.toString(16)}`);
 process.exitCode = failed ? 1 : 0;
