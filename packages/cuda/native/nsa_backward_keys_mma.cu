@@ -1,18 +1,11 @@
 // Key-centric dK/dV of the NSA backward in the flash-attention-2 register layout (16-bit, G = 16,
-// Dk = Dv in {64, 128}). A block of 4 warps owns a tile of 64 keys of one KV head and one branch;
-// warp w owns keys 16w .. 16w+15 as one mma row tile, its dK and dV accumulators in registers. The
-// query "columns" are (query row, head) pairs, 16 heads per row: a stage of 4 rows (64 columns) of Q
-// and dO is double-buffered with cp.async, and each warp takes it in two halves of 32 columns:
-//   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ, Pᵀ = exp2(Sᵀ·scale·log2e - lse), dV += (g Pᵀ) dO,
-//   dSᵀ = Pᵀ (g dPᵀ - D), dK += dSᵀ Q     (dK is scaled once at the end).
-// Which queries a tile visits: window keys: positions [key, key + w); compressed key i: positions
-// from i*d + l - 1 on; selected block: the inverse index's rows (ascending). Lists longer than
-// kSliceQueries are split over blocks that write float partials, summed in slice order by
-// reduceKeyPartials: deterministic, no atomics.
+// Dk = Dv in {64, 128}): the tile plan (which keys, which slice of their query list, largest list
+// first) and the stand-alone launch; the block itself is keyGradBlock (nsa_backward_keys.cuh).
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
 #include "cuda_error.h"
+#include "nsa_backward_keys.cuh"
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -23,232 +16,39 @@ namespace nsa {
 
 namespace {
 
-constexpr int kStageRows = 4;                       // query rows per stage
-constexpr int kStageCols = kStageRows * kBwdGroup;  // (row, head) columns per stage
-constexpr int kHalfCols = kStageCols / 2;           // columns one warp step takes
-constexpr int kBigWindow = 1 << 30;
-
-// One block's work: keys [start, end) of one branch (positions; compressed: indices) of KV head g
-// in sequence s, and the slice [q0, q1) of its query list; part >= 0: write float partials.
-struct KeyTile {
-  int s, mode, start, end, j, g, q0, q1, part, group;
-};
-
-// W warps per block own 16 W keys (= the reduce's BK).
-template <int D, int W>
-struct KeyLayout {
-  static constexpr int ld = D + 8;
-  static constexpr int keys = 16 * W;
-  static constexpr int keyElems = keys * ld, stageElems = kStageCols * ld;
-  // [K V Q0 dO0 Q1 dO1] then per stage: lse, D, gate [kStageCols] floats and positions [kStageRows].
-  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (2 * keyElems + 4 * stageElems); }
-  static constexpr size_t stageFloats = 3 * kStageCols + kStageRows;
-  static size_t bytes(size_t elem) { return tileBytes(elem) + sizeof(float) * 2 * stageFloats; }
-};
-
 template <class T, int D, int W>
 __global__ void __launch_bounds__(32 * W, 8 / W)
-    keyGradRegKernel(NSABackwardArgs a, const float* Dvals, const KeyTile* tiles, const int* starts, const int* totals,
-                     const int* list, int NB, float* partial, int* groupRows) {
+    keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
   extern __shared__ __align__(16) char smemRaw[];
-  using L = KeyLayout<D, W>;
-  constexpr int ld = L::ld, kBlockThreads = 32 * W, kTileKeys = L::keys;
-  const NSAForwardArgs& f = a.fwd;
-  const NSAConfigArgs& c = f.cfg;
-  T* sK = reinterpret_cast<T*>(smemRaw);
-  T* sV = sK + L::keyElems;
-  T* sQ[2] = {sV + L::keyElems, sV + L::keyElems + 2 * L::stageElems};
-  T* sO[2] = {sV + L::keyElems + L::stageElems, sV + L::keyElems + 3 * L::stageElems};
-  float* stageBase = reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T)));
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
-
-  const KeyTile tile = tiles[blockIdx.x];
-  const int g = tile.g, hq0 = g * kBwdGroup, mode = tile.mode;
-  const SeqTable seq = seqTable(f.seq);
-  const int s = tile.s;
-  const int qStart = seq.qStart[s], qCount = seq.qStart[s + 1] - qStart, pos0 = seq.pos0[s];
-  const int keyLen = pos0 + qCount;
-  const int keyBase = mode == kCompressed ? seq.cBase[s] : seq.kBase[s];
-  const int branch = mode == kCompressed ? 0 : mode == kSelected ? 1 : 2;
-  const float sl2 = c.scale * kLog2e;
-
-  // The key tile (zero rows past the end).
-  {
-    const T* K = static_cast<const T*>(mode == kCompressed ? f.kCmp : mode == kSelected ? f.kSlc : f.kWin);
-    const T* V = static_cast<const T*>(mode == kCompressed ? f.vCmp : mode == kSelected ? f.vSlc : f.vWin);
-    copyRowsAsync<T, D, kBlockThreads>(sK, ld, kTileKeys, [&](int r) -> const T* {
-      return tile.start + r < tile.end ? K + ((size_t)(keyBase + tile.start + r) * c.H + g) * D : nullptr;
-    });
-    copyRowsAsync<T, D, kBlockThreads>(sV, ld, kTileKeys, [&](int r) -> const T* {
-      return tile.start + r < tile.end ? V + ((size_t)(keyBase + tile.start + r) * c.H + g) * D : nullptr;
-    });
-    cpAsyncCommit();
-  }
-
-  // The query list: positions first + i (window, compressed) or rows[i] (selected).
-  int first = 0, count = 0;
-  const int* rows = nullptr;
-  if (mode == kWindow) {
-    first = tile.start;
-    count = max(0, min(keyLen, tile.end - 1 + c.window) - first);
-  } else if (mode == kCompressed) {
-    first = tile.start * c.d + c.l - 1;
-    count = max(0, keyLen - first);
-  } else {
-    const int J = selBase(f.seq)[s] + tile.j;
-    rows = list + starts[(size_t)g * NB + J];
-    count = totals[(size_t)g * NB + J];
-  }
-  const int window = mode == kWindow ? c.window : kBigWindow;
-  const int q0 = tile.q0, qEnd = min(count, tile.q1);
-  auto rowOf = [&](int i) -> int { return i >= qEnd ? -1 : rows ? rows[i] : qStart + first + i - pos0; };
-
-  // This thread's keys: rows 16 warp + g4 (+ 8) of the tile, at positions kp (compressed: last token).
-  int kp[2];
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    const int idx = tile.start + 16 * warp + g4 + 8 * i;
-    kp[i] = mode == kCompressed ? idx * c.d + c.l - 1 : idx;
-  }
-
-  const T* Q = static_cast<const T*>(f.q);
-  const T* dOut = static_cast<const T*>(a.dOut);
-  const T* gates = static_cast<const T*>(f.gates);
-  auto loadStage = [&](int st, int buf) {
-    const int i0 = q0 + st * kStageRows;
-    auto slice = [&](const T* base, int r) -> const T* {
-      const int qr = rowOf(i0 + r / kBwdGroup);
-      return qr >= 0 ? base + ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
-    };
-    copyRowsAsync<T, D, kBlockThreads>(sQ[buf], ld, kStageCols, [&](int r) { return slice(Q, r); });
-    copyRowsAsync<T, D, kBlockThreads>(sO[buf], ld, kStageCols, [&](int r) { return slice(dOut, r); });
-    float* sf = stageBase + buf * L::stageFloats;
-    if (threadIdx.x < kStageCols) {
-      const int r = threadIdx.x, qr = rowOf(i0 + r / kBwdGroup);
-      float lse = 0.f, dd = 0.f, gt = 0.f;
-      if (qr >= 0) {
-        const size_t at = ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * 3 + branch;
-        lse = f.lse[at];
-        dd = Dvals[at];
-        gt = toF(gates[at]);
-      }
-      sf[r] = lse;
-      sf[kStageCols + r] = dd;
-      sf[2 * kStageCols + r] = gt;
-    }
-    if (threadIdx.x < kStageRows) {
-      const int qr = rowOf(i0 + threadIdx.x);
-      reinterpret_cast<int*>(sf + 3 * kStageCols)[threadIdx.x] = qr >= 0 ? pos0 + qr - qStart : -1;
-    }
-  };
-
-  float dK[D / 8][4], dV[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; n++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) dK[n][e] = dV[n][e] = 0.f;
-  }
-  const T* myK = sK + 16 * warp * ld;
-  const T* myV = sV + 16 * warp * ld;
-
-  // One warp step over columns [h * 32, h * 32 + 32) of stage buffer buf (2 query rows x 16 heads).
-  auto half = [&](int buf, int h) {
-    const float* sf = stageBase + buf * L::stageFloats;
-    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
-    bool vis[2][2];
-    bool any = false;
-#pragma unroll
-    for (int pp = 0; pp < 2; pp++) {
-      const int P = sPos[2 * h + pp];
-#pragma unroll
-      for (int i = 0; i < 2; i++) {
-        vis[pp][i] = P >= 0 && kp[i] <= P && kp[i] > P - window;
-        any |= vis[pp][i];
-      }
-    }
-    if (!__any_sync(0xffffffffu, any)) return;
-    const T* qc = sQ[buf] + h * kHalfCols * ld;
-    const T* oc = sO[buf] + h * kHalfCols * ld;
-    float st[kHalfCols / 8][4], dp[kHalfCols / 8][4];
-    mmaScoresPair<T, D, kHalfCols>(myK, qc, myV, oc, ld, st, dp);
-#pragma unroll
-    for (int n = 0; n < kHalfCols / 8; n++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int col = h * kHalfCols + n * 8 + 2 * t4 + (e & 1);
-        const float p = vis[n >> 1][e >> 1] ? exp2f(fmaf(st[n][e], sl2, -sf[col])) : 0.f;
-        const float gq = sf[2 * kStageCols + col];
-        st[n][e] = gq * p;
-        dp[n][e] = p * (gq * dp[n][e] - sf[kStageCols + col]);
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kHalfCols / 16; j++) {
-      uint32_t pa[4];
-      cToA<T>(pa, st[2 * j], st[2 * j + 1]);
-      mmaRowsKN<T, D>(dV, pa, oc, ld, j * 16);
-      cToA<T>(pa, dp[2 * j], dp[2 * j + 1]);
-      mmaRowsKN<T, D>(dK, pa, qc, ld, j * 16);
-    }
-  };
-
-  const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
-  if (nStages > 0) loadStage(0, 0);
-  cpAsyncCommit();
-  for (int st = 0; st < nStages; st++) {
-    const int buf = st & 1;
-    if (st + 1 < nStages) {
-      loadStage(st + 1, buf ^ 1);
-      cpAsyncCommit();
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
-    __syncthreads();
-    half(buf, 0);
-    half(buf, 1);
-    __syncthreads();
-  }
-  cpAsyncWait<0>();
-
-  // Results: this thread's keys r = 16 warp + g4 (+ 8), features n * 8 + 2 t4 (+ 1).
-#pragma unroll
-  for (int i = 0; i < 2; i++) {
-    const int r = 16 * warp + g4 + 8 * i;
-    const bool valid = tile.start + r < tile.end;
-    const int krow = valid ? keyBase + tile.start + r : -1;
-    if (tile.part >= 0) {
-      float* out = partial + (size_t)tile.part * kTileKeys * 2 * D;
-#pragma unroll
-      for (int n = 0; n < D / 8; n++) {
-        *reinterpret_cast<float2*>(out + r * D + n * 8 + 2 * t4) = make_float2(dK[n][2 * i], dK[n][2 * i + 1]);
-        *reinterpret_cast<float2*>(out + kTileKeys * D + r * D + n * 8 + 2 * t4) = make_float2(dV[n][2 * i], dV[n][2 * i + 1]);
-      }
-      if (tile.q0 == 0 && t4 == 0) groupRows[(size_t)tile.group * kTileKeys + r] = krow;
-    } else if (valid) {
-      T* dk = static_cast<T*>(mode == kCompressed ? a.dkCmp : mode == kSelected ? a.dkSlc : a.dkWin);
-      T* dv = static_cast<T*>(mode == kCompressed ? a.dvCmp : mode == kSelected ? a.dvSlc : a.dvWin);
-      const size_t at = ((size_t)krow * c.H + g) * D + 2 * t4;
-#pragma unroll
-      for (int n = 0; n < D / 8; n++) {
-        *reinterpret_cast<uint32_t*>(dk + at + n * 8) = packF2<T>(dK[n][2 * i] * c.scale, dK[n][2 * i + 1] * c.scale);
-        *reinterpret_cast<uint32_t*>(dv + at + n * 8) = packF2<T>(dV[n][2 * i], dV[n][2 * i + 1]);
-      }
-    }
-  }
+  keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
 
-// Plans and launches the tiles of the branches in `modes` (bit per KeyMode) with W-warp blocks.
-template <class T, int D, int W>
-void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, int modes, Workspace& ws,
-                cudaStream_t stream) {
+// Launch order of key tiles: by the query range a tile reads (kSliceQueries-row steps), so that the
+// blocks running together share those Q and dO rows in L2 instead of each streaming its own from
+// DRAM; selected tiles, which read scattered rows, first, largest list first. v5 launched every tile
+// largest list first, which made concurrent blocks read ranges all over the sequence. H100, 64k
+// (BENCHMARKS v7): the 128-key compressed launch 43.4 -> 39.6 ms (DRAM throughput 2.8 %); the grid
+// shared with dq within run-to-run noise. NSA_BWD_KEY_ORDER=work (or NSA_BWD_V5=1, all of v5)
+// restores the v5 order.
+bool keysByRange() {
+  const char* force = getenv("NSA_BWD_KEY_ORDER");
+  const char* v5 = getenv("NSA_BWD_V5");
+  return !(force && force[0] == 'w') && !(v5 && v5[0] == '1');
+}
+
+// Plans the tiles of the branches in `modes` (bit per KeyMode) with 16 W-key blocks: uploaded in
+// launch order (keysByRange), with the split groups' partial buffers.
+template <int D, int W>
+KeyTilePlan planKeys(const NSABackwardArgs& a, const InverseIndex& index, int modes, Workspace& ws) {
   constexpr int kTileKeys = 16 * W;
   const NSAConfigArgs& c = a.fwd.cfg;
   const int S = a.fwd.seq.S;
   const int* host = a.fwd.seq.host;
+  KeyTilePlan plan;
   std::vector<KeyTile> tiles;
-  std::vector<int> work;  // query rows each block visits: the launch order (largest first)
-  std::vector<KeyGroup> groups;
+  std::vector<int> work;   // query rows each block visits
+  std::vector<int> range;  // where its query rows start (positions; selected blocks: the block's first key)
+  std::vector<KeyGroup>& groups = plan.groups;
   int parts = 0;
   auto add = [&](KeyTile t, int count, bool split) {
     const int slices = split ? std::max(1, (count + kSliceQueries - 1) / kSliceQueries) : 1;
@@ -256,6 +56,7 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
       t.q0 = 0; t.q1 = 1 << 30; t.part = -1; t.group = -1;
       tiles.push_back(t);
       work.push_back(count);
+      range.push_back(t.mode == kCompressed ? t.start * c.d + c.l - 1 : t.start);
       return;
     }
     const int group = (int)groups.size();
@@ -264,6 +65,7 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
       t.q0 = z * kSliceQueries; t.q1 = (z + 1) * kSliceQueries; t.part = parts + z; t.group = group;
       tiles.push_back(t);
       work.push_back(std::min(count, t.q1) - t.q0);
+      range.push_back(t.mode == kCompressed ? t.start * c.d + c.l - 1 + t.q0 : t.start);
     }
     parts += slices;
   };
@@ -285,22 +87,45 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     }
     sel += nbs;
   }
-  if (tiles.empty()) return;
+  if (tiles.empty()) return plan;
+  const bool byWork = !keysByRange();
+  std::vector<long long> key(tiles.size());
+  for (size_t i = 0; i < tiles.size(); i++) {
+    const long long w = kSliceQueries + 1 - std::min(work[i], kSliceQueries + 1);  // larger lists first
+    const long long m = byWork || tiles[i].mode == kSelected ? -1 : range[i] / kSliceQueries;
+    key[i] = byWork ? (1LL << 40) - work[i] : (m + 1) * (kSliceQueries + 2) + w;
+  }
   std::vector<int> order(tiles.size());
   for (size_t i = 0; i < order.size(); i++) order[i] = (int)i;
-  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return work[x] > work[y]; });
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return key[x] < key[y]; });
   std::vector<KeyTile> sorted(tiles.size());
   for (size_t i = 0; i < order.size(); i++) sorted[i] = tiles[order[i]];
 
-  float* partial = parts ? ws.alloc<float>((size_t)parts * kTileKeys * 2 * D) : nullptr;
-  int* groupRows = groups.empty() ? nullptr : ws.alloc<int>(groups.size() * kTileKeys);
-  const KeyTile* dTiles = ws.upload(sorted);
+  plan.partial = parts ? ws.alloc<float>((size_t)parts * kTileKeys * 2 * D) : nullptr;
+  plan.groupRows = groups.empty() ? nullptr : ws.alloc<int>(groups.size() * kTileKeys);
+  plan.tiles = ws.upload(sorted);
+  plan.count = (int)sorted.size();
+  return plan;
+}
+
+template <class T, int D, int W>
+void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, const KeyTilePlan& plan, Workspace& ws,
+                cudaStream_t stream) {
+  if (plan.count == 0) return;
   const size_t bytes = KeyLayout<D, W>::bytes(sizeof(T));
   NSA_CUDA(cudaFuncSetAttribute(keyGradRegKernel<T, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  keyGradRegKernel<T, D, W><<<(unsigned)sorted.size(), 32 * W, bytes, stream>>>(a, Dvals, dTiles, index.starts, index.totals,
-                                                                                    index.list, index.NB, partial, groupRows);
+  const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+  keyGradRegKernel<T, D, W><<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
   NSA_LAUNCHED("keyGradRegKernel");
-  reduceKeyPartials(a, groups, partial, groupRows, kTileKeys, ws, stream);
+}
+
+// Plans and launches the tiles of the branches in `modes` with W-warp blocks, then the reduce.
+template <class T, int D, int W>
+void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, int modes, Workspace& ws,
+                cudaStream_t stream) {
+  const KeyTilePlan plan = planKeys<D, W>(a, index, modes, ws);
+  launchPlan<T, D, W>(a, Dvals, index, plan, ws, stream);
+  reduceKeyPartials(a, plan.groups, plan.partial, plan.groupRows, 16 * W, ws, stream);
 }
 
 // Compressed tiles see long query lists: 128-key blocks halve the Q/dO traffic per key, which pays
@@ -334,7 +159,25 @@ void launchAll(const NSABackwardArgs& a, const float* Dvals, const InverseIndex&
   launchKeys<T, D, 4>(a, Dvals, index, 1 << kWindow | 1 << kSelected, ws, stream);
 }
 
+template <class T, int D>
+KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
+  if (!wideCompressedTiles(a)) return planKeys<D, 4>(a, index, 1 << kWindow | 1 << kCompressed | 1 << kSelected, ws);
+  launchKeys<T, D, 8>(a, Dvals, index, 1 << kCompressed, ws, stream);
+  return planKeys<D, 4>(a, index, 1 << kWindow | 1 << kSelected, ws);
+}
+
 }  // namespace
+
+KeyTilePlan keyGradRegistersPlan(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws,
+                                 cudaStream_t stream) {
+  const bool f16 = a.fwd.dtype == DType::F16;
+  if (a.fwd.cfg.Dk == 64) return f16 ? planShared<__half, 64>(a, D, index, ws, stream) : planShared<__nv_bfloat16, 64>(a, D, index, ws, stream);
+  return f16 ? planShared<__half, 128>(a, D, index, ws, stream) : planShared<__nv_bfloat16, 128>(a, D, index, ws, stream);
+}
+
+void keyGradRegistersFinish(const NSABackwardArgs& a, const KeyTilePlan& plan, Workspace& ws, cudaStream_t stream) {
+  reduceKeyPartials(a, plan.groups, plan.partial, plan.groupRows, 64, ws, stream);
+}
 
 void keyGradRegisters(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
   const bool f16 = a.fwd.dtype == DType::F16;

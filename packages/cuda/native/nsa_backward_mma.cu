@@ -1,17 +1,25 @@
 // NSA backward in the flash-attention-2 register layout, for float16/bfloat16, G = 16 query heads per
 // KV head and Dk = Dv in {64, 128} (the shapes nsaForwardRegisters takes). The entry point runs
 //   prep      dGates and D_b = g_b (dO · o_b) (nsa_backward.cu);
-//   index     the inverse selection index (nsa_backward.cu);
-//   dq        this file: query-centric, the forward kernel's block shape (4 warps = 4 consecutive
-//             query rows of one KV head, a warp = one row's 16 heads = one mma row tile); for each
-//             branch P is recomputed from the saved lse, dP = dO Vᵀ, dS = P (g_b dP - D_b),
-//             dq += dS K, all in registers; compressed and window tiles are loaded once per block
-//             (the union of the 4 rows' ranges), each warp gathers its own selected blocks;
-//   dK / dV   nsa_backward_keys_mma.cu (key-centric, per branch) and the ordered reduce of split tiles.
+//   index     the inverse selection index (nsa_backward.cu), its counts read back through pinned
+//             memory while the GPU runs the first eighth of the dq blocks;
+//   dq + dK/dV one grid shared by the remaining dq blocks (dqBlock, nsa_backward_dq.cuh: Q and dO
+//             fragments in registers, selected keys through a per-warp cp.async ring) and the 64-key
+//             dK/dV blocks (keyGradBlock, nsa_backward_keys.cuh; tile plan in
+//             nsa_backward_keys_mma.cu, whose 128-key compressed blocks, where taken, run as their
+//             own launch first), then the ordered reduce of split tiles.
 // Deterministic: every gradient element is written by one thread, sums run in a fixed order.
+// NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_V5=1: the v5 path (nsaDqRegKernel below:
+// Q/dO fragments reloaded per key tile, selected keys gathered 32 at a time and waited for; then
+// dK/dV in v5's tile order); NSA_BWD_TRACE=1: host timestamps of each step on stderr.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 #include "cuda_error.h"
+#include "nsa_backward_dq.cuh"
+#include "nsa_backward_keys.cuh"
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -266,14 +274,117 @@ void launchDq(const NSABackwardArgs& a, const float* Dvals, Workspace& ws, cudaS
   NSA_LAUNCHED("nsaDqRegKernel");
 }
 
+// v5: dq (Q/dO fragments reloaded per key tile, selected keys gathered 32 at a time), then dK/dV.
 template <class T, int D>
-void run(const NSABackwardArgs& a, cudaStream_t stream) {
+void runV5(const NSABackwardArgs& a, cudaStream_t stream) {
   Workspace ws(stream);
   float* Dvals = backwardPrep(a, ws, stream);
   const InverseIndex index = backwardIndex(a, ws, stream);
   // 4 rows per block: 8 (half the compressed and window K/V traffic per row) measured no faster (v5).
   launchDq<T, D, 4>(a, Dvals, ws, stream);
   keyGradRegisters(a, Dvals, index, ws, stream);
+}
+
+// ---- v7: dq with fragments in registers and a per-warp selected ring, sharing one grid with dK/dV ----
+
+constexpr int kDqWarps = 4;
+
+template <class T, int D>
+__global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles) {
+  extern __shared__ __align__(16) char smemRaw[];
+  dqBlock<T, D, kDqWarps>(a, Dvals, tiles[blockIdx.x], smemRaw);
+}
+
+// dq blocks and 64-key dK/dV blocks in one grid, the two lists (each in its own launch order)
+// interleaved evenly: block b is key block floor(b nKey / N) where floor((b + 1) nKey / N) steps,
+// else a dq block. An SM then holds a mix of the L2-bound dq blocks and the math- and DRAM-bound key
+// blocks, and neither kind's last wave idles the GPU (H100 16k: 17.6 ms against 8.6 + 11.3 ms as two
+// launches, BENCHMARKS v7). Every output element is still written by one block. The two block
+// bodies inlined into one kernel need 255 registers and spill 32 bytes (ptxas).
+template <class T, int D>
+__global__ void __launch_bounds__(32 * kDqWarps, 2)
+    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey) {
+  extern __shared__ __align__(16) char smemRaw[];
+  const long long N = (long long)nDq + nKey, b = blockIdx.x;
+  const int keysBefore = (int)(b * nKey / N);
+  if ((int)((b + 1) * nKey / N) > keysBefore) keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+  else dqBlock<T, D, kDqWarps>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
+}
+
+// dq blocks, latest positions first (they see the most compressed keys), the KV heads of one
+// row tile adjacent.
+std::vector<DqTile> planDq(const NSABackwardArgs& a) {
+  const SeqArgs& sq = a.fwd.seq;
+  const int S = sq.S;
+  std::vector<RowTile> rowTiles;
+  for (int s = 0; s < S; s++)
+    for (int f = 0; f < sq.host[s + 1] - sq.host[s]; f += kDqWarps) rowTiles.push_back({s, f});
+  std::stable_sort(rowTiles.begin(), rowTiles.end(), [&](const RowTile& x, const RowTile& y) {
+    return x.first + sq.host[3 * S + 1 + x.s] > y.first + sq.host[3 * S + 1 + y.s];
+  });
+  std::vector<DqTile> tiles;
+  tiles.reserve(rowTiles.size() * a.fwd.cfg.H);
+  for (const RowTile& t : rowTiles)
+    for (int g = 0; g < a.fwd.cfg.H; g++) tiles.push_back({t.s, t.first, g});
+  return tiles;
+}
+
+bool envIs(const char* name, char value) {
+  const char* v = getenv(name);
+  return v && v[0] == value;
+}
+
+template <class T, int D>
+void run(const NSABackwardArgs& a, cudaStream_t stream) {
+  if (envIs("NSA_BWD_V5", '1')) return runV5<T, D>(a, stream);
+  // NSA_BWD_TRACE=1: host-side milliseconds of each step on stderr (where the host waits).
+  const bool trace = envIs("NSA_BWD_TRACE", '1');
+  const auto t0 = std::chrono::steady_clock::now();
+  auto mark = [&](const char* what) {
+    if (trace)
+      fprintf(stderr, "nsa backward trace %8.3f ms %s\n",
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(), what);
+  };
+  Workspace ws(stream);
+  float* Dvals = backwardPrep(a, ws, stream);
+  const bool shared = !envIs("NSA_BWD_SHARED", '0');
+  // The index's counts come back through pinned memory: the host plans the key tiles while the
+  // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
+  InverseIndex index = backwardIndex(a, ws, stream, false);
+  mark("prep and index queued");
+  const std::vector<DqTile> dqTiles = planDq(a);
+  mark("dq planned");
+  const DqTile* dDq = ws.upload(dqTiles);
+  mark("dq tiles uploaded");
+  const int nDq = (int)dqTiles.size(), head = shared ? nDq / 8 : nDq;
+  const size_t dqBytes = DqFragLayout<D, kDqWarps>::bytes(sizeof(T), a.fwd.cfg.n);
+  if (head > 0) {
+    NSA_CUDA(cudaFuncSetAttribute(nsaDqFragKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
+    nsaDqFragKernel<T, D><<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq);
+    NSA_LAUNCHED("nsaDqFragKernel");
+  }
+  mark("dq head queued");
+  backwardIndexWait(index);
+  mark("index counts read");
+  if (!shared) {
+    keyGradRegisters(a, Dvals, index, ws, stream);
+    mark("dK/dV queued");
+    return;
+  }
+  const KeyTilePlan plan = keyGradRegistersPlan(a, Dvals, index, ws, stream);
+  mark("key tiles planned");
+  const int nRest = nDq - head;
+  if (nRest + plan.count > 0) {
+    const size_t bytes = std::max(dqBytes, KeyLayout<D, 4>::bytes(sizeof(T)));
+    NSA_CUDA(cudaFuncSetAttribute(nsaBwdSharedKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+    nsaBwdSharedKernel<T, D><<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb,
+                                                                                              plan.count);
+    NSA_LAUNCHED("nsaBwdSharedKernel");
+  }
+  mark("shared grid queued");
+  keyGradRegistersFinish(a, plan, ws, stream);
+  mark("reduce queued");
 }
 
 }  // namespace

@@ -1,0 +1,310 @@
+// One block of the register-layout NSA dq (16-bit, G = 16, Dk = Dv in {64, 128}), as a device
+// function: the stand-alone kernel and the grid shared with dK/dV (nsa_backward_mma.cu) run it.
+//
+// W warps = W consecutive query rows of one KV head; a warp = one row's 16 heads = one mma row tile.
+// The Q and dO fragments of the warp's row stay in registers for the whole block (no ldmatrix of
+// them per key tile). For each branch P is recomputed from the saved log2-domain lse,
+// S = Q·Kᵀ and dP = dO·Vᵀ share one k-loop, dS = P (g_b dP - D_b) is packed from the C fragments
+// into the A fragment of dq += dS·K. Compressed and window keys: the union of the block's rows'
+// ranges in 64-key tiles (cp.async double-buffered, each warp masks its own range), taken in two
+// 32-key steps; selected keys: each warp walks its own chosen blocks in 16-key chunks that never
+// cross a block (no per-key index search) through a 2-stage cp.async ring of its own, so the next
+// chunk's gather overlaps this chunk's mma (v5 gathered 32 keys, then waited).
+#pragma once
+#include "nsa_backward_warp.cuh"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+
+namespace nsa {
+
+constexpr int kDqSharedKeys = 64;  // block-wide tiles (compressed, window)
+constexpr int kDqChunk = 16;       // per-warp selected chunks (2 stages of K and V)
+
+struct DqTile {
+  int s, first, g;  // sequence, first query index within it, KV head
+};
+
+template <int D, int W>
+struct DqFragLayout {
+  static constexpr int ld = D + 8;
+  static constexpr int tile = kDqSharedKeys * ld;
+  // The key region holds [K0 K1 V0 V1] block-wide tiles, later each warp's ring (4 chunks of rows).
+  static constexpr int keyRows = 4 * kDqSharedKeys > 4 * kDqChunk * W ? 4 * kDqSharedKeys : 4 * kDqChunk * W;
+  static constexpr int keyElems = keyRows * ld;
+  static constexpr int rowElems = 16 * W * ld;  // Q or dO of the block's rows
+  __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (keyElems + 2 * rowElems); }
+  // then per warp: the row's chosen blocks and their visible lengths [n] each
+  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
+};
+
+// One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qf, of: the warp's Q
+// and dO A fragments. visible(j): key j counts for this warp's position. Short steps (NK = 16: 2 + 2
+// accumulator tiles) sum S and dP over the feature dimension in two interleaved halves, so that
+// twice as many independent mma chains are in flight.
+template <class T, int D, int NK, class Visible>
+__device__ __forceinline__ void dqFragStep(const uint32_t (&qf)[D / 16][4], const uint32_t (&of)[D / 16][4], const T* k,
+                                           const T* v, int ld, float sl2, const float (&lse)[2], const float (&dd)[2],
+                                           const float (&gt)[2], Visible visible, float (&dq)[D / 8][4]) {
+  const int t4 = threadIdx.x & 3;
+  bool vis[NK / 8][2];
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      vis[n][e] = visible(n * 8 + 2 * t4 + e);
+      any |= vis[n][e];
+    }
+  }
+  if (!__any_sync(0xffffffffu, any)) return;  // keys are shared by the warp's rows
+  constexpr int kChains = NK == 16 ? 2 : 1;
+  float sc[kChains][NK / 8][4], dc[kChains][NK / 8][4];
+#pragma unroll
+  for (int h = 0; h < kChains; h++) {
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) sc[h][n][e] = dc[h][n][e] = 0.f;
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    const int h = kk % kChains;
+#pragma unroll
+    for (int np = 0; np < NK / 16; np++) {
+      uint32_t b[4];
+      loadBNK(b, k, ld, np * 16, kk * 16);
+      mma16816(sc[h][2 * np], qf[kk], b, T());
+      mma16816(sc[h][2 * np + 1], qf[kk], b + 2, T());
+      loadBNK(b, v, ld, np * 16, kk * 16);
+      mma16816(dc[h][2 * np], of[kk], b, T());
+      mma16816(dc[h][2 * np + 1], of[kk], b + 2, T());
+    }
+  }
+  float (&s)[NK / 8][4] = sc[0];
+  float (&dp)[NK / 8][4] = dc[0];
+#pragma unroll
+  for (int h = 1; h < kChains; h++) {
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[n][e] += sc[h][n][e];
+        dp[n][e] += dc[h][n][e];
+      }
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int i = e >> 1;
+      const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -lse[i])) : 0.f;
+      s[n][e] = p * (gt[i] * dp[n][e] - dd[i]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NK / 16; j++) {
+    uint32_t a[4];
+    cToA<T>(a, s[2 * j], s[2 * j + 1]);
+    mmaRowsKN<T, D>(dq, a, k, ld, j * 16);
+  }
+}
+
+template <class T, int D, int W>
+__device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw) {
+  using L = DqFragLayout<D, W>;
+  constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  T* sK = reinterpret_cast<T*>(smemRaw);  // [2][tile]
+  T* sV = sK + 2 * L::tile;               // [2][tile]
+  T* sQ = sK + L::keyElems;               // [16 W rows]
+  T* sO = sQ + L::rowElems;               // [16 W rows]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+  int* blk = reinterpret_cast<int*>(smemRaw + L::tileBytes(sizeof(T))) + warp * 2 * c.n;
+  int* len = blk + c.n;
+
+  const int kvh = tile.g, hq0 = kvh * kBwdGroup;
+  const SeqTable seq = seqTable(f.seq);
+  const int qStart = seq.qStart[tile.s], qCount = seq.qStart[tile.s + 1] - qStart;
+  const int kBase = seq.kBase[tile.s], cBase = seq.cBase[tile.s], pos0 = seq.pos0[tile.s];
+  const int nq = min(W, qCount - tile.first);
+  const bool active = warp < nq;
+  const int myIndex = tile.first + min(warp, nq - 1);  // idle warps shadow the last row, write nothing
+  const int row = qStart + myIndex, pos = pos0 + myIndex;
+  const int lastPos = pos0 + tile.first + nq - 1, firstPos = pos0 + tile.first;
+  const float sl2 = c.scale * kLog2e;
+  const T* Q = static_cast<const T*>(f.q);
+  const T* dOut = static_cast<const T*>(a.dOut);
+  const T* gates = static_cast<const T*>(f.gates);
+
+  // Q and dO of the W rows x 16 heads (consecutive slices of each row), then into fragments.
+  auto rowSlice = [&](const T* base, int r) -> const T* {
+    const int w = r / kBwdGroup;
+    return w < nq ? base + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
+  };
+  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, 16 * W, [&](int r) { return rowSlice(Q, r); });
+  copyRowsAsync<T, D, kBlockThreads>(sO, ld, 16 * W, [&](int r) { return rowSlice(dOut, r); });
+  cpAsyncCommit();
+  // This warp's chosen blocks and how many of their keys its row sees.
+  const int cur = pos / c.ls;
+  for (int k = lane; k < c.n; k += 32) {
+    const int j = a.blocks[((size_t)row * c.H + kvh) * c.n + k];
+    blk[k] = j;
+    len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
+  }
+  cpAsyncWait<0>();
+  __syncthreads();
+  uint32_t qf[D / 16][4], of[D / 16][4];
+  {
+    const int myWarpRow = min(warp, nq - 1) * kBwdGroup;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      loadA(qf[kk], sQ, ld, myWarpRow, kk * 16);
+      loadA(of[kk], sO, ld, myWarpRow, kk * 16);
+    }
+  }
+
+  // Block-wide double-buffered walk over keys first .. first + total - 1 (rows base + p).
+  auto walkShared = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
+    auto load = [&](int t, int buf) {
+      const int k0 = first + t * kDqSharedKeys, end = first + total;
+      const T* K = static_cast<const T*>(Kp);
+      const T* V = static_cast<const T*>(Vp);
+      copyRowsAsync<T, D, kBlockThreads>(sK + buf * L::tile, ld, kDqSharedKeys, [&](int r) -> const T* {
+        return k0 + r < end ? K + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
+      });
+      copyRowsAsync<T, D, kBlockThreads>(sV + buf * L::tile, ld, kDqSharedKeys, [&](int r) -> const T* {
+        return k0 + r < end ? V + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
+      });
+    };
+    if (nTiles > 0) load(0, 0);
+    cpAsyncCommit();
+    for (int t = 0; t < nTiles; t++) {
+      const int buf = t & 1;
+      if (t + 1 < nTiles) {
+        load(t + 1, buf ^ 1);
+        cpAsyncCommit();
+        cpAsyncWait<1>();
+      } else {
+        cpAsyncWait<0>();
+      }
+      __syncthreads();
+      body(first + t * kDqSharedKeys, sK + buf * L::tile, sV + buf * L::tile);
+      __syncthreads();
+    }
+  };
+
+  // lse (log2 domain), D_b and gate of this thread's two heads for branch b.
+  float lse[2], dd[2], gt[2];
+  auto branchRows = [&](int b) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * 3 + b;
+      lse[i] = f.lse[at];
+      dd[i] = Dvals[at];
+      gt[i] = toF(gates[at]);
+    }
+  };
+
+  float dq[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+
+  // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
+  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
+  branchRows(0);
+  walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int kh = k0 + h * kHalf;
+      dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                              [&](int j) { return kh + j < nc; }, dq);
+    }
+  });
+
+  // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
+  const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
+  branchRows(2);
+  walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int kh = k0 + h * kHalf;
+      dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                              [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
+    }
+  });
+  __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
+
+  // ---- selected branch: this warp's own 16-key chunks, 2-stage ring ----
+  // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
+  // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
+  if (active) {
+    branchRows(1);
+    T* ring = sK + warp * 4 * kDqChunk * ld;
+    const T* Ks = static_cast<const T*>(f.kSlc);
+    const T* Vs = static_cast<const T*>(f.vSlc);
+    auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
+      while (k < c.n && len[k] == 0) k++;
+      return k;
+    };
+    auto gather = [&](int k, int off, int stage) {
+      T* dk = ring + 2 * stage * kDqChunk * ld;
+      T* dv = dk + kDqChunk * ld;
+      constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
+      const int col = (lane % per) * 8, rem = len[k] - off;
+      const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
+#pragma unroll
+      for (int r = lane / per; r < kDqChunk; r += 32 / per) {
+        T* pk = dk + r * ld + col;
+        T* pv = dv + r * ld + col;
+        if (r < rem) {
+          const size_t at = ((k0 + r) * c.H + kvh) * D + col;
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pv)), "l"(Vs + at));
+        } else {  // zero rows: dS is 0 there, and 0 * stale bits could be NaN
+          *reinterpret_cast<uint4*>(pk) = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      cpAsyncCommit();
+    };
+    int k = firstFrom(0), off = 0, stage = 0;
+    if (k < c.n) gather(k, 0, 0);
+    while (k < c.n) {
+      int nk = k, noff = off + kDqChunk;
+      if (noff >= len[k]) {
+        nk = firstFrom(k + 1);
+        noff = 0;
+      }
+      if (nk < c.n) {
+        gather(nk, noff, stage ^ 1);
+        cpAsyncWait<1>();
+      } else {
+        cpAsyncWait<0>();
+      }
+      __syncwarp();
+      const T* ck = ring + 2 * stage * kDqChunk * ld;
+      const int rem = len[k] - off;
+      dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
+      __syncwarp();  // the next gather overwrites this stage
+      k = nk;
+      off = noff;
+      stage ^= 1;
+    }
+  }
+
+  if (!active) return;
+  T* dQ = static_cast<T*>(a.dq);
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * D + 2 * t4;
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+      *reinterpret_cast<uint32_t*>(dQ + at + n * 8) = packF2<T>(dq[n][2 * i] * c.scale, dq[n][2 * i + 1] * c.scale);
+  }
+}
+
+}  // namespace nsa

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// The benchmark's NSA forward + backward (B=1 HQ=64 H=4 D=128 bf16, paper defaults, random normal
+// inputs) a fixed number of times, for a profiler (few launches, unlike bench.mjs's timing loop):
+//   ncu --clock-control none --metrics gpu__time_duration.sum node scripts/backward-profile.mjs --T 16384 --iters 2
+// Prints the event-timed milliseconds of each iteration.
+import { createNSAConfig, compressedCount } from '@nsa/core';
+import { loadAddon } from '../dist/loader.js';
+import { nativeConfig } from '../dist/backend.js';
+import { trainingSeq } from '../dist/seq.js';
+
+const option = (name, fallback) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+};
+const T = Number(option('T', '16384')), iters = Number(option('iters', '2'));
+const { addon } = loadAddon();
+addon.init();
+const BF16 = 2, HQ = 64, H = 4, D = 128;
+const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
+const cfg = nativeConfig(config);
+let seed = 1;
+const alloc = (elements, bytesPer = 2) => new addon.DeviceBuffer(elements * bytesPer);
+const random = (elements, mean = 0, stddev = 1) => {
+  const b = alloc(elements);
+  addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
+  return b;
+};
+const layout = trainingSeq(1, T, config);
+const table = new addon.DeviceBuffer(layout.host.byteLength);
+table.upload(layout.host);
+const seq = { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+const C = compressedCount(T, config);
+const q = random(T * HQ * D), k = random(T * H * D), v = random(T * H * D);
+const gates = random(T * HQ * 3, 0.5, 0.2), dOut = random(T * HQ * D);
+const kCmp = alloc(C * H * D), vCmp = alloc(C * H * D);
+const out = alloc(T * HQ * D), oCmp = alloc(T * HQ * D), oSlc = alloc(T * HQ * D), oWin = alloc(T * HQ * D);
+const lse = alloc(T * HQ * 3, 4), blocks = alloc(T * H * config.selectCount, 4);
+const grads = {
+  dq: alloc(T * HQ * D), dkCmp: alloc(C * H * D), dvCmp: alloc(C * H * D), dkSlc: alloc(T * H * D), dvSlc: alloc(T * H * D),
+  dkWin: alloc(T * H * D), dvWin: alloc(T * H * D), dGates: alloc(T * HQ * 3),
+};
+const nsaArgs = { dtype: BF16, cfg, seq, q, kCmp, vCmp, kSlc: k, vSlc: v, kWin: k, vWin: v, gates, out, oCmp, oSlc, oWin, lse, blockOut: blocks };
+for (let i = 0; i < iters; i++) {
+  const a = addon.recordEvent();
+  addon.meanCompress({ dtype: BF16, x: k, out: kCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
+  addon.meanCompress({ dtype: BF16, x: v, out: vCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
+  addon.nsaForward(nsaArgs);
+  const m = addon.recordEvent();
+  addon.nsaBackward({ ...nsaArgs, ...grads, dOut, blocks });
+  const b = addon.recordEvent();
+  await addon.synchronize();
+  console.log(`T=${T} iteration ${i}: forward ${addon.elapsedMs(a, m).toFixed(3)} ms, backward ${addon.elapsedMs(m, b).toFixed(3)} ms`);
+  addon.clearEvents();
+}
