@@ -23,6 +23,8 @@ const dtype = option('dtype', 'float32');
 const ops = option('ops', 'forward,decode,fwd+bwd').split(',');
 // --classic 16384: at these T also time the forward with the classic (pre-tiling) kernels.
 const classicTs = option('classic', '').split(',').filter(Boolean).map(Number);
+// --unmerged: also time decode steps through the previous nine passes (rows "nsa unmerged").
+const unmerged = process.argv.includes('--unmerged');
 // --quick: tiny ceilings, for checking the script on a software adapter.
 const quick = process.argv.includes('--quick');
 const B = 1;
@@ -336,6 +338,14 @@ for (const T of Ts) {
         const flops = batch * HQ * (keys * 4 * D + k.compressed * 2 * D);
         const bytes = batch * H * keys * 2 * D * es + batch * HQ * D * es * 2;
         record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+        if (unmerged) {
+          ctx.mergedDecode = false;
+          try {
+            record(T, `decode B=${batch}`, 'nsa unmerged', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+          } finally {
+            ctx.mergedDecode = true;
+          }
+        }
       } finally {
         cache.dispose();
         for (const b of made.splice(0)) b.dispose();
@@ -402,7 +412,7 @@ const lines = [
   '|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|',
 ];
 const OPS = ['forward', 'fwd+bwd', 'decode B=1', 'decode B=16'];
-const IMPLS = ['nsa', 'dense', 'nsa classic', 'dense classic'];
+const IMPLS = ['nsa', 'dense', 'nsa unmerged', 'nsa classic', 'dense classic'];
 rows.sort((a, b) => a.T - b.T || OPS.indexOf(a.op) - OPS.indexOf(b.op) || IMPLS.indexOf(a.impl) - IMPLS.indexOf(b.impl));
 for (const r of rows) {
   if (r.skipped) {
@@ -410,7 +420,8 @@ for (const r of rows) {
     continue;
   }
   const denseName = r.impl.replace('nsa', 'dense');
-  const other = rows.find((x) => x.T === r.T && x.op === r.op && x.impl === denseName && !x.skipped);
+  const pair = (name) => rows.find((x) => x.T === r.T && x.op === r.op && x.impl === name && !x.skipped);
+  const other = pair(denseName) ?? pair('dense');
   const same = other && other.clock === r.clock;
   const ratio = r.impl.startsWith('nsa') && same ? `${(other.best / r.best).toFixed(2)}x` : '';
   lines.push(

@@ -7,6 +7,9 @@
 # On the host (carry [".gpu", "$STAGE"]):
 #   source .gpu/boot.sh && cd $STAGE && node node_modules/@nsa/test/dist/run-parity.js --backend webgpu --scale ci
 #   source .gpu/boot.sh && cd $STAGE && node node_modules/@nsa/webgpu/bench/run.mjs
+#   source .gpu/boot.sh && cd $STAGE && node node_modules/@nsa/webgpu/bench/profile.mjs   # GPU time per kernel
+# (on the H100: NSA_WEBGPU_DAWN_OPTIONS="enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia
+#  disable-dawn-features=timestamp_quantization" for float16 and unquantized timestamps; BENCHMARKS.md, run 3)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"

@@ -192,7 +192,7 @@ export class WebGPUBackend implements Backend {
     if (!(cache instanceof WebGPUNSACache) || cache.disposed) throw new NSAShapeError('cache is not a live webgpu NSA cache');
     const { B, TQ, HQ, H, Dk, Dv, n, dtype } = dims;
     const geo = geometryOf(cache.config, dims, B * TQ, elementType(dtype));
-    const encode = await prepareNSAForward(this.rt, geo, cache.sequences(TQ), args.blockIndices !== undefined);
+    const encode = await prepareNSAForward(this.rt, geo, cache.sequences(TQ), args.blockIndices !== undefined, true);
     const output = this.#empty([B, TQ, HQ, Dv], dtype, 'decode output');
     const blockIndices = this.#empty([B, TQ, H, n], 'int32', 'decode blockIndices');
     const es = dtype === 'float16' ? 2 : 4;

@@ -6,7 +6,7 @@ import { attentionShader } from './shaders/attention.js';
 import type { ElementType, Mode, Params } from './shaders/common.js';
 import { ITEM_WORDS } from './shaders/common.js';
 import { dkdvShader } from './shaders/dkdv.js';
-import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader } from './shaders/elementwise.js';
+import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader, mergeBranchesShader } from './shaders/elementwise.js';
 import { selectionShader } from './shaders/selection.js';
 import { tiledForwardShader } from './shaders/tiled-forward.js';
 import {
@@ -85,13 +85,33 @@ interface ForwardGroupPlan {
   readonly perSplit: number;
 }
 
+export interface BranchBuffers {
+  q: GPUBuffer;
+  k: GPUBuffer;
+  v: GPUBuffer;
+  blocks?: GPUBuffer;
+  out: GPUBuffer;
+  lse: GPUBuffer;
+  /** Deferred branches: where the unnormalised split partials and their (max, sum) go. */
+  part?: GPUBuffer;
+  stats?: GPUBuffer;
+}
+
+/**
+ * A branch's encoder. `deferredSplits` is set when the branch was prepared with `defer` and can
+ * leave its key splits unmerged: it then writes only `part` [splits, tokRows, HQ, DV] and `stats`
+ * [splits, tokRows, HQ, 2] (no `out`, no `lse`), and a later pass (mergeBranches) merges them.
+ */
+export type BranchForward = Encoder<BranchBuffers> & { readonly deferredSplits?: number };
+
 /** Forward of one branch: normalised output `out` [tokRows, HQ, DV] f32 and its `lse` [tokRows, HQ]. */
 export async function prepareBranchForward(
   rt: Runtime,
   geo: Geometry,
   mode: Mode,
   seqs: readonly Sequence[],
-): Promise<Encoder<{ q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; blocks?: GPUBuffer; out: GPUBuffer; lse: GPUBuffer }>> {
+  options: { defer?: boolean } = {},
+): Promise<BranchForward> {
   const { G, H, HQ, DK, DV, e } = geo;
   const limit = rt.ctx.limits.maxStorageBufferBindingSize;
   const tiled = rt.ctx.tiledForward ? planTiledForward(rt.ctx, mode, G, DK, DV) : undefined;
@@ -128,21 +148,38 @@ export async function prepareBranchForward(
     }
     return { group, items, n, chunks, splits, perSplit };
   });
+  // Deferred merging (decode steps): one key group and one chunk, partials under the binding limit.
+  const deferred =
+    options.defer && plans.length === 1 && plans[0].chunks.length === 1 && plans[0].splits * geo.tokRows * HQ * DV * 4 <= limit ? plans[0].splits : undefined;
   const kernel = (split: boolean) => ({ kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split });
   // Row statistics through subgroup shuffles only where every subgroup holds whole row groups.
   const subgroups = rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= (tiled?.NKG ?? Infinity) && (tiled?.WG ?? 0) % rt.ctx.features.subgroupMinSize === 0;
   const compile = (split: boolean, name: string) =>
     tiled
-      ? rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }, tiledForwardShader)
+      ? rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: split ? (splitKT ?? tiled.KT) : tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }, tiledForwardShader)
       : rt.pipelineOf(name, kernel(split), attentionShader);
+  // Key splits of the selected branch (decoding) walk one block each: longer tiles there (their
+  // workgroups are few, so occupancy matters less than the serial chain of tiles). Other modes size
+  // their splits in tiles of tiled.KT, so they keep it.
+  const splitKT = tiled && mode === 'selected' ? (planTiledForward(rt.ctx, mode, G, DK, DV, true)?.KT ?? tiled.KT) : tiled?.KT;
   const variant = tiled ? `tiled${subgroups ? '_sg' : ''}` : 'classic';
-  const anySplit = plans.some((p) => p.splits > 1);
+  const anySplit = deferred !== undefined || plans.some((p) => p.splits > 1);
   const [pipeline, splitPipeline, combine] = await Promise.all([
     compile(false, `nsa_${mode}_forward_${variant}`),
     anySplit ? compile(true, `nsa_${mode}_forward_split_${variant}`) : undefined,
-    anySplit ? rt.pipelineOf('combine_splits', { DV }, (p) => combineSplitsShader(p.DV)) : undefined,
+    anySplit && deferred === undefined ? rt.pipelineOf('combine_splits', { DV }, (p) => combineSplitsShader(p.DV)) : undefined,
   ]);
-  return (frame, buf) => {
+  const encode: Encoder<BranchBuffers> = (frame, buf) => {
+    if (deferred !== undefined && splitPipeline) {
+      const plan = plans[0];
+      if (!buf.part || !buf.stats) throw new Error(`${mode} forward: a deferred branch needs part and stats buffers`);
+      const { keyLo: klo, keyHi: khi } = plan.group;
+      const itemBuf = frame.upload(plan.items, `${mode} items`);
+      const params = { ...baseParams(geo), perSplit: plan.perSplit, keyRowBase: klo, splits: plan.splits, rowBase: 0, itemBase: 0 };
+      const bindings = [itemBuf, buf.q, rowRange(buf.k, bpk.k, klo, khi), rowRange(buf.v, bpk.v, klo, khi), buf.part, buf.stats, ...(buf.blocks ? [buf.blocks] : [])];
+      frame.dispatch(splitPipeline, params, bindings, [plan.n, H * nhc, plan.splits]);
+      return;
+    }
     for (const plan of plans) {
       const { keyLo: klo, keyHi: khi } = plan.group;
       const k = rowRange(buf.k, bpk.k, klo, khi);
@@ -170,6 +207,29 @@ export async function prepareBranchForward(
       }
     }
   };
+  return Object.assign(encode, { deferredSplits: deferred });
+}
+
+/**
+ * out (dtype) = Σ_b gate_b · merge_b, where merge_b merges the key splits of deferred branch b
+ * (compressed, selected, window): one pass instead of three split merges and the gate pass.
+ */
+export async function prepareMergeBranches(
+  rt: Runtime,
+  geo: Geometry,
+  splits: readonly [number, number, number],
+): Promise<Encoder<{ part: GPUBuffer[]; stats: GPUBuffer[]; gates: GPUBuffer; out: GPUBuffer }>> {
+  const { HQ, DV, e } = geo;
+  const pipeline = await rt.pipelineOf('merge_branches', { e, DV, splits }, (p) => mergeBranchesShader(p.e, p.DV, p.splits));
+  return (frame, buf) => {
+    const bindings = [buf.part[0], buf.stats[0], buf.part[1], buf.stats[1], buf.part[2], buf.stats[2], buf.gates, buf.out];
+    frame.dispatch(
+      pipeline,
+      { ...baseParams(geo), rowBase: 0, qRowLo: 0, qRowHi: geo.tokRows },
+      bindings,
+      [Math.min(geo.tokRows * HQ, MAX_GRID), Math.ceil((geo.tokRows * HQ) / MAX_GRID)],
+    );
+  };
 }
 
 /** Top-n block choice from the compression branch's lse: blocks [tokRows, H, n] int32. */
@@ -177,7 +237,9 @@ export async function prepareSelection(
   rt: Runtime,
   geo: Geometry,
   seqs: readonly Sequence[],
-): Promise<Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }>> {
+  /** The compression branch was deferred with this many splits: read its lse from their stats. */
+  cmpSplits?: number,
+): Promise<Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }> & { readonly twoPass: boolean }> {
   const { G, H, HQ, DK, e } = geo;
   const limit = rt.ctx.limits.maxStorageBufferBindingSize;
   let maxCandidates = 1;
@@ -202,6 +264,7 @@ export async function prepareSelection(
     localBlocks: geo.localBlocks,
     perCmp: geo.cmpBlock / geo.cmpStride,
     perSel: geo.selBlock / geo.cmpStride,
+    subgroups: rt.ctx.subgroupTopN && rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= 4,
   };
   // Few (token, KV head) workgroups (decoding): spread the compressed blocks over workgroups in a
   // scores pass that writes each block's group-summed probability, then choose in a second pass.
@@ -213,21 +276,32 @@ export async function prepareSelection(
   const twoPass = plans.length === 1 && plans[0].chunks.length === 1 && rowsTotal * H < TARGET_WORKGROUPS && chunksPerRow > 1 && impBytes <= limit;
   const splits = twoPass ? Math.min(MAX_SPLITS, chunksPerRow, Math.ceil(TARGET_WORKGROUPS / Math.max(1, rowsTotal * H))) : 1;
   const perSplit = Math.ceil(chunksPerRow / splits);
+  const fromStats = twoPass && cmpSplits !== undefined;
+  // Fused (training calls): several tokens per workgroup where workgroup memory allows.
+  const fused = twoPass ? undefined : planSelectionTiles(rt.ctx, G, DK, geo.nSel, maxCandidates, rt.ctx.selectionTokens);
+  if (fused && fused.TQS > 1) {
+    for (const plan of plans) {
+      plan.items = queryItems(plan.group.seqs, fused.TQS);
+      plan.chunks = chunkItems(plan.items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID);
+    }
+  }
   const [pipeline, scoresPipeline, topnPipeline] = await Promise.all([
-    twoPass ? undefined : rt.pipelineOf('nsa_selection_topn', { ...kernel, phase: 'fused' as const }, selectionShader),
-    twoPass ? rt.pipelineOf('nsa_selection_scores_split', { ...kernel, phase: 'scores' as const }, selectionShader) : undefined,
+    fused ? rt.pipelineOf('nsa_selection_topn', { ...kernel, GC: fused.GC, CB: fused.CB, WG: fused.WG, NSMAX: fused.NSMAX, TQS: fused.TQS, phase: 'fused' as const }, selectionShader) : undefined,
+    twoPass ? rt.pipelineOf('nsa_selection_scores_split', { ...kernel, phase: 'scores' as const, lseFromSplits: fromStats }, selectionShader) : undefined,
     twoPass ? rt.pipelineOf('nsa_selection_topn_split', { ...kernel, phase: 'topn' as const }, selectionShader) : undefined,
   ]);
-  return (frame, buf) => {
+  const encode: Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }> = (frame, buf) => {
     for (const plan of plans) {
       const kCmp = rowRange(buf.kCmp, bpk, plan.group.keyLo, plan.group.keyHi);
       const itemBuf = frame.upload(plan.items, 'selection items');
       if (scoresPipeline && topnPipeline) {
         const c = plan.chunks[0];
         const imp = frame.scratch(impBytes, 'selection block probabilities');
-        const params = { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first, keyRowBase: plan.group.keyLo, impStride: Math.max(1, maxVisible), perSplit };
+        const params = { ...baseParams(geo), rowBase: c.rowBase, itemBase: c.first, keyRowBase: plan.group.keyLo, impStride: Math.max(1, maxVisible), perSplit, splits: cmpSplits ?? 1 };
         const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
-        frame.dispatch(scoresPipeline, params, [itemBuf, r(buf.q, bpr.q), kCmp, r(buf.lseCmp, bpr.lse), imp], [c.count, H, splits]);
+        // From split stats: lseCmp is the compression branch's stats, bound whole (absolute rows).
+        const lse = fromStats ? buf.lseCmp : r(buf.lseCmp, bpr.lse);
+        frame.dispatch(scoresPipeline, params, [itemBuf, r(buf.q, bpr.q), kCmp, lse, imp], [c.count, H, splits]);
         frame.dispatch(topnPipeline, params, [itemBuf, imp, r(buf.blocks, bpr.blocks)], [c.count, H, 1]);
         continue;
       }
@@ -242,6 +316,7 @@ export async function prepareSelection(
       }
     }
   };
+  return Object.assign(encode, { twoPass });
 }
 
 /** dq of one branch, added into `dq` [tokRows, HQ, DK] f32 when `accumulate`. */

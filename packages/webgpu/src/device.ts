@@ -63,6 +63,14 @@ export interface DeviceContext {
   readonly software: boolean;
   /** Whether forward passes use the register-tiled kernels. */
   tiledForward: boolean;
+  /** Whether selection's top-n rounds reduce through subgroups (when the adapter has them). */
+  subgroupTopN: boolean;
+  /** Whether decode steps merge the three branches' key splits and the gates in one pass. */
+  mergedDecode: boolean;
+  /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
+  selectionTokens: number;
+  /** Tile experiments (bench/profile.mjs): rows per invocation and keys per tile of a branch's tiled forward. */
+  tileOverride?: Partial<Record<'window' | 'causal' | 'compressed' | 'selected', { RM?: number; KT?: number }>>;
   /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
   readonly description: string;
   /** Set once the device is lost; every later call throws it. */
@@ -113,6 +121,9 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     device,
     features: { f16, subgroups, timestamps, subgroupMinSize },
     tiledForward: options.tiledForward ?? true,
+    subgroupTopN: true,
+    mergedDecode: true,
+    selectionTokens: 2,
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {
       maxStorageBufferBindingSize: Math.min(lim.maxStorageBufferBindingSize, bindingCap),

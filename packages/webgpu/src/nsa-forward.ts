@@ -2,7 +2,7 @@
 // statistics the selection scores need), block selection, selected and window branches, gates.
 // Training calls and decode steps share it; they differ only in their sequence list.
 import type { NSAConfig, NSADims, NSASaved } from '@nsa/core';
-import { prepareBranchForward, prepareGateCombine, prepareSelection, type Geometry } from './branch.js';
+import { prepareBranchForward, prepareGateCombine, prepareMergeBranches, prepareSelection, type Geometry } from './branch.js';
 import { run, type Frame, type Runtime } from './runtime.js';
 import type { ElementType } from './shaders/common.js';
 import { BACKEND_NAME, createStorageBuffer } from './tensor.js';
@@ -80,20 +80,49 @@ export interface NSAForwardBuffers {
   readonly out: GPUBuffer;
 }
 
-/** Compiles and plans the passes of one forward; the result encodes them into a frame. */
+/**
+ * Compiles and plans the passes of one forward; the result encodes them into a frame. `merged`
+ * (decode steps, whose few queries split every branch's keys across workgroups) leaves the
+ * branches' splits unmerged and merges all three with the gates in one pass, the selection scores
+ * taking the compression lse from the split stats: six dispatches instead of nine. Per-branch
+ * outputs and lse are then not written (a decode step does not keep them).
+ */
 export async function prepareNSAForward(
   rt: Runtime,
   geo: Geometry,
   seqs: readonly Sequence[],
   given: boolean,
+  merged = false,
 ): Promise<(frame: Frame, buf: NSAForwardBuffers, outputs: readonly GPUBuffer[], lse: readonly GPUBuffer[]) => void> {
-  const [cmp, select, slc, win, combine] = await Promise.all([
-    prepareBranchForward(rt, geo, 'compressed', seqs),
-    given ? undefined : prepareSelection(rt, geo, seqs),
-    prepareBranchForward(rt, geo, 'selected', seqs),
-    prepareBranchForward(rt, geo, 'window', seqs),
-    prepareGateCombine(rt, geo, 3),
+  const defer = merged && rt.ctx.mergedDecode;
+  const cmp = await prepareBranchForward(rt, geo, 'compressed', seqs, { defer });
+  const [select, slc, win] = await Promise.all([
+    given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits),
+    prepareBranchForward(rt, geo, 'selected', seqs, { defer }),
+    prepareBranchForward(rt, geo, 'window', seqs, { defer }),
   ]);
+  const splits = [cmp.deferredSplits, slc.deferredSplits, win.deferredSplits];
+  if (defer && splits.every((n) => n !== undefined) && (!select || select.twoPass)) {
+    const [a, b, c] = splits as [number, number, number];
+    const merge = await prepareMergeBranches(rt, geo, [a, b, c]);
+    const { HQ, DV, tokRows } = geo;
+    return (frame, buf) => {
+      const part = [a, b, c].map((n, i) => frame.scratch(n * tokRows * HQ * DV * 4, `branch ${i} split partials`));
+      const stats = [a, b, c].map((n, i) => frame.scratch(n * tokRows * HQ * 2 * 4, `branch ${i} split stats`));
+      // out/lse of a deferred branch are not written; the split buffers stand in for them.
+      cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: part[0], lse: stats[0], part: part[0], stats: stats[0] });
+      if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
+      else select?.(frame, { q: buf.q, kCmp: buf.kCmp, lseCmp: stats[0], blocks: buf.blocks });
+      slc(frame, { q: buf.q, k: buf.kSlc, v: buf.vSlc, blocks: buf.blocks, out: part[1], lse: stats[1], part: part[1], stats: stats[1] });
+      win(frame, { q: buf.q, k: buf.kWin, v: buf.vWin, out: part[2], lse: stats[2], part: part[2], stats: stats[2] });
+      merge(frame, { part, stats, gates: buf.gates, out: buf.out });
+    };
+  }
+  if (defer) {
+    // Not every branch could defer (several key groups, say): plan the unmerged passes instead.
+    return prepareNSAForward(rt, geo, seqs, given, false);
+  }
+  const combine = await prepareGateCombine(rt, geo, 3);
   return (frame, buf, outputs, lse) => {
     cmp(frame, { q: buf.q, k: buf.kCmp, v: buf.vCmp, out: outputs[0], lse: lse[0] });
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));

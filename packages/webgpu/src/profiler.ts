@@ -6,13 +6,15 @@ import { BUFFER_USAGE } from './tensor.js';
 
 const QUERY_RESOLVE = 0x200;
 /** Passes one frame can time. */
-const MAX_PASSES = 16;
+const MAX_PASSES = 64;
 
 export interface GPUTiming {
   readonly label: string;
   /** Sum of the frame's compute-pass durations, milliseconds. */
   readonly ms: number;
   readonly passes: number;
+  /** Each pass's duration and the label of its (first) dispatch, in order. */
+  readonly parts: readonly { readonly label: string; readonly ms: number }[];
 }
 
 export class Profiler {
@@ -20,6 +22,11 @@ export class Profiler {
   readonly #pending = new Set<Promise<void>>();
   /** Finished measurements, oldest first; the caller empties it. */
   readonly timings: GPUTiming[] = [];
+  /**
+   * Every dispatch in its own compute pass, so `parts` times each kernel (profiling only: the
+   * extra passes cost a little GPU time of their own).
+   */
+  perDispatch = false;
 
   constructor(readonly ctx: DeviceContext) {}
 
@@ -36,7 +43,7 @@ export class Profiler {
 
   /** Reads the frame's timestamps once the GPU is done with it. */
   collect(queries: FrameQueries, label: string): void {
-    const { slot, passes } = queries;
+    const { slot, passes, labels } = queries;
     if (passes === 0) {
       this.#free.push(slot);
       return;
@@ -46,9 +53,8 @@ export class Profiler {
       .then(() => {
         const t = new BigUint64Array(slot.read.getMappedRange(0, 16 * passes).slice(0));
         slot.read.unmap();
-        let ns = 0;
-        for (let p = 0; p < passes; p++) if (t[2 * p + 1] > t[2 * p]) ns += Number(t[2 * p + 1] - t[2 * p]);
-        this.timings.push({ label, ms: ns / 1e6, passes });
+        const parts = labels.slice(0, passes).map((name, p) => ({ label: name, ms: t[2 * p + 1] > t[2 * p] ? Number(t[2 * p + 1] - t[2 * p]) / 1e6 : 0 }));
+        this.timings.push({ label, ms: parts.reduce((a, x) => a + x.ms, 0), passes, parts });
         this.#free.push(slot);
       })
       .catch(() => {
@@ -69,15 +75,18 @@ export class Profiler {
 /** The timestamp slots of one frame. */
 export class FrameQueries {
   passes = 0;
+  /** Label of each timed pass. */
+  readonly labels: string[] = [];
   constructor(
     readonly profiler: Profiler,
     readonly slot: { set: GPUQuerySet; resolve: GPUBuffer; read: GPUBuffer },
   ) {}
 
   /** timestampWrites for the next pass, or undefined once the frame's slots are used up. */
-  next(): GPUComputePassTimestampWrites | undefined {
+  next(label: string): GPUComputePassTimestampWrites | undefined {
     if (this.passes >= MAX_PASSES) return undefined;
     const i = this.passes++;
+    this.labels.push(label);
     return { querySet: this.slot.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
   }
 

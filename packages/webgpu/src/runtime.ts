@@ -35,13 +35,17 @@ export class Runtime {
 
   constructor(readonly ctx: DeviceContext) {}
 
-  /** Starts (or stops) timing every frame with timestamp queries; false when the device cannot. */
-  profile(on: boolean): boolean {
+  /**
+   * Starts (or stops) timing every frame with timestamp queries; false when the device cannot.
+   * `perDispatch` puts every dispatch in its own timed pass (per-kernel times, for profiling).
+   */
+  profile(on: boolean, perDispatch = false): boolean {
     if (!on || !this.ctx.features.timestamps) {
       this.profiler = undefined;
       return false;
     }
     this.profiler ??= new Profiler(this.ctx);
+    this.profiler.perDispatch = perDispatch;
     return true;
   }
 
@@ -170,7 +174,11 @@ export class Frame {
   }
 
   get pass(): GPUComputePassEncoder {
-    this.#pass ??= this.encoder.beginComputePass({ label: this.label, timestampWrites: this.#queries?.next() });
+    return this.#passFor(this.label);
+  }
+
+  #passFor(label: string): GPUComputePassEncoder {
+    this.#pass ??= this.encoder.beginComputePass({ label: this.label, timestampWrites: this.#queries?.next(label) });
     return this.#pass;
   }
 
@@ -219,7 +227,8 @@ export class Frame {
     } else {
       group = device.createBindGroup({ label: this.label, layout: pipeline.getBindGroupLayout(0), entries });
     }
-    const pass = this.pass;
+    if (this.#queries?.profiler.perDispatch) this.endPass();
+    const pass = this.#passFor(pipeline.label || this.label);
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);

@@ -73,18 +73,24 @@ export interface TiledForwardTiles {
 
 /**
  * Tiles of the register-tiled forward: up to 32 rows (tokens x heads of a group) and 32 keys,
- * 2 rows x 4 keys of scores per invocation (8 invocations per row group); undefined when
- * nothing fits the device (the classic kernel is used then). Software adapters get 1 row per
+ * 2 rows x 4 keys of scores per invocation (8 invocations per row group; the selected branch: 1 row
+ * x 1 key of 8-key tiles); undefined when nothing fits the device (the classic kernel is used then). Software adapters get 1 row per
  * invocation: SwiftShader takes over a minute to compile the 2 x 4 micro-tile (about 2 s for 1 x 4).
  */
-export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number): TiledForwardTiles | undefined {
+export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number, split = false): TiledForwardTiles | undefined {
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
-  const RM = ctx.software ? 1 : 2;
+  const override = ctx.tileOverride?.[mode];
+  // Selected tiles hold one token's heads (rows = G) and gather scattered blocks, so they wait on
+  // memory: 1 row per invocation and 8-key tiles (less workgroup memory, more warps in flight) ran
+  // that branch 3.1x faster on the H100 than 2 rows and 32 keys (BENCHMARKS.md, run 5). Decode
+  // steps (`split`) have few workgroups: 16-key tiles were faster there (run 5c vs 5d).
+  const selected = mode === 'selected';
+  const RM = override?.RM ?? (ctx.software || selected ? 1 : 2);
   const NKG = 8;
   for (const rows of [32, 16, 8]) {
     const GC = Math.min(G, rows);
-    const TQB = mode === 'selected' ? 1 : Math.max(1, Math.floor(rows / GC));
-    for (const KT of [32, 16, 8]) {
+    const TQB = selected ? 1 : Math.max(1, Math.floor(rows / GC));
+    for (const KT of override?.KT ? [override.KT] : selected ? (split ? [16, 8] : [8]) : [32, 16, 8]) {
       const t = { GC, TQB, KT, RM, NKG, DK, DV };
       const { WG } = tiledShape(t);
       if (WG > ctx.limits.maxComputeInvocationsPerWorkgroup || tiledSharedBytes(t) > limit) continue;
@@ -125,21 +131,28 @@ export interface SelectionTiles {
   readonly CB: number;
   readonly WG: number;
   readonly NSMAX: number;
+  /** Query tokens per workgroup. */
+  readonly TQS: number;
 }
 
-/** Selection needs one score per candidate block in workgroup memory: `maxCandidates` of them. */
-export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nSel: number, maxCandidates: number): SelectionTiles {
+/**
+ * Selection needs one score per candidate block and token in workgroup memory: `maxCandidates` of
+ * them. Up to `tokens` tokens share a workgroup where that fits, else one.
+ */
+export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nSel: number, maxCandidates: number, tokens = 1): SelectionTiles {
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   const WG = powerOfTwoBelow(workgroupSize(ctx));
+  const NSMAX = Math.max(4, Math.ceil(maxCandidates / 4) * 4);
   for (const [GC, CB] of [
     [Math.min(G, 16), 32],
     [Math.min(G, 8), 16],
     [Math.min(G, 4), 8],
     [1, 4],
   ]) {
-    const base = selectionSharedBytes({ G, GC, DK, CB, WG, NSMAX: 0, nSel, initialBlocks: 0, localBlocks: 0, perCmp: 1, perSel: 1 });
-    const room = Math.floor((limit - base) / 4);
-    if (room >= maxCandidates) return { GC, CB, WG, NSMAX: Math.max(4, Math.ceil(maxCandidates / 4) * 4) };
+    for (const TQS of tokens > 1 ? [tokens, 1] : [1]) {
+      const bytes = selectionSharedBytes({ G, GC, DK, CB, WG, NSMAX, nSel, initialBlocks: 0, localBlocks: 0, perCmp: 1, perSel: 1, TQS });
+      if (bytes <= limit) return { GC, CB, WG, NSMAX, TQS };
+    }
   }
   throw new WebGPUError(
     'limit',

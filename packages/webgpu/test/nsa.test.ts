@@ -177,5 +177,14 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
       again.dispose();
     }
     expect(caches[0] instanceof WebGPUNSACache && caches[0].workspace.trusted.size).toBeGreaterThan(0);
+    // The previous decode passes (each branch's splits merged on their own, then the gates) agree.
+    gpu.ctx.mergedDecode = false;
+    try {
+      const separate = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
+      expect(relativeError(await read(separate.output), output)).toBeLessThan(1e-6);
+      separate.dispose();
+    } finally {
+      gpu.ctx.mergedDecode = true;
+    }
   });
 });

@@ -79,15 +79,29 @@ fn loadItem(index: u32, lid: u32) -> Item {
 }
 `;
 
+/** Element type of a read-only binding of rows of `dim` values: vec4 where dim allows vector loads. */
+export function storageArray(e: ElementType, dim: number): string {
+  return dim % 4 === 0 ? `array<vec4<${e}>>` : `array<${e}>`;
+}
+
 export function enableF16(e: ElementType): string {
   return e === 'f16' ? 'enable f16;\n' : '';
 }
 
 /**
  * `fn name(e: u32, c4: u32) -> vec4<f32>`: four consecutive elements of `buffer` starting at
- * e + 4*c4, zero past `dim` (so head dims need not be multiples of 4).
+ * e + 4*c4, zero past `dim` (so head dims need not be multiples of 4). With `vector` the buffer is
+ * declared as `array<vec4<E>>` (see `storageArray`) and read with one vector load.
  */
-export function load4(name: string, buffer: string, dim: number): string {
+export function load4(name: string, buffer: string, dim: number, vector = false): string {
+  if (vector) {
+    if (dim % 4 !== 0) throw new Error(`${name}: vector loads need a dim that is a multiple of 4, not ${dim}`);
+    // One 16-byte (f32) or 8-byte (f16) load: e is a multiple of 4 since dim is.
+    return `fn ${name}(e: u32, c4: u32) -> vec4<f32> {
+  return vec4<f32>(${buffer}[e / 4u + c4]);
+}
+`;
+  }
   if (dim % 4 === 0) {
     return `fn ${name}(e: u32, c4: u32) -> vec4<f32> {
   let i = e + c4 * 4u;

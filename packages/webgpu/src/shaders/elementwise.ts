@@ -44,6 +44,89 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 `;
 }
 
+/** Invocations of a mergeBranches workgroup (one workgroup per output row). */
+export const MERGE_WG = 64;
+
+/**
+ * Decode steps: out = Σ_b gate_b · O_b where O_b merges the S[b] key splits of branch b
+ * (compressed, selected, window) as combineSplitsShader does, without writing O_b or the lse.
+ * One workgroup per (token, head) row: the split weights e^{m_s - M} are computed once per row in
+ * workgroup memory (in parallel over splits), and the split counts are constants, so each
+ * invocation's loads of the partial sums over the splits are independent and unrolled (a loop of
+ * dependent global loads per element was latency-bound). Bindings are whole (rows from 0).
+ */
+export function mergeBranchesShader(e: ElementType, DV: number, S: readonly [number, number, number]): string {
+  const total = S[0] + S[1] + S[2];
+  const base = [0, S[0], S[0] + S[1]];
+  const decl = [0, 1, 2]
+    .map((b) => `@group(0) @binding(${2 * b + 1}) var<storage, read> part${b}: array<f32>;\n@group(0) @binding(${2 * b + 2}) var<storage, read> stats${b}: array<f32>;`)
+    .join('\n');
+  const loadStats = [0, 1, 2]
+    .map(
+      (b) => `  for (var s = lid; s < ${S[b]}u; s += WG) {
+    let at = (s * stride + row) * 2u;
+    sm[${base[b]}u + s] = stats${b}[at];
+    sl[${base[b]}u + s] = stats${b}[at + 1u];
+  }`,
+    )
+    .join('\n');
+  const weights = [0, 1, 2]
+    .map(
+      (b) => `  {
+    var m = ${NEG};
+    for (var s = 0u; s < ${S[b]}u; s++) { if (sl[${base[b]}u + s] > 0.0) { m = max(m, sm[${base[b]}u + s]); } }
+    for (var s = lid; s < ${S[b]}u; s += WG) {
+      let i = ${base[b]}u + s;
+      sw[i] = select(0.0, exp(sm[i] - m), sl[i] > 0.0);
+    }
+  }`,
+    )
+    .join('\n');
+  const sums = [0, 1, 2]
+    .map(
+      (b) => `  {
+    var l = 0.0;
+    for (var s = 0u; s < ${S[b]}u; s++) { l += sl[${base[b]}u + s] * sw[${base[b]}u + s]; }
+    scale${b} = select(0.0, f32(gates[row * 3u + ${b}u]) / max(l, 1.0e-30), l > 0.0);
+  }`,
+    )
+    .join('\n');
+  const accumulate = [0, 1, 2]
+    .map(
+      (b) => `    var o${b} = 0.0;
+    for (var s = 0u; s < ${S[b]}u; s++) { o${b} += part${b}[(s * stride + row) * DV + c] * sw[${base[b]}u + s]; }`,
+    )
+    .join('\n');
+  return `${enableF16(e)}${paramsStruct()}
+${decl}
+@group(0) @binding(7) var<storage, read> gates: array<${e}>;
+@group(0) @binding(8) var<storage, read_write> out: array<${e}>;
+const DV = ${DV}u;
+const WG = ${MERGE_WG}u;
+var<workgroup> sm: array<f32, ${total}>;
+var<workgroup> sl: array<f32, ${total}>;
+var<workgroup> sw: array<f32, ${total}>;
+@compute @workgroup_size(${MERGE_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  let stride = P.tokRows * P.HQ;
+  if (row >= stride) { return; }
+${loadStats}
+  workgroupBarrier();
+${weights}
+  workgroupBarrier();
+  var scale0 = 0.0;
+  var scale1 = 0.0;
+  var scale2 = 0.0;
+${sums}
+  for (var c = lid; c < DV; c += WG) {
+${accumulate}
+    out[row * DV + c] = ${e}(o0 * scale0 + o1 * scale1 + o2 * scale2);
+  }
+}
+`;
+}
+
 /** out = Σ_b gate_b * O_b over NB branches (NB = 1: a plain cast, no gates). */
 export function gateCombineShader(e: ElementType, DV: number, NB: 1 | 3): string {
   const branches = NB === 3 ? ['o0', 'o1', 'o2'] : ['o0'];

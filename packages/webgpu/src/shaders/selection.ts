@@ -2,7 +2,7 @@
 // p = softmax over the visible compressed blocks (from the compression branch's lse), summed
 // over the group's heads, mapped to selection blocks by sub-block overlap, then the forced
 // blocks plus the highest remaining scores (ties to the lower index), written ascending.
-import { ITEM_STRUCT, enableF16, load4, paramsStruct, type ElementType } from './common.js';
+import { ITEM_STRUCT, enableF16, load4, paramsStruct, storageArray, type ElementType } from './common.js';
 
 export interface SelectionKernel {
   readonly e: ElementType;
@@ -14,6 +14,12 @@ export interface SelectionKernel {
   readonly WG: number;
   /** Most candidate selection blocks a query may have (shared-memory score array). */
   readonly NSMAX: number;
+  /**
+   * Query tokens per workgroup ('fused' phase; 1 otherwise): consecutive tokens see the same
+   * compressed blocks (up to the last one or two), so one K chunk in workgroup memory and one
+   * register tile serve all of them.
+   */
+  readonly TQS?: number;
   readonly nSel: number;
   readonly initialBlocks: number;
   readonly localBlocks: number;
@@ -27,87 +33,151 @@ export interface SelectionKernel {
    * selection blocks and chooses).
    */
   readonly phase: 'fused' | 'scores' | 'topn';
+  /** Top-n rounds reduce with subgroupMax/subgroupMin (needs `subgroups`, subgroups of 4 or more). */
+  readonly subgroups?: boolean;
+  /**
+   * 'scores' phase of a decode step whose compression branch left its P.splits key splits
+   * unmerged: the lse of each head is merged here from their (max, sum) stats (bound whole).
+   */
+  readonly lseFromSplits?: boolean;
 }
 
 export function selectionSharedBytes(k: Omit<SelectionKernel, 'e' | 'phase'>): number {
   const dk4 = Math.ceil(k.DK / 4);
-  return 16 * (k.GC * dk4 + k.CB * (dk4 + 1)) + 4 * (k.GC * k.CB + k.CB + k.NSMAX + 2 * k.WG + k.GC + k.nSel) + 64;
+  const t = k.TQS ?? 1;
+  return 16 * (t * k.GC * dk4 + k.CB * (dk4 + 1)) + 4 * (t * (k.GC * k.CB + k.CB + k.NSMAX + k.GC) + 2 * k.WG + k.nSel) + 64;
 }
 
 export function selectionShader(k: SelectionKernel): string {
   const phase = k.phase;
   const DK4 = Math.ceil(k.DK / 4);
+  const TQS = phase === 'fused' ? (k.TQS ?? 1) : 1;
+  const toks = Array.from({ length: TQS }, (_, t) => t);
   if (k.CB % 4 !== 0 || k.WG % (k.CB / 4) !== 0) throw new Error(`selection: CB ${k.CB} must be a multiple of 4 dividing 4 * WG ${k.WG}`);
-  // WGSL pieces of the three phases.
+  // WGSL pieces of the three phases. With the whole group in one head chunk the queries and their
+  // lse are loaded once, not once per chunk of compressed blocks.
+  const oneChunk = Math.ceil(k.G / k.GC) === 1;
+  const loadHeads = `      for (var x = lid; x < TQS * GC * DK4; x += WG) {
+        let t = x / (GC * DK4);
+        let g = hc * GC + (x / DK4) % GC;
+        var val = vec4<f32>(0.0);
+        if (g < G && t < it.count) { val = loadQ((rowBase + t * P.HQ + g) * DK, x % DK4) * P.scale; }
+        qs[x] = val;
+      }
+${
+  k.lseFromSplits
+    ? `      // lse of each head from the compression branch's split stats (max, sum) [split, tokRows * HQ, 2]:
+      // LANES invocations per head each merge every LANES-th split, then combine through 'redV'.
+      {
+        let gl = lid / LANES;
+        let lane = lid % LANES;
+        let g = hc * GC + gl;
+        let ok = gl < GC && g < G;
+        let stride = P.tokRows * P.HQ;
+        var mLoc = -1.0e30;
+        for (var s = lane; s < P.splits && ok; s += LANES) {
+          let at = (s * stride + absRow + g) * 2u;
+          if (lse[at + 1u] > 0.0) { mLoc = max(mLoc, lse[at]); }
+        }
+        if (gl < GC) { redV[lid] = mLoc; }
+        workgroupBarrier();
+        var m = -1.0e30;
+        if (gl < GC) { for (var i = 0u; i < LANES; i++) { m = max(m, redV[gl * LANES + i]); } }
+        var lLoc = 0.0;
+        for (var s = lane; s < P.splits && ok; s += LANES) {
+          let at = (s * stride + absRow + g) * 2u;
+          let ls = lse[at + 1u];
+          if (ls > 0.0) { lLoc += ls * exp(lse[at] - m); }
+        }
+        workgroupBarrier();
+        if (gl < GC) { redV[lid] = lLoc; }
+        workgroupBarrier();
+        if (lane == 0u && gl < GC) {
+          var l = 0.0;
+          for (var i = 0u; i < LANES; i++) { l += redV[gl * LANES + i]; }
+          lq[gl] = select(0.0, select(-1.0e30, m + log(max(l, 1.0e-30)), l > 0.0 && m > -5.0e29), ok);
+        }
+      }`
+    : `      for (var x = lid; x < TQS * GC; x += WG) {
+        let t = x / GC;
+        let g = hc * GC + x % GC;
+        lq[x] = select(0.0, lse[rowBase + t * P.HQ + g], g < G && t < it.count);
+      }`
+}`;
   const scoreChunk = `    for (var x = lid; x < CB * DK4; x += WG) {
       let i = i0 + x / DK4;
       var val = vec4<f32>(0.0);
-      if (i < nVis) { val = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
+      if (i < nVisLast) { val = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
       ks[(x / DK4) * KS + x % DK4] = val;
     }
-    for (var x = lid; x < CB; x += WG) { psum[x] = 0.0; }
+    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
     for (var hc = 0u; hc < nhc; hc++) {
-      for (var x = lid; x < GC * DK4; x += WG) {
-        let g = hc * GC + x / DK4;
-        var val = vec4<f32>(0.0);
-        if (g < G) { val = loadQ((rowBase + g) * DK, x % DK4) * P.scale; }
-        qs[x] = val;
-      }
-      for (var x = lid; x < GC; x += WG) {
-        let g = hc * GC + x;
-        lq[x] = select(0.0, lse[rowBase + g], g < G);
-      }
+${oneChunk ? '' : loadHeads}
       workgroupBarrier();
-      // Register tile: an invocation scores one head against 4 blocks (ii0 + b * NB), so each
-      // query load feeds 4 products and neighbouring invocations read neighbouring key rows.
+      // Register tile: an invocation scores one head of every token against 4 blocks (ii0 + b * NB),
+      // so each key load feeds TQS products and each query load 4.
       for (var gl = lid / NB; gl < GC; gl += WG / NB) {
         let ii0 = lid % NB;
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
+${toks.map((t) => [0, 1, 2, 3].map((b) => `        var a${t}_${b} = vec4<f32>(0.0);`).join('\n')).join('\n')}
         for (var c = 0u; c < DK4; c++) {
-          let qv = qs[gl * DK4 + c];
-          a0 = fma(qv, ks[ii0 * KS + c], a0);
-          a1 = fma(qv, ks[(ii0 + NB) * KS + c], a1);
-          a2 = fma(qv, ks[(ii0 + 2u * NB) * KS + c], a2);
-          a3 = fma(qv, ks[(ii0 + 3u * NB) * KS + c], a3);
+          let k0 = ks[ii0 * KS + c];
+          let k1 = ks[(ii0 + NB) * KS + c];
+          let k2 = ks[(ii0 + 2u * NB) * KS + c];
+          let k3 = ks[(ii0 + 3u * NB) * KS + c];
+${toks.map((t) => `          let q${t} = qs[(${t}u * GC + gl) * DK4 + c];\n${[0, 1, 2, 3].map((b) => `          a${t}_${b} = fma(q${t}, k${b}, a${t}_${b});`).join('\n')}`).join('\n')}
         }
         let ok = hc * GC + gl < G;
         let one = vec4<f32>(1.0);
-        prob[gl * CB + ii0] = guardedExp(dot(a0, one) - lq[gl], ok && i0 + ii0 < nVis);
-        prob[gl * CB + ii0 + NB] = guardedExp(dot(a1, one) - lq[gl], ok && i0 + ii0 + NB < nVis);
-        prob[gl * CB + ii0 + 2u * NB] = guardedExp(dot(a2, one) - lq[gl], ok && i0 + ii0 + 2u * NB < nVis);
-        prob[gl * CB + ii0 + 3u * NB] = guardedExp(dot(a3, one) - lq[gl], ok && i0 + ii0 + 3u * NB < nVis);
+${toks
+  .map((t) =>
+    [0, 1, 2, 3]
+      .map(
+        (b) =>
+          `        prob[(${t}u * GC + gl) * CB + ii0 + ${b}u * NB] = guardedExp(dot(a${t}_${b}, one) - lq[${t}u * GC + gl], ok && ${t}u < it.count && i0 + ii0 + ${b}u * NB < nVis${t});`,
+      )
+      .join('\n'),
+  )
+  .join('\n')}
       }
       workgroupBarrier();
-      for (var ii = lid; ii < CB; ii += WG) {
-        var s = psum[ii];
-        for (var gl = 0u; gl < GC; gl++) { s += prob[gl * CB + ii]; }
-        psum[ii] = s;
+      for (var x = lid; x < TQS * CB; x += WG) {
+        let t = x / CB;
+        var s = psum[x];
+        for (var gl = 0u; gl < GC; gl++) { s += prob[(t * GC + gl) * CB + x % CB]; }
+        psum[x] = s;
       }
       workgroupBarrier();
     }`;
   const mapChunk = `    // Each selection block that this chunk's compressed blocks overlap, one thread per block.
-    let iEnd = min(i0 + CB, nVis);
-    let jLo = i0 / PER_SEL;
-    let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, nCand);
-    for (var j = jLo + lid; j < jHi; j += WG) {
-      let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
-      let b = min(iEnd, (j + 1u) * PER_SEL);
-      var s = score[j];
-      for (var i = a; i < b; i++) { s += psum[i - i0] * overlap(i, j); }
-      score[j] = s;
-    }
+${toks
+  .map(
+    (t) => `    if (i0 < nVis${t}) {
+      let iEnd = min(i0 + CB, nVis${t});
+      let jLo = i0 / PER_SEL;
+      let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, nCand${t});
+      for (var j = jLo + lid; j < jHi; j += WG) {
+        let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
+        let b = min(iEnd, (j + 1u) * PER_SEL);
+        var s = score[${t}u * NSMAX + j];
+        for (var i = a; i < b; i++) { s += psum[${t}u * CB + i - i0] * overlap(i, j); }
+        score[${t}u * NSMAX + j] = s;
+      }
+    }`,
+  )
+  .join('\n')}
     workgroupBarrier();`;
   const chunkLoop = `  // Chunks of CB compressed blocks; a 'scores' workgroup takes perSplit of them.
   let c0 = ${phase === 'scores' ? 'wid.z * P.perSplit * CB' : '0u'};
-  let c1 = ${phase === 'scores' ? 'min(nVis, c0 + P.perSplit * CB)' : 'nVis'};
+  let c1 = ${phase === 'scores' ? 'min(nVis, c0 + P.perSplit * CB)' : `nVis${TQS - 1}`};
+${oneChunk ? `  {
+    let hc = 0u;
+${loadHeads}
+  }` : ''}
   for (var i0 = c0; i0 < c1; i0 += CB) {
 ${scoreChunk}
 ${
   phase === 'scores'
-    ? `    for (var ii = lid; ii < CB; ii += WG) { if (i0 + ii < nVis) { imp[impRow + i0 + ii] = psum[ii]; } }
+    ? `    for (var ii = lid; ii < CB; ii += WG) { if (i0 + ii < nVis0) { imp[impRow + i0 + ii] = psum[ii]; } }
     workgroupBarrier();`
     : mapChunk
 }
@@ -122,17 +192,11 @@ ${
     score[j] = s;
   }
   workgroupBarrier();`;
-  const topN = `  // Forced blocks first; a score of -1 marks a block as taken.
-  if (lid == 0u) {
-    var n = 0u;
-    for (var j = 0u; j < min(INITIAL, nCand); j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
-    let localLo = select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL);
-    for (var j = max(localLo, INITIAL); j <= cur && LOCAL > 0u; j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
-    nChosen = n;
-  }
-  let forced = workgroupUniformLoad(&nChosen);
-  let total = min(NSEL, nCand);
-  for (var round = forced; round < total; round++) {
+  // Rounds of argmax (ties to the lower index). The tree variant halves through workgroup memory
+  // (log2 WG barriers a round); the subgroup variant reduces inside subgroups and then over their
+  // winners (one barrier a round, slots double-buffered by round parity). Every invocation reads only
+  // its own candidates (j = lid + k * WG), so the owner marks the winner taken without a barrier.
+  const roundsTree = `  for (var round = forced; round < total; round++) {
     var best = -0.5;
     var bestI = 0xffffffffu;
     for (var j = lid; j < nCand; j += WG) {
@@ -159,7 +223,43 @@ ${
       score[j] = -1.0;
     }
     workgroupBarrier();
+  }`;
+  const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
+  let sg = lid / sgSize;
+  for (var round = forced; round < total; round++) {
+    var best = -0.5;
+    var bestI = 0xffffffffu;
+    for (var j = lid; j < nCand; j += WG) {
+      let s = score[j];
+      if (s > best) { best = s; bestI = j; }
+    }
+    let m = subgroupMax(best);
+    let mi = subgroupMin(select(0xffffffffu, bestI, best == m));
+    let base = (round & 1u) * nsg;
+    if (sgLane == 0u) { redV[base + sg] = m; redI[base + sg] = mi; }
+    workgroupBarrier();
+    var bv = redV[base];
+    var bi = redI[base];
+    for (var g = 1u; g < nsg; g++) {
+      let v2 = redV[base + g];
+      let i2 = redI[base + g];
+      if (v2 > bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
+    }
+    if (bi != 0xffffffffu && bi % WG == lid) { score[bi] = -1.0; }
+    if (lid == 0u) { chosen[round] = i32(bi); }
   }
+  workgroupBarrier();`;
+  const topNTemplate = `  // Forced blocks first; a score of -1 marks a block as taken.
+  if (lid == 0u) {
+    var n = 0u;
+    for (var j = 0u; j < min(INITIAL, nCand); j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
+    let localLo = select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL);
+    for (var j = max(localLo, INITIAL); j <= cur && LOCAL > 0u; j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
+    nChosen = n;
+  }
+  let forced = workgroupUniformLoad(&nChosen);
+  let total = min(NSEL, nCand);
+${k.subgroups ? roundsSubgroup : roundsTree}
   if (lid == 0u) {
     // Insertion sort of at most n entries, then -1 padding.
     for (var a = 1u; a < total; a++) {
@@ -168,17 +268,28 @@ ${
       while (b > 0u && chosen[b - 1u] > v) { chosen[b] = chosen[b - 1u]; b--; }
       chosen[b] = v;
     }
-    let out = ((it.row0 - P.rowBase) * P.H + kvh) * NSEL;
+    let out = ((row0 - P.rowBase) * P.H + kvh) * NSEL;
     for (var s = 0u; s < NSEL; s++) { blocks[out + s] = select(-1, chosen[s], s < total); }
   }`;
-  return `${enableF16(k.e)}${paramsStruct()}
+  // One token after another (their candidates live in separate score ranges).
+  const topN = toks
+    .map(
+      (t) => `  if (${t}u < it.count) {
+  let cur = (it.pos0 + ${t}u) / P.selBlock;
+  let nCand = cur + 1u;
+  let row0 = it.row0 + ${t}u;
+${topNTemplate.replaceAll('score[', `score[${t}u * NSMAX + `)}
+  }`,
+    )
+    .join('\n');
+  return `${enableF16(k.e)}${k.subgroups && phase !== 'scores' ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> items: array<u32>;
 ${
   phase === 'topn'
     ? `@group(0) @binding(2) var<storage, read> imp: array<f32>;
 @group(0) @binding(3) var<storage, read_write> blocks: array<i32>;`
-    : `@group(0) @binding(2) var<storage, read> q: array<${k.e}>;
-@group(0) @binding(3) var<storage, read> kcmp: array<${k.e}>;
+    : `@group(0) @binding(2) var<storage, read> q: ${storageArray(k.e, k.DK)};
+@group(0) @binding(3) var<storage, read> kcmp: ${storageArray(k.e, k.DK)};
 @group(0) @binding(4) var<storage, read> lse: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ${phase === 'scores' ? 'imp: array<f32>' : 'blocks: array<i32>'};`
 }
@@ -192,23 +303,27 @@ const NB = ${k.CB / 4}u;
 const KS = ${DK4 + 1}u;
 const WG = ${k.WG}u;
 const NSEL = ${k.nSel}u;
+const NSMAX = ${k.NSMAX}u;
+const TQS = ${TQS}u;
+// Invocations per head when merging split stats (lseFromSplits).
+const LANES = ${Math.max(1, Math.floor(k.WG / k.GC))}u;
 const PER_CMP = ${k.perCmp}u;
 const PER_SEL = ${k.perSel}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
 
 ${ITEM_STRUCT}
-${phase === 'topn' ? '' : `${load4('loadQ', 'q', k.DK)}
-${load4('loadK', 'kcmp', k.DK)}`}
+${phase === 'topn' ? '' : `${load4('loadQ', 'q', k.DK, k.DK % 4 === 0)}
+${load4('loadK', 'kcmp', k.DK, k.DK % 4 === 0)}`}
 
-var<workgroup> qs: array<vec4<f32>, ${k.GC * DK4}>;
+var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * DK4}>;
 var<workgroup> ks: array<vec4<f32>, ${k.CB * (DK4 + 1)}>;
-var<workgroup> prob: array<f32, ${k.GC * k.CB}>;
-var<workgroup> psum: array<f32, ${k.CB}>;
-var<workgroup> score: array<f32, ${k.NSMAX}>;
+var<workgroup> prob: array<f32, ${TQS * k.GC * k.CB}>;
+var<workgroup> psum: array<f32, ${TQS * k.CB}>;
+var<workgroup> score: array<f32, ${TQS * k.NSMAX}>;
 var<workgroup> redV: array<f32, ${k.WG}>;
 var<workgroup> redI: array<u32, ${k.WG}>;
-var<workgroup> lq: array<f32, ${k.GC}>;
+var<workgroup> lq: array<f32, ${TQS * k.GC}>;
 var<workgroup> chosen: array<i32, ${k.nSel}>;
 var<workgroup> nChosen: u32;
 
@@ -225,15 +340,23 @@ fn overlap(i: u32, j: u32) -> f32 {
 }
 
 @compute @workgroup_size(${k.WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups && phase !== 'scores' ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
   let it = loadItem(P.itemBase + wid.x, lid);
   let kvh = wid.y;
-  let p = it.pos0;
-  let cur = p / P.selBlock;
-  let nCand = cur + 1u;
-  let nVis = select(0u, (p + 1u - P.cmpBlock) / P.cmpStride + 1u, p + 1u >= P.cmpBlock);
+  // Token t of the item (clamped to the last one present): visible compressed blocks and candidates.
+${toks
+  .map(
+    (t) => `  let p${t} = it.pos0 + min(${t}u, it.count - 1u);
+  let nVis${t} = select(0u, (p${t} + 1u - P.cmpBlock) / P.cmpStride + 1u, p${t} + 1u >= P.cmpBlock);
+  let nCand${t} = p${t} / P.selBlock + 1u;
+  for (var j = lid; j < nCand${t}; j += WG) { score[${t}u * NSMAX + j] = 0.0; }`,
+  )
+  .join('\n')}
+  let nVisLast = nVis${TQS - 1};
+  let nVis = nVis0;
+  let nCand = nCand0;
   let rowBase = (it.row0 - P.rowBase) * P.HQ + kvh * G;
-  for (var j = lid; j < nCand; j += WG) { score[j] = 0.0; }
+  let absRow = it.row0 * P.HQ + kvh * G;
   let nhc = (G + GC - 1u) / GC;
   let impRow = ((it.row0 - P.rowBase) * P.H + kvh) * P.impStride;
 ${phase === 'topn' ? candidatesFromImp : chunkLoop}

@@ -6,7 +6,7 @@
 // the compiler sees plain scalar registers. Row maxima and sums are combined across the NKG
 // invocations of a row through subgroup shuffles where the device has `subgroups` and the
 // invocations of a row group are aligned lanes, otherwise through workgroup memory.
-import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, store4, type ElementType, type Mode } from './common.js';
+import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, storageArray, store4, type ElementType, type Mode } from './common.js';
 
 export interface TiledForwardKernel {
   readonly mode: Mode;
@@ -157,9 +157,9 @@ ${U.map((u) => `    if (${c(u)} < DV4) ${store4('out', 'row * DV', c(u), `o${i}_
   const keyBaseExpr = k.mode === 'compressed' ? 'it.cmpBase' : 'it.keyBase';
   return `${enableF16(E)}${sub ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> items: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<${E}>;
-@group(0) @binding(3) var<storage, read> kbuf: array<${E}>;
-@group(0) @binding(4) var<storage, read> vbuf: array<${E}>;
+@group(0) @binding(2) var<storage, read> q: ${storageArray(E, k.DK)};
+@group(0) @binding(3) var<storage, read> kbuf: ${storageArray(E, k.DK)};
+@group(0) @binding(4) var<storage, read> vbuf: ${storageArray(E, k.DV)};
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 ${selected ? '@group(0) @binding(7) var<storage, read> blocks: array<i32>;' : ''}
@@ -184,9 +184,9 @@ const NEG_HALF = ${NEG_HALF};
 
 ${ITEM_STRUCT}
 ${keyRangeFns(k.mode)}
-${load4('loadQ', 'q', k.DK)}
-${load4('loadK', 'kbuf', k.DK)}
-${load4('loadV', 'vbuf', k.DV)}
+${load4('loadQ', 'q', k.DK, k.DK % 4 === 0)}
+${load4('loadK', 'kbuf', k.DK, k.DK % 4 === 0)}
+${load4('loadV', 'vbuf', k.DV, k.DV % 4 === 0)}
 
 var<workgroup> qs: array<vec4<f32>, ${RP * (DK4 + 1)}>;
 var<workgroup> kv: array<vec4<f32>, ${KT * KVS}>;
