@@ -16,14 +16,18 @@
 //     only when neighbouring positions choose alike; on random inputs it measured slower.
 // NSA_FWD_V4=1 runs the v4 kernel instead (A/B); NSA_FWD_SKIP=<bits> leaves out work for timing the
 // branches' shares only (1: selection scores, 2: selected branch, 4: window; outputs then wrong).
+// On sm_90a builds running on compute capability 9.0 the compressed branch and the selection scores
+// go through wgmma (see nsaForwardPipeKernel's Wg; NSA_FWD_WGMMA=0 keeps v6's mma.sync).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 #include "cuda_error.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
 #include "warp_attend.cuh"
+#include "wgmma.cuh"
 #include "workspace.h"
 
 namespace nsa {
@@ -65,10 +69,179 @@ __device__ __forceinline__ void scatterHalf(float (&v)[16], bool upper, int x) {
   }
 }
 
-template <class T, int D, int W>
+// ---- warpgroup (wgmma) steps: the block's 4 warps x 16 heads = the 64 rows of one m64 tile ----
+// Compressed key / value tiles of kSharedKeys rows sit in shared memory in wgmma's swizzled layout
+// (wgmma.cuh), so the tensor cores read them through descriptors; Q (A of Q·Kᵀ) and P (A of P·V)
+// stay in registers in the same fragment layout as the mma.sync path, so scores and outputs land in
+// the same per-warp fragments and the per-warp softmax / head-mass code carries over.
+constexpr int kSwRowBytes = 128;  // one 64-element region row
+
+// Copies R rows of D elements (row r at src + r * stride; rows from `valid` on are zeroed) into a
+// swizzled tile at shared address dst (1024-byte aligned) with 16-byte cp.async. All NT threads
+// take part; a thread keeps one chunk column and rows 8 apart, so its swizzle is fixed.
+template <class T, int D, int NT, int R>
+__device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, size_t stride, int valid) {
+  constexpr int per = D / 8, step = NT / per;  // 16-byte chunks per row; rows per pass
+  static_assert(NT % per == 0 && step % 8 == 0, "whole rows, and a fixed row % 8 per thread");
+  const int c = threadIdx.x % per, r0 = threadIdx.x / per;
+  const T* p = src + (size_t)r0 * stride + c * 8;
+  uint32_t d = dst + wg::swizzledChunk(R, r0, c);
+#pragma unroll
+  for (int r = r0; r < R; r += step, p += step * stride, d += step * kSwRowBytes) {
+    if (r < valid) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(p));
+    else asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0));
+  }
+}
+
+// Issues s[h] = Q·Kᵀ (unscaled) of this warp's 16 rows against keys 64h .. 64h+63 of the swizzled
+// R-row tile at shared address kTile, h < H, as one wgmma group of the warpgroup; qA(kk) is Q's
+// A operand for features 16kk .. 16kk+15 (fragment registers, or a descriptor of Q in shared memory).
+template <class T, int D, int R, int H, class QA>
+__device__ __forceinline__ void issueScores(QA qA, uint32_t kTile, float (&s)[H][8][4]) {
+  static_assert(kSharedKeys == 64 && H * 64 <= R, "m64n64 wgmmas over 64-key slices of the tile");
+#pragma unroll
+  for (int h = 0; h < H; h++) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
+    wg::fenceOperands(s[h]);
+  }
+  wg::fence();
+#pragma unroll
+  for (int h = 0; h < H; h++)
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)  // features 16kk .. 16kk+15: region kk / 4, 32 bytes per step in it
+      wg::mma64x64<false>(s[h], qA(kk), wg::descSw128(kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
+  wg::commit();
+}
+// issueScores, then waits for it.
+template <class T, int D, int R, int H, class QA>
+__device__ __forceinline__ void groupScores(QA qA, uint32_t kTile, float (&s)[H][8][4]) {
+  issueScores<T, D, R, H>(qA, kTile, s);
+  wg::wait<0>();
+#pragma unroll
+  for (int h = 0; h < H; h++) wg::fenceOperands(s[h]);
+}
+
+// The online-softmax step of warpSoftmaxPV (warp_attend.cuh) on scores s: updates the running max /
+// sum, rescales O and leaves P packed as the A fragments of P·V (pa[j]: keys 16j .. 16j+15). Unlike
+// there, a warp that sees no key of the tile still goes on, with P = 0: the P·V wgmma that follows
+// takes every warp of the warpgroup.
+template <class T, int D, class Visible>
+__device__ __forceinline__ void groupSoftmax(float (&s)[kSharedKeys / 8][4], float sl2, Visible visible, WarpRows<D>& st,
+                                             uint32_t (&pa)[kSharedKeys / 16][4]) {
+  constexpr int NK = kSharedKeys;
+  const int t4 = threadIdx.x & 3;
+  bool vis[NK / 8][2];
+  float mx[2] = {kNegInf, kNegInf};
+  bool any = false;
+#pragma unroll
+  for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      vis[n][e] = visible(n * 8 + 2 * t4 + e);
+      any |= vis[n][e];
+      if (vis[n][e]) {
+        mx[0] = fmaxf(mx[0], s[n][e]);
+        mx[1] = fmaxf(mx[1], s[n][2 + e]);
+      }
+    }
+  }
+  if (__any_sync(0xffffffffu, any)) {
+    float alpha[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const float tileMax = quadMax(mx[i]) * sl2;
+      const float mNew = st.m[i] == kNegInf ? tileMax : fmaxf(st.m[i], tileMax);
+      alpha[i] = st.m[i] == kNegInf ? 0.f : exp2f(st.m[i] - mNew);
+      st.m[i] = mNew;
+    }
+    float rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = e >> 1;
+        const float p = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -st.m[i])) : 0.f;
+        s[n][e] = p;
+        rs[i] += p;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
+      }
+    }
+  } else {
+#pragma unroll
+    for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  }
+#pragma unroll
+  for (int j = 0; j < NK / 16; j++) {
+    pa[j][0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
+    pa[j][1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
+    pa[j][2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
+    pa[j][3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
+  }
+}
+
+// O[:, 64dn ..] as one m64n64 accumulator (8 column tiles of the warp's fragment).
+template <int D>
+__device__ __forceinline__ float (&oPart(WarpRows<D>& st, int dn))[8][4] {
+  return *reinterpret_cast<float(*)[8][4]>(&st.o[8 * dn][0]);
+}
+// Issues O += P·V (P from groupSoftmax, V the swizzled kSharedKeys-row tile at vTile) as one group.
+template <class T, int D>
+__device__ __forceinline__ void issuePV(const uint32_t (&pa)[kSharedKeys / 16][4], uint32_t vTile, WarpRows<D>& st) {
+  constexpr int NK = kSharedKeys;
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
+  wg::fence();
+#pragma unroll
+  for (int j = 0; j < NK / 16; j++)  // keys 16j .. 16j+15: rows 16j.. of each 64-feature region
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++)
+      wg::mma64x64<true>(oPart(st, dn), pa[j], wg::descSw128(vTile + dn * NK * kSwRowBytes + j * 16 * kSwRowBytes), T());
+  wg::commit();
+}
+template <int D>
+__device__ __forceinline__ void fenceO(WarpRows<D>& st) {
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
+}
+
+// groupSoftmax, then P·V on the warpgroup, waited for.
+template <class T, int D, class Visible>
+__device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], uint32_t vTile, float sl2, Visible visible,
+                                               WarpRows<D>& st) {
+  uint32_t pa[kSharedKeys / 16][4];
+  groupSoftmax<T, D>(s, sl2, visible, st, pa);
+  issuePV<T, D>(pa, vTile, st);
+  wg::wait<0>();
+  fenceO(st);
+}
+// Wg = 0: mma.sync everywhere (v6). Wg = 1: compressed branch and selection scores through wgmma
+// (sm_90a; W a multiple of 4), Q's A fragments in registers. Wg = 2 (W = 4): the same with Q in
+// shared memory (wgmma reads it through a descriptor, freeing its registers), and the compressed
+// branch and the selection pass software-pipelined: tile t+1's Q·Kᵀ runs on the tensor cores
+// during tile t's softmax (or mass sums). Wg = 3 (W = 4): Wg = 1 with the compressed branch
+// pipelined (Q in registers).
+template <int Wg, int D>
+__host__ __device__ constexpr size_t qSmemBytes() { return Wg == 2 ? (size_t)kSharedKeys * D * 2 : 0; }
+
+template <class T, int D, int W, int Wg>
 __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip) {
-  extern __shared__ __align__(16) char smemRaw[];
+  extern __shared__ __align__(16) char smemAll[];
+  constexpr bool kQsmem = Wg == 2, kPipeCmp = Wg >= 2;
+  static_assert(!kPipeCmp || W == 4, "Q in shared memory, pipelined compressed branch: one warpgroup");
+  // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack); Wg = 2 keeps Q's
+  // swizzled 64 rows first.
+  char* qSw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
+  char* smemRaw = qSw + qSmemBytes<Wg, D>();
   using L = Layout<D, W>;
+  static_assert(!Wg || W % 4 == 0, "whole warpgroups");
   constexpr int kWarpsPerBlock = W, kBlockThreads = 32 * W;
   constexpr int ld = L::ld;
   const NSAConfigArgs& c = a.cfg;
@@ -99,28 +272,75 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
-  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on.
-  copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
-    const int w = r / kGroup;
-    return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
-  });
-  cpAsyncCommit();
-  cpAsyncWait<0>();
-  __syncthreads();
+  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on
+  // (Wg = 2: swizzled at qSw, for good; idle warps' rows repeat the last row there too).
   uint32_t qf[D / 16][4];
+  if constexpr (kQsmem) {
+    constexpr int per = D / 8;
+    for (int e = threadIdx.x; e < W * kGroup * per; e += kBlockThreads) {
+      const int r = e / per, ch = e % per, w = min(r / kGroup, nq - 1);
+      const T* src = Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D + ch * 8;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(qSw) + wg::swizzledChunk(W * kGroup, r, ch)), "l"(src));
+    }
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    wg::fenceProxyAsync();
+    __syncthreads();
+  } else {
+    copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
+      const int w = r / kGroup;
+      return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
+    });
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    __syncthreads();
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
-  __syncthreads();
+    for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
+    __syncthreads();
+  }
+  // Q's A operand for wgmma: fragment registers, or (Wg = 2) a descriptor of the swizzled rows.
+  const uint32_t qAt = smemAddr(qSw);
+  auto qRegs = [&](int kk) -> const uint32_t(&)[4] { return qf[kk]; };
+  auto qDesc = [&](int kk) { return wg::descSw128(qAt + (kk >> 2) * W * kGroup * kSwRowBytes + (kk & 3) * 32); };
 
   // Walks nTiles block-wide tiles, tile t = keys range(t).x .. range(t).y - 1 (at most kSharedKeys;
   // rows base + p of K and V; V may be null), double-buffered; body(tile, first key, K tile, V tile)
   // runs between two barriers.
-  auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
+  // mode = std::integral_constant<int, R>: R = 0, padded kSharedKeys-key tiles (sK, sV: mma.sync);
+  // R > 0, R-key tiles in wgmma's swizzled layout (K buffers at 0 and 1, V buffers at 2 and 3 tiles
+  // of R * D elements; V only for R = kSharedKeys), one barrier per tile; the body gets the
+  // tiles' addresses as T*.
+  auto walkTiles = [&](auto mode, int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
+    constexpr int R = decltype(mode)::value;
+    const T* K = static_cast<const T*>(Kp);
+    const T* V = static_cast<const T*>(Vp);
+    if constexpr (R > 0) {
+      static_assert(4 * kSharedKeys * D * 2 <= L::rows * L::ld * 2 && 2 * R * D * 2 <= L::rows * L::ld * 2, "tiles fit");
+      constexpr int tileBytes = R * D * 2;
+      const uint32_t at = smemAddr(smemRaw);
+      auto load = [&](int t, int buf) {
+        const int2 kr = range(t);
+        const size_t first = ((size_t)(base + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+        copyTileSwizzled<T, D, kBlockThreads, R>(at + buf * tileBytes, K + first, stride, kr.y - kr.x);
+        if (V) copyTileSwizzled<T, D, kBlockThreads, R>(at + (2 + buf) * tileBytes, V + first, stride, kr.y - kr.x);
+      };
+      if (nTiles > 0) load(0, 0);
+      cpAsyncCommit();
+      for (int t = 0; t < nTiles; t++) {
+        const int buf = t & 1;
+        cpAsyncWait<0>();           // tile t has landed
+        wg::fenceProxyAsync();      // this thread's tile writes, before the tensor cores read them
+        __syncthreads();            // ... and everyone's; every warp is done with tile t - 1's buffers
+        if (t + 1 < nTiles) load(t + 1, buf ^ 1);
+        cpAsyncCommit();
+        body(t, range(t).x, reinterpret_cast<T*>(smemRaw + buf * tileBytes), reinterpret_cast<T*>(smemRaw + (2 + buf) * tileBytes));
+      }
+      __syncthreads();
+      return;
+    }
     auto load = [&](int t, int buf) {
       const int2 kr = range(t);
       const int k0 = kr.x, end = kr.y;
-      const T* K = static_cast<const T*>(Kp);
-      const T* V = static_cast<const T*>(Vp);
       copyRowsAsync<T, D, kBlockThreads>(sK + buf * L::tile, ld, kSharedKeys, [&](int r) -> const T* {
         return k0 + r < end ? K + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
       });
@@ -145,10 +365,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       __syncthreads();
     }
   };
-  // Keys first .. first + total - 1 in consecutive tiles.
-  auto walkShared = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
-    walkTiles((total + kSharedKeys - 1) / kSharedKeys,
-              [&](int t) { return make_int2(first + t * kSharedKeys, first + total); }, base, Kp, Vp, body);
+  // Keys first .. first + total - 1 in consecutive tiles (of R keys, kSharedKeys when R = 0).
+  auto walkShared = [&](auto mode, int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+    constexpr int R = decltype(mode)::value, keys = R > 0 ? R : kSharedKeys;
+    walkTiles(mode, (total + keys - 1) / keys, [&](int t) { return make_int2(first + t * keys, min(first + total, first + (t + 1) * keys)); },
+              base, Kp, Vp, body);
   };
 
   const size_t oAt = ((size_t)row * c.HQ + hq0) * D;  // this warp's 16 heads
@@ -173,9 +394,71 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   WarpRows<D> st;
   st.reset();
-  walkShared(0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
-    warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
-  });
+  if constexpr (kPipeCmp) {
+    // Tiles of 64 keys; K buffers at 0 and 1, V at 2 and 3 (tb bytes each). At the top of step t,
+    // K(t+1) and V(t) have landed and tile t's scores are in s; the step loads K(t+2) (into K(t)'s
+    // buffer) and V(t+1) (into V(t-1)'s), issues tile t+1's Q·Kᵀ, runs tile t's softmax meanwhile,
+    // issues P·V(t) and waits for both: one barrier per tile.
+    constexpr int tb = kSharedKeys * D * 2;
+    const uint32_t at = smemAddr(smemRaw);
+    const int nT = (ncAll + kSharedKeys - 1) / kSharedKeys;
+    const size_t stride = (size_t)c.H * D;
+    auto rows = [&](const void* P, int t) { return static_cast<const T*>(P) + ((size_t)(cBase + t * kSharedKeys) * c.H + kvh) * D; };
+    auto loadK = [&](int t) { copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + (t & 1) * tb, rows(a.kCmp, t), stride, ncAll - t * kSharedKeys); };
+    auto loadV = [&](int t) { copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + (2 + (t & 1)) * tb, rows(a.vCmp, t), stride, ncAll - t * kSharedKeys); };
+    float s[1][kSharedKeys / 8][4];
+    if (nT > 0) {
+      loadK(0);
+      cpAsyncCommit();
+      cpAsyncWait<0>();
+      wg::fenceProxyAsync();
+      __syncthreads();
+      if constexpr (kQsmem) issueScores<T, D, kSharedKeys, 1>(qDesc, at, s);
+      else issueScores<T, D, kSharedKeys, 1>(qRegs, at, s);
+      if (nT > 1) loadK(1);
+      loadV(0);
+      cpAsyncCommit();
+      wg::wait<0>();
+      wg::fenceOperands(s[0]);
+    }
+    for (int t = 0; t < nT; t++) {
+      cpAsyncWait<0>();
+      wg::fenceProxyAsync();
+      __syncthreads();  // K(t+1), V(t) visible; every warp is done with Q·Kᵀ(t) and P·V(t-1)
+      if (t + 2 < nT) loadK(t + 2);
+      if (t + 1 < nT) loadV(t + 1);
+      cpAsyncCommit();
+      float sn[1][kSharedKeys / 8][4];
+      if (t + 1 < nT) {
+        if constexpr (kQsmem) issueScores<T, D, kSharedKeys, 1>(qDesc, at + ((t + 1) & 1) * tb, sn);
+        else issueScores<T, D, kSharedKeys, 1>(qRegs, at + ((t + 1) & 1) * tb, sn);
+      }
+      uint32_t pa[kSharedKeys / 16][4];
+      const int k0 = t * kSharedKeys;
+      groupSoftmax<T, D>(s[0], sl2, [&](int j) { return k0 + j < nc; }, st, pa);
+      issuePV<T, D>(pa, at + (2 + (t & 1)) * tb, st);
+      wg::wait<0>();
+      fenceO(st);
+      if (t + 1 < nT) {
+        wg::fenceOperands(sn[0]);
+#pragma unroll
+        for (int n = 0; n < kSharedKeys / 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) s[0][n][e] = sn[0][n][e];
+      }
+    }
+    __syncthreads();
+  } else {
+    walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
+      if constexpr (Wg) {
+        float s[1][kSharedKeys / 8][4];
+        groupScores<T, D, kSharedKeys, 1>(qRegs, smemAddr(k), s);
+        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, [&](int j) { return k0 + j < nc; }, st);
+      } else {
+        warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
+      }
+    });
+  }
   float cmpLse[2];
   {
     float inv[2];
@@ -191,9 +474,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     __syncwarp();
     if (!(skip & 1)) {
       const int perCmp = c.l / c.d, perSel = c.ls / c.d;
-      walkShared(0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
-        float s[kSharedKeys / 8][4];
-        warpScores<T, D, kSharedKeys>(qf, k, ld, s);
+      // Adds the selection mass of keys i0 .. i0 + 63 (scores s, a 64-key slice) to the block scores.
+      auto addMass = [&](int i0, float (&s)[kSharedKeys / 8][4]) {
         // Probability mass per key over the 16 heads: rows g and g+8 here, then a reduce-scatter over
         // the 8 row groups (lanes xor 16, 8, 4), each step keeping half of the values: afterwards this
         // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
@@ -237,7 +519,70 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
           }
         }
         __syncwarp();
-      });
+      };
+      if (kQsmem && !(skip & 16)) {
+        // 128-key tiles (the compressed output registers are free here), K buffers at 0 and 1; as in
+        // the compressed branch, tile t+1's Q·Kᵀ runs on the tensor cores during tile t's mass sums.
+        constexpr int R = 2 * kSharedKeys, tb = R * D * 2;
+        const uint32_t at = smemAddr(smemRaw);
+        const int nT = (ncAll + R - 1) / R;
+        const size_t stride = (size_t)c.H * D;
+        auto loadK = [&](int t) {
+          copyTileSwizzled<T, D, kBlockThreads, R>(at + (t & 1) * tb, static_cast<const T*>(a.kCmp) + ((size_t)(cBase + t * R) * c.H + kvh) * D,
+                                                   stride, ncAll - t * R);
+        };
+        float s2[2][kSharedKeys / 8][4];
+        if (nT > 0) {
+          loadK(0);
+          cpAsyncCommit();
+          cpAsyncWait<0>();
+          wg::fenceProxyAsync();
+          __syncthreads();
+          issueScores<T, D, R, 2>(qDesc, at, s2);
+          if (nT > 1) loadK(1);
+          cpAsyncCommit();
+          wg::wait<0>();
+          wg::fenceOperands(s2[0]);
+          wg::fenceOperands(s2[1]);
+        }
+        for (int t = 0; t < nT; t++) {
+          cpAsyncWait<0>();
+          wg::fenceProxyAsync();
+          __syncthreads();  // K(t+1) visible; every warp is done with Q·Kᵀ(t)
+          if (t + 2 < nT) loadK(t + 2);
+          cpAsyncCommit();
+          float sn[2][kSharedKeys / 8][4];
+          if (t + 1 < nT) issueScores<T, D, R, 2>(qDesc, at + ((t + 1) & 1) * tb, sn);
+          addMass(t * R, s2[0]);
+          addMass(t * R + kSharedKeys, s2[1]);
+          wg::wait<0>();
+          if (t + 1 < nT) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+              wg::fenceOperands(sn[h]);
+#pragma unroll
+              for (int n = 0; n < kSharedKeys / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s2[h][n][e] = sn[h][n][e];
+            }
+          }
+        }
+        __syncthreads();
+      } else if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
+        walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
+          float s[2][kSharedKeys / 8][4];
+          if constexpr (kQsmem) groupScores<T, D, 2 * kSharedKeys, 2>(qDesc, smemAddr(k), s);
+          else groupScores<T, D, 2 * kSharedKeys, 2>(qRegs, smemAddr(k), s);
+          addMass(i0, s[0]);
+          addMass(i0 + kSharedKeys, s[1]);
+        });
+      } else {
+        walkShared(std::integral_constant<int, 0>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
+          float s[kSharedKeys / 8][4];
+          warpScores<T, D, kSharedKeys>(qf, k, ld, s);
+          addMass(i0, s);
+        });
+      }
     }
     // Forced blocks, then the highest scores (chosen ones marked -2 so they never win again).
     if (lane == 0) {
@@ -283,6 +628,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
   }
   __syncthreads();
+
+  if constexpr (kQsmem) {  // Q's fragments for the mma.sync branches below, from the swizzled rows
+    const int m = warp * kGroup + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) ldmatrixX4(qf[kk], qSw + wg::swizzledChunk(W * kGroup, m, 2 * kk + (lane >> 4)));
+  }
 
   // ---- selected branch, part 1: blocks every warp chose (the forced ones at least), read once ----
   // Warp 0 lists them (each block once, from its first occurrence); every warp then takes its first
@@ -337,7 +688,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         t -= nt;
       }
     };
-    walkTiles(nTiles, range, kBase, a.kSlc, a.vSlc, [&](int t, int k0, const T* k, const T* v) {
+    walkTiles(std::integral_constant<int, 0>(), nTiles, range, kBase, a.kSlc, a.vSlc, [&](int t, int k0, const T* k, const T* v) {
       const int end = range(t).y;
       warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int jj) { return k0 + jj < end && k0 + jj <= pos; }, st);
     });
@@ -401,7 +752,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   st.reset();
-  if (!(skip & 4)) walkShared(wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
+  if (!(skip & 4)) walkShared(std::integral_constant<int, 0>(), wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
     warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, st);
   });
   float win[D / 8 * 4];
@@ -427,7 +778,31 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   }
 }
 
-template <class T, int D, int W>
+// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
+__device__ int gWgmmaProbe;
+__global__ void wgmmaProbeKernel() { gWgmmaProbe = NSA_WGMMA_DEVICE; }
+
+bool wgmmaRuns() {
+  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  NSA_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  if (known[dev] == 0) {
+    int major = 0, minor = 0;
+    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    int yes = 0;
+    if (major == 9 && minor == 0) {
+      wgmmaProbeKernel<<<1, 1>>>();
+      NSA_LAUNCHED("wgmmaProbeKernel");
+      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gWgmmaProbe, sizeof(int)));
+    }
+    known[dev] = yes ? 1 : 2;
+  }
+  return known[dev] == 1;
+}
+
+template <class T, int D, int W, int Wg>
 void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   constexpr int kWarpsPerBlock = W, kBlockThreads = 32 * W;
   std::vector<RowTile> tiles;
@@ -439,17 +814,19 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     return x.first + a.seq.host[3 * S + 1 + x.s] > y.first + a.seq.host[3 * S + 1 + y.s];
   });
   const int nbMax = (a.seq.maxKeys + a.cfg.ls - 1) / a.cfg.ls + 1;
-  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n);
+  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n) + (Wg ? 1024 : 0) + qSmemBytes<Wg, D>();
   if (bytes > 200 * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
   const RowTile* dTiles = ws.upload(tiles);
-  NSA_CUDA(cudaFuncSetAttribute(nsaForwardPipeKernel<T, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  NSA_CUDA(cudaFuncSetAttribute(nsaForwardPipeKernel<T, D, W, Wg>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   const char* skip = getenv("NSA_FWD_SKIP");
   // The shared walk of commonly chosen blocks is opt-in: on the benchmark's random inputs neighbours
   // share only the forced blocks, and the extra block-wide phase measured slower (BENCHMARKS.md v6).
   const char* shareCommon = getenv("NSA_FWD_COMMON");
-  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8);
-  nsaForwardPipeKernel<T, D, W><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
+  // NSA_FWD_WGPIPE=1 (Wg = 2): the selection pass without its pipelining (A/B).
+  const char* pipe = getenv("NSA_FWD_WGPIPE");
+  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (pipe && pipe[0] == '1' ? 16 : 0);
+  nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
 
@@ -466,8 +843,34 @@ bool nsaForwardPipelined(const NSAForwardArgs& a, cudaStream_t stream) {
   const int nbMax = (a.seq.maxKeys + c.ls - 1) / c.ls + 1;
   if (Layout<128, 4>::bytes(2, nbMax, c.n) > 200 * 1024) return false;
   const bool f16 = a.dtype == DType::F16;
-  if (c.Dk == 64) f16 ? launch<__half, 64, 4>(a, stream) : launch<__nv_bfloat16, 64, 4>(a, stream);
-  else f16 ? launch<__half, 128, 4>(a, stream) : launch<__nv_bfloat16, 128, 4>(a, stream);
+  // The compressed branch and the selection scores on wgmma where the running code has it (sm_90a
+  // build on a compute-capability 9.0 device); NSA_FWD_WGMMA=0 keeps v6's mma.sync everywhere.
+  // NSA_FWD_WARPS=8: two warpgroups (8 positions) per block share each compressed tile.
+  const char* wgEnv = getenv("NSA_FWD_WGMMA");
+  // The default is Wg = 1 (Q's fragments in registers, no software pipelining: measured fastest,
+  // BENCHMARKS.md v7); NSA_FWD_WGPIPE=2 runs Wg = 2, =1 Wg = 2 without the selection pass's
+  // pipelining, =3 Wg = 3 (A/B only).
+  const size_t wgBytes = Layout<128, 4>::bytes(2, nbMax, c.n) + 1024 + qSmemBytes<2, 128>();
+  if (!(wgEnv && wgEnv[0] == '0') && wgBytes <= 200 * 1024 && wgmmaRuns()) {
+    const char* warps = getenv("NSA_FWD_WARPS");
+    const char* pipe = getenv("NSA_FWD_WGPIPE");
+    const bool two = warps && atoi(warps) == 8 && Layout<128, 8>::bytes(2, nbMax, c.n) + 1024 <= 200 * 1024;
+    const int variant = two || !pipe ? 1 : pipe[0] == '3' ? 3 : pipe[0] == '1' || pipe[0] == '2' ? 2 : 1;
+    if (c.Dk == 64) {
+      if (two) f16 ? launch<__half, 64, 8, 1>(a, stream) : launch<__nv_bfloat16, 64, 8, 1>(a, stream);
+      else if (variant == 2) f16 ? launch<__half, 64, 4, 2>(a, stream) : launch<__nv_bfloat16, 64, 4, 2>(a, stream);
+      else if (variant == 3) f16 ? launch<__half, 64, 4, 3>(a, stream) : launch<__nv_bfloat16, 64, 4, 3>(a, stream);
+      else f16 ? launch<__half, 64, 4, 1>(a, stream) : launch<__nv_bfloat16, 64, 4, 1>(a, stream);
+    } else {
+      if (two) f16 ? launch<__half, 128, 8, 1>(a, stream) : launch<__nv_bfloat16, 128, 8, 1>(a, stream);
+      else if (variant == 2) f16 ? launch<__half, 128, 4, 2>(a, stream) : launch<__nv_bfloat16, 128, 4, 2>(a, stream);
+      else if (variant == 3) f16 ? launch<__half, 128, 4, 3>(a, stream) : launch<__nv_bfloat16, 128, 4, 3>(a, stream);
+      else f16 ? launch<__half, 128, 4, 1>(a, stream) : launch<__nv_bfloat16, 128, 4, 1>(a, stream);
+    }
+    return true;
+  }
+  if (c.Dk == 64) f16 ? launch<__half, 64, 4, 0>(a, stream) : launch<__nv_bfloat16, 64, 4, 0>(a, stream);
+  else f16 ? launch<__half, 128, 4, 0>(a, stream) : launch<__nv_bfloat16, 128, 4, 0>(a, stream);
   return true;
 }
 

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The NSA forward v6 check on the GPU host, one command (v6 section of BENCHMARKS.md):
-#   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [full|quick]
-# In the background: G = 16 parity (test/ grid; extra-parity's "reg G=16" cases; full: paper defaults
-# T=4096 and 8-warp blocks too), determinism, memcheck. In front: the benchmark of v6 and of v4
-# (NSA_FWD_V4=1), v6 variants (full: 8-warp blocks; quick: NSA_FWD_COMMON=0), v6 with branches left
-# out (NSA_FWD_SKIP: the branches' shares), and (full) ncu on one launch of each kernel at T = 16384.
+# The NSA forward check on the GPU host, one command (sections "v6 — forward" and "v7 — forward" of
+# BENCHMARKS.md):
+#   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [quick|full]
+# Variants of the 16-bit G = 16 forward: the default (on an sm_90a build and a compute-capability 9.0
+# GPU: compressed branch and selection scores on wgmma, Q's fragments in registers, 4-warp blocks),
+# wgpipe2 (NSA_FWD_WGPIPE=2: Q in shared memory, compressed branch and selection pass
+# software-pipelined), wgpipe3 (NSA_FWD_WGPIPE=3: Q in registers, compressed branch pipelined),
+# w8 (NSA_FWD_WARPS=8: two warpgroups per block share each compressed tile) and v6
+# (NSA_FWD_WGMMA=0: mma.sync everywhere).
+# In the background: G = 16 parity (test/ grid; extra-parity's "reg G=16" cases) of the default and
+# of w8, determinism of both, memcheck. In front: whether the addon holds wgmma (HGMMA in the SASS),
+# then the benchmark of the three variants and the default with branches left out (NSA_FWD_SKIP).
+# Then ncu of one launch of the default at T = 16384. full: 8k and 32k too, the paper-defaults
+# parity case, v4 (NSA_FWD_V4=1).
 set -uo pipefail
-work=$1; out=$(realpath "$2"); mode=${3:-full}
+work=$1; out=$(realpath "$2"); mode=${3:-quick}
 cd "$work"
 runner=node_modules/@nsa/test/dist/run-parity.js
 extra=node_modules/@nsa/cuda/scripts/extra-parity.mjs
 bench=node_modules/@nsa/cuda/bench/bench.mjs
-Ts=8192,16384,32768,65536
+addon=node_modules/@nsa/cuda/build/Release/nsa_cuda.node
+if [[ $mode == full ]]; then Ts=8192,16384,32768,65536; else Ts=16384,65536; fi
 bg() { local log=$1; shift; (timeout 300 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
 for d in bfloat16 float16; do
   for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
@@ -19,51 +28,49 @@ for d in bfloat16 float16; do
   for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
     i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
   done
-  if [[ $mode == full ]]; then  # 8-warp blocks (NSA_FWD_WARPS=8)
-    bg "w8-grid-128-$d.log" env NSA_FWD_WARPS=8 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
-    bg "w8-extra-varlen-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 varlen D=64 $d"
-    bg "w8-extra-B2-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 H=2 B=2 D=128 $d"
-  fi
+  for p in 2 3; do
+    bg "p$p-grid-128-$d.log" env NSA_FWD_WGPIPE=$p node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
+    bg "p$p-extra-varlen-$d.log" env NSA_FWD_WGPIPE=$p node $extra --only "reg G=16 varlen D=64 $d"
+  done
+  bg "w8-grid-128-$d.log" env NSA_FWD_WARPS=8 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
+  bg "w8-extra-varlen-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 varlen D=64 $d"
+  bg "w8-extra-B2-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 H=2 B=2 D=128 $d"
 done
 [[ $mode == full ]] && bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
 bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
+bg w8-determinism.log env NSA_FWD_WARPS=8 node node_modules/@nsa/cuda/scripts/determinism.mjs
 bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
-[[ $mode == quick ]] && bg memcheck-blocks.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 supplied blockIndices D=128 bfloat16"
+bg w8-memcheck.log env NSA_FWD_WARPS=8 compute-sanitizer --tool memcheck node $extra --only "reg G=16 supplied blockIndices D=128 bfloat16"
 
-node $bench --T $Ts --ops nsaFwd,nsaFwdBwd > "$out/bench-v6.log" 2>&1
-if [[ $mode == full ]]; then
-  NSA_FWD_V4=1 node $bench --T $Ts --ops nsaFwd,nsaFwdBwd > "$out/bench-v4.log" 2>&1
-  NSA_FWD_WARPS=8 node $bench --T $Ts --ops nsaFwd > "$out/bench-v6w8.log" 2>&1
-  skips="1 2 4 7"
-else
-  NSA_FWD_V4=1 node $bench --T $Ts --ops nsaFwd > "$out/bench-v4.log" 2>&1
-  NSA_FWD_COMMON=0 node $bench --T 16384,65536 --ops nsaFwd > "$out/bench-v6common0.log" 2>&1
-  skips="2"
-fi
-for s in $skips; do NSA_FWD_SKIP=$s node $bench --T 16384,65536 --ops nsaFwd > "$out/skip-$s.log" 2>&1; done
-if [[ $mode == full ]]; then
-  sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis"
-  NSA_FWD_V4=1 ncu --clock-control none -k regex:nsaForwardRegKernel -c 1 $sections -o "$out/ncu-v4" node $bench --T 16384 --ops nsaFwd > "$out/ncu-v4.log" 2>&1
-  ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 $sections -o "$out/ncu-v6" node $bench --T 16384 --ops nsaFwd > "$out/ncu-v6.log" 2>&1
-  for v in v4 v6; do
-    echo "== ncu $v"
-    ncu -i "$out/ncu-$v.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
+echo "== SASS: HGMMA / HMMA instructions in the addon"
+cuobjdump -sass "$addon" 2>/dev/null | grep -c "HGMMA" || true
+cuobjdump -sass "$addon" 2>/dev/null | grep -c "HMMA" || true
+timeout 240 node $bench --T $Ts --ops nsaFwd,nsaFwdBwd > "$out/bench-wg.log" 2>&1
+NSA_FWD_WGPIPE=2 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wgpipe2.log" 2>&1
+NSA_FWD_WGPIPE=3 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wgpipe3.log" 2>&1
+NSA_FWD_WARPS=8 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wg8.log" 2>&1
+NSA_FWD_WGMMA=0 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-v6.log" 2>&1
+[[ $mode == full ]] && NSA_FWD_V4=1 node $bench --T $Ts --ops nsaFwd > "$out/bench-v4.log" 2>&1
+for s in 1 2 7; do NSA_FWD_SKIP=$s timeout 120 node $bench --T 16384,65536 --ops nsaFwd > "$out/skip-$s.log" 2>&1; done
+if true; then  # ncu of one launch of the default kernel at T = 16384
+  sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis"
+  ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 $sections -o "$out/ncu-wg" node $bench --T 16384 --ops nsaFwd > "$out/ncu-wg.log" 2>&1
+  ncu -i "$out/ncu-wg.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
 import csv, sys
 rows = list(csv.reader(sys.stdin)); head, units, vals = rows[0], rows[1], rows[2]
-want = ["gpu__time_duration.sum", "sm__throughput.avg.pct_of_peak_sustained_elapsed", "l1tex__throughput.avg.pct_of_peak_sustained_active",
-  "lts__throughput.avg.pct_of_peak_sustained_elapsed", "dram__throughput.avg.pct_of_peak_sustained_elapsed", "lts__t_sector_hit_rate.pct",
-  "sm__warps_active.avg.pct_of_peak_sustained_active", "smsp__average_warp_latency_per_inst_issued.ratio", "smsp__issue_active.avg.pct_of_peak_sustained_active",
-  "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active", "launch__registers_per_thread", "dram__bytes_read.sum", "lts__t_bytes.sum"]
+want = ["gpu__time_duration.sum", "sm__throughput.avg.pct_of_peak_sustained_elapsed", "lts__throughput.avg.pct_of_peak_sustained_elapsed",
+  "sm__warps_active.avg.pct_of_peak_sustained_active", "smsp__issue_active.avg.pct_of_peak_sustained_active",
+  "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+  "launch__registers_per_thread"]
 for w in want:
   if w in head: i = head.index(w); print(f"{w} = {vals[i]} {units[i]}")
 st = [(float(vals[i].replace(",", "")), h) for i, h in enumerate(head) if h.startswith("smsp__average_warps_issue_stalled_") and h.endswith("_per_issue_active.ratio") and vals[i].replace(",", "").replace(".", "").isdigit()]
 for v, h in sorted(st, reverse=True)[:8]: print(f"stall {h[34:-23]} = {v:.2f} cycles/issue")
 '
-  done
 fi
 wait
 echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/w8-*.log; do
+for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/p2-*.log "$out"/p3-*.log "$out"/w8-grid-*.log "$out"/w8-extra-*.log; do
   [[ -f $f ]] || continue
   python3 - "$f" <<'PY'
 import re, sys
@@ -74,6 +81,6 @@ print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']
       f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
 PY
 done
-echo "== determinism"; tail -2 "$out/determinism.log"
-for f in memcheck memcheck-blocks; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
-for f in bench-v4 bench-v6 bench-v6w8 bench-v6common0 skip-1 skip-2 skip-4 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done
+for f in determinism w8-determinism; do echo "== $f"; tail -2 "$out/$f.log"; done
+for f in memcheck w8-memcheck; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
+for f in bench-wg bench-wgpipe2 bench-wgpipe3 bench-wg8 bench-v6 bench-v4 skip-1 skip-2 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done

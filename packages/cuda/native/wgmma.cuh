@@ -1,0 +1,155 @@
+// Hopper warpgroup matrix multiply (wgmma, sm_90a) for 16-bit inputs with float accumulators:
+// the instruction wrappers, shared-memory matrix descriptors for 128-byte-swizzled tiles, and the
+// fences they need. Only the sm_90a device pass emits the instructions (NSA_WGMMA_DEVICE); every
+// other pass compiles the same calls to a trap, so a kernel using them still builds for sm_80 /
+// plain sm_90, and the host must launch it only where wgmmaCompiled() (nsa_forward_wgmma probe) says
+// the running code has them.
+//
+// Operand shapes used here: m64nNk16 with N = 64. A (64 x 16) comes from registers: warp w of the
+// warpgroup holds rows 16w .. 16w+15 in mma.sync m16n8k16's A-fragment layout, four b32 registers.
+// The accumulator D (64 x 64, float) is 32 registers per thread, warp w rows 16w .. 16w+15 in
+// m16n8's C layout per 8-column tile: d[n][0..1] = (g, 8n + 2t + {0,1}), d[n][2..3] = row g + 8.
+// B (16 x 64) comes from shared memory through a descriptor.
+//
+// Swizzled tile layout (128-byte swizzle, the canonical layout of both K-major and MN-major B): a
+// tile of `rows` rows of 16-bit elements is cut into 64-element column blocks ("regions", 128 bytes
+// per row, region r at r * rows * 128 bytes); in a region, row i sits at i * 128 bytes and its
+// 16-byte chunk c at ((c ^ (i % 8)) * 16). The tile base must be 1024-byte aligned.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define NSA_WGMMA_DEVICE 1
+#else
+#define NSA_WGMMA_DEVICE 0
+#endif
+
+namespace nsa {
+namespace wg {
+
+// Byte offset of 16-byte chunk c (8 elements) of row i in a swizzled tile of `rows` rows.
+__host__ __device__ __forceinline__ uint32_t swizzledChunk(int rows, int i, int c) {
+  return (uint32_t)((c >> 3) * rows * 128 + i * 128 + (((c & 7) ^ (i & 7)) << 4));
+}
+
+// Descriptor of a 128-byte-swizzled operand starting at shared address `addr`. Both byte offsets
+// are 1024 (8 rows of 128 bytes): the stride between 8-row core-matrix groups. The operands here
+// never span two 64-element regions in one instruction, so the other offset is unused whichever
+// of the two fields the layout reads it from.
+__device__ __forceinline__ uint64_t descSw128(uint32_t addr) {
+  constexpr uint64_t kOffset = 1024 >> 4;
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | (kOffset << 16) | (kOffset << 32) | (1ull << 62);
+}
+
+// Makes earlier register writes (accumulators, A fragments) visible to the next wgmma.
+__device__ __forceinline__ void fence() {
+#if NSA_WGMMA_DEVICE
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void commit() {
+#if NSA_WGMMA_DEVICE
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+template <int N>
+__device__ __forceinline__ void wait() {
+#if NSA_WGMMA_DEVICE
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#else
+  __trap();
+#endif
+}
+// Generic-proxy shared-memory writes (st.shared, cp.async) made visible to the async proxy (wgmma):
+// every writing thread runs it before the barrier that precedes the wgmma.
+__device__ __forceinline__ void fenceProxyAsync() {
+#if NSA_WGMMA_DEVICE
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Keeps the compiler from moving accesses of accumulator registers across the async window.
+__device__ __forceinline__ void fenceOperands(float (&d)[8][4]) {
+#pragma unroll
+  for (int n = 0; n < 8; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[n][e])::"memory");
+}
+
+#define NSA_WG_D32(d) \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+  "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+  "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+  "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+// scale-d = p (%37 != 0): accumulate into d; scale-a = scale-b = 1; imm-trans-b = %38.
+#define NSA_WG_OPS32(type) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " " \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+  "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+
+// d (64 x 64) += A (64 x 16, registers) · B (16 x 64, descriptor). TransB = false: B is K-major
+// (element (k, n) at row n, column k of the tile: keys as rows for Q·Kᵀ); true: B is N-major
+// (element (k, n) at row k, column n: values as rows for P·V).
+template <bool TransB>
+__device__ __forceinline__ void mma64x64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, __nv_bfloat16) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_OPS32("bf16")
+               : NSA_WG_D32(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, __half) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_OPS32("f16")
+               : NSA_WG_D32(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+// scale-d = p (%34 != 0); scale-a = scale-b = 1; imm-trans-a = 0 (A K-major); imm-trans-b = %35.
+#define NSA_WG_OPS32_SS(type) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " " \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+  "%32, %33, p, 1, 1, 0, %35;\n}\n"
+
+// The same with A (64 x 16, K-major: element (m, k) at row m, column k) from shared memory too.
+template <bool TransB>
+__device__ __forceinline__ void mma64x64(float (&d)[8][4], uint64_t descA, uint64_t descB, __nv_bfloat16) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_OPS32_SS("bf16")
+               : NSA_WG_D32(d)
+               : "l"(descA), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x64(float (&d)[8][4], uint64_t descA, uint64_t descB, __half) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_OPS32_SS("f16")
+               : NSA_WG_D32(d)
+               : "l"(descA), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+#undef NSA_WG_D32
+#undef NSA_WG_OPS32
+#undef NSA_WG_OPS32_SS
+
+}  // namespace wg
+}  // namespace nsa
