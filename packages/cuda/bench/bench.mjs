@@ -29,6 +29,9 @@ const decodeWarm = Number(option('decodeWarm', '50'));
 // --decodeBlocks supplied: NSA decode steps take fixed blockIndices (no selection pass: what the
 // selection costs is the difference).
 const suppliedBlocks = option('decodeBlocks', '') === 'supplied';
+// --decodeDigest: print an FNV-1a digest of each NSA decode step's block choice and output (inputs
+// are seeded: equal digests from two processes, e.g. two selection paths, = bit-equal steps).
+const decodeDigest = process.argv.includes('--decodeDigest');
 const baseline = baselinePath ? JSON.parse(readFileSync(baselinePath, 'utf8')) : undefined;
 const { addon } = loadAddon();
 const info = addon.deviceInfo();
@@ -178,6 +181,16 @@ for (const T of Ts) {
       () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd, ...(blockIn ? { blockIn } : {}) }),
       { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: nsaStats },
     );
+    if (decodeDigest) {
+      const fnv = (bytes, h = 0x811c9dc5) => {
+        for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+        return h;
+      };
+      const chosen = new Int32Array(await bd.download());
+      const outBytes = new Uint8Array(await od.download());
+      const hex = (h) => h.toString(16).padStart(8, '0');
+      console.log(`decode digest T=${T} B=${B}: blocks ${hex(fnv(new Uint8Array(chosen.buffer)))} out ${hex(fnv(outBytes))}; pair 0 blocks ${chosen.subarray(0, config.selectCount).join(',')}`);
+    }
     r[`denseDecode${B}`] = await time(
       () => addon.attentionForward({ dtype: BF16, seq: dseq, HQ, H, Dk: D, Dv: D, scale: config.scale, q: qd, k: kc, v: vc, out: od }),
       { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: denseStats },

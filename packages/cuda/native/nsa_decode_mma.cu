@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <string>
 #include "cuda_error.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
@@ -48,6 +49,7 @@ struct FastPlan {
   int cmpTiles;  // compressed tiles of the longest row (stride of the mass buffers)
   int W;         // selection blocks one compressed tile can touch (a multiple of 4)
   int sliceAll;  // 1: every launch-2 block merges a slice of o_cmp; 0: window blocks only (they run beside launch 1)
+  int selectV8;  // 1: selectFast; 0: the v7 selection (NSA_DECODE_SELECT=v7)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) compressed and window branches, float
@@ -325,22 +327,31 @@ __device__ __forceinline__ float mergedValue(const float* part, int count, size_
   return acc;
 }
 
-// Adds chunks 0 .. count-1 of the 16 x D output into acc (this thread's float4s: element
-// 4 (threadIdx.x + i kNT)), 16-byte loads, four chunks in flight per thread, chunks in order.
+// Chunks z .. z+3 of the 16 x D output (this thread's float4s: element 4 (threadIdx.x + i kNT)),
+// 16-byte loads; zeros past count.
 template <int D>
-__device__ void mergeRows(const float* part, int count, size_t cs, const float* w, float4 (&acc)[kG * D / 4 / kNT]) {
+__device__ __forceinline__ void loadRows(const float* part, int z, int count, size_t cs, float4 (&o)[4][kG * D / 4 / kNT]) {
+  constexpr int PER = kG * D / 4 / kNT;
+#pragma unroll
+  for (int u = 0; u < 4; u++)
+#pragma unroll
+    for (int i = 0; i < PER; i++)
+      o[u][i] = z + u < count ? __ldcg(reinterpret_cast<const float4*>(part + (z + u) * cs) + threadIdx.x + i * kNT)
+                              : make_float4(0.f, 0.f, 0.f, 0.f);
+}
+
+// Adds chunks 0 .. count-1 of the 16 x D output into acc, four chunks in flight per thread, chunks
+// in order. o holds chunks 0 .. 3 on entry (loadRows, issued by the caller before the merge
+// weights were computed: one round of loads off the merge's path).
+template <int D>
+__device__ void mergeRows(const float* part, int count, size_t cs, const float* w, float4 (&acc)[kG * D / 4 / kNT],
+                          float4 (&o)[4][kG * D / 4 / kNT]) {
   constexpr int Q = D / 4, PER = kG * Q / kNT;  // float4 outputs per thread
 #pragma unroll
   for (int i = 0; i < PER; i++) acc[i] = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 1
   for (int z = 0; z < count; z += 4) {
-    float4 o[4][PER];
-#pragma unroll
-    for (int u = 0; u < 4; u++)
-#pragma unroll
-      for (int i = 0; i < PER; i++)
-        o[u][i] = z + u < count ? __ldcg(reinterpret_cast<const float4*>(part + (z + u) * cs) + threadIdx.x + i * kNT)
-                                : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (z > 0) loadRows<D>(part, z, count, cs, o);
 #pragma unroll
     for (int u = 0; u < 4; u++)
 #pragma unroll
@@ -435,6 +446,191 @@ __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigne
   }
 }
 
+// Selection v8 (the default; NSA_DECODE_SELECT=v7 keeps topN above and the item loop in the kernel):
+// the same scores, bit for bit, with fewer serial steps in the one block that runs it.
+//   1. One round of loads: every chunk's (m, l) (8 threads per head), the tile maxima and the first
+//      mass rows, all in flight together.
+//   2. The branch log-sum-exp per head (the order mergeWeights uses), then f[t][r] = exp2(mt - lse)
+//      once per (tile, head) into shared memory.
+//   3. ct[t][jj] = sum_r mass[t][r][jj] f[t][r] in head order: a pair of lanes takes heads 0-7 and
+//      8-15 of four slots, the second continuing the first's sums (a shuffle), so every sum runs in
+//      v7's order; the next rows load while these are summed.
+//   4. Block scores straight into 64-bit keys in registers (block j = thread + 128 u); per warp, the
+//      best `rest` by a per-lane sort and `rest` pops of two warp max-reductions (redux.sync, one
+//      instruction each) instead of five 64-bit shuffle rounds.
+//   5. Each of the 4 x rest candidates' rank among them; the ascending output is placed by counting,
+//      in parallel (forced initial blocks, the selected ones, forced local blocks).
+constexpr int kStatChunks = kMaxCmpChunks / 8;  // chunks per thread in the lse: 8 threads per head
+constexpr int kPreTileMax = 8;                  // tile maxima per thread in the first round (64 tiles)
+constexpr int kHalfBatch = 3;                   // half rows (8 heads x 4 slots) in flight per thread
+
+__device__ __forceinline__ bool isForced(int j, int cur, const NSAConfigArgs& c) {
+  return j < c.initialBlocks || j > cur - c.localBlocks;
+}
+
+// part: this pair's chunk partials (stride cs, m and l at statOff); out: this pair's n block indices.
+__device__ void selectFast(const FastPlan& p, const NSAConfigArgs& c, const RowInfo& ri, int pair, const float* part, size_t cs,
+                           size_t statOff, float* scratch, float* lseSm, int* out) {
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int tiles = (ri.nc + kTile - 1) / kTile, W = p.W, W4 = W / 4, nb = ri.cur + 1, halves = tiles * W4 * 2;
+  const float* tileMax = p.tileMax + (size_t)pair * p.cmpTiles * kG;  // [tile][16]
+  const float* mass = p.mass + (size_t)pair * p.cmpTiles * kG * W;    // [tile][16][W]
+  // 1. Chunk statistics, tile maxima, the first half rows.
+  const int r = tid >> 3, q = tid & 7;
+  float cm[kStatChunks], cl[kStatChunks];
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) {
+    const int z = q + 8 * k;
+    cm[k] = z < p.cmpChunks ? __ldcg(part + z * cs + statOff + r) : kNegInf;
+    cl[k] = z < p.cmpChunks ? __ldcg(part + z * cs + statOff + kG + r) : 0.f;
+  }
+  float tm[kPreTileMax];
+#pragma unroll
+  for (int u = 0; u < kPreTileMax; u++) {
+    const int e = tid + kNT * u;
+    tm[u] = e < tiles * kG ? __ldcg(tileMax + e) : 0.f;
+  }
+  // Half row h: item h / 2 = (tile t, slots 4 q4 .. 4 q4 + 3), heads 8 (h & 1) .. + 7. Lanes 2i and
+  // 2i + 1 hold the two halves of one item (kNT is even).
+  float4 hv[kHalfBatch][8];
+  auto loadHalf = [&](float4 (&dst)[8], int h) {
+    if (h >= halves) return;
+    const int item = h >> 1, t = item / W4, q4 = item % W4;
+    const float4* m4 = reinterpret_cast<const float4*>(mass + ((size_t)t * kG + (h & 1) * 8) * W) + q4;
+#pragma unroll
+    for (int i = 0; i < 8; i++) dst[i] = __ldcg(m4 + i * W4);
+  };
+#pragma unroll
+  for (int b = 0; b < kHalfBatch; b++) loadHalf(hv[b], tid + kNT * b);
+  // 2. lse per head: chunks q, q + 8, ... in order, then a fixed shuffle tree (as mergeWeights).
+  float M = kNegInf;
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) M = fmaxf(M, cm[k]);
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
+  float L = 0.f;
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) L += (cm[k] == kNegInf ? 0.f : exp2f(cm[k] - M)) * cl[k];
+  L += __shfl_xor_sync(0xffffffffu, L, 1);
+  L += __shfl_xor_sync(0xffffffffu, L, 2);
+  L += __shfl_xor_sync(0xffffffffu, L, 4);
+  if (q == 0) lseSm[r] = L > 0.f ? M + log2f(L) : INFINITY;
+  __syncthreads();
+  float* ct = scratch;                   // [tiles][W]
+  float* f = ct + (size_t)tiles * W;     // [tiles][16]
+#pragma unroll
+  for (int u = 0; u < kPreTileMax; u++) {
+    const int e = tid + kNT * u;
+    if (e < tiles * kG) f[e] = exp2f(tm[u] - lseSm[e % kG]);
+  }
+  for (int e = tid + kNT * kPreTileMax; e < tiles * kG; e += kNT) f[e] = exp2f(__ldcg(tileMax + e) - lseSm[e % kG]);
+  __syncthreads();
+  // 3. Tile contributions; batch k0's rows are summed while batch k0 + 1's load.
+  const int hh = tid & 1;
+#pragma unroll 1
+  for (int k0 = 0; k0 * kNT < halves; k0 += kHalfBatch) {
+#pragma unroll
+    for (int b = 0; b < kHalfBatch; b++) {
+      const int h = tid + kNT * (k0 + b);
+      const int item = h >> 1, t = item / W4, q4 = item % W4;
+      const bool live = h < halves;  // the same for both lanes of a pair (halves is even)
+      const float* ft = f + (size_t)t * kG;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (live && hh == 0) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+          const float fv = ft[i];
+          acc.x += hv[b][i].x * fv; acc.y += hv[b][i].y * fv; acc.z += hv[b][i].z * fv; acc.w += hv[b][i].w * fv;
+        }
+      }
+      acc.x = __shfl_xor_sync(0xffffffffu, acc.x, 1);
+      acc.y = __shfl_xor_sync(0xffffffffu, acc.y, 1);
+      acc.z = __shfl_xor_sync(0xffffffffu, acc.z, 1);
+      acc.w = __shfl_xor_sync(0xffffffffu, acc.w, 1);
+      if (live && hh == 1) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+          const float fv = ft[8 + i];
+          acc.x += hv[b][i].x * fv; acc.y += hv[b][i].y * fv; acc.z += hv[b][i].z * fv; acc.w += hv[b][i].w * fv;
+        }
+        reinterpret_cast<float4*>(ct + (size_t)t * W)[q4] = acc;
+      }
+      loadHalf(hv[b], tid + kNT * (k0 + kHalfBatch + b));
+    }
+  }
+  __syncthreads();
+  // 4. Scores (the tiles holding block j's keys, in tile order) as keys; forced blocks take no key.
+  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
+  unsigned long long v[kLaneKeys];
+#pragma unroll
+  for (int u = 0; u < kLaneKeys; u++) {
+    const int j = tid + kNT * u;
+    v[u] = 0ull;
+    if (j < nb && !isForced(j, ri.cur, c)) {
+      float s = 0.f;
+      const int kLo = max(0, j * perSel - perCmp + 1), kHi = min(ri.nc - 1, (j + 1) * perSel - 1);
+      for (int t = kLo / kTile; kLo <= kHi && t <= kHi / kTile; t++) s += ct[(size_t)t * W + j - (t * kTile) / perSel];
+      v[u] = blockKey(s, j);
+    }
+  }
+  const int a0 = min(c.initialBlocks, nb), b0 = max(c.initialBlocks, ri.cur - c.localBlocks + 1);
+  const int fixed = a0 + max(0, ri.cur - b0 + 1), rest = max(0, min(c.n, nb) - fixed), count = fixed + rest;
+  auto* cand = reinterpret_cast<unsigned long long*>(f + roundUp(tiles * kG, 2));  // [4][rest]
+  int* sel = reinterpret_cast<int*>(cand + kW * rest);                              // [rest]
+  // Bitonic sort per lane, descending.
+#pragma unroll
+  for (int k = 2; k <= kLaneKeys; k <<= 1)
+#pragma unroll
+    for (int h = k >> 1; h > 0; h >>= 1)
+#pragma unroll
+      for (int i = 0; i < kLaneKeys; i++) {
+        const int m = i ^ h;
+        if (m > i) {
+          const unsigned long long x = v[i], y = v[m];
+          const bool swap = ((i & k) == 0) ? x < y : x > y;
+          v[i] = swap ? y : x;
+          v[m] = swap ? x : y;
+        }
+      }
+  // The warp's best `rest`: the largest head, by the high word and then the low word among the
+  // lanes holding that high word (keys are unique: one lane pops).
+#pragma unroll 1
+  for (int k = 0; k < rest; k++) {
+    const unsigned hiMine = (unsigned)(v[0] >> 32);
+    const unsigned hi = __reduce_max_sync(0xffffffffu, hiMine);
+    const unsigned lo = __reduce_max_sync(0xffffffffu, hiMine == hi ? (unsigned)v[0] : 0u);
+    const unsigned long long best = ((unsigned long long)hi << 32) | lo;
+    if (best != 0ull && v[0] == best) {
+#pragma unroll
+      for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
+      v[kLaneKeys - 1] = 0ull;
+    }
+    if (lane == 0) cand[warp * rest + k] = best;
+  }
+  __syncthreads();
+  // 5. A candidate's rank among all candidates is its place in the top `rest`.
+  for (int qq = tid; qq < kW * rest; qq += kNT) {
+    const unsigned long long key = cand[qq];
+    int rank = 0;
+    for (int o = 0; o < kW * rest; o++) rank += cand[o] > key;
+    if (key != 0ull && rank < rest) sel[rank] = (int)~(unsigned)key;
+  }
+  __syncthreads();
+  // Ascending: initial blocks 0 .. a0-1, the selected ones (all between), local blocks b0 .. cur.
+  for (int i = tid; i < c.n; i += kNT) {
+    if (i < a0) out[i] = i;
+    else if (i >= a0 + rest && i < count) out[i] = b0 + (i - a0 - rest);
+    else if (i >= count) out[i] = -1;
+  }
+  if (tid < rest) {
+    const int j = sel[tid];
+    int pos = 0;
+    for (int k = 0; k < rest; k++) pos += sel[k] < j;
+    out[a0 + pos] = j;
+  }
+}
+
 // Launch 1: grid (pairs, cmpChunks).
 template <class T, int D>
 __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, FastPlan p) {
@@ -504,6 +700,11 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   const size_t at = ((size_t)row * c.H + g) * c.n;
   if (a.blockIn) {
     for (int k = threadIdx.x; k < c.n; k += kNT) a.blockOut[at + k] = a.blockIn[at + k];
+    return;
+  }
+  if (p.selectV8) {
+    selectFast(p, c, ri, pair, p.cmpPart + (size_t)pair * p.cmpChunks * cs, cs, (size_t)kG * D, sm.scratch(), sm.f,
+               a.blockOut + at);
     return;
   }
   // Each tile's contribution to the blocks it touches: ct[t][jj] = sum_r mass[t][r][jj] * exp2(mt[t][r] - lse[r]).
@@ -589,16 +790,31 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     int tokens;
     if (slc) {
       waitForPrimaryGrid();  // the chosen blocks come from launch 1
-      for (int j = threadIdx.x; j < c.n; j += kNT) blk[j] = __ldcg(a.blockOut + ((size_t)row * c.H + g) * c.n + j);
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        int total = 0;
-        for (int j = 0; j < c.n; j++) {
-          pre[j] = total;
-          const int b = blk[j];
-          total += (b >= 0 && b <= ri.cur) ? min(c.ls, ri.pos - b * c.ls + 1) : 0;
+      // Warp 0 reads the n <= 64 chosen blocks (two per lane) and scans their token counts.
+      if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        const int* chosen = a.blockOut + ((size_t)row * c.H + g) * c.n;
+        int len[2], total = 0;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int j = lane + 32 * h;
+          const int b = j < c.n ? __ldcg(chosen + j) : -1;
+          if (j < c.n) blk[j] = b;
+          len[h] = (b >= 0 && b <= ri.cur) ? min(c.ls, ri.pos - b * c.ls + 1) : 0;
         }
-        pre[c.n] = total;
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          int inc = len[h];
+#pragma unroll
+          for (int o = 1; o < 32; o <<= 1) {
+            const int other = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o) inc += other;
+          }
+          const int j = lane + 32 * h;
+          if (j < c.n) pre[j + 1] = total + inc;
+          total += __shfl_sync(0xffffffffu, inc, 31);
+        }
+        if (lane == 0) pre[0] = 0;
       }
       __syncthreads();
       tokens = pre[c.n];
@@ -643,10 +859,12 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     // beside launch 1).
     if (lastToFinish(p.doneWin + pair, sm.i, p.winChunks)) {
       const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
-      mergeWeights<D>({winPart, p.winChunks, sm.x, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
       constexpr int PER = kG * D / 4 / kNT;
+      float4 rows[4][PER];
+      loadRows<D>(winPart, 0, p.winChunks, cs, rows);
+      mergeWeights<D>({winPart, p.winChunks, sm.x, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
       float4 ow[PER];
-      mergeRows<D>(winPart, p.winChunks, cs, sm.x, ow);
+      mergeRows<D>(winPart, p.winChunks, cs, sm.x, ow, rows);
 #pragma unroll
       for (int i = 0; i < PER; i++) reinterpret_cast<float4*>(p.oWin + (size_t)pair * kG * D)[threadIdx.x + i * kNT] = ow[i];
     }
@@ -658,7 +876,8 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
 
   float* wS = sm.x;  // [slcChunks][16]
   const float* slcPart = p.slcPart + (size_t)pair * p.slcChunks * cs;
-  // The gates, o_cmp and o_win need no merge weights: their loads fly with mergeWeights'.
+  // The gates, o_cmp, o_win and the first four selected partials need no merge weights: their loads
+  // fly with mergeWeights'.
   constexpr int PER = kG * D / 4 / kNT;
   const T* gates = static_cast<const T*>(a.gates);
   const float* oC = p.oCmp + (size_t)pair * kG * D;
@@ -675,9 +894,11 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     oc[i] = __ldcg(reinterpret_cast<const float4*>(oC + e));
     ow[i] = __ldcg(reinterpret_cast<const float4*>(oW + e));
   }
+  float4 rows[4][PER];
+  loadRows<D>(slcPart, 0, p.slcChunks, cs, rows);
   mergeWeights<D>({slcPart, p.slcChunks, wS, nullptr}, {nullptr, 0, nullptr, nullptr}, cs, sm.scratch());
   float4 os[PER];
-  mergeRows<D>(slcPart, p.slcChunks, cs, wS, os);
+  mergeRows<D>(slcPart, p.slcChunks, cs, wS, os, rows);
   T* out = static_cast<T*>(a.out);
 #pragma unroll
   for (int i = 0; i < PER; i++) {
@@ -780,6 +1001,13 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.winChunks = ceilDiv(tilesW, t2);
   p.cmpTiles = tilesC;
   p.W = selectionSpan(c.l / c.d, c.ls / c.d);
+  // Selection v8 unless NSA_DECODE_SELECT=v7, where its scratch (tile contributions, f, candidates) fits the tile bytes.
+  static const bool v7Selection = [] {
+    const char* v = std::getenv("NSA_DECODE_SELECT");
+    return v && std::string(v) == "v7";
+  }();
+  const size_t v8Scratch = sizeof(float) * (size_t)tilesC * (p.W + kG) + (sizeof(unsigned long long) * kW + sizeof(int)) * c.n + 16;
+  p.selectV8 = !v7Selection && v8Scratch <= FastLayout<D>::tileBytes(sizeof(T));
   p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);

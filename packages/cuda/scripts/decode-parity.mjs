@@ -28,6 +28,8 @@ for (const dtype of ['bfloat16', 'float16']) {
 // (Run the script again with NSA_DECODE_CMP_TILES=3 for compressed chunks of several tiles,
 // NSA_DECODE_PDL=0 for unchained launches.)
 cases.push({ name: 'defaults G=16 H=2 D=128 B=16 bfloat16', config: { heads: 32, kvHeads: 2, headDimK: 128, headDimV: 128 }, B: 16, T: 1100, dtype: 'bfloat16', prefix: 1090, steps: [1, 2] });
+// A long cache (40 compressed tiles): the v8 selection's mass rows come in two batches per thread.
+cases.push({ name: 'defaults G=16 D=128 B=1 T=40000 bfloat16', config: { heads: 16, kvHeads: 1, headDimK: 128, headDimV: 128 }, B: 1, T: 40000, dtype: 'bfloat16', prefix: 39990, steps: [1, 2] });
 // The general split-K decode (float32; G = 4) on the same checks.
 cases.push({ name: 'general path float32 G=16 D=128', config: { heads: 16, kvHeads: 1, headDimK: 128, headDimV: 128 }, B: 2, T: 2100, dtype: 'float32', prefix: 2090, steps: [1, 3] });
 cases.push({ name: 'general path G=4 bfloat16', config: { ...small, heads: 8, kvHeads: 2, headDimK: 64, headDimV: 64 }, B: 2, T: 600, dtype: 'bfloat16', prefix: 500, steps: [1, 4], supplied: true });
