@@ -93,11 +93,10 @@ __device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, siz
   }
 }
 
-// Issues s[h] = Q·Kᵀ (unscaled) of this warp's 16 rows against keys 64h .. 64h+63 of the swizzled
-// R-row tile at shared address kTile, h < H, as one wgmma group of the warpgroup; qA(kk) is Q's
-// A operand for features 16kk .. 16kk+15 (fragment registers, or a descriptor of Q in shared memory).
-template <class T, int D, int R, int H, class QA>
-__device__ __forceinline__ void issueScores(QA qA, uint32_t kTile, float (&s)[H][8][4]) {
+// s[h] = Q·Kᵀ (unscaled) of this warp's 16 rows (A fragments qf) against keys 64h .. 64h+63 of the
+// swizzled R-row tile at shared address kTile, h < H: one wgmma group of the warpgroup, waited for.
+template <class T, int D, int R, int H>
+__device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uint32_t kTile, float (&s)[H][8][4]) {
   static_assert(kSharedKeys == 64 && H * 64 <= R, "m64n64 wgmmas over 64-key slices of the tile");
 #pragma unroll
   for (int h = 0; h < H; h++) {
@@ -110,13 +109,8 @@ __device__ __forceinline__ void issueScores(QA qA, uint32_t kTile, float (&s)[H]
   for (int h = 0; h < H; h++)
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)  // features 16kk .. 16kk+15: region kk / 4, 32 bytes per step in it
-      wg::mma64x64<false>(s[h], qA(kk), wg::descSw128(kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
+      wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
   wg::commit();
-}
-// issueScores, then waits for it.
-template <class T, int D, int R, int H, class QA>
-__device__ __forceinline__ void groupScores(QA qA, uint32_t kTile, float (&s)[H][8][4]) {
-  issueScores<T, D, R, H>(qA, kTile, s);
   wg::wait<0>();
 #pragma unroll
   for (int h = 0; h < H; h++) wg::fenceOperands(s[h]);
@@ -222,24 +216,15 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], u
   wg::wait<0>();
   fenceO(st);
 }
-// Wg = 0: mma.sync everywhere (v6). Wg = 1: compressed branch and selection scores through wgmma
-// (sm_90a; W a multiple of 4), Q's A fragments in registers. Wg = 2 (W = 4): the same with Q in
-// shared memory (wgmma reads it through a descriptor, freeing its registers), and the compressed
-// branch and the selection pass software-pipelined: tile t+1's Q·Kᵀ runs on the tensor cores
-// during tile t's softmax (or mass sums). Wg = 3 (W = 4): Wg = 1 with the compressed branch
-// pipelined (Q in registers).
-template <int Wg, int D>
-__host__ __device__ constexpr size_t qSmemBytes() { return Wg == 2 ? (size_t)kSharedKeys * D * 2 : 0; }
-
-template <class T, int D, int W, int Wg>
+// Wg: compressed branch and selection scores through wgmma (sm_90a; W a multiple of 4), Q's A
+// fragments in registers; otherwise mma.sync everywhere (v6). Tried and measured slower (BENCHMARKS.md
+// v7): Q in shared memory (an SS wgmma) to free registers for software-pipelining tile t+1's Q·Kᵀ
+// under tile t's softmax, and that pipelining with Q in registers.
+template <class T, int D, int W, bool Wg>
 __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip) {
   extern __shared__ __align__(16) char smemAll[];
-  constexpr bool kQsmem = Wg == 2, kPipeCmp = Wg >= 2;
-  static_assert(!kPipeCmp || W == 4, "Q in shared memory, pipelined compressed branch: one warpgroup");
-  // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack); Wg = 2 keeps Q's
-  // swizzled 64 rows first.
-  char* qSw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
-  char* smemRaw = qSw + qSmemBytes<Wg, D>();
+  // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
+  char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
   using L = Layout<D, W>;
   static_assert(!Wg || W % 4 == 0, "whole warpgroups");
   constexpr int kWarpsPerBlock = W, kBlockThreads = 32 * W;
@@ -272,36 +257,18 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
-  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on
-  // (Wg = 2: swizzled at qSw, for good; idle warps' rows repeat the last row there too).
+  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on.
+  copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
+    const int w = r / kGroup;
+    return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
+  });
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  __syncthreads();
   uint32_t qf[D / 16][4];
-  if constexpr (kQsmem) {
-    constexpr int per = D / 8;
-    for (int e = threadIdx.x; e < W * kGroup * per; e += kBlockThreads) {
-      const int r = e / per, ch = e % per, w = min(r / kGroup, nq - 1);
-      const T* src = Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D + ch * 8;
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(qSw) + wg::swizzledChunk(W * kGroup, r, ch)), "l"(src));
-    }
-    cpAsyncCommit();
-    cpAsyncWait<0>();
-    wg::fenceProxyAsync();
-    __syncthreads();
-  } else {
-    copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
-      const int w = r / kGroup;
-      return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
-    });
-    cpAsyncCommit();
-    cpAsyncWait<0>();
-    __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
-    __syncthreads();
-  }
-  // Q's A operand for wgmma: fragment registers, or (Wg = 2) a descriptor of the swizzled rows.
-  const uint32_t qAt = smemAddr(qSw);
-  auto qRegs = [&](int kk) -> const uint32_t(&)[4] { return qf[kk]; };
-  auto qDesc = [&](int kk) { return wg::descSw128(qAt + (kk >> 2) * W * kGroup * kSwRowBytes + (kk & 3) * 32); };
+  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
+  __syncthreads();
 
   // Walks nTiles block-wide tiles, tile t = keys range(t).x .. range(t).y - 1 (at most kSharedKeys;
   // rows base + p of K and V; V may be null), double-buffered; body(tile, first key, K tile, V tile)
@@ -394,71 +361,15 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   WarpRows<D> st;
   st.reset();
-  if constexpr (kPipeCmp) {
-    // Tiles of 64 keys; K buffers at 0 and 1, V at 2 and 3 (tb bytes each). At the top of step t,
-    // K(t+1) and V(t) have landed and tile t's scores are in s; the step loads K(t+2) (into K(t)'s
-    // buffer) and V(t+1) (into V(t-1)'s), issues tile t+1's Q·Kᵀ, runs tile t's softmax meanwhile,
-    // issues P·V(t) and waits for both: one barrier per tile.
-    constexpr int tb = kSharedKeys * D * 2;
-    const uint32_t at = smemAddr(smemRaw);
-    const int nT = (ncAll + kSharedKeys - 1) / kSharedKeys;
-    const size_t stride = (size_t)c.H * D;
-    auto rows = [&](const void* P, int t) { return static_cast<const T*>(P) + ((size_t)(cBase + t * kSharedKeys) * c.H + kvh) * D; };
-    auto loadK = [&](int t) { copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + (t & 1) * tb, rows(a.kCmp, t), stride, ncAll - t * kSharedKeys); };
-    auto loadV = [&](int t) { copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + (2 + (t & 1)) * tb, rows(a.vCmp, t), stride, ncAll - t * kSharedKeys); };
-    float s[1][kSharedKeys / 8][4];
-    if (nT > 0) {
-      loadK(0);
-      cpAsyncCommit();
-      cpAsyncWait<0>();
-      wg::fenceProxyAsync();
-      __syncthreads();
-      if constexpr (kQsmem) issueScores<T, D, kSharedKeys, 1>(qDesc, at, s);
-      else issueScores<T, D, kSharedKeys, 1>(qRegs, at, s);
-      if (nT > 1) loadK(1);
-      loadV(0);
-      cpAsyncCommit();
-      wg::wait<0>();
-      wg::fenceOperands(s[0]);
+  walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
+    if constexpr (Wg) {
+      float s[1][kSharedKeys / 8][4];
+      groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s);
+      groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, [&](int j) { return k0 + j < nc; }, st);
+    } else {
+      warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
     }
-    for (int t = 0; t < nT; t++) {
-      cpAsyncWait<0>();
-      wg::fenceProxyAsync();
-      __syncthreads();  // K(t+1), V(t) visible; every warp is done with Q·Kᵀ(t) and P·V(t-1)
-      if (t + 2 < nT) loadK(t + 2);
-      if (t + 1 < nT) loadV(t + 1);
-      cpAsyncCommit();
-      float sn[1][kSharedKeys / 8][4];
-      if (t + 1 < nT) {
-        if constexpr (kQsmem) issueScores<T, D, kSharedKeys, 1>(qDesc, at + ((t + 1) & 1) * tb, sn);
-        else issueScores<T, D, kSharedKeys, 1>(qRegs, at + ((t + 1) & 1) * tb, sn);
-      }
-      uint32_t pa[kSharedKeys / 16][4];
-      const int k0 = t * kSharedKeys;
-      groupSoftmax<T, D>(s[0], sl2, [&](int j) { return k0 + j < nc; }, st, pa);
-      issuePV<T, D>(pa, at + (2 + (t & 1)) * tb, st);
-      wg::wait<0>();
-      fenceO(st);
-      if (t + 1 < nT) {
-        wg::fenceOperands(sn[0]);
-#pragma unroll
-        for (int n = 0; n < kSharedKeys / 8; n++)
-#pragma unroll
-          for (int e = 0; e < 4; e++) s[0][n][e] = sn[0][n][e];
-      }
-    }
-    __syncthreads();
-  } else {
-    walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
-      if constexpr (Wg) {
-        float s[1][kSharedKeys / 8][4];
-        groupScores<T, D, kSharedKeys, 1>(qRegs, smemAddr(k), s);
-        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, [&](int j) { return k0 + j < nc; }, st);
-      } else {
-        warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
-      }
-    });
-  }
+  });
   float cmpLse[2];
   {
     float inv[2];
@@ -520,59 +431,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         }
         __syncwarp();
       };
-      if (kQsmem && !(skip & 16)) {
-        // 128-key tiles (the compressed output registers are free here), K buffers at 0 and 1; as in
-        // the compressed branch, tile t+1's Q·Kᵀ runs on the tensor cores during tile t's mass sums.
-        constexpr int R = 2 * kSharedKeys, tb = R * D * 2;
-        const uint32_t at = smemAddr(smemRaw);
-        const int nT = (ncAll + R - 1) / R;
-        const size_t stride = (size_t)c.H * D;
-        auto loadK = [&](int t) {
-          copyTileSwizzled<T, D, kBlockThreads, R>(at + (t & 1) * tb, static_cast<const T*>(a.kCmp) + ((size_t)(cBase + t * R) * c.H + kvh) * D,
-                                                   stride, ncAll - t * R);
-        };
-        float s2[2][kSharedKeys / 8][4];
-        if (nT > 0) {
-          loadK(0);
-          cpAsyncCommit();
-          cpAsyncWait<0>();
-          wg::fenceProxyAsync();
-          __syncthreads();
-          issueScores<T, D, R, 2>(qDesc, at, s2);
-          if (nT > 1) loadK(1);
-          cpAsyncCommit();
-          wg::wait<0>();
-          wg::fenceOperands(s2[0]);
-          wg::fenceOperands(s2[1]);
-        }
-        for (int t = 0; t < nT; t++) {
-          cpAsyncWait<0>();
-          wg::fenceProxyAsync();
-          __syncthreads();  // K(t+1) visible; every warp is done with Q·Kᵀ(t)
-          if (t + 2 < nT) loadK(t + 2);
-          cpAsyncCommit();
-          float sn[2][kSharedKeys / 8][4];
-          if (t + 1 < nT) issueScores<T, D, R, 2>(qDesc, at + ((t + 1) & 1) * tb, sn);
-          addMass(t * R, s2[0]);
-          addMass(t * R + kSharedKeys, s2[1]);
-          wg::wait<0>();
-          if (t + 1 < nT) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-              wg::fenceOperands(sn[h]);
-#pragma unroll
-              for (int n = 0; n < kSharedKeys / 8; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s2[h][n][e] = sn[h][n][e];
-            }
-          }
-        }
-        __syncthreads();
-      } else if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
+      if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
         walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
           float s[2][kSharedKeys / 8][4];
-          if constexpr (kQsmem) groupScores<T, D, 2 * kSharedKeys, 2>(qDesc, smemAddr(k), s);
-          else groupScores<T, D, 2 * kSharedKeys, 2>(qRegs, smemAddr(k), s);
+          groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s);
           addMass(i0, s[0]);
           addMass(i0 + kSharedKeys, s[1]);
         });
@@ -628,12 +490,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
   }
   __syncthreads();
-
-  if constexpr (kQsmem) {  // Q's fragments for the mma.sync branches below, from the swizzled rows
-    const int m = warp * kGroup + (lane & 7) + ((lane >> 3) & 1) * 8;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) ldmatrixX4(qf[kk], qSw + wg::swizzledChunk(W * kGroup, m, 2 * kk + (lane >> 4)));
-  }
 
   // ---- selected branch, part 1: blocks every warp chose (the forced ones at least), read once ----
   // Warp 0 lists them (each block once, from its first occurrence); every warp then takes its first
@@ -802,7 +658,7 @@ bool wgmmaRuns() {
   return known[dev] == 1;
 }
 
-template <class T, int D, int W, int Wg>
+template <class T, int D, int W, bool Wg>
 void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   constexpr int kWarpsPerBlock = W, kBlockThreads = 32 * W;
   std::vector<RowTile> tiles;
@@ -814,7 +670,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     return x.first + a.seq.host[3 * S + 1 + x.s] > y.first + a.seq.host[3 * S + 1 + y.s];
   });
   const int nbMax = (a.seq.maxKeys + a.cfg.ls - 1) / a.cfg.ls + 1;
-  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n) + (Wg ? 1024 : 0) + qSmemBytes<Wg, D>();
+  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n) + (Wg ? 1024 : 0);
   if (bytes > 200 * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
   const RowTile* dTiles = ws.upload(tiles);
@@ -823,9 +679,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // The shared walk of commonly chosen blocks is opt-in: on the benchmark's random inputs neighbours
   // share only the forced blocks, and the extra block-wide phase measured slower (BENCHMARKS.md v6).
   const char* shareCommon = getenv("NSA_FWD_COMMON");
-  // NSA_FWD_WGPIPE=1 (Wg = 2): the selection pass without its pipelining (A/B).
-  const char* pipe = getenv("NSA_FWD_WGPIPE");
-  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (pipe && pipe[0] == '1' ? 16 : 0);
+  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
@@ -847,30 +701,21 @@ bool nsaForwardPipelined(const NSAForwardArgs& a, cudaStream_t stream) {
   // build on a compute-capability 9.0 device); NSA_FWD_WGMMA=0 keeps v6's mma.sync everywhere.
   // NSA_FWD_WARPS=8: two warpgroups (8 positions) per block share each compressed tile.
   const char* wgEnv = getenv("NSA_FWD_WGMMA");
-  // The default is Wg = 1 (Q's fragments in registers, no software pipelining: measured fastest,
-  // BENCHMARKS.md v7); NSA_FWD_WGPIPE=2 runs Wg = 2, =1 Wg = 2 without the selection pass's
-  // pipelining, =3 Wg = 3 (A/B only).
-  const size_t wgBytes = Layout<128, 4>::bytes(2, nbMax, c.n) + 1024 + qSmemBytes<2, 128>();
+  const size_t wgBytes = Layout<128, 4>::bytes(2, nbMax, c.n) + 1024;
   if (!(wgEnv && wgEnv[0] == '0') && wgBytes <= 200 * 1024 && wgmmaRuns()) {
     const char* warps = getenv("NSA_FWD_WARPS");
-    const char* pipe = getenv("NSA_FWD_WGPIPE");
     const bool two = warps && atoi(warps) == 8 && Layout<128, 8>::bytes(2, nbMax, c.n) + 1024 <= 200 * 1024;
-    const int variant = two || !pipe ? 1 : pipe[0] == '3' ? 3 : pipe[0] == '1' || pipe[0] == '2' ? 2 : 1;
     if (c.Dk == 64) {
-      if (two) f16 ? launch<__half, 64, 8, 1>(a, stream) : launch<__nv_bfloat16, 64, 8, 1>(a, stream);
-      else if (variant == 2) f16 ? launch<__half, 64, 4, 2>(a, stream) : launch<__nv_bfloat16, 64, 4, 2>(a, stream);
-      else if (variant == 3) f16 ? launch<__half, 64, 4, 3>(a, stream) : launch<__nv_bfloat16, 64, 4, 3>(a, stream);
-      else f16 ? launch<__half, 64, 4, 1>(a, stream) : launch<__nv_bfloat16, 64, 4, 1>(a, stream);
+      if (two) f16 ? launch<__half, 64, 8, true>(a, stream) : launch<__nv_bfloat16, 64, 8, true>(a, stream);
+      else f16 ? launch<__half, 64, 4, true>(a, stream) : launch<__nv_bfloat16, 64, 4, true>(a, stream);
     } else {
-      if (two) f16 ? launch<__half, 128, 8, 1>(a, stream) : launch<__nv_bfloat16, 128, 8, 1>(a, stream);
-      else if (variant == 2) f16 ? launch<__half, 128, 4, 2>(a, stream) : launch<__nv_bfloat16, 128, 4, 2>(a, stream);
-      else if (variant == 3) f16 ? launch<__half, 128, 4, 3>(a, stream) : launch<__nv_bfloat16, 128, 4, 3>(a, stream);
-      else f16 ? launch<__half, 128, 4, 1>(a, stream) : launch<__nv_bfloat16, 128, 4, 1>(a, stream);
+      if (two) f16 ? launch<__half, 128, 8, true>(a, stream) : launch<__nv_bfloat16, 128, 8, true>(a, stream);
+      else f16 ? launch<__half, 128, 4, true>(a, stream) : launch<__nv_bfloat16, 128, 4, true>(a, stream);
     }
     return true;
   }
-  if (c.Dk == 64) f16 ? launch<__half, 64, 4, 0>(a, stream) : launch<__nv_bfloat16, 64, 4, 0>(a, stream);
-  else f16 ? launch<__half, 128, 4, 0>(a, stream) : launch<__nv_bfloat16, 128, 4, 0>(a, stream);
+  if (c.Dk == 64) f16 ? launch<__half, 64, 4, false>(a, stream) : launch<__nv_bfloat16, 64, 4, false>(a, stream);
+  else f16 ? launch<__half, 128, 4, false>(a, stream) : launch<__nv_bfloat16, 128, 4, false>(a, stream);
   return true;
 }
 

@@ -2,11 +2,12 @@
 // the instruction wrappers, shared-memory matrix descriptors for 128-byte-swizzled tiles, and the
 // fences they need. Only the sm_90a device pass emits the instructions (NSA_WGMMA_DEVICE); every
 // other pass compiles the same calls to a trap, so a kernel using them still builds for sm_80 /
-// plain sm_90, and the host must launch it only where wgmmaCompiled() (nsa_forward_wgmma probe) says
-// the running code has them.
+// plain sm_90, and the host must launch it only where the running code has them (a probe kernel
+// that stores NSA_WGMMA_DEVICE: wgmmaRuns() in nsa_forward_pipelined_mma.cu).
 //
-// Operand shapes used here: m64nNk16 with N = 64. A (64 x 16) comes from registers: warp w of the
-// warpgroup holds rows 16w .. 16w+15 in mma.sync m16n8k16's A-fragment layout, four b32 registers.
+// Operand shapes used here: m64nNk16 with N = 64. A (64 x 16) comes from registers (warp w of the
+// warpgroup holds rows 16w .. 16w+15 in mma.sync m16n8k16's A-fragment layout, four b32 registers)
+// or from shared memory through a descriptor.
 // The accumulator D (64 x 64, float) is 32 registers per thread, warp w rows 16w .. 16w+15 in
 // m16n8's C layout per 8-column tile: d[n][0..1] = (g, 8n + 2t + {0,1}), d[n][2..3] = row g + 8.
 // B (16 x 64) comes from shared memory through a descriptor.
@@ -126,7 +127,9 @@ __device__ __forceinline__ void mma64x64(float (&d)[8][4], const uint32_t (&a)[4
   "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
   "%32, %33, p, 1, 1, 0, %35;\n}\n"
 
-// The same with A (64 x 16, K-major: element (m, k) at row m, column k) from shared memory too.
+// The same with A (64 x 16, K-major: element (m, k) at row m, column k) from shared memory too. No
+// committed kernel uses it now; the forward's Q-in-shared-memory variant did, and passed parity
+// (BENCHMARKS.md v7, runs W2/W3).
 template <bool TransB>
 __device__ __forceinline__ void mma64x64(float (&d)[8][4], uint64_t descA, uint64_t descB, __nv_bfloat16) {
 #if NSA_WGMMA_DEVICE

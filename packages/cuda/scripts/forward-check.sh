@@ -3,11 +3,8 @@
 # BENCHMARKS.md):
 #   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [quick|full]
 # Variants of the 16-bit G = 16 forward: the default (on an sm_90a build and a compute-capability 9.0
-# GPU: compressed branch and selection scores on wgmma, Q's fragments in registers, 4-warp blocks),
-# wgpipe2 (NSA_FWD_WGPIPE=2: Q in shared memory, compressed branch and selection pass
-# software-pipelined), wgpipe3 (NSA_FWD_WGPIPE=3: Q in registers, compressed branch pipelined),
-# w8 (NSA_FWD_WARPS=8: two warpgroups per block share each compressed tile) and v6
-# (NSA_FWD_WGMMA=0: mma.sync everywhere).
+# GPU: compressed branch and selection scores on wgmma, 4-warp blocks), w8 (NSA_FWD_WARPS=8: two
+# warpgroups per block share each compressed tile) and v6 (NSA_FWD_WGMMA=0: mma.sync everywhere).
 # In the background: G = 16 parity (test/ grid; extra-parity's "reg G=16" cases) of the default and
 # of w8, determinism of both, memcheck. In front: whether the addon holds wgmma (HGMMA in the SASS),
 # then the benchmark of the three variants and the default with branches left out (NSA_FWD_SKIP).
@@ -28,10 +25,7 @@ for d in bfloat16 float16; do
   for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
     i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
   done
-  for p in 2 3; do
-    bg "p$p-grid-128-$d.log" env NSA_FWD_WGPIPE=$p node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
-    bg "p$p-extra-varlen-$d.log" env NSA_FWD_WGPIPE=$p node $extra --only "reg G=16 varlen D=64 $d"
-  done
+  bg "v6-grid-128-$d.log" env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
   bg "w8-grid-128-$d.log" env NSA_FWD_WARPS=8 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
   bg "w8-extra-varlen-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 varlen D=64 $d"
   bg "w8-extra-B2-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 H=2 B=2 D=128 $d"
@@ -46,8 +40,6 @@ echo "== SASS: HGMMA / HMMA instructions in the addon"
 cuobjdump -sass "$addon" 2>/dev/null | grep -c "HGMMA" || true
 cuobjdump -sass "$addon" 2>/dev/null | grep -c "HMMA" || true
 timeout 240 node $bench --T $Ts --ops nsaFwd,nsaFwdBwd > "$out/bench-wg.log" 2>&1
-NSA_FWD_WGPIPE=2 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wgpipe2.log" 2>&1
-NSA_FWD_WGPIPE=3 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wgpipe3.log" 2>&1
 NSA_FWD_WARPS=8 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wg8.log" 2>&1
 NSA_FWD_WGMMA=0 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-v6.log" 2>&1
 [[ $mode == full ]] && NSA_FWD_V4=1 node $bench --T $Ts --ops nsaFwd > "$out/bench-v4.log" 2>&1
@@ -70,7 +62,7 @@ for v, h in sorted(st, reverse=True)[:8]: print(f"stall {h[34:-23]} = {v:.2f} cy
 fi
 wait
 echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/p2-*.log "$out"/p3-*.log "$out"/w8-grid-*.log "$out"/w8-extra-*.log; do
+for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/v6-*.log "$out"/w8-grid-*.log "$out"/w8-extra-*.log; do
   [[ -f $f ]] || continue
   python3 - "$f" <<'PY'
 import re, sys
@@ -83,4 +75,4 @@ PY
 done
 for f in determinism w8-determinism; do echo "== $f"; tail -2 "$out/$f.log"; done
 for f in memcheck w8-memcheck; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
-for f in bench-wg bench-wgpipe2 bench-wgpipe3 bench-wg8 bench-v6 bench-v4 skip-1 skip-2 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done
+for f in bench-wg bench-wg8 bench-v6 bench-v4 skip-1 skip-2 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done
