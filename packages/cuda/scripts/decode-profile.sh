@@ -16,9 +16,12 @@ prof() {  # prof <name> <env> <bench args>
   env $e timeout 150 ncu --clock-control none --section WarpStateStats --section SpeedOfLight --section LaunchStats --section SourceCounters \
     -k regex:decodeCmpKernel -s 2 -c 1 -o $L/rep-$name node bench/bench.mjs --T 65536 --ops decode --decodeWarm 2 "$@" > $L/ncu-$name.log 2>&1
   ncu -i $L/rep-$name.ncu-rep --print-details all > $L/sections-$name.txt 2>&1
-  ncu -i $L/rep-$name.ncu-rep --page source --csv --print-source cuda > $L/source-$name.csv 2>&1
   echo "== $name: $(grep -E 'Duration|Warp Cycles Per Issued|No Instruction|Stall' $L/sections-$name.txt | head -12 | tr -s ' ' | tr '\n' ';')"
-  python3 - $L/source-$name.csv <<'PY'
+  # Per CUDA source line (needs the sources at their build paths) and per SASS instruction.
+  for view in cuda sass; do
+    ncu -i $L/rep-$name.ncu-rep --page source --csv --print-source $view > $L/source-$name-$view.csv 2>&1
+    echo "  -- $view"
+    python3 - $L/source-$name-$view.csv <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1], errors='replace')))
 hdr_i = next((i for i, r in enumerate(rows) if any('Warp Stall Sampling (All' in c for c in r)), None)
@@ -34,6 +37,7 @@ tot = sum(d[0] for d in data) or 1
 print(f'  samples {tot:.0f}; top lines:')
 for s, l, t in sorted(data, reverse=True)[:22]: print(f'  {100*s/tot:5.1f}% line {l}: {t}')
 PY
+  done
 }
 prof v8-B1 X=1 --decodeB 1
 prof v7-B1 NSA_DECODE_SELECT=v7 --decodeB 1
