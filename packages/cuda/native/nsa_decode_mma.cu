@@ -50,6 +50,7 @@ struct FastPlan {
   int W;         // selection blocks one compressed tile can touch (a multiple of 4)
   int sliceAll;  // 1: every launch-2 block merges a slice of o_cmp; 0: window blocks only (they run beside launch 1)
   int selectV8;  // 1: selectFast; 0: the v7 selection (NSA_DECODE_SELECT=v7)
+  int mass24;    // 1: the tile masses by the unrolled l = 2d, l' = 4d loop (NSA_DECODE_MASS24=1; off by default until measured)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) compressed and window branches, float
@@ -678,17 +679,36 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
     const int i1 = min(ri.nc, i0 + kTile) - 1, tg = i0 / kTile;
     const int jLo = i0 / perSel, jHi = min(ri.cur, (i1 + perCmp - 1) / perSel);
     float* outM = p.mass + (((size_t)pair * p.cmpTiles + tg) * kG + r) * p.W;
-    for (int jj = part8; jj < p.W; jj += 8) {
-      const int j = jLo + jj;
-      float acc = 0.f;
-      if (j <= jHi) {
-        const int iFirst = max(i0, j * perSel - perCmp + 1), iLast = min(i1, (j + 1) * perSel - 1);
-        for (int i = iFirst; i <= iLast; i++) {
-          const int w = min(i + perCmp, (j + 1) * perSel) - max(i, j * perSel);
-          acc += (float)w * xr[i - i0];
+    if (p.mass24) {
+      // l = 2d, l' = 4d (the paper's): block jLo + jj takes the tile's keys 4 jj - 1 .. 4 jj + 3 with
+      // overlaps 1, 2, 2, 2, 1 (W = 20). The general loop's terms in its order, unrolled: the same sums.
+#pragma unroll
+      for (int k = 0; k < 3; k++) {
+        const int jj = part8 + 8 * k;
+        if (jj >= 20) break;
+        float acc = 0.f;
+        if (jLo + jj <= jHi) {
+#pragma unroll
+          for (int u = -1; u <= 3; u++) {
+            const int li = 4 * jj + u;
+            if (li >= 0 && i0 + li <= i1) acc += (u == -1 || u == 3 ? 1.f : 2.f) * xr[li];
+          }
         }
+        outM[jj] = acc;
       }
-      outM[jj] = acc;
+    } else {
+      for (int jj = part8; jj < p.W; jj += 8) {
+        const int j = jLo + jj;
+        float acc = 0.f;
+        if (j <= jHi) {
+          const int iFirst = max(i0, j * perSel - perCmp + 1), iLast = min(i1, (j + 1) * perSel - 1);
+          for (int i = iFirst; i <= iLast; i++) {
+            const int w = min(i + perCmp, (j + 1) * perSel) - max(i, j * perSel);
+            acc += (float)w * xr[i - i0];
+          }
+        }
+        outM[jj] = acc;
+      }
     }
     if (part8 == 0) p.tileMax[((size_t)pair * p.cmpTiles + tg) * kG + r] = mt;
   };
@@ -1008,6 +1028,7 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   }();
   const size_t v8Scratch = sizeof(float) * (size_t)tilesC * (p.W + kG) + (sizeof(unsigned long long) * kW + sizeof(int)) * c.n + 16;
   p.selectV8 = !v7Selection && v8Scratch <= FastLayout<D>::tileBytes(sizeof(T));
+  p.mass24 = envInt("NSA_DECODE_MASS24", 0) == 1 && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
   p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);

@@ -22,6 +22,7 @@ check() {  # check <name> <env> <command...>
 check parity X=1 node $parity
 check parity-again X=1 node $parity
 check parity-v7 NSA_DECODE_SELECT=v7 node $parity
+check parity-mass24 NSA_DECODE_MASS24=1 node $parity
 check parity-cmp3 NSA_DECODE_CMP_TILES=3 node $parity --only bfloat16
 check parity-sw2 NSA_DECODE_SW_TILES=2 node $parity --only bfloat16
 check parity-nopdl NSA_DECODE_PDL=0 node $parity --only bfloat16
@@ -29,12 +30,12 @@ check memcheck X=1 compute-sanitizer --tool memcheck node $parity --only "small 
 check memcheck-T9000 X=1 compute-sanitizer --tool memcheck node $parity --only "multi-tile chunks G=16 D=64 T=9000 bfloat16"
 (cd "$work" && timeout 400 node node_modules/@nsa/test/dist/run-parity.js --backend cuda --scale gpu --dtypes bfloat16,float16 --only decode > "$logs/grid-decode.log" 2>&1; echo "exit $?" >> "$logs/grid-decode.log") &
 wait
-for f in parity parity-again parity-v7 parity-cmp3 parity-sw2 parity-nopdl grid-decode memcheck memcheck-T9000; do
+for f in parity parity-again parity-v7 parity-mass24 parity-cmp3 parity-sw2 parity-nopdl grid-decode memcheck memcheck-T9000; do
   echo "== $f: $(grep -c '| yes |' "$logs/$f.log") ok, $(grep -c '| NO |' "$logs/$f.log") failed; $(grep -h 'passed,\|ERROR SUMMARY\|^exit' "$logs/$f.log" | tr '\n' ' ')"
 done
-# Two processes, same seeded inputs: bit-equal outputs print equal digests (v8 twice, then v7:
-# the v8 selection computes v7's scores bit for bit, so all three match).
-echo "== digests: $(grep -ho 'digest [0-9a-f]*' "$logs/parity.log" "$logs/parity-again.log" "$logs/parity-v7.log" | tr '\n' ' ')"
+# Two processes, same seeded inputs: bit-equal outputs print equal digests (v8 twice, v7, v8 with
+# the unrolled mass loop: v8 computes v7's scores bit for bit, the unrolled loop the same sums, so all four match).
+echo "== digests: $(grep -ho 'digest [0-9a-f]*' "$logs/parity.log" "$logs/parity-again.log" "$logs/parity-v7.log" "$logs/parity-mass24.log" | tr '\n' ' ')"
 # The 64k step (two batches of mass rows in the v8 selection, untested by the parity cases) under memcheck.
 timeout 300 compute-sanitizer --tool memcheck node bench/bench.mjs --T 65536 --ops decode --decodeB 1,16 --decodeWarm 1 --decodeDigest > "$logs/memcheck-64k.log" 2>&1
 echo "== memcheck-64k: $(grep -h 'ERROR SUMMARY\|decode digest' "$logs/memcheck-64k.log" | tr '\n' ' ')"
@@ -69,6 +70,8 @@ bench v8 "X=1" --T "$Ts" --ops decode --decodeDigest $base
 bench v7 "NSA_DECODE_SELECT=v7" --T "$Ts" --ops decode --decodeDigest $base
 bench v8-again "X=1" --T "$Ts" --ops decode --decodeDigest $base
 bench v7-again "NSA_DECODE_SELECT=v7" --T "$Ts" --ops decode --decodeDigest $base
+bench v8-mass24 "NSA_DECODE_MASS24=1" --T "$Ts" --ops decode --decodeDigest $base
+bench v8-mass24-again "NSA_DECODE_MASS24=1" --T "$Ts" --ops decode --decodeDigest $base
 bench supplied "X=1" --T 65536 --ops decode --decodeBlocks supplied
 bench v8-sw2 "NSA_DECODE_SW_TILES=2" --T 65536 --ops decode
 cd "$root"
