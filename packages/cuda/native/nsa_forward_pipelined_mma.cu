@@ -16,8 +16,8 @@
 //     only when neighbouring positions choose alike; on random inputs it measured slower.
 // NSA_FWD_V4=1 runs the v4 kernel instead (A/B); NSA_FWD_SKIP=<bits> leaves out work for timing the
 // branches' shares only (1: selection scores, 2: selected branch, 4: window; outputs then wrong).
-// On sm_90a builds running on compute capability 9.0 the compressed branch and the selection scores
-// go through wgmma (see nsaForwardPipeKernel's Wg; NSA_FWD_WGMMA=0 keeps v6's mma.sync).
+// On sm_90a builds running on compute capability 9.0 the compressed branch, the selection scores and
+// the window branch go through wgmma (see nsaForwardPipeKernel's Wg; NSA_FWD_WGMMA=0 keeps v6).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -216,8 +216,8 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], u
   wg::wait<0>();
   fenceO(st);
 }
-// Wg: compressed branch and selection scores through wgmma (sm_90a; W a multiple of 4), Q's A
-// fragments in registers; otherwise mma.sync everywhere (v6). Tried and measured slower (BENCHMARKS.md
+// Wg: compressed branch, selection scores and window branch through wgmma (sm_90a; W a multiple of
+// 4), Q's A fragments in registers; otherwise mma.sync everywhere (v6). Tried and measured slower (BENCHMARKS.md
 // v7): Q in shared memory (an SS wgmma) to free registers for software-pipelining tile t+1's Q·Kᵀ
 // under tile t's softmax, and that pipelining with Q in registers.
 template <class T, int D, int W, bool Wg>
@@ -608,9 +608,18 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   st.reset();
-  if (!(skip & 4)) walkShared(std::integral_constant<int, 0>(), wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
-    warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, st);
-  });
+  // (Wg: on wgmma as the compressed branch, the block's tiles in the swizzled layout.)
+  if (!(skip & 4))
+    walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
+      auto visible = [&](int j) { return k0 + j >= ws && k0 + j <= pos; };
+      if constexpr (Wg) {
+        float s[1][kSharedKeys / 8][4];
+        groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s);
+        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, visible, st);
+      } else {
+        warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, visible, st);
+      }
+    });
   float win[D / 8 * 4];
   store(st, 2, a.oWin, win);
 
