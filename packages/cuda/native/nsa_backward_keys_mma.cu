@@ -28,12 +28,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
 // DRAM; selected tiles, which read scattered rows, first, largest list first. v5 launched every tile
 // largest list first, which made concurrent blocks read ranges all over the sequence. H100, 64k
 // (BENCHMARKS v7): the 128-key compressed launch 43.4 -> 39.6 ms (DRAM throughput 2.8 %); the grid
-// shared with dq within run-to-run noise. NSA_BWD_KEY_ORDER=work (or NSA_BWD_V5=1, all of v5)
-// restores the v5 order.
+// shared with dq within run-to-run noise. NSA_BWD_KEY_ORDER=work restores the v5 order.
 bool keysByRange() {
   const char* force = getenv("NSA_BWD_KEY_ORDER");
-  const char* v5 = getenv("NSA_BWD_V5");
-  return !(force && force[0] == 'w') && !(v5 && v5[0] == '1');
+  return !(force && force[0] == 'w');
 }
 
 // Plans the tiles of the branches in `modes` (bit per KeyMode) with 16 W-key blocks: uploaded in
