@@ -8,10 +8,11 @@
 // device copy bandwidth measured here; bf16 matmul and cuDNN/flash SDPA from torch_baseline.py
 // run in the same host command (--baseline).
 import { readFileSync } from 'node:fs';
-import { createNSAConfig, compressedCount, keysReadPerQuery } from '@nsa/core';
+import { createNSAConfig, keysReadPerQuery } from '@nsa/core';
 import { loadAddon } from '../dist/loader.js';
 import { nativeConfig } from '../dist/backend.js';
 import { buildSeq, trainingSeq } from '../dist/seq.js';
+import { nsaProblem } from './nsa-problem.mjs';
 
 function option(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -124,25 +125,11 @@ const copyGBps = await copyCeiling();
 const matmul = baseline?.matmulTflops;
 
 for (const T of Ts) {
-  const C = compressedCount(T, config);
   const seq = upload(trainingSeq(1, T, config));
-  const q = random(T * HQ * D), k = random(T * H * D), v = random(T * H * D);
-  const gates = random(T * HQ * 3, 0.5, 0.2);
-  const dOut = random(T * HQ * D);
-  const kCmp = alloc(C * H * D), vCmp = alloc(C * H * D);
-  const out = alloc(T * HQ * D), oCmp = alloc(T * HQ * D), oSlc = alloc(T * HQ * D), oWin = alloc(T * HQ * D);
-  const lse = alloc(T * HQ * 3, 4), blocks = alloc(T * H * config.selectCount, 4);
-  const grads = {
-    dq: alloc(T * HQ * D), dkCmp: alloc(C * H * D), dvCmp: alloc(C * H * D), dkSlc: alloc(T * H * D), dvSlc: alloc(T * H * D),
-    dkWin: alloc(T * H * D), dvWin: alloc(T * H * D), dGates: alloc(T * HQ * 3),
-  };
-  const nsaArgs = { dtype: BF16, cfg, seq, q, kCmp, vCmp, kSlc: k, vSlc: v, kWin: k, vWin: v, gates, out, oCmp, oSlc, oWin, lse, blockOut: blocks };
-  const compress = () => {
-    addon.meanCompress({ dtype: BF16, x: k, out: kCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
-    addon.meanCompress({ dtype: BF16, x: v, out: vCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
-  };
-  const nsaFwd = () => { compress(); addon.nsaForward(nsaArgs); };
-  const nsaFwdBwd = () => { nsaFwd(); addon.nsaBackward({ ...nsaArgs, ...grads, dOut, blocks }); };
+  const problem = nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype: BF16, random, alloc });
+  const { C, q, k, v, out, dOut, grads, forwardArgs, backwardArgs, compress } = problem;
+  const nsaFwd = () => { compress(); addon.nsaForward(forwardArgs); };
+  const nsaFwdBwd = () => { nsaFwd(); addon.nsaBackward(backwardArgs); };
   const fN = nsaFlops(T), fD = denseFlops(T);
   const r = { T };
   if (ops.has('nsaFwd')) r.nsaFwd = await time(nsaFwd);
@@ -157,7 +144,8 @@ for (const T of Ts) {
   });
   r.flopsNsa = fN;
   r.flopsDense = fD;
-  for (const b of [q, k, v, gates, dOut, kCmp, vCmp, out, oCmp, oSlc, oWin, lse, blocks, dLse, ...Object.values(grads)]) b.free();
+  problem.free();
+  dLse.free();
   seq.table.free();
 
   // Decode: one query per sequence over a cache of T tokens.

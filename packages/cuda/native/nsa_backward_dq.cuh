@@ -180,21 +180,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
         return k0 + r < end ? V + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
       });
     };
-    if (nTiles > 0) load(0, 0);
-    cpAsyncCommit();
-    for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
-      if (t + 1 < nTiles) {
-        load(t + 1, buf ^ 1);
-        cpAsyncCommit();
-        cpAsyncWait<1>();
-      } else {
-        cpAsyncWait<0>();
-      }
-      __syncthreads();
-      body(first + t * kDqSharedKeys, sK + buf * L::tile, sV + buf * L::tile);
-      __syncthreads();
-    }
+    walkDoubleBuffered(nTiles, load, [&](int t, int buf) { body(first + t * kDqSharedKeys, sK + buf * L::tile, sV + buf * L::tile); });
   };
 
   // lse (log2 domain), D_b and gate of this thread's two heads for branch b.

@@ -194,22 +194,10 @@ __device__ __forceinline__ void keyGradBlock(const NSABackwardArgs& a, const flo
   };
 
   const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
-  if (nStages > 0) loadStage(0, 0);
-  cpAsyncCommit();
-  for (int st = 0; st < nStages; st++) {
-    const int buf = st & 1;
-    if (st + 1 < nStages) {
-      loadStage(st + 1, buf ^ 1);
-      cpAsyncCommit();
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
-    __syncthreads();
+  walkDoubleBuffered(nStages, loadStage, [&](int, int buf) {
     half(buf, 0);
     half(buf, 1);
-    __syncthreads();
-  }
+  });
   cpAsyncWait<0>();
 
   // Results: this thread's keys r = 16 warp + g4 (+ 8), features n * 8 + 2 t4 (+ 1).

@@ -378,6 +378,33 @@ __device__ __forceinline__ unsigned long long warpMaxKey(unsigned long long k) {
   return k;
 }
 
+// A lane's candidate keys sorted in place, largest first (bitonic network over registers).
+__device__ __forceinline__ void sortDescending(unsigned long long (&v)[kLaneKeys]) {
+#pragma unroll
+  for (int k = 2; k <= kLaneKeys; k <<= 1)
+#pragma unroll
+    for (int h = k >> 1; h > 0; h >>= 1)
+#pragma unroll
+      for (int i = 0; i < kLaneKeys; i++) {
+        const int m = i ^ h;
+        if (m > i) {
+          const unsigned long long x = v[i], y = v[m];
+          const bool swap = ((i & k) == 0) ? x < y : x > y;
+          v[i] = swap ? y : x;
+          v[m] = swap ? x : y;
+        }
+      }
+}
+
+// The lane whose head (v[0], its largest key) is the warp's best drops it (keys are unique: one lane).
+__device__ __forceinline__ void popIfBest(unsigned long long (&v)[kLaneKeys], unsigned long long best) {
+  if (best != 0ull && v[0] == best) {
+#pragma unroll
+    for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
+    v[kLaneKeys - 1] = 0ull;
+  }
+}
+
 // Top-n over blocks 0 .. nb-1 (cur = nb - 1): forced initial and local blocks, then the highest
 // scores, ties to the lower index (as selectTopN). Each warp takes the best `rest` keys of its
 // slice (nb <= kMaxBlocks: a lane keeps its <= 16 sorted in registers and the warp pops the
@@ -402,28 +429,10 @@ __device__ void topN(float* sc, int nb, int cur, const NSAConfigArgs& c, unsigne
     const int j = lo + lane + 32 * u;
     v[u] = j < hi && !forced(j) ? blockKey(sc[j], j) : 0ull;
   }
-  // Bitonic sort, descending.
-#pragma unroll
-  for (int k = 2; k <= kLaneKeys; k <<= 1)
-#pragma unroll
-    for (int h = k >> 1; h > 0; h >>= 1)
-#pragma unroll
-      for (int i = 0; i < kLaneKeys; i++) {
-        const int m = i ^ h;
-        if (m > i) {
-          const unsigned long long x = v[i], y = v[m];
-          const bool swap = ((i & k) == 0) ? x < y : x > y;
-          v[i] = swap ? y : x;
-          v[m] = swap ? x : y;
-        }
-      }
+  sortDescending(v);
   for (int k = 0; k < rest; k++) {
     const unsigned long long best = warpMaxKey(v[0]);
-    if (best != 0ull && v[0] == best) {
-#pragma unroll
-      for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
-      v[kLaneKeys - 1] = 0ull;
-    }
+    popIfBest(v, best);
     if (lane == 0) cand[warp * rest + k] = best;
   }
   __syncthreads();
@@ -579,21 +588,7 @@ __device__ void selectFast(const FastPlan& p, const NSAConfigArgs& c, const RowI
   const int fixed = a0 + max(0, ri.cur - b0 + 1), rest = max(0, min(c.n, nb) - fixed), count = fixed + rest;
   auto* cand = reinterpret_cast<unsigned long long*>(f + roundUp(tiles * kG, 2));  // [4][rest]
   int* sel = reinterpret_cast<int*>(cand + kW * rest);                              // [rest]
-  // Bitonic sort per lane, descending.
-#pragma unroll
-  for (int k = 2; k <= kLaneKeys; k <<= 1)
-#pragma unroll
-    for (int h = k >> 1; h > 0; h >>= 1)
-#pragma unroll
-      for (int i = 0; i < kLaneKeys; i++) {
-        const int m = i ^ h;
-        if (m > i) {
-          const unsigned long long x = v[i], y = v[m];
-          const bool swap = ((i & k) == 0) ? x < y : x > y;
-          v[i] = swap ? y : x;
-          v[m] = swap ? x : y;
-        }
-      }
+  sortDescending(v);  // per lane
   // The warp's best `rest`: the largest head, by the high word and then the low word among the
   // lanes holding that high word (keys are unique: one lane pops).
 #pragma unroll 1
@@ -602,11 +597,7 @@ __device__ void selectFast(const FastPlan& p, const NSAConfigArgs& c, const RowI
     const unsigned hi = __reduce_max_sync(0xffffffffu, hiMine);
     const unsigned lo = __reduce_max_sync(0xffffffffu, hiMine == hi ? (unsigned)v[0] : 0u);
     const unsigned long long best = ((unsigned long long)hi << 32) | lo;
-    if (best != 0ull && v[0] == best) {
-#pragma unroll
-      for (int u = 0; u + 1 < kLaneKeys; u++) v[u] = v[u + 1];
-      v[kLaneKeys - 1] = 0ull;
-    }
+    popIfBest(v, best);
     if (lane == 0) cand[warp * rest + k] = best;
   }
   __syncthreads();

@@ -105,21 +105,7 @@ __global__ void __launch_bounds__(kBlockThreads, 2) nsaForwardRegKernel(NSAForwa
           return k0 + r < end ? V + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
         });
     };
-    if (nTiles > 0) load(0, 0);
-    cpAsyncCommit();
-    for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
-      if (t + 1 < nTiles) {
-        load(t + 1, buf ^ 1);
-        cpAsyncCommit();
-        cpAsyncWait<1>();
-      } else {
-        cpAsyncWait<0>();
-      }
-      __syncthreads();
-      body(t, first + t * kSharedKeys, sK + buf * L::tile, sV + buf * L::tile);
-      __syncthreads();
-    }
+    walkDoubleBuffered(nTiles, load, [&](int t, int buf) { body(t, first + t * kSharedKeys, sK + buf * L::tile, sV + buf * L::tile); });
   };
 
   const size_t oAt = ((size_t)row * c.HQ + hq0) * D;  // this warp's 16 heads

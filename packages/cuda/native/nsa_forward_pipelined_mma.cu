@@ -316,21 +316,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
           return k0 + r < end ? V + ((size_t)(base + k0 + r) * c.H + kvh) * D : nullptr;
         });
     };
-    if (nTiles > 0) load(0, 0);
-    cpAsyncCommit();
-    for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
-      if (t + 1 < nTiles) {
-        load(t + 1, buf ^ 1);
-        cpAsyncCommit();
-        cpAsyncWait<1>();
-      } else {
-        cpAsyncWait<0>();
-      }
-      __syncthreads();
-      body(t, range(t).x, sK + buf * L::tile, sV + buf * L::tile);
-      __syncthreads();
-    }
+    walkDoubleBuffered(nTiles, load, [&](int t, int buf) { body(t, range(t).x, sK + buf * L::tile, sV + buf * L::tile); });
   };
   // Keys first .. first + total - 1 in consecutive tiles (of R keys, kSharedKeys when R = 0).
   auto walkShared = [&](auto mode, int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {

@@ -86,6 +86,28 @@ __device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// A block-wide walk over nTiles tiles, double-buffered: load(t, buf) issues tile t's cp.async copies
+// into buffer buf (0/1); body(t, buf) runs once tile t has landed for every thread, while tile t + 1
+// is in flight.
+template <class Load, class Body>
+__device__ __forceinline__ void walkDoubleBuffered(int nTiles, Load&& load, Body&& body) {
+  if (nTiles > 0) load(0, 0);
+  cpAsyncCommit();
+  for (int t = 0; t < nTiles; t++) {
+    const int buf = t & 1;
+    if (t + 1 < nTiles) {
+      load(t + 1, buf ^ 1);
+      cpAsyncCommit();
+      cpAsyncWait<1>();
+    } else {
+      cpAsyncWait<0>();
+    }
+    __syncthreads();
+    body(t, buf);
+    __syncthreads();
+  }
+}
+
 __device__ __forceinline__ uint32_t pack2(__half a, __half b) {
   return (uint32_t)__half_as_ushort(a) | ((uint32_t)__half_as_ushort(b) << 16);
 }

@@ -3,7 +3,8 @@
 // inputs) a fixed number of times, for a profiler (few launches, unlike bench.mjs's timing loop):
 //   ncu --clock-control none --metrics gpu__time_duration.sum node scripts/backward-profile.mjs --T 16384 --iters 2
 // Prints the event-timed milliseconds of each iteration.
-import { createNSAConfig, compressedCount } from '@nsa/core';
+import { createNSAConfig } from '@nsa/core';
+import { nsaProblem } from '../bench/nsa-problem.mjs';
 import { loadAddon } from '../dist/loader.js';
 import { nativeConfig } from '../dist/backend.js';
 import { trainingSeq } from '../dist/seq.js';
@@ -29,24 +30,13 @@ const layout = trainingSeq(1, T, config);
 const table = new addon.DeviceBuffer(layout.host.byteLength);
 table.upload(layout.host);
 const seq = { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
-const C = compressedCount(T, config);
-const q = random(T * HQ * D), k = random(T * H * D), v = random(T * H * D);
-const gates = random(T * HQ * 3, 0.5, 0.2), dOut = random(T * HQ * D);
-const kCmp = alloc(C * H * D), vCmp = alloc(C * H * D);
-const out = alloc(T * HQ * D), oCmp = alloc(T * HQ * D), oSlc = alloc(T * HQ * D), oWin = alloc(T * HQ * D);
-const lse = alloc(T * HQ * 3, 4), blocks = alloc(T * H * config.selectCount, 4);
-const grads = {
-  dq: alloc(T * HQ * D), dkCmp: alloc(C * H * D), dvCmp: alloc(C * H * D), dkSlc: alloc(T * H * D), dvSlc: alloc(T * H * D),
-  dkWin: alloc(T * H * D), dvWin: alloc(T * H * D), dGates: alloc(T * HQ * 3),
-};
-const nsaArgs = { dtype: BF16, cfg, seq, q, kCmp, vCmp, kSlc: k, vSlc: v, kWin: k, vWin: v, gates, out, oCmp, oSlc, oWin, lse, blockOut: blocks };
+const { forwardArgs, backwardArgs, compress } = nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype: BF16, random, alloc });
 for (let i = 0; i < iters; i++) {
   const a = addon.recordEvent();
-  addon.meanCompress({ dtype: BF16, x: k, out: kCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
-  addon.meanCompress({ dtype: BF16, x: v, out: vCmp, B: 1, T, H, D, l: config.compressBlock, d: config.compressStride });
-  addon.nsaForward(nsaArgs);
+  compress();
+  addon.nsaForward(forwardArgs);
   const m = addon.recordEvent();
-  addon.nsaBackward({ ...nsaArgs, ...grads, dOut, blocks });
+  addon.nsaBackward(backwardArgs);
   const b = addon.recordEvent();
   await addon.synchronize();
   console.log(`T=${T} iteration ${i}: forward ${addon.elapsedMs(a, m).toFixed(3)} ms, backward ${addon.elapsedMs(m, b).toFixed(3)} ms`);
