@@ -25,6 +25,7 @@ import {
   type NSAForwardArgs,
   type NSAForwardResult,
   type NSAGradients,
+  type NSAInputs,
   type NSASaved,
   type Tensor,
 } from '@nsa/core';
@@ -60,6 +61,20 @@ class AttentionSaved implements NSASaved {
 
 function buf(t: Tensor): DeviceBuffer {
   return (t as CudaTensor).buffer;
+}
+
+/** The buffers of the operator's eight inputs (forward and backward read the same ones). */
+function inputBuffers(args: NSAInputs) {
+  return {
+    q: buf(args.q),
+    kCmp: buf(args.kCmp),
+    vCmp: buf(args.vCmp),
+    kSlc: buf(args.kSlc),
+    vSlc: buf(args.vSlc),
+    kWin: buf(args.kWin),
+    vWin: buf(args.vWin),
+    gates: buf(args.gates),
+  };
 }
 
 export function nativeConfig(config: NSAConfig): NativeNSAConfig {
@@ -131,14 +146,7 @@ export class CudaBackend implements Backend {
         dtype: DTYPE_CODE[dtype as keyof typeof DTYPE_CODE],
         cfg: nativeConfig(args.config),
         seq,
-        q: buf(args.q),
-        kCmp: buf(args.kCmp),
-        vCmp: buf(args.vCmp),
-        kSlc: buf(args.kSlc),
-        vSlc: buf(args.vSlc),
-        kWin: buf(args.kWin),
-        vWin: buf(args.vWin),
-        gates: buf(args.gates),
+        ...inputBuffers(args),
         out: output.buffer,
         oCmp: saved.oCmp.buffer,
         oSlc: saved.oSlc.buffer,
@@ -185,14 +193,7 @@ export class CudaBackend implements Backend {
         dtype: DTYPE_CODE[dtype as keyof typeof DTYPE_CODE],
         cfg: nativeConfig(args.config),
         seq,
-        q: buf(args.q),
-        kCmp: buf(args.kCmp),
-        vCmp: buf(args.vCmp),
-        kSlc: buf(args.kSlc),
-        vSlc: buf(args.vSlc),
-        kWin: buf(args.kWin),
-        vWin: buf(args.vWin),
-        gates: buf(args.gates),
+        ...inputBuffers(args),
         out: buf(args.forward.output),
         oCmp: saved.oCmp.buffer,
         oSlc: saved.oSlc.buffer,

@@ -1,7 +1,7 @@
 // Query-centric attention over one branch's keys: the forward pass (online softmax, one
 // workgroup per tile of query tokens x a chunk of one GQA group's heads, so each key tile is
 // loaded once for all of them) and the backward pass for dq (same loop, softmax known).
-import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, store4, type ElementType, type Mode } from './common.js';
+import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, rowTileStart, store4, type ElementType, type Mode } from './common.js';
 
 export interface AttentionKernel {
   readonly kind: 'forward' | 'dq';
@@ -172,20 +172,7 @@ ${accumulate('vs', 'VS', true, colMode)}`
 
 @compute @workgroup_size(${k.WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let it = loadItem(P.itemBase + wid.x, lid);
-  let nhc = (G + GC - 1u) / GC;
-  let kvh = wid.y / nhc;
-  let hc = wid.y % nhc;
-  let split = wid.z;
-  for (var x = lid; x < R * DK4; x += WG) {
-    let r = x / DK4;
-    var val = vec4<f32>(0.0);
-    if (rowValid(r, it, hc)) {
-      let e = ((it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC) * DK;
-      val = loadQ(e, x % DK4) * P.scale;
-    }
-    qs[x] = val;
-  }
+${rowTileStart('R', 'x')}
   for (var r = lid; r < R; r += WG) {
     posr[r] = select(0xffffffffu, it.pos0 + r / GC, rowValid(r, it, hc));
 ${

@@ -155,3 +155,26 @@ fn keyHi(p: u32) -> u32 { return select(0u, (p + 1u - P.cmpBlock) / P.cmpStride 
 `;
   }
 }
+
+/**
+ * The start of a row-tile kernel's `main`: its work item `it`, KV head `kvh` and head chunk `hc`
+ * (from wid.y), `split` (wid.z), and the tile's `rows` query rows, scaled, into `qs` at index
+ * `slot` (WGSL over x, the flat vec4 index, and r = x / DK4). Needs rowValid, loadQ, G, GC, DK,
+ * DK4 and WG in the kernel.
+ */
+export function rowTileStart(rows: string, slot: string): string {
+  return `  let it = loadItem(P.itemBase + wid.x, lid);
+  let nhc = (G + GC - 1u) / GC;
+  let kvh = wid.y / nhc;
+  let hc = wid.y % nhc;
+  let split = wid.z;
+  for (var x = lid; x < ${rows} * DK4; x += WG) {
+    let r = x / DK4;
+    var val = vec4<f32>(0.0);
+    if (rowValid(r, it, hc)) {
+      let e = ((it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC) * DK;
+      val = loadQ(e, x % DK4) * P.scale;
+    }
+    qs[${slot}] = val;
+  }`;
+}

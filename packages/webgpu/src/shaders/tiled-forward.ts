@@ -6,7 +6,7 @@
 // the compiler sees plain scalar registers. Row maxima and sums are combined across the NKG
 // invocations of a row through subgroup shuffles where the device has `subgroups` and the
 // invocations of a row group are aligned lanes, otherwise through workgroup memory.
-import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, storageArray, store4, type ElementType, type Mode } from './common.js';
+import { ITEM_STRUCT, NEG, NEG_HALF, enableF16, keyRangeFns, load4, paramsStruct, rowTileStart, storageArray, store4, type ElementType, type Mode } from './common.js';
 
 export interface TiledForwardKernel {
   readonly mode: Mode;
@@ -206,20 +206,7 @@ fn visible(p: u32, kp: u32, kEnd: u32) -> bool {
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let it = loadItem(P.itemBase + wid.x, lid);
-  let nhc = (G + GC - 1u) / GC;
-  let kvh = wid.y / nhc;
-  let hc = wid.y % nhc;
-  let split = wid.z;
-  for (var x = lid; x < RP * DK4; x += WG) {
-    let r = x / DK4;
-    var val = vec4<f32>(0.0);
-    if (rowValid(r, it, hc)) {
-      let e = ((it.row0 + r / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + r % GC) * DK;
-      val = loadQ(e, x % DK4) * P.scale;
-    }
-    qs[r * QS + x % DK4] = val;
-  }
+${rowTileStart('RP', 'r * QS + x % DK4')}
   for (var r = lid; r < RP; r += WG) {
     posr[r] = select(0xffffffffu, it.pos0 + r / GC, rowValid(r, it, hc));
   }
