@@ -266,6 +266,7 @@ bool denseForwardRegisters(const AttentionArgs& a, cudaStream_t stream) {
   int maxQ = 0;
   for (int s = 0; s < a.seq.S; s++) maxQ = std::max(maxQ, a.seq.host[s + 1] - a.seq.host[s]);
   if (maxQ < kRegRows) return false;  // decoding-sized: the split-K path fills the GPU better
+  if (denseForwardWgmma(a, stream)) return true;  // Hopper: dense_forward_wgmma.cu
   return a.dtype == DType::F16 ? launchTyped<__half>(a, stream) : launchTyped<__nv_bfloat16>(a, stream);
 }
 

@@ -74,6 +74,9 @@ bool nsaBackwardRegisters(const NSABackwardArgs& a, cudaStream_t stream);
 void attentionForward(const AttentionArgs& a, cudaStream_t stream);
 // Register-resident (flash-attention-2 layout) dense forward for 16-bit prefill shapes; false = not taken.
 bool denseForwardRegisters(const AttentionArgs& a, cudaStream_t stream);
+// Hopper wgmma dense forward (sm_90a build on compute capability 9.0, 16-bit, Dk = Dv in {64, 128});
+// false = not taken (NSA_DENSE_WGMMA=0 turns it off). denseForwardRegisters tries it first.
+bool denseForwardWgmma(const AttentionArgs& a, cudaStream_t stream);
 void attentionBackward(const AttentionBackwardArgs& a, cudaStream_t stream);
 // Register-resident (flash-attention-2 layout) dense backward for 16-bit, Dk = Dv in {64, 128}; false = not taken.
 bool denseBackwardRegisters(const AttentionBackwardArgs& b, cudaStream_t stream);

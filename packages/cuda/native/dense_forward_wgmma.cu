@@ -1,0 +1,332 @@
+// Dense causal forward on Hopper warpgroup mma (wgmma, sm_90a), float16/bfloat16, Dk = Dv in {64, 128}.
+// A block of two warpgroups takes 128 consecutive query positions of one query head (64 rows per
+// warpgroup, one m64 tile); key/value tiles of 128 keys sit in shared memory in wgmma's 128-byte
+// swizzled layout (wgmma.cuh) in a 3-stage ring filled with cp.async by all threads, one tile ahead.
+// Q (A of Q·Kᵀ) and P (A of P·V) stay in registers. Each step overlaps the tensor cores with the
+// softmax: it issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, waits for S_j only, runs the
+// softmax of S_j while P_{j-1}·V_{j-1} runs, then waits for it and rescales O (flash-attention-3's
+// intra-warpgroup pipelining, without a producer warpgroup). Causal masking only on the tiles that
+// reach past a warp's first position. dense_forward_mma.cu (mma.sync) stays the path for other
+// devices and NSA_DENSE_WGMMA=0.
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+#include "cuda_error.h"
+#include "nsa_kernels.cuh"
+#include "ops.h"
+#include "warp_tile.cuh"
+#include "wgmma.cuh"
+#include "workspace.h"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kRows = 128;      // query rows per block: 2 warpgroups x 64
+constexpr int kKeys = 128;      // keys per K / V tile
+constexpr int kStages = 3;      // ring slots: tile j + 1 loads while K_j and V_{j-1} are read
+constexpr int kThreads = 256;
+constexpr int kSwRowBytes = 128;  // one 64-element row of a swizzled region
+
+struct WgTile {
+  int s, first;  // sequence, first query index within it
+};
+
+template <int D>
+struct WgShape {
+  static constexpr int tileBytes = kKeys * D * 2;  // one swizzled K or V tile
+  static constexpr int slotBytes = 2 * tileBytes;  // K then V
+  static constexpr size_t bytes = (size_t)kStages * slotBytes + 1024;  // + alignment slack
+  static_assert((size_t)kRows * (D + 8) * 2 <= (size_t)slotBytes, "the padded Q tile fits one slot");
+};
+
+// Copies R rows of D elements (row r at src + r * stride; rows from `valid` on are zeroed) into a
+// swizzled tile at shared address dst (1024-byte aligned) with 16-byte cp.async; a thread keeps
+// one chunk column and rows `step` apart (a multiple of 8), so its swizzle is fixed.
+template <class T, int D, int R>
+__device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, size_t stride, int valid) {
+  constexpr int per = D / 8, step = kThreads / per;
+  static_assert(kThreads % per == 0 && step % 8 == 0, "whole rows, and a fixed row % 8 per thread");
+  const int c = threadIdx.x % per, r0 = threadIdx.x / per;
+  const T* p = src + (size_t)r0 * stride + c * 8;
+  uint32_t d = dst + wg::swizzledChunk(R, r0, c);
+#pragma unroll
+  for (int r = r0; r < R; r += step, p += step * stride, d += step * kSwRowBytes) {
+    if (r < valid) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(p));
+    else asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0));  // P is 0 there; 0 * stale NaN is not
+  }
+}
+
+// Keeps the compiler from reusing P's registers while a wgmma may still read them.
+__device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
+#pragma unroll
+  for (int j = 0; j < kKeys / 16; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) asm volatile("" : "+r"(pa[j][e])::"memory");
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(AttentionArgs a, const WgTile* tiles) {
+  using S = WgShape<D>;
+  extern __shared__ __align__(16) char smemAll[];
+  char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
+  const uint32_t ring = smemAddr(smem);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hq = blockIdx.y, kvh = hq / (a.HQ / a.H);
+  const WgTile tile = tiles[blockIdx.x];
+  const SeqTable st = seqTable(a.seq);
+  const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
+  const int kBase = st.kBase[tile.s], base = st.pos0[tile.s] + tile.first;  // position of row 0
+  const int nq = min(kRows, qCount - tile.first);
+  const int keys = base + nq;  // keys 0 .. last row's position
+  const int nTiles = (keys + kKeys - 1) / kKeys;
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  const size_t kvStride = (size_t)a.H * D;
+
+  auto load = [&](int t) {  // tile t into ring slot t % 3
+    const int k0 = t * kKeys, valid = min(kKeys, keys - k0);
+    const uint32_t slot = ring + (t % kStages) * S::slotBytes;
+    const size_t first = ((size_t)(kBase + k0) * a.H + kvh) * D;
+    copyTileSwizzled<T, D, kKeys>(slot, K + first, kvStride, valid);
+    copyTileSwizzled<T, D, kKeys>(slot + S::tileBytes, V + first, kvStride, valid);
+  };
+  // Q (padded rows for ldmatrix) in slot 2, which tile 2 takes only after every thread has its fragments.
+  constexpr int ldq = D + 8;
+  T* sQ = reinterpret_cast<T*>(smem + 2 * S::slotBytes);
+  copyRowsAsync<T, D, kThreads>(sQ, ldq, kRows, [&](int r) -> const T* {
+    return r < nq ? Q + ((size_t)(qStart + tile.first + r) * a.HQ + hq) * D : nullptr;
+  });
+  load(0);
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  wg::fenceProxyAsync();
+  __syncthreads();
+
+  // Warp w holds rows 16w .. 16w+15 of the block (warpgroup w / 4's m64 tile); this thread rows g, g + 8.
+  const int row0 = 16 * warp;
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ldq, row0, kk * 16);
+  const int pos[2] = {base + row0 + g, base + row0 + g + 8};
+  const float sl2 = a.scale * kLog2e;
+
+  float o[D / 64][8][4];  // O[:, 64dn ..]: one m64n64 accumulator per 64 features
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++)
+#pragma unroll
+    for (int n = 0; n < 8; n++) o[dn][n][0] = o[dn][n][1] = o[dn][n][2] = o[dn][n][3] = 0.f;
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};  // m: running max of scaled scores (log2 domain)
+  float s[2][8][4];          // S of keys 64h .. 64h+63 of the tile
+  uint32_t pa[kKeys / 16][4];  // P as A fragments: pa[j] = keys 16j .. 16j+15
+
+  auto issueScores = [&](int t) {  // S = Q·K_tᵀ as one group (the caller fences and commits)
+    const uint32_t kTile = ring + (t % kStages) * S::slotBytes;
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++)  // features 16kk..: region kk / 4, 32 bytes per step in it
+        wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * kKeys * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
+  };
+  auto issuePV = [&](int t) {  // O += P·V_t as one group
+    const uint32_t vTile = ring + (t % kStages) * S::slotBytes + S::tileBytes;
+#pragma unroll
+    for (int j = 0; j < kKeys / 16; j++)  // keys 16j..: rows 16j.. of each 64-feature region
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++)
+        wg::mma64x64<true>(o[dn], pa[j], wg::descSw128(vTile + dn * kKeys * kSwRowBytes + j * 16 * kSwRowBytes), T());
+  };
+  auto zeroScores = [&]() {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+#pragma unroll
+      for (int n = 0; n < 8; n++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
+      wg::fenceOperands(s[h]);
+    }
+  };
+  // Softmax of tile t's scores in place (s becomes P, unpacked): new running max, alpha, row sums.
+  // Key 0 is in tile 0 and every row sees it, so m is finite from the first tile on.
+  auto softmax = [&](int t, float (&alpha)[2]) {
+    const int k0 = t * kKeys;
+    if (k0 + kKeys - 1 > base + row0) {  // the tile reaches past this warp's first position
+#pragma unroll
+      for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            if (k0 + 64 * h + 8 * n + 2 * t4 + (e & 1) > pos[e >> 1]) s[h][n][e] = kNegInf;
+    }
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[h][n][e]);
+    float rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const float mNew = fmaxf(m[i], quadMax(mx[i]) * sl2);
+      alpha[i] = exp2f(m[i] - mNew);  // 0 on the first tile (m = -inf)
+      m[i] = mNew;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float p = exp2f(fmaf(s[h][n][e], sl2, -m[e >> 1]));  // masked (-inf): 0
+          s[h][n][e] = p;
+          rs[e >> 1] += p;
+        }
+#pragma unroll
+    for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + rs[i];
+  };
+  auto packP = [&]() {  // the C fragments of n-tiles 2jj, 2jj+1 of slice h are the A fragment of key step 4h + jj
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int jj = 0; jj < 4; jj++) {
+        uint32_t(&p)[4] = pa[4 * h + jj];
+        p[0] = packF2<T>(s[h][2 * jj][0], s[h][2 * jj][1]);
+        p[1] = packF2<T>(s[h][2 * jj][2], s[h][2 * jj][3]);
+        p[2] = packF2<T>(s[h][2 * jj + 1][0], s[h][2 * jj + 1][1]);
+        p[3] = packF2<T>(s[h][2 * jj + 1][2], s[h][2 * jj + 1][3]);
+      }
+  };
+
+  // Tile 0: scores, softmax, P (O is still zero: nothing to rescale).
+  if (nTiles > 1) load(1);
+  cpAsyncCommit();
+  zeroScores();
+  wg::fence();
+  issueScores(0);
+  wg::commit();
+  wg::wait<0>();
+  wg::fenceOperands(s[0]);
+  wg::fenceOperands(s[1]);
+  {
+    float alpha[2];
+    softmax(0, alpha);
+  }
+  packP();
+
+  for (int t = 1; t < nTiles; t++) {
+    cpAsyncWait<0>();        // tile t has landed (this thread's copies)
+    wg::fenceProxyAsync();   // ... visible to the tensor cores
+    __syncthreads();         // ... and everyone's; every warpgroup is done with tile t - 2 (its slot is refilled now)
+    if (t + 1 < nTiles) load(t + 1);
+    cpAsyncCommit();
+    zeroScores();
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+    wg::fence();
+    issueScores(t);
+    wg::commit();
+    issuePV(t - 1);
+    wg::commit();
+    wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
+    wg::fenceOperands(s[0]);
+    wg::fenceOperands(s[1]);
+    float alpha[2];
+    softmax(t, alpha);
+    wg::wait<0>();
+    fenceA(pa);
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) {
+      wg::fenceOperands(o[dn]);
+#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        o[dn][n][0] *= alpha[0]; o[dn][n][1] *= alpha[0]; o[dn][n][2] *= alpha[1]; o[dn][n][3] *= alpha[1];
+      }
+    }
+    packP();
+  }
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+  wg::fence();
+  issuePV(nTiles - 1);
+  wg::commit();
+  wg::wait<0>();
+  fenceA(pa);
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int r = row0 + g + 8 * i;
+    const float lsum = quadSum(l[i]);
+    if (r >= nq) continue;
+    const float inv = lsum > 0.f ? 1.f / lsum : 0.f;
+    const size_t at = (size_t)(qStart + tile.first + r) * a.HQ + hq;
+    T* dst = out + at * D + 2 * t4;
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++)
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+        *reinterpret_cast<uint32_t*>(dst + dn * 64 + n * 8) = packF2<T>(o[dn][n][2 * i] * inv, o[dn][n][2 * i + 1] * inv);
+    if (a.lse && t4 == 0) a.lse[at] = lsum > 0.f ? m[i] + log2f(lsum) : INFINITY;
+  }
+}
+
+// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
+__device__ int gDenseWgmmaProbe;
+__global__ void denseWgmmaProbeKernel() { gDenseWgmmaProbe = NSA_WGMMA_DEVICE; }
+
+bool denseWgmmaRuns() {
+  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  NSA_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  if (known[dev] == 0) {
+    int major = 0, minor = 0, smem = 0;
+    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    int yes = 0;
+    if (major == 9 && minor == 0 && (size_t)smem >= WgShape<128>::bytes) {
+      denseWgmmaProbeKernel<<<1, 1>>>();
+      NSA_LAUNCHED("denseWgmmaProbeKernel");
+      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gDenseWgmmaProbe, sizeof(int)));
+    }
+    known[dev] = yes ? 1 : 2;
+  }
+  return known[dev] == 1;
+}
+
+template <class T, int D>
+void launch(const AttentionArgs& a, cudaStream_t stream) {
+  std::vector<WgTile> tiles;
+  const int nSeq = a.seq.S;
+  for (int s = 0; s < nSeq; s++)
+    for (int f = 0; f < a.seq.host[s + 1] - a.seq.host[s]; f += kRows) tiles.push_back({s, f});
+  // Latest positions first: they have the most keys, so the tail of the grid is short.
+  std::stable_sort(tiles.begin(), tiles.end(), [&](const WgTile& x, const WgTile& y) {
+    return x.first + a.seq.host[3 * nSeq + 1 + x.s] > y.first + a.seq.host[3 * nSeq + 1 + y.s];
+  });
+  Workspace ws(stream);
+  const WgTile* dTiles = ws.upload(tiles);
+  const size_t bytes = WgShape<D>::bytes;
+  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  denseForwardWgmmaKernel<T, D><<<dim3((unsigned)tiles.size(), a.HQ), kThreads, bytes, stream>>>(a, dTiles);
+  NSA_LAUNCHED("denseForwardWgmmaKernel");
+}
+
+}  // namespace
+
+bool denseForwardWgmma(const AttentionArgs& a, cudaStream_t stream) {
+  const char* env = getenv("NSA_DENSE_WGMMA");
+  if (env && env[0] == '0') return false;
+  if (a.dtype == DType::F32 || a.Dk != a.Dv || (a.Dk != 64 && a.Dk != 128) || a.seq.rows == 0) return false;
+  if (!denseWgmmaRuns()) return false;
+  const bool f16 = a.dtype == DType::F16;
+  if (a.Dk == 64) f16 ? launch<__half, 64>(a, stream) : launch<__nv_bfloat16, 64>(a, stream);
+  else f16 ? launch<__half, 128>(a, stream) : launch<__nv_bfloat16, 128>(a, stream);
+  return true;
+}
+
+}  // namespace nsa
