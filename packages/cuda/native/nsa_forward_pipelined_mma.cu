@@ -18,6 +18,9 @@
 // branches' shares only (1: selection scores, 2: selected branch, 4: window; outputs then wrong).
 // On sm_90a builds running on compute capability 9.0 the compressed branch, the selection scores and
 // the window branch go through wgmma (see nsaForwardPipeKernel's Wg; NSA_FWD_WGMMA=0 keeps v6).
+// v9 (Wg only): the blocks every row of a block is forced to choose (initial, and the local ones when
+// the rows share their current block) are read once per block on wgmma before the rings run, in
+// 8-row blocks (NSA_FWD_FORCED=0 or NSA_FWD_WARPS=4 run v7: 4 rows, the rings take every block).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -42,7 +45,7 @@ struct RowTile {
   int s, first;  // sequence, first query index within it
 };
 
-// W warps per block (W query rows). 4 is launched: 8 (one block per SM) measured no faster.
+// W warps per block (W query rows): 4 (two blocks per SM) or 8 (one; the default with the forced walk).
 template <int D, int W>
 struct Layout {
   static constexpr int ld = D + 8;
@@ -366,6 +369,38 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // ---- selection scores and top-n ----
   const int cur = pos / c.ls, nb = cur + 1;
   const bool select = a.blockIn == nullptr;
+
+  // The forced blocks (Wg, the default; v9): every row of the block chose the initial blocks and,
+  // when the rows share their current block, the same local blocks: keys [0, aEnd) and
+  // [bStart, lastPos] of kSlc / vSlc. The block reads them once, in swizzled 64-key tiles walked on
+  // wgmma (as the window branch), each warp masking keys past its position; the per-warp rings skip
+  // them. Their first tiles are loaded before top-n, which hides the loads. The selected branch is
+  // bound by L2 bytes (BENCHMARKS.md v6): a row's 3 forced blocks of 16 are read once per block.
+  // Not with supplied blockIndices (nothing is forced there) nor NSA_FWD_COMMON=1 (the common walk below).
+  const int cur0 = firstPos / c.ls;
+  const bool forced = Wg && select && (skip & 8) && !(skip & (2 | 16)) && cur0 == lastPos / c.ls;
+  const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
+  const int aEnd = min(nbInit * c.ls, lastPos + 1);
+  const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
+  const int aTiles = (aEnd + kSharedKeys - 1) / kSharedKeys;
+  const int forcedTiles = forced ? aTiles + (lastPos + 1 - bStart + kSharedKeys - 1) / kSharedKeys : 0;
+  auto forcedRange = [&](int t) {
+    if (t < aTiles) return make_int2(t * kSharedKeys, min(aEnd, (t + 1) * kSharedKeys));
+    const int x = bStart + (t - aTiles) * kSharedKeys;
+    return make_int2(x, min(lastPos + 1, x + kSharedKeys));
+  };
+  // kForcedPairs (K, V) tile pairs fit the tile region (2 for 4 warps, 4 for 8); tile t takes pair t % kForcedPairs.
+  constexpr int kForcedTile = kSharedKeys * D * 2;
+  constexpr int kForcedPairs = L::tileBytes(2) / (2 * kForcedTile) >= 4 ? 4 : 2;
+  static_assert(L::tileBytes(2) >= 2 * 2 * kForcedTile, "two pairs at least");
+  auto loadForced = [&](int t) {
+    const int2 kr = forcedRange(t);
+    const size_t first = ((size_t)(kBase + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+    const uint32_t at = smemAddr(smemRaw) + 2 * (t % kForcedPairs) * kForcedTile;
+    copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at, static_cast<const T*>(a.kSlc) + first, stride, kr.y - kr.x);
+    copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + kForcedTile, static_cast<const T*>(a.vSlc) + first, stride, kr.y - kr.x);
+  };
+
   if (select) {
     for (int j = lane; j < nb; j += 32) scores[j] = 0.f;
     __syncwarp();
@@ -430,6 +465,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
           warpScores<T, D, kSharedKeys>(qf, k, ld, s);
           addMass(i0, s);
         });
+      }
+    }
+    if constexpr (Wg) {  // the tile buffers are free: the forced blocks' first tiles load during top-n
+      if (forced) {
+        for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
+        cpAsyncCommit();
       }
     }
     // Forced blocks, then the highest scores (chosen ones marked -2 so they never win again).
@@ -534,6 +575,28 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       const int end = range(t).y;
       warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int jj) { return k0 + jj < end && k0 + jj <= pos; }, st);
     });
+  }
+  if constexpr (Wg) {
+    // ---- selected branch, part 1 (Wg, the default; v9): the forced blocks, read once per block ----
+    if (forced) {
+      for (int k = lane; k < c.n; k += 32) {
+        const int j = blk[k];
+        if (j >= 0 && (j < nbInit || (c.localBlocks > 0 && j >= localFirst && j <= cur0))) len[k] = 0;
+      }
+      __syncwarp();
+      for (int t = 0; t < forcedTiles; t++) {
+        cpAsyncWait<0>();       // tile t has landed
+        wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
+        __syncthreads();        // ... and everyone's; every warp is done with tile t - 1's pair
+        if (t >= 1 && t + kForcedPairs - 1 < forcedTiles) loadForced(t + kForcedPairs - 1);
+        cpAsyncCommit();
+        const int2 kr = forcedRange(t);
+        const uint32_t at = smemAddr(smemRaw) + 2 * (t % kForcedPairs) * kForcedTile;
+        float sc[1][kSharedKeys / 8][4];
+        groupScores<T, D, kSharedKeys, 1>(qf, at, sc);
+        groupSoftmaxPV<T, D>(sc[0], at + kForcedTile, sl2, [&](int j) { return kr.x + j < kr.y && kr.x + j <= pos; }, st);
+      }
+    }
   }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
@@ -674,7 +737,12 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // The shared walk of commonly chosen blocks is opt-in: on the benchmark's random inputs neighbours
   // share only the forced blocks, and the extra block-wide phase measured slower (BENCHMARKS.md v6).
   const char* shareCommon = getenv("NSA_FWD_COMMON");
-  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8);
+  // The forced walk runs with 8-warp blocks; with 4-warp blocks it measured slower than the rings
+  // alone (BENCHMARKS.md v9), so those take it only with NSA_FWD_FORCED=1. NSA_FWD_FORCED=0 gives
+  // every selected block to the per-warp rings (v7's selected branch, for A/B).
+  const char* forcedEnv = getenv("NSA_FWD_FORCED");
+  const bool forcedOff = forcedEnv ? forcedEnv[0] == '0' : W < 8;
+  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
@@ -694,12 +762,18 @@ bool nsaForwardPipelined(const NSAForwardArgs& a, cudaStream_t stream) {
   const bool f16 = a.dtype == DType::F16;
   // The compressed branch and the selection scores on wgmma where the running code has it (sm_90a
   // build on a compute-capability 9.0 device); NSA_FWD_WGMMA=0 keeps v6's mma.sync everywhere.
-  // NSA_FWD_WARPS=8: two warpgroups (8 positions) per block share each compressed tile.
+  // 8-warp blocks (two warpgroups, 8 positions) share each compressed tile and forced block among 8
+  // rows: the default where the forced walk can run (faster there, BENCHMARKS.md v9; slower without
+  // it). NSA_FWD_WARPS=4 / 8 force either; NSA_FWD_WARPS=4 alone runs v7.
   const char* wgEnv = getenv("NSA_FWD_WGMMA");
   const size_t wgBytes = Layout<128, 4>::bytes(2, nbMax, c.n) + 1024;
   if (!(wgEnv && wgEnv[0] == '0') && wgBytes <= 200 * 1024 && wgmmaRuns()) {
     const char* warps = getenv("NSA_FWD_WARPS");
-    const bool two = warps && atoi(warps) == 8 && Layout<128, 8>::bytes(2, nbMax, c.n) + 1024 <= 200 * 1024;
+    const char* forcedEnv = getenv("NSA_FWD_FORCED");
+    const char* commonEnv = getenv("NSA_FWD_COMMON");
+    const bool forcedWalk = a.blockIn == nullptr && !(forcedEnv && forcedEnv[0] == '0') && !(commonEnv && commonEnv[0] == '1');
+    const int warpsWanted = warps ? atoi(warps) : (forcedWalk ? 8 : 4);
+    const bool two = warpsWanted == 8 && Layout<128, 8>::bytes(2, nbMax, c.n) + 1024 <= 200 * 1024;
     if (c.Dk == 64) {
       if (two) f16 ? launch<__half, 64, 8, true>(a, stream) : launch<__nv_bfloat16, 64, 8, true>(a, stream);
       else f16 ? launch<__half, 64, 4, true>(a, stream) : launch<__nv_bfloat16, 64, 4, true>(a, stream);

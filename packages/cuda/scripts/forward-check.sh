@@ -3,13 +3,15 @@
 # BENCHMARKS.md):
 #   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [quick|full]
 # Variants of the 16-bit G = 16 forward: the default (on an sm_90a build and a compute-capability 9.0
-# GPU: compressed branch and selection scores on wgmma, 4-warp blocks), w8 (NSA_FWD_WARPS=8: two
-# warpgroups per block share each compressed tile) and v6 (NSA_FWD_WGMMA=0: mma.sync everywhere).
+# GPU: compressed branch and selection scores on wgmma, forced selected blocks read once per block,
+# 8-warp blocks), w4 (NSA_FWD_WARPS=4 NSA_FWD_FORCED=1: the same with 4-warp blocks), forced0 (NSA_FWD_FORCED=0: every
+# selected block through the per-warp rings, 4-warp blocks: v7) and v6 (NSA_FWD_WGMMA=0: mma.sync
+# everywhere).
 # In the background: G = 16 parity (test/ grid; extra-parity's "reg G=16" cases) of the default and
-# of w8, determinism of both, memcheck. In front: whether the addon holds wgmma (HGMMA in the SASS),
+# of w4, determinism of both, memcheck. In front: whether the addon holds wgmma (HGMMA in the SASS),
 # then the benchmark of the three variants and the default with branches left out (NSA_FWD_SKIP).
 # Then ncu of one launch of the default at T = 16384. full: 8k and 32k too, the paper-defaults
-# parity case, v4 (NSA_FWD_V4=1).
+# parity case.
 set -uo pipefail
 work=$1; out=$(realpath "$2"); mode=${3:-quick}
 cd "$work"
@@ -26,27 +28,27 @@ for d in bfloat16 float16; do
     i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
   done
   bg "v6-grid-128-$d.log" env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
-  bg "w8-grid-128-$d.log" env NSA_FWD_WARPS=8 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
-  bg "w8-extra-varlen-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 varlen D=64 $d"
-  bg "w8-extra-B2-$d.log" env NSA_FWD_WARPS=8 node $extra --only "reg G=16 H=2 B=2 D=128 $d"
+  bg "w4-grid-128-$d.log" env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
+  bg "w4-extra-varlen-$d.log" env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $extra --only "reg G=16 varlen D=64 $d"
+  bg "w4-extra-B2-$d.log" env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $extra --only "reg G=16 H=2 B=2 D=128 $d"
 done
 [[ $mode == full ]] && bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
 bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
-bg w8-determinism.log env NSA_FWD_WARPS=8 node node_modules/@nsa/cuda/scripts/determinism.mjs
+bg w4-determinism.log env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node node_modules/@nsa/cuda/scripts/determinism.mjs
 bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
-bg w8-memcheck.log env NSA_FWD_WARPS=8 compute-sanitizer --tool memcheck node $extra --only "reg G=16 supplied blockIndices D=128 bfloat16"
+bg w4-memcheck.log env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
 
 echo "== SASS: HGMMA / HMMA instructions in the addon"
 cuobjdump -sass "$addon" 2>/dev/null | grep -c "HGMMA" || true
 cuobjdump -sass "$addon" 2>/dev/null | grep -c "HMMA" || true
 timeout 240 node $bench --T $Ts --ops nsaFwd,nsaFwdBwd > "$out/bench-wg.log" 2>&1
-NSA_FWD_WARPS=8 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-wg8.log" 2>&1
+NSA_FWD_FORCED=0 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-forced0.log" 2>&1
+NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-w4.log" 2>&1
 NSA_FWD_WGMMA=0 timeout 200 node $bench --T $Ts --ops nsaFwd > "$out/bench-v6.log" 2>&1
-[[ $mode == full ]] && NSA_FWD_V4=1 node $bench --T $Ts --ops nsaFwd > "$out/bench-v4.log" 2>&1
 for s in 1 2 4 7; do NSA_FWD_SKIP=$s timeout 120 node $bench --T 16384,65536 --ops nsaFwd > "$out/skip-$s.log" 2>&1; done
 if true; then  # ncu of one launch of the default kernel at T = 16384
   sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis"
-  ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 $sections -o "$out/ncu-wg" node $bench --T 16384 --ops nsaFwd > "$out/ncu-wg.log" 2>&1
+  ncu -f --clock-control none -k regex:nsaForwardPipeKernel -c 1 $sections -o "$out/ncu-wg" node $bench --T 16384 --ops nsaFwd > "$out/ncu-wg.log" 2>&1
   ncu -i "$out/ncu-wg.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
 import csv, sys
 rows = list(csv.reader(sys.stdin)); head, units, vals = rows[0], rows[1], rows[2]
@@ -62,7 +64,7 @@ for v, h in sorted(st, reverse=True)[:8]: print(f"stall {h[34:-23]} = {v:.2f} cy
 fi
 wait
 echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/v6-*.log "$out"/w8-grid-*.log "$out"/w8-extra-*.log; do
+for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/v6-*.log "$out"/w4-grid-*.log "$out"/w4-extra-*.log; do
   [[ -f $f ]] || continue
   python3 - "$f" <<'PY'
 import re, sys
@@ -73,6 +75,6 @@ print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']
       f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
 PY
 done
-for f in determinism w8-determinism; do echo "== $f"; tail -2 "$out/$f.log"; done
-for f in memcheck w8-memcheck; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
-for f in bench-wg bench-wg8 bench-v6 bench-v4 skip-1 skip-2 skip-4 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done
+for f in determinism w4-determinism; do echo "== $f"; tail -2 "$out/$f.log"; done
+for f in memcheck w4-memcheck; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
+for f in bench-wg bench-w4 bench-forced0 bench-v6 skip-1 skip-2 skip-4 skip-7; do [[ -f $out/$f.log ]] && { echo "== $f"; grep "^| forward\|^device" "$out/$f.log" | grep -v "| n/a | NaN TFLOP/s (NaN%) | n/a | NaN TFLOP/s"; }; done
