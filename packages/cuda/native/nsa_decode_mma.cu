@@ -19,6 +19,7 @@
 // (the v5 version it replaced is in git history).
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include "cuda_error.h"
@@ -50,12 +51,44 @@ struct FastPlan {
   int W;         // selection blocks one compressed tile can touch (a multiple of 4)
   int sliceAll;  // 1: every launch-2 block merges a slice of o_cmp; 0: window blocks only (they run beside launch 1)
   int selectV8;  // 1: selectFast; 0: the v7 selection (NSA_DECODE_SELECT=v7)
-  int mass24;    // 1: the tile masses by the unrolled l = 2d, l' = 4d loop (NSA_DECODE_MASS24=1; off by default until measured)
+  int mass24;    // 1: the tile masses by the unrolled l = 2d, l' = 4d loop (the default there; NSA_DECODE_MASS24=0: the general loop)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) compressed and window branches, float
   int *done1, *done2, *doneWin;        // [pair] finished-block counters, zero between launches
+  unsigned long long* trace;           // [pair][kTraceSlots] %globaltimer stamps (NSA_DECODE_TRACE=1), else null
 };
+
+// NSA_DECODE_TRACE=1: when the steps of one (query, KV head) happen, from %globaltimer (ns). Slots
+// start at ~0; "first" slots keep the earliest stamp (atomicMin), "last" slots the latest (stored
+// complemented, atomicMin), single-writer slots the stamp itself. For measurements only.
+enum TraceSlot {
+  kT1Start,     // first: a launch-1 block starts
+  kT1Walked,    // last: a launch-1 block has stored its chunk
+  kTSelect,     // the last launch-1 block starts the selection
+  kTSelected,   // ... and has written the blocks
+  kT2Start,     // first: a launch-2 block starts
+  kT2Waited,    // last: a selected block returns from griddepcontrol.wait
+  kT2Walked,    // last: a selected block has stored its chunk
+  kT2Window,    // last: a window block has merged its o_cmp slice
+  kTMerge,      // the last launch-2 block starts the final merge
+  kTDone,       // ... and has written the output
+  kTraceSlots
+};
+__device__ __forceinline__ unsigned long long globalTimer() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+// Thread 0 stamps slot s of this pair (first: earliest; last: latest; else: this stamp).
+__device__ __forceinline__ void stamp(const FastPlan& p, int pair, int s, bool first, bool last) {
+  if (!p.trace || threadIdx.x != 0) return;
+  unsigned long long* slot = p.trace + (size_t)pair * kTraceSlots + s;
+  const unsigned long long t = globalTimer();
+  if (first) atomicMin(slot, t);
+  else if (last) atomicMin(slot, ~t);
+  else *slot = t;
+}
 
 template <int D>
 struct FastLayout {
@@ -358,7 +391,9 @@ __device__ void mergeRows(const float* part, int count, size_t cs, const float* 
 #pragma unroll
       for (int i = 0; i < PER; i++) {
         const float wz = z + u < count ? w[(z + u) * kG + (threadIdx.x + i * kNT) / Q] : 0.f;
-        acc[i].x += wz * o[u][i].x; acc[i].y += wz * o[u][i].y; acc[i].z += wz * o[u][i].z; acc[i].w += wz * o[u][i].w;
+        // Explicit fmaf: left to the compiler, whether these fuse changed with unrelated code (BENCHMARKS.md "v8.1").
+        acc[i].x = fmaf(wz, o[u][i].x, acc[i].x); acc[i].y = fmaf(wz, o[u][i].y, acc[i].y);
+        acc[i].z = fmaf(wz, o[u][i].z, acc[i].z); acc[i].w = fmaf(wz, o[u][i].w, acc[i].w);
       }
   }
 }
@@ -631,6 +666,7 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   FastSmem<T, D> sm(raw);
   const NSAConfigArgs& c = a.cfg;
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, zz = blockIdx.y;
+  stamp(p, pair, kT1Start, true, false);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;  // flat (row, head) of the group's first head
   const size_t cs = (size_t)kG * D + 2 * kG;
@@ -705,17 +741,26 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   };
   walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, !a.blockIn, mass, [] {});
   storeChunk<D>(st, sm.scratch(), p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs);
+  stamp(p, pair, kT1Walked, false, true);
   if (!lastToFinish(p.done1 + pair, sm.i, gridDim.y)) return;
+  stamp(p, pair, kTSelect, false, false);
+  auto selected = [&] {
+    if (!p.trace) return;
+    __syncthreads();
+    stamp(p, pair, kTSelected, false, false);
+  };
 
   // Last block of this (query, KV head): the selection (the branch outputs are merged in launch 2).
   const size_t at = ((size_t)row * c.H + g) * c.n;
   if (a.blockIn) {
     for (int k = threadIdx.x; k < c.n; k += kNT) a.blockOut[at + k] = a.blockIn[at + k];
+    selected();
     return;
   }
   if (p.selectV8) {
     selectFast(p, c, ri, pair, p.cmpPart + (size_t)pair * p.cmpChunks * cs, cs, (size_t)kG * D, sm.scratch(), sm.f,
                a.blockOut + at);
+    selected();
     return;
   }
   // Each tile's contribution to the blocks it touches: ct[t][jj] = sum_r mass[t][r][jj] * exp2(mt[t][r] - lse[r]).
@@ -761,6 +806,7 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   auto* cand = reinterpret_cast<unsigned long long*>(sc + roundUp(nb, 2));  // [4][rest]
   int* chosen = reinterpret_cast<int*>(cand + kW * c.n);
   topN(sc, nb, ri.cur, c, cand, chosen, sm.i + 1, a.blockOut + at);
+  selected();
 }
 
 
@@ -777,6 +823,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
   const bool slc = z < p.slcChunks;
   const int zz = slc ? z : z - p.slcChunks;
+  stamp(p, pair, kT2Start, true, false);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
   const size_t cs = (size_t)kG * D + 2 * kG;
@@ -801,6 +848,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     int tokens;
     if (slc) {
       waitForPrimaryGrid();  // the chosen blocks come from launch 1
+      stamp(p, pair, kT2Waited, false, true);
       // Warp 0 reads the n <= 64 chosen blocks (two per lane) and scans their token counts.
       if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
@@ -863,6 +911,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
       if (p.sliceAll) mergeSlice();
     });
     storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + zz) * cs);
+    stamp(p, pair, kT2Walked, false, true);
   } else {
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {});
     storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
@@ -882,8 +931,10 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     __syncthreads();       // storeChunk's and the window merge's shared memory overlap the slice merge's
     waitForPrimaryGrid();  // the compressed partials come from launch 1
     mergeSlice();
+    stamp(p, pair, kT2Window, false, true);
   }
   if (!lastToFinish(p.done2 + pair, sm.i, gridDim.y)) return;
+  stamp(p, pair, kTMerge, false, false);
 
   float* wS = sm.x;  // [slcChunks][16]
   const float* slcPart = p.slcPart + (size_t)pair * p.slcChunks * cs;
@@ -919,6 +970,10 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     o[2] = fromF<T>(gs[i] * os[i].z + gw[i] * ow[i].z + gc[i] * oc[i].z);
     o[3] = fromF<T>(gs[i] * os[i].w + gw[i] * ow[i].w + gc[i] * oc[i].w);
   }
+  if (p.trace) {
+    __syncthreads();
+    stamp(p, pair, kTDone, false, false);
+  }
 }
 
 // Grow-only device buffer for one kind of per-call scratch: the addon enqueues everything on one
@@ -944,6 +999,30 @@ float* scratchFloats(size_t count, cudaStream_t stream) {
   static float* buf = nullptr;
   static size_t size = 0;
   return grownBuffer(buf, size, count, false, stream);
+}
+
+unsigned long long* traceStamps(size_t count, cudaStream_t stream) {
+  static unsigned long long* buf = nullptr;
+  static size_t size = 0;
+  return grownBuffer(buf, size, count, false, stream);
+}
+// NSA_DECODE_TRACE=1: every 64th call waits for its step and prints pair 0's stamps (µs after the
+// first launch-1 block started) to stderr.
+void printTrace(const unsigned long long* trace, int pairs, cudaStream_t stream) {
+  static int calls = 0;
+  if (++calls % 64 != 0) return;
+  unsigned long long t[kTraceSlots];
+  NSA_CUDA(cudaMemcpyAsync(t, trace, sizeof t, cudaMemcpyDeviceToHost, stream));
+  NSA_CUDA(cudaStreamSynchronize(stream));
+  auto at = [&](int s, bool last) {
+    const unsigned long long v = last ? ~t[s] : t[s];
+    return v == ~0ull || v == 0ull ? -1.0 : (double)(long long)(v - t[kT1Start]) / 1e3;
+  };
+  std::fprintf(stderr,
+               "decode trace (pairs %d; pair 0, µs): launch-1 chunks stored %.2f, selection %.2f..%.2f; launch 2 first block %.2f, "
+               "selected blocks past the wait %.2f, stored %.2f, window slices %.2f; final merge %.2f..%.2f\n",
+               pairs, at(kT1Walked, true), at(kTSelect, false), at(kTSelected, false), at(kT2Start, false), at(kT2Waited, true),
+               at(kT2Walked, true), at(kT2Window, true), at(kTMerge, false), at(kTDone, false));
 }
 
 int ceilDiv(int x, int y) { return (x + y - 1) / y; }
@@ -1019,7 +1098,7 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   }();
   const size_t v8Scratch = sizeof(float) * (size_t)tilesC * (p.W + kG) + (sizeof(unsigned long long) * kW + sizeof(int)) * c.n + 16;
   p.selectV8 = !v7Selection && v8Scratch <= FastLayout<D>::tileBytes(sizeof(T));
-  p.mass24 = envInt("NSA_DECODE_MASS24", 0) == 1 && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
+  p.mass24 = envInt("NSA_DECODE_MASS24", 1) == 1 && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
   p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);
@@ -1034,6 +1113,11 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.done1 = doneCounters(3 * (size_t)pairs, stream);
   p.done2 = p.done1 + pairs;
   p.doneWin = p.done2 + pairs;
+  static const bool trace = envInt("NSA_DECODE_TRACE", 0) == 1;
+  if (trace) {
+    p.trace = traceStamps((size_t)pairs * kTraceSlots, stream);
+    NSA_CUDA(cudaMemsetAsync(p.trace, 0xff, sizeof(unsigned long long) * pairs * kTraceSlots, stream));
+  }
   decodeCmpKernel<T, D><<<dim3(pairs, p.cmpChunks), kNT, bytes, stream>>>(a, p);
   NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cudaLaunchConfig_t cfg{};
@@ -1048,6 +1132,7 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   cfg.numAttrs = pdl ? 1 : 0;
   NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSlcWinKernel<T, D>, a, p));
   NSA_LAUNCHED("nsa decode decodeSlcWinKernel");
+  if (trace) printTrace(p.trace, pairs, stream);
 }
 
 }  // namespace
