@@ -6,6 +6,7 @@
 #include <vector>
 #include "cuda_error.h"
 #include "nsa_backward_keys.cuh"
+#include "nsa_backward_keys_wgmma.cuh"
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -16,12 +17,18 @@ namespace nsa {
 
 namespace {
 
-template <class T, int D, int W>
+// Wg: the wgmma block (keyGradBlockWg), only where keyGradWgmmaRuns().
+template <class T, int D, int W, bool Wg>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
   extern __shared__ __align__(16) char smemRaw[];
-  keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  if constexpr (Wg) keyGradBlockWg<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
+
+// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
+__device__ int gKeyWgmmaProbe;
+__global__ void keyWgmmaProbeKernel() { gKeyWgmmaProbe = NSA_WGMMA_DEVICE; }
 
 // Launch order of key tiles: by the query range a tile reads (kSliceQueries-row steps), so that the
 // blocks running together share those Q and dO rows in L2 instead of each streaming its own from
@@ -110,11 +117,14 @@ template <class T, int D, int W>
 void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, const KeyTilePlan& plan, Workspace& ws,
                 cudaStream_t stream) {
   if (plan.count == 0) return;
-  const size_t bytes = KeyLayout<D, W>::bytes(sizeof(T));
-  NSA_CUDA(cudaFuncSetAttribute(keyGradRegKernel<T, D, W>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
-  keyGradRegKernel<T, D, W><<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
-  NSA_LAUNCHED("keyGradRegKernel");
+  auto launch = [&](auto kernel, size_t bytes) {
+    NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
+    NSA_LAUNCHED("keyGradRegKernel");
+  };
+  if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
+  else launch(keyGradRegKernel<T, D, W, false>, KeyLayout<D, W>::bytes(sizeof(T)));
 }
 
 // Plans and launches the tiles of the branches in `modes` with W-warp blocks, then the reduce.
@@ -165,6 +175,28 @@ KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const Inver
 }
 
 }  // namespace
+
+bool keyGradWgmmaRuns() {
+  const char* env = getenv("NSA_BWD_WGMMA");
+  if (env && env[0] == '0') return false;
+  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
+  int dev = 0;
+  NSA_CUDA(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) return false;
+  if (known[dev] == 0) {
+    int major = 0, minor = 0;
+    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    int yes = 0;
+    if (major == 9 && minor == 0) {
+      keyWgmmaProbeKernel<<<1, 1>>>();
+      NSA_LAUNCHED("keyWgmmaProbeKernel");
+      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gKeyWgmmaProbe, sizeof(int)));
+    }
+    known[dev] = yes ? 1 : 2;
+  }
+  return known[dev] == 1;
+}
 
 KeyTilePlan keyGradRegistersPlan(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws,
                                  cudaStream_t stream) {

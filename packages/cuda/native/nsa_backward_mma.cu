@@ -5,7 +5,8 @@
 //             memory while the GPU runs the first eighth of the dq blocks;
 //   dq + dK/dV one grid shared by the remaining dq blocks (dqBlock, nsa_backward_dq.cuh: Q and dO
 //             fragments in registers, selected keys through a per-warp cp.async ring) and the 64-key
-//             dK/dV blocks (keyGradBlock, nsa_backward_keys.cuh; tile plan in
+//             dK/dV blocks (keyGradBlockWg on sm_90a, nsa_backward_keys_wgmma.cuh; else
+//             keyGradBlock, nsa_backward_keys.cuh; tile plan in
 //             nsa_backward_keys_mma.cu, whose 128-key compressed blocks, where taken, run as their
 //             own launch first), then the ordered reduce of split tiles.
 // Deterministic: every gradient element is written by one thread, sums run in a fixed order.
@@ -20,6 +21,7 @@
 #include "cuda_error.h"
 #include "nsa_backward_dq.cuh"
 #include "nsa_backward_keys.cuh"
+#include "nsa_backward_keys_wgmma.cuh"
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -46,16 +48,19 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // interleaved evenly: block b is key block floor(b nKey / N) where floor((b + 1) nKey / N) steps,
 // else a dq block. An SM then holds a mix of the L2-bound dq blocks and the math- and DRAM-bound key
 // blocks, and neither kind's last wave idles the GPU (H100 16k: 17.6 ms against 8.6 + 11.3 ms as two
-// launches, BENCHMARKS v7). Every output element is still written by one block. The two block
-// bodies inlined into one kernel need 255 registers and spill 32 bytes (ptxas).
-template <class T, int D>
+// launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
+// on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
+// inlined need 255 registers and spill 32 bytes).
+template <class T, int D, bool Wg>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
     nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey) {
   extern __shared__ __align__(16) char smemRaw[];
   const long long N = (long long)nDq + nKey, b = blockIdx.x;
   const int keysBefore = (int)(b * nKey / N);
-  if ((int)((b + 1) * nKey / N) > keysBefore) keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
-  else dqBlock<T, D, kDqWarps>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
+  if ((int)((b + 1) * nKey / N) > keysBefore) {
+    if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+    else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+  } else dqBlock<T, D, kDqWarps>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
 }
 
 // dq blocks, latest positions first (they see the most compressed keys), the KV heads of one
@@ -121,12 +126,15 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   mark("key tiles planned");
   const int nRest = nDq - head;
   if (nRest + plan.count > 0) {
-    const size_t bytes = std::max(dqBytes, KeyLayout<D, 4>::bytes(sizeof(T)));
-    NSA_CUDA(cudaFuncSetAttribute(nsaBwdSharedKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
-    nsaBwdSharedKernel<T, D><<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb,
-                                                                                              plan.count);
-    NSA_LAUNCHED("nsaBwdSharedKernel");
+    auto launch = [&](auto kernel, size_t keyBytes) {
+      const size_t bytes = std::max(dqBytes, keyBytes);
+      NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count);
+      NSA_LAUNCHED("nsaBwdSharedKernel");
+    };
+    if (keyGradWgmmaRuns()) launch(nsaBwdSharedKernel<T, D, true>, KeyWgLayout<D, 4>::bytes());
+    else launch(nsaBwdSharedKernel<T, D, false>, KeyLayout<D, 4>::bytes(sizeof(T)));
   }
   mark("shared grid queued");
   keyGradRegistersFinish(a, plan, ws, stream);

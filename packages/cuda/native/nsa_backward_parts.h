@@ -47,6 +47,10 @@ struct KeyTile {
   int s, mode, start, end, j, g, q0, q1, part, group;
 };
 
+// The key-centric dK/dV blocks run on wgmma (keyGradBlockWg): the loaded code is sm_90a on compute
+// capability 9.0 and NSA_BWD_WGMMA is not 0 (then the mma.sync block, keyGradBlock, runs).
+bool keyGradWgmmaRuns();
+
 // Register-layout key-centric dK/dV of all three branches (nsa_backward_keys_mma.cu): 16-bit,
 // G = 16, Dk = Dv in {64, 128}, after backwardPrep (D) and backwardIndex.
 void keyGradRegisters(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws, cudaStream_t stream);

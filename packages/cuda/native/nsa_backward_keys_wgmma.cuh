@@ -1,0 +1,302 @@
+// The key-centric dK/dV block of the register-layout NSA backward on Hopper's wgmma (sm_90a; the
+// host runs it only where keyGradWgmmaRuns() says the loaded code has it). Same work, tile plan,
+// query lists and outputs as keyGradBlock (nsa_backward_keys.cuh); what changes is who multiplies:
+// each warpgroup (4 warps) owns 64 keys of the tile as one m64 wgmma row tile, so a stage of 64
+// (row, head) columns is a handful of m64n64k16 instructions instead of per-warp mma.sync chains
+// fed by ldmatrix (that path was issue-bound at 8 warps per SM, BENCHMARKS.md v7):
+//   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ        A = K / V tile, B = the stage's Q / dO, both from shared memory;
+//   dV += (g Pᵀ) dO, dK += dSᵀ Q   A = Pᵀ / dSᵀ packed from the accumulators, B = dO / Q (N-major).
+// The accumulator layout equals mma.sync's C layout (warp w: keys 16w .. 16w+15), so the query
+// list, stage loads, masking, softmax recompute and output code repeat keyGradBlock's (a copy, as
+// measured in BENCHMARKS.md v8; folding both into shared helpers is a follow-up). K, V and the stage
+// tiles sit in wgmma's 128-byte-swizzled layout (wgmma.cuh). Within a stage, dV's product runs while
+// dSᵀ is formed. Deterministic: one block per output element, fixed order.
+#pragma once
+#include "nsa_backward_keys.cuh"
+#include "wgmma.cuh"
+
+namespace nsa {
+
+constexpr int kSwizzleRowBytes = 128;  // one 64-element row of a swizzled region
+
+// W warps (a multiple of 4) own 16 W keys; shared memory, 1024-byte aligned (the launch adds the
+// slack): [K V] tiles, two stage buffers [Q dO], then per stage lse, D, gate and positions.
+template <int D, int W>
+struct KeyWgLayout {
+  static constexpr int keys = 16 * W;
+  static constexpr int keyBytes = keys * D * 2, stageBytes = kStageCols * D * 2;
+  static constexpr int tileBytes = 2 * keyBytes + 4 * stageBytes;
+  static constexpr int stageFloats = 3 * kStageCols + kStageRows;
+  static constexpr size_t bytes() { return tileBytes + sizeof(float) * 2 * stageFloats + 1024; }
+};
+
+// Copies `rows` rows of D 16-bit elements (row r at rowPtr(r), null = zeros) into the swizzled tile
+// at shared address dst with 16-byte cp.async; every thread of the block takes part.
+template <class T, int D, int NT, class RowPtr>
+__device__ __forceinline__ void copyRowsSwizzled(uint32_t dst, int rows, RowPtr rowPtr) {
+  constexpr int per = D / 8;  // 16-byte chunks per row
+  static_assert(NT % per == 0, "threads must cover whole rows");
+  const int c = threadIdx.x % per;
+  for (int r = threadIdx.x / per; r < rows; r += NT / per) {
+    const T* src = rowPtr(r);
+    const uint32_t d = dst + wg::swizzledChunk(rows, r, c);
+    if (src) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src + c * 8));
+    else asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0));
+  }
+}
+
+// The 64 x 64 accumulator tile dn (features 64 dn .. 64 dn + 63) of a [D / 8][4] row accumulator.
+template <int D>
+__device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4] {
+  return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
+}
+
+template <class T, int D, int W>
+__device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
+                                               const KeyBlockArgs& kb, char* smemAll) {
+  static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
+  using L = KeyWgLayout<D, W>;
+  constexpr int kBlockThreads = 32 * W, kTileKeys = L::keys;
+  constexpr int kBigWindow = 1 << 30;
+  char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
+  const uint32_t sK = smemAddr(smem), sV = sK + L::keyBytes, sStage = sV + L::keyBytes;
+  float* stageBase = reinterpret_cast<float*>(smem + L::tileBytes);
+  const NSAForwardArgs& f = a.fwd;
+  const NSAConfigArgs& c = f.cfg;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+
+  const int g = tile.g, hq0 = g * kBwdGroup, mode = tile.mode;
+  const SeqTable seq = seqTable(f.seq);
+  const int s = tile.s;
+  const int qStart = seq.qStart[s], qCount = seq.qStart[s + 1] - qStart, pos0 = seq.pos0[s];
+  const int keyLen = pos0 + qCount;
+  const int keyBase = mode == kCompressed ? seq.cBase[s] : seq.kBase[s];
+  const int branch = mode == kCompressed ? 0 : mode == kSelected ? 1 : 2;
+  const float sl2 = c.scale * kLog2e;
+
+  // The key tile (zero rows past the end).
+  {
+    const T* K = static_cast<const T*>(mode == kCompressed ? f.kCmp : mode == kSelected ? f.kSlc : f.kWin);
+    const T* V = static_cast<const T*>(mode == kCompressed ? f.vCmp : mode == kSelected ? f.vSlc : f.vWin);
+    copyRowsSwizzled<T, D, kBlockThreads>(sK, kTileKeys, [&](int r) -> const T* {
+      return tile.start + r < tile.end ? K + ((size_t)(keyBase + tile.start + r) * c.H + g) * D : nullptr;
+    });
+    copyRowsSwizzled<T, D, kBlockThreads>(sV, kTileKeys, [&](int r) -> const T* {
+      return tile.start + r < tile.end ? V + ((size_t)(keyBase + tile.start + r) * c.H + g) * D : nullptr;
+    });
+    cpAsyncCommit();
+  }
+
+  // The query list: positions first + i (window, compressed) or rows[i] (selected).
+  int first = 0, count = 0;
+  const int* rows = nullptr;
+  if (mode == kWindow) {
+    first = tile.start;
+    count = max(0, min(keyLen, tile.end - 1 + c.window) - first);
+  } else if (mode == kCompressed) {
+    first = tile.start * c.d + c.l - 1;
+    count = max(0, keyLen - first);
+  } else {
+    const int J = selBase(f.seq)[s] + tile.j;
+    rows = kb.list + kb.starts[(size_t)g * kb.NB + J];
+    count = kb.totals[(size_t)g * kb.NB + J];
+  }
+  const int window = mode == kWindow ? c.window : kBigWindow;
+  const int q0 = tile.q0, qEnd = min(count, tile.q1);
+  auto rowOf = [&](int i) -> int { return i >= qEnd ? -1 : rows ? rows[i] : qStart + first + i - pos0; };
+
+  // This thread's keys: rows 16 warp + g4 (+ 8) of the tile, at positions kp (compressed: last token).
+  int kp[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int idx = tile.start + 16 * warp + g4 + 8 * i;
+    kp[i] = mode == kCompressed ? idx * c.d + c.l - 1 : idx;
+  }
+
+  const T* Q = static_cast<const T*>(f.q);
+  const T* dOut = static_cast<const T*>(a.dOut);
+  const T* gates = static_cast<const T*>(f.gates);
+  auto loadStage = [&](int st, int buf) {
+    const int i0 = q0 + st * kStageRows;
+    auto slice = [&](const T* base, int r) -> const T* {
+      const int qr = rowOf(i0 + r / kBwdGroup);
+      return qr >= 0 ? base + ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
+    };
+    const uint32_t sQ = sStage + 2 * buf * L::stageBytes;
+    copyRowsSwizzled<T, D, kBlockThreads>(sQ, kStageCols, [&](int r) { return slice(Q, r); });
+    copyRowsSwizzled<T, D, kBlockThreads>(sQ + L::stageBytes, kStageCols, [&](int r) { return slice(dOut, r); });
+    float* sf = stageBase + buf * L::stageFloats;
+    if (threadIdx.x < kStageCols) {
+      const int r = threadIdx.x, qr = rowOf(i0 + r / kBwdGroup);
+      float lse = 0.f, dd = 0.f, gt = 0.f;
+      if (qr >= 0) {
+        const size_t at = ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * 3 + branch;
+        lse = f.lse[at];
+        dd = Dvals[at];
+        gt = toF(gates[at]);
+      }
+      sf[r] = lse;
+      sf[kStageCols + r] = dd;
+      sf[2 * kStageCols + r] = gt;
+    }
+    if (threadIdx.x < kStageRows) {
+      const int qr = rowOf(i0 + threadIdx.x);
+      reinterpret_cast<int*>(sf + 3 * kStageCols)[threadIdx.x] = qr >= 0 ? pos0 + qr - qStart : -1;
+    }
+  };
+
+  float dK[D / 8][4], dV[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) dK[n][e] = dV[n][e] = 0.f;
+  }
+  // This warpgroup's 64 keys: rows 64 (warp / 4) .. of every region of the K and V tiles.
+  const uint32_t myK = sK + (warp >> 2) * 64 * kSwizzleRowBytes, myV = sV + (warp >> 2) * 64 * kSwizzleRowBytes;
+  constexpr uint32_t kKeyRegion = kTileKeys * kSwizzleRowBytes, kStageRegion = kStageCols * kSwizzleRowBytes;
+
+  // One stage: the 64 columns (4 rows x 16 heads) of stage buffer buf against the warpgroup's keys.
+  auto stage = [&](int buf) {
+    const float* sf = stageBase + buf * L::stageFloats;
+    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
+    const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
+    float st[8][4], dp[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+#pragma unroll
+      for (int e = 0; e < 4; e++) st[n][e] = dp[n][e] = 0.f;
+    }
+    wg::fenceOperands(st);
+    wg::fenceOperands(dp);
+    wg::fence();
+    // features 16 kk .. 16 kk + 15: region kk / 4, 32 bytes per step inside it
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
+      wg::mma64x64<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
+    }
+    wg::commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
+      wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
+    }
+    wg::commit();
+
+    bool vis[kStageRows][2];
+#pragma unroll
+    for (int rr = 0; rr < kStageRows; rr++) {
+      const int P = sPos[rr];
+#pragma unroll
+      for (int i = 0; i < 2; i++) vis[rr][i] = P >= 0 && kp[i] <= P && kp[i] > P - window;
+    }
+    // Pᵀ while dPᵀ is still on the tensor cores; then dV += (g Pᵀ) dO goes to the tensor cores
+    // while dSᵀ is formed, and dK += dSᵀ Q last.
+    wg::wait<1>();
+    wg::fenceOperands(st);
+    uint32_t pa[4][4], da[4][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const int col = n * 8 + 2 * t4;
+      const float2 lse2 = *reinterpret_cast<const float2*>(sf + col);
+      const float2 gt2 = *reinterpret_cast<const float2*>(sf + 2 * kStageCols + col);
+      float gp[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float lse = (e & 1) ? lse2.y : lse2.x, gq = (e & 1) ? gt2.y : gt2.x;
+        st[n][e] = vis[n >> 1][e >> 1] ? exp2f(fmaf(st[n][e], sl2, -lse)) : 0.f;
+        gp[e] = gq * st[n][e];
+      }
+      // n-tile n is half of the A fragment of columns 16 (n / 2) ..: registers 0-1 or 2-3
+      pa[n >> 1][2 * (n & 1)] = packF2<T>(gp[0], gp[1]);
+      pa[n >> 1][2 * (n & 1) + 1] = packF2<T>(gp[2], gp[3]);
+    }
+    // columns 16 j .. 16 j + 15 = rows 16 j.. of each 64-feature region of the stage's dO / Q
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(accPart<D>(dV, dn));
+    wg::fence();
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++)
+        wg::mma64x64<true>(accPart<D>(dV, dn), pa[j], wg::descSw128(oT + dn * kStageRegion + j * 16 * kSwizzleRowBytes), T());
+    }
+    wg::commit();
+    wg::wait<1>();  // dPᵀ (dV may still run)
+    wg::fenceOperands(dp);
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      const int col = n * 8 + 2 * t4;
+      const float2 dd2 = *reinterpret_cast<const float2*>(sf + kStageCols + col);
+      const float2 gt2 = *reinterpret_cast<const float2*>(sf + 2 * kStageCols + col);
+      float ds[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float dd = (e & 1) ? dd2.y : dd2.x, gq = (e & 1) ? gt2.y : gt2.x;
+        ds[e] = st[n][e] * (gq * dp[n][e] - dd);
+      }
+      da[n >> 1][2 * (n & 1)] = packF2<T>(ds[0], ds[1]);
+      da[n >> 1][2 * (n & 1) + 1] = packF2<T>(ds[2], ds[3]);
+    }
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(accPart<D>(dK, dn));
+    wg::fence();
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++)
+        wg::mma64x64<true>(accPart<D>(dK, dn), da[j], wg::descSw128(qT + dn * kStageRegion + j * 16 * kSwizzleRowBytes), T());
+    }
+    wg::commit();
+    wg::wait<0>();
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) {
+      wg::fenceOperands(accPart<D>(dV, dn));
+      wg::fenceOperands(accPart<D>(dK, dn));
+    }
+  };
+
+  // Double-buffered stages with one barrier each: after it, every warp is done with the other
+  // buffer (the previous stage), so the next stage's copy may overwrite it.
+  const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
+  if (nStages > 0) loadStage(0, 0);
+  cpAsyncCommit();
+  for (int t = 0; t < nStages; t++) {
+    const int buf = t & 1;
+    cpAsyncWait<0>();
+    wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
+    __syncthreads();
+    if (t + 1 < nStages) loadStage(t + 1, buf ^ 1);
+    cpAsyncCommit();
+    stage(buf);
+  }
+  cpAsyncWait<0>();
+
+  // Results: this thread's keys r = 16 warp + g4 (+ 8), features n * 8 + 2 t4 (+ 1).
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int r = 16 * warp + g4 + 8 * i;
+    const bool valid = tile.start + r < tile.end;
+    const int krow = valid ? keyBase + tile.start + r : -1;
+    if (tile.part >= 0) {
+      float* out = kb.partial + (size_t)tile.part * kTileKeys * 2 * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        *reinterpret_cast<float2*>(out + r * D + n * 8 + 2 * t4) = make_float2(dK[n][2 * i], dK[n][2 * i + 1]);
+        *reinterpret_cast<float2*>(out + kTileKeys * D + r * D + n * 8 + 2 * t4) = make_float2(dV[n][2 * i], dV[n][2 * i + 1]);
+      }
+      if (tile.q0 == 0 && t4 == 0) kb.groupRows[(size_t)tile.group * kTileKeys + r] = krow;
+    } else if (valid) {
+      T* dk = static_cast<T*>(mode == kCompressed ? a.dkCmp : mode == kSelected ? a.dkSlc : a.dkWin);
+      T* dv = static_cast<T*>(mode == kCompressed ? a.dvCmp : mode == kSelected ? a.dvSlc : a.dvWin);
+      const size_t at = ((size_t)krow * c.H + g) * D + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        *reinterpret_cast<uint32_t*>(dk + at + n * 8) = packF2<T>(dK[n][2 * i] * c.scale, dK[n][2 * i + 1] * c.scale);
+        *reinterpret_cast<uint32_t*>(dv + at + n * 8) = packF2<T>(dV[n][2 * i], dV[n][2 * i + 1]);
+      }
+    }
+  }
+}
+
+}  // namespace nsa
