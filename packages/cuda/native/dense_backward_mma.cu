@@ -13,8 +13,11 @@
 // (BENCHMARKS.md v5): 4-warp dK/dV blocks or 32-column steps were slower.
 // dense_attention.cu keeps the general kernels (float32, other head dims, Dk != Dv).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 #include "cuda_error.h"
+#include "dense_wgmma.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
 #include "warp_backward.cuh"
@@ -30,9 +33,7 @@ constexpr int kColTile = 64;              // query columns per dK/dV step
 constexpr int kDqRows = 16 * kBwdWarps;   // query positions per dq block
 constexpr int kDqKeys = 64;               // keys per dq step
 
-struct SeqTile {
-  int s, first;  // sequence; first key (dK/dV) or first query index (dq) of the tile
-};
+using SeqTile = DenseTile;  // sequence; first key (dK/dV) or first query index (dq) of the tile
 
 template <class T, int Dv>
 __global__ void denseDeltaKernel(const T* dO, const T* o, float* delta, size_t rowsHeads) {
@@ -322,13 +323,30 @@ std::vector<SeqTile> queryTiles(const SeqArgs& seq) {
   return qt;
 }
 
+// Which gradient blocks run on the Hopper wgmma kernels (dense_backward_wgmma.cu): both where they
+// run; NSA_DENSE_BWD_WGMMA=0 none, =kv only dK/dV, =dq only dq (A/B and bisecting).
+struct WgmmaParts {
+  bool kv, dq;
+};
+WgmmaParts wgmmaParts() {
+  const char* env = getenv("NSA_DENSE_BWD_WGMMA");
+  if ((env && env[0] == '0') || !denseWgmmaRuns()) return {false, false};
+  if (env && strcmp(env, "kv") == 0) return {true, false};
+  if (env && strcmp(env, "dq") == 0) return {false, true};
+  return {true, true};
+}
+
 template <class T, int D, int ST>
 void launchGrads(const AttentionBackwardArgs& b, const float* delta, Workspace& ws, cudaStream_t stream) {
   const AttentionArgs& a = b.fwd;
   const std::vector<SeqTile> kt = keyTiles(a.seq, kKeyRows), qt = queryTiles(a.seq);
   const SeqTile* dKt = ws.upload(kt);
   const SeqTile* dQt = ws.upload(qt);
-  const size_t kvBlocks = kt.size() * a.H, blocks = kvBlocks + qt.size() * a.HQ;
+  const WgmmaParts wg = wgmmaParts();
+  if (wg.kv) denseKeyValueGradWgmma(b, delta, dKt, (int)kt.size(), stream);
+  if (wg.dq) denseDqWgmma(b, delta, dQt, (int)qt.size(), stream);
+  // The rest in one mma.sync grid.
+  const size_t kvBlocks = wg.kv ? 0 : kt.size() * a.H, blocks = kvBlocks + (wg.dq ? 0 : qt.size() * a.HQ);
   if (blocks == 0) return;
   const size_t bytes = std::max(KeyGradLayout<D, ST>::bytes(sizeof(T)), DqLayout<D, ST>::bytes(sizeof(T)));
   NSA_CUDA(cudaFuncSetAttribute(denseGradKernel<T, D, ST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <vector>
 #include "cuda_error.h"
+#include "dense_wgmma.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
 #include "warp_tile.cuh"
@@ -39,23 +40,6 @@ struct WgShape {
   static constexpr size_t bytes = (size_t)kStages * slotBytes + 1024;  // + alignment slack
   static_assert((size_t)kRows * (D + 8) * 2 <= (size_t)slotBytes, "the padded Q tile fits one slot");
 };
-
-// Copies R rows of D elements (row r at src + r * stride; rows from `valid` on are zeroed) into a
-// swizzled tile at shared address dst (1024-byte aligned) with 16-byte cp.async; a thread keeps
-// one chunk column and rows `step` apart (a multiple of 8), so its swizzle is fixed.
-template <class T, int D, int R>
-__device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, size_t stride, int valid) {
-  constexpr int per = D / 8, step = kThreads / per;
-  static_assert(kThreads % per == 0 && step % 8 == 0, "whole rows, and a fixed row % 8 per thread");
-  const int c = threadIdx.x % per, r0 = threadIdx.x / per;
-  const T* p = src + (size_t)r0 * stride + c * 8;
-  uint32_t d = dst + wg::swizzledChunk(R, r0, c);
-#pragma unroll
-  for (int r = r0; r < R; r += step, p += step * stride, d += step * kSwRowBytes) {
-    if (r < valid) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(p));
-    else asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0));  // P is 0 there; 0 * stale NaN is not
-  }
-}
 
 // Keeps the compiler from reusing P's registers while a wgmma may still read them.
 __device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
@@ -89,8 +73,8 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     const int k0 = t * kKeys, valid = min(kKeys, keys - k0);
     const uint32_t slot = ring + (t % kStages) * S::slotBytes;
     const size_t first = ((size_t)(kBase + k0) * a.H + kvh) * D;
-    copyTileSwizzled<T, D, kKeys>(slot, K + first, kvStride, valid);
-    copyTileSwizzled<T, D, kKeys>(slot + S::tileBytes, V + first, kvStride, valid);
+    wg::copyRowsSwizzled<T, D, kThreads, kKeys>(slot, K + first, kvStride, valid);
+    wg::copyRowsSwizzled<T, D, kThreads, kKeys>(slot + S::tileBytes, V + first, kvStride, valid);
   };
   // Q (padded rows for ldmatrix) in slot 2, which tile 2 takes only after every thread has its fragments.
   constexpr int ldq = D + 8;
@@ -277,6 +261,26 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
 __device__ int gDenseWgmmaProbe;
 __global__ void denseWgmmaProbeKernel() { gDenseWgmmaProbe = NSA_WGMMA_DEVICE; }
 
+template <class T, int D>
+void launch(const AttentionArgs& a, cudaStream_t stream) {
+  std::vector<WgTile> tiles;
+  const int nSeq = a.seq.S;
+  for (int s = 0; s < nSeq; s++)
+    for (int f = 0; f < a.seq.host[s + 1] - a.seq.host[s]; f += kRows) tiles.push_back({s, f});
+  // Latest positions first: they have the most keys, so the tail of the grid is short.
+  std::stable_sort(tiles.begin(), tiles.end(), [&](const WgTile& x, const WgTile& y) {
+    return x.first + a.seq.host[3 * nSeq + 1 + x.s] > y.first + a.seq.host[3 * nSeq + 1 + y.s];
+  });
+  Workspace ws(stream);
+  const WgTile* dTiles = ws.upload(tiles);
+  const size_t bytes = WgShape<D>::bytes;
+  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  denseForwardWgmmaKernel<T, D><<<dim3((unsigned)tiles.size(), a.HQ), kThreads, bytes, stream>>>(a, dTiles);
+  NSA_LAUNCHED("denseForwardWgmmaKernel");
+}
+
+}  // namespace
+
 bool denseWgmmaRuns() {
   static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
   int dev = 0;
@@ -297,26 +301,6 @@ bool denseWgmmaRuns() {
   }
   return known[dev] == 1;
 }
-
-template <class T, int D>
-void launch(const AttentionArgs& a, cudaStream_t stream) {
-  std::vector<WgTile> tiles;
-  const int nSeq = a.seq.S;
-  for (int s = 0; s < nSeq; s++)
-    for (int f = 0; f < a.seq.host[s + 1] - a.seq.host[s]; f += kRows) tiles.push_back({s, f});
-  // Latest positions first: they have the most keys, so the tail of the grid is short.
-  std::stable_sort(tiles.begin(), tiles.end(), [&](const WgTile& x, const WgTile& y) {
-    return x.first + a.seq.host[3 * nSeq + 1 + x.s] > y.first + a.seq.host[3 * nSeq + 1 + y.s];
-  });
-  Workspace ws(stream);
-  const WgTile* dTiles = ws.upload(tiles);
-  const size_t bytes = WgShape<D>::bytes;
-  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  denseForwardWgmmaKernel<T, D><<<dim3((unsigned)tiles.size(), a.HQ), kThreads, bytes, stream>>>(a, dTiles);
-  NSA_LAUNCHED("denseForwardWgmmaKernel");
-}
-
-}  // namespace
 
 bool denseForwardWgmma(const AttentionArgs& a, cudaStream_t stream) {
   const char* env = getenv("NSA_DENSE_WGMMA");

@@ -154,5 +154,24 @@ __device__ __forceinline__ void mma64x64(float (&d)[8][4], uint64_t descA, uint6
 #undef NSA_WG_OPS32
 #undef NSA_WG_OPS32_SS
 
+// Copies R rows of D 16-bit elements (row r at src + r * stride; rows from `valid` on are zeroed)
+// into a swizzled tile at shared address dst (1024-byte aligned) with 16-byte cp.async, all NT
+// threads taking part; a thread keeps one chunk column and rows NT / (D / 8) apart (a multiple of
+// 8), so its swizzle is fixed. Zeroed rows are generic-proxy stores: fenceProxyAsync() before the
+// barrier, as for the copies.
+template <class T, int D, int NT, int R>
+__device__ __forceinline__ void copyRowsSwizzled(uint32_t dst, const T* src, size_t stride, int valid) {
+  constexpr int per = D / 8, step = NT / per;
+  static_assert(NT % per == 0 && step % 8 == 0, "whole rows, and a fixed row % 8 per thread");
+  const int c = threadIdx.x % per, r0 = threadIdx.x / per;
+  const T* p = src + (size_t)r0 * stride + c * 8;
+  uint32_t d = dst + swizzledChunk(R, r0, c);
+#pragma unroll
+  for (int r = r0; r < R; r += step, p += step * stride, d += step * 128) {
+    if (r < valid) asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(p));
+    else asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(d), "r"(0));
+  }
+}
+
 }  // namespace wg
 }  // namespace nsa

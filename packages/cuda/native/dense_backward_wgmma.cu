@@ -1,0 +1,399 @@
+// Dense causal backward on Hopper warpgroup mma (wgmma, sm_90a), float16/bfloat16, Dk = Dv in {64, 128},
+// the same two block kinds as dense_backward_mma.cu (which launches these where denseWgmmaRuns()):
+// - key-centric dK/dV: two warpgroups own 128 keys of one KV head (64 each, one m64 tile) and walk
+//   every (query position >= key, head of the group) column in steps of 64 columns, Q / dO / lse / D
+//   of a step in a 3-stage cp.async ring. Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
+//   memory (both operands through descriptors), so the registers hold only dK, dV and one step;
+//   Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) become register A operands of dV += Pᵀ·dO and dK += dSᵀ·Q;
+// - query-centric dq: two warpgroups own 128 positions of one query head (Q and dO as register A
+//   fragments) and walk 64-key steps: S = Q·Kᵀ, dP = dO·Vᵀ, dS, dq += dS·K.
+// Each step issues its first two products together with the previous step's last one(s), waits for
+// the first two only, and computes P and dS while the tensor cores finish the previous step (as
+// dense_forward_wgmma.cu). Deterministic: every gradient element is written once, no atomics.
+#include <algorithm>
+#include "cuda_error.h"
+#include "dense_wgmma.h"
+#include "nsa_kernels.cuh"
+#include "warp_backward.cuh"
+#include "warp_tile.cuh"
+#include "wgmma.cuh"
+
+namespace nsa {
+
+namespace {
+
+constexpr int kThreads = 256;    // two warpgroups
+constexpr int kBlockRows = 128;  // keys (dK/dV) or query positions (dq) per block: 64 per warpgroup
+constexpr int kStep = 64;        // query columns (dK/dV) or keys (dq) per step
+constexpr int kStages = 3;       // ring slots: step t + 1 loads while steps t and t - 1 are read
+constexpr int kRowBytes = 128;   // one 64-element row of a swizzled region
+
+// Keeps the compiler from reusing A-operand registers while a wgmma may still read them.
+__device__ __forceinline__ void fenceA(uint32_t (&r)[kStep / 16][4]) {
+#pragma unroll
+  for (int j = 0; j < kStep / 16; j++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) asm volatile("" : "+r"(r[j][e])::"memory");
+}
+template <int D>
+__device__ __forceinline__ void fenceAcc(float (&d)[D / 64][8][4]) {
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(d[dn]);
+}
+__device__ __forceinline__ void zeroAcc(float (&d)[8][4]) {
+#pragma unroll
+  for (int n = 0; n < 8; n++) d[n][0] = d[n][1] = d[n][2] = d[n][3] = 0.f;
+  wg::fenceOperands(d);
+}
+// The C fragments of n-tiles 2j, 2j+1 (64 columns) as the A fragments of k-steps j = 0 .. 3.
+template <class T>
+__device__ __forceinline__ void packSteps(uint32_t (&a)[kStep / 16][4], const float (&c)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < kStep / 16; j++) {
+    a[j][0] = packF2<T>(c[2 * j][0], c[2 * j][1]);
+    a[j][1] = packF2<T>(c[2 * j][2], c[2 * j][3]);
+    a[j][2] = packF2<T>(c[2 * j + 1][0], c[2 * j + 1][1]);
+    a[j][3] = packF2<T>(c[2 * j + 1][2], c[2 * j + 1][3]);
+  }
+}
+// d[dn] += A (64 x kStep, register steps a) · B, B the swizzled kStep-row tile at `tile` read N-major
+// (row = k, the 64-feature region dn = n).
+template <class T, int D>
+__device__ __forceinline__ void issueRowsTimesTile(float (&d)[D / 64][8][4], const uint32_t (&a)[kStep / 16][4], uint32_t tile) {
+#pragma unroll
+  for (int j = 0; j < kStep / 16; j++)
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++)
+      wg::mma64x64<true>(d[dn], a[j], wg::descSw128(tile + dn * kStep * kRowBytes + j * 16 * kRowBytes), T());
+}
+
+template <int D>
+struct KvShape {
+  static constexpr int kvBytes = kBlockRows * D * 2;  // swizzled K or V of the block's keys
+  static constexpr int colBytes = kStep * D * 2;      // swizzled Q or dO of one step
+  // K, V, then [kStages][Q, dO], then lse and D [kStages][kStep] floats.
+  static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)kStages * 2 * colBytes + 2 * sizeof(float) * kStages * kStep + 1024;
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads, 1) keyValueGradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* tiles) {
+  using S = KvShape<D>;
+  extern __shared__ __align__(16) char smemAll[];
+  char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
+  const uint32_t sK = smemAddr(smem), sV = sK + S::kvBytes, ring = sV + S::kvBytes;
+  float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + kStages * 2 * S::colBytes);  // [kStages][kStep]
+  float* sDel = sLse + kStages * kStep;
+
+  const AttentionArgs& a = b.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int kvh = blockIdx.y, G = a.HQ / a.H;
+  const DenseTile tile = tiles[blockIdx.x];
+  const SeqTable st = seqTable(a.seq);
+  const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
+  const int pos0 = st.pos0[tile.s], kBase = st.kBase[tile.s];
+  const int keyLen = pos0 + qCount, k0 = tile.first;
+  const int nk = min(kBlockRows, keyLen - k0);
+  const int first = max(k0, pos0);  // first query position that sees a key of the tile
+  const int perHead = (max(0, keyLen - first) + kStep - 1) / kStep;
+  const int nTiles = G * perHead;  // column steps: heads of the group outer, positions inner
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  const T* dO = static_cast<const T*>(b.dOut);
+  const size_t kvStride = (size_t)a.H * D, qStride = (size_t)a.HQ * D;
+
+  wg::copyRowsSwizzled<T, D, kThreads, kBlockRows>(sK, K + ((size_t)(kBase + k0) * a.H + kvh) * D, kvStride, nk);
+  wg::copyRowsSwizzled<T, D, kThreads, kBlockRows>(sV, V + ((size_t)(kBase + k0) * a.H + kvh) * D, kvStride, nk);
+  auto colStart = [&](int t) { return first + (t % perHead) * kStep; };
+  auto loadCols = [&](int t) {  // step t into slot t % 3
+    const int slot = t % kStages, hq = kvh * G + t / perHead, p0 = colStart(t), valid = min(kStep, keyLen - p0);
+    const size_t at = (size_t)(qStart + p0 - pos0) * a.HQ + hq;  // (row, head) of column 0
+    const uint32_t q = ring + slot * 2 * S::colBytes;
+    wg::copyRowsSwizzled<T, D, kThreads, kStep>(q, Q + at * D, qStride, valid);
+    wg::copyRowsSwizzled<T, D, kThreads, kStep>(q + S::colBytes, dO + at * D, qStride, valid);
+    for (int r = threadIdx.x; r < kStep; r += kThreads) {
+      float* lse = sLse + slot * kStep + r;
+      float* del = sDel + slot * kStep + r;
+      if (r < valid) {
+        cpAsync4(lse, a.lse + at + (size_t)r * a.HQ);
+        cpAsync4(del, delta + at + (size_t)r * a.HQ);
+      } else {  // padding columns: P = 0
+        *lse = INFINITY;
+        *del = 0.f;
+      }
+    }
+  };
+  if (nTiles > 0) loadCols(0);
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  wg::fenceProxyAsync();
+  __syncthreads();
+
+  const int wgRow = 64 * (warp >> 2);  // this warpgroup's first key row in the block
+  const int kp0 = k0 + warp * 16 + g;  // this thread's key positions: kp0 and kp0 + 8
+  const float sl2 = a.scale * kLog2e;
+  float dk[D / 64][8][4], dv[D / 64][8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) {
+    zeroAcc(dk[dn]);
+    zeroAcc(dv[dn]);
+  }
+  float s[8][4], dp[8][4];             // Sᵀ, dPᵀ of one step (then Pᵀ, dSᵀ)
+  uint32_t pA[kStep / 16][4], dsA[kStep / 16][4];  // Pᵀ, dSᵀ as A fragments
+
+  auto issueScores = [&](int t) {  // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (one group with the caller's commit)
+    const uint32_t q = ring + (t % kStages) * 2 * S::colBytes, o = q + S::colBytes;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {  // features 16kk..: region kk / 4, 32 bytes per step in it
+      const uint32_t rowOff = (kk >> 2) * kBlockRows * kRowBytes + wgRow * kRowBytes + (kk & 3) * 32;
+      const uint32_t colOff = (kk >> 2) * kStep * kRowBytes + (kk & 3) * 32;
+      wg::mma64x64<false>(s, wg::descSw128(sK + rowOff), wg::descSw128(q + colOff), T());
+      wg::mma64x64<false>(dp, wg::descSw128(sV + rowOff), wg::descSw128(o + colOff), T());
+    }
+  };
+  auto issueGrads = [&](int t) {  // dV += Pᵀ·dO, dK += dSᵀ·Q
+    const uint32_t q = ring + (t % kStages) * 2 * S::colBytes;
+    issueRowsTimesTile<T, D>(dv, pA, q + S::colBytes);
+    issueRowsTimesTile<T, D>(dk, dsA, q);
+  };
+  auto probabilities = [&](int t) {  // Pᵀ and dSᵀ of step t in s and dp
+    const int slot = t % kStages, p0 = colStart(t);
+    const float* lse = sLse + slot * kStep;
+    const float* del = sDel + slot * kStep;
+    // Only steps that start before the block's last key, or run past the last query, need the test.
+    const bool edge = p0 < k0 + kBlockRows - 1 || p0 + kStep > keyLen;
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = n * 8 + 2 * t4 + (e & 1), p = p0 + c, kp = kp0 + 8 * (e >> 1);
+        const bool vis = !edge || (kp <= p && p < keyLen);
+        const float pv = vis ? exp2f(fmaf(s[n][e], sl2, -lse[c])) : 0.f;
+        s[n][e] = pv;
+        dp[n][e] = pv * (dp[n][e] - del[c]);
+      }
+  };
+
+  for (int t = 0; t < nTiles; t++) {
+    if (t > 0) {
+      cpAsyncWait<0>();       // step t has landed (this thread's copies)
+      wg::fenceProxyAsync();  // ... visible to the tensor cores
+      __syncthreads();        // ... and everyone's; every warpgroup is done with step t - 2
+    }
+    if (t + 1 < nTiles) loadCols(t + 1);
+    cpAsyncCommit();
+    zeroAcc(s);
+    zeroAcc(dp);
+    fenceAcc<D>(dk);
+    fenceAcc<D>(dv);
+    wg::fence();
+    issueScores(t);
+    wg::commit();
+    if (t > 0) {
+      issueGrads(t - 1);
+      wg::commit();
+      wg::wait<1>();  // Sᵀ, dPᵀ of step t are done; step t - 1's products may still run
+    } else {
+      wg::wait<0>();
+    }
+    wg::fenceOperands(s);
+    wg::fenceOperands(dp);
+    probabilities(t);
+    wg::wait<0>();
+    fenceA(pA);
+    fenceA(dsA);
+    fenceAcc<D>(dk);
+    fenceAcc<D>(dv);
+    packSteps<T>(pA, s);
+    packSteps<T>(dsA, dp);
+  }
+  if (nTiles > 0) {
+    fenceAcc<D>(dk);
+    fenceAcc<D>(dv);
+    wg::fence();
+    issueGrads(nTiles - 1);
+    wg::commit();
+    wg::wait<0>();
+    fenceA(pA);
+    fenceA(dsA);
+    fenceAcc<D>(dk);
+    fenceAcc<D>(dv);
+  }
+
+  T* dK = static_cast<T*>(b.dk);
+  T* dV = static_cast<T*>(b.dv);
+  const int r0 = warp * 16 + g, r1 = r0 + 8;
+  auto keyRow = [&](T* base, int r) { return r < nk ? base + ((size_t)(kBase + k0 + r) * a.H + kvh) * D : nullptr; };
+  storeFragRows<T, D>(reinterpret_cast<float(&)[D / 8][4]>(dk), keyRow(dK, r0), keyRow(dK, r1), a.scale);
+  storeFragRows<T, D>(reinterpret_cast<float(&)[D / 8][4]>(dv), keyRow(dV, r0), keyRow(dV, r1), 1.f);
+}
+
+template <int D>
+struct DqShape {
+  static constexpr int keyBytes = kStep * D * 2;  // swizzled K or V of one step
+  static constexpr int ld = D + 8;                // padded Q, dO rows (ldmatrix) before the loop
+  // [kStages][K, V], then Q, dO [kBlockRows][ld].
+  static constexpr size_t bytes = (size_t)kStages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 1024;
+};
+
+template <class T, int D>
+__global__ void __launch_bounds__(kThreads, 1) dqKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* tiles) {
+  using S = DqShape<D>;
+  extern __shared__ __align__(16) char smemAll[];
+  char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
+  const uint32_t ring = smemAddr(smem);
+  constexpr int ld = S::ld;
+  T* sQ = reinterpret_cast<T*>(smem + kStages * 2 * S::keyBytes);
+  T* sdO = sQ + kBlockRows * ld;
+
+  const AttentionArgs& a = b.fwd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+  const int hq = blockIdx.y, kvh = hq / (a.HQ / a.H);
+  const DenseTile tile = tiles[blockIdx.x];
+  const SeqTable st = seqTable(a.seq);
+  const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
+  const int kBase = st.kBase[tile.s], base = st.pos0[tile.s] + tile.first;  // position of row 0
+  const int nq = min(kBlockRows, qCount - tile.first);
+  const int keys = base + nq;  // keys 0 .. last row's position
+  const int nTiles = (keys + kStep - 1) / kStep;
+  const T* Q = static_cast<const T*>(a.q);
+  const T* K = static_cast<const T*>(a.k);
+  const T* V = static_cast<const T*>(a.v);
+  const T* dO = static_cast<const T*>(b.dOut);
+  const size_t kvStride = (size_t)a.H * D;
+  auto at = [&](int r) { return (size_t)(qStart + tile.first + r) * a.HQ + hq; };
+
+  copyRowsAsync<T, D, kThreads>(sQ, ld, kBlockRows, [&](int r) -> const T* { return r < nq ? Q + at(r) * D : nullptr; });
+  copyRowsAsync<T, D, kThreads>(sdO, ld, kBlockRows, [&](int r) -> const T* { return r < nq ? dO + at(r) * D : nullptr; });
+  auto loadKV = [&](int t) {  // step t into slot t % 3
+    const int k0 = t * kStep, valid = min(kStep, keys - k0);
+    const uint32_t slot = ring + (t % kStages) * 2 * S::keyBytes;
+    const size_t first = ((size_t)(kBase + k0) * a.H + kvh) * D;
+    wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot, K + first, kvStride, valid);
+    wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot + S::keyBytes, V + first, kvStride, valid);
+  };
+  loadKV(0);
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  wg::fenceProxyAsync();
+  __syncthreads();
+
+  const int row0 = 16 * warp;  // warp w: rows 16w .. 16w+15; this thread rows g, g + 8
+  uint32_t qf[D / 16][4], of[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++) {
+    loadA(qf[kk], sQ, ld, row0, kk * 16);
+    loadA(of[kk], sdO, ld, row0, kk * 16);
+  }
+  const int pos[2] = {base + row0 + g, base + row0 + g + 8};
+  float lse[2], del[2];
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const int r = row0 + g + 8 * i;
+    lse[i] = r < nq ? a.lse[at(r)] : INFINITY;  // padding rows: P = 0
+    del[i] = r < nq ? delta[at(r)] : 0.f;
+  }
+  const float sl2 = a.scale * kLog2e;
+  float dq[D / 64][8][4];
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) zeroAcc(dq[dn]);
+  float s[8][4], dp[8][4];
+  uint32_t dsA[kStep / 16][4];
+
+  auto issueScores = [&](int t) {  // S = Q·Kᵀ, dP = dO·Vᵀ
+    const uint32_t k = ring + (t % kStages) * 2 * S::keyBytes, v = k + S::keyBytes;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+      const uint32_t off = (kk >> 2) * kStep * kRowBytes + (kk & 3) * 32;
+      wg::mma64x64<false>(s, qf[kk], wg::descSw128(k + off), T());
+      wg::mma64x64<false>(dp, of[kk], wg::descSw128(v + off), T());
+    }
+  };
+  auto gradient = [&](int t) {  // dS of step t in dp
+    const int k0 = t * kStep;
+    const bool edge = k0 + kStep - 1 > base + row0;  // the step reaches past this warp's first position
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int i = e >> 1, kp = k0 + n * 8 + 2 * t4 + (e & 1);
+        const float p = (!edge || kp <= pos[i]) ? exp2f(fmaf(s[n][e], sl2, -lse[i])) : 0.f;
+        dp[n][e] = p * (dp[n][e] - del[i]);
+      }
+  };
+
+  for (int t = 0; t < nTiles; t++) {
+    if (t > 0) {
+      cpAsyncWait<0>();
+      wg::fenceProxyAsync();
+      __syncthreads();  // every warpgroup is done with step t - 2
+    }
+    if (t + 1 < nTiles) loadKV(t + 1);
+    cpAsyncCommit();
+    zeroAcc(s);
+    zeroAcc(dp);
+    fenceAcc<D>(dq);
+    wg::fence();
+    issueScores(t);
+    wg::commit();
+    if (t > 0) {
+      issueRowsTimesTile<T, D>(dq, dsA, ring + ((t - 1) % kStages) * 2 * S::keyBytes);  // dq += dS·K of step t - 1
+      wg::commit();
+      wg::wait<1>();
+    } else {
+      wg::wait<0>();
+    }
+    wg::fenceOperands(s);
+    wg::fenceOperands(dp);
+    gradient(t);
+    wg::wait<0>();
+    fenceA(dsA);
+    fenceAcc<D>(dq);
+    packSteps<T>(dsA, dp);
+  }
+  fenceAcc<D>(dq);
+  wg::fence();
+  issueRowsTimesTile<T, D>(dq, dsA, ring + ((nTiles - 1) % kStages) * 2 * S::keyBytes);
+  wg::commit();
+  wg::wait<0>();
+  fenceA(dsA);
+  fenceAcc<D>(dq);
+
+  T* dQ = static_cast<T*>(b.dq);
+  const int r0 = row0 + g, r1 = r0 + 8;
+  storeFragRows<T, D>(reinterpret_cast<float(&)[D / 8][4]>(dq), r0 < nq ? dQ + at(r0) * D : nullptr, r1 < nq ? dQ + at(r1) * D : nullptr,
+                      a.scale);
+}
+
+template <class T, int D>
+void launchKeyValue(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
+  const size_t bytes = KvShape<D>::bytes;
+  NSA_CUDA(cudaFuncSetAttribute(keyValueGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  keyValueGradKernel<T, D><<<dim3((unsigned)nTiles, b.fwd.H), kThreads, bytes, stream>>>(b, delta, tiles);
+  NSA_LAUNCHED("keyValueGradKernel");
+}
+template <class T, int D>
+void launchDq(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
+  const size_t bytes = DqShape<D>::bytes;
+  NSA_CUDA(cudaFuncSetAttribute(dqKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  dqKernel<T, D><<<dim3((unsigned)nTiles, b.fwd.HQ), kThreads, bytes, stream>>>(b, delta, tiles);
+  NSA_LAUNCHED("dqKernel");
+}
+
+}  // namespace
+
+void denseKeyValueGradWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
+  if (nTiles == 0) return;
+  const bool f16 = b.fwd.dtype == DType::F16;
+  if (b.fwd.Dk == 64) f16 ? launchKeyValue<__half, 64>(b, delta, tiles, nTiles, stream) : launchKeyValue<__nv_bfloat16, 64>(b, delta, tiles, nTiles, stream);
+  else f16 ? launchKeyValue<__half, 128>(b, delta, tiles, nTiles, stream) : launchKeyValue<__nv_bfloat16, 128>(b, delta, tiles, nTiles, stream);
+}
+
+void denseDqWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
+  if (nTiles == 0) return;
+  const bool f16 = b.fwd.dtype == DType::F16;
+  if (b.fwd.Dk == 64) f16 ? launchDq<__half, 64>(b, delta, tiles, nTiles, stream) : launchDq<__nv_bfloat16, 64>(b, delta, tiles, nTiles, stream);
+  else f16 ? launchDq<__half, 128>(b, delta, tiles, nTiles, stream) : launchDq<__nv_bfloat16, 128>(b, delta, tiles, nTiles, stream);
+}
+
+}  // namespace nsa
