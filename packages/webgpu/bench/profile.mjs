@@ -4,7 +4,7 @@
 // (timestamp queries), median per kernel over repetitions. Also lists the adapter's features and,
 // where Dawn offers 'chromium-experimental-subgroup-matrix', its configurations and the rate of a
 // subgroup-matrix multiply-accumulate loop.
-//   node bench/profile.mjs [--T 16384,65536] [--decodeT 65536] [--dtype float32] [--classic] [--treeTopN] [--variants '{...};{...}']
+//   node bench/profile.mjs [--T 16384,65536] [--decodeT 65536] [--dtype float32] [--classic] [--treeTopN] [--sixPasses] [--decodeVariants '{...};{...}'] [--variants '{...};{...}']
 // B = 1, HQ = 64, H = 4, D = 128, paper block sizes, random inputs (as bench/run.mjs).
 import { compressedCount, createNSAConfig } from '@nsa/core';
 import { WebGPUTensor, createWebGPUBackend, nodeGPU } from '@nsa/webgpu';
@@ -221,6 +221,19 @@ for (const T of decodeTs) {
     const q = random([batch, 1, HQ, D]);
     const gates = random([batch, 1, HQ, 3], dtype, 0.05, 1);
     await profile(`NSA decode T=${T} B=${batch} ${dtype}`, () => backend.nsaDecode({ cache, q, gates }), 30);
+    // --decodeVariants '{"decodeTiles":{"KC":16}};{"decodeTiles":{"selectWG":1024}}': context settings, one profile each.
+    for (const v of option('decodeVariants', '').split(';').filter(Boolean)) {
+      const settings = JSON.parse(v);
+      const saved = Object.fromEntries(Object.keys(settings).map((key) => [key, ctx[key]]));
+      Object.assign(ctx, settings);
+      await profile(`NSA decode T=${T} B=${batch} ${dtype} (${v})`, () => backend.nsaDecode({ cache, q, gates }), 30);
+      Object.assign(ctx, saved);
+    }
+    if (process.argv.includes('--sixPasses')) {
+      ctx.singleQueryDecode = false;
+      await profile(`NSA decode T=${T} B=${batch} ${dtype} (the previous six passes)`, () => backend.nsaDecode({ cache, q, gates }), 30);
+      ctx.singleQueryDecode = true;
+    }
     if (process.argv.includes('--treeTopN')) {
       ctx.subgroupTopN = false;
       await profile(`NSA decode T=${T} B=${batch} ${dtype} (top-n through workgroup-memory trees)`, () => backend.nsaDecode({ cache, q, gates }), 30);

@@ -25,6 +25,9 @@ const ops = option('ops', 'forward,decode,fwd+bwd').split(',');
 const classicTs = option('classic', '').split(',').filter(Boolean).map(Number);
 // --unmerged: also time decode steps through the previous nine passes (rows "nsa unmerged").
 const unmerged = process.argv.includes('--unmerged');
+// --sixPasses: also time one-query decode steps through the previous six passes (rows "nsa 6 passes",
+// ctx.singleQueryDecode = false) and print how far their outputs and blocks are from the four dispatches'.
+const sixPasses = process.argv.includes('--sixPasses');
 // --quick: tiny ceilings, for checking the script on a software adapter.
 const quick = process.argv.includes('--quick');
 const B = 1;
@@ -338,6 +341,28 @@ for (const T of Ts) {
         const flops = batch * HQ * (keys * 4 * D + k.compressed * 2 * D);
         const bytes = batch * H * keys * 2 * D * es + batch * HQ * D * es * 2;
         record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+        if (sixPasses) {
+          ctx.singleQueryDecode = false;
+          try {
+            record(T, `decode B=${batch}`, 'nsa 6 passes', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+            const old = await backend.nsaDecode({ cache, q, gates });
+            ctx.singleQueryDecode = true;
+            const now = await backend.nsaDecode({ cache, q, gates });
+            const [a, b, ia, ib] = [await now.output.read(), await old.output.read(), await now.blockIndices.read(), await old.blockIndices.read()];
+            let num = 0;
+            let den = 0;
+            for (let i = 0; i < a.length; i++) {
+              num += (a[i] - b[i]) ** 2;
+              den += b[i] ** 2;
+            }
+            const same = ia.every((x, i) => x === ib[i]);
+            console.log(`decode T=${T} B=${batch}: four dispatches vs six passes: relative L2 ${Math.sqrt(num / den).toExponential(2)}, blocks ${same ? 'identical' : 'differ'}`);
+            old.dispose();
+            now.dispose();
+          } finally {
+            ctx.singleQueryDecode = true;
+          }
+        }
         if (unmerged) {
           ctx.mergedDecode = false;
           try {
@@ -412,7 +437,7 @@ const lines = [
   '|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|',
 ];
 const OPS = ['forward', 'fwd+bwd', 'decode B=1', 'decode B=16'];
-const IMPLS = ['nsa', 'dense', 'nsa unmerged', 'nsa classic', 'dense classic'];
+const IMPLS = ['nsa', 'dense', 'nsa 6 passes', 'nsa unmerged', 'nsa classic', 'dense classic'];
 rows.sort((a, b) => a.T - b.T || OPS.indexOf(a.op) - OPS.indexOf(b.op) || IMPLS.indexOf(a.impl) - IMPLS.indexOf(b.impl));
 for (const r of rows) {
   if (r.skipped) {

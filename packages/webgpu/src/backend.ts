@@ -28,6 +28,7 @@ import {
   type Tensor,
 } from '@nsa/core';
 import { WebGPUNSACache } from './decode.js';
+import { prepareDecodeStep } from './decode-step.js';
 import { WebGPUAttentionSaved, attentionGeometry, attentionSequences, encodeAttentionBackward, encodeAttentionForward } from './dense-attention.js';
 import { acquireDevice, type DeviceContext, type DeviceOptions } from './device.js';
 import { encodeNSABackward } from './nsa-backward.js';
@@ -192,7 +193,8 @@ export class WebGPUBackend implements Backend {
     if (!(cache instanceof WebGPUNSACache) || cache.disposed) throw new NSAShapeError('cache is not a live webgpu NSA cache');
     const { B, TQ, HQ, H, Dk, Dv, n, dtype } = dims;
     const geo = geometryOf(cache.config, dims, B * TQ, elementType(dtype));
-    const encode = await prepareNSAForward(this.rt, geo, cache.sequences(TQ), args.blockIndices !== undefined, true);
+    const given = args.blockIndices !== undefined;
+    const encode = (await prepareDecodeStep(this.rt, geo, cache, TQ, given)) ?? (await prepareNSAForward(this.rt, geo, cache.sequences(TQ), given, true));
     const output = this.#empty([B, TQ, HQ, Dv], dtype, 'decode output');
     const blockIndices = this.#empty([B, TQ, H, n], 'int32', 'decode blockIndices');
     const es = dtype === 'float16' ? 2 : 4;

@@ -67,6 +67,10 @@ export interface DeviceContext {
   subgroupTopN: boolean;
   /** Whether decode steps merge the three branches' key splits and the gates in one pass. */
   mergedDecode: boolean;
+  /** Whether one-query decode steps run the four-dispatch kernels of decode-step.ts (else the forward's passes). */
+  singleQueryDecode: boolean;
+  /** Experiments (bench/profile.mjs --decodeVariants): keys per chunk and block-choice workgroup size of those kernels. */
+  decodeTiles?: { KC?: number; selectWG?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
   /** Tile experiments (bench/profile.mjs): rows per invocation and keys per tile of a branch's tiled forward. */
@@ -123,6 +127,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     tiledForward: options.tiledForward ?? true,
     subgroupTopN: true,
     mergedDecode: true,
+    singleQueryDecode: true,
     selectionTokens: 2,
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {

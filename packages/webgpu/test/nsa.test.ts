@@ -122,7 +122,7 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
     let length = 0;
     let compressed = 0;
     let worst = 0;
-    let last: { q: number[]; gates: number[]; TQ: number; output: Float64Array } | undefined;
+    let last: { q: number[]; gates: number[]; TQ: number; output: Float64Array; chosen: number[] } | undefined;
     const trusted: number[] = [];
     for (const to of [280, 281, 284, 285, 293, 300, 301, 302, 303]) {
       const cTo = compressedCount(to, config);
@@ -161,7 +161,7 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
       });
       const output = await read(out.output);
       worst = Math.max(worst, relativeError(output, await read(ref.output)));
-      last = { q, gates, TQ, output };
+      last = { q, gates, TQ, output, chosen: Array.from(chosen) };
       trusted.push((caches[0] as WebGPUNSACache).workspace.trusted.size);
     }
     expect(worst).toBeLessThan(TOL);
@@ -170,21 +170,28 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
     expect(trusted.at(-1)).toBe(trusted.at(-2));
     // Repeats of a step reuse the cache's workspace (cached bind groups, no wait for error scopes)
     // and give the same result; fresh input tensors are copied in, so they may differ per call.
-    const { q, gates, TQ, output } = last!;
+    const { q, gates, TQ, output, chosen } = last!;
     for (let k = 0; k < 3; k++) {
       const again = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
       expect(Array.from(await read(again.output))).toEqual(Array.from(output));
       again.dispose();
     }
     expect(caches[0] instanceof WebGPUNSACache && caches[0].workspace.trusted.size).toBeGreaterThan(0);
-    // The previous decode passes (each branch's splits merged on their own, then the gates) agree.
-    gpu.ctx.mergedDecode = false;
+    // The last step has one query, so it ran the four dispatches of decode-step.ts; the forward's
+    // six passes and the previous nine (each branch's splits merged on their own, then the gates) agree.
+    expect(TQ).toBe(1);
+    gpu.ctx.singleQueryDecode = false;
     try {
-      const separate = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
-      expect(relativeError(await read(separate.output), output)).toBeLessThan(1e-6);
-      separate.dispose();
+      for (const merged of [true, false]) {
+        gpu.ctx.mergedDecode = merged;
+        const separate = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
+        expect(relativeError(await read(separate.output), output)).toBeLessThan(1e-6);
+        expect(Array.from(await separate.blockIndices.read())).toEqual(chosen);
+        separate.dispose();
+      }
     } finally {
       gpu.ctx.mergedDecode = true;
+      gpu.ctx.singleQueryDecode = true;
     }
   });
 });

@@ -1,0 +1,98 @@
+// A one-query decode step (TQ = 1) in four dispatches: compressed and window chunks together,
+// block choice, selected chunks, merge with the gates (shaders/decode-step.ts says why). Steps it
+// cannot take (TQ > 1, head dims not multiples of 4, a cache over one binding, workgroup memory
+// too small) return undefined and run the forward's decode passes instead, as does
+// `ctx.singleQueryDecode = false` (the previous six passes, kept for comparison).
+import type { Geometry } from './branch.js';
+import type { WebGPUNSACache } from './decode.js';
+import type { NSAForwardBuffers } from './nsa-forward.js';
+import { MAX_GRID, type Frame, type Runtime } from './runtime.js';
+import { attendSharedBytes, chunksPerBlock, decodeAttendShader, decodeMergeShader, decodeSelectShader, type DecodeStepShape } from './shaders/decode-step.js';
+
+/** Invocations of the attend and merge workgroups. */
+const WG = 256;
+/** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
+const CHUNK_KEYS = [32, 16, 8, 4];
+
+function visibleCompressed(geo: Geometry, p: number): number {
+  return p + 1 >= geo.cmpBlock ? Math.floor((p + 1 - geo.cmpBlock) / geo.cmpStride) + 1 : 0;
+}
+
+export type DecodeStepEncoder = (frame: Frame, buf: NSAForwardBuffers) => void;
+
+export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGPUNSACache, TQ: number, given: boolean): Promise<DecodeStepEncoder | undefined> {
+  const { ctx } = rt;
+  const { H, G, HQ, DK, DV, e } = geo;
+  const B = cache.batch;
+  const pos = cache.length - 1;
+  if (!ctx.singleQueryDecode || TQ !== 1 || pos < 0 || DK % 4 !== 0 || DV % 4 !== 0) return undefined;
+  const limits = ctx.limits;
+  // Powers of two: the merge and the top-n tree halve their workgroup.
+  const pow2 = (n: number) => 2 ** Math.floor(Math.log2(n));
+  const wg = pow2(Math.min(WG, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
+  if (wg < 64 || G > wg || DV / 4 > wg || limits.maxStorageBuffersPerShaderStage < 8) return undefined;
+  const KC = CHUNK_KEYS.find((kc) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize);
+  if (KC === undefined) return undefined;
+  const CAP = cache.capacity;
+  const CCAP = Math.max(1, cache.compressedCapacity);
+  const shape: DecodeStepShape = {
+    e,
+    B,
+    H,
+    G,
+    DK,
+    DV,
+    KC,
+    CAP,
+    CCAP,
+    window: geo.window,
+    cmpBlock: geo.cmpBlock,
+    cmpStride: geo.cmpStride,
+    selBlock: geo.selBlock,
+    nSel: geo.nSel,
+  };
+  // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
+  const last = CAP - 1;
+  const NS = geo.nSel * chunksPerBlock(shape);
+  const SMAX = NS + Math.ceil(visibleCompressed(geo, last) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
+  const rows = B * HQ;
+  const es = e === 'f16' ? 2 : 4;
+  const bytes = {
+    raw: B * CAP * H * Math.max(DK, DV) * es,
+    cmp: B * CCAP * H * Math.max(DK, DV) * es,
+    part: SMAX * rows * DV * 4,
+    scores: rows * CCAP * 4,
+  };
+  if (Object.values(bytes).some((n) => n > limits.maxStorageBufferBindingSize) || rows > MAX_GRID || B * H > MAX_GRID) return undefined;
+  // Candidate blocks at capacity, rounded up to a power of two so few shapes compile.
+  const NSMAX = 2 ** Math.ceil(Math.log2(Math.max(wg, Math.floor(last / geo.selBlock) + 1)));
+  // The block choice has one workgroup per (sequence, KV head): as many invocations as allowed.
+  const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
+  const selShared = 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1);
+  if (selShared > limits.maxComputeWorkgroupStorageSize || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
+  const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
+  const [attendCw, select, attendSlc, merge] = await Promise.all([
+    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: wg }, decodeAttendShader),
+    given
+      ? undefined
+      : rt.pipelineOf(
+          'nsa_decode_select',
+          { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups },
+          decodeSelectShader,
+        ),
+    rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: wg }, decodeAttendShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX }, decodeMergeShader),
+  ]);
+  const chunks = Math.ceil(visibleCompressed(geo, pos) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
+  const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
+  return (frame, buf) => {
+    const part = frame.scratch(bytes.part, 'decode split partials');
+    const stats = frame.scratch(SMAX * rows * 2 * 4, 'decode split stats');
+    const scores = frame.scratch(bytes.scores, 'decode compressed scores');
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
+    if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
+    else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
+    frame.dispatch(attendSlc, params, [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats], [NS, B * H]);
+    frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows]);
+  };
+}

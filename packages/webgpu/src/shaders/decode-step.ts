@@ -1,0 +1,534 @@
+// The kernels of a one-query decode step (NSA-SPEC.md, Decoding): four dispatches.
+//
+//   1. attend 'cw'   one workgroup per (sequence, KV head, chunk of KC keys) over the compressed
+//                    keys and the window together (they do not depend on the selection); writes
+//                    each chunk's unnormalised partial output and (max, sum), and the raw
+//                    compressed scores, which the selection needs.
+//   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
+//                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
+//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block).
+//   4. merge         one workgroup per output row: every chunk of the three branches, the gates.
+//
+// A decode step is latency-bound (a 64k step reads ~11 MB): every workgroup does one chunk, loads
+// its whole chunk at once (the loads are independent and unrolled), and the serial parts are
+// short. Split layout: `part` [split, rows, DV] f32 and `stats` [split, rows, 2] (max, sum) with
+// the selected chunks first (NS = nSel * CPB of them), then the compressed chunks, then the window
+// chunks; rows = B * HQ. The query position comes in P.qRowLo (the only per-step value).
+import { NEG, NEG_HALF, enableF16, paramsStruct, type ElementType } from './common.js';
+
+/** Shape constants every decode-step kernel shares (compile-time). */
+export interface DecodeStepShape {
+  readonly e: ElementType;
+  readonly B: number;
+  readonly H: number;
+  readonly G: number;
+  readonly DK: number;
+  readonly DV: number;
+  /** Keys per chunk of an attend workgroup. */
+  readonly KC: number;
+  /** Raw and compressed token rows per sequence in the cache (its capacity). */
+  readonly CAP: number;
+  readonly CCAP: number;
+  readonly window: number;
+  readonly cmpBlock: number;
+  readonly cmpStride: number;
+  readonly selBlock: number;
+  readonly nSel: number;
+}
+
+/** Chunks per selected block. */
+export function chunksPerBlock(s: DecodeStepShape): number {
+  return Math.ceil(s.selBlock / s.KC);
+}
+
+/** Workgroup memory of an attend workgroup (bytes). */
+export function attendSharedBytes(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV' | 'KC'>): number {
+  const qs = (s.DK / 4 + 1) * 16;
+  return s.G * qs + s.KC * qs + s.KC * (s.DV / 4) * 16 + 4 * s.G * s.KC;
+}
+
+function constants(s: DecodeStepShape, WG: number): string {
+  return `const B = ${s.B}u;
+const H = ${s.H}u;
+const G = ${s.G}u;
+const HQ = ${s.H * s.G}u;
+const ROWS = ${s.B * s.H * s.G}u;
+const DK4 = ${s.DK / 4}u;
+const DV4 = ${s.DV / 4}u;
+// Row stride of q and K tiles in workgroup memory: one vec4 of padding keeps reads conflict-free.
+const QS = ${s.DK / 4 + 1}u;
+const KC = ${s.KC}u;
+const CPB = ${chunksPerBlock(s)}u;
+const NSEL = ${s.nSel}u;
+const NS = ${s.nSel * chunksPerBlock(s)}u;
+const CAP = ${s.CAP}u;
+const CCAP = ${s.CCAP}u;
+const WIN = ${s.window}u;
+const CMP_BLOCK = ${s.cmpBlock}u;
+const CMP_STRIDE = ${s.cmpStride}u;
+const SEL_BLOCK = ${s.selBlock}u;
+const WG = ${WG}u;
+// Compressed blocks visible to the query at position p, and the chunks they and the window take.
+fn visibleCompressed(p: u32) -> u32 {
+  return select(0u, (p + 1u - CMP_BLOCK) / CMP_STRIDE + 1u, p + 1u >= CMP_BLOCK);
+}
+fn windowLo(p: u32) -> u32 {
+  return select(0u, p + 1u - WIN, p + 1u > WIN);
+}
+fn compressedChunks(p: u32) -> u32 {
+  return (visibleCompressed(p) + KC - 1u) / KC;
+}
+fn windowChunks(p: u32) -> u32 {
+  return (p + 1u - windowLo(p) + KC - 1u) / KC;
+}
+`;
+}
+
+/** Statements for x = lid + r * WG, r < ceil(n / WG), each guarded by x < n (unrolled: the loads overlap). */
+function unrolled(n: number, WG: number, body: string): string {
+  const out: string[] = [];
+  for (let r = 0; r * WG < n; r++) {
+    const guard = (r + 1) * WG <= n ? '' : `if (x < ${n}u) `;
+    out.push(`  { let x = lid + ${r * WG}u; ${guard}{ ${body} } }`);
+  }
+  return out.join('\n');
+}
+
+/**
+ * Attention over one chunk of keys for the G heads of one KV head: phase 'cw' (compressed chunks,
+ * then window chunks, by workgroup_id.x) or 'slc' (chunks of the selected blocks).
+ */
+export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number }): string {
+  const { e, G, DK, DV, KC, WG } = k;
+  const cw = k.phase === 'cw';
+  const vec = `array<vec4<${e}>>`;
+  const bindings = cw
+    ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
+@group(0) @binding(3) var<storage, read> vCmp: ${vec};
+@group(0) @binding(4) var<storage, read> kWin: ${vec};
+@group(0) @binding(5) var<storage, read> vWin: ${vec};
+@group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(8) var<storage, read_write> scores: array<f32>;`
+    : `@group(0) @binding(2) var<storage, read> kSlc: ${vec};
+@group(0) @binding(3) var<storage, read> vSlc: ${vec};
+@group(0) @binding(4) var<storage, read> blocks: array<i32>;
+@group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;`;
+  // Which keys this workgroup takes: [lo, lo + count) of the compressed or raw rows, and its split.
+  const chunk = cw
+    ? `  let nC = compressedChunks(pos);
+  let isCmp = wid.x < nC;
+  var lo = 0u;
+  var count = 0u;
+  if (isCmp) {
+    lo = wid.x * KC;
+    count = min(KC, visibleCompressed(pos) - lo);
+  } else {
+    lo = windowLo(pos) + (wid.x - nC) * KC;
+    count = min(KC, pos + 1u - lo);
+  }
+  let split = NS + wid.x;`
+    : `  let j = blocks[(b * H + h) * NSEL + wid.x / CPB];
+  var lo = 0u;
+  var count = 0u;
+  if (j >= 0) {
+    let start = u32(j) * SEL_BLOCK;
+    lo = start + (wid.x % CPB) * KC;
+    let hi = min(min(start + SEL_BLOCK, lo + KC), pos + 1u);
+    count = select(0u, hi - lo, hi > lo);
+  }
+  let split = wid.x;`;
+  const rawRow = (kk: string) => `((b * CAP + lo + ${kk}) * H + h)`;
+  const cmpRow = (kk: string) => `((b * CCAP + lo + ${kk}) * H + h)`;
+  // K and V of the chunk into workgroup memory. Every load is issued before any store and none
+  // sits under its own branch (rows past count are clamped to a valid row, then zeroed), so the
+  // loads of a thread overlap instead of waiting one after another.
+  const loadTiles = (kBuf: string, vBuf: string, row: (kk: string) => string) => {
+    const lines: string[] = [];
+    const stores: string[] = [];
+    for (const [D4, n, buf, dst] of [
+      ['DK4', (KC * DK) / 4, kBuf, (kk: string, c: string) => `kt[${kk} * QS + ${c}]`],
+      ['DV4', (KC * DV) / 4, vBuf, (kk: string, c: string) => `vt[${kk} * DV4 + ${c}]`],
+    ] as const) {
+      for (let r = 0; r * WG < n; r++) {
+        const id = `${buf}${r}`;
+        lines.push(`    let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${D4}; let c${id} = x${id} % ${D4};`);
+        lines.push(`    let a${id} = ${buf}[${row(`min(k${id}, last)`)} * ${D4} + c${id}];`);
+        const guard = (r + 1) * WG <= n ? '' : `if (x${id} < ${n}u) `;
+        stores.push(`    ${guard}{ ${dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), vec4<f32>(a${id}), k${id} < count); }`);
+      }
+    }
+    return [...lines, ...stores].join('\n');
+  };
+  const tiles = cw
+    ? `  if (isCmp) {
+${loadTiles('kCmp', 'vCmp', cmpRow)}
+  } else {
+${loadTiles('kWin', 'vWin', rawRow)}
+  }`
+    : `  {
+${loadTiles('kSlc', 'vSlc', rawRow)}
+  }`;
+  /** `acc` = Σ_i term(i) for i < n, unrolled over two accumulators (no loop-carried wait on one). */
+  const unrolledSum = (acc: string, n: number, term: (i: number) => string) => {
+    const lines = [`    var ${acc}0 = vec4<f32>(0.0);`, `    var ${acc}1 = vec4<f32>(0.0);`];
+    for (let i = 0; i < n; i++) lines.push(`    ${acc}${i % 2} = ${term(i)}${acc}${i % 2});`);
+    lines.push(`    let ${acc} = ${acc}0 + ${acc}1;`);
+    return lines.join('\n');
+  };
+  const keys = Array.from({ length: KC }, (_, i) => i);
+  return `${enableF16(e)}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> q: ${vec};
+${bindings}
+${constants(k, WG)}
+// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
+const PRS = ${KC + 1}u;
+var<workgroup> qs: array<vec4<f32>, ${G * (DK / 4 + 1)}>;
+var<workgroup> kt: array<vec4<f32>, ${KC * (DK / 4 + 1)}>;
+var<workgroup> vt: array<vec4<f32>, ${KC * (DV / 4)}>;
+// Scores, then probabilities, [G, PRS].
+var<workgroup> pr: array<f32, ${G * (KC + 1)}>;
+
+fn fma4(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> vec4<f32> {
+  return fma(a, b, c);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let b = wid.y / H;
+  let h = wid.y % H;
+  let row0 = b * HQ + h * G;
+${chunk}
+  // Last key of the chunk that loads may touch (a valid row even when count is 0).
+  let last = max(count, 1u) - 1u;
+  // The group's queries (scaled) and the chunk's keys and values; keys past count are zero.
+${unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
+${tiles}
+  workgroupBarrier();
+  // Scores: invocation x takes head x / KC and key x % KC.
+${unrolled(
+  G * KC,
+  WG,
+  `let g = x / KC; let kk = x % KC;
+${unrolledSum('a', DK / 4, (c) => `fma4(qs[g * QS + ${c}u], kt[kk * QS + ${c}u], `)}
+    let s = dot(a, vec4<f32>(1.0));
+    let ok = kk < count;
+    pr[g * PRS + kk] = select(${NEG}, s, ok);${cw ? `
+    if (ok && isCmp) { scores[(row0 + g) * CCAP + lo + kk] = s; }` : ''}`,
+)}
+  workgroupBarrier();
+  // Each head's max and sum over the chunk; probabilities replace the scores (0 for masked keys).
+  for (var g = lid; g < G; g += WG) {
+${keys.map((i) => `    let s${i} = pr[g * PRS + ${i}u];`).join('\n')}
+    let m = max(${keys.map((i) => `s${i}`).reduce((acc, x) => `max(${acc}, ${x})`)}, ${NEG});
+${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${i} > ${NEG_HALF})), s${i} > ${NEG_HALF});\n    pr[g * PRS + ${i}u] = p${i};`).join('\n')}
+    let l = ${keys.map((i) => `p${i}`).join(' + ')};
+    let at = (split * ROWS + row0 + g) * 2u;
+    stats[at] = m;
+    stats[at + 1u] = l;
+  }
+  workgroupBarrier();
+  // Unnormalised partial output: invocation x takes head x / DV4 and column x % DV4.
+${unrolled(
+  G * (DV / 4),
+  WG,
+  `let g = x / DV4; let c = x % DV4;
+${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u * DV4 + c], `)}
+    part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
+)}
+}
+`;
+}
+
+/**
+ * Block choice for one (sequence, KV head): lse of each head from the compressed chunks' stats,
+ * candidate scores S[j] = Σ_heads Σ_i overlap(i, j) exp(score[i] - lse) from the stored raw scores,
+ * the forced blocks, then top-n rounds (ties to the lower index), written ascending with -1 padding.
+ */
+export function decodeSelectShader(
+  k: DecodeStepShape & { readonly WG: number; readonly NSMAX: number; readonly initialBlocks: number; readonly localBlocks: number; readonly subgroups: boolean },
+): string {
+  const { G, WG } = k;
+  const perCmp = k.cmpBlock / k.cmpStride;
+  const perSel = k.selBlock / k.cmpStride;
+  // Unroll the candidate scores over up to 16 heads at a time (a divisor of G).
+  const gu = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * (perSel + perCmp - 1) <= 96) ?? 1;
+  // Invocations per head merging the compressed chunks' stats (their scans below are unrolled).
+  const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
+  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
+  const roundsTree = `  for (var round = forced; round < total; round++) {
+    var best = -0.5;
+    var bestI = 0xffffffffu;
+    for (var j = lid; j < nCand; j += WG) {
+      let s = score[j];
+      if (s > best) { best = s; bestI = j; }
+    }
+    redV[lid] = best;
+    redI[lid] = bestI;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+      if (lid < stride) {
+        let v2 = redV[lid + stride];
+        let i2 = redI[lid + stride];
+        if (v2 > redV[lid] || (v2 == redV[lid] && i2 < redI[lid])) {
+          redV[lid] = v2;
+          redI[lid] = i2;
+        }
+      }
+      workgroupBarrier();
+    }
+    if (lid == 0u) {
+      chosen[round] = i32(redI[0]);
+      score[redI[0]] = -1.0;
+    }
+    workgroupBarrier();
+  }`;
+  // Subgroup winners go to slots double-buffered by round parity: one barrier a round. Each
+  // invocation reads only its own candidates (j = lid + r * WG), so the owner marks the winner.
+  const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
+  let sg = lid / sgSize;
+  for (var round = forced; round < total; round++) {
+    var best = -0.5;
+    var bestI = 0xffffffffu;
+    for (var j = lid; j < nCand; j += WG) {
+      let s = score[j];
+      if (s > best) { best = s; bestI = j; }
+    }
+    let m = subgroupMax(best);
+    let mi = subgroupMin(select(0xffffffffu, bestI, best == m));
+    let base = (round & 1u) * nsg;
+    if (sgLane == 0u) { redV[base + sg] = m; redI[base + sg] = mi; }
+    workgroupBarrier();
+    // Every subgroup reduces the winners itself, its lanes reading the slots in parallel.
+    var bv = -0.5;
+    var bi = 0xffffffffu;
+    for (var s = sgLane; s < nsg; s += sgSize) {
+      let v2 = redV[base + s];
+      let i2 = redI[base + s];
+      if (v2 > bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
+    }
+    let wv = subgroupMax(bv);
+    let wi = subgroupMin(select(0xffffffffu, bi, bv == wv));
+    if (wi != 0xffffffffu && wi % WG == lid) { score[wi] = -1.0; }
+    if (lid == 0u) { chosen[round] = i32(wi); }
+  }
+  workgroupBarrier();`;
+  return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> scores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> blocks: array<i32>;
+${constants(k, WG)}
+const NSMAX = ${k.NSMAX}u;
+const LANES = ${lanes}u;
+const PER_CMP = ${perCmp}u;
+const PER_SEL = ${perSel}u;
+// Compressed blocks that can overlap one selection block.
+const SPAN = ${perSel + perCmp - 1}u;
+// Heads per unrolled step of the candidate scores (divides G).
+const GU = ${gu}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+var<workgroup> red: array<f32, ${WG}>;
+var<workgroup> lse: array<f32, ${G}>;
+var<workgroup> score: array<f32, ${k.NSMAX}>;
+var<workgroup> redV: array<f32, ${2 * WG}>;
+var<workgroup> redI: array<u32, ${2 * WG}>;
+var<workgroup> chosen: array<i32, ${k.nSel}>;
+var<workgroup> nChosen: u32;
+
+// Sub-blocks shared by compressed block i and selection block j.
+fn overlap(i: u32, j: u32) -> f32 {
+  let lo = max(i, j * PER_SEL);
+  let hi = min(i + PER_CMP, (j + 1u) * PER_SEL);
+  return select(0.0, f32(hi - lo), hi > lo);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
+  let pos = P.qRowLo;
+  let b = wid.x / H;
+  let h = wid.x % H;
+  let row0 = b * HQ + h * G;
+  let nVis = visibleCompressed(pos);
+  let nC = compressedChunks(pos);
+  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum).
+  let gl = lid / LANES;
+  let lane = lid % LANES;
+  let ok = gl < G;
+  var mLoc = ${NEG};
+  for (var c = lane; c < nC && ok; c += LANES) {
+    let at = ((NS + c) * ROWS + row0 + gl) * 2u;
+    if (stats[at + 1u] > 0.0) { mLoc = max(mLoc, stats[at]); }
+  }
+  red[lid] = mLoc;
+  workgroupBarrier();
+  var m = ${NEG};
+  if (ok) {
+${laneIdx.map((i) => `    let r${i} = red[gl * LANES + ${i}u];`).join('\n')}
+    m = max(m, ${laneIdx.map((i) => `r${i}`).reduce((a, x) => `max(${a}, ${x})`)});
+  }
+  var lLoc = 0.0;
+  for (var c = lane; c < nC && ok; c += LANES) {
+    let at = ((NS + c) * ROWS + row0 + gl) * 2u;
+    let l = stats[at + 1u];
+    if (l > 0.0) { lLoc += l * exp(stats[at] - m); }
+  }
+  workgroupBarrier();
+  red[lid] = lLoc;
+  workgroupBarrier();
+  if (ok && lane == 0u) {
+    let l = ${laneIdx.map((i) => `red[gl * LANES + ${i}u]`).join(' + ')};
+    lse[gl] = select(${NEG}, m + log(max(l, 1.0e-30)), l > 0.0 && m > ${NEG_HALF});
+  }
+  workgroupBarrier();
+  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
+  // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
+  for (var j = lid; j < nCand; j += WG) {
+    let iBase = j * PER_SEL + 1u;
+    var s = 0.0;
+    for (var g0 = 0u; g0 < G; g0 += GU) {
+${Array.from({ length: gu }, (_, gi) => `      let lg${gi} = lse[g0 + ${gi}u];
+      let base${gi} = (row0 + g0 + ${gi}u) * CCAP;`).join('\n')}
+${Array.from({ length: perSel + perCmp - 1 }, (_, r) => `      let in${r} = iBase + ${r}u >= PER_CMP && iBase + ${r}u - PER_CMP < nVis;
+      let i${r} = select(0u, iBase + ${r}u - PER_CMP, in${r});
+      let w${r} = overlap(i${r}, j);`).join('\n')}
+${Array.from({ length: gu }, (_, gi) =>
+  Array.from({ length: perSel + perCmp - 1 }, (_, r) => `      let x${gi}_${r} = scores[base${gi} + i${r}];`).join('\n'),
+).join('\n')}
+${Array.from({ length: gu }, (_, gi) =>
+  Array.from(
+    { length: perSel + perCmp - 1 },
+    (_, r) => `      { let ok = in${r} && lg${gi} > ${NEG_HALF}; s += select(0.0, w${r} * exp(select(-100.0, x${gi}_${r} - lg${gi}, ok)), ok); }`,
+  ).join('\n'),
+).join('\n')}
+    }
+    score[j] = s;
+  }
+  workgroupBarrier();
+  // Forced blocks first; a score of -1 marks a block as taken.
+  if (lid == 0u) {
+    var n = 0u;
+    for (var j = 0u; j < min(INITIAL, nCand); j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
+    let localLo = select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL);
+    for (var j = max(localLo, INITIAL); j <= cur && LOCAL > 0u; j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
+    nChosen = n;
+  }
+  let forced = workgroupUniformLoad(&nChosen);
+  let total = min(NSEL, nCand);
+${k.subgroups ? roundsSubgroup : roundsTree}
+  if (lid == 0u) {
+    // Insertion sort of at most n entries, then -1 padding.
+    for (var a = 1u; a < total; a++) {
+      let v = chosen[a];
+      var c = a;
+      while (c > 0u && chosen[c - 1u] > v) { chosen[c] = chosen[c - 1u]; c--; }
+      chosen[c] = v;
+    }
+    let out = (b * H + h) * NSEL;
+    for (var s = 0u; s < NSEL; s++) { blocks[out + s] = select(-1, chosen[s], s < total); }
+  }
+}
+`;
+}
+
+/**
+ * out[row] = Σ_branch gate · (Σ_split exp(m_s - M) part_s) / (Σ_split exp(m_s - M) l_s): one
+ * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
+ */
+export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number }): string {
+  const { e, DV, WG } = k;
+  const DV4 = DV / 4;
+  const LN = Math.max(1, Math.floor(WG / DV4));
+  const UNROLL = 4;
+  // Branch of split s as an index into vec4 lanes: 1 = selected, 0 = compressed, 2 = window (gate order).
+  return `${enableF16(e)}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> stats: array<f32>;
+@group(0) @binding(3) var<storage, read> gates: array<${e}>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec4<${e}>>;
+${constants(k, WG)}
+const SMAX = ${k.SMAX}u;
+const LN = ${LN}u;
+var<workgroup> red: array<vec4<f32>, ${WG}>;
+var<workgroup> weight: array<f32, ${k.SMAX}>;
+var<workgroup> acc: array<vec4<f32>, ${WG}>;
+
+fn branchOf(s: u32, nC: u32) -> u32 {
+  return select(select(2u, 0u, s < NS + nC), 1u, s < NS);
+}
+
+fn pick(v: vec4<f32>, i: u32) -> f32 {
+  return select(select(v.z, v.y, i == 1u), v.x, i == 0u);
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let row = wid.x;
+  let nC = compressedChunks(pos);
+  let total = NS + nC + windowChunks(pos);
+  // Per-branch max over the splits that saw keys.
+  var mx = vec4<f32>(${NEG});
+  for (var s = lid; s < total; s += WG) {
+    let at = (s * ROWS + row) * 2u;
+    if (stats[at + 1u] > 0.0) {
+      let bi = branchOf(s, nC);
+      let m = stats[at];
+      mx = max(mx, select(vec4<f32>(${NEG}), vec4<f32>(m), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(bi)));
+    }
+  }
+  red[lid] = mx;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { red[lid] = max(red[lid], red[lid + stride]); }
+    workgroupBarrier();
+  }
+  let M = red[0];
+  workgroupBarrier();
+  // Split weights exp(m - M) and each branch's sum.
+  var sum = vec4<f32>(0.0);
+  for (var s = lid; s < total; s += WG) {
+    let at = (s * ROWS + row) * 2u;
+    let l = stats[at + 1u];
+    let bi = branchOf(s, nC);
+    let w = select(0.0, exp(select(-100.0, stats[at] - pick(M, bi), l > 0.0)), l > 0.0);
+    weight[s] = w;
+    sum += select(vec4<f32>(0.0), vec4<f32>(w * l), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(bi));
+  }
+  red[lid] = sum;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { red[lid] = red[lid] + red[lid + stride]; }
+    workgroupBarrier();
+  }
+  let L = red[0];
+  let gate = vec4<f32>(f32(gates[row * 3u]), f32(gates[row * 3u + 1u]), f32(gates[row * 3u + 2u]), 0.0);
+  let coef = select(vec4<f32>(0.0), gate / max(L, vec4<f32>(1.0e-30)), L > vec4<f32>(0.0));
+  // Each invocation scales its own weights (no barrier needed before), then all read them.
+  for (var s = lid; s < total; s += WG) { weight[s] *= pick(coef, branchOf(s, nC)); }
+  workgroupBarrier();
+  // Column c, lane ln: every LN-th split, ${UNROLL} loads in flight.
+  let c = lid % DV4;
+  let ln = lid / DV4;
+  var o = vec4<f32>(0.0);
+  if (ln < LN) {
+    for (var s0 = ln; s0 < total; s0 += ${UNROLL}u * LN) {
+${Array.from({ length: UNROLL }, (_, u) => `      let s${u} = s0 + ${u}u * LN;
+      let p${u} = select(vec4<f32>(0.0), part[(min(s${u}, total - 1u) * ROWS + row) * DV4 + c], s${u} < total);`).join('\n')}
+${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, weight[min(s${u}, total - 1u)], s${u} < total)), o);`).join('\n')}
+    }
+  }
+  acc[lid] = o;
+  workgroupBarrier();
+  if (lid < DV4) {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < LN; i++) { r += acc[i * DV4 + lid]; }
+    out[row * DV4 + lid] = vec4<${e}>(r);
+  }
+}
+`;
+}
