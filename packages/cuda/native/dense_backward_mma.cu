@@ -343,8 +343,13 @@ void launchGrads(const AttentionBackwardArgs& b, const float* delta, Workspace& 
   const SeqTile* dKt = ws.upload(kt);
   const SeqTile* dQt = ws.upload(qt);
   const WgmmaParts wg = wgmmaParts();
-  if (wg.kv) denseKeyValueGradWgmma(b, delta, dKt, (int)kt.size(), stream);
-  if (wg.dq) denseDqWgmma(b, delta, dQt, (int)qt.size(), stream);
+  const char* split = getenv("NSA_DENSE_BWD_SPLIT");  // =1: dK/dV and dq as two launches (A/B)
+  if (split && split[0] == '1') {
+    if (wg.kv) denseGradsWgmma(b, delta, dKt, (int)kt.size(), dQt, 0, stream);
+    if (wg.dq) denseGradsWgmma(b, delta, dKt, 0, dQt, (int)qt.size(), stream);
+  } else {
+    denseGradsWgmma(b, delta, dKt, wg.kv ? (int)kt.size() : 0, dQt, wg.dq ? (int)qt.size() : 0, stream);
+  }
   // The rest in one mma.sync grid.
   const size_t kvBlocks = wg.kv ? 0 : kt.size() * a.H, blocks = kvBlocks + (wg.dq ? 0 : qt.size() * a.HQ);
   if (blocks == 0) return;

@@ -75,10 +75,11 @@ struct KvShape {
   static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)kStages * 2 * colBytes + 2 * sizeof(float) * kStages * kStep + 1024;
 };
 
+// One dK/dV block: keys tile.first .. + kBlockRows of KV head kvh.
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads, 1) keyValueGradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* tiles) {
+__device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int kvh,
+                                                  char* smemAll) {
   using S = KvShape<D>;
-  extern __shared__ __align__(16) char smemAll[];
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
   const uint32_t sK = smemAddr(smem), sV = sK + S::kvBytes, ring = sV + S::kvBytes;
   float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + kStages * 2 * S::colBytes);  // [kStages][kStep]
@@ -86,8 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) keyValueGradKernel(AttentionBackw
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int kvh = blockIdx.y, G = a.HQ / a.H;
-  const DenseTile tile = tiles[blockIdx.x];
+  const int G = a.HQ / a.H;
   const SeqTable st = seqTable(a.seq);
   const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
   const int pos0 = st.pos0[tile.s], kBase = st.kBase[tile.s];
@@ -236,10 +236,10 @@ struct DqShape {
   static constexpr size_t bytes = (size_t)kStages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 1024;
 };
 
+// One dq block: query positions tile.first .. + kBlockRows of query head hq.
 template <class T, int D>
-__global__ void __launch_bounds__(kThreads, 1) dqKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* tiles) {
+__device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int hq, char* smemAll) {
   using S = DqShape<D>;
-  extern __shared__ __align__(16) char smemAll[];
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
   const uint32_t ring = smemAddr(smem);
   constexpr int ld = S::ld;
@@ -248,8 +248,7 @@ __global__ void __launch_bounds__(kThreads, 1) dqKernel(AttentionBackwardArgs b,
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
-  const int hq = blockIdx.y, kvh = hq / (a.HQ / a.H);
-  const DenseTile tile = tiles[blockIdx.x];
+  const int kvh = hq / (a.HQ / a.H);
   const SeqTable st = seqTable(a.seq);
   const int qStart = st.qStart[tile.s], qCount = st.qStart[tile.s + 1] - qStart;
   const int kBase = st.kBase[tile.s], base = st.pos0[tile.s] + tile.first;  // position of row 0
@@ -365,35 +364,42 @@ __global__ void __launch_bounds__(kThreads, 1) dqKernel(AttentionBackwardArgs b,
                       a.scale);
 }
 
+// Both block kinds in one grid, dK/dV blocks first (heaviest first, heads of a tile adjacent), then dq
+// blocks: the dq blocks fill the multiprocessors that the dK/dV tail leaves idle (as dense_backward_mma.cu).
 template <class T, int D>
-void launchKeyValue(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
-  const size_t bytes = KvShape<D>::bytes;
-  NSA_CUDA(cudaFuncSetAttribute(keyValueGradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  keyValueGradKernel<T, D><<<dim3((unsigned)nTiles, b.fwd.H), kThreads, bytes, stream>>>(b, delta, tiles);
-  NSA_LAUNCHED("keyValueGradKernel");
+__global__ void __launch_bounds__(kThreads, 1)
+    gradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* kvTiles, int kvBlocks, const DenseTile* qTiles) {
+  extern __shared__ __align__(16) char smemAll[];
+  const int i = blockIdx.x;
+  if (i < kvBlocks) {
+    keyValueGradBlock<T, D>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemAll);
+  } else {
+    const int j = i - kvBlocks;
+    dqBlock<T, D>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemAll);
+  }
 }
+
 template <class T, int D>
-void launchDq(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
-  const size_t bytes = DqShape<D>::bytes;
-  NSA_CUDA(cudaFuncSetAttribute(dqKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  dqKernel<T, D><<<dim3((unsigned)nTiles, b.fwd.HQ), kThreads, bytes, stream>>>(b, delta, tiles);
-  NSA_LAUNCHED("dqKernel");
+void launchGrads(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, int nKv, const DenseTile* qTiles, int nQ,
+                 cudaStream_t stream) {
+  const size_t kvBlocks = (size_t)nKv * b.fwd.H, blocks = kvBlocks + (size_t)nQ * b.fwd.HQ;
+  if (blocks == 0) return;
+  const size_t bytes = std::max(KvShape<D>::bytes, DqShape<D>::bytes);
+  NSA_CUDA(cudaFuncSetAttribute(gradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  gradKernel<T, D><<<(unsigned)blocks, kThreads, bytes, stream>>>(b, delta, kvTiles, (int)kvBlocks, qTiles);
+  NSA_LAUNCHED("denseGradWgmmaKernel");
 }
 
 }  // namespace
 
-void denseKeyValueGradWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
-  if (nTiles == 0) return;
+void denseGradsWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, int nKv, const DenseTile* qTiles, int nQ,
+                     cudaStream_t stream) {
   const bool f16 = b.fwd.dtype == DType::F16;
-  if (b.fwd.Dk == 64) f16 ? launchKeyValue<__half, 64>(b, delta, tiles, nTiles, stream) : launchKeyValue<__nv_bfloat16, 64>(b, delta, tiles, nTiles, stream);
-  else f16 ? launchKeyValue<__half, 128>(b, delta, tiles, nTiles, stream) : launchKeyValue<__nv_bfloat16, 128>(b, delta, tiles, nTiles, stream);
-}
-
-void denseDqWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream) {
-  if (nTiles == 0) return;
-  const bool f16 = b.fwd.dtype == DType::F16;
-  if (b.fwd.Dk == 64) f16 ? launchDq<__half, 64>(b, delta, tiles, nTiles, stream) : launchDq<__nv_bfloat16, 64>(b, delta, tiles, nTiles, stream);
-  else f16 ? launchDq<__half, 128>(b, delta, tiles, nTiles, stream) : launchDq<__nv_bfloat16, 128>(b, delta, tiles, nTiles, stream);
+  if (b.fwd.Dk == 64) {
+    f16 ? launchGrads<__half, 64>(b, delta, kvTiles, nKv, qTiles, nQ, stream) : launchGrads<__nv_bfloat16, 64>(b, delta, kvTiles, nKv, qTiles, nQ, stream);
+  } else {
+    f16 ? launchGrads<__half, 128>(b, delta, kvTiles, nKv, qTiles, nQ, stream) : launchGrads<__nv_bfloat16, 128>(b, delta, kvTiles, nKv, qTiles, nQ, stream);
+  }
 }
 
 }  // namespace nsa

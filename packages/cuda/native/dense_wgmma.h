@@ -15,11 +15,10 @@ struct DenseTile {
 // may take the kernels' shared memory.
 bool denseWgmmaRuns();
 
-// dK, dV of 128-key tiles (tiles[0 .. nTiles) on the device) for every KV head; delta = Σ dO ∘ O
-// per (row, head). 16-bit, Dk = Dv in {64, 128}.
-void denseKeyValueGradWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles,
-                            cudaStream_t stream);
-// dq of 128-position query tiles for every query head.
-void denseDqWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* tiles, int nTiles, cudaStream_t stream);
+// dK, dV of 128-key tiles (kvTiles[0 .. nKv) on the device) for every KV head and dq of 128-position query
+// tiles (qTiles[0 .. nQ)) for every query head, in one grid; delta = Σ dO ∘ O per (row, head). 16-bit,
+// Dk = Dv in {64, 128}. nKv or nQ may be 0 (that kind stays with the caller).
+void denseGradsWgmma(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, int nKv, const DenseTile* qTiles, int nQ,
+                     cudaStream_t stream);
 
 }  // namespace nsa
