@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, performance, process */
 // NSA vs this addon's own dense flash-attention, one run, one table:
 //   node bench/bench.mjs [--T 8192,16384,32768,65536] [--baseline torch.json]
 // B=1, HQ=64, H=4, Dk=Dv=128, bfloat16, paper defaults (l 32, d 16, l' 64, n 16, w 512).

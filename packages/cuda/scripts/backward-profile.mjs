@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, process */
 // The benchmark's NSA forward + backward (B=1 HQ=64 H=4 D=128 bf16, paper defaults, random normal
 // inputs) a fixed number of times, for a profiler (few launches, unlike bench.mjs's timing loop):
 //   ncu --clock-control none --metrics gpu__time_duration.sum node scripts/backward-profile.mjs --T 16384 --iters 2

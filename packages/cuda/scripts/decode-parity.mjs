@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, process */
 // Parity of the NSA decode paths against the float64 reference, decode only (no training pass):
 // the register-layout decode (16-bit, G = 16, D 64/128: nsa_decode_mma.cu) and, for float32 and
 // G = 4, the general split-K decode. Per case: decode steps over a cache (B > 1, several query

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, process */
 // Checks the register-layout dense backward (16-bit, Dk = Dv in {64, 128}) on the GPU host: parity
 // of dq, dk, dv against the float64 reference on shapes beyond test/'s grid (G = 1, 4, 8, 16, head
 // dims 64 and 128, lengths that are no multiple of the tiles, varlen, queries after a cached prefix),
@@ -26,9 +27,6 @@ const shapes = [
   { name: 'after cache G=1 D=64 TQ=130 Tk=333', B: 1, TQ: 130, Tk: 333, heads: 4, kvHeads: 4, D: 64 },
 ];
 
-async function host(t) {
-  return Float64Array.from(await t.read());
-}
 
 // Forward + backward on a backend; returns the gradients as host arrays (and the raw bytes).
 async function gradients(target, c, values, dtype) {

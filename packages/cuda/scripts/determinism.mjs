@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, process */
 // Runs the NSA forward and backward twice on the same inputs (bfloat16, paper defaults, G = 16,
 // T = 2048) and checks that every output and gradient is bit-equal: the backward uses no
 // floating-point atomics. Plain Node over dist/ (for the GPU host):

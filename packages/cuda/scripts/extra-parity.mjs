@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global console, process */
 // Parity cases beyond test/'s grid, through its exported harness (plain Node over dist/, for the
 // GPU host): head dims 256 (and Dk != Dv), G = 64 and G = 128 (MQA), float32 and bfloat16, with
 // decode steps.   node scripts/extra-parity.mjs
