@@ -17,13 +17,16 @@ for f in "Dk=256 Dv=256" "Dk=256 Dv=64" "G=64 " "G=128" "reg G=16 varlen" "reg G
   i=$((i + 1)); bg "extra$i.log" node scripts/extra-parity.mjs --only "$f"
 done
 bg decode.log node scripts/decode-parity.mjs
+bg densefwd.log node scripts/dense-forward-check.mjs
 bg densebwd.log node scripts/dense-backward-check.mjs
 bg det.log node scripts/determinism.mjs
 bg memcheck.log compute-sanitizer --tool memcheck node scripts/extra-parity.mjs --only "reg G=16 varlen D=64 bfloat16"
+bg memdensefwd.log compute-sanitizer --tool memcheck node scripts/dense-forward-check.mjs --only "varlen G=16 D=128 bfloat16" --no-determinism
+bg memdensebwd.log compute-sanitizer --tool memcheck node scripts/dense-backward-check.mjs --only "varlen G=16 D=128 bfloat16" --no-determinism
 echo "== grid"; timeout 300 bash scripts/gpu-parity.sh "$W" "$L/logs/grid.log" 8 bfloat16,float16 2>&1 | tail -1
 wait
 echo "== checks ($((SECONDS - t0)) s)"
 cat "$L"/logs/extra[0-9]*.log > "$L/logs/extra-all.log"
-for f in extra-all decode densebwd det memcheck; do
-  echo "-- $f: ok $(grep -c '| yes |' "$L/logs/$f.log") failed $(grep -c '| NO |' "$L/logs/$f.log"); $(grep -h 'determinism: all\|ERROR SUMMARY\|^exit' "$L/logs/$f.log" | sort | uniq -c | tr '\n' ' ')"
+for f in extra-all decode densefwd densebwd det memcheck memdensefwd memdensebwd; do
+  echo "-- $f: ok $(grep -c '| yes |' "$L/logs/$f.log") failed $(grep -c '| NO |' "$L/logs/$f.log"); $(grep -h 'determinism: all\|DIFFERS\|ERROR SUMMARY\|^exit' "$L/logs/$f.log" | sort | uniq -c | tr '\n' ' ')"
 done
