@@ -17,6 +17,7 @@
 #include "ops.h"
 #include "warp_tile.cuh"
 #include "wgmma.cuh"
+#include "wgmma_probe.h"
 #include "workspace.h"
 
 namespace nsa {
@@ -257,10 +258,6 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   }
 }
 
-// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
-__device__ int gDenseWgmmaProbe;
-__global__ void denseWgmmaProbeKernel() { gDenseWgmmaProbe = NSA_WGMMA_DEVICE; }
-
 template <class T, int D>
 void launch(const AttentionArgs& a, cudaStream_t stream) {
   std::vector<WgTile> tiles;
@@ -282,24 +279,11 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 bool denseWgmmaRuns() {
-  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
-  int dev = 0;
+  if (!wgmmaRuns()) return false;
+  int dev = 0, smem = 0;
   NSA_CUDA(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return false;
-  if (known[dev] == 0) {
-    int major = 0, minor = 0, smem = 0;
-    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    NSA_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    int yes = 0;
-    if (major == 9 && minor == 0 && (size_t)smem >= WgShape<128>::bytes) {
-      denseWgmmaProbeKernel<<<1, 1>>>();
-      NSA_LAUNCHED("denseWgmmaProbeKernel");
-      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gDenseWgmmaProbe, sizeof(int)));
-    }
-    known[dev] = yes ? 1 : 2;
-  }
-  return known[dev] == 1;
+  NSA_CUDA(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return (size_t)smem >= WgShape<128>::bytes;
 }
 
 bool denseForwardWgmma(const AttentionArgs& a, cudaStream_t stream) {

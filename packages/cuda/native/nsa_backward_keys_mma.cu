@@ -11,6 +11,7 @@
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "wgmma_probe.h"
 #include "workspace.h"
 
 namespace nsa {
@@ -25,10 +26,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   if constexpr (Wg) keyGradBlockWg<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
   else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
-
-// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
-__device__ int gKeyWgmmaProbe;
-__global__ void keyWgmmaProbeKernel() { gKeyWgmmaProbe = NSA_WGMMA_DEVICE; }
 
 // Launch order of key tiles: by the query range a tile reads (kSliceQueries-row steps), so that the
 // blocks running together share those Q and dO rows in L2 instead of each streaming its own from
@@ -179,23 +176,7 @@ KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const Inver
 bool keyGradWgmmaRuns() {
   const char* env = getenv("NSA_BWD_WGMMA");
   if (env && env[0] == '0') return false;
-  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
-  int dev = 0;
-  NSA_CUDA(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return false;
-  if (known[dev] == 0) {
-    int major = 0, minor = 0;
-    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    int yes = 0;
-    if (major == 9 && minor == 0) {
-      keyWgmmaProbeKernel<<<1, 1>>>();
-      NSA_LAUNCHED("keyWgmmaProbeKernel");
-      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gKeyWgmmaProbe, sizeof(int)));
-    }
-    known[dev] = yes ? 1 : 2;
-  }
-  return known[dev] == 1;
+  return wgmmaRuns();
 }
 
 KeyTilePlan keyGradRegistersPlan(const NSABackwardArgs& a, const float* D, const InverseIndex& index, Workspace& ws,

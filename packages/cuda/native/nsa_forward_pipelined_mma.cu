@@ -31,6 +31,7 @@
 #include "ops.h"
 #include "warp_attend.cuh"
 #include "wgmma.cuh"
+#include "wgmma_probe.h"
 #include "workspace.h"
 
 namespace nsa {
@@ -690,30 +691,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
     }
   }
-}
-
-// Device code built for sm_90a (wgmma) is what runs: a one-thread probe of the loaded binary.
-__device__ int gWgmmaProbe;
-__global__ void wgmmaProbeKernel() { gWgmmaProbe = NSA_WGMMA_DEVICE; }
-
-bool wgmmaRuns() {
-  static signed char known[64] = {};  // per device: 0 unknown, 1 yes, 2 no
-  int dev = 0;
-  NSA_CUDA(cudaGetDevice(&dev));
-  if (dev < 0 || dev >= 64) return false;
-  if (known[dev] == 0) {
-    int major = 0, minor = 0;
-    NSA_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    NSA_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    int yes = 0;
-    if (major == 9 && minor == 0) {
-      wgmmaProbeKernel<<<1, 1>>>();
-      NSA_LAUNCHED("wgmmaProbeKernel");
-      NSA_CUDA(cudaMemcpyFromSymbol(&yes, gWgmmaProbe, sizeof(int)));
-    }
-    known[dev] = yes ? 1 : 2;
-  }
-  return known[dev] == 1;
 }
 
 template <class T, int D, int W, bool Wg>

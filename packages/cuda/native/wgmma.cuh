@@ -3,7 +3,7 @@
 // fences they need. Only the sm_90a device pass emits the instructions (NSA_WGMMA_DEVICE); every
 // other pass compiles the same calls to a trap, so a kernel using them still builds for sm_80 /
 // plain sm_90, and the host must launch it only where the running code has them (a probe kernel
-// that stores NSA_WGMMA_DEVICE: wgmmaRuns() in nsa_forward_pipelined_mma.cu).
+// that stores NSA_WGMMA_DEVICE: wgmmaRuns() in wgmma_probe.cu).
 //
 // Operand shapes used here: m64nNk16 with N = 64. A (64 x 16) comes from registers (warp w of the
 // warpgroup holds rows 16w .. 16w+15 in mma.sync m16n8k16's A-fragment layout, four b32 registers)
