@@ -81,6 +81,20 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
     for (const [name, err] of Object.entries(errors)) expect(err, name).toBeLessThan(TOL);
   });
 
+  it('the workgroup-memory top-n rounds (adapters without subgroups) choose as the reference does', async () => {
+    gpu.ctx.subgroupTopN = false;
+    try {
+      const T = 150;
+      const inputs = nsaInputs(config, 1, T, compressedCount(T, config), 43);
+      const ref = await reference.nsaForward({ config, ...upload(reference, inputs, 'float64') });
+      const out = await gpu.nsaForward({ config, ...upload(gpu, inputs, 'float32') });
+      expect(Array.from(await out.blockIndices.read())).toEqual(Array.from(await ref.blockIndices.read()));
+      expect(relativeError(await read(out.output), await read(ref.output))).toBeLessThan(TOL);
+    } finally {
+      gpu.ctx.subgroupTopN = true;
+    }
+  });
+
   it('the classic forward kernels (tiledForward: false) still match, and GPU time is measured where timestamps exist', async () => {
     const classic = await gpuBackend({ tiledForward: false });
     try {
@@ -191,6 +205,21 @@ describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${p
       }
     } finally {
       gpu.ctx.mergedDecode = true;
+      gpu.ctx.singleQueryDecode = true;
+    }
+    // Adapters without subgroups take the workgroup-memory top-n rounds (shaders/top-n.ts) in both
+    // the four dispatches and the six passes: the same blocks and output.
+    gpu.ctx.subgroupTopN = false;
+    try {
+      for (const single of [true, false]) {
+        gpu.ctx.singleQueryDecode = single;
+        const tree = await gpu.nsaDecode({ cache: caches[0], q: gpu.tensor(q, [B, TQ, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, TQ, HQ, 3], 'float32') });
+        expect(relativeError(await read(tree.output), output)).toBeLessThan(1e-6);
+        expect(Array.from(await tree.blockIndices.read())).toEqual(chosen);
+        tree.dispose();
+      }
+    } finally {
+      gpu.ctx.subgroupTopN = true;
       gpu.ctx.singleQueryDecode = true;
     }
   });

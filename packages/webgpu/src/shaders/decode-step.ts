@@ -15,6 +15,7 @@
 // the selected chunks first (NS = nSel * CPB of them), then the compressed chunks, then the window
 // chunks; rows = B * HQ. The query position comes in P.qRowLo (the only per-step value).
 import { NEG, NEG_HALF, enableF16, paramsStruct, type ElementType } from './common.js';
+import { TOP_N_ROUNDS_TREE } from './top-n.js';
 
 /** Shape constants every decode-step kernel shares (compile-time). */
 export interface DecodeStepShape {
@@ -258,33 +259,6 @@ export function decodeSelectShader(
   // Invocations per head merging the compressed chunks' stats (their scans below are unrolled).
   const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
   const laneIdx = Array.from({ length: lanes }, (_, i) => i);
-  const roundsTree = `  for (var round = forced; round < total; round++) {
-    var best = -0.5;
-    var bestI = 0xffffffffu;
-    for (var j = lid; j < nCand; j += WG) {
-      let s = score[j];
-      if (s > best) { best = s; bestI = j; }
-    }
-    redV[lid] = best;
-    redI[lid] = bestI;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-      if (lid < stride) {
-        let v2 = redV[lid + stride];
-        let i2 = redI[lid + stride];
-        if (v2 > redV[lid] || (v2 == redV[lid] && i2 < redI[lid])) {
-          redV[lid] = v2;
-          redI[lid] = i2;
-        }
-      }
-      workgroupBarrier();
-    }
-    if (lid == 0u) {
-      chosen[round] = i32(redI[0]);
-      score[redI[0]] = -1.0;
-    }
-    workgroupBarrier();
-  }`;
   // Subgroup winners go to slots double-buffered by round parity: one barrier a round. Each
   // invocation reads only its own candidates (j = lid + r * WG), so the owner marks the winner.
   const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
@@ -419,7 +393,7 @@ ${Array.from({ length: gu }, (_, gi) =>
   }
   let forced = workgroupUniformLoad(&nChosen);
   let total = min(NSEL, nCand);
-${k.subgroups ? roundsSubgroup : roundsTree}
+${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
   if (lid == 0u) {
     // Insertion sort of at most n entries, then -1 padding.
     for (var a = 1u; a < total; a++) {

@@ -3,6 +3,7 @@
 // over the group's heads, mapped to selection blocks by sub-block overlap, then the forced
 // blocks plus the highest remaining scores (ties to the lower index), written ascending.
 import { ITEM_STRUCT, enableF16, load4, paramsStruct, storageArray, type ElementType } from './common.js';
+import { TOP_N_ROUNDS_TREE } from './top-n.js';
 
 export interface SelectionKernel {
   readonly e: ElementType;
@@ -192,38 +193,10 @@ ${
     score[j] = s;
   }
   workgroupBarrier();`;
-  // Rounds of argmax (ties to the lower index). The tree variant halves through workgroup memory
-  // (log2 WG barriers a round); the subgroup variant reduces inside subgroups and then over their
+  // Rounds of argmax (ties to the lower index). The tree variant (TOP_N_ROUNDS_TREE) halves through workgroup
+  // memory (log2 WG barriers a round); the subgroup variant reduces inside subgroups and then over their
   // winners (one barrier a round, slots double-buffered by round parity). Every invocation reads only
   // its own candidates (j = lid + k * WG), so the owner marks the winner taken without a barrier.
-  const roundsTree = `  for (var round = forced; round < total; round++) {
-    var best = -0.5;
-    var bestI = 0xffffffffu;
-    for (var j = lid; j < nCand; j += WG) {
-      let s = score[j];
-      if (s > best) { best = s; bestI = j; }
-    }
-    redV[lid] = best;
-    redI[lid] = bestI;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-      if (lid < stride) {
-        let v2 = redV[lid + stride];
-        let i2 = redI[lid + stride];
-        if (v2 > redV[lid] || (v2 == redV[lid] && i2 < redI[lid])) {
-          redV[lid] = v2;
-          redI[lid] = i2;
-        }
-      }
-      workgroupBarrier();
-    }
-    if (lid == 0u) {
-      let j = redI[0];
-      chosen[round] = i32(j);
-      score[j] = -1.0;
-    }
-    workgroupBarrier();
-  }`;
   const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
   let sg = lid / sgSize;
   for (var round = forced; round < total; round++) {
@@ -259,7 +232,7 @@ ${
   }
   let forced = workgroupUniformLoad(&nChosen);
   let total = min(NSEL, nCand);
-${k.subgroups ? roundsSubgroup : roundsTree}
+${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
   if (lid == 0u) {
     // Insertion sort of at most n entries, then -1 padding.
     for (var a = 1u; a < total; a++) {
