@@ -19,6 +19,20 @@ export interface NSAInputs {
   readonly gates: Tensor;
 }
 
+/** Each of the eight inputs through `f` (a backend's device buffers or host arrays, say). */
+export function mapNSAInputs<T>(args: NSAInputs, f: (t: Tensor) => T): { readonly [K in keyof NSAInputs]: T } {
+  return {
+    q: f(args.q),
+    kCmp: f(args.kCmp),
+    vCmp: f(args.vCmp),
+    kSlc: f(args.kSlc),
+    vSlc: f(args.vSlc),
+    kWin: f(args.kWin),
+    vWin: f(args.vWin),
+    gates: f(args.gates),
+  };
+}
+
 export interface NSAForwardArgs extends NSAInputs {
   readonly config: NSAConfig;
   /** int32 [B, T, H, n], ascending, -1 padded: skip the selection scores and use these blocks. */

@@ -9,6 +9,7 @@ import {
   checkNSAForward,
   disposeAll,
   encode,
+  mapNSAInputs,
   type AttentionArgs,
   type AttentionBackwardArgs,
   type AttentionForwardResult,
@@ -25,7 +26,6 @@ import {
   type NSAForwardArgs,
   type NSAForwardResult,
   type NSAGradients,
-  type NSAInputs,
   type NSASaved,
   type Tensor,
 } from '@nsa/core';
@@ -63,19 +63,6 @@ function buf(t: Tensor): DeviceBuffer {
   return (t as CudaTensor).buffer;
 }
 
-/** The buffers of the operator's eight inputs (forward and backward read the same ones). */
-function inputBuffers(args: NSAInputs) {
-  return {
-    q: buf(args.q),
-    kCmp: buf(args.kCmp),
-    vCmp: buf(args.vCmp),
-    kSlc: buf(args.kSlc),
-    vSlc: buf(args.vSlc),
-    kWin: buf(args.kWin),
-    vWin: buf(args.vWin),
-    gates: buf(args.gates),
-  };
-}
 
 export function nativeConfig(config: NSAConfig): NativeNSAConfig {
   return {
@@ -146,7 +133,7 @@ export class CudaBackend implements Backend {
         dtype: DTYPE_CODE[dtype as keyof typeof DTYPE_CODE],
         cfg: nativeConfig(args.config),
         seq,
-        ...inputBuffers(args),
+        ...mapNSAInputs(args, buf),
         out: output.buffer,
         oCmp: saved.oCmp.buffer,
         oSlc: saved.oSlc.buffer,
@@ -193,7 +180,7 @@ export class CudaBackend implements Backend {
         dtype: DTYPE_CODE[dtype as keyof typeof DTYPE_CODE],
         cfg: nativeConfig(args.config),
         seq,
-        ...inputBuffers(args),
+        ...mapNSAInputs(args, buf),
         out: buf(args.forward.output),
         oCmp: saved.oCmp.buffer,
         oSlc: saved.oSlc.buffer,

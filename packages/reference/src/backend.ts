@@ -8,6 +8,7 @@ import {
   checkNSAForward,
   disposeAll,
   isDType,
+  mapNSAInputs,
   NSAError,
   NSAShapeError,
   type AttentionArgs,
@@ -30,7 +31,6 @@ import {
 import { ReferenceNSACache } from './decode-cache.js';
 import { ReferenceDenseOps } from './dense/ops.js';
 import { attentionBackwardHost, attentionForwardHost } from './dense-attention.js';
-import type { NSAHostInputs } from './host-inputs.js';
 import { nsaBackwardHost } from './nsa-backward.js';
 import { nsaDecodeHost } from './nsa-decode.js';
 import { nsaForwardHost } from './nsa-forward.js';
@@ -53,7 +53,7 @@ export class ReferenceBackend extends ReferenceDenseOps implements Backend {
   async nsaForward(args: NSAForwardArgs): Promise<NSAForwardResult> {
     this.#assertLive();
     const dims = checkNSAForward(args, this.name, this.dtypes);
-    const result = nsaForwardHost(hostInputs(args), args.config, {
+    const result = nsaForwardHost(mapNSAInputs(args, floatData), args.config, {
       B: dims.B,
       T: dims.T,
       cuSeqlens: args.cuSeqlens,
@@ -68,7 +68,7 @@ export class ReferenceBackend extends ReferenceDenseOps implements Backend {
   async nsaBackward(args: NSABackwardArgs): Promise<NSAGradients> {
     this.#assertLive();
     const dims = checkNSABackward(args, this.name, this.dtypes);
-    const grads = nsaBackwardHost(hostInputs(args), args.config, {
+    const grads = nsaBackwardHost(mapNSAInputs(args, floatData), args.config, {
       B: dims.B,
       T: dims.T,
       cuSeqlens: args.cuSeqlens,
@@ -169,18 +169,6 @@ export function createReferenceBackend(): ReferenceBackend {
   return new ReferenceBackend();
 }
 
-function hostInputs(args: NSAInputs): NSAHostInputs {
-  return {
-    q: floatData(args.q),
-    kCmp: floatData(args.kCmp),
-    vCmp: floatData(args.vCmp),
-    kSlc: floatData(args.kSlc),
-    vSlc: floatData(args.vSlc),
-    kWin: floatData(args.kWin),
-    vWin: floatData(args.vWin),
-    gates: floatData(args.gates),
-  };
-}
 
 function savedOf(saved: NSASaved): ReferenceSaved {
   if (!(saved instanceof ReferenceSaved)) throw new NSAShapeError('forward.saved was not made by the reference backend');

@@ -9,6 +9,7 @@ import {
   checkNSACacheOptions,
   checkNSADecode,
   checkNSAForward,
+  mapNSAInputs,
   type AttentionArgs,
   type AttentionBackwardArgs,
   type AttentionForwardResult,
@@ -22,7 +23,6 @@ import {
   type NSADecodeArgs,
   type NSADecodeResult,
   type NSAForwardArgs,
-  type NSAInputs,
   type NSAForwardResult,
   type NSAGradients,
   type Tensor,
@@ -45,19 +45,6 @@ function buf(t: Tensor): GPUBuffer {
   return gpuTensor(t).buffer;
 }
 
-/** The buffers of the operator's eight inputs (forward and backward read the same ones). */
-function inputBuffers(args: NSAInputs) {
-  return {
-    q: buf(args.q),
-    kCmp: buf(args.kCmp),
-    vCmp: buf(args.vCmp),
-    kSlc: buf(args.kSlc),
-    vSlc: buf(args.vSlc),
-    kWin: buf(args.kWin),
-    vWin: buf(args.vWin),
-    gates: buf(args.gates),
-  };
-}
 
 export class WebGPUBackend implements Backend {
   readonly name = BACKEND_NAME;
@@ -94,7 +81,7 @@ export class WebGPUBackend implements Backend {
         geo,
         forwardSequences(dims),
         {
-          ...inputBuffers(args),
+          ...mapNSAInputs(args, buf),
           given: args.blockIndices ? buf(args.blockIndices) : undefined,
           blocks: blockIndices.buffer,
           out: output.buffer,
@@ -146,7 +133,7 @@ export class WebGPUBackend implements Backend {
         geo,
         forwardSequences(dims),
         {
-          ...inputBuffers(args),
+          ...mapNSAInputs(args, buf),
           blocks: buf(args.forward.blockIndices),
           dOut: buf(args.dOutput),
         },
