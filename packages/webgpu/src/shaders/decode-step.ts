@@ -15,7 +15,7 @@
 // the selected chunks first (NS = nSel * CPB of them), then the compressed chunks, then the window
 // chunks; rows = B * HQ. The query position comes in P.qRowLo (the only per-step value).
 import { NEG, NEG_HALF, enableF16, paramsStruct, type ElementType } from './common.js';
-import { TOP_N_ROUNDS_TREE } from './top-n.js';
+import { TOP_N_ROUNDS_TREE, topNRoundsSubgroup } from './top-n.js';
 
 /** Shape constants every decode-step kernel shares (compile-time). */
 export interface DecodeStepShape {
@@ -259,23 +259,8 @@ export function decodeSelectShader(
   // Invocations per head merging the compressed chunks' stats (their scans below are unrolled).
   const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
   const laneIdx = Array.from({ length: lanes }, (_, i) => i);
-  // Subgroup winners go to slots double-buffered by round parity: one barrier a round. Each
-  // invocation reads only its own candidates (j = lid + r * WG), so the owner marks the winner.
-  const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
-  let sg = lid / sgSize;
-  for (var round = forced; round < total; round++) {
-    var best = -0.5;
-    var bestI = 0xffffffffu;
-    for (var j = lid; j < nCand; j += WG) {
-      let s = score[j];
-      if (s > best) { best = s; bestI = j; }
-    }
-    let m = subgroupMax(best);
-    let mi = subgroupMin(select(0xffffffffu, bestI, best == m));
-    let base = (round & 1u) * nsg;
-    if (sgLane == 0u) { redV[base + sg] = m; redI[base + sg] = mi; }
-    workgroupBarrier();
-    // Every subgroup reduces the winners itself, its lanes reading the slots in parallel.
+  const roundsSubgroup = topNRoundsSubgroup(
+    `    // Every subgroup reduces the winners itself, its lanes reading the slots in parallel.
     var bv = -0.5;
     var bi = 0xffffffffu;
     for (var s = sgLane; s < nsg; s += sgSize) {
@@ -284,11 +269,9 @@ export function decodeSelectShader(
       if (v2 > bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
     }
     let wv = subgroupMax(bv);
-    let wi = subgroupMin(select(0xffffffffu, bi, bv == wv));
-    if (wi != 0xffffffffu && wi % WG == lid) { score[wi] = -1.0; }
-    if (lid == 0u) { chosen[round] = i32(wi); }
-  }
-  workgroupBarrier();`;
+    let wi = subgroupMin(select(0xffffffffu, bi, bv == wv));`,
+    'wi',
+  );
   return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
 @group(0) @binding(2) var<storage, read> scores: array<f32>;

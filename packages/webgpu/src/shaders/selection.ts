@@ -3,7 +3,7 @@
 // over the group's heads, mapped to selection blocks by sub-block overlap, then the forced
 // blocks plus the highest remaining scores (ties to the lower index), written ascending.
 import { ITEM_STRUCT, enableF16, load4, paramsStruct, storageArray, type ElementType } from './common.js';
-import { TOP_N_ROUNDS_TREE } from './top-n.js';
+import { TOP_N_ROUNDS_TREE, topNRoundsSubgroup } from './top-n.js';
 
 export interface SelectionKernel {
   readonly e: ElementType;
@@ -193,35 +193,17 @@ ${
     score[j] = s;
   }
   workgroupBarrier();`;
-  // Rounds of argmax (ties to the lower index). The tree variant (TOP_N_ROUNDS_TREE) halves through workgroup
-  // memory (log2 WG barriers a round); the subgroup variant reduces inside subgroups and then over their
-  // winners (one barrier a round, slots double-buffered by round parity). Every invocation reads only
-  // its own candidates (j = lid + k * WG), so the owner marks the winner taken without a barrier.
-  const roundsSubgroup = `  let nsg = (WG + sgSize - 1u) / sgSize;
-  let sg = lid / sgSize;
-  for (var round = forced; round < total; round++) {
-    var best = -0.5;
-    var bestI = 0xffffffffu;
-    for (var j = lid; j < nCand; j += WG) {
-      let s = score[j];
-      if (s > best) { best = s; bestI = j; }
-    }
-    let m = subgroupMax(best);
-    let mi = subgroupMin(select(0xffffffffu, bestI, best == m));
-    let base = (round & 1u) * nsg;
-    if (sgLane == 0u) { redV[base + sg] = m; redI[base + sg] = mi; }
-    workgroupBarrier();
-    var bv = redV[base];
+  // Rounds of argmax (top-n.ts): here the subgroups' winners are reduced by every invocation in turn.
+  const roundsSubgroup = topNRoundsSubgroup(
+    `    var bv = redV[base];
     var bi = redI[base];
     for (var g = 1u; g < nsg; g++) {
       let v2 = redV[base + g];
       let i2 = redI[base + g];
       if (v2 > bv || (v2 == bv && i2 < bi)) { bv = v2; bi = i2; }
-    }
-    if (bi != 0xffffffffu && bi % WG == lid) { score[bi] = -1.0; }
-    if (lid == 0u) { chosen[round] = i32(bi); }
-  }
-  workgroupBarrier();`;
+    }`,
+    'bi',
+  );
   const topNTemplate = `  // Forced blocks first; a score of -1 marks a block as taken.
   if (lid == 0u) {
     var n = 0u;
