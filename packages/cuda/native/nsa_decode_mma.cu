@@ -52,8 +52,12 @@ struct FastPlan {
   int sliceAll;  // 1: every launch-2 block merges a slice of o_cmp; 0: window blocks only (they run beside launch 1)
   int selectV8;  // 1: selectFast; 0: the v7 selection (NSA_DECODE_SELECT=v7)
   int mass24;    // 1: the tile masses by the unrolled l = 2d, l' = 4d loop (the default there; NSA_DECODE_MASS24=0: the general loop)
+  int spread;    // 1: the selection spread over launch 1b's blocks (decodeSelectKernel); 0: the last launch-1 block selects
+  int selParts;  // spread: launch-1b blocks per (query, KV head), kNT selection blocks each
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
+  float* scores;                       // spread: [pair][compressed key][16] scaled scores (log2 units)
+  unsigned long long* cand;            // spread: [pair][selParts][n] each launch-1b block's best keys, descending, 0-padded
   float *oCmp, *oWin;                  // [pair][16][D] merged (normalised) compressed and window branches, float
   int *done1, *done2, *doneWin;        // [pair] finished-block counters, zero between launches
   unsigned long long* trace;           // [pair][kTraceSlots] %globaltimer stamps (NSA_DECODE_TRACE=1), else null
@@ -166,9 +170,10 @@ __device__ __forceinline__ void issueTile(const FastSmem<T, D>& sm, const T* K, 
 // tile t and computes tile t - 1 (one copy of the load code: code size is instruction-cache misses).
 // With doMass, each tile's scaled scores land in sm.x and mass(first key of the tile) runs between
 // two barriers before the softmax. prologue() runs once, before the second tile is issued.
-template <class T, int D, class RowOf, class Mass, class Prologue>
+// keep(s, kw) sees each warp's raw scores (keys kw .. kw + 15) before the softmax.
+template <class T, int D, class RowOf, class Mass, class Prologue, class Keep>
 __device__ void walkChunk(FastSmem<T, D>& sm, const uint32_t (&qf)[D / 16][4], const T* K, const T* V, int H, int g, int first,
-                          int end, RowOf& rowOf, float sl2, WarpRows<D>& st, bool doMass, Mass mass, Prologue prologue) {
+                          int end, RowOf& rowOf, float sl2, WarpRows<D>& st, bool doMass, Mass mass, Prologue prologue, Keep keep) {
   constexpr int ld = D + 8, TE = FastLayout<D>::tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
   const int nTiles = end > first ? (end - first + kTile - 1) / kTile : 0;
@@ -183,6 +188,7 @@ __device__ void walkChunk(FastSmem<T, D>& sm, const uint32_t (&qf)[D / 16][4], c
     const int kw = k0 + warp * kWarpKeys;  // this warp's first key
     float s[2][4];
     warpScores<T, D, kWarpKeys>(qf, sm.k + buf * TE + warp * kWarpKeys * ld, ld, s);
+    keep(s, kw);
     if (doMass) {
 #pragma unroll
       for (int n = 0; n < 2; n++) {
@@ -739,9 +745,23 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
     }
     if (part8 == 0) p.tileMax[((size_t)pair * p.cmpTiles + tg) * kG + r] = mt;
   };
-  walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, !a.blockIn, mass, [] {});
+  // Spread selection: launch 1b needs each key's scaled scores (x[key][head]), no masses and no last block.
+  float* xOut = p.spread ? p.scores + (size_t)pair * p.cmpTiles * kTile * kG : nullptr;
+  auto keepScores = [&](const float (&s)[2][4], int kw) {
+    if (!xOut) return;
+    const int lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int n = 0; n < 2; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int key = kw + n * 8 + 2 * t4 + (e & 1);
+        if (key < end) xOut[(size_t)key * kG + g4 + 8 * (e >> 1)] = s[n][e] * sl2;
+      }
+  };
+  walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, !a.blockIn && !p.spread, mass, [] {}, keepScores);
   storeChunk<D>(st, sm.scratch(), p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs);
   stamp(p, pair, kT1Walked, false, true);
+  if (p.spread) return;
   if (!lastToFinish(p.done1 + pair, sm.i, gridDim.y)) return;
   stamp(p, pair, kTSelect, false, false);
   auto selected = [&] {
@@ -809,6 +829,158 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   selected();
 }
 
+// The forced blocks of a row and how many places remain for the highest scores: output order is
+// initial blocks 0 .. a0-1, the `rest` chosen ones (all between), local blocks b0 .. cur, then -1.
+struct SelectCounts {
+  int a0, b0, rest, count;
+};
+__device__ __forceinline__ SelectCounts selectCounts(const RowInfo& ri, const NSAConfigArgs& c) {
+  const int nb = ri.cur + 1;
+  SelectCounts k;
+  k.a0 = min(c.initialBlocks, nb);
+  k.b0 = max(c.initialBlocks, ri.cur - c.localBlocks + 1);
+  const int fixed = k.a0 + max(0, ri.cur - k.b0 + 1);
+  k.rest = max(0, min(c.n, nb) - fixed);
+  k.count = fixed + k.rest;
+  return k;
+}
+
+constexpr int kPreKeys = 5;  // compressed keys per selection block loaded up front (l' + l - d = 5 d: the paper's)
+
+// Launch 1b, the spread selection: grid (pairs, selParts), chained to launch 1. Thread t of block s
+// scores selection block j = kNT s + t from launch 1's chunk statistics (the branch log-sum-exp per
+// head, as selectFast) and scaled scores: S[j] = sum over the keys i it overlaps, in key order, of
+// overlap(i, j) * sum over heads, in head order, of exp2(x[i][h] - lse[h]). The block leaves its best
+// `rest` keys (blockKey: score, then the lower index) at their ranks in p.cand[pair][s], the other
+// places 0; launch 2 takes the global top `rest` from these lists. Why: one block's serial selection
+// (v8: ~11 µs at 64k) becomes ~kNT blocks' worth of work per block.
+template <int D>
+__global__ void __launch_bounds__(kNT) decodeSelectKernel(NSAForwardArgs a, FastPlan p) {
+  allowDependentLaunch();  // launch 2's window blocks need nothing from here
+  __shared__ float lseSm[kG];
+  __shared__ unsigned long long keys[kNT];
+  const NSAConfigArgs& c = a.cfg;
+  const int pair = blockIdx.x, row = pair / c.H, s = blockIdx.y, tid = threadIdx.x;
+  const RowInfo ri = rowInfo(a, row);
+  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
+  const int j = s * kNT + tid;
+  const bool live = j <= ri.cur && !isForced(j, ri.cur, c);
+  const int kLo = max(0, j * perSel - perCmp + 1), kHi = live ? min(ri.nc - 1, (j + 1) * perSel - 1) : -1;
+  const size_t cs = (size_t)kG * D + 2 * kG;
+  const float* stat = p.cmpPart + (size_t)pair * p.cmpChunks * cs + (size_t)kG * D;  // chunk z: m at z cs, l at z cs + 16
+  const float4* x4 = reinterpret_cast<const float4*>(p.scores + (size_t)pair * p.cmpTiles * kTile * kG);  // 4 per key
+  waitForPrimaryGrid();  // launch 1's partials and scores
+  stamp(p, pair, kTSelect, false, true);
+  // One round of loads: every chunk's (m, l) (8 threads per head) and this block's first keys.
+  const int r = tid >> 3, q = tid & 7;
+  float cm[kStatChunks], cl[kStatChunks];
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) {
+    const int z = q + 8 * k;
+    cm[k] = z < p.cmpChunks ? __ldcg(stat + z * cs + r) : kNegInf;
+    cl[k] = z < p.cmpChunks ? __ldcg(stat + z * cs + kG + r) : 0.f;
+  }
+  float4 xv[kPreKeys][4];
+#pragma unroll
+  for (int u = 0; u < kPreKeys; u++)
+#pragma unroll
+    for (int h4 = 0; h4 < 4; h4++)
+      xv[u][h4] = kLo + u <= kHi ? __ldcg(x4 + (size_t)(kLo + u) * 4 + h4) : make_float4(0.f, 0.f, 0.f, 0.f);
+  // lse per head: chunks q, q + 8, ... in order, then a fixed shuffle tree (as mergeWeights and selectFast).
+  float M = kNegInf;
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) M = fmaxf(M, cm[k]);
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
+  float L = 0.f;
+#pragma unroll
+  for (int k = 0; k < kStatChunks; k++) L += (cm[k] == kNegInf ? 0.f : exp2f(cm[k] - M)) * cl[k];
+  L += __shfl_xor_sync(0xffffffffu, L, 1);
+  L += __shfl_xor_sync(0xffffffffu, L, 2);
+  L += __shfl_xor_sync(0xffffffffu, L, 4);
+  if (q == 0) lseSm[r] = L > 0.f ? M + log2f(L) : INFINITY;
+  __syncthreads();
+  float lse[kG];
+#pragma unroll
+  for (int h = 0; h < kG; h++) lse[h] = lseSm[h];
+  // Key i's probability summed over the heads, in head order.
+  auto keyMass = [&](const float4 (&x)[4]) {
+    float sum = 0.f;
+#pragma unroll
+    for (int h4 = 0; h4 < 4; h4++) {
+      sum += exp2f(x[h4].x - lse[4 * h4]);
+      sum += exp2f(x[h4].y - lse[4 * h4 + 1]);
+      sum += exp2f(x[h4].z - lse[4 * h4 + 2]);
+      sum += exp2f(x[h4].w - lse[4 * h4 + 3]);
+    }
+    return sum;
+  };
+  auto overlap = [&](int i) { return (float)(min(i + perCmp, (j + 1) * perSel) - max(i, j * perSel)); };
+  float score = 0.f;
+#pragma unroll
+  for (int u = 0; u < kPreKeys; u++)
+    if (kLo + u <= kHi) score = fmaf(overlap(kLo + u), keyMass(xv[u]), score);
+#pragma unroll 1
+  for (int i = kLo + kPreKeys; i <= kHi; i++) {  // configurations with more keys per selection block
+    float4 x[4];
+#pragma unroll
+    for (int h4 = 0; h4 < 4; h4++) x[h4] = __ldcg(x4 + (size_t)i * 4 + h4);
+    score = fmaf(overlap(i), keyMass(x), score);
+  }
+  const unsigned long long key = live ? blockKey(score, j) : 0ull;
+  keys[tid] = key;
+  const int count = __syncthreads_count(key != 0ull);
+  // Keys are unique: a key's rank among this block's is its place in the list.
+  const int rest = selectCounts(ri, c).rest;
+  unsigned long long* out = p.cand + ((size_t)pair * p.selParts + s) * c.n;
+  if (key != 0ull) {
+    int rank = 0;
+#pragma unroll 8
+    for (int o = 0; o < kNT; o++) rank += keys[o] > key;
+    if (rank < rest) out[rank] = key;
+  }
+  if (tid >= count && tid < rest) out[tid] = 0ull;
+  if (p.trace) {
+    __syncthreads();
+    stamp(p, pair, kTSelected, false, true);
+  }
+}
+
+// Spread selection, in each selected block of launch 2: the global top `rest` of launch 1b's lists
+// (a key's rank among all of them is its place), then blk[0 .. n) ascending and -1-padded.
+// ck: scratch for selParts * rest keys and rest ints. All threads call it; ends with a barrier.
+__device__ void mergeCandidates(const FastPlan& p, const NSAConfigArgs& c, const RowInfo& ri, int pair,
+                                unsigned long long* ck, int* blk) {
+  const SelectCounts k = selectCounts(ri, c);
+  const int total = p.selParts * k.rest;
+  int* sel = reinterpret_cast<int*>(ck + total);
+  const unsigned long long* src = p.cand + (size_t)pair * p.selParts * c.n;
+  for (int i = threadIdx.x; i < total; i += kNT) ck[i] = __ldcg(src + (size_t)(i / k.rest) * c.n + i % k.rest);
+  __syncthreads();
+  for (int i = threadIdx.x; i < total; i += kNT) {
+    const unsigned long long key = ck[i];
+    if (key == 0ull) continue;
+    int rank = 0;
+#pragma unroll 8
+    for (int o = 0; o < total; o++) rank += ck[o] > key;
+    if (rank < k.rest) sel[rank] = (int)~(unsigned)key;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < c.n; i += kNT) {
+    if (i < k.a0) blk[i] = i;
+    else if (i >= k.a0 + k.rest && i < k.count) blk[i] = k.b0 + (i - k.a0 - k.rest);
+    else if (i >= k.count) blk[i] = -1;
+  }
+  if ((int)threadIdx.x < k.rest) {
+    const int j = sel[threadIdx.x];
+    int pos = 0;
+    for (int o = 0; o < k.rest; o++) pos += sel[o] < j;
+    blk[k.a0 + pos] = j;
+  }
+  __syncthreads();
+}
+
 
 // Launch 2: grid (pairs, slcChunks + winChunks); chained to launch 1 (programmatic dependent launch).
 // Blocks z < slcChunks walk chunks of the selected tokens, the others chunks of the window. The
@@ -847,8 +1019,14 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     ri = rowInfo(a, row);
     int tokens;
     if (slc) {
-      waitForPrimaryGrid();  // the chosen blocks come from launch 1
+      waitForPrimaryGrid();  // the chosen blocks come from launch 1 (spread: launch 1b's lists)
       stamp(p, pair, kT2Waited, false, true);
+      if (p.spread) {
+        // K buffer 1 is free until the walk issues its second tile.
+        mergeCandidates(p, c, ri, pair, reinterpret_cast<unsigned long long*>(sm.k + FastLayout<D>::tile), blk);
+        if (zz == 0)
+          for (int i = threadIdx.x; i < c.n; i += kNT) a.blockOut[(size_t)pair * c.n + i] = blk[i];
+      }
       // Warp 0 reads the n <= 64 chosen blocks (two per lane) and scans their token counts.
       if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
@@ -857,7 +1035,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           const int j = lane + 32 * h;
-          const int b = j < c.n ? __ldcg(chosen + j) : -1;
+          const int b = j < c.n ? (p.spread ? blk[j] : __ldcg(chosen + j)) : -1;
           if (j < c.n) blk[j] = b;
           len[h] = (b >= 0 && b <= ri.cur) ? min(c.ls, ri.pos - b * c.ls + 1) : 0;
         }
@@ -909,11 +1087,11 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   if (slc) {
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [&] {
       if (p.sliceAll) mergeSlice();
-    });
+    }, [](const float(&)[2][4], int) {});
     storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + zz) * cs);
     stamp(p, pair, kT2Walked, false, true);
   } else {
-    walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {});
+    walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {}, [](const float(&)[2][4], int) {});
     storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
     // The last window block merges the window (off the selected blocks' path: at B = 1 this runs
     // beside launch 1).
@@ -1001,6 +1179,11 @@ float* scratchFloats(size_t count, cudaStream_t stream) {
   return grownBuffer(buf, size, count, false, stream);
 }
 
+unsigned long long* candidateKeys(size_t count, cudaStream_t stream) {
+  static unsigned long long* buf = nullptr;
+  static size_t size = 0;
+  return grownBuffer(buf, size, count, false, stream);
+}
 unsigned long long* traceStamps(size_t count, cudaStream_t stream) {
   static unsigned long long* buf = nullptr;
   static size_t size = 0;
@@ -1008,7 +1191,7 @@ unsigned long long* traceStamps(size_t count, cudaStream_t stream) {
 }
 // NSA_DECODE_TRACE=1: every 64th call waits for its step and prints pair 0's stamps (µs after the
 // first launch-1 block started) to stderr.
-void printTrace(const unsigned long long* trace, int pairs, cudaStream_t stream) {
+void printTrace(const unsigned long long* trace, int pairs, bool spread, cudaStream_t stream) {
   static int calls = 0;
   if (++calls % 64 != 0) return;
   unsigned long long t[kTraceSlots];
@@ -1018,10 +1201,11 @@ void printTrace(const unsigned long long* trace, int pairs, cudaStream_t stream)
     const unsigned long long v = last ? ~t[s] : t[s];
     return v == ~0ull || v == 0ull ? -1.0 : (double)(long long)(v - t[kT1Start]) / 1e3;
   };
+  // Spread: the selection's stamps are launch 1b's latest block past its wait and latest block done.
   std::fprintf(stderr,
-               "decode trace (pairs %d; pair 0, µs): launch-1 chunks stored %.2f, selection %.2f..%.2f; launch 2 first block %.2f, "
+               "decode trace (pairs %d; pair 0, µs): launch-1 chunks stored %.2f, selection%s %.2f..%.2f; launch 2 first block %.2f, "
                "selected blocks past the wait %.2f, stored %.2f, window slices %.2f; final merge %.2f..%.2f\n",
-               pairs, at(kT1Walked, true), at(kTSelect, false), at(kTSelected, false), at(kT2Start, false), at(kT2Waited, true),
+               pairs, at(kT1Walked, true), spread ? " (launch 1b)" : "", at(kTSelect, spread), at(kTSelected, spread), at(kT2Start, false), at(kT2Waited, true),
                at(kT2Walked, true), at(kT2Window, true), at(kTMerge, false), at(kTDone, false));
 }
 
@@ -1100,8 +1284,22 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.selectV8 = !v7Selection && v8Scratch <= FastLayout<D>::tileBytes(sizeof(T));
   p.mass24 = envInt("NSA_DECODE_MASS24", 1) == 1 && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
   p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
+  // The spread selection (launch 1b, decodeSelectKernel): kNT selection blocks per launch-1b block, over
+  // the blocks that can be chosen (0 .. nb - localBlocks - 1). NSA_DECODE_SPREAD=1 (default): where
+  // all three grids fit on the GPU at once, chained (then a 64k B=1 step's selection runs beside
+  // nothing else); 2: wherever launch 2's scratch holds the lists; 0: never (the last launch-1 block
+  // selects, v8 / v7).
+  static const int spreadEnv = envInt("NSA_DECODE_SPREAD", 1);
+  const int nbAll = a.seq.maxKeys > 0 ? (a.seq.maxKeys - 1) / c.ls + 1 : 0;
+  p.selParts = std::max(1, ceilDiv(std::max(0, nbAll - c.localBlocks), kNT));
+  const bool listsFit = (size_t)p.selParts * c.n * sizeof(unsigned long long) + sizeof(int) * c.n <= FastLayout<D>::tile * sizeof(T);
+  const long resident = (long)pairs * (p.cmpChunks + p.selParts + p.slcChunks + p.winChunks);
+  p.spread = !a.blockIn && listsFit &&
+             (spreadEnv == 2 || (spreadEnv == 1 && pdl && resident <= (long)std::min(facts.perSm1, facts.perSm2) * sms));
   const size_t cs = (size_t)kG * D + 2 * kG;
-  const size_t floats = (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D);
+  const size_t scoreFloats = p.spread ? (size_t)tilesC * kTile * kG : 0;
+  const size_t floats =
+      (size_t)pairs * ((p.cmpChunks + p.winChunks + p.slcChunks) * cs + (size_t)tilesC * kG * (p.W + 1) + 2 * kG * D + scoreFloats);
   float* f = scratchFloats(floats, stream);
   p.cmpPart = f; f += (size_t)pairs * p.cmpChunks * cs;
   p.winPart = f; f += (size_t)pairs * p.winChunks * cs;
@@ -1109,7 +1307,11 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.mass = f; f += (size_t)pairs * tilesC * kG * p.W;
   p.tileMax = f; f += (size_t)pairs * tilesC * kG;
   p.oCmp = f; f += (size_t)pairs * kG * D;
-  p.oWin = f;
+  p.oWin = f; f += (size_t)pairs * kG * D;
+  if (p.spread) {
+    p.scores = f;
+    p.cand = candidateKeys((size_t)pairs * p.selParts * c.n, stream);
+  }
   p.done1 = doneCounters(3 * (size_t)pairs, stream);
   p.done2 = p.done1 + pairs;
   p.doneWin = p.done2 + pairs;
@@ -1121,18 +1323,24 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   decodeCmpKernel<T, D><<<dim3(pairs, p.cmpChunks), kNT, bytes, stream>>>(a, p);
   NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(pairs, p.slcChunks + p.winChunks);
   cfg.blockDim = dim3(kNT);
-  cfg.dynamicSmemBytes = bytes;
   cfg.stream = stream;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
   cfg.numAttrs = pdl ? 1 : 0;
+  if (p.spread) {
+    cfg.gridDim = dim3(pairs, p.selParts);
+    cfg.dynamicSmemBytes = 0;
+    NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSelectKernel<D>, a, p));
+    NSA_LAUNCHED("nsa decode decodeSelectKernel");
+  }
+  cfg.gridDim = dim3(pairs, p.slcChunks + p.winChunks);
+  cfg.dynamicSmemBytes = bytes;
   NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSlcWinKernel<T, D>, a, p));
   NSA_LAUNCHED("nsa decode decodeSlcWinKernel");
-  if (trace) printTrace(p.trace, pairs, stream);
+  if (trace) printTrace(p.trace, pairs, p.spread, stream);
 }
 
 }  // namespace

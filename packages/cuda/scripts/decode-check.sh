@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One GPU-host call for the NSA decode: parity of every decode path (in parallel: the float64
 # reference is CPU-bound), memchecks, then alone on the GPU: a traced step (NSA_DECODE_TRACE=1),
-# ncu per-kernel times (NCU=1), and the benchmarks, the default against the general mass loop
-# (NSA_DECODE_MASS24=0) in alternating processes.
+# ncu per-kernel times (NCU=1), and the benchmarks, the default (the spread selection where it fits)
+# against the last-block selection (NSA_DECODE_SPREAD=0) in alternating processes.
 # Run from the repository root on the host, over a staged folder (stage-gpu.sh):
 #   bash packages/cuda/scripts/decode-check.sh <staged dir> <log dir> [torch=1] [bench Ts]
 # Logs stay in <log dir> (tar it into $OUT: the device tool brings back a few files only).
@@ -22,30 +22,36 @@ check() {  # check <name> <env> <command...>
 }
 check parity X=1 node $parity
 check parity-again X=1 node $parity
-check parity-v7 NSA_DECODE_SELECT=v7 node $parity
-check parity-mass-general NSA_DECODE_MASS24=0 node $parity
+check parity-v8 NSA_DECODE_SPREAD=0 node $parity
+check parity-v7 "NSA_DECODE_SPREAD=0 NSA_DECODE_SELECT=v7" node $parity
+check parity-mass-general "NSA_DECODE_SPREAD=0 NSA_DECODE_MASS24=0" node $parity
+check parity-spread2 NSA_DECODE_SPREAD=2 node $parity
+check parity-spread2-nopdl "NSA_DECODE_SPREAD=2 NSA_DECODE_PDL=0" node $parity --only bfloat16
 check parity-cmp3 NSA_DECODE_CMP_TILES=3 node $parity --only bfloat16
 check parity-sw2 NSA_DECODE_SW_TILES=2 node $parity --only bfloat16
 check parity-nopdl NSA_DECODE_PDL=0 node $parity --only bfloat16
 check memcheck X=1 compute-sanitizer --tool memcheck node $parity --only "small G=16 H=2 D=64 B=3 from 5 bfloat16"
 check memcheck-T9000 X=1 compute-sanitizer --tool memcheck node $parity --only "multi-tile chunks G=16 D=64 T=9000 bfloat16"
+check memcheck-spread2 NSA_DECODE_SPREAD=2 compute-sanitizer --tool memcheck node $parity --only "G=16 H=2 D=128 B=16"
 (cd "$work" && timeout 400 node node_modules/@nsa/test/dist/run-parity.js --backend cuda --scale gpu --dtypes bfloat16,float16 --only decode > "$logs/grid-decode.log" 2>&1; echo "exit $?" >> "$logs/grid-decode.log") &
 wait
-for f in parity parity-again parity-v7 parity-mass-general parity-cmp3 parity-sw2 parity-nopdl grid-decode memcheck memcheck-T9000; do
+for f in parity parity-again parity-v8 parity-v7 parity-mass-general parity-spread2 parity-spread2-nopdl parity-cmp3 parity-sw2 parity-nopdl grid-decode memcheck memcheck-T9000 memcheck-spread2; do
   echo "== $f: $(grep -c '| yes |' "$logs/$f.log") ok, $(grep -c '| NO |' "$logs/$f.log") failed; $(grep -h 'passed,\|ERROR SUMMARY\|^exit' "$logs/$f.log" | tr '\n' ' ')"
 done
-# Two processes, same seeded inputs: bit-equal outputs print equal digests (v8 twice, v7, v8 with
-# the general mass loop: v8 computes v7's scores bit for bit, the unrolled loop the general one's sums, so all four match).
-echo "== digests: $(grep -ho 'digest [0-9a-f]*' "$logs/parity.log" "$logs/parity-again.log" "$logs/parity-v7.log" "$logs/parity-mass-general.log" | tr '\n' ' ')"
-# The 64k step (two batches of mass rows in the v8 selection, untested by the parity cases) under memcheck.
-timeout 300 compute-sanitizer --tool memcheck node bench/bench.mjs --T 65536 --ops decode --decodeB 1,16 --decodeWarm 1 --decodeDigest > "$logs/memcheck-64k.log" 2>&1
+# Two processes, same seeded inputs: bit-equal outputs print equal digests (default twice, v8, v7,
+# v8 with the general mass loop, spread everywhere: v8 computes v7's scores bit for bit, the unrolled
+# loop the general one's sums; the spread selection sums in another order but picks the same blocks
+# on these inputs, and the output depends on the blocks only, so all six match).
+echo "== digests: $(grep -ho 'digest [0-9a-f]*' "$logs/parity.log" "$logs/parity-again.log" "$logs/parity-v8.log" "$logs/parity-v7.log" "$logs/parity-mass-general.log" "$logs/parity-spread2.log" | tr '\n' ' ')"
+# The 64k step under memcheck, the spread selection at B = 1 and 16 (8 launch-1b blocks per pair).
+NSA_DECODE_SPREAD=2 timeout 300 compute-sanitizer --tool memcheck node bench/bench.mjs --T 65536 --ops decode --decodeB 1,16 --decodeWarm 1 --decodeDigest > "$logs/memcheck-64k.log" 2>&1
 echo "== memcheck-64k: $(grep -h 'ERROR SUMMARY\|decode digest' "$logs/memcheck-64k.log" | tr '\n' ' ')"
 
 # 2. When each step of a 64k step happens (%globaltimer stamps, pair 0, every 64th call), with and
 # without the selection (supplied blocks).
-for how in "" "--decodeBlocks supplied"; do
-  NSA_DECODE_TRACE=1 timeout 120 node bench/bench.mjs --T 65536 --ops decode --decodeB 1,16 $how > "$logs/trace$how.log" 2>&1
-  echo "== trace $how:"; grep -h 'decode trace' "$logs/trace$how.log" | sed -n '3p;$p'
+for how in "X=1" "NSA_DECODE_SPREAD=0" "NSA_DECODE_SPREAD=2"; do
+  env $how NSA_DECODE_TRACE=1 timeout 120 node bench/bench.mjs --T 65536 --ops decode --decodeB 1,16 > "$logs/trace-$how.log" 2>&1
+  echo "== trace $how:"; grep -h 'decode trace' "$logs/trace-$how.log" | sed -n '3p;$p'
 done
 # Per-kernel times (ncu serialises launches: no overlap, no launch gaps; it flushes the caches before
 # each kernel unless --cache-control none, so cold instruction fetches cost DRAM latency there).
@@ -56,11 +62,11 @@ ncuTimes() {  # ncuTimes <name> <env> <bench args...>
   echo "== ncu $name (µs): $(grep -oE '(decode[A-Za-z]+Kernel|gpu__time_duration.sum +[a-z]+ +[0-9.,]+)' "$logs/ncu-$name.log" | sed -E 's/gpu__time_duration.sum +[a-z]+ +//' | tr '\n' ' ')"
 }
 if [[ ${NCU:-0} == 1 ]]; then
-  ncuTimes v8-B1 X=1 --decodeB 1
-  ncuTimes v7-B1 NSA_DECODE_SELECT=v7 --decodeB 1
+  ncuTimes default-B1 X=1 --decodeB 1
+  ncuTimes v8-B1 NSA_DECODE_SPREAD=0 --decodeB 1
   ncuTimes supplied-B1 X=1 --decodeB 1 --decodeBlocks supplied
-  ncuTimes v8-B16 X=1 --decodeB 16
-  ncuTimes v7-B16 NSA_DECODE_SELECT=v7 --decodeB 16
+  ncuTimes default-B16 X=1 --decodeB 16
+  ncuTimes spread-B16 NSA_DECODE_SPREAD=2 --decodeB 16
 fi
 
 # 3. Benchmarks, alone on the GPU: the default and the general mass loop in alternating processes
@@ -77,9 +83,11 @@ bench() {  # bench <name> <env> <args...>
   echo "== bench $name ($e $*)"; sed -n '/^| op /,$p' "$logs/bench-$name.log" | grep -E '^\| (op|decode|T |[0-9])' ; grep -h 'decode digest\|Error' "$logs/bench-$name.log"
 }
 bench default "X=1" --T "$Ts" --ops decode --decodeDigest $base
-bench mass-general "NSA_DECODE_MASS24=0" --T "$Ts" --ops decode --decodeDigest $base
+bench v8 "NSA_DECODE_SPREAD=0" --T "$Ts" --ops decode --decodeDigest $base
 bench default-again "X=1" --T "$Ts" --ops decode --decodeDigest $base
-bench mass-general-again "NSA_DECODE_MASS24=0" --T "$Ts" --ops decode --decodeDigest $base
+bench v8-again "NSA_DECODE_SPREAD=0" --T "$Ts" --ops decode --decodeDigest $base
+bench spread2-B16 "NSA_DECODE_SPREAD=2" --T "$Ts" --ops decode --decodeB 16 --decodeDigest
+bench cmp1-B1 "NSA_DECODE_CMP_TILES=1" --T "$Ts" --ops decode --decodeB 1 --decodeDigest
 if [[ ${MORE:-0} == 1 ]]; then
   bench v7 "NSA_DECODE_SELECT=v7" --T "$Ts" --ops decode --decodeDigest $base
   bench supplied "X=1" --T 65536 --ops decode --decodeBlocks supplied
