@@ -7,7 +7,9 @@ import type { ElementType, Mode, Params } from './shaders/common.js';
 import { ITEM_WORDS } from './shaders/common.js';
 import { dkdvShader } from './shaders/dkdv.js';
 import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader, mergeBranchesShader } from './shaders/elementwise.js';
-import { selectionShader } from './shaders/selection.js';
+import { selectionMatrixFits, selectionShader } from './shaders/selection.js';
+import { matrixForwardFits, matrixForwardShader, matrixForwardSharedBytes } from './shaders/subgroup-matrix-forward.js';
+import { MATRIX_SUBGROUP } from './shaders/subgroup-matrix.js';
 import { tiledForwardShader } from './shaders/tiled-forward.js';
 import {
   chunkItems,
@@ -211,6 +213,72 @@ export async function prepareBranchForward(
 }
 
 /**
+ * How float16 training calls may use subgroup matrices here: 'native' where the device has them,
+ * 'emulated' (f32 or f16) when a test asks for the emulation, else undefined.
+ */
+function matrixMode(rt: Runtime, e: ElementType): 'native' | 'emulated' | undefined {
+  const { ctx } = rt;
+  if (!ctx.matrixForward) return undefined;
+  if (ctx.matrixEmulation) return 'emulated';
+  return ctx.features.subgroupMatrix && e === 'f16' ? 'native' : undefined;
+}
+
+/** Keys per tile (the first that fits workgroup memory) and tokens (subgroups) per workgroup of the subgroup-matrix forward. */
+const MATRIX_KT = [64, 32];
+const MATRIX_TOKENS = 4;
+/** Lazy rescaling threshold (natural-log units): P stays below e^8 ~ 3000, well inside f16. */
+const MATRIX_TAU = 8;
+
+/**
+ * The compressed or window forward of a float16 training call on subgroup matrices, where the
+ * device has them (or the tests' emulation) and the shapes fit; undefined otherwise (the caller
+ * then plans the other kernels). No key splits: training calls have a workgroup per 4 tokens.
+ */
+export async function prepareMatrixBranchForward(rt: Runtime, geo: Geometry, mode: Mode, seqs: readonly Sequence[]): Promise<BranchForward | undefined> {
+  const { ctx } = rt;
+  const { G, H, HQ, DK, DV, e } = geo;
+  // Native: f16 storage only. The tests' emulation also takes f32 (software adapters have no f16).
+  const mode0 = matrixMode(rt, e);
+  if (!mode0) return undefined;
+  const native = mode0 === 'native';
+  if ((mode !== 'compressed' && mode !== 'window') || !matrixForwardFits(G, DK, DV)) return undefined;
+  // The emulation (tests) raises the reference maximum at every increase, so rescaling runs often.
+  const base = { mode, e, G, DK, DV, NSG: MATRIX_TOKENS, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, accumulate: ctx.matrixAccumulate, rightMajor: ctx.matrixRightMajor, emulate: !native };
+  const override = ctx.tileOverride?.[mode]?.KT;
+  const KT = (override ? [override] : MATRIX_KT).find((kt) => kt % 16 === 0 && matrixForwardSharedBytes({ ...base, KT: kt }) <= ctx.limits.maxComputeWorkgroupStorageSize);
+  if (KT === undefined) return undefined;
+  const kernel = { ...base, KT };
+  if (MATRIX_TOKENS * MATRIX_SUBGROUP > ctx.limits.maxComputeInvocationsPerWorkgroup) return undefined;
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const nhc = G / 16;
+  const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4 };
+  const bpk = { k: H * DK * esize(e), v: H * DV * esize(e) };
+  const plans = keyGroups(seqs, mode === 'compressed', Math.max(bpk.k, bpk.v), limit, ROW_ALIGN).map((group) => {
+    const items = queryItems(group.seqs, MATRIX_TOKENS);
+    return { group, items, chunks: chunkItems(items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID) };
+  });
+  const name = `nsa_${mode}_forward_matrix${kernel.emulate ? '_emulated' : ''}`;
+  const pipeline = await rt.pipelineOf(name, kernel, matrixForwardShader);
+  return (frame, buf) => {
+    for (const plan of plans) {
+      const { keyLo: klo, keyHi: khi } = plan.group;
+      const k = rowRange(buf.k, bpk.k, klo, khi);
+      const v = rowRange(buf.v, bpk.v, klo, khi);
+      const itemBuf = frame.upload(plan.items, `${mode} items`);
+      for (const c of plan.chunks) {
+        const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+        frame.dispatch(
+          pipeline,
+          { ...baseParams(geo), keyRowBase: klo, rowBase: c.rowBase, itemBase: c.first },
+          [itemBuf, r(buf.q, bpr.q), k, v, r(buf.out, bpr.out), r(buf.lse, bpr.lse)],
+          [c.count, H * nhc, 1],
+        );
+      }
+    }
+  };
+}
+
+/**
  * out (dtype) = Σ_b gate_b · merge_b, where merge_b merges the key splits of deferred branch b
  * (compressed, selected, window): one pass instead of three split merges and the gate pass.
  */
@@ -239,6 +307,8 @@ export async function prepareSelection(
   seqs: readonly Sequence[],
   /** The compression branch was deferred with this many splits: read its lse from their stats. */
   cmpSplits?: number,
+  /** A training call: the fused pass may take its scores from subgroup matrices (see matrixMode). */
+  training = false,
 ): Promise<Encoder<{ q: GPUBuffer; kCmp: GPUBuffer; lseCmp: GPUBuffer; blocks: GPUBuffer }> & { readonly twoPass: boolean }> {
   const { G, H, HQ, DK, e } = geo;
   const limit = rt.ctx.limits.maxStorageBufferBindingSize;
@@ -285,8 +355,10 @@ export async function prepareSelection(
       plan.chunks = chunkItems(plan.items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID);
     }
   }
+  const fusedKernel = fused && { ...kernel, GC: fused.GC, CB: fused.CB, WG: fused.WG, NSMAX: fused.NSMAX, TQS: fused.TQS, phase: 'fused' as const };
+  const matrix = fusedKernel && training && rt.ctx.matrixSelection && selectionMatrixFits(fusedKernel) ? matrixMode(rt, e) : undefined;
   const [pipeline, scoresPipeline, topnPipeline] = await Promise.all([
-    fused ? rt.pipelineOf('nsa_selection_topn', { ...kernel, GC: fused.GC, CB: fused.CB, WG: fused.WG, NSMAX: fused.NSMAX, TQS: fused.TQS, phase: 'fused' as const }, selectionShader) : undefined,
+    fusedKernel ? rt.pipelineOf(`nsa_selection_topn${matrix ? `_matrix${matrix === 'emulated' ? '_emulated' : ''}` : ''}`, { ...fusedKernel, matrix }, selectionShader) : undefined,
     twoPass ? rt.pipelineOf('nsa_selection_scores_split', { ...kernel, phase: 'scores' as const, lseFromSplits: fromStats }, selectionShader) : undefined,
     twoPass ? rt.pipelineOf('nsa_selection_topn_split', { ...kernel, phase: 'topn' as const }, selectionShader) : undefined,
   ]);

@@ -32,6 +32,11 @@ export interface DeviceFeatures {
   readonly timestamps: boolean;
   /** Smallest subgroup size the adapter reports (0 when unknown). */
   readonly subgroupMinSize: number;
+  /**
+   * 'chromium-experimental-subgroup-matrix' with an f16 16x16x16 -> f32 configuration, shader-f16 and
+   * subgroups of exactly 32 invocations (Dawn offers it with allow_unsafe_apis, e.g. on NVIDIA Vulkan).
+   */
+  readonly subgroupMatrix: boolean;
 }
 
 export interface DeviceOptions {
@@ -44,6 +49,11 @@ export interface DeviceOptions {
   readonly tiledForward?: boolean;
   /** Pretend bindings may hold at most this many bytes (tests of the tiling path). */
   readonly maxBindingBytes?: number;
+  /**
+   * Use subgroup matrices for the float16 forward of the compressed and window branches where the
+   * device has them (default true; env NSA_WEBGPU_MATRIX=0 turns it off).
+   */
+  readonly matrixForward?: boolean;
 }
 
 /** A device plus what we learned about it. */
@@ -73,6 +83,16 @@ export interface DeviceContext {
   decodeTiles?: { KC?: number; selectWG?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
+  /** Whether float16 training forwards run the compressed and window branches on subgroup matrices (when the device has them). */
+  matrixForward: boolean;
+  /** Where the matrix forward keeps O between key tiles (see MatrixForwardKernel.accumulate); env NSA_WEBGPU_MATRIX_ACCUMULATE. */
+  matrixAccumulate: 'matrix' | 'rows';
+  /** How the matrix forward stages and reads key/value tiles (see MatrixForwardKernel.rightMajor); env NSA_WEBGPU_MATRIX_RIGHT=row. */
+  matrixRightMajor: 'column' | 'row';
+  /** Whether the fused selection pass of float16 training calls takes its scores from subgroup matrices; env NSA_WEBGPU_MATRIX_SELECTION=0 turns it off. */
+  matrixSelection: boolean;
+  /** Tests only: run the subgroup-matrix kernels with plain-WGSL stand-ins for the matrix builtins (adapters without the feature). */
+  matrixEmulation: boolean;
   /** Tile experiments (bench/profile.mjs): rows per invocation and keys per tile of a branch's tiled forward. */
   tileOverride?: Partial<Record<'window' | 'causal' | 'compressed' | 'selected', { RM?: number; KT?: number }>>;
   /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
@@ -108,6 +128,8 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   if (subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
   const timestamps = adapter.features.has('timestamp-query');
   if (timestamps) requiredFeatures.push('timestamp-query');
+  const subgroupMatrix = f16 && subgroups && hasMatrixConfig(adapter);
+  if (subgroupMatrix) requiredFeatures.push(SUBGROUP_MATRIX as GPUFeatureName);
   const requiredLimits: Record<string, number> = {};
   for (const name of WANTED_LIMITS) requiredLimits[name] = adapter.limits[name];
   let device: GPUDevice;
@@ -123,8 +145,13 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   const bindingCap = options.maxBindingBytes ?? Infinity;
   const ctx: DeviceContext = {
     device,
-    features: { f16, subgroups, timestamps, subgroupMinSize },
+    features: { f16, subgroups, timestamps, subgroupMinSize, subgroupMatrix },
     tiledForward: options.tiledForward ?? true,
+    matrixForward: options.matrixForward ?? envValue('NSA_WEBGPU_MATRIX') !== '0',
+    matrixEmulation: false,
+    matrixAccumulate: envValue('NSA_WEBGPU_MATRIX_ACCUMULATE') === 'rows' ? 'rows' : 'matrix',
+    matrixRightMajor: envValue('NSA_WEBGPU_MATRIX_RIGHT') === 'row' ? 'row' : 'column',
+    matrixSelection: envValue('NSA_WEBGPU_MATRIX_SELECTION') !== '0',
     subgroupTopN: true,
     mergedDecode: true,
     singleQueryDecode: true,
@@ -139,13 +166,32 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
       minStorageBufferOffsetAlignment: lim.minStorageBufferOffsetAlignment,
       maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
     },
-    description: `${name}${f16 ? ', shader-f16' : ''}${subgroups ? `, subgroups (min size ${subgroupMinSize || 'unknown'})` : ''}${timestamps ? ', timestamp-query' : ''}`,
+    description: `${name}${f16 ? ', shader-f16' : ''}${subgroups ? `, subgroups (min size ${subgroupMinSize || 'unknown'})` : ''}${timestamps ? ', timestamp-query' : ''}${subgroupMatrix ? ', subgroup-matrix' : ''}`,
     lost: undefined,
   };
   void device.lost.then((info) => {
     ctx.lost = new WebGPUError('device-lost', `WebGPU device lost (${info.reason}): ${info.message}`);
   });
   return ctx;
+}
+
+const SUBGROUP_MATRIX = 'chromium-experimental-subgroup-matrix';
+
+/** The adapter offers subgroup matrices with f16 16x16x16 -> f32 tiles, in subgroups of exactly 32 invocations. */
+function hasMatrixConfig(adapter: GPUAdapter): boolean {
+  if (!adapter.features.has(SUBGROUP_MATRIX)) return false;
+  const info = adapter.info as unknown as {
+    subgroupMinSize?: number;
+    subgroupMaxSize?: number;
+    subgroupMatrixConfigs?: Iterable<{ componentType: string; resultComponentType: string; M: number; N: number; K: number }>;
+  };
+  if (info.subgroupMinSize !== 32 || info.subgroupMaxSize !== 32) return false;
+  return [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
+}
+
+/** An environment variable where there is a process (Node); undefined in browsers. */
+function envValue(name: string): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
 
 /**

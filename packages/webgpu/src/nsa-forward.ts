@@ -2,7 +2,7 @@
 // statistics the selection scores need), block selection, selected and window branches, gates.
 // Training calls and decode steps share it; they differ only in their sequence list.
 import type { NSAConfig, NSADims, NSASaved } from '@nsa/core';
-import { prepareBranchForward, prepareGateCombine, prepareMergeBranches, prepareSelection, type Geometry } from './branch.js';
+import { prepareBranchForward, prepareGateCombine, prepareMatrixBranchForward, prepareMergeBranches, prepareSelection, type BranchForward, type Geometry } from './branch.js';
 import { run, type Frame, type Runtime } from './runtime.js';
 import type { ElementType } from './shaders/common.js';
 import { BACKEND_NAME, createStorageBuffer } from './tensor.js';
@@ -85,7 +85,9 @@ export interface NSAForwardBuffers {
  * (decode steps, whose few queries split every branch's keys across workgroups) leaves the
  * branches' splits unmerged and merges all three with the gates in one pass, the selection scores
  * taking the compression lse from the split stats: six dispatches instead of nine. Per-branch
- * outputs and lse are then not written (a decode step does not keep them).
+ * outputs and lse are then not written (a decode step does not keep them). `training` (whole
+ * sequences, not decode steps) lets float16 calls run the compressed and window branches on
+ * subgroup matrices where the device has them.
  */
 export async function prepareNSAForward(
   rt: Runtime,
@@ -93,13 +95,16 @@ export async function prepareNSAForward(
   seqs: readonly Sequence[],
   given: boolean,
   merged = false,
+  training = false,
 ): Promise<(frame: Frame, buf: NSAForwardBuffers, outputs: readonly GPUBuffer[], lse: readonly GPUBuffer[]) => void> {
   const defer = merged && rt.ctx.mergedDecode;
-  const cmp = await prepareBranchForward(rt, geo, 'compressed', seqs, { defer });
+  const branch = async (mode: 'compressed' | 'window'): Promise<BranchForward> =>
+    (training && !merged ? await prepareMatrixBranchForward(rt, geo, mode, seqs) : undefined) ?? prepareBranchForward(rt, geo, mode, seqs, { defer });
+  const cmp = await branch('compressed');
   const [select, slc, win] = await Promise.all([
-    given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits),
+    given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits, training && !merged),
     prepareBranchForward(rt, geo, 'selected', seqs, { defer }),
-    prepareBranchForward(rt, geo, 'window', seqs, { defer }),
+    branch('window'),
   ]);
   const splits = [cmp.deferredSplits, slc.deferredSplits, win.deferredSplits];
   if (defer && splits.every((n) => n !== undefined) && (!select || select.twoPass)) {
@@ -135,7 +140,7 @@ export async function prepareNSAForward(
 
 /** Runs the whole forward of a training call; the per-branch outputs and lse are kept for backward. */
 export async function encodeNSAForward(rt: Runtime, geo: Geometry, seqs: readonly Sequence[], buf: NSAForwardBuffers, label: string): Promise<WebGPUNSASaved> {
-  const encode = await prepareNSAForward(rt, geo, seqs, buf.given !== undefined);
+  const encode = await prepareNSAForward(rt, geo, seqs, buf.given !== undefined, false, true);
   const rows = geo.tokRows * geo.HQ;
   const saved = new WebGPUNSASaved(
     [0, 1, 2].map((b) => createStorageBuffer(rt.ctx, rows * geo.DV * 4, `${label}: branch ${b} output`)),

@@ -4,6 +4,7 @@
 // blocks plus the highest remaining scores (ties to the lower index), written ascending.
 import { ITEM_STRUCT, enableF16, load4, paramsStruct, storageArray, type ElementType } from './common.js';
 import { TOP_N_ROUNDS_TREE, topNRoundsSubgroup } from './top-n.js';
+import { MATRIX_PREAMBLE, MATRIX_SUBGROUP, matrixOps } from './subgroup-matrix.js';
 
 export interface SelectionKernel {
   readonly e: ElementType;
@@ -41,6 +42,17 @@ export interface SelectionKernel {
    * unmerged: the lse of each head is merged here from their (max, sum) stats (bound whole).
    */
   readonly lseFromSplits?: boolean;
+  /**
+   * 'fused' phase with the group in one chunk of 16 heads and TQS * CB / 16 == WG / 32: the scores
+   * of each (token, 16 blocks) tile as one subgroup-matrix product (f16 storage; f32 only emulated,
+   * see subgroup-matrix.ts), read straight from storage.
+   */
+  readonly matrix?: 'native' | 'emulated';
+}
+
+/** Whether the fused selection pass of these tiles can take its scores from subgroup matrices. */
+export function selectionMatrixFits(k: Pick<SelectionKernel, 'G' | 'GC' | 'DK' | 'CB' | 'WG' | 'TQS'>): boolean {
+  return k.G === 16 && k.GC === 16 && k.DK % 16 === 0 && k.CB % 16 === 0 && ((k.TQS ?? 1) * k.CB) / 16 === k.WG / MATRIX_SUBGROUP;
 }
 
 export function selectionSharedBytes(k: Omit<SelectionKernel, 'e' | 'phase'>): number {
@@ -58,13 +70,23 @@ export function selectionShader(k: SelectionKernel): string {
   // WGSL pieces of the three phases. With the whole group in one head chunk the queries and their
   // lse are loaded once, not once per chunk of compressed blocks.
   const oneChunk = Math.ceil(k.G / k.GC) === 1;
-  const loadHeads = `      for (var x = lid; x < TQS * GC * DK4; x += WG) {
+  const matrix = phase === 'fused' && k.matrix !== undefined;
+  if (matrix && (!oneChunk || !selectionMatrixFits(k))) throw new Error(`selection: matrix scores need G = GC = 16 and TQS * CB / 16 = WG / 32`);
+  const D = Array.from({ length: k.DK / 16 }, (_, d) => d);
+  const E = k.e;
+  const op = matrixOps(k.matrix === 'emulated', [...D.map((d) => `q${d}`), 'acc'], { qm: 'QMN', km: 'KMN' }, ['sraw']);
+  // (Matrix scores read the queries as matrix tiles: only the lse here.)
+  const loadHeads = `${
+    matrix
+      ? ''
+      : `      for (var x = lid; x < TQS * GC * DK4; x += WG) {
         let t = x / (GC * DK4);
         let g = hc * GC + (x / DK4) % GC;
         var val = vec4<f32>(0.0);
         if (g < G && t < it.count) { val = loadQ((rowBase + t * P.HQ + g) * DK, x % DK4) * P.scale; }
         qs[x] = val;
-      }
+      }`
+  }
 ${
   k.lseFromSplits
     ? `      // lse of each head from the compression branch's split stats (max, sum) [split, tokRows * HQ, 2]:
@@ -149,6 +171,39 @@ ${toks
       }
       workgroupBarrier();
     }`;
+  // Subgroup sg scores token sg / (CB / 16) against blocks i0 + 16 * (sg % (CB / 16)) .. + 15 (keys
+  // staged in workgroup memory, zero past the visible blocks: Dawn's robustness check on storage
+  // tiles zeroes tiles that end near a binding's end); the probabilities then go to 'prob' as in
+  // the register-tile path.
+  const matrixChunk = `    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
+    for (var x = lid; x < CB * DK4; x += WG) {
+      let i = i0 + x / DK4;
+      var v = vec4<f32>(0.0);
+      if (i < nVisLast) { v = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
+      let w = (x / DK4) * QMS + (x % DK4) * 4u;
+      km[w] = ${E}(v.x); km[w + 1u] = ${E}(v.y); km[w + 2u] = ${E}(v.z); km[w + 3u] = ${E}(v.w);
+    }
+    workgroupBarrier();
+    {
+      ${op.zero('acc')}
+${D.map((d) => `      ${op.mmaFrom(`q${d}`, 'km', `hb * 16u * QMS + ${d * 16}u`, true, 'QMS', 'acc')}`).join('\n')}
+      ${op.store('sraw', 'tq * GC * CB + hb * 16u', 'acc', 'CB')}
+    }
+    workgroupBarrier();
+    for (var x = lid; x < TQS * GC * CB; x += WG) {
+      let t = x / (GC * CB);
+      let ii = x % CB;
+      let nv = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, t == ${t}u)`, 'nVis0')};
+      prob[x] = guardedExp(sraw[x] * P.scale - lq[x / CB], t < it.count && i0 + ii < nv);
+    }
+    workgroupBarrier();
+    for (var x = lid; x < TQS * CB; x += WG) {
+      let t = x / CB;
+      var s = psum[x];
+      for (var gl = 0u; gl < GC; gl++) { s += prob[(t * GC + gl) * CB + x % CB]; }
+      psum[x] = s;
+    }
+    workgroupBarrier();`;
   const mapChunk = `    // Each selection block that this chunk's compressed blocks overlap, one thread per block.
 ${toks
   .map(
@@ -175,7 +230,7 @@ ${oneChunk ? `  {
 ${loadHeads}
   }` : ''}
   for (var i0 = c0; i0 < c1; i0 += CB) {
-${scoreChunk}
+${matrix ? matrixChunk : scoreChunk}
 ${
   phase === 'scores'
     ? `    for (var ii = lid; ii < CB; ii += WG) { if (i0 + ii < nVis0) { imp[impRow + i0 + ii] = psum[ii]; } }
@@ -204,15 +259,20 @@ ${
     }`,
     'bi',
   );
+  // With matrix scores every workgroup variable takes a multiple of 16 bytes (see
+  // subgroup-matrix-forward.ts: the driver orders them as it likes, and the matrix loads and
+  // stores need 16-byte aligned bases); the other kernels keep their sizes.
+  const pad4 = (n: number) => (matrix ? Math.ceil(n / 4) * 4 : n);
+  const nChosen0 = matrix ? '[0]' : '';
   const topNTemplate = `  // Forced blocks first; a score of -1 marks a block as taken.
   if (lid == 0u) {
     var n = 0u;
     for (var j = 0u; j < min(INITIAL, nCand); j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
     let localLo = select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL);
     for (var j = max(localLo, INITIAL); j <= cur && LOCAL > 0u; j++) { chosen[n] = i32(j); score[j] = -1.0; n++; }
-    nChosen = n;
+    nChosen${nChosen0} = n;
   }
-  let forced = workgroupUniformLoad(&nChosen);
+  let forced = workgroupUniformLoad(&nChosen${nChosen0});
   let total = min(NSEL, nCand);
 ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
   if (lid == 0u) {
@@ -237,7 +297,7 @@ ${topNTemplate.replaceAll('score[', `score[${t}u * NSMAX + `)}
   }`,
     )
     .join('\n');
-  return `${enableF16(k.e)}${k.subgroups && phase !== 'scores' ? 'enable subgroups;\n' : ''}${paramsStruct()}
+  return `${enableF16(k.e)}${(k.subgroups && phase !== 'scores') || matrix ? 'enable subgroups;\n' : ''}${k.matrix === 'native' && matrix ? MATRIX_PREAMBLE : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> items: array<u32>;
 ${
   phase === 'topn'
@@ -270,17 +330,27 @@ const LOCAL = ${k.localBlocks}u;
 ${ITEM_STRUCT}
 ${phase === 'topn' ? '' : `${load4('loadQ', 'q', k.DK, k.DK % 4 === 0)}
 ${load4('loadK', 'kcmp', k.DK, k.DK % 4 === 0)}`}
-
-var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * DK4}>;
-var<workgroup> ks: array<vec4<f32>, ${k.CB * (DK4 + 1)}>;
+${
+  matrix
+    ? `// Staged query rows (token-major, 16 heads each) and compressed keys, rows padded; raw scores.
+const QMS = ${k.DK + 8}u;
+const QMN = ${TQS * 16 * (k.DK + 8)}u;
+const KMN = ${k.CB * (k.DK + 8)}u;
+var<workgroup> qm: array<${E}, ${TQS * 16 * (k.DK + 8)}>;
+var<workgroup> km: array<${E}, ${k.CB * (k.DK + 8)}>;
+var<workgroup> sraw: array<f32, ${TQS * k.GC * k.CB}>;
+${op.decls}`
+    : `var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * DK4}>;
+var<workgroup> ks: array<vec4<f32>, ${k.CB * (DK4 + 1)}>;`
+}
 var<workgroup> prob: array<f32, ${TQS * k.GC * k.CB}>;
 var<workgroup> psum: array<f32, ${TQS * k.CB}>;
-var<workgroup> score: array<f32, ${TQS * k.NSMAX}>;
+var<workgroup> score: array<f32, ${pad4(TQS * k.NSMAX)}>;
 var<workgroup> redV: array<f32, ${k.WG}>;
 var<workgroup> redI: array<u32, ${k.WG}>;
 var<workgroup> lq: array<f32, ${TQS * k.GC}>;
-var<workgroup> chosen: array<i32, ${k.nSel}>;
-var<workgroup> nChosen: u32;
+var<workgroup> chosen: array<i32, ${pad4(k.nSel)}>;
+var<workgroup> nChosen: ${matrix ? 'array<u32, 4>' : 'u32'};
 
 // exp(x) where ok, else 0; a masked lane never evaluates exp of a large argument (no inf).
 fn guardedExp(x: f32, ok: bool) -> f32 {
@@ -314,7 +384,27 @@ ${toks
   let absRow = it.row0 * P.HQ + kvh * G;
   let nhc = (G + GC - 1u) / GC;
   let impRow = ((it.row0 - P.rowBase) * P.H + kvh) * P.impStride;
-${phase === 'topn' ? candidatesFromImp : chunkLoop}
+${
+  matrix
+    ? `  // This subgroup's token tq and block half hb; its query rows as matrix tiles.
+  let sg = lid / ${MATRIX_SUBGROUP}u;
+  let tq = sg / (CB / 16u);
+  let hb = sg % (CB / 16u);
+${k.matrix === 'emulated' ? `  emuOn = lid % ${MATRIX_SUBGROUP}u == 0u;
+` : ''}  for (var x = lid; x < TQS * 16u * DK4; x += WG) {
+    let t = x / (16u * DK4);
+    let g = (x / DK4) % 16u;
+    let v = loadQ((rowBase + min(t, it.count - 1u) * P.HQ + g) * DK, x % DK4);
+    let w = (x / DK4) * QMS + (x % DK4) * 4u;
+    qm[w] = ${E}(v.x); qm[w + 1u] = ${E}(v.y); qm[w + 2u] = ${E}(v.z); qm[w + 3u] = ${E}(v.w);
+  }
+  workgroupBarrier();
+${D.map((d) => `  ${op.declare(`q${d}`, 'left')}`).join('\n')}
+  ${op.declare('acc', 'result')}
+${D.map((d) => `  ${op.load(`q${d}`, 'left', 'qm', `tq * 16u * QMS + ${d * 16}u`, 'QMS')}`).join('\n')}
+`
+    : ''
+}${phase === 'topn' ? candidatesFromImp : chunkLoop}
 ${phase === 'scores' ? '' : topN}
 }
 `;
