@@ -13,6 +13,13 @@
 //      before merging slices of the compressed output; selected blocks wait for it before reading
 //      the chosen blocks (griddepcontrol.wait). The last block merges the selected partials in
 //      chunk order and writes out = g_cmp·o_cmp + g_slc·o_slc + g_win·o_win.
+// Where all grids fit the GPU at once (B = 1 at the benchmark's lengths; NSA_DECODE_SPREAD), a step
+// takes four chained launches instead: launch 1 keeps each compressed key's scaled scores instead of
+// tile masses and has no last block; launch 1b (decodeSelectKernel) scores 128 selection blocks per
+// block and leaves each block's top-n list; launch 2's selected blocks merge those lists; launch 3
+// (decodeMergeKernel) merges the output, one block per head. The selection's serial chain in one
+// block (~11 µs at 64k) and the last block's merge (~4.5 µs) become parallel work (BENCHMARKS.md
+// "v9 — decode").
 // Fixed merge orders and no float atomics: runs are bit-equal. Scratch and counters persist across
 // calls (grow-only, stream-ordered on the addon's one stream). nsa_decode.cu keeps the general
 // split-K decode (float32, other G and head dims). BENCHMARKS.md "v7 — decode" has the measurements
@@ -54,6 +61,7 @@ struct FastPlan {
   int mass24;    // 1: the tile masses by the unrolled l = 2d, l' = 4d loop (the default there; NSA_DECODE_MASS24=0: the general loop)
   int spread;    // 1: the selection spread over launch 1b's blocks (decodeSelectKernel); 0: the last launch-1 block selects
   int selParts;  // spread: launch-1b blocks per (query, KV head), kNT selection blocks each
+  int mergeLaunch;  // spread: 1: a fourth chained launch (decodeMergeKernel) merges the output; 0: the last launch-2 block
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float* scores;                       // spread: [pair][compressed key][16] scaled scores (log2 units)
@@ -77,6 +85,8 @@ enum TraceSlot {
   kT2Window,    // last: a window block has merged its o_cmp slice
   kTMerge,      // the last launch-2 block starts the final merge
   kTDone,       // ... and has written the output
+  kTSelScored,  // spread, last: a launch-1b block has its scores (before the ranks)
+  kT2Chosen,    // spread, last: a selected block has merged the lists (knows its blocks)
   kTraceSlots
 };
 __device__ __forceinline__ unsigned long long globalTimer() {
@@ -847,99 +857,114 @@ __device__ __forceinline__ SelectCounts selectCounts(const RowInfo& ri, const NS
 
 constexpr int kPreKeys = 5;  // compressed keys per selection block loaded up front (l' + l - d = 5 d: the paper's)
 
-// Launch 1b, the spread selection: grid (pairs, selParts), chained to launch 1. Thread t of block s
-// scores selection block j = kNT s + t from launch 1's chunk statistics (the branch log-sum-exp per
-// head, as selectFast) and scaled scores: S[j] = sum over the keys i it overlaps, in key order, of
-// overlap(i, j) * sum over heads, in head order, of exp2(x[i][h] - lse[h]). The block leaves its best
-// `rest` keys (blockKey: score, then the lower index) at their ranks in p.cand[pair][s], the other
-// places 0; launch 2 takes the global top `rest` from these lists. Why: one block's serial selection
-// (v8: ~11 µs at 64k) becomes ~kNT blocks' worth of work per block.
-template <int D>
-__global__ void __launch_bounds__(kNT) decodeSelectKernel(NSAForwardArgs a, FastPlan p) {
+// Launch 1b, the spread selection: grid (pairs, selParts), chained to launch 1. Block s scores
+// selection blocks j = kNT s .. kNT s + kNT - 1, Split threads per block j (each 16 / Split heads),
+// from launch 1's chunk statistics (the branch log-sum-exp per head) and scaled scores:
+// S[j] = sum over the keys i it overlaps, in key order, of overlap(i, j) * P[i], where P[i] sums
+// exp2(x[i][h] - lse[h]) over each thread's heads in order, then over the Split threads (a fixed
+// shuffle tree). The block leaves its best `rest` keys (blockKey: score, then the lower index) at
+// their ranks in p.cand[pair][s], the other places 0; launch 2 takes the global top `rest` from
+// these lists. Why: one block's serial selection (v8: ~11 µs at 64k) becomes kNT blocks' worth per block.
+template <int D, int Split>
+__global__ void __launch_bounds__(kNT * Split) decodeSelectKernel(NSAForwardArgs a, FastPlan p) {
+  constexpr int NT = kNT * Split, H4 = 4 / Split;  // threads; float4 (4 heads) per thread and key
+  constexpr int PerHead = NT / kG, Chunks = kMaxCmpChunks / PerHead;  // lse: threads per head, chunks per thread
   allowDependentLaunch();  // launch 2's window blocks need nothing from here
   __shared__ float lseSm[kG];
   __shared__ unsigned long long keys[kNT];
   const NSAConfigArgs& c = a.cfg;
-  const int pair = blockIdx.x, row = pair / c.H, s = blockIdx.y, tid = threadIdx.x;
+  const int pair = blockIdx.x, row = pair / c.H, s = blockIdx.y, tid = threadIdx.x, part = tid % Split;
   const RowInfo ri = rowInfo(a, row);
-  const int perCmp = c.l / c.d, perSel = c.ls / c.d;
-  const int j = s * kNT + tid;
+  const int perCmp = c.l / c.d, perSel = c.ls / c.d, nKeys = perSel + perCmp - 1;
+  const int j = s * kNT + tid / Split;
   const bool live = j <= ri.cur && !isForced(j, ri.cur, c);
   const int kLo = max(0, j * perSel - perCmp + 1), kHi = live ? min(ri.nc - 1, (j + 1) * perSel - 1) : -1;
   const size_t cs = (size_t)kG * D + 2 * kG;
   const float* stat = p.cmpPart + (size_t)pair * p.cmpChunks * cs + (size_t)kG * D;  // chunk z: m at z cs, l at z cs + 16
-  const float4* x4 = reinterpret_cast<const float4*>(p.scores + (size_t)pair * p.cmpTiles * kTile * kG);  // 4 per key
+  // 4 float4 per key; this thread's heads start at float4 part * H4.
+  const float4* x4 = reinterpret_cast<const float4*>(p.scores + (size_t)pair * p.cmpTiles * kTile * kG) + part * H4;
   waitForPrimaryGrid();  // launch 1's partials and scores
   stamp(p, pair, kTSelect, false, true);
-  // One round of loads: every chunk's (m, l) (8 threads per head) and this block's first keys.
-  const int r = tid >> 3, q = tid & 7;
-  float cm[kStatChunks], cl[kStatChunks];
+  // One round of loads: every chunk's (m, l) (PerHead threads per head) and this thread's first keys.
+  const int r = tid / PerHead, q = tid % PerHead;
+  float cm[Chunks], cl[Chunks];
 #pragma unroll
-  for (int k = 0; k < kStatChunks; k++) {
-    const int z = q + 8 * k;
+  for (int k = 0; k < Chunks; k++) {
+    const int z = q + PerHead * k;
     cm[k] = z < p.cmpChunks ? __ldcg(stat + z * cs + r) : kNegInf;
     cl[k] = z < p.cmpChunks ? __ldcg(stat + z * cs + kG + r) : 0.f;
   }
-  float4 xv[kPreKeys][4];
+  float4 xv[kPreKeys][H4];
 #pragma unroll
   for (int u = 0; u < kPreKeys; u++)
 #pragma unroll
-    for (int h4 = 0; h4 < 4; h4++)
+    for (int h4 = 0; h4 < H4; h4++)
       xv[u][h4] = kLo + u <= kHi ? __ldcg(x4 + (size_t)(kLo + u) * 4 + h4) : make_float4(0.f, 0.f, 0.f, 0.f);
-  // lse per head: chunks q, q + 8, ... in order, then a fixed shuffle tree (as mergeWeights and selectFast).
+  // lse per head: chunks q, q + PerHead, ... in order, then a fixed shuffle tree.
   float M = kNegInf;
 #pragma unroll
-  for (int k = 0; k < kStatChunks; k++) M = fmaxf(M, cm[k]);
-  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
-  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
-  M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
+  for (int k = 0; k < Chunks; k++) M = fmaxf(M, cm[k]);
+#pragma unroll
+  for (int o = 1; o < PerHead; o <<= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
   float L = 0.f;
 #pragma unroll
-  for (int k = 0; k < kStatChunks; k++) L += (cm[k] == kNegInf ? 0.f : exp2f(cm[k] - M)) * cl[k];
-  L += __shfl_xor_sync(0xffffffffu, L, 1);
-  L += __shfl_xor_sync(0xffffffffu, L, 2);
-  L += __shfl_xor_sync(0xffffffffu, L, 4);
+  for (int k = 0; k < Chunks; k++) L += (cm[k] == kNegInf ? 0.f : exp2f(cm[k] - M)) * cl[k];
+#pragma unroll
+  for (int o = 1; o < PerHead; o <<= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
   if (q == 0) lseSm[r] = L > 0.f ? M + log2f(L) : INFINITY;
   __syncthreads();
-  float lse[kG];
+  float lse[4 * H4];
 #pragma unroll
-  for (int h = 0; h < kG; h++) lse[h] = lseSm[h];
-  // Key i's probability summed over the heads, in head order.
-  auto keyMass = [&](const float4 (&x)[4]) {
+  for (int h = 0; h < 4 * H4; h++) lse[h] = lseSm[part * 4 * H4 + h];
+  // Key i's probability summed over this thread's heads in order, then over the Split threads.
+  // Every lane runs the shuffles (the Split threads of a block j share kLo and kHi).
+  auto keyMass = [&](const float4 (&x)[H4], bool use) {
     float sum = 0.f;
 #pragma unroll
-    for (int h4 = 0; h4 < 4; h4++) {
+    for (int h4 = 0; h4 < H4; h4++) {
       sum += exp2f(x[h4].x - lse[4 * h4]);
       sum += exp2f(x[h4].y - lse[4 * h4 + 1]);
       sum += exp2f(x[h4].z - lse[4 * h4 + 2]);
       sum += exp2f(x[h4].w - lse[4 * h4 + 3]);
     }
+    sum = use ? sum : 0.f;
+#pragma unroll
+    for (int o = 1; o < Split; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     return sum;
   };
   auto overlap = [&](int i) { return (float)(min(i + perCmp, (j + 1) * perSel) - max(i, j * perSel)); };
   float score = 0.f;
 #pragma unroll
-  for (int u = 0; u < kPreKeys; u++)
-    if (kLo + u <= kHi) score = fmaf(overlap(kLo + u), keyMass(xv[u]), score);
+  for (int u = 0; u < kPreKeys; u++) {
+    const float m = keyMass(xv[u], kLo + u <= kHi);
+    if (kLo + u <= kHi) score = fmaf(overlap(kLo + u), m, score);
+  }
 #pragma unroll 1
-  for (int i = kLo + kPreKeys; i <= kHi; i++) {  // configurations with more keys per selection block
-    float4 x[4];
+  for (int u = kPreKeys; u < nKeys; u++) {  // configurations with more keys per selection block (uniform bound)
+    const int i = kLo + u;
+    float4 x[H4];
 #pragma unroll
-    for (int h4 = 0; h4 < 4; h4++) x[h4] = __ldcg(x4 + (size_t)i * 4 + h4);
-    score = fmaf(overlap(i), keyMass(x), score);
+    for (int h4 = 0; h4 < H4; h4++) x[h4] = i <= kHi ? __ldcg(x4 + (size_t)i * 4 + h4) : make_float4(0.f, 0.f, 0.f, 0.f);
+    const float m = keyMass(x, i <= kHi);
+    if (i <= kHi) score = fmaf(overlap(i), m, score);
   }
   const unsigned long long key = live ? blockKey(score, j) : 0ull;
-  keys[tid] = key;
-  const int count = __syncthreads_count(key != 0ull);
-  // Keys are unique: a key's rank among this block's is its place in the list.
+  stamp(p, pair, kTSelScored, false, true);
+  if (part == 0) keys[tid / Split] = key;
+  const int count = __syncthreads_count(part == 0 && key != 0ull);
+  // Keys are unique: a key's rank among this block's is its place in the list. The Split threads of
+  // a block j count over kNT / Split keys each.
   const int rest = selectCounts(ri, c).rest;
   unsigned long long* out = p.cand + ((size_t)pair * p.selParts + s) * c.n;
+  int rank = 0;
   if (key != 0ull) {
-    int rank = 0;
+    const unsigned long long* mine = keys + part * (kNT / Split);
 #pragma unroll 8
-    for (int o = 0; o < kNT; o++) rank += keys[o] > key;
-    if (rank < rest) out[rank] = key;
+    for (int o = 0; o < kNT / Split; o++) rank += mine[o] > key;
   }
+#pragma unroll
+  for (int o = 1; o < Split; o <<= 1) rank += __shfl_xor_sync(0xffffffffu, rank, o);
+  if (part == 0 && key != 0ull && rank < rest) out[rank] = key;
   if (tid >= count && tid < rest) out[tid] = 0ull;
   if (p.trace) {
     __syncthreads();
@@ -995,6 +1020,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
   const bool slc = z < p.slcChunks;
   const int zz = slc ? z : z - p.slcChunks;
+  if (p.mergeLaunch) allowDependentLaunch();  // launch 3's blocks wait for this whole grid
   stamp(p, pair, kT2Start, true, false);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
@@ -1024,6 +1050,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
       if (p.spread) {
         // K buffer 1 is free until the walk issues its second tile.
         mergeCandidates(p, c, ri, pair, reinterpret_cast<unsigned long long*>(sm.k + FastLayout<D>::tile), blk);
+        stamp(p, pair, kT2Chosen, false, true);
         if (zz == 0)
           for (int i = threadIdx.x; i < c.n; i += kNT) a.blockOut[(size_t)pair * c.n + i] = blk[i];
       }
@@ -1111,6 +1138,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     mergeSlice();
     stamp(p, pair, kT2Window, false, true);
   }
+  if (p.mergeLaunch) return;  // launch 3 merges
   if (!lastToFinish(p.done2 + pair, sm.i, gridDim.y)) return;
   stamp(p, pair, kTMerge, false, false);
 
@@ -1154,6 +1182,105 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   }
 }
 
+// Launch 3 (spread, the default there): grid (pairs, 16), chained to launch 2. Block r merges head
+// r's selected partials and writes out = g_cmp·o_cmp + g_slc·o_slc + g_win·o_win for that head,
+// with mergeWeights' and mergeRows' operations in their order. The compiler fuses the last sum's
+// products in another order than in the last-block merge, so outputs can differ from it in the last
+// bit (same blocks; both pass parity). Why: that merge (4-5 µs at 64k B = 1: one block loading every
+// partial in rounds, after a counter) becomes one round of loads per head, spread over 16 blocks.
+template <class T, int D>
+__global__ void __launch_bounds__(kNT) decodeMergeKernel(NSAForwardArgs a, FastPlan p) {
+  constexpr int Q = D / 4;         // float4 per head row
+  constexpr int Groups = kNT / Q;  // thread t loads column t % Q of chunks t / Q, t / Q + Groups, ...
+  constexpr int PerThread = kMaxSlcChunks / Groups;
+  static_assert(kMaxSlcChunks % Groups == 0 && kMaxSlcChunks <= 16, "chunk loads per thread; (m, l) of two chunks per lane");
+  __shared__ float4 rowsSm[kMaxSlcChunks][Q];
+  __shared__ float wSm[kMaxSlcChunks];
+  const NSAConfigArgs& c = a.cfg;
+  const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, r = blockIdx.y, tid = threadIdx.x;
+  const size_t head = (size_t)row * c.HQ + (size_t)g * kG + r;
+  const size_t cs = (size_t)kG * D + 2 * kG;
+  const int count = p.slcChunks, col = tid % Q, grp = tid / Q;
+  const float* slcPart = p.slcPart + (size_t)pair * count * cs;
+  waitForPrimaryGrid();  // the partials, o_cmp and o_win come from launch 2 (and through it from launches 1 and 1b)
+  stamp(p, pair, kTMerge, true, false);
+  // One round of loads: the chunks' (m, l) of row r (warp 0, lane q: chunks q and q + 8), the row's
+  // partials, o_cmp, o_win and gates.
+  float m[2], l[2];
+#pragma unroll
+  for (int k = 0; k < 2; k++) {
+    const int zq = (tid & 7) + 8 * k;
+    const bool in = tid < 32 && zq < count;
+    m[k] = in ? __ldcg(slcPart + zq * cs + kG * D + r) : kNegInf;
+    l[k] = in ? __ldcg(slcPart + zq * cs + kG * D + kG + r) : 0.f;
+  }
+  float4 v[PerThread];
+#pragma unroll
+  for (int k = 0; k < PerThread; k++) {
+    const int zk = grp + Groups * k;
+    v[k] = zk < count ? __ldcg(reinterpret_cast<const float4*>(slcPart + zk * cs + r * D) + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  float4 oc = make_float4(0.f, 0.f, 0.f, 0.f), ow = oc;
+  float gc = 0.f, gs = 0.f, gw = 0.f;
+  if (tid < Q) {
+    oc = __ldcg(reinterpret_cast<const float4*>(p.oCmp + (size_t)pair * kG * D + r * D) + col);
+    ow = __ldcg(reinterpret_cast<const float4*>(p.oWin + (size_t)pair * kG * D + r * D) + col);
+    const T* gates = static_cast<const T*>(a.gates) + head * 3;
+    gc = toF(gates[0]);
+    gs = toF(gates[1]);
+    gw = toF(gates[2]);
+  }
+#pragma unroll
+  for (int k = 0; k < PerThread; k++)
+    if (grp + Groups * k < count) rowsSm[grp + Groups * k][col] = v[k];
+  // Merge weights as mergeWeights computes them for row r (8 lanes, chunks q, q + 8, ..., fixed shuffles).
+  if (tid < 32) {
+    const int q = tid & 7;
+    float M = kNegInf;
+#pragma unroll
+    for (int k = 0; k < 2; k++)
+      if (q + 8 * k < count) M = fmaxf(M, m[k]);
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 1));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 2));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 4));
+    float L = 0.f;
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+      const float mz = m[k];
+      if (q + 8 * k < count) L += (mz == kNegInf ? 0.f : exp2f(mz - M)) * l[k];
+    }
+    L += __shfl_xor_sync(0xffffffffu, L, 1);
+    L += __shfl_xor_sync(0xffffffffu, L, 2);
+    L += __shfl_xor_sync(0xffffffffu, L, 4);
+    const float inv = L > 0.f ? 1.f / L : 0.f;
+#pragma unroll
+    for (int k = 0; k < 2; k++) {
+      const float mz = m[k];
+      if (tid < 8 && q + 8 * k < count) wSm[q + 8 * k] = (mz == kNegInf ? 0.f : exp2f(mz - M)) * inv;
+    }
+  }
+  __syncthreads();
+  if (tid < Q) {
+    // mergeRows' multiply-adds in chunk order, its zero-weight padding to a multiple of 4 included.
+    float4 os = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int z = 0; z < roundUp(count, 4); z++) {
+      const float wz = z < count ? wSm[z] : 0.f;
+      const float4 o = z < count ? rowsSm[z][col] : make_float4(0.f, 0.f, 0.f, 0.f);
+      os.x = fmaf(wz, o.x, os.x); os.y = fmaf(wz, o.y, os.y);
+      os.z = fmaf(wz, o.z, os.z); os.w = fmaf(wz, o.w, os.w);
+    }
+    T* o = static_cast<T*>(a.out) + head * D + 4 * col;
+    o[0] = fromF<T>(gs * os.x + gw * ow.x + gc * oc.x);
+    o[1] = fromF<T>(gs * os.y + gw * ow.y + gc * oc.y);
+    o[2] = fromF<T>(gs * os.z + gw * ow.z + gc * oc.z);
+    o[3] = fromF<T>(gs * os.w + gw * ow.w + gc * oc.w);
+  }
+  if (p.trace) {
+    __syncthreads();
+    stamp(p, pair, kTDone, false, true);
+  }
+}
+
 // Grow-only device buffer for one kind of per-call scratch: the addon enqueues everything on one
 // stream, so a buffer reused by the next call is stream-ordered after this one's kernels.
 template <class X>
@@ -1191,7 +1318,7 @@ unsigned long long* traceStamps(size_t count, cudaStream_t stream) {
 }
 // NSA_DECODE_TRACE=1: every 64th call waits for its step and prints pair 0's stamps (µs after the
 // first launch-1 block started) to stderr.
-void printTrace(const unsigned long long* trace, int pairs, bool spread, cudaStream_t stream) {
+void printTrace(const unsigned long long* trace, int pairs, bool spread, bool mergeLaunch, cudaStream_t stream) {
   static int calls = 0;
   if (++calls % 64 != 0) return;
   unsigned long long t[kTraceSlots];
@@ -1201,12 +1328,16 @@ void printTrace(const unsigned long long* trace, int pairs, bool spread, cudaStr
     const unsigned long long v = last ? ~t[s] : t[s];
     return v == ~0ull || v == 0ull ? -1.0 : (double)(long long)(v - t[kT1Start]) / 1e3;
   };
-  // Spread: the selection's stamps are launch 1b's latest block past its wait and latest block done.
+  // Spread: the selection's stamps are launch 1b's latest block past its wait and latest block done;
+  // with launch 3, the final merge's are its first block past the wait and its latest block done.
   std::fprintf(stderr,
                "decode trace (pairs %d; pair 0, µs): launch-1 chunks stored %.2f, selection%s %.2f..%.2f; launch 2 first block %.2f, "
                "selected blocks past the wait %.2f, stored %.2f, window slices %.2f; final merge %.2f..%.2f\n",
                pairs, at(kT1Walked, true), spread ? " (launch 1b)" : "", at(kTSelect, spread), at(kTSelected, spread), at(kT2Start, false), at(kT2Waited, true),
-               at(kT2Walked, true), at(kT2Window, true), at(kTMerge, false), at(kTDone, false));
+               at(kT2Walked, true), at(kT2Window, true), at(kTMerge, false), at(kTDone, mergeLaunch));
+  if (spread)
+    std::fprintf(stderr, "decode trace, spread (pair 0, µs): launch-1b scores %.2f; selected blocks know their blocks %.2f\n",
+                 at(kTSelScored, true), at(kT2Chosen, true));
 }
 
 int ceilDiv(int x, int y) { return (x + y - 1) / y; }
@@ -1293,9 +1424,13 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   const int nbAll = a.seq.maxKeys > 0 ? (a.seq.maxKeys - 1) / c.ls + 1 : 0;
   p.selParts = std::max(1, ceilDiv(std::max(0, nbAll - c.localBlocks), kNT));
   const bool listsFit = (size_t)p.selParts * c.n * sizeof(unsigned long long) + sizeof(int) * c.n <= FastLayout<D>::tile * sizeof(T);
-  const long resident = (long)pairs * (p.cmpChunks + p.selParts + p.slcChunks + p.winChunks);
+  const long resident = (long)pairs * (p.cmpChunks + p.selParts + p.slcChunks + p.winChunks + kG);
   p.spread = !a.blockIn && listsFit &&
              (spreadEnv == 2 || (spreadEnv == 1 && pdl && resident <= (long)std::min(facts.perSm1, facts.perSm2) * sms));
+  // With the spread selection, a fourth chained launch merges the output (NSA_DECODE_MERGE_LAUNCH=0:
+  // the last launch-2 block, as without it).
+  static const bool mergeEnv = envInt("NSA_DECODE_MERGE_LAUNCH", 1) == 1;
+  p.mergeLaunch = p.spread && mergeEnv;
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t scoreFloats = p.spread ? (size_t)tilesC * kTile * kG : 0;
   const size_t floats =
@@ -1331,16 +1466,27 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   cfg.attrs = &attr;
   cfg.numAttrs = pdl ? 1 : 0;
   if (p.spread) {
+    // NSA_DECODE_SPREAD_SPLIT=1 / 2 (default) / 4: threads per selection block (blocks of 128 x that).
+    static const int splitEnv = envInt("NSA_DECODE_SPREAD_SPLIT", 2);
+    static const int split = splitEnv == 1 || splitEnv == 4 ? splitEnv : 2;
     cfg.gridDim = dim3(pairs, p.selParts);
+    cfg.blockDim = dim3(kNT * split);
     cfg.dynamicSmemBytes = 0;
-    NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSelectKernel<D>, a, p));
+    NSA_CUDA(cudaLaunchKernelEx(&cfg, split == 1 ? decodeSelectKernel<D, 1> : split == 4 ? decodeSelectKernel<D, 4> : decodeSelectKernel<D, 2>, a, p));
     NSA_LAUNCHED("nsa decode decodeSelectKernel");
+    cfg.blockDim = dim3(kNT);
   }
   cfg.gridDim = dim3(pairs, p.slcChunks + p.winChunks);
   cfg.dynamicSmemBytes = bytes;
   NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeSlcWinKernel<T, D>, a, p));
   NSA_LAUNCHED("nsa decode decodeSlcWinKernel");
-  if (trace) printTrace(p.trace, pairs, p.spread, stream);
+  if (p.mergeLaunch) {
+    cfg.gridDim = dim3(pairs, kG);
+    cfg.dynamicSmemBytes = 0;
+    NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeMergeKernel<T, D>, a, p));
+    NSA_LAUNCHED("nsa decode decodeMergeKernel");
+  }
+  if (trace) printTrace(p.trace, pairs, p.spread, p.mergeLaunch, stream);
 }
 
 }  // namespace
