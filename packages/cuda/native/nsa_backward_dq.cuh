@@ -10,10 +10,14 @@
 // 32-key steps; selected keys: each warp walks its own chosen blocks in 16-key chunks that never
 // cross a block (no per-key index search) through a 2-stage cp.async ring of its own, so the next
 // chunk's gather overlaps this chunk's mma (v5 gathered 32 keys, then waited).
+// Wg (sm_90a; W a multiple of 4: each warpgroup's 4 rows x 16 heads are one m64 tile): the compressed and
+// window tiles sit in wgmma's swizzled layout and S, dP and dq += dS·K run as warpgroup wgmmas with
+// Q, dO and dS as register A fragments (dqGroupStep); the selected rings stay on mma.sync.
 #pragma once
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "wgmma.cuh"
 
 namespace nsa {
 
@@ -111,7 +115,79 @@ __device__ __forceinline__ void dqFragStep(const uint32_t (&qf)[D / 16][4], cons
   }
 }
 
-template <class T, int D, int W>
+// dq's 64 x 64 accumulator part dn (features 64 dn .. 64 dn + 63) of a [D / 8][4] row accumulator.
+template <int D>
+__device__ __forceinline__ float (&dqPart(float (&dq)[D / 8][4], int dn))[8][4] {
+  return *reinterpret_cast<float(*)[8][4]>(&dq[8 * dn][0]);
+}
+
+// The warpgroup's dq step over a 64-key tile: K and V tiles in wgmma's swizzled layout at shared
+// addresses kT and vT (64 rows each). S = Q·Kᵀ and dP = dO·Vᵀ are two wgmma groups (P is formed while
+// dP is still on the tensor cores), dS = P (g dP - D) is packed into A fragments and dq += dS·K reads
+// K as the N-major B. Every warp of the warpgroup takes part; a warp that sees no key adds zeros.
+template <class T, int D, class Visible>
+__device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], const uint32_t (&of)[D / 16][4], uint32_t kT,
+                                            uint32_t vT, float sl2, const float (&lse)[2], const float (&dd)[2],
+                                            const float (&gt)[2], Visible visible, float (&dq)[D / 8][4]) {
+  static_assert(kDqSharedKeys == 64, "one m64n64 tile of keys");
+  constexpr uint32_t kRowBytes = 128, kRegion = kDqSharedKeys * kRowBytes;  // one 64-feature region
+  const int t4 = threadIdx.x & 3;
+  float s[8][4], dp[8][4];
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.f;
+  }
+  wg::fenceOperands(s);
+  wg::fenceOperands(dp);
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++)  // features 16 kk ..: region kk / 4, 32 bytes per step in it
+    wg::mma64x64<false>(s, qf[kk], wg::descSw128(kT + (kk >> 2) * kRegion + (kk & 3) * 32), T());
+  wg::commit();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; kk++)
+    wg::mma64x64<false>(dp, of[kk], wg::descSw128(vT + (kk >> 2) * kRegion + (kk & 3) * 32), T());
+  wg::commit();
+  bool vis[8][2];
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) vis[n][e] = visible(n * 8 + 2 * t4 + e);
+  }
+  wg::wait<1>();  // S (dP may still run)
+  wg::fenceOperands(s);
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) s[n][e] = vis[n][e & 1] ? exp2f(fmaf(s[n][e], sl2, -lse[e >> 1])) : 0.f;
+  }
+  wg::wait<0>();
+  wg::fenceOperands(dp);
+  uint32_t da[4][4];
+#pragma unroll
+  for (int n = 0; n < 8; n++) {
+    float ds[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++) ds[e] = s[n][e] * (gt[e >> 1] * dp[n][e] - dd[e >> 1]);
+    da[n >> 1][2 * (n & 1)] = packF2<T>(ds[0], ds[1]);  // cToA's layout: keys 16 (n / 2) ..
+    da[n >> 1][2 * (n & 1) + 1] = packF2<T>(ds[2], ds[3]);
+  }
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(dqPart<D>(dq, dn));
+  wg::fence();
+#pragma unroll
+  for (int j = 0; j < 4; j++)  // keys 16 j .. 16 j + 15: rows 16 j .. of each 64-feature region of K
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++)
+      wg::mma64x64<true>(dqPart<D>(dq, dn), da[j], wg::descSw128(kT + dn * kRegion + j * 16 * kRowBytes), T());
+  wg::commit();
+  wg::wait<0>();
+#pragma unroll
+  for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(dqPart<D>(dq, dn));
+}
+
+template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw) {
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
@@ -199,29 +275,70 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
 #pragma unroll
   for (int n = 0; n < D / 8; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
 
+  // Wg: block-wide walk over the same keys in 64-key tiles of wgmma's swizzled layout, [K0 K1 V0 V1]
+  // from the key region's first 1024-byte boundary, one barrier per tile; body(first key, K, V).
+  constexpr uint32_t kSwTile = kDqSharedKeys * D * 2;
+  static_assert(!Wg || (W % 4 == 0 && 4 * kSwTile + 1008 <= L::keyElems * 2), "whole warpgroups; tiles fit the key region");
+  const uint32_t swBase = (smemAddr(smemRaw) + 1023u) & ~1023u;
+  auto walkSwizzled = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
+    const T* K = static_cast<const T*>(Kp);
+    const T* V = static_cast<const T*>(Vp);
+    auto load = [&](int t, int buf) {
+      const int k0 = first + t * kDqSharedKeys, valid = min(kDqSharedKeys, first + total - k0);
+      const size_t at = ((size_t)(base + k0) * c.H + kvh) * D, stride = (size_t)c.H * D;
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, valid);
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (2 + buf) * kSwTile, V + at, stride, valid);
+    };
+    if (nTiles > 0) load(0, 0);
+    cpAsyncCommit();
+    for (int t = 0; t < nTiles; t++) {
+      const int buf = t & 1;
+      cpAsyncWait<0>();         // tile t has landed
+      wg::fenceProxyAsync();    // this thread's tile writes, before the tensor cores read them
+      __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer buf ^ 1) are done
+      if (t + 1 < nTiles) load(t + 1, buf ^ 1);
+      cpAsyncCommit();
+      body(first + t * kDqSharedKeys, swBase + buf * kSwTile, swBase + (2 + buf) * kSwTile);
+    }
+    __syncthreads();  // the next walk or the rings overwrite the buffers
+  };
+
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   branchRows(0);
-  walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
+  if constexpr (Wg) {
+    walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
+    });
+  } else {
+    walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int kh = k0 + h * kHalf;
-      dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                              [&](int j) { return kh + j < nc; }, dq);
-    }
-  });
+      for (int h = 0; h < 2; h++) {
+        const int kh = k0 + h * kHalf;
+        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                [&](int j) { return kh + j < nc; }, dq);
+      }
+    });
+  }
 
   // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   branchRows(2);
-  walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
+  if constexpr (Wg) {
+    walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
+    });
+  } else {
+    walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int kh = k0 + h * kHalf;
-      dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                              [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
-    }
-  });
+      for (int h = 0; h < 2; h++) {
+        const int kh = k0 + h * kHalf;
+        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
+      }
+    });
+  }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
   // ---- selected branch: this warp's own 16-key chunks, 2-stage ring ----

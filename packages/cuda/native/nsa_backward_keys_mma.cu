@@ -135,7 +135,7 @@ void launchKeys(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
 
 // Compressed tiles see long query lists: 128-key blocks halve the Q/dO traffic per key, which pays
 // once there are many of them (H100: 64k faster, 8k-32k not: fewer, longer blocks leave a tail).
-// Window tiles (w + 64 queries) and selection blocks (64 keys) keep 64-key blocks.
+// Window tiles join them there (wideModes); selection blocks (64 keys) keep 64-key blocks.
 // NSA_BWD_WIDE_KEYS=0/1 forces the choice (tests cover both paths on small inputs).
 bool wideCompressedTiles(const NSABackwardArgs& a) {
   const char* force = getenv("NSA_BWD_WIDE_KEYS");
@@ -154,21 +154,31 @@ bool wideCompressedTiles(const NSABackwardArgs& a) {
   return blocks * c.H >= 16L * sms;
 }
 
+// Where the 128-key compressed blocks run, window tiles take 128 keys in that launch too: their
+// w + 127 query rows are read once per 128 keys instead of w + 63 per 64 (H100 64k: window blocks
+// 11.5 -> 6.3 ms, forward+backward -3 ms; BENCHMARKS.md backward v9). NSA_BWD_WIDE_WINDOW=0: 64 keys.
+int wideModes() {
+  const char* env = getenv("NSA_BWD_WIDE_WINDOW");
+  return 1 << kCompressed | (env && env[0] == '0' ? 0 : 1 << kWindow);
+}
+
 template <class T, int D>
 void launchAll(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
   if (!wideCompressedTiles(a)) {
     launchKeys<T, D, 4>(a, Dvals, index, 1 << kWindow | 1 << kCompressed | 1 << kSelected, ws, stream);
     return;
   }
-  launchKeys<T, D, 8>(a, Dvals, index, 1 << kCompressed, ws, stream);
-  launchKeys<T, D, 4>(a, Dvals, index, 1 << kWindow | 1 << kSelected, ws, stream);
+  const int wide = wideModes();
+  launchKeys<T, D, 8>(a, Dvals, index, wide, ws, stream);
+  launchKeys<T, D, 4>(a, Dvals, index, (1 << kWindow | 1 << kSelected) & ~wide, ws, stream);
 }
 
 template <class T, int D>
 KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, Workspace& ws, cudaStream_t stream) {
   if (!wideCompressedTiles(a)) return planKeys<D, 4>(a, index, 1 << kWindow | 1 << kCompressed | 1 << kSelected, ws);
-  launchKeys<T, D, 8>(a, Dvals, index, 1 << kCompressed, ws, stream);
-  return planKeys<D, 4>(a, index, 1 << kWindow | 1 << kSelected, ws);
+  const int wide = wideModes();
+  launchKeys<T, D, 8>(a, Dvals, index, wide, ws, stream);
+  return planKeys<D, 4>(a, index, (1 << kWindow | 1 << kSelected) & ~wide, ws);
 }
 
 }  // namespace

@@ -10,7 +10,8 @@
 //             nsa_backward_keys_mma.cu, whose 128-key compressed blocks, where taken, run as their
 //             own launch first), then the ordered reduce of split tiles.
 // Deterministic: every gradient element is written by one thread, sums run in a fixed order.
-// NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
+// On sm_90a dq's compressed and window products run on wgmma (NSA_BWD_DQ_WGMMA=0: all on mma.sync, as
+// v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
 // stderr. (v5's dq kernel, which reloaded Q/dO fragments per key tile, was removed once v7 measured
 // faster: BENCHMARKS.md v7 and run 20.)
 #include <algorithm>
@@ -38,10 +39,10 @@ struct RowTile {
 
 constexpr int kDqWarps = 4;
 
-template <class T, int D>
+template <class T, int D, bool DqWg>
 __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles) {
   extern __shared__ __align__(16) char smemRaw[];
-  dqBlock<T, D, kDqWarps>(a, Dvals, tiles[blockIdx.x], smemRaw);
+  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw);
 }
 
 // dq blocks and 64-key dK/dV blocks in one grid, the two lists (each in its own launch order)
@@ -50,8 +51,8 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // blocks, and neither kind's last wave idles the GPU (H100 16k: 17.6 ms against 8.6 + 11.3 ms as two
 // launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
 // on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
-// inlined need 255 registers and spill 32 bytes).
-template <class T, int D, bool Wg>
+// inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
+template <class T, int D, bool Wg, bool DqWg>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
     nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey) {
   extern __shared__ __align__(16) char smemRaw[];
@@ -60,7 +61,7 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2)
   if ((int)((b + 1) * nKey / N) > keysBefore) {
     if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
     else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
-  } else dqBlock<T, D, kDqWarps>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
+  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
 }
 
 // dq blocks, latest positions first (they see the most compressed keys), the KV heads of one
@@ -98,6 +99,9 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   };
   Workspace ws(stream);
   float* Dvals = backwardPrep(a, ws, stream);
+  // dq's compressed and window products on wgmma where the key blocks run there too, unless
+  // NSA_BWD_DQ_WGMMA=0 (v8's mma.sync dq).
+  const bool keyWg = keyGradWgmmaRuns(), dqWg = keyWg && !envIs("NSA_BWD_DQ_WGMMA", '0');
   const bool shared = !envIs("NSA_BWD_SHARED", '0');
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
@@ -110,8 +114,9 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   const int nDq = (int)dqTiles.size(), head = shared ? nDq / 8 : nDq;
   const size_t dqBytes = DqFragLayout<D, kDqWarps>::bytes(sizeof(T), a.fwd.cfg.n);
   if (head > 0) {
-    NSA_CUDA(cudaFuncSetAttribute(nsaDqFragKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
-    nsaDqFragKernel<T, D><<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq);
+    auto dqKernel = dqWg ? nsaDqFragKernel<T, D, true> : nsaDqFragKernel<T, D, false>;
+    NSA_CUDA(cudaFuncSetAttribute(dqKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
+    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq);
     NSA_LAUNCHED("nsaDqFragKernel");
   }
   mark("dq head queued");
@@ -133,8 +138,9 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
       kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count);
       NSA_LAUNCHED("nsaBwdSharedKernel");
     };
-    if (keyGradWgmmaRuns()) launch(nsaBwdSharedKernel<T, D, true>, KeyWgLayout<D, 4>::bytes());
-    else launch(nsaBwdSharedKernel<T, D, false>, KeyLayout<D, 4>::bytes(sizeof(T)));
+    if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());
+    else if (keyWg) launch(nsaBwdSharedKernel<T, D, true, false>, KeyWgLayout<D, 4>::bytes());
+    else launch(nsaBwdSharedKernel<T, D, false, false>, KeyLayout<D, 4>::bytes(sizeof(T)));
   }
   mark("shared grid queued");
   keyGradRegistersFinish(a, plan, ws, stream);
