@@ -61,43 +61,71 @@ function upload(layout) {
 }
 
 /**
- * Median ms of `op` over enough repetitions for ~1.5 s, events around each call, after `warm`
- * untimed calls (the first loads the kernels). `stats`, if given, also gets
- * the host's enqueue time per call (µs: above the GPU time, the events time the host) and the
- * time per call of `loop` calls queued back to back between one event pair (ms).
+ * Event pairs around each of `reps` calls of `op`: sorted ms per call, and the host's enqueue time
+ * per call (µs). With `holdUs`, addon.holdGpu first keeps the GPU busy that long, so the host
+ * enqueues every call before the GPU reaches them and the events time the GPU's work back to back.
  */
-async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500, warm = 1, stats } = {}) {
-  for (let i = 0; i < warm; i++) op();
-  await addon.synchronize();
-  addon.clearEvents();
-  let a = addon.recordEvent();
-  op();
-  let b = addon.recordEvent();
-  await addon.synchronize();
-  const first = addon.elapsedMs(a, b);
-  const reps = Math.max(minReps, Math.min(maxReps, Math.ceil(budgetMs / Math.max(first, 1e-3))));
+async function eventPairs(op, reps, holdUs = 0) {
+  if (holdUs > 0) addon.holdGpu({ us: holdUs });
   const pairs = [];
   const t0 = performance.now();
   for (let i = 0; i < reps; i++) {
-    a = addon.recordEvent();
+    const a = addon.recordEvent();
     op();
-    b = addon.recordEvent();
-    pairs.push([a, b]);
+    pairs.push([a, addon.recordEvent()]);
   }
   const hostUs = ((performance.now() - t0) * 1e3) / reps;
   await addon.synchronize();
   const ms = pairs.map(([x, y]) => addon.elapsedMs(x, y)).sort((x, y) => x - y);
   addon.clearEvents();
+  return { ms, hostUs, covered: hostUs * reps < holdUs };
+}
+const median = (sorted) => sorted[Math.floor(sorted.length / 2)];
+
+/**
+ * Median ms of `op` over enough repetitions for ~1.5 s, events around each call, after `warm`
+ * untimed calls (the first loads the kernels). Paced: each call's events wait on the host, so a
+ * call whose GPU work is shorter than its enqueue time is timed at the host's pace. `queued`
+ * (decode steps): the median is that of the same calls queued behind addon.holdGpu, i.e. GPU time.
+ * `stats`, if given, gets the paced median, the host's enqueue time per call (µs), whether the hold
+ * outlasted the queued enqueuing, p10/p90 of the returned timings and the time per call of `loop`
+ * calls between one event pair (ms).
+ */
+async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500, warm = 1, stats, queued = false } = {}) {
+  for (let i = 0; i < warm; i++) op();
+  await addon.synchronize();
+  addon.clearEvents();
+  const a = addon.recordEvent();
+  op();
+  const b = addon.recordEvent();
+  await addon.synchronize();
+  const first = addon.elapsedMs(a, b);
+  addon.clearEvents();
+  const reps = Math.max(minReps, Math.min(maxReps, Math.ceil(budgetMs / Math.max(first, 1e-3))));
+  const paced = await eventPairs(op, reps);
+  // At most 50 calls are held back (more can fill CUDA's launch queue, which then makes the host
+  // wait for the GPU), and the hold lasts four times their paced enqueue time plus 2 ms, so the host
+  // is done first. (An addon built before holdGpu existed times paced only.)
+  const heldReps = Math.min(reps, 50);
+  const held = queued && typeof addon.holdGpu === 'function' ? await eventPairs(op, heldReps, 2000 + 4 * paced.hostUs * heldReps) : undefined;
+  const ms = (held ?? paced).ms;
   if (stats) {
     const loop = Math.min(reps, 100);
-    a = addon.recordEvent();
+    const x = addon.recordEvent();
     for (let i = 0; i < loop; i++) op();
-    b = addon.recordEvent();
+    const y = addon.recordEvent();
     await addon.synchronize();
-    Object.assign(stats, { hostUs, loopMs: addon.elapsedMs(a, b) / loop, p10: ms[Math.floor(ms.length / 10)], p90: ms[Math.floor((ms.length * 9) / 10)] });
+    Object.assign(stats, {
+      hostUs: paced.hostUs,
+      paced: median(paced.ms),
+      covered: held?.covered,
+      loopMs: addon.elapsedMs(x, y) / loop,
+      p10: ms[Math.floor(ms.length / 10)],
+      p90: ms[Math.floor((ms.length * 9) / 10)],
+    });
     addon.clearEvents();
   }
-  return ms[Math.floor(ms.length / 2)];
+  return median(ms);
 }
 
 async function copyCeiling() {
@@ -168,7 +196,7 @@ for (const T of Ts) {
     const nsaStats = {}, denseStats = {};
     r[`nsaDecode${B}`] = await time(
       () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd, ...(blockIn ? { blockIn } : {}) }),
-      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: nsaStats },
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: nsaStats, queued: true },
     );
     if (decodeDigest) {
       const fnv = (bytes, h = 0x811c9dc5) => {
@@ -182,7 +210,7 @@ for (const T of Ts) {
     }
     r[`denseDecode${B}`] = await time(
       () => addon.attentionForward({ dtype: BF16, seq: dseq, HQ, H, Dk: D, Dv: D, scale: config.scale, q: qd, k: kc, v: vc, out: od }),
-      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: denseStats },
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: denseStats, queued: true },
     );
     r[`nsaDecodeStats${B}`] = nsaStats;
     r[`denseDecodeStats${B}`] = denseStats;
@@ -221,16 +249,21 @@ for (const r of rows) {
 }
 if (rows.some((r) => decodeBs.some((B) => r[`nsaDecodeStats${B}`]))) {
   const us = (x) => (x === undefined ? 'n/a' : (1e3 * x).toFixed(1));
-  console.log('\ndecode steps (µs): median [p10, p90] of event pairs around each call; back to back = 100 calls between one pair, per call; host = enqueue time per call\n');
-  console.log('| T | B | NSA median [p10, p90] | NSA back to back | NSA host | dense median | dense back to back | dense host |');
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log(
+    '\ndecode steps (µs): median [p10, p90] of event pairs around each call, the calls queued behind addon.holdGpu (GPU time; ' +
+      '"not covered" if the host was still enqueuing when the hold ended); paced = the same events without the hold (the GPU waits ' +
+      'for the host where a step enqueues slower than it runs); back to back = 100 paced calls between one pair, per call; host = enqueue time per call\n',
+  );
+  console.log('| T | B | NSA median [p10, p90] | NSA paced | NSA back to back | NSA host | dense median | dense paced | dense back to back | dense host |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const r of rows)
     for (const B of decodeBs) {
       const n = r[`nsaDecodeStats${B}`], d = r[`denseDecodeStats${B}`];
       if (!n) continue;
-      // host enqueue near the GPU time: the events time the host, not the kernels
-      const mark = (host, ms) => `${host.toFixed(1)}${host > 800 * ms ? ' (host-bound)' : ''}`;
-      console.log(`| ${r.T} | ${B} | ${us(r[`nsaDecode${B}`])} [${us(n.p10)}, ${us(n.p90)}] | ${us(n.loopMs)} | ${mark(n.hostUs, r[`nsaDecode${B}`])} | ${us(r[`denseDecode${B}`])} | ${us(d.loopMs)} | ${mark(d.hostUs, r[`denseDecode${B}`])} |`);
+      const held = (s, ms) => `${us(ms)} [${us(s.p10)}, ${us(s.p90)}]${s.covered === false ? ' (not covered)' : ''}`;
+      // host enqueue near the GPU time: the paced events time the host, not the kernels
+      const mark = (s) => `${s.hostUs.toFixed(1)}${s.hostUs > 800 * s.paced ? ' (host-bound)' : ''}`;
+      console.log(`| ${r.T} | ${B} | ${held(n, r[`nsaDecode${B}`])} | ${us(n.paced)} | ${us(n.loopMs)} | ${mark(n)} | ${held(d, r[`denseDecode${B}`])} | ${us(d.paced)} | ${us(d.loopMs)} | ${mark(d)} |`);
     }
 }
 console.log('\nrates: useful attention FLOPs (fwd+bwd counted as 3.5x fwd) over the bf16 matmul ceiling; decode bytes = K/V tokens a step must read over the copy ceiling.');

@@ -315,6 +315,16 @@ Napi::Value RandomNormal(const Napi::CallbackInfo& info) {
   });
 }
 
+// holdGpu({us}): keeps the GPU busy for `us` microseconds, so that calls queued after it run back to
+// back and their events time the GPU, not the host's enqueuing (benchmarks).
+Napi::Value HoldGpu(const Napi::CallbackInfo& info) {
+  return guarded(info, "holdGpu", [](const Napi::Object& o) {
+    const double us = o.Get("us").ToNumber().DoubleValue();
+    if (!(us >= 0 && us <= 1e7)) throw std::runtime_error("us must be a number of microseconds in [0, 1e7]");
+    holdGpu(us, gStream);
+  });
+}
+
 }  // namespace
 
 cudaStream_t addonStream() { return gStream; }
@@ -338,6 +348,7 @@ Napi::Object Module(Napi::Env env, Napi::Object exports) {
   exports.Set("meanCompress", Napi::Function::New(env, MeanCompress));
   exports.Set("convert", Napi::Function::New(env, Convert));
   exports.Set("randomNormal", Napi::Function::New(env, RandomNormal));
+  exports.Set("holdGpu", Napi::Function::New(env, HoldGpu));
   return exports;
 }
 

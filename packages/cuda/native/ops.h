@@ -84,6 +84,9 @@ bool denseBackwardRegisters(const AttentionBackwardArgs& b, cudaStream_t stream)
 void meanCompress(DType dtype, const void* x, void* out, int B, int T, int H, int D, int l, int d, cudaStream_t stream);
 // Fills n elements with mean + stddev * N(0, 1), reproducible from seed (benchmarks).
 void randomNormal(DType dtype, void* dst, size_t n, uint32_t seed, float stddev, float mean, cudaStream_t stream);
+
+// Benchmarks: a one-thread kernel that keeps the stream busy for `microseconds` (gpu_hold.cu).
+void holdGpu(double microseconds, cudaStream_t stream);
 // Converts n elements between float32 and dtype on the device.
 void convertFromF32(DType dtype, const float* src, void* dst, size_t n, cudaStream_t stream);
 void convertToF32(DType dtype, const void* src, float* dst, size_t n, cudaStream_t stream);

@@ -119,6 +119,8 @@ export interface NativeAddon {
   meanCompress(args: { dtype: number; x: DeviceBuffer; out: DeviceBuffer; B: number; T: number; H: number; D: number; l: number; d: number }): void;
   randomNormal(args: { dtype: number; dst: DeviceBuffer; n: number; seed: number; stddev?: number; mean?: number }): void;
   convert(args: { dtype: number; src: DeviceBuffer; dst: DeviceBuffer; n: number; toF32: boolean }): void;
+  /** Benchmarks: keeps the GPU busy for `us` µs, so calls queued after it run back to back. */
+  holdGpu(args: { us: number }): void;
 }
 
 /** dtype codes of the addon. */

@@ -49,5 +49,6 @@ export function fakeAddon(info: Partial<DeviceInfo> = {}): NativeAddon & { calls
     meanCompress: record('meanCompress'),
     randomNormal: record('randomNormal'),
     convert: record('convert'),
+    holdGpu: record('holdGpu'),
   };
 }
