@@ -21,6 +21,9 @@
 // v9 (Wg only): the blocks every row of a block is forced to choose (initial, and the local ones when
 // the rows share their current block) are read once per block on wgmma before the rings run, in
 // 8-row blocks (NSA_FWD_FORCED=0 or NSA_FWD_WARPS=4 run v7: 4 rows, the rings take every block).
+// v11: in 8-row blocks the two warpgroups issue their wgmma groups in turns (WgTurns;
+// NSA_FWD_PINGPONG=0: at once, v9), and the gated sum loads all it re-reads before its first store
+// (NSA_FWD_GATE_BATCH=0: v9's loop, one L2 round trip per 8 columns).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -41,6 +44,10 @@ namespace {
 constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kChunk = 16;       // per-warp selected chunks (2 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
+
+// Bits of the kernel's flags beyond NSA_FWD_SKIP's 1 / 2 / 4 and launch's 8 / 16.
+constexpr int kFlagNoPingPong = 32;  // NSA_FWD_PINGPONG=0: both warpgroups issue their wgmmas at once (v9)
+constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum's loads between its stores (v9)
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -97,10 +104,30 @@ __device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, siz
   }
 }
 
+// Issue order of the two warpgroups' wgmma groups in an 8-warp block (flash-attention 3's ping-pong):
+// warpgroup 0 issues a group, then 1, then 0 again, so the tensor cores finish one warpgroup's group
+// before the other's and its softmax / mass work runs under the other's matrix work. Without it both
+// issue at once (the block walks its tiles in step, one barrier per tile), both wait for both, and
+// then both run the exponentials together while the tensor cores idle. Named barriers 1 and 2
+// (0 is __syncthreads): warpgroup g waits on 1 + g before it issues and arrives on 2 - g after. A walk
+// opens (warpgroup 1 gives 0 the first turn) and closes (0 takes 1's last hand-back), so the barriers
+// are balanced; between the two, both warpgroups issue the same number of groups. Off (4-warp blocks,
+// NSA_FWD_PINGPONG=0): every call does nothing.
+struct WgTurns {
+  bool on;
+  int wg;  // this thread's warpgroup, 0 or 1
+  __device__ __forceinline__ static void barSync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
+  __device__ __forceinline__ static void barArrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
+  __device__ __forceinline__ void open() const { if (on && wg == 1) barArrive(1); }
+  __device__ __forceinline__ void take() const { if (on) barSync(1 + wg); }
+  __device__ __forceinline__ void pass() const { if (on) barArrive(2 - wg); }
+  __device__ __forceinline__ void close() const { if (on && wg == 0) barSync(1); }
+};
+
 // s[h] = Q·Kᵀ (unscaled) of this warp's 16 rows (A fragments qf) against keys 64h .. 64h+63 of the
 // swizzled R-row tile at shared address kTile, h < H: one wgmma group of the warpgroup, waited for.
 template <class T, int D, int R, int H>
-__device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uint32_t kTile, float (&s)[H][8][4]) {
+__device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uint32_t kTile, float (&s)[H][8][4], const WgTurns& turns) {
   static_assert(kSharedKeys == 64 && H * 64 <= R, "m64n64 wgmmas over 64-key slices of the tile");
 #pragma unroll
   for (int h = 0; h < H; h++) {
@@ -108,6 +135,7 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
     for (int n = 0; n < 8; n++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
     wg::fenceOperands(s[h]);
   }
+  turns.take();
   wg::fence();
 #pragma unroll
   for (int h = 0; h < H; h++)
@@ -115,6 +143,7 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
     for (int kk = 0; kk < D / 16; kk++)  // features 16kk .. 16kk+15: region kk / 4, 32 bytes per step in it
       wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
   wg::commit();
+  turns.pass();
   wg::wait<0>();
 #pragma unroll
   for (int h = 0; h < H; h++) wg::fenceOperands(s[h]);
@@ -192,10 +221,11 @@ __device__ __forceinline__ float (&oPart(WarpRows<D>& st, int dn))[8][4] {
 }
 // Issues O += P·V (P from groupSoftmax, V the swizzled kSharedKeys-row tile at vTile) as one group.
 template <class T, int D>
-__device__ __forceinline__ void issuePV(const uint32_t (&pa)[kSharedKeys / 16][4], uint32_t vTile, WarpRows<D>& st) {
+__device__ __forceinline__ void issuePV(const uint32_t (&pa)[kSharedKeys / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns) {
   constexpr int NK = kSharedKeys;
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
+  turns.take();
   wg::fence();
 #pragma unroll
   for (int j = 0; j < NK / 16; j++)  // keys 16j .. 16j+15: rows 16j.. of each 64-feature region
@@ -203,6 +233,7 @@ __device__ __forceinline__ void issuePV(const uint32_t (&pa)[kSharedKeys / 16][4
     for (int dn = 0; dn < D / 64; dn++)
       wg::mma64x64<true>(oPart(st, dn), pa[j], wg::descSw128(vTile + dn * NK * kSwRowBytes + j * 16 * kSwRowBytes), T());
   wg::commit();
+  turns.pass();
 }
 template <int D>
 __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
@@ -213,10 +244,10 @@ __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
 // groupSoftmax, then P·V on the warpgroup, waited for.
 template <class T, int D, class Visible>
 __device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], uint32_t vTile, float sl2, Visible visible,
-                                               WarpRows<D>& st) {
+                                               WarpRows<D>& st, const WgTurns& turns) {
   uint32_t pa[kSharedKeys / 16][4];
   groupSoftmax<T, D>(s, sl2, visible, st, pa);
-  issuePV<T, D>(pa, vTile, st);
+  issuePV<T, D>(pa, vTile, st, turns);
   wg::wait<0>();
   fenceO(st);
 }
@@ -258,6 +289,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int row = qStart + myIndex, pos = pos0 + myIndex;
   const int lastPos = pos0 + tile.first + nq - 1, firstPos = pos0 + tile.first;
   const float sl2 = c.scale * kLog2e;
+  const WgTurns turns{Wg && W == 8 && !(skip & kFlagNoPingPong), warp / 4};
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
@@ -297,6 +329,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       };
       if (nTiles > 0) load(0, 0);
       cpAsyncCommit();
+      turns.open();  // every body issues its wgmma groups in turns
       for (int t = 0; t < nTiles; t++) {
         const int buf = t & 1;
         cpAsyncWait<0>();           // tile t has landed
@@ -306,6 +339,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         cpAsyncCommit();
         body(t, range(t).x, reinterpret_cast<T*>(smemRaw + buf * tileBytes), reinterpret_cast<T*>(smemRaw + (2 + buf) * tileBytes));
       }
+      turns.close();
       __syncthreads();
       return;
     }
@@ -354,8 +388,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
     if constexpr (Wg) {
       float s[1][kSharedKeys / 8][4];
-      groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s);
-      groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, [&](int j) { return k0 + j < nc; }, st);
+      groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s, turns);
+      groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, [&](int j) { return k0 + j < nc; }, st, turns);
     } else {
       warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
     }
@@ -456,7 +490,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
         walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
           float s[2][kSharedKeys / 8][4];
-          groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s);
+          groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s, turns);
           addMass(i0, s[0]);
           addMass(i0 + kSharedKeys, s[1]);
         });
@@ -585,6 +619,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         if (j >= 0 && (j < nbInit || (c.localBlocks > 0 && j >= localFirst && j <= cur0))) len[k] = 0;
       }
       __syncwarp();
+      turns.open();
       for (int t = 0; t < forcedTiles; t++) {
         cpAsyncWait<0>();       // tile t has landed
         wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
@@ -594,9 +629,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         const int2 kr = forcedRange(t);
         const uint32_t at = smemAddr(smemRaw) + 2 * (t % kForcedPairs) * kForcedTile;
         float sc[1][kSharedKeys / 8][4];
-        groupScores<T, D, kSharedKeys, 1>(qf, at, sc);
-        groupSoftmaxPV<T, D>(sc[0], at + kForcedTile, sl2, [&](int j) { return kr.x + j < kr.y && kr.x + j <= pos; }, st);
+        groupScores<T, D, kSharedKeys, 1>(qf, at, sc, turns);
+        groupSoftmaxPV<T, D>(sc[0], at + kForcedTile, sl2, [&](int j) { return kr.x + j < kr.y && kr.x + j <= pos; }, st, turns);
       }
+      turns.close();
     }
   }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
@@ -664,8 +700,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       auto visible = [&](int j) { return k0 + j >= ws && k0 + j <= pos; };
       if constexpr (Wg) {
         float s[1][kSharedKeys / 8][4];
-        groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s);
-        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, visible, st);
+        groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s, turns);
+        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, visible, st, turns);
       } else {
         warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, visible, st);
       }
@@ -678,6 +714,40 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const T* oCmp = static_cast<const T*>(a.oCmp);
   const T* oSlc = static_cast<const T*>(a.oSlc);
   T* out = static_cast<T*>(a.out);
+  if (!(skip & kFlagGateInterleaved)) {
+    // Every load first: for the compiler the stores to out may alias the branch outputs, so a load
+    // after a store waits for it, and v9's loop (below) paid one L2 round trip per 8 columns: ~7 %
+    // of the kernel's warp time at 64k (ncu source counters, BENCHMARKS.md v11).
+    struct alignas(4) Pair { T x, y; };
+    Pair cw[2][D / 8], sw[2][D / 8];
+    float gate[2][3];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int r = g4 + 8 * i;
+      const size_t gAt = ((size_t)row * c.HQ + hq0 + r) * 3;
+#pragma unroll
+      for (int b = 0; b < 3; b++) gate[i][b] = toF(gates[gAt + b]);
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        const size_t at = oAt + (size_t)r * D + n * 8 + 2 * t4;
+        cw[i][n] = *reinterpret_cast<const Pair*>(oCmp + at);
+        sw[i][n] = *reinterpret_cast<const Pair*>(oSlc + at);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int r = g4 + 8 * i;
+      const float gc = gate[i][0], gs = gate[i][1], gw = gate[i][2];
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        const size_t at = oAt + (size_t)r * D + n * 8 + 2 * t4;
+        const float x = gc * toF(cw[i][n].x) + gs * toF(sw[i][n].x) + gw * win[n * 4 + 2 * i];
+        const float y = gc * toF(cw[i][n].y) + gs * toF(sw[i][n].y) + gw * win[n * 4 + 2 * i + 1];
+        *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     const int r = g4 + 8 * i;
@@ -719,7 +789,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // every selected block to the per-warp rings (v7's selected branch, for A/B).
   const char* forcedEnv = getenv("NSA_FWD_FORCED");
   const bool forcedOff = forcedEnv ? forcedEnv[0] == '0' : W < 8;
-  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0);
+  // NSA_FWD_PINGPONG=0 / NSA_FWD_GATE_BATCH=0 run v9's wgmma issue order / gated-sum loop (for A/B).
+  const char* pingPong = getenv("NSA_FWD_PINGPONG");
+  const char* gateBatch = getenv("NSA_FWD_GATE_BATCH");
+  const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
+                    (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }

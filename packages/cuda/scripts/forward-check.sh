@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The NSA forward check on the GPU host, one command (sections "v6 — forward" and "v7 — forward" of
-# BENCHMARKS.md):
-#   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [quick|full]
+# The NSA forward check on the GPU host, one command (sections "v6 — forward", "v7 — forward" and
+# "v11 — forward" of BENCHMARKS.md):
+#   source .gpu/boot.sh && bash forward-check.sh <staged .gpuwork dir> <out dir> [quick|full|ab|profile]
 # Variants of the 16-bit G = 16 forward: the default (on an sm_90a build and a compute-capability 9.0
 # GPU: compressed branch and selection scores on wgmma, forced selected blocks read once per block,
 # 8-warp blocks), w4 (NSA_FWD_WARPS=4 NSA_FWD_FORCED=1: the same with 4-warp blocks), forced0 (NSA_FWD_FORCED=0: every
@@ -12,6 +12,9 @@
 # then the benchmark of the three variants and the default with branches left out (NSA_FWD_SKIP).
 # Then ncu of one launch of the default at T = 16384. full: 8k and 32k too, the paper-defaults
 # parity case.
+# ab: v11 against v9 in the same binary on an otherwise idle GPU (default and v9 alternating, each
+# v11 switch alone, the default's forward+backward), then a parity set, determinism and memcheck.
+# profile: ncu's warp-state samples per SASS instruction of one 64k launch (ncu-src-sass.csv).
 set -uo pipefail
 work=$1; out=$(realpath "$2"); mode=${3:-quick}
 cd "$work"
@@ -21,6 +24,54 @@ bench=node_modules/@nsa/cuda/bench/bench.mjs
 addon=node_modules/@nsa/cuda/build/Release/nsa_cuda.node
 if [[ $mode == full ]]; then Ts=8192,16384,32768,65536; else Ts=16384,65536; fi
 bg() { local log=$1; shift; (timeout 300 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
+if [[ $mode == ab ]]; then
+  v9="NSA_FWD_PINGPONG=0 NSA_FWD_GATE_BATCH=0"; runs=0
+  for v in default v9 default v9; do
+    if [[ $v == v9 ]]; then e=$v9; else e=""; fi
+    if (( runs >= 2 )); then T=16384,65536; else T=8192,16384,32768,65536; fi  # the second pair: 16k, 64k
+    echo "== $v ($e) T=$T"; env $e timeout 100 node $bench --T $T --ops nsaFwd 2>&1 | grep "^| forward |"
+    runs=$((runs + 1))
+  done
+  for e in NSA_FWD_PINGPONG=0 NSA_FWD_GATE_BATCH=0; do
+    echo "== $e"; env $e timeout 100 node $bench --T 16384,65536 --ops nsaFwd 2>&1 | grep "^| forward |"
+  done
+  echo "== default forward+backward"; timeout 150 node $bench --T 8192,16384,32768,65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
+  for d in bfloat16 float16; do
+    for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
+    i=0
+    for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
+      i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
+    done
+  done
+  bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
+  bg v9-grid-128-bfloat16.log env $v9 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg v6-grid-128-float16.log env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes float16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 float16"
+  bg w4-grid-128-bfloat16.log env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
+  bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
+  wait
+  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
+  for f in "$out"/*.log; do
+    case $f in *memcheck*|*determinism*) continue;; esac
+    python3 - "$f" <<'PY'
+import re, sys
+rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
+worst = max(rows, key=lambda r: float(r[3]), default=None)
+text = open(sys.argv[1]).read()
+print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
+      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
+PY
+  done
+  echo "== determinism"; tail -2 "$out/determinism.log"
+  echo "== memcheck"; grep -h "ERROR SUMMARY\|| NO |" "$out/memcheck.log" | tail -3; grep -c "| yes |" "$out/memcheck.log"
+  exit 0
+fi
+if [[ $mode == profile ]]; then
+  ncu -f --clock-control none -k regex:nsaForwardPipeKernel -c 1 --section WarpStateStats --section SourceCounters \
+    -o "$out/ncu-src" node $bench --T 65536 --ops nsaFwd > "$out/ncu-src.log" 2>&1
+  ncu -i "$out/ncu-src.ncu-rep" --page source --csv --print-source=sass > "$out/ncu-src-sass.csv" 2> "$out/ncu-src-sass.err"
+  exit 0
+fi
 for d in bfloat16 float16; do
   for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
   i=0
