@@ -243,7 +243,7 @@ export async function prepareMatrixBranchForward(rt: Runtime, geo: Geometry, mod
   const native = mode0 === 'native';
   if ((mode !== 'compressed' && mode !== 'window') || !matrixForwardFits(G, DK, DV)) return undefined;
   // The emulation (tests) raises the reference maximum at every increase, so rescaling runs often.
-  const base = { mode, e, G, DK, DV, NSG: MATRIX_TOKENS, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, accumulate: ctx.matrixAccumulate, rightMajor: ctx.matrixRightMajor, emulate: !native };
+  const base = { mode, e, G, DK, DV, NSG: MATRIX_TOKENS, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, accumulate: ctx.matrixAccumulate, rightMajor: ctx.matrixRightMajor, prefetch: ctx.matrixKernel?.prefetch ?? true, interior: ctx.matrixKernel?.interior ?? true, emulate: !native };
   const override = ctx.tileOverride?.[mode]?.KT;
   const KT = (override ? [override] : MATRIX_KT).find((kt) => kt % 16 === 0 && matrixForwardSharedBytes({ ...base, KT: kt }) <= ctx.limits.maxComputeWorkgroupStorageSize);
   if (KT === undefined) return undefined;

@@ -32,7 +32,7 @@ describe('subgroup-matrix forward shader text', () => {
   // The driver places workgroup variables in an order of its own; the cooperative-matrix loads and
   // stores need 16-byte aligned array bases, so every variable must take a multiple of 16 bytes.
   it('every workgroup variable takes a multiple of 16 bytes', () => {
-    const layouts: Partial<MatrixForwardKernel>[] = [{}, { NSG: 1 }, { KT: 32 }, { accumulate: 'rows' }, { rightMajor: 'row' }];
+    const layouts: Partial<MatrixForwardKernel>[] = [{}, { NSG: 1 }, { KT: 32 }, { accumulate: 'rows' }, { rightMajor: 'row' }, { prefetch: true, interior: true }, { prefetch: true, KT: 32, NSG: 1 }];
     for (const [DK, DV] of [[64, 64], [128, 128], [192, 128]]) {
       for (const layout of layouts) {
         const code = matrixForwardShader({ ...kernel, DK, DV, ...layout });
@@ -41,6 +41,17 @@ describe('subgroup-matrix forward shader text', () => {
         for (const [name, bytes] of Object.entries(sizes)) expect({ DK, layout, name, rem: bytes % 16 }).toEqual({ DK, layout, name, rem: 0 });
       }
     }
+  });
+
+  it('prefetch keeps each tile share in registers; interior tiles skip the masks', () => {
+    const plain = matrixForwardShader(kernel);
+    const code = matrixForwardShader({ ...kernel, prefetch: true, interior: true });
+    // 64 keys x 128 dims / 4 per vec4 / 128 invocations = 16 vec4 of keys and 16 of values each.
+    expect(code.match(/^ {2}var kr\d+: vec4<f16>;$/gm)?.length).toBe(16);
+    expect(code.match(/^ {2}var vr\d+: vec4<f16>;$/gm)?.length).toBe(16);
+    expect(plain).not.toContain('var kr0');
+    expect(code).toContain('let whole = allRows && kp0 >= lastLo && kp0 + KT <= firstHi;');
+    expect(code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(64);
   });
 
   it('emulated text has no matrix builtin; shapes outside 16-multiples are refused', () => {
@@ -114,6 +125,23 @@ describe.skipIf(!probe.available)(`subgroup-matrix forward, emulated${probe.avai
     expect(names).toContain('nsa_selection_topn_matrix_emulated');
     expect(chosen).toEqual(refChosen);
     expect(error).toBeLessThan(TOL);
+  });
+
+  // 16-key tiles so that whole tiles (no masks) occur at these lengths, next to ragged ones.
+  it('16-key tiles: prefetch and interior tiles against the previous kernel', async () => {
+    gpu.ctx.tileOverride = { compressed: { KT: 16 }, window: { KT: 16 } };
+    try {
+      const now = await forward(1, 160, [0, 150, 160]);
+      expect(now.names).toContain('nsa_window_forward_matrix_emulated');
+      expect(now.chosen).toEqual(now.refChosen);
+      expect(now.error).toBeLessThan(TOL);
+      gpu.ctx.matrixKernel = { prefetch: false, interior: false };
+      const before = await forward(1, 160, [0, 150, 160]);
+      expect(before.error).toBeLessThan(TOL);
+    } finally {
+      gpu.ctx.tileOverride = undefined;
+      gpu.ctx.matrixKernel = undefined;
+    }
   });
 
   it('matrixForward = false keeps the previous kernels', async () => {

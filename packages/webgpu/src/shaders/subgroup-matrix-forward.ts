@@ -40,6 +40,15 @@ export interface MatrixForwardKernel {
    * row-major (a layout check for the H100 fault, run wmat2-1/2).
    */
   readonly rightMajor?: 'column' | 'row';
+  /**
+   * Global loads of a tile ahead of their use ('column' layout only): the values' loads go out
+   * before S = Q K^T and land in workgroup memory after the softmax; the next tile's keys load
+   * during P V. Values are read 16 keys x 2 vec4 columns per 32 invocations, so their transposed
+   * stores hit distinct banks. false: load and store in place (the previous kernel).
+   */
+  readonly prefetch?: boolean;
+  /** Softmax without per-key masks on tiles that every row of the workgroup sees whole. */
+  readonly interior?: boolean;
   readonly emulate: boolean;
 }
 
@@ -115,6 +124,60 @@ ${
       kv[w] = v.x; kv[w + 1u] = v.y; kv[w + 2u] = v.z; kv[w + 3u] = v.w;`
 }
     }`;
+  // Prefetch: each invocation's share of a tile in registers (unrolled, so they stay registers).
+  // Keys: x -> (key x / DK4, vec4 column x % DK4), a warp reads whole key rows. Values: per 32
+  // invocations 16 keys x 2 vec4 columns (KT and DV are multiples of 16, so these groups tile
+  // KT x DV4), so the transposed f16 stores land in distinct banks.
+  const prefetch = k.prefetch === true && !rowMajor;
+  const nK = Math.ceil((KT * DK) / 4 / WG);
+  const nV = Math.ceil((KT * DV) / 4 / WG);
+  const kAt = (i: number) => `lid + ${i * WG}u`;
+  const vPos = (i: number) => `let x = lid + ${i * WG}u;
+      let grp = x / 32u;
+      let rr = x % 16u + 16u * (grp % KB);
+      let c4 = (x % 32u) / 16u + 2u * (grp / KB);`;
+  const loadK = (tileStart: string) =>
+    range(nK)
+      .map(
+        (i) => `    {
+      let x = ${kAt(i)};
+      let rr = x / DK4;
+      kr${i} = vec4<${E}>(0.0);
+      if (x < KT * DK4 && ${tileStart} + rr < kEnd) { kr${i} = kbuf[((gbase + ${tileStart} + rr - P.keyRowBase) * P.H + kvh) * DK4 + x % DK4]; }
+    }`,
+      )
+      .join('\n');
+  const storeK = range(nK)
+    .map(
+      (i) => `    {
+      let x = ${kAt(i)};
+      if (x < KT * DK4) {
+        let w = (x / DK4) * KS + (x % DK4) * 4u;
+        kv[w] = kr${i}.x; kv[w + 1u] = kr${i}.y; kv[w + 2u] = kr${i}.z; kv[w + 3u] = kr${i}.w;
+      }
+    }`,
+    )
+    .join('\n');
+  const loadV = range(nV)
+    .map(
+      (i) => `    {
+      ${vPos(i)}
+      vr${i} = vec4<${E}>(0.0);
+      if (x < KT * DV4 && kp0 + rr < kEnd) { vr${i} = vbuf[((gbase + kp0 + rr - P.keyRowBase) * P.H + kvh) * DV4 + c4]; }
+    }`,
+    )
+    .join('\n');
+  const storeV = range(nV)
+    .map(
+      (i) => `    {
+      ${vPos(i)}
+      if (x < KT * DV4) {
+        let w = c4 * 4u * VS + rr;
+        kv[w] = vr${i}.x; kv[w + VS] = vr${i}.y; kv[w + 2u * VS] = vr${i}.z; kv[w + 3u * VS] = vr${i}.w;
+      }
+    }`,
+    )
+    .join('\n');
   // Right tiles: keys j (16 keys) x dims d of K^T, and keys j x value columns c of V.
   const kRight = (j: number, d: number, c: string) =>
     rowMajor ? op.mmaFrom(`q${d}`, 'kv', `${d * 16}u * RK + ${j * 16}u`, false, 'RK', c) : op.mmaFrom(`q${d}`, 'kv', `${j * 16}u * KS + ${d * 16}u`, true, 'KS', c);
@@ -135,8 +198,9 @@ ${scratchPass(`orow[${c * 8}u + c - c0] = orow[${c * 8}u + c - c0] * alphaMine +
     workgroupBarrier();`,
 ).join('\n')}`;
   const keyRow = `((gbase + kp0 + rr - P.keyRowBase) * P.H + kvh)`;
-  const tile = `${stage('KT', 'DK4', 'kp0 + rr < kEnd', `kbuf[${keyRow} * DK4 + c4]`, rowMajor, rowMajor ? 'RK' : 'KS')}
+  const tile = `${prefetch ? storeK : stage('KT', 'DK4', 'kp0 + rr < kEnd', `kbuf[${keyRow} * DK4 + c4]`, rowMajor, rowMajor ? 'RK' : 'KS')}
     workgroupBarrier();
+${prefetch ? `    // This tile's values: loads out now, stored after the softmax.\n${loadV}` : ''}
     // S = Q K^T, one 16-key block at a time (K^T: column-major view of the staged key rows, or
     // the staged transposed keys read row-major).
 ${J.map(
@@ -150,11 +214,14 @@ ${D.map((d) => `      ${kRight(j, d, 'acc')}`).join('\n')}
     // Softmax of this invocation's half row; the tile's values replace its keys meanwhile.
     {
       var tmax = NEG;
-      for (var kk = kLane; kk < kLane + HALF; kk++) {
+${k.interior ? `      if (whole) {
+        for (var kk = kLane; kk < kLane + HALF; kk++) { tmax = max(tmax, sbuf[r * SS + kk] * P.scale); }
+      } else {
+  ` : ''}      for (var kk = kLane; kk < kLane + HALF; kk++) {
         let s = sbuf[r * SS + kk] * P.scale;
         tmax = max(tmax, select(NEG, s, visible(p, kp0 + kk, kEnd, rowOk)));
       }
-      tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
+${k.interior ? '      }\n' : ''}      tmax = max(tmax, subgroupShuffleXor(tmax, 1u));
       var alpha = 1.0;
       if (ROWS) {
         if (tmax > m) {
@@ -175,14 +242,21 @@ ${D.map((d) => `      ${kRight(j, d, 'acc')}`).join('\n')}
       }
       if (lid % 2u == 0u) { alphaRow[r] = alpha; }
       alphaMine = alpha;
-      for (var kk = kLane; kk < kLane + HALF; kk++) {
+${k.interior ? `      if (whole) {
+        for (var kk = kLane; kk < kLane + HALF; kk++) {
+          let e = exp(sbuf[r * SS + kk] * P.scale - m);
+          l += e;
+          pbuf[r * PS + kk] = ${toP('e')};
+        }
+      } else {
+  ` : ''}      for (var kk = kLane; kk < kLane + HALF; kk++) {
         let ok = visible(p, kp0 + kk, kEnd, rowOk);
         let e = select(0.0, exp(select(-100.0, sbuf[r * SS + kk] * P.scale - m, ok)), ok);
         l += e;
         pbuf[r * PS + kk] = ${toP('e')};
       }
-    }
-${stage('KT', 'DV4', 'kp0 + rr < kEnd', `vbuf[${keyRow} * DV4 + c4]`, !rowMajor, rowMajor ? 'VR' : 'VS')}
+${k.interior ? '      }\n' : ''}    }
+${prefetch ? `${storeV}\n    // The next tile's keys load during P V.\n${loadK('(kp0 + KT)')}` : stage('KT', 'DV4', 'kp0 + rr < kEnd', `vbuf[${keyRow} * DV4 + c4]`, !rowMajor, rowMajor ? 'VR' : 'VS')}
     // P and V must be visible to the matrix loads: a full barrier (workgroupUniformLoad's own
     // synchronization did not make them visible on the H100).
     workgroupBarrier();
@@ -230,6 +304,7 @@ const G = ${k.G}u;
 const DK = ${DK}u;
 const DV = ${DV}u;
 const KT = ${KT}u;
+const KB = ${KT / MATRIX_DIM}u;
 const HALF = ${HALF}u;
 const SS = ${SS}u;
 const PS = ${PS}u;
@@ -300,9 +375,14 @@ ${k.emulate ? os.map((n) => `  ${op.zero(n)}`).join('\n') : ''}
   let lo = keyLo(it.pos0);
   let kEnd = keyHi(it.pos0 + it.count - 1u);
   let ntiles = select(0u, (kEnd - lo + KT - 1u) / KT, kEnd > lo);
-  for (var t = 0u; t < ntiles; t++) {
+${prefetch ? range(nK).map((i) => `  var kr${i}: vec4<${E}>;`).join('\n') + '\n' + range(nV).map((i) => `  var vr${i}: vec4<${E}>;`).join('\n') + '\n' + loadK('lo').replace(/^ {2}/gm, '') : ''}
+${k.interior ? `  // Tiles inside every row's key range (keyLo, keyHi rise with the position) need no masks.
+  let allRows = it.count == ${NSG}u;
+  let lastLo = keyLo(it.pos0 + it.count - 1u);
+  let firstHi = keyHi(it.pos0);
+` : ''}  for (var t = 0u; t < ntiles; t++) {
     let kp0 = lo + t * KT;
-${tile}
+${k.interior ? '    let whole = allRows && kp0 >= lastLo && kp0 + KT <= firstHi;\n' : ''}${tile}
   }
 ${epilogue}
 }
