@@ -4,7 +4,7 @@
 // (timestamp queries), median per kernel over repetitions. Also lists the adapter's features and,
 // where Dawn offers 'chromium-experimental-subgroup-matrix', its configurations and the rate of a
 // subgroup-matrix multiply-accumulate loop.
-//   node bench/profile.mjs [--T 16384,65536] [--decodeT 65536] [--dtype float32] [--classic] [--treeTopN] [--sixPasses] [--decodeVariants '{...};{...}'] [--variants '{...};{...}']
+//   node bench/profile.mjs [--T 16384,65536] [--decodeT 65536] [--denseT 16384] [--dtype float32] [--classic] [--treeTopN] [--sixPasses] [--decodeVariants '{...};{...}'] [--variants '{...};{...}']
 // B = 1, HQ = 64, H = 4, D = 128, paper block sizes, random inputs (as bench/run.mjs).
 import { compressedCount, createNSAConfig } from '@nsa/core';
 import { WebGPUTensor, createWebGPUBackend, nodeGPU } from '@nsa/webgpu';
@@ -206,6 +206,22 @@ for (const T of Ts) {
     ctx.tiledForward = false;
     await profile(`NSA forward T=${T} ${dtype} (classic kernels)`, () => backend.nsaForward({ config, ...inputs }), 2);
     ctx.tiledForward = true;
+  }
+  for (const t of made.splice(0)) t.dispose();
+}
+
+// --denseT 16384: the dense causal forward (the baseline; same tiled kernel in causal mode), with --variants too.
+for (const T of option('denseT', '').split(',').filter(Boolean).map(Number)) {
+  const q = random([1, T, HQ, D]);
+  const k = random([1, T, H, D]);
+  const v = random([1, T, H, D]);
+  await profile(`dense forward T=${T} ${dtype}`, () => backend.attentionForward({ q, k, v }), 2);
+  for (const s of option('variants', '').split(';').filter(Boolean)) {
+    const settings = JSON.parse(s);
+    const saved = Object.fromEntries(Object.keys(settings).map((key) => [key, ctx[key]]));
+    Object.assign(ctx, settings);
+    await profile(`dense forward T=${T} ${dtype} (${s})`, () => backend.attentionForward({ q, k, v }), 2);
+    Object.assign(ctx, saved);
   }
   for (const t of made.splice(0)) t.dispose();
 }

@@ -116,7 +116,8 @@ export async function prepareBranchForward(
 ): Promise<BranchForward> {
   const { G, H, HQ, DK, DV, e } = geo;
   const limit = rt.ctx.limits.maxStorageBufferBindingSize;
-  const tiled = rt.ctx.tiledForward ? planTiledForward(rt.ctx, mode, G, DK, DV) : undefined;
+  const maxQueries = seqs.reduce((a, s) => Math.max(a, s.nq), 0);
+  const tiled = rt.ctx.tiledForward ? planTiledForward(rt.ctx, mode, G, DK, DV, false, maxQueries) : undefined;
   const tiles = tiled ?? planQueryTiles(rt.ctx, 'forward', mode, G, DK, DV);
   const nhc = Math.ceil(G / tiles.GC);
   const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4, blocks: H * geo.nSel * 4 };
@@ -156,14 +157,16 @@ export async function prepareBranchForward(
   const kernel = (split: boolean) => ({ kind: 'forward' as const, mode, e, G, GC: tiles.GC, TQB: tiles.TQB, DK, DV, KT: tiles.KT, WG: tiles.WG, split });
   // Row statistics through subgroup shuffles only where every subgroup holds whole row groups.
   const subgroups = rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= (tiled?.NKG ?? Infinity) && (tiled?.WG ?? 0) % rt.ctx.features.subgroupMinSize === 0;
-  const compile = (split: boolean, name: string) =>
-    tiled
-      ? rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: split ? (splitKT ?? tiled.KT) : tiled.KT, RM: tiled.RM, NKG: tiled.NKG, split, subgroups }, tiledForwardShader)
-      : rt.pipelineOf(name, kernel(split), attentionShader);
+  const compile = (split: boolean, name: string) => {
+    if (!tiled) return rt.pipelineOf(name, kernel(split), attentionShader);
+    // Split kernels take their keys per tile and rows per invocation from the split plan.
+    const t = (split ? splitTiles : undefined) ?? tiled;
+    return rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: t.KT, RM: t.RM, NKG: tiled.NKG, split, subgroups, batchLoads: tiled.batchLoads, vecP: tiled.vecP }, tiledForwardShader);
+  };
   // Key splits of the selected branch (decoding) walk one block each: longer tiles there (their
   // workgroups are few, so occupancy matters less than the serial chain of tiles). Other modes size
   // their splits in tiles of tiled.KT, so they keep it.
-  const splitKT = tiled && mode === 'selected' ? (planTiledForward(rt.ctx, mode, G, DK, DV, true)?.KT ?? tiled.KT) : tiled?.KT;
+  const splitTiles = tiled && mode === 'selected' ? (planTiledForward(rt.ctx, mode, G, DK, DV, true) ?? tiled) : tiled;
   const variant = tiled ? `tiled${subgroups ? '_sg' : ''}` : 'classic';
   const anySplit = deferred !== undefined || plans.some((p) => p.splits > 1);
   const [pipeline, splitPipeline, combine] = await Promise.all([
@@ -335,6 +338,7 @@ export async function prepareSelection(
     perCmp: geo.cmpBlock / geo.cmpStride,
     perSel: geo.selBlock / geo.cmpStride,
     subgroups: rt.ctx.subgroupTopN && rt.ctx.features.subgroups && rt.ctx.features.subgroupMinSize >= 4,
+    batchLoads: rt.ctx.tiledKernel?.batchLoads ?? true,
   };
   // Few (token, KV head) workgroups (decoding): spread the compressed blocks over workgroups in a
   // scores pass that writes each block's group-summed probability, then choose in a second pass.

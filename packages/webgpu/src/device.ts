@@ -95,8 +95,17 @@ export interface DeviceContext {
   matrixSelection: boolean;
   /** Tests only: run the subgroup-matrix kernels with plain-WGSL stand-ins for the matrix builtins (adapters without the feature). */
   matrixEmulation: boolean;
-  /** Tile experiments (bench/profile.mjs): rows per invocation and keys per tile of a branch's tiled forward. */
-  tileOverride?: Partial<Record<'window' | 'causal' | 'compressed' | 'selected', { RM?: number; KT?: number }>>;
+  /**
+   * Tile experiments (bench/profile.mjs): rows per invocation (RM), keys per tile (KT), invocations per
+   * row group (NKG) and rows per workgroup (rows) of a branch's tiled forward; any override also turns
+   * off the 64-row tiles of the compressed and window branches (tiling.ts, WIDE_TILES).
+   */
+  tileOverride?: Partial<Record<'window' | 'causal' | 'compressed' | 'selected', { RM?: number; KT?: number; NKG?: number; rows?: number }>>;
+  /**
+   * Code generation of the tiled forward (both default on): batchLoads false gives the previous tile
+   * loads (one global load per loop iteration; selection's key chunks too), vecP false the scalar P of P x V.
+   */
+  tiledKernel?: { batchLoads?: boolean; vecP?: boolean };
   /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
   readonly description: string;
   /** Set once the device is lost; every later call throws it. */

@@ -69,6 +69,8 @@ export interface TiledForwardTiles {
   readonly RM: number;
   readonly NKG: number;
   readonly WG: number;
+  readonly batchLoads: boolean;
+  readonly vecP: boolean;
 }
 
 /**
@@ -76,29 +78,52 @@ export interface TiledForwardTiles {
  * 2 rows x 4 keys of scores per invocation (8 invocations per row group; the selected branch: 1 row
  * x 1 key of 8-key tiles); undefined when nothing fits the device (the classic kernel is used then). Software adapters get 1 row per
  * invocation: SwiftShader takes over a minute to compile the 2 x 4 micro-tile (about 2 s for 1 x 4).
+ * Compressed and window tiles of calls with many queries per sequence (`maxQueries`) first try 64
+ * rows, 4 rows x 2 keys per invocation and 16-key tiles (see WIDE_TILES).
  */
-export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number, split = false): TiledForwardTiles | undefined {
+export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number, split = false, maxQueries = 0): TiledForwardTiles | undefined {
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   const override = ctx.tileOverride?.[mode];
   // Selected tiles hold one token's heads (rows = G) and gather scattered blocks, so they wait on
   // memory: 1 row per invocation and 8-key tiles (less workgroup memory, more warps in flight) ran
   // that branch 3.1x faster on the H100 than 2 rows and 32 keys (BENCHMARKS.md, run 5). Decode
-  // steps (`split`) have few workgroups: 16-key tiles were faster there (run 5c vs 5d).
+  // steps (`split`) have few workgroups: 16-key tiles were faster there (run 5c vs 5d). With the
+  // batched tile loads, 2 rows per invocation ran the selected branch of training calls at G = 16 faster
+  // (64k: 148 vs 194 ms, BENCHMARKS.md, helper wfwd in session 6); smaller groups and decode splits keep 1.
   const selected = mode === 'selected';
-  const RM = override?.RM ?? (ctx.software || selected ? 1 : 2);
-  const NKG = 8;
-  for (const rows of [32, 16, 8]) {
+  const NKG = override?.NKG ?? 8;
+  const batchLoads = ctx.tiledKernel?.batchLoads ?? true;
+  const vecP = ctx.tiledKernel?.vecP ?? true;
+  const fit = (rows: number, RM: number, KTs: readonly number[]): TiledForwardTiles | undefined => {
     const GC = Math.min(G, rows);
     const TQB = selected ? 1 : Math.max(1, Math.floor(rows / GC));
-    for (const KT of override?.KT ? [override.KT] : selected ? (split ? [16, 8] : [8]) : [32, 16, 8]) {
-      const t = { GC, TQB, KT, RM, NKG, DK, DV };
+    for (const KT of KTs) {
+      const t = { GC, TQB, KT, RM, NKG, DK, DV, vecP };
       const { WG } = tiledShape(t);
       if (WG > ctx.limits.maxComputeInvocationsPerWorkgroup || tiledSharedBytes(t) > limit) continue;
-      return { GC, TQB, KT, RM, NKG, WG };
+      return { GC, TQB, KT, RM, NKG, WG, batchLoads, vecP };
     }
+    return undefined;
+  };
+  if (!override && !ctx.software && (mode === 'compressed' || mode === 'window')) {
+    const wide = fit(WIDE_TILES.rows, WIDE_TILES.RM, [WIDE_TILES.KT]);
+    if (wide && wide.TQB <= maxQueries) return wide;
+  }
+  const RM = override?.RM ?? (ctx.software || (selected && (split || G < 16)) ? 1 : 2);
+  for (const rows of override?.rows ? [override.rows] : [32, 16, 8]) {
+    const tiles = fit(rows, RM, override?.KT ? [override.KT] : selected ? (split ? [16, 8] : [8]) : [32, 16, 8]);
+    if (tiles) return tiles;
   }
   return undefined;
 }
+
+/**
+ * Compressed and window branches: 64 rows (4 tokens x 16 heads at G = 16) read each K/V tile from
+ * memory half as often as 32 rows; with 4 rows x 2 keys per invocation and 16-key tiles they fit
+ * 48 KiB at D = 128. On the H100 (BENCHMARKS.md, helper wfwd in session 6) compressed 279 -> 240 ms and window 72 -> 65
+ * ms at 64k against 32 rows of 2 x 4 and 32-key tiles; 32 rows of 4 x 4 (64 invocations) were slower (463 ms).
+ */
+const WIDE_TILES = { rows: 64, RM: 4, KT: 16 } as const;
 
 export interface KeyTiles {
   readonly GC: number;

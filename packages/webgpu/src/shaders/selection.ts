@@ -37,6 +37,8 @@ export interface SelectionKernel {
   readonly phase: 'fused' | 'scores' | 'topn';
   /** Top-n rounds reduce with subgroupMax/subgroupMin (needs `subgroups`, subgroups of 4 or more). */
   readonly subgroups?: boolean;
+  /** Issue all of an invocation's loads of a key chunk before storing them (see loadChunk). */
+  readonly batchLoads?: boolean;
   /**
    * 'scores' phase of a decode step whose compression branch left its P.splits key splits
    * unmerged: the lse of each head is merged here from their (max, sum) stats (bound whole).
@@ -127,13 +129,26 @@ ${
         lq[x] = select(0.0, lse[rowBase + t * P.HQ + g], g < G && t < it.count);
       }`
 }`;
-  const scoreChunk = `    for (var x = lid; x < CB * DK4; x += WG) {
+  // The chunk's keys into workgroup memory. batchLoads (where the chunk divides evenly): every load
+  // of this invocation first, then the stores (a loop waits out one global load per iteration);
+  // blocks past the last visible one read that one and store zeros, so the loads need no branch.
+  const perLoad = (k.CB * DK4) / k.WG;
+  const loadChunk =
+    k.batchLoads && Number.isInteger(perLoad)
+      ? `    {
+${Array.from({ length: perLoad }, (_, m) => `      let bi${m} = i0 + (lid + ${m * k.WG}u) / DK4;
+      let bg${m} = select(vec4<f32>(0.0), loadK(((it.cmpBase + min(bi${m}, nVisLast - 1u) - P.keyRowBase) * P.H + kvh) * DK, (lid + ${m * k.WG}u) % DK4), bi${m} < nVisLast);`).join('\n')}
+${Array.from({ length: perLoad }, (_, m) => `      ks[(bi${m} - i0) * KS + (lid + ${m * k.WG}u) % DK4] = bg${m};`).join('\n')}
+    }
+`
+      : `    for (var x = lid; x < CB * DK4; x += WG) {
       let i = i0 + x / DK4;
       var val = vec4<f32>(0.0);
       if (i < nVisLast) { val = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
       ks[(x / DK4) * KS + x % DK4] = val;
     }
-    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
+`;
+  const scoreChunk = `${loadChunk}    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
     for (var hc = 0u; hc < nhc; hc++) {
 ${oneChunk ? '' : loadHeads}
       workgroupBarrier();

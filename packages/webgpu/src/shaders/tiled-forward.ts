@@ -28,6 +28,14 @@ export interface TiledForwardKernel {
   readonly split: boolean;
   /** Combine row statistics with subgroupShuffleXor (needs the `subgroups` feature). */
   readonly subgroups: boolean;
+  /**
+   * Issue all of an invocation's K (or V) tile loads before storing them to workgroup memory (a
+   * loop waits out one global load per iteration); used where the tile divides evenly among the
+   * invocations.
+   */
+  readonly batchLoads?: boolean;
+  /** Keep P in vec4 rows and read 4 keys' weights per load in P x V (false: one scalar per key). */
+  readonly vecP?: boolean;
 }
 
 /** Padded rows (a multiple of RM) and invocations per workgroup. */
@@ -37,11 +45,11 @@ export function tiledShape(k: Pick<TiledForwardKernel, 'GC' | 'TQB' | 'RM' | 'NK
 }
 
 /** Workgroup-memory bytes the kernel declares. */
-export function tiledSharedBytes(k: Pick<TiledForwardKernel, 'GC' | 'TQB' | 'RM' | 'NKG' | 'DK' | 'DV' | 'KT'>): number {
+export function tiledSharedBytes(k: Pick<TiledForwardKernel, 'GC' | 'TQB' | 'RM' | 'NKG' | 'DK' | 'DV' | 'KT' | 'vecP'>): number {
   const { RP } = tiledShape(k);
   const DK4 = Math.ceil(k.DK / 4);
   const KVS = Math.max(DK4, Math.ceil(k.DV / 4)) + 1;
-  return 16 * (RP * (DK4 + 1) + k.KT * KVS) + 4 * (RP * (k.KT + 1) + RP * k.NKG + RP) + 64;
+  return 16 * (RP * (DK4 + 1) + k.KT * KVS) + 4 * (RP * (k.vecP && (k.KT / k.NKG) % 4 === 0 ? k.KT + 4 : k.KT + 1) + RP * k.NKG + RP) + 64;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -61,6 +69,33 @@ export function tiledForwardShader(k: TiledForwardKernel): string {
   const U = range(CV);
   const E = k.e;
   const sub = k.subgroups;
+  // vec4 P: each invocation writes its scores of keys kg + NKG (4 jj + c), c = 0..3, as one vec4
+  // (no two invocations write parts of one vec4); needs KN a multiple of 4, else scalar P.
+  const vecP = k.vecP === true && KN % 4 === 0;
+  // One K or V tile into kv: a loop, or (batchLoads, when the tile divides evenly) every load of
+  // this invocation first, then the stores. Rows past kEnd read the last key (a valid row) and are
+  // stored as zeros, so the loads need no branch.
+  const loadTile = (fn: string, dim: string, D4: number) => {
+    const per = (KT * D4) / WG;
+    if (!k.batchLoads || !Number.isInteger(per)) {
+      return `    for (var x = lid; x < KT * ${D4}u; x += WG) {
+      let kp = kp0 + x / ${D4}u;
+      var val = vec4<f32>(0.0);
+      if (kp < kEnd) { val = ${fn}(((gbase + kp - P.keyRowBase) * P.H + kvh) * ${dim}, x % ${D4}u); }
+      kv[(x / ${D4}u) * KVS + x % ${D4}u] = val;
+    }`;
+    }
+    const n = range(per);
+    return `    {
+${n
+  .map(
+    (m) => `      let bk${m} = kp0 + (lid + ${m * WG}u) / ${D4}u;
+      let g${m} = select(vec4<f32>(0.0), ${fn}(((gbase + min(bk${m}, kEnd - 1u) - P.keyRowBase) * P.H + kvh) * ${dim}, (lid + ${m * WG}u) % ${D4}u), bk${m} < kEnd);`,
+  )
+  .join('\n')}
+${n.map((m) => `      kv[(bk${m} - kp0) * KVS + (lid + ${m * WG}u) % ${D4}u] = g${m};`).join('\n')}
+    }`;
+  };
   // Lane masks of the NKG invocations of a row group: they are consecutive local indices.
   const masks: number[] = [];
   for (let m = 1; m < NKG; m *= 2) masks.push(m);
@@ -75,12 +110,7 @@ export function tiledForwardShader(k: TiledForwardKernel): string {
       : '';
 
   const tile = `    // K tile -> scores of this invocation's RM x KN micro-tile.
-    for (var x = lid; x < KT * DK4; x += WG) {
-      let kp = kp0 + x / DK4;
-      var val = vec4<f32>(0.0);
-      if (kp < kEnd) { val = loadK(((gbase + kp - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
-      kv[(x / DK4) * KVS + x % DK4] = val;
-    }
+${loadTile('loadK', 'DK', DK4)}
     workgroupBarrier();
 ${I.flatMap((i) => J.map((j) => `    var a${i}_${j} = vec4<f32>(0.0);`)).join('\n')}
     for (var d = 0u; d < DK4; d++) {
@@ -96,12 +126,7 @@ ${I.flatMap((i) =>
 ).join('\n')}
     workgroupBarrier();
     // V tile (same memory) while the row maxima are combined.
-    for (var x = lid; x < KT * DV4; x += WG) {
-      let kp = kp0 + x / DV4;
-      var val = vec4<f32>(0.0);
-      if (kp < kEnd) { val = loadV(((gbase + kp - P.keyRowBase) * P.H + kvh) * DV, x % DV4); }
-      kv[(x / DV4) * KVS + x % DV4] = val;
-    }
+${loadTile('loadV', 'DV', DV4)}
 ${I.map((i) => `    var t${i} = max(${J.map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`)}, NEG);`).join('\n')}
 ${sub ? I.map((i) => `    ${rowMax(`t${i}`)}`).join('\n') : I.map((i) => `    red[(r0 + ${i}u) * NKG + kg] = t${i};`).join('\n')}
     workgroupBarrier();
@@ -115,7 +140,13 @@ ${I.map(
       let mnew = max(m${i}, t${i});
       let alpha = select(1.0, select(0.0, exp(m${i} - mnew), m${i} > NEG_HALF), mnew > NEG_HALF);
 ${J.map((j) => `      let e${j} = select(0.0, exp(s${i}_${j} - mnew), s${i}_${j} > NEG_HALF);`).join('\n')}
-${J.map((j) => `      ps[(r0 + ${i}u) * PS + kg + ${j * NKG}u] = e${j};`).join('\n')}
+${
+  vecP
+    ? range(KN / 4)
+        .map((jj) => `      ps[(r0 + ${i}u) * PS + ${jj * NKG}u + kg] = vec4<f32>(${range(4).map((c) => `e${4 * jj + c}`).join(', ')});`)
+        .join('\n')
+    : J.map((j) => `      ps[(r0 + ${i}u) * PS + kg + ${j * NKG}u] = e${j};`).join('\n')
+}
       l${i} = l${i} * alpha + ${J.map((j) => `e${j}`).join(' + ')};
       m${i} = select(m${i}, mnew, mnew > NEG_HALF);
 ${U.map((u) => `      o${i}_${u} = o${i}_${u} * alpha;`).join('\n')}
@@ -123,11 +154,25 @@ ${U.map((u) => `      o${i}_${u} = o${i}_${u} * alpha;`).join('\n')}
 ).join('\n')}
     workgroupBarrier();
     // P x V into this invocation's RM x CV accumulator.
-    for (var kk = 0u; kk < KT; kk++) {
+${
+  vecP
+    ? `    for (var s4 = 0u; s4 < KT / 4u; s4++) {
+      // Slot s4 of a P row holds keys kb, kb + NKG, kb + 2 NKG, kb + 3 NKG (one invocation's scores).
+      let kb = s4 % NKG + (s4 / NKG) * 4u * NKG;
+${I.map((i) => `      let w${i} = ps[(r0 + ${i}u) * PS + s4];`).join('\n')}
+${range(4)
+  .map(
+    (c) => `${U.map((u) => `      let v${c}_${u} = kv[(kb + ${c * NKG}u) * KVS + min(kg + ${u * NKG}u, DV4 - 1u)];`).join('\n')}
+${I.flatMap((i) => U.map((u) => `      o${i}_${u} = fma(vec4<f32>(w${i}.${'xyzw'[c]}), v${c}_${u}, o${i}_${u});`)).join('\n')}`,
+  )
+  .join('\n')}
+    }`
+    : `    for (var kk = 0u; kk < KT; kk++) {
 ${I.map((i) => `      let w${i} = ps[(r0 + ${i}u) * PS + kk];`).join('\n')}
 ${U.map((u) => `      let v${u} = kv[kk * KVS + min(kg + ${u * NKG}u, DV4 - 1u)];`).join('\n')}
 ${I.flatMap((i) => U.map((u) => `      o${i}_${u} = fma(vec4<f32>(w${i}), v${u}, o${i}_${u});`)).join('\n')}
-    }
+    }`
+}
     workgroupBarrier();`;
 
   const rowExpr = (i: number) => `(it.row0 + (r0 + ${i}u) / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + (r0 + ${i}u) % GC`;
@@ -177,7 +222,7 @@ const KT = ${KT}u;
 const KVS = ${KVS}u;
 // Padded row strides: the row groups of one subgroup read rows RM apart, in different banks.
 const QS = ${DK4 + 1}u;
-const PS = ${KT + 1}u;
+const PS = ${vecP ? KT / 4 + 1 : KT + 1}u;
 const WG = ${WG}u;
 const NEG = ${NEG};
 const NEG_HALF = ${NEG_HALF};
@@ -190,7 +235,7 @@ ${load4('loadV', 'vbuf', k.DV, k.DV % 4 === 0)}
 
 var<workgroup> qs: array<vec4<f32>, ${RP * (DK4 + 1)}>;
 var<workgroup> kv: array<vec4<f32>, ${KT * KVS}>;
-var<workgroup> ps: array<f32, ${RP * (KT + 1)}>;
+var<workgroup> ps: ${vecP ? `array<vec4<f32>, ${RP * (KT / 4 + 1)}>` : `array<f32, ${RP * (KT + 1)}>`};
 var<workgroup> red: array<f32, ${RP * NKG}>;
 var<workgroup> posr: array<u32, ${RP}>;
 ${selected ? 'var<workgroup> slotShared: i32;' : ''}
