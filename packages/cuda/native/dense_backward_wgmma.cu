@@ -10,7 +10,16 @@
 // Each step issues its first two products together with the previous step's last one(s), waits for
 // the first two only, and computes P and dS while the tensor cores finish the previous step (as
 // dense_forward_wgmma.cu). Deterministic: every gradient element is written once, no atomics.
+// The step stream runs in a ring of Stages slots. Stages = 4 (default): step t + 2 is requested in the
+// middle of step t, after a barrier that runs while the previous step's last products are still on the
+// tensor cores, so step t + 1's first products issue as soon as P and dS of step t are packed; the
+// dK/dV blocks walk the query positions from the latest down (heads inner), so that blocks share Q / dO
+// in L2.
+// Stages = 3 (NSA_DENSE_BWD_STAGES=3, the kernel before): one barrier at the top of every step,
+// between the packing and the next step's products.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include "cuda_error.h"
 #include "dense_wgmma.h"
 #include "nsa_kernels.cuh"
@@ -25,7 +34,6 @@ namespace {
 constexpr int kThreads = 256;    // two warpgroups
 constexpr int kBlockRows = 128;  // keys (dK/dV) or query positions (dq) per block: 64 per warpgroup
 constexpr int kStep = 64;        // query columns (dK/dV) or keys (dq) per step
-constexpr int kStages = 3;       // ring slots: step t + 1 loads while steps t and t - 1 are read
 constexpr int kRowBytes = 128;   // one 64-element row of a swizzled region
 
 // Keeps the compiler from reusing A-operand registers while a wgmma may still read them.
@@ -57,33 +65,41 @@ __device__ __forceinline__ void packSteps(uint32_t (&a)[kStep / 16][4], const fl
   }
 }
 // d[dn] += A (64 x kStep, register steps a) · B, B the swizzled kStep-row tile at `tile` read N-major
-// (row = k, the 64-feature region dn = n).
-template <class T, int D>
+// (row = k, the 64-feature region dn = n). Wide (D = 128): one m64n128k16 per k-step over both regions
+// instead of two m64n64k16.
+template <class T, int D, bool Wide>
 __device__ __forceinline__ void issueRowsTimesTile(float (&d)[D / 64][8][4], const uint32_t (&a)[kStep / 16][4], uint32_t tile) {
+  if constexpr (Wide && D == 128) {
 #pragma unroll
-  for (int j = 0; j < kStep / 16; j++)
+    for (int j = 0; j < kStep / 16; j++)
+      wg::mma64x128<true>(reinterpret_cast<float(&)[16][4]>(d), a[j], wg::descSw128Mn(tile + j * 16 * kRowBytes, kStep * kRowBytes), T());
+  } else {
 #pragma unroll
-    for (int dn = 0; dn < D / 64; dn++)
-      wg::mma64x64<true>(d[dn], a[j], wg::descSw128(tile + dn * kStep * kRowBytes + j * 16 * kRowBytes), T());
+    for (int j = 0; j < kStep / 16; j++)
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++)
+        wg::mma64x64<true>(d[dn], a[j], wg::descSw128(tile + dn * kStep * kRowBytes + j * 16 * kRowBytes), T());
+  }
 }
 
-template <int D>
+template <int D, int Stages>
 struct KvShape {
   static constexpr int kvBytes = kBlockRows * D * 2;  // swizzled K or V of the block's keys
   static constexpr int colBytes = kStep * D * 2;      // swizzled Q or dO of one step
-  // K, V, then [kStages][Q, dO], then lse and D [kStages][kStep] floats.
-  static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)kStages * 2 * colBytes + 2 * sizeof(float) * kStages * kStep + 1024;
+  // K, V, then [Stages][Q, dO], then lse and D [Stages][kStep] floats.
+  static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)Stages * 2 * colBytes + 2 * sizeof(float) * Stages * kStep + 1024;
 };
 
 // One dK/dV block: keys tile.first .. + kBlockRows of KV head kvh.
-template <class T, int D>
+template <class T, int D, int Stages, bool Wide>
 __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int kvh,
                                                   char* smemAll) {
-  using S = KvShape<D>;
+  using S = KvShape<D, Stages>;
+  constexpr bool ahead = Stages == 4;  // step t + 2 requested in the middle of step t
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
   const uint32_t sK = smemAddr(smem), sV = sK + S::kvBytes, ring = sV + S::kvBytes;
-  float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + kStages * 2 * S::colBytes);  // [kStages][kStep]
-  float* sDel = sLse + kStages * kStep;
+  float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + Stages * 2 * S::colBytes);  // [Stages][kStep]
+  float* sDel = sLse + Stages * kStep;
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -95,7 +111,12 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   const int nk = min(kBlockRows, keyLen - k0);
   const int first = max(k0, pos0);  // first query position that sees a key of the tile
   const int perHead = (max(0, keyLen - first) + kStep - 1) / kStep;
-  const int nTiles = G * perHead;  // column steps: heads of the group outer, positions inner
+  // Column steps. Stages = 3: heads of the group outer, positions inner (ascending). Stages = 4: positions
+  // outer from the latest down, heads inner: every dK/dV block of a sequence then starts at the same
+  // position and walks down at the same pace, so the blocks on the GPU read the same Q / dO rows at about
+  // the same time and share them in L2 (ascending from its own first key, each block read its own rows
+  // from DRAM: 43% of the DRAM bandwidth at 32k, ncu).
+  const int nTiles = G * perHead;
   const T* Q = static_cast<const T*>(a.q);
   const T* K = static_cast<const T*>(a.k);
   const T* V = static_cast<const T*>(a.v);
@@ -104,9 +125,10 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
 
   wg::copyRowsSwizzled<T, D, kThreads, kBlockRows>(sK, K + ((size_t)(kBase + k0) * a.H + kvh) * D, kvStride, nk);
   wg::copyRowsSwizzled<T, D, kThreads, kBlockRows>(sV, V + ((size_t)(kBase + k0) * a.H + kvh) * D, kvStride, nk);
-  auto colStart = [&](int t) { return first + (t % perHead) * kStep; };
-  auto loadCols = [&](int t) {  // step t into slot t % 3
-    const int slot = t % kStages, hq = kvh * G + t / perHead, p0 = colStart(t), valid = min(kStep, keyLen - p0);
+  auto colStart = [&](int t) { return first + (ahead ? perHead - 1 - t / G : t % perHead) * kStep; };
+  auto colHead = [&](int t) { return kvh * G + (ahead ? t % G : t / perHead); };
+  auto loadCols = [&](int t) {  // step t into slot t % Stages
+    const int slot = t % Stages, hq = colHead(t), p0 = colStart(t), valid = min(kStep, keyLen - p0);
     const size_t at = (size_t)(qStart + p0 - pos0) * a.HQ + hq;  // (row, head) of column 0
     const uint32_t q = ring + slot * 2 * S::colBytes;
     wg::copyRowsSwizzled<T, D, kThreads, kStep>(q, Q + at * D, qStride, valid);
@@ -125,7 +147,13 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   };
   if (nTiles > 0) loadCols(0);
   cpAsyncCommit();
-  cpAsyncWait<0>();
+  if constexpr (ahead) {
+    if (nTiles > 1) loadCols(1);
+    cpAsyncCommit();
+    cpAsyncWait<1>();  // K, V and step 0
+  } else {
+    cpAsyncWait<0>();
+  }
   wg::fenceProxyAsync();
   __syncthreads();
 
@@ -140,50 +168,60 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   }
   float s[8][4], dp[8][4];             // Sᵀ, dPᵀ of one step (then Pᵀ, dSᵀ)
   uint32_t pA[kStep / 16][4], dsA[kStep / 16][4];  // Pᵀ, dSᵀ as A fragments
+  if constexpr (ahead) {  // defined values for the products' first (overwriting) k-step
+    zeroAcc(s);
+    zeroAcc(dp);
+  }
 
   auto issueScores = [&](int t) {  // Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ (one group with the caller's commit)
-    const uint32_t q = ring + (t % kStages) * 2 * S::colBytes, o = q + S::colBytes;
+    const uint32_t q = ring + (t % Stages) * 2 * S::colBytes, o = q + S::colBytes;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {  // features 16kk..: region kk / 4, 32 bytes per step in it
       const uint32_t rowOff = (kk >> 2) * kBlockRows * kRowBytes + wgRow * kRowBytes + (kk & 3) * 32;
       const uint32_t colOff = (kk >> 2) * kStep * kRowBytes + (kk & 3) * 32;
-      wg::mma64x64<false>(s, wg::descSw128(sK + rowOff), wg::descSw128(q + colOff), T());
-      wg::mma64x64<false>(dp, wg::descSw128(sV + rowOff), wg::descSw128(o + colOff), T());
+      const int acc = !ahead || kk > 0;  // ahead: the first k-step overwrites Sᵀ, dPᵀ (no zeroing)
+      wg::mma64x64Acc<false>(s, wg::descSw128(sK + rowOff), wg::descSw128(q + colOff), acc, T());
+      wg::mma64x64Acc<false>(dp, wg::descSw128(sV + rowOff), wg::descSw128(o + colOff), acc, T());
     }
   };
   auto issueGrads = [&](int t) {  // dV += Pᵀ·dO, dK += dSᵀ·Q
-    const uint32_t q = ring + (t % kStages) * 2 * S::colBytes;
-    issueRowsTimesTile<T, D>(dv, pA, q + S::colBytes);
-    issueRowsTimesTile<T, D>(dk, dsA, q);
+    const uint32_t q = ring + (t % Stages) * 2 * S::colBytes;
+    issueRowsTimesTile<T, D, Wide>(dv, pA, q + S::colBytes);
+    issueRowsTimesTile<T, D, Wide>(dk, dsA, q);
   };
   auto probabilities = [&](int t) {  // Pᵀ and dSᵀ of step t in s and dp
-    const int slot = t % kStages, p0 = colStart(t);
+    const int slot = t % Stages, p0 = colStart(t);
     const float* lse = sLse + slot * kStep;
     const float* del = sDel + slot * kStep;
     // Only steps that start before the block's last key, or run past the last query, need the test.
     const bool edge = p0 < k0 + kBlockRows - 1 || p0 + kStep > keyLen;
 #pragma unroll
-    for (int n = 0; n < 8; n++)
+    for (int n = 0; n < 8; n++) {
+      const float2 l2 = *reinterpret_cast<const float2*>(lse + n * 8 + 2 * t4);  // columns c, c + 1 of this n-tile
+      const float2 d2 = *reinterpret_cast<const float2*>(del + n * 8 + 2 * t4);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int c = n * 8 + 2 * t4 + (e & 1), p = p0 + c, kp = kp0 + 8 * (e >> 1);
         const bool vis = !edge || (kp <= p && p < keyLen);
-        const float pv = vis ? exp2f(fmaf(s[n][e], sl2, -lse[c])) : 0.f;
+        const float pv = vis ? exp2f(fmaf(s[n][e], sl2, -((e & 1) ? l2.y : l2.x))) : 0.f;
         s[n][e] = pv;
-        dp[n][e] = pv * (dp[n][e] - del[c]);
+        dp[n][e] = pv * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
       }
+    }
   };
 
   for (int t = 0; t < nTiles; t++) {
-    if (t > 0) {
-      cpAsyncWait<0>();       // step t has landed (this thread's copies)
-      wg::fenceProxyAsync();  // ... visible to the tensor cores
-      __syncthreads();        // ... and everyone's; every warpgroup is done with step t - 2
+    if constexpr (!ahead) {
+      if (t > 0) {
+        cpAsyncWait<0>();       // step t has landed (this thread's copies)
+        wg::fenceProxyAsync();  // ... visible to the tensor cores
+        __syncthreads();        // ... and everyone's; every warpgroup is done with step t - 2
+      }
+      if (t + 1 < nTiles) loadCols(t + 1);
+      cpAsyncCommit();
+      zeroAcc(s);
+      zeroAcc(dp);
     }
-    if (t + 1 < nTiles) loadCols(t + 1);
-    cpAsyncCommit();
-    zeroAcc(s);
-    zeroAcc(dp);
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
     wg::fence();
@@ -199,6 +237,13 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     wg::fenceOperands(s);
     wg::fenceOperands(dp);
     probabilities(t);
+    if constexpr (ahead) {  // while step t - 1's products run
+      cpAsyncWait<0>();       // step t + 1 has landed (this thread's copies)
+      wg::fenceProxyAsync();  // ... visible to the tensor cores
+      __syncthreads();        // ... and everyone's; every warpgroup is done with step t - 2, whose slot takes t + 2
+      if (t + 2 < nTiles) loadCols(t + 2);
+      cpAsyncCommit();
+    }
     wg::wait<0>();
     fenceA(pA);
     fenceA(dsA);
@@ -228,22 +273,23 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   storeFragRows<T, D>(reinterpret_cast<float(&)[D / 8][4]>(dv), keyRow(dV, r0), keyRow(dV, r1), 1.f);
 }
 
-template <int D>
+template <int D, int Stages>
 struct DqShape {
   static constexpr int keyBytes = kStep * D * 2;  // swizzled K or V of one step
   static constexpr int ld = D + 8;                // padded Q, dO rows (ldmatrix) before the loop
-  // [kStages][K, V], then Q, dO [kBlockRows][ld].
-  static constexpr size_t bytes = (size_t)kStages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 1024;
+  // [Stages][K, V], then Q, dO [kBlockRows][ld].
+  static constexpr size_t bytes = (size_t)Stages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 1024;
 };
 
 // One dq block: query positions tile.first .. + kBlockRows of query head hq.
-template <class T, int D>
+template <class T, int D, int Stages, bool Wide>
 __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int hq, char* smemAll) {
-  using S = DqShape<D>;
+  using S = DqShape<D, Stages>;
+  constexpr bool ahead = Stages == 4;
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
   const uint32_t ring = smemAddr(smem);
   constexpr int ld = S::ld;
-  T* sQ = reinterpret_cast<T*>(smem + kStages * 2 * S::keyBytes);
+  T* sQ = reinterpret_cast<T*>(smem + Stages * 2 * S::keyBytes);
   T* sdO = sQ + kBlockRows * ld;
 
   const AttentionArgs& a = b.fwd;
@@ -264,16 +310,22 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
 
   copyRowsAsync<T, D, kThreads>(sQ, ld, kBlockRows, [&](int r) -> const T* { return r < nq ? Q + at(r) * D : nullptr; });
   copyRowsAsync<T, D, kThreads>(sdO, ld, kBlockRows, [&](int r) -> const T* { return r < nq ? dO + at(r) * D : nullptr; });
-  auto loadKV = [&](int t) {  // step t into slot t % 3
+  auto loadKV = [&](int t) {  // step t into slot t % Stages
     const int k0 = t * kStep, valid = min(kStep, keys - k0);
-    const uint32_t slot = ring + (t % kStages) * 2 * S::keyBytes;
+    const uint32_t slot = ring + (t % Stages) * 2 * S::keyBytes;
     const size_t first = ((size_t)(kBase + k0) * a.H + kvh) * D;
     wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot, K + first, kvStride, valid);
     wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot + S::keyBytes, V + first, kvStride, valid);
   };
   loadKV(0);
   cpAsyncCommit();
-  cpAsyncWait<0>();
+  if constexpr (ahead) {
+    if (nTiles > 1) loadKV(1);
+    cpAsyncCommit();
+    cpAsyncWait<1>();  // Q, dO and step 0
+  } else {
+    cpAsyncWait<0>();
+  }
   wg::fenceProxyAsync();
   __syncthreads();
 
@@ -298,14 +350,19 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
   for (int dn = 0; dn < D / 64; dn++) zeroAcc(dq[dn]);
   float s[8][4], dp[8][4];
   uint32_t dsA[kStep / 16][4];
+  if constexpr (ahead) {  // defined values for the products' first (overwriting) k-step
+    zeroAcc(s);
+    zeroAcc(dp);
+  }
 
   auto issueScores = [&](int t) {  // S = Q·Kᵀ, dP = dO·Vᵀ
-    const uint32_t k = ring + (t % kStages) * 2 * S::keyBytes, v = k + S::keyBytes;
+    const uint32_t k = ring + (t % Stages) * 2 * S::keyBytes, v = k + S::keyBytes;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       const uint32_t off = (kk >> 2) * kStep * kRowBytes + (kk & 3) * 32;
-      wg::mma64x64<false>(s, qf[kk], wg::descSw128(k + off), T());
-      wg::mma64x64<false>(dp, of[kk], wg::descSw128(v + off), T());
+      const int acc = !ahead || kk > 0;  // ahead: the first k-step overwrites S, dP (no zeroing)
+      wg::mma64x64Acc<false>(s, qf[kk], wg::descSw128(k + off), acc, T());
+      wg::mma64x64Acc<false>(dp, of[kk], wg::descSw128(v + off), acc, T());
     }
   };
   auto gradient = [&](int t) {  // dS of step t in dp
@@ -322,21 +379,23 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
   };
 
   for (int t = 0; t < nTiles; t++) {
-    if (t > 0) {
-      cpAsyncWait<0>();
-      wg::fenceProxyAsync();
-      __syncthreads();  // every warpgroup is done with step t - 2
+    if constexpr (!ahead) {
+      if (t > 0) {
+        cpAsyncWait<0>();
+        wg::fenceProxyAsync();
+        __syncthreads();  // every warpgroup is done with step t - 2
+      }
+      if (t + 1 < nTiles) loadKV(t + 1);
+      cpAsyncCommit();
+      zeroAcc(s);
+      zeroAcc(dp);
     }
-    if (t + 1 < nTiles) loadKV(t + 1);
-    cpAsyncCommit();
-    zeroAcc(s);
-    zeroAcc(dp);
     fenceAcc<D>(dq);
     wg::fence();
     issueScores(t);
     wg::commit();
     if (t > 0) {
-      issueRowsTimesTile<T, D>(dq, dsA, ring + ((t - 1) % kStages) * 2 * S::keyBytes);  // dq += dS·K of step t - 1
+      issueRowsTimesTile<T, D, Wide>(dq, dsA, ring + ((t - 1) % Stages) * 2 * S::keyBytes);  // dq += dS·K of step t - 1
       wg::commit();
       wg::wait<1>();
     } else {
@@ -345,6 +404,13 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     wg::fenceOperands(s);
     wg::fenceOperands(dp);
     gradient(t);
+    if constexpr (ahead) {  // while step t - 1's product runs
+      cpAsyncWait<0>();  // step t + 1 has landed
+      wg::fenceProxyAsync();
+      __syncthreads();  // every warpgroup is done with step t - 2, whose slot takes t + 2
+      if (t + 2 < nTiles) loadKV(t + 2);
+      cpAsyncCommit();
+    }
     wg::wait<0>();
     fenceA(dsA);
     fenceAcc<D>(dq);
@@ -352,7 +418,7 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
   }
   fenceAcc<D>(dq);
   wg::fence();
-  issueRowsTimesTile<T, D>(dq, dsA, ring + ((nTiles - 1) % kStages) * 2 * S::keyBytes);
+  issueRowsTimesTile<T, D, Wide>(dq, dsA, ring + ((nTiles - 1) % Stages) * 2 * S::keyBytes);
   wg::commit();
   wg::wait<0>();
   fenceA(dsA);
@@ -366,28 +432,38 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
 
 // Both block kinds in one grid, dK/dV blocks first (heaviest first, heads of a tile adjacent), then dq
 // blocks: the dq blocks fill the multiprocessors that the dK/dV tail leaves idle (as dense_backward_mma.cu).
-template <class T, int D>
+template <class T, int D, int Stages, bool Wide>
 __global__ void __launch_bounds__(kThreads, 1)
     gradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* kvTiles, int kvBlocks, const DenseTile* qTiles) {
   extern __shared__ __align__(16) char smemAll[];
   const int i = blockIdx.x;
   if (i < kvBlocks) {
-    keyValueGradBlock<T, D>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemAll);
+    keyValueGradBlock<T, D, Stages, Wide>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemAll);
   } else {
     const int j = i - kvBlocks;
-    dqBlock<T, D>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemAll);
+    dqBlock<T, D, Stages, Wide>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemAll);
   }
 }
 
+template <class T, int D, int Stages, bool Wide>
+void launchStages(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, size_t kvBlocks, const DenseTile* qTiles,
+                  size_t blocks, cudaStream_t stream) {
+  const size_t bytes = std::max(KvShape<D, Stages>::bytes, DqShape<D, Stages>::bytes);
+  static_assert(std::max(KvShape<D, Stages>::bytes, DqShape<D, Stages>::bytes) <= 227 * 1024, "one block per SM on compute capability 9.0");
+  NSA_CUDA(cudaFuncSetAttribute(gradKernel<T, D, Stages, Wide>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  gradKernel<T, D, Stages, Wide><<<(unsigned)blocks, kThreads, bytes, stream>>>(b, delta, kvTiles, (int)kvBlocks, qTiles);
+  NSA_LAUNCHED("denseGradWgmmaKernel");
+}
 template <class T, int D>
 void launchGrads(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, int nKv, const DenseTile* qTiles, int nQ,
                  cudaStream_t stream) {
   const size_t kvBlocks = (size_t)nKv * b.fwd.H, blocks = kvBlocks + (size_t)nQ * b.fwd.HQ;
   if (blocks == 0) return;
-  const size_t bytes = std::max(KvShape<D>::bytes, DqShape<D>::bytes);
-  NSA_CUDA(cudaFuncSetAttribute(gradKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  gradKernel<T, D><<<(unsigned)blocks, kThreads, bytes, stream>>>(b, delta, kvTiles, (int)kvBlocks, qTiles);
-  NSA_LAUNCHED("denseGradWgmmaKernel");
+  const char* env = getenv("NSA_DENSE_BWD_STAGES");  // =3: the ring of 3 with the barrier at the top of a step
+  const char* wide = getenv("NSA_DENSE_WIDE");  // =0: D = 128's products over D as two m64n64k16
+  if (env && strcmp(env, "3") == 0) launchStages<T, D, 3, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
+  else if (D == 128 && !(wide && wide[0] == '0')) launchStages<T, D, 4, D == 128>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
+  else launchStages<T, D, 4, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
 }
 
 }  // namespace

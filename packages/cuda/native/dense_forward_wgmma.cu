@@ -8,6 +8,11 @@
 // intra-warpgroup pipelining, without a producer warpgroup). Causal masking only on the tiles that
 // reach past a warp's first position. dense_forward_mma.cu (mma.sync) stays the path for other
 // devices and NSA_DENSE_WGMMA=0.
+// Barrier placement (Early, the default): K runs two tiles ahead and V one, both requested in the
+// middle of step j after a barrier that runs while P_{j-1}·V_{j-1} is still on the tensor cores, so
+// S_{j+1} issues right after P_j is packed; the same three slots suffice (K_{j+2} takes K_{j-1}'s half,
+// V_{j+1} takes V_{j-2}'s). NSA_DENSE_FWD_EARLY=0 keeps the kernel before: K_j and V_j one tile ahead,
+// one barrier at the top of each step.
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
@@ -50,7 +55,7 @@ __device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
     for (int e = 0; e < 4; e++) asm volatile("" : "+r"(pa[j][e])::"memory");
 }
 
-template <class T, int D>
+template <class T, int D, bool Early, bool Wide>
 __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(AttentionArgs a, const WgTile* tiles) {
   using S = WgShape<D>;
   extern __shared__ __align__(16) char smemAll[];
@@ -70,12 +75,14 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   const T* V = static_cast<const T*>(a.v);
   const size_t kvStride = (size_t)a.H * D;
 
-  auto load = [&](int t) {  // tile t into ring slot t % 3
+  auto loadHalf = [&](const T* X, int t, int half) {  // K (half 0) or V (half 1) of tile t into ring slot t % 3
     const int k0 = t * kKeys, valid = min(kKeys, keys - k0);
-    const uint32_t slot = ring + (t % kStages) * S::slotBytes;
-    const size_t first = ((size_t)(kBase + k0) * a.H + kvh) * D;
-    wg::copyRowsSwizzled<T, D, kThreads, kKeys>(slot, K + first, kvStride, valid);
-    wg::copyRowsSwizzled<T, D, kThreads, kKeys>(slot + S::tileBytes, V + first, kvStride, valid);
+    const uint32_t slot = ring + (t % kStages) * S::slotBytes + half * S::tileBytes;
+    wg::copyRowsSwizzled<T, D, kThreads, kKeys>(slot, X + ((size_t)(kBase + k0) * a.H + kvh) * D, kvStride, valid);
+  };
+  auto load = [&](int t) {
+    loadHalf(K, t, 0);
+    loadHalf(V, t, 1);
   };
   // Q (padded rows for ldmatrix) in slot 2, which tile 2 takes only after every thread has its fragments.
   constexpr int ldq = D + 8;
@@ -83,9 +90,18 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   copyRowsAsync<T, D, kThreads>(sQ, ldq, kRows, [&](int r) -> const T* {
     return r < nq ? Q + ((size_t)(qStart + tile.first + r) * a.HQ + hq) * D : nullptr;
   });
-  load(0);
-  cpAsyncCommit();
-  cpAsyncWait<0>();
+  if constexpr (Early) {
+    loadHalf(K, 0, 0);
+    cpAsyncCommit();
+    if (nTiles > 1) loadHalf(K, 1, 0);
+    loadHalf(V, 0, 1);
+    cpAsyncCommit();
+    cpAsyncWait<1>();  // Q and K_0
+  } else {
+    load(0);
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+  }
   wg::fenceProxyAsync();
   __syncthreads();
 
@@ -112,15 +128,22 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     for (int h = 0; h < 2; h++)
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++)  // features 16kk..: region kk / 4, 32 bytes per step in it
-        wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * kKeys * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
+        wg::mma64x64Acc<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * kKeys * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32),
+                               !Early || kk > 0, T());  // Early: the first k-step overwrites S (no zeroing)
   };
   auto issuePV = [&](int t) {  // O += P·V_t as one group
     const uint32_t vTile = ring + (t % kStages) * S::slotBytes + S::tileBytes;
+    if constexpr (Wide && D == 128) {  // one m64n128k16 per 16 keys over both 64-feature regions
 #pragma unroll
-    for (int j = 0; j < kKeys / 16; j++)  // keys 16j..: rows 16j.. of each 64-feature region
+      for (int j = 0; j < kKeys / 16; j++)
+        wg::mma64x128<true>(reinterpret_cast<float(&)[16][4]>(o), pa[j], wg::descSw128Mn(vTile + j * 16 * kSwRowBytes, kKeys * kSwRowBytes), T());
+    } else {
 #pragma unroll
-      for (int dn = 0; dn < D / 64; dn++)
-        wg::mma64x64<true>(o[dn], pa[j], wg::descSw128(vTile + dn * kKeys * kSwRowBytes + j * 16 * kSwRowBytes), T());
+      for (int j = 0; j < kKeys / 16; j++)  // keys 16j..: rows 16j.. of each 64-feature region
+#pragma unroll
+        for (int dn = 0; dn < D / 64; dn++)
+          wg::mma64x64<true>(o[dn], pa[j], wg::descSw128(vTile + dn * kKeys * kSwRowBytes + j * 16 * kSwRowBytes), T());
+    }
   };
   auto zeroScores = [&]() {
 #pragma unroll
@@ -183,6 +206,48 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
       }
   };
 
+  auto rescale = [&](const float (&alpha)[2]) {
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) {
+      wg::fenceOperands(o[dn]);
+#pragma unroll
+      for (int n = 0; n < 8; n++) {
+        o[dn][n][0] *= alpha[0]; o[dn][n][1] *= alpha[0]; o[dn][n][2] *= alpha[1]; o[dn][n][3] *= alpha[1];
+      }
+    }
+  };
+
+  if constexpr (Early) {
+    zeroScores();  // defined values for the first (overwriting) k-step
+    for (int t = 0; t < nTiles; t++) {
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+      wg::fence();
+      issueScores(t);
+      wg::commit();
+      if (t > 0) {
+        issuePV(t - 1);
+        wg::commit();
+        wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
+      } else {
+        wg::wait<0>();
+      }
+      wg::fenceOperands(s[0]);
+      wg::fenceOperands(s[1]);
+      float alpha[2];
+      softmax(t, alpha);
+      cpAsyncWait<0>();       // K_{t+1} and V_t have landed (this thread's copies)
+      wg::fenceProxyAsync();  // ... visible to the tensor cores
+      __syncthreads();        // ... and everyone's; every warpgroup is done with K_t (and Q's rows in slot 2) and V_{t-2}
+      if (t + 2 < nTiles) loadHalf(K, t + 2, 0);
+      if (t + 1 < nTiles) loadHalf(V, t + 1, 1);
+      cpAsyncCommit();
+      wg::wait<0>();
+      fenceA(pa);
+      rescale(alpha);  // tile 0: O is zero and alpha 0
+      packP();
+    }
+  } else {
   // Tile 0: scores, softmax, P (O is still zero: nothing to rescale).
   if (nTiles > 1) load(1);
   cpAsyncCommit();
@@ -220,15 +285,9 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     softmax(t, alpha);
     wg::wait<0>();
     fenceA(pa);
-#pragma unroll
-    for (int dn = 0; dn < D / 64; dn++) {
-      wg::fenceOperands(o[dn]);
-#pragma unroll
-      for (int n = 0; n < 8; n++) {
-        o[dn][n][0] *= alpha[0]; o[dn][n][1] *= alpha[0]; o[dn][n][2] *= alpha[1]; o[dn][n][3] *= alpha[1];
-      }
-    }
+    rescale(alpha);
     packP();
+  }
   }
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
@@ -258,6 +317,14 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   }
 }
 
+template <class T, int D, bool Early, bool Wide>
+void launchKernel(const AttentionArgs& a, const WgTile* dTiles, int nTiles, cudaStream_t stream) {
+  const size_t bytes = WgShape<D>::bytes;
+  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D, Early, Wide>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  denseForwardWgmmaKernel<T, D, Early, Wide><<<dim3((unsigned)nTiles, a.HQ), kThreads, bytes, stream>>>(a, dTiles);
+  NSA_LAUNCHED("denseForwardWgmmaKernel");
+}
+
 template <class T, int D>
 void launch(const AttentionArgs& a, cudaStream_t stream) {
   std::vector<WgTile> tiles;
@@ -270,10 +337,11 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
   });
   Workspace ws(stream);
   const WgTile* dTiles = ws.upload(tiles);
-  const size_t bytes = WgShape<D>::bytes;
-  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  denseForwardWgmmaKernel<T, D><<<dim3((unsigned)tiles.size(), a.HQ), kThreads, bytes, stream>>>(a, dTiles);
-  NSA_LAUNCHED("denseForwardWgmmaKernel");
+  const char* env = getenv("NSA_DENSE_FWD_EARLY");  // =0: the barrier at the top of each step (the kernel before)
+  const char* wide = getenv("NSA_DENSE_WIDE");  // =0: D = 128's P·V as two m64n64k16 per 16 keys
+  if (env && env[0] == '0') launchKernel<T, D, false, false>(a, dTiles, (int)tiles.size(), stream);
+  else if (D == 128 && !(wide && wide[0] == '0')) launchKernel<T, D, true, D == 128>(a, dTiles, (int)tiles.size(), stream);
+  else launchKernel<T, D, true, false>(a, dTiles, (int)tiles.size(), stream);
 }
 
 }  // namespace

@@ -173,5 +173,118 @@ __device__ __forceinline__ void copyRowsSwizzled(uint32_t dst, const T* src, siz
   }
 }
 
+// mma64x64 with the accumulate flag as an operand: accumulate = 0 gives d = A·B, ignoring d's
+// earlier values, so a fresh product needs no zeroed accumulator (the first k-step passes 0).
+#define NSA_WG_ACC_D32(d) \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+  "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+  "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+  "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+#define NSA_WG_ACC_RS(type) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " " \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+  "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+#define NSA_WG_ACC_SS(type) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+  "wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " " \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+  "%32, %33, p, 1, 1, 0, %35;\n}\n"
+template <bool TransB>
+__device__ __forceinline__ void mma64x64Acc(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, int accumulate, __nv_bfloat16) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_ACC_RS("bf16")
+               : NSA_WG_ACC_D32(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x64Acc(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, int accumulate, __half) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_ACC_RS("f16")
+               : NSA_WG_ACC_D32(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x64Acc(float (&d)[8][4], uint64_t descA, uint64_t descB, int accumulate, __nv_bfloat16) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_ACC_SS("bf16") : NSA_WG_ACC_D32(d) : "l"(descA), "l"(descB), "r"(accumulate), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x64Acc(float (&d)[8][4], uint64_t descA, uint64_t descB, int accumulate, __half) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_ACC_SS("f16") : NSA_WG_ACC_D32(d) : "l"(descA), "l"(descB), "r"(accumulate), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+#undef NSA_WG_ACC_D32
+#undef NSA_WG_ACC_RS
+#undef NSA_WG_ACC_SS
+
+// Descriptor of a 128-byte-swizzled N-major B operand (element (k, n) at row k, column n) that spans
+// several 64-element column regions: `regionBytes` apart (rows * 128 for a tile of `rows` rows), the
+// leading byte offset of an MN-major layout; 8-row groups along k stay 1024 bytes apart.
+__device__ __forceinline__ uint64_t descSw128Mn(uint32_t addr, uint32_t regionBytes) {
+  return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)((regionBytes >> 4) & 0x3FFF) << 16) | ((uint64_t)(1024 >> 4) << 32) | (1ull << 62);
+}
+#define NSA_WG_N128_D64(d) \
+  "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+  "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+  "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+  "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+  "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+  "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+  "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+  "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
+  "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
+  "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
+  "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
+  "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+  "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
+  "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+  "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
+  "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+#define NSA_WG_N128_RS(type) \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
+  "wgmma.mma_async.sync.aligned.m64n128k16.f32." type "." type " " \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, " \
+  "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+// d (64 x 128, d[n] = columns 8n .. 8n+7 in m16n8's C layout, as two m64n64 accumulators back to back)
+// += A (64 x 16, registers) · B (16 x 128, descriptor; TransB as in mma64x64: true = N-major, whose two
+// 64-column regions descSw128Mn describes).
+template <bool TransB>
+__device__ __forceinline__ void mma64x128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t descB, __nv_bfloat16) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_N128_RS("bf16")
+               : NSA_WG_N128_D64(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+template <bool TransB>
+__device__ __forceinline__ void mma64x128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t descB, __half) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(NSA_WG_N128_RS("f16")
+               : NSA_WG_N128_D64(d)
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1), "n"(TransB ? 1 : 0));
+#else
+  __trap();
+#endif
+}
+#undef NSA_WG_N128_D64
+#undef NSA_WG_N128_RS
+
 }  // namespace wg
 }  // namespace nsa
