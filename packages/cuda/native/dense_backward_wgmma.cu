@@ -2,7 +2,7 @@
 // the same two block kinds as dense_backward_mma.cu (which launches these where denseWgmmaRuns()):
 // - key-centric dK/dV: two warpgroups own 128 keys of one KV head (64 each, one m64 tile) and walk
 //   every (query position >= key, head of the group) column in steps of 64 columns, Q / dO / lse / D
-//   of a step in a 3-stage cp.async ring. Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
+//   of a step in a cp.async ring (Stages slots, below). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
 //   memory (both operands through descriptors), so the registers hold only dK, dV and one step;
 //   Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) become register A operands of dV += Pᵀ·dO and dK += dSᵀ·Q;
 // - query-centric dq: two warpgroups own 128 positions of one query head (Q and dO as register A

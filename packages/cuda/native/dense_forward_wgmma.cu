@@ -1,7 +1,7 @@
 // Dense causal forward on Hopper warpgroup mma (wgmma, sm_90a), float16/bfloat16, Dk = Dv in {64, 128}.
 // A block of two warpgroups takes 128 consecutive query positions of one query head (64 rows per
 // warpgroup, one m64 tile); key/value tiles of 128 keys sit in shared memory in wgmma's 128-byte
-// swizzled layout (wgmma.cuh) in a 3-stage ring filled with cp.async by all threads, one tile ahead.
+// swizzled layout (wgmma.cuh) in a 3-slot ring filled with cp.async by all threads (how far ahead: Early, below).
 // Q (A of Q·Kᵀ) and P (A of P·V) stay in registers. Each step overlaps the tensor cores with the
 // softmax: it issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, waits for S_j only, runs the
 // softmax of S_j while P_{j-1}·V_{j-1} runs, then waits for it and rescales O (flash-attention-3's
@@ -31,7 +31,7 @@ namespace {
 
 constexpr int kRows = 128;      // query rows per block: 2 warpgroups x 64
 constexpr int kKeys = 128;      // keys per K / V tile
-constexpr int kStages = 3;      // ring slots: tile j + 1 loads while K_j and V_{j-1} are read
+constexpr int kStages = 3;      // ring slots of K and V tiles (which tile goes where: Early, above)
 constexpr int kThreads = 256;
 constexpr int kSwRowBytes = 128;  // one 64-element row of a swizzled region
 
