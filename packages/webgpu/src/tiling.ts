@@ -78,8 +78,8 @@ export interface TiledForwardTiles {
  * 2 rows x 4 keys of scores per invocation (8 invocations per row group; the selected branch: 1 row
  * x 1 key of 8-key tiles); undefined when nothing fits the device (the classic kernel is used then). Software adapters get 1 row per
  * invocation: SwiftShader takes over a minute to compile the 2 x 4 micro-tile (about 2 s for 1 x 4).
- * Compressed and window tiles of calls with many queries per sequence (`maxQueries`) first try 64
- * rows, 4 rows x 2 keys per invocation and 16-key tiles (see WIDE_TILES).
+ * Compressed, window and dense causal tiles of calls with many queries per sequence (`maxQueries`)
+ * first try 64 rows, 4 rows x 2 keys per invocation and 16-key tiles (see WIDE_TILES).
  */
 export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: number, DV: number, split = false, maxQueries = 0): TiledForwardTiles | undefined {
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
@@ -105,7 +105,7 @@ export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: 
     }
     return undefined;
   };
-  if (!override && !ctx.software && (mode === 'compressed' || mode === 'window')) {
+  if (!override && !ctx.software && (mode === 'compressed' || mode === 'window' || mode === 'causal')) {
     const wide = fit(WIDE_TILES.rows, WIDE_TILES.RM, [WIDE_TILES.KT]);
     if (wide && wide.TQB <= maxQueries) return wide;
   }
@@ -118,10 +118,11 @@ export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: 
 }
 
 /**
- * Compressed and window branches: 64 rows (4 tokens x 16 heads at G = 16) read each K/V tile from
- * memory half as often as 32 rows; with 4 rows x 2 keys per invocation and 16-key tiles they fit
- * 48 KiB at D = 128. On the H100 (BENCHMARKS.md, helper wfwd in session 6) compressed 279 -> 240 ms and window 72 -> 65
- * ms at 64k against 32 rows of 2 x 4 and 32-key tiles; 32 rows of 4 x 4 (64 invocations) were slower (463 ms).
+ * Compressed, window and dense causal tiles: 64 rows (4 tokens x 16 heads at G = 16) read each K/V
+ * tile from memory half as often as 32 rows; with 4 rows x 2 keys per invocation and 16-key tiles they
+ * fit 48 KiB at D = 128. On the H100 (BENCHMARKS.md, session 6) against 32 rows of 2 x 4 and 32-key
+ * tiles: compressed 279 -> 240 ms and window 72 -> 65 ms at 64k (helper wfwd), the dense forward
+ * 4456 -> 3839 ms at 64k (lead, run L1); 32 rows of 4 x 4 (64 invocations) were slower (463 ms).
  */
 const WIDE_TILES = { rows: 64, RM: 4, KT: 16 } as const;
 
