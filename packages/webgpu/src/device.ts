@@ -87,8 +87,12 @@ export interface DeviceContext {
   matrixForward: boolean;
   /** Where the matrix forward keeps O between key tiles (see MatrixForwardKernel.accumulate); env NSA_WEBGPU_MATRIX_ACCUMULATE. */
   matrixAccumulate: 'matrix' | 'rows';
-  /** Code generation of the matrix forward (default both on): see MatrixForwardKernel. env NSA_WEBGPU_MATRIX_KERNEL=previous turns both off. */
-  matrixKernel?: { prefetch?: boolean; interior?: boolean };
+  /**
+   * Code generation of the matrix kernels (default all on): prefetch and interior of the matrix forward
+   * (MatrixForwardKernel), selection the matrix selection's prefetch (SelectionKernel.matrixPrefetch).
+   * env NSA_WEBGPU_MATRIX_KERNEL=previous turns all off.
+   */
+  matrixKernel?: { prefetch?: boolean; interior?: boolean; selection?: boolean };
   /** How the matrix forward stages and reads key/value tiles (see MatrixForwardKernel.rightMajor); env NSA_WEBGPU_MATRIX_RIGHT=row. */
   matrixRightMajor: 'column' | 'row';
   /** Whether the fused selection pass of float16 training calls takes its scores from subgroup matrices; env NSA_WEBGPU_MATRIX_SELECTION=0 turns it off. */
@@ -163,7 +167,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     matrixAccumulate: envValue('NSA_WEBGPU_MATRIX_ACCUMULATE') === 'rows' ? 'rows' : 'matrix',
     matrixRightMajor: envValue('NSA_WEBGPU_MATRIX_RIGHT') === 'row' ? 'row' : 'column',
     matrixSelection: envValue('NSA_WEBGPU_MATRIX_SELECTION') !== '0',
-    matrixKernel: envValue('NSA_WEBGPU_MATRIX_KERNEL') === 'previous' ? { prefetch: false, interior: false } : undefined,
+    matrixKernel: envValue('NSA_WEBGPU_MATRIX_KERNEL') === 'previous' ? { prefetch: false, interior: false, selection: false } : undefined,
     subgroupTopN: true,
     mergedDecode: true,
     singleQueryDecode: true,

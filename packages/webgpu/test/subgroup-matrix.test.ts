@@ -8,6 +8,7 @@ import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { matrixForwardFits, matrixForwardShader, type MatrixForwardKernel } from '../src/shaders/subgroup-matrix-forward.js';
+import { selectionShader, type SelectionKernel } from '../src/shaders/selection.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
 
 const kernel: MatrixForwardKernel = { mode: 'compressed', e: 'f16', G: 16, DK: 128, DV: 128, KT: 64, NSG: 4, TAU: 8, emulate: false };
@@ -52,6 +53,20 @@ describe('subgroup-matrix forward shader text', () => {
     expect(plain).not.toContain('var kr0');
     expect(code).toContain('let whole = allRows && kp0 >= lastLo && kp0 + KT <= firstHi;');
     expect(code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(64);
+  });
+
+  // The fused selection pass with matrix scores as the H100 runs it at 64k (2 tokens, 32 blocks per chunk).
+  const selection: SelectionKernel = { e: 'f16', G: 16, GC: 16, DK: 128, CB: 32, WG: 128, NSMAX: 1024, TQS: 2, nSel: 16, initialBlocks: 1, localBlocks: 2, perCmp: 2, perSel: 4, phase: 'fused', subgroups: true, matrix: 'native' };
+  it('selection with matrix scores: the next chunk prefetched, workgroup variables in 16-byte multiples', () => {
+    const plain = selectionShader(selection);
+    const code = selectionShader({ ...selection, matrixPrefetch: true });
+    // 32 blocks x 128 dims / 4 per vec4 / 128 invocations = 8 vec4 per invocation.
+    expect(code.match(/^ {2}var kr\d+: vec4<f16>;$/gm)?.length).toBe(8);
+    expect(plain).not.toContain('var kr0');
+    expect(code.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length).toBe(plain.match(/subgroupMatrixMultiplyAccumulate\(/g)?.length);
+    for (const text of [plain, code]) {
+      for (const [name, bytes] of Object.entries(workgroupBytes(text))) expect({ name, rem: bytes % 16 }).toEqual({ name, rem: 0 });
+    }
   });
 
   it('emulated text has no matrix builtin; shapes outside 16-multiples are refused', () => {
@@ -142,6 +157,16 @@ describe.skipIf(!probe.available)(`subgroup-matrix forward, emulated${probe.avai
       gpu.ctx.tileOverride = undefined;
       gpu.ctx.matrixKernel = undefined;
     }
+  });
+
+  // 74 compressed blocks: three selection chunks one after another, so later tokens choose among
+  // blocks that the second chunk scored (not only forced local ones); a prefetch that staged the
+  // wrong chunk's keys fails here.
+  it('several selection chunks, keys prefetched', async () => {
+    const { names, error, chosen, refChosen } = await forward(1, 600);
+    expect(names).toContain('nsa_selection_topn_matrix_emulated');
+    expect(chosen).toEqual(refChosen);
+    expect(error).toBeLessThan(TOL);
   });
 
   it('matrixForward = false keeps the previous kernels', async () => {

@@ -50,6 +50,11 @@ export interface SelectionKernel {
    * see subgroup-matrix.ts), read straight from storage.
    */
   readonly matrix?: 'native' | 'emulated';
+  /**
+   * With matrix scores: each invocation's share of the next chunk's keys loads into registers while
+   * this chunk's probabilities and block sums run (where the chunk divides evenly over WG).
+   */
+  readonly matrixPrefetch?: boolean;
 }
 
 /** Whether the fused selection pass of these tiles can take its scores from subgroup matrices. */
@@ -190,21 +195,41 @@ ${toks
   // staged in workgroup memory, zero past the visible blocks: Dawn's robustness check on storage
   // tiles zeroes tiles that end near a binding's end); the probabilities then go to 'prob' as in
   // the register-tile path.
-  const matrixChunk = `    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
-    for (var x = lid; x < CB * DK4; x += WG) {
+  // Prefetch: invocation lid holds keys x = lid + m * WG of a chunk (block x / DK4, vec4 x % DK4).
+  const nKR = (k.CB * DK4) / k.WG;
+  const prefetch = matrix && k.matrixPrefetch === true && Number.isInteger(nKR);
+  const KR = Array.from({ length: prefetch ? nKR : 0 }, (_, m) => m);
+  const loadKR = (chunk: string) =>
+    KR.map(
+      (m) => `    {
+      let i = ${chunk} + (lid + ${m * k.WG}u) / DK4;
+      kr${m} = vec4<${E}>(0.0);
+      if (i < nVisLast) { kr${m} = vec4<${E}>(loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, (lid + ${m * k.WG}u) % DK4)); }
+    }`,
+    ).join('\n');
+  const stageKeys = prefetch
+    ? KR.map(
+        (m) => `    {
+      let w = ((lid + ${m * k.WG}u) / DK4) * QMS + ((lid + ${m * k.WG}u) % DK4) * 4u;
+      km[w] = kr${m}.x; km[w + 1u] = kr${m}.y; km[w + 2u] = kr${m}.z; km[w + 3u] = kr${m}.w;
+    }`,
+      ).join('\n')
+    : `    for (var x = lid; x < CB * DK4; x += WG) {
       let i = i0 + x / DK4;
       var v = vec4<f32>(0.0);
       if (i < nVisLast) { v = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, x % DK4); }
       let w = (x / DK4) * QMS + (x % DK4) * 4u;
       km[w] = ${E}(v.x); km[w + 1u] = ${E}(v.y); km[w + 2u] = ${E}(v.z); km[w + 3u] = ${E}(v.w);
-    }
+    }`;
+  const matrixChunk = `    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
+${stageKeys}
     workgroupBarrier();
     {
       ${op.zero('acc')}
 ${D.map((d) => `      ${op.mmaFrom(`q${d}`, 'km', `hb * 16u * QMS + ${d * 16}u`, true, 'QMS', 'acc')}`).join('\n')}
       ${op.store('sraw', 'tq * GC * CB + hb * 16u', 'acc', 'CB')}
     }
-    workgroupBarrier();
+${prefetch ? `    // The next chunk's keys load while this chunk's probabilities and block sums run.\n${loadKR('(i0 + CB)')}\n` : ''}    workgroupBarrier();
     for (var x = lid; x < TQS * GC * CB; x += WG) {
       let t = x / (GC * CB);
       let ii = x % CB;
@@ -244,7 +269,7 @@ ${oneChunk ? `  {
     let hc = 0u;
 ${loadHeads}
   }` : ''}
-  for (var i0 = c0; i0 < c1; i0 += CB) {
+${prefetch ? `${KR.map((m) => `  var kr${m}: vec4<${E}>;`).join('\n')}\n${loadKR('c0').replace(/^ {2}/gm, '')}\n` : ''}  for (var i0 = c0; i0 < c1; i0 += CB) {
 ${matrix ? matrixChunk : scoreChunk}
 ${
   phase === 'scores'
