@@ -161,7 +161,7 @@ export async function prepareBranchForward(
     if (!tiled) return rt.pipelineOf(name, kernel(split), attentionShader);
     // Split kernels take their keys per tile and rows per invocation from the split plan.
     const t = (split ? splitTiles : undefined) ?? tiled;
-    return rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: t.KT, RM: t.RM, NKG: tiled.NKG, split, subgroups, batchLoads: tiled.batchLoads, vecP: tiled.vecP }, tiledForwardShader);
+    return rt.pipelineOf(name, { mode, e, G, GC: tiled.GC, TQB: tiled.TQB, DK, DV, KT: t.KT, RM: t.RM, NKG: tiled.NKG, split, subgroups, batchLoads: tiled.batchLoads, vecP: tiled.vecP, prefetch: tiled.prefetch }, tiledForwardShader);
   };
   // Key splits of the selected branch (decoding) walk one block each: longer tiles there (their
   // workgroups are few, so occupancy matters less than the serial chain of tiles). Other modes size

@@ -106,10 +106,12 @@ export interface DeviceContext {
    */
   tileOverride?: Partial<Record<'window' | 'causal' | 'compressed' | 'selected', { RM?: number; KT?: number; NKG?: number; rows?: number }>>;
   /**
-   * Code generation of the tiled forward (both default on): batchLoads false gives the previous tile
-   * loads (one global load per loop iteration; selection's key chunks too), vecP false the scalar P of P x V.
+   * Code generation of the tiled forward: batchLoads false (default on) gives the previous tile loads
+   * (one global load per loop iteration; selection's key chunks too), vecP false (default on) the scalar
+   * P of P x V; prefetch loads the next K tile and the current V tile into registers while the current
+   * tile is multiplied (default on for the dense causal forward only, where it was faster; tiling.ts).
    */
-  tiledKernel?: { batchLoads?: boolean; vecP?: boolean };
+  tiledKernel?: { batchLoads?: boolean; vecP?: boolean; prefetch?: boolean };
   /** e.g. "NVIDIA H100 80GB HBM3 (vulkan)". */
   readonly description: string;
   /** Set once the device is lost; every later call throws it. */

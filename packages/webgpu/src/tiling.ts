@@ -71,6 +71,7 @@ export interface TiledForwardTiles {
   readonly WG: number;
   readonly batchLoads: boolean;
   readonly vecP: boolean;
+  readonly prefetch: boolean;
 }
 
 /**
@@ -94,6 +95,10 @@ export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: 
   const NKG = override?.NKG ?? 8;
   const batchLoads = ctx.tiledKernel?.batchLoads ?? true;
   const vecP = ctx.tiledKernel?.vecP ?? true;
+  // Loading K/V one tile ahead (tiled-forward.ts) ran the dense causal forward 2% faster on the H100
+  // (64k: 3738 vs 3814 ms) but the compressed branch 4% slower (249 vs 240 ms; selected and window
+  // equal): BENCHMARKS.md, helper wpre in session 6. So it is the default for the dense kernel only.
+  const prefetch = ctx.tiledKernel?.prefetch ?? mode === 'causal';
   const fit = (rows: number, RM: number, KTs: readonly number[]): TiledForwardTiles | undefined => {
     const GC = Math.min(G, rows);
     const TQB = selected ? 1 : Math.max(1, Math.floor(rows / GC));
@@ -101,7 +106,7 @@ export function planTiledForward(ctx: DeviceContext, mode: Mode, G: number, DK: 
       const t = { GC, TQB, KT, RM, NKG, DK, DV, vecP };
       const { WG } = tiledShape(t);
       if (WG > ctx.limits.maxComputeInvocationsPerWorkgroup || tiledSharedBytes(t) > limit) continue;
-      return { GC, TQB, KT, RM, NKG, WG, batchLoads, vecP };
+      return { GC, TQB, KT, RM, NKG, WG, batchLoads, vecP, prefetch };
     }
     return undefined;
   };

@@ -36,6 +36,11 @@ export interface TiledForwardKernel {
   readonly batchLoads?: boolean;
   /** Keep P in vec4 rows and read 4 keys' weights per load in P x V (false: one scalar per key). */
   readonly vecP?: boolean;
+  /**
+   * Load the next K tile into registers during this tile's softmax and P x V, and the V tile during
+   * the scores (with batchLoads, where both tiles divide evenly among the invocations).
+   */
+  readonly prefetch?: boolean;
 }
 
 /** Padded rows (a multiple of RM) and invocations per workgroup. */
@@ -109,10 +114,7 @@ ${n.map((m) => `      kv[(bk${m} - kp0) * KVS + (lid + ${m * WG}u) % ${D4}u] = g
       ? masks.map((m) => `${v} = ${v} + subgroupShuffleXor(${v}, ${m}u);`).join(' ')
       : '';
 
-  const tile = `    // K tile -> scores of this invocation's RM x KN micro-tile.
-${loadTile('loadK', 'DK', DK4)}
-    workgroupBarrier();
-${I.flatMap((i) => J.map((j) => `    var a${i}_${j} = vec4<f32>(0.0);`)).join('\n')}
+  const scores = `${I.flatMap((i) => J.map((j) => `    var a${i}_${j} = vec4<f32>(0.0);`)).join('\n')}
     for (var d = 0u; d < DK4; d++) {
 ${I.map((i) => `      let q${i} = qs[(r0 + ${i}u) * QS + d];`).join('\n')}
 ${J.map((j) => `      let k${j} = kv[(kg + ${j * NKG}u) * KVS + d];`).join('\n')}
@@ -123,11 +125,8 @@ ${I.flatMap((i) =>
     (j) =>
       `    let s${i}_${j} = select(NEG, dot(a${i}_${j}, vec4<f32>(1.0)), visible(p${i}, kp0 + kg + ${j * NKG}u, kEnd));`,
   ),
-).join('\n')}
-    workgroupBarrier();
-    // V tile (same memory) while the row maxima are combined.
-${loadTile('loadV', 'DV', DV4)}
-${I.map((i) => `    var t${i} = max(${J.map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`)}, NEG);`).join('\n')}
+).join('\n')}`;
+  const rest = `${I.map((i) => `    var t${i} = max(${J.map((j) => `s${i}_${j}`).reduce((a, b) => `max(${a}, ${b})`)}, NEG);`).join('\n')}
 ${sub ? I.map((i) => `    ${rowMax(`t${i}`)}`).join('\n') : I.map((i) => `    red[(r0 + ${i}u) * NKG + kg] = t${i};`).join('\n')}
     workgroupBarrier();
 ${
@@ -174,6 +173,47 @@ ${I.flatMap((i) => U.map((u) => `      o${i}_${u} = fma(vec4<f32>(w${i}), v${u},
     }`
 }
     workgroupBarrier();`;
+  const tile = `    // K tile -> scores of this invocation's RM x KN micro-tile.
+${loadTile('loadK', 'DK', DK4)}
+    workgroupBarrier();
+${scores}
+    workgroupBarrier();
+    // V tile (same memory) while the row maxima are combined.
+${loadTile('loadV', 'DV', DV4)}
+${rest}`;
+  // Prefetch: the K tile was loaded into registers (pk*) one tile ahead, and the V tile is loaded
+  // into registers (pv*) before the scores, so global loads overlap the arithmetic instead of
+  // stalling between barriers; one workgroup buffer (kv) still holds K, then V.
+  const perK = (KT * DK4) / WG;
+  const perV = (KT * DV4) / WG;
+  const prefetch = k.prefetch === true && k.batchLoads === true && Number.isInteger(perK) && Number.isInteger(perV);
+  const tileLoads = (reg: string, fn: string, dim: string, D4: number, per: number, kp: string, decl: string, pad = '      ') =>
+    range(per)
+      .map(
+        (m) => `${pad}let ${reg}k${m} = ${kp} + (lid + ${m * WG}u) / ${D4}u;
+${pad}${decl}${reg}${m} = select(vec4<f32>(0.0), ${fn}(((gbase + min(${reg}k${m}, kEnd - 1u) - P.keyRowBase) * P.H + kvh) * ${dim}, (lid + ${m * WG}u) % ${D4}u), ${reg}k${m} < kEnd);`,
+      )
+      .join('\n');
+  const tileStores = (reg: string, D4: number, per: number) =>
+    range(per)
+      .map((m) => `    kv[((lid + ${m * WG}u) / ${D4}u) * KVS + (lid + ${m * WG}u) % ${D4}u] = ${reg}${m};`)
+      .join('\n');
+  // The first K tile into the registers (before the tile loop); only when the range is non-empty (kEnd > 0).
+  const firstK = (cond: string, kp: string, pad: string) => `${pad}if (${cond}) {
+${tileLoads('pk', 'loadK', 'DK', DK4, perK, kp, '', `${pad}  `)}
+${pad}}`;
+  const prefetchTile = (nextCond: string) => `    // K tile (loaded one tile ahead) -> workgroup memory; V tile -> registers during the scores.
+${tileStores('pk', DK4, perK)}
+    workgroupBarrier();
+${tileLoads('pv', 'loadV', 'DV', DV4, perV, 'kp0', 'let ', '    ')}
+${scores}
+    workgroupBarrier();
+${tileStores('pv', DV4, perV)}
+    // The next K tile -> registers during this tile's softmax and P x V.
+    if (${nextCond}) {
+${tileLoads('pk', 'loadK', 'DK', DK4, perK, 'kp0 + KT', '')}
+    }
+${rest}`;
 
   const rowExpr = (i: number) => `(it.row0 + (r0 + ${i}u) / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + (r0 + ${i}u) % GC`;
   const splitRow = (i: number) => `split * P.tokRows * P.HQ + (it.row0 + (r0 + ${i}u) / GC - P.rowBase) * P.HQ + kvh * G + hc * GC + (r0 + ${i}u) % GC`;
@@ -260,7 +300,7 @@ ${rowTileStart('RP', 'r * QS + x % DK4')}
   let r0 = (lid / NKG) * RM;
 ${I.map((i) => `  let p${i} = posr[r0 + ${i}u];\n  var m${i} = NEG;\n  var l${i} = 0.0;\n${U.map((u) => `  var o${i}_${u} = vec4<f32>(0.0);`).join('\n')}`).join('\n')}
   let gbase = ${keyBaseExpr};
-${
+${prefetch ? `${range(perK).map((m) => `  var pk${m} = vec4<f32>(0.0);`).join('\n')}\n` : ''}${
   selected
     ? `  // The group's selected blocks for this token, split across workgroups by slot.
   let slot0 = split * P.perSplit;
@@ -272,8 +312,8 @@ ${
     if (j < 0) { continue; }
     let b0 = u32(j) * P.selBlock;
     let kEnd = min(b0 + P.selBlock, p + 1u);
-    for (var kp0 = b0; kp0 < kEnd; kp0 += KT) {
-${tile}
+${prefetch ? `${firstK('b0 < kEnd', 'b0', '    ')}\n` : ''}    for (var kp0 = b0; kp0 < kEnd; kp0 += KT) {
+${prefetch ? prefetchTile('kp0 + KT < kEnd') : tile}
     }
   }`
     : `  // Union of the tile's key ranges, cut into KT-key tiles; a split takes perSplit of them.
@@ -282,9 +322,9 @@ ${tile}
   let ntiles = select(0u, (kEnd - lo + KT - 1u) / KT, kEnd > lo);
   let tile0 = select(0u, split * P.perSplit, P.splits > 1u);
   let tile1 = select(ntiles, min(ntiles, tile0 + P.perSplit), P.splits > 1u);
-  for (var t = tile0; t < tile1; t++) {
+${prefetch ? `${firstK('tile0 < tile1', 'lo + tile0 * KT', '  ')}\n` : ''}  for (var t = tile0; t < tile1; t++) {
     let kp0 = lo + t * KT;
-${tile}
+${prefetch ? prefetchTile('t + 1u < tile1') : tile}
   }`
 }
 ${epilogue}
