@@ -153,6 +153,20 @@ ${Array.from({ length: perLoad }, (_, m) => `      ks[(bi${m} - i0) * KS + (lid 
       ks[(x / DK4) * KS + x % DK4] = val;
     }
 `;
+  // Each (token, block) sums its heads' probabilities into psum, between barriers (both score paths).
+  const sumHeads = (pad: string) =>
+    [
+      'workgroupBarrier();',
+      'for (var x = lid; x < TQS * CB; x += WG) {',
+      '  let t = x / CB;',
+      '  var s = psum[x];',
+      '  for (var gl = 0u; gl < GC; gl++) { s += prob[(t * GC + gl) * CB + x % CB]; }',
+      '  psum[x] = s;',
+      '}',
+      'workgroupBarrier();',
+    ]
+      .map((line) => pad + line)
+      .join('\n');
   const scoreChunk = `${loadChunk}    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = 0.0; }
     for (var hc = 0u; hc < nhc; hc++) {
 ${oneChunk ? '' : loadHeads}
@@ -182,14 +196,7 @@ ${toks
   )
   .join('\n')}
       }
-      workgroupBarrier();
-      for (var x = lid; x < TQS * CB; x += WG) {
-        let t = x / CB;
-        var s = psum[x];
-        for (var gl = 0u; gl < GC; gl++) { s += prob[(t * GC + gl) * CB + x % CB]; }
-        psum[x] = s;
-      }
-      workgroupBarrier();
+${sumHeads('      ')}
     }`;
   // Subgroup sg scores token sg / (CB / 16) against blocks i0 + 16 * (sg % (CB / 16)) .. + 15 (keys
   // staged in workgroup memory, zero past the visible blocks: Dawn's robustness check on storage
@@ -236,14 +243,7 @@ ${prefetch ? `    // The next chunk's keys load while this chunk's probabilities
       let nv = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, t == ${t}u)`, 'nVis0')};
       prob[x] = guardedExp(sraw[x] * P.scale - lq[x / CB], t < it.count && i0 + ii < nv);
     }
-    workgroupBarrier();
-    for (var x = lid; x < TQS * CB; x += WG) {
-      let t = x / CB;
-      var s = psum[x];
-      for (var gl = 0u; gl < GC; gl++) { s += prob[(t * GC + gl) * CB + x % CB]; }
-      psum[x] = s;
-    }
-    workgroupBarrier();`;
+${sumHeads('    ')}`;
   const mapChunk = `    // Each selection block that this chunk's compressed blocks overlap, one thread per block.
 ${toks
   .map(
