@@ -24,6 +24,17 @@ bench=node_modules/@nsa/cuda/bench/bench.mjs
 addon=node_modules/@nsa/cuda/build/Release/nsa_cuda.node
 if [[ $mode == full ]]; then Ts=8192,16384,32768,65536; else Ts=16384,65536; fi
 bg() { local log=$1; shift; (timeout 300 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
+# One parity log -> "name rows-ok rows-failed worst-error (case: quantity) [EXIT]".
+summarize() {
+  python3 - "$1" <<'PY'
+import re, sys
+rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
+worst = max(rows, key=lambda r: float(r[3]), default=None)
+text = open(sys.argv[1]).read()
+print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
+      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
+PY
+}
 if [[ $mode == ab ]]; then
   v9="NSA_FWD_PINGPONG=0 NSA_FWD_GATE_BATCH=0"; runs=0
   for v in default v9 default v9; do
@@ -53,14 +64,7 @@ if [[ $mode == ab ]]; then
   echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
   for f in "$out"/*.log; do
     case $f in *memcheck*|*determinism*) continue;; esac
-    python3 - "$f" <<'PY'
-import re, sys
-rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
-worst = max(rows, key=lambda r: float(r[3]), default=None)
-text = open(sys.argv[1]).read()
-print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
-      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
-PY
+    summarize "$f"
   done
   echo "== determinism"; tail -2 "$out/determinism.log"
   echo "== memcheck"; grep -h "ERROR SUMMARY\|| NO |" "$out/memcheck.log" | tail -3; grep -c "| yes |" "$out/memcheck.log"
@@ -117,14 +121,7 @@ wait
 echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
 for f in "$out"/grid-*.log "$out"/paper.log "$out"/extra-*.log "$out"/v6-*.log "$out"/w4-grid-*.log "$out"/w4-extra-*.log; do
   [[ -f $f ]] || continue
-  python3 - "$f" <<'PY'
-import re, sys
-rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
-worst = max(rows, key=lambda r: float(r[3]), default=None)
-text = open(sys.argv[1]).read()
-print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
-      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
-PY
+  summarize "$f"
 done
 for f in determinism w4-determinism; do echo "== $f"; tail -2 "$out/$f.log"; done
 for f in memcheck w4-memcheck; do [[ -f $out/$f.log ]] && { echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"; }; done
