@@ -1,13 +1,13 @@
 // Every failure mode becomes a precise JavaScript error: bad input, no adapter, a shader that does
 // not compile, a WebGPU validation error, a buffer over the device's limits, a lost device.
-import { NSAShapeError, UnsupportedError, compressedCount, createNSAConfig } from '@nsa/core';
+import { NSAShapeError, UnsupportedError, compressedCount } from '@nsa/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { createWebGPUBackendFrom } from '../src/backend.js';
 import { ShaderCompilationError, WebGPUError } from '../src/device.js';
 import { createWebGPUProvider } from '../src/provider.js';
 import { run } from '../src/runtime.js';
-import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig, upload } from './gpu.js';
 
 describe('no adapter', () => {
   it('a missing navigator.gpu is reported, not crashed on', async () => {
@@ -34,7 +34,7 @@ describe.skipIf(!probe.available)(`webgpu errors${probe.available ? '' : ` (skip
   afterAll(() => gpu?.dispose());
 
   it('bad shapes and dtypes are rejected before any dispatch', async () => {
-    const config = createNSAConfig({ compressBlock: 16, compressStride: 8, selectBlock: 32, selectCount: 4, window: 48, heads: 4, kvHeads: 2, headDimK: 8, headDimV: 8 });
+    const config = smallConfig({ heads: 4, headDimK: 8, headDimV: 8 });
     const inputs = upload(gpu, nsaInputs(config, 1, 40, compressedCount(40, config), 1), 'float32');
     const wrongQ = gpu.tensor(new Float32Array(40 * 2 * 8).fill(0.5), [1, 40, 2, 8], 'float32');
     await expect(gpu.nsaForward({ config, ...inputs, q: wrongQ })).rejects.toThrow(NSAShapeError);
@@ -65,7 +65,7 @@ describe.skipIf(!probe.available)(`webgpu errors${probe.available ? '' : ` (skip
   });
 
   it('bindings are tiled under maxStorageBufferBindingSize with identical results', async () => {
-    const config = createNSAConfig({ compressBlock: 16, compressStride: 8, selectBlock: 32, selectCount: 4, window: 48, heads: 4, kvHeads: 2, headDimK: 16, headDimV: 8 });
+    const config = smallConfig({ heads: 4, headDimK: 16, headDimV: 8 });
     const T = 600;
     const host = nsaInputs(config, 1, T, compressedCount(T, config), 5);
     const small = await gpuBackend({ maxBindingBytes: 131072 });

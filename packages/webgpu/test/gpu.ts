@@ -1,7 +1,7 @@
 // Test helpers: a Dawn adapter (SwiftShader on CPU-only machines), the reference oracle, and
 // random inputs. When no adapter can be had, suites are skipped with the reason.
 import { existsSync } from 'node:fs';
-import { SeededRandom, type Backend, type FloatDType, type NSAConfig, type Tensor } from '@nsa/core';
+import { SeededRandom, createNSAConfig, type Backend, type FloatDType, type NSAConfig, type NSAConfigInput, type Tensor } from '@nsa/core';
 import type { WebGPUBackend } from '../src/backend.js';
 import { createWebGPUBackend, webgpuProvider } from '../src/node.js';
 import type { DeviceOptions } from '../src/device.js';
@@ -29,6 +29,11 @@ export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): numbe
 
 export async function read(t: Tensor): Promise<Float64Array> {
   return Float64Array.from(await t.read());
+}
+
+/** The suites' small NSA configuration (SwiftShader runs on the CPU), with their own head counts and dims. */
+export function smallConfig(overrides: NSAConfigInput = {}): NSAConfig {
+  return createNSAConfig({ compressBlock: 16, compressStride: 8, selectBlock: 32, selectCount: 4, window: 48, heads: 8, kvHeads: 2, headDimK: 16, headDimV: 12, ...overrides });
 }
 
 export const NSA_NAMES = ['q', 'kCmp', 'vCmp', 'kSlc', 'vSlc', 'kWin', 'vWin', 'gates'] as const;

@@ -1,25 +1,15 @@
 // NSA forward, backward, varlen, supplied blocks and decode against the float64 reference, on
 // whatever adapter Dawn finds (SwiftShader in CI). Sizes stay small: SwiftShader runs on the CPU.
-import { compressedCount, createNSAConfig, varlenLayout } from '@nsa/core';
+import { compressedCount, varlenLayout } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { WebGPUNSACache } from '../src/decode.js';
-import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig, upload } from './gpu.js';
 
 const TOL = 1e-4;
 const GRADS = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'] as const;
-const config = createNSAConfig({
-  compressBlock: 16,
-  compressStride: 8,
-  selectBlock: 32,
-  selectCount: 4,
-  window: 48,
-  heads: 8,
-  kvHeads: 2,
-  headDimK: 16,
-  headDimV: 12,
-});
+const config = smallConfig();
 const reference = createReferenceBackend();
 
 describe.skipIf(!probe.available)(`webgpu NSA parity${probe.available ? ` on ${probe.reason}` : ` (skipped: ${probe.reason})`}`, () => {

@@ -3,13 +3,13 @@
 // checked for the builtins it must emit, and the kernel's logic (tiles, masks, lazy rescaling,
 // row layout) runs with plain-WGSL stand-ins for the matrix builtins over f32 storage, against
 // the float64 reference. The native kernels are checked by run-parity on a GPU that has them.
-import { compressedCount, createNSAConfig, varlenLayout } from '@nsa/core';
+import { compressedCount, varlenLayout } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { matrixForwardFits, matrixForwardShader, type MatrixForwardKernel } from '../src/shaders/subgroup-matrix-forward.js';
 import { selectionShader, type SelectionKernel } from '../src/shaders/selection.js';
-import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig, upload } from './gpu.js';
 
 const kernel: MatrixForwardKernel = { mode: 'compressed', e: 'f16', G: 16, DK: 128, DV: 128, KT: 64, NSG: 4, TAU: 8, emulate: false };
 
@@ -79,17 +79,7 @@ describe('subgroup-matrix forward shader text', () => {
   });
 });
 
-const config = createNSAConfig({
-  compressBlock: 16,
-  compressStride: 8,
-  selectBlock: 32,
-  selectCount: 4,
-  window: 40,
-  heads: 32,
-  kvHeads: 2,
-  headDimK: 32,
-  headDimV: 16,
-});
+const config = smallConfig({ window: 40, heads: 32, headDimK: 32, headDimV: 16 });
 const reference = createReferenceBackend();
 // P goes through f16 in these kernels.
 const TOL = 2e-3;

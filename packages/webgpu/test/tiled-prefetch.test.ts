@@ -1,25 +1,15 @@
 // The tiled forward that loads each K/V tile one step ahead (ctx.tiledKernel.prefetch) against the
 // float64 reference. Head dims of 32 make every tile divide evenly among the invocations, so the
 // prefetching code is generated (the other suites' 16/12 dims fall back to the plain tile loads).
-import { compressedCount, createNSAConfig } from '@nsa/core';
+import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { tiledForwardShader } from '../src/shaders/tiled-forward.js';
-import { gpuBackend, nsaInputs, probe, read, relativeError, upload } from './gpu.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig, upload } from './gpu.js';
 
 const TOL = 1e-4;
-const config = createNSAConfig({
-  compressBlock: 16,
-  compressStride: 8,
-  selectBlock: 32,
-  selectCount: 4,
-  window: 48,
-  heads: 8,
-  kvHeads: 2,
-  headDimK: 32,
-  headDimV: 32,
-});
+const config = smallConfig({ headDimK: 32, headDimV: 32 });
 const reference = createReferenceBackend();
 
 describe('tiled forward prefetch: code generation', () => {
