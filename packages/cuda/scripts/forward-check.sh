@@ -24,6 +24,15 @@ bench=node_modules/@nsa/cuda/bench/bench.mjs
 addon=node_modules/@nsa/cuda/build/Release/nsa_cuda.node
 if [[ $mode == full ]]; then Ts=8192,16384,32768,65536; else Ts=16384,65536; fi
 bg() { local log=$1; shift; (timeout 300 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
+# The default kernel's G = 16 parity in dtype $1, in the background: the test/ grid at D 64 and 128 and
+# four extra-parity "reg G=16" cases.
+defaultParity() {
+  local d=$1 D c i=0
+  for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
+  for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
+    i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
+  done
+}
 # One parity log -> "name rows-ok rows-failed worst-error (case: quantity) [EXIT]".
 summarize() {
   python3 - "$1" <<'PY'
@@ -48,11 +57,7 @@ if [[ $mode == ab ]]; then
   done
   echo "== default forward+backward"; timeout 150 node $bench --T 8192,16384,32768,65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
   for d in bfloat16 float16; do
-    for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
-    i=0
-    for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
-      i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
-    done
+    defaultParity "$d"
   done
   bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
   bg v9-grid-128-bfloat16.log env $v9 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
@@ -77,11 +82,7 @@ if [[ $mode == profile ]]; then
   exit 0
 fi
 for d in bfloat16 float16; do
-  for D in 64 128; do bg "grid-$D-$d.log" node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
-  i=0
-  for c in "reg G=16 varlen D=64" "reg G=16 H=2 B=2 D=128" "reg G=16 supplied blockIndices D=128" "reg G=16 defaults T=2000 D=64"; do
-    i=$((i + 1)); bg "extra-$i-$d.log" node $extra --only "$c $d"
-  done
+  defaultParity "$d"
   bg "v6-grid-128-$d.log" env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
   bg "w4-grid-128-$d.log" env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 $d"
   bg "w4-extra-varlen-$d.log" env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $extra --only "reg G=16 varlen D=64 $d"
