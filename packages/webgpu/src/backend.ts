@@ -45,7 +45,6 @@ function buf(t: Tensor): GPUBuffer {
   return gpuTensor(t).buffer;
 }
 
-
 export class WebGPUBackend implements Backend {
   readonly name = BACKEND_NAME;
   readonly device: string;

@@ -1,6 +1,7 @@
 // One attention branch on the GPU (compressed, selected, window, or dense causal): planning,
 // compiling and encoding its forward, dq and dk/dv passes. NSA forward/backward, decoding and
 // the dense baseline are all compositions of these.
+import { visibleCompressed } from '@nsa/core';
 import { MAX_GRID, ROW_ALIGN, Frame, rowRange, type Runtime } from './runtime.js';
 import { attentionShader } from './shaders/attention.js';
 import type { ElementType, Mode, Params } from './shaders/common.js';
@@ -72,7 +73,7 @@ function keyLo(mode: Mode, geo: Geometry, p: number): number {
 }
 
 function keyHi(mode: Mode, geo: Geometry, p: number): number {
-  if (mode === 'compressed') return p + 1 >= geo.cmpBlock ? Math.floor((p + 1 - geo.cmpBlock) / geo.cmpStride) + 1 : 0;
+  if (mode === 'compressed') return visibleCompressed(p, { compressBlock: geo.cmpBlock, compressStride: geo.cmpStride });
   return p + 1;
 }
 

@@ -3,6 +3,7 @@
 // cannot take (TQ > 1, head dims not multiples of 4, a cache over one binding, workgroup memory
 // too small) return undefined and run the forward's decode passes instead, as does
 // `ctx.singleQueryDecode = false` (the previous six passes, kept for comparison).
+import { visibleCompressed } from '@nsa/core';
 import type { Geometry } from './branch.js';
 import type { WebGPUNSACache } from './decode.js';
 import type { NSAForwardBuffers } from './nsa-forward.js';
@@ -13,10 +14,6 @@ import { attendSharedBytes, chunksPerBlock, decodeAttendShader, decodeMergeShade
 const WG = 256;
 /** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
 const CHUNK_KEYS = [32, 16, 8, 4];
-
-function visibleCompressed(geo: Geometry, p: number): number {
-  return p + 1 >= geo.cmpBlock ? Math.floor((p + 1 - geo.cmpBlock) / geo.cmpStride) + 1 : 0;
-}
 
 export type DecodeStepEncoder = (frame: Frame, buf: NSAForwardBuffers) => void;
 
@@ -34,6 +31,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const KC = CHUNK_KEYS.find((kc) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize);
   if (KC === undefined) return undefined;
   const CAP = cache.capacity;
+  const blocks = { compressBlock: geo.cmpBlock, compressStride: geo.cmpStride };
   const CCAP = Math.max(1, cache.compressedCapacity);
   const shape: DecodeStepShape = {
     e,
@@ -54,7 +52,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
   const last = CAP - 1;
   const NS = geo.nSel * chunksPerBlock(shape);
-  const SMAX = NS + Math.ceil(visibleCompressed(geo, last) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
+  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
   const rows = B * HQ;
   const es = e === 'f16' ? 2 : 4;
   const bytes = {
@@ -83,7 +81,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: wg }, decodeAttendShader),
     rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX }, decodeMergeShader),
   ]);
-  const chunks = Math.ceil(visibleCompressed(geo, pos) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
+  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
   return (frame, buf) => {
     const part = frame.scratch(bytes.part, 'decode split partials');

@@ -98,11 +98,12 @@ export async function prepareNSAForward(
   training = false,
 ): Promise<(frame: Frame, buf: NSAForwardBuffers, outputs: readonly GPUBuffer[], lse: readonly GPUBuffer[]) => void> {
   const defer = merged && rt.ctx.mergedDecode;
+  const matrix = training && !merged;
   const branch = async (mode: 'compressed' | 'window'): Promise<BranchForward> =>
-    (training && !merged ? await prepareMatrixBranchForward(rt, geo, mode, seqs) : undefined) ?? prepareBranchForward(rt, geo, mode, seqs, { defer });
+    (matrix ? await prepareMatrixBranchForward(rt, geo, mode, seqs) : undefined) ?? prepareBranchForward(rt, geo, mode, seqs, { defer });
   const cmp = await branch('compressed');
   const [select, slc, win] = await Promise.all([
-    given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits, training && !merged),
+    given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits, matrix),
     prepareBranchForward(rt, geo, 'selected', seqs, { defer }),
     branch('window'),
   ]);
