@@ -1359,6 +1359,8 @@ int chunkTiles(int tilesA, int capA, int tilesB, int capB, int pairs, int slots)
   }
   return best;
 }
+// envInt's fallback for "not set" where any value may be set.
+constexpr int kUnset = INT_MIN;
 int envInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::atoi(v) : fallback;
@@ -1396,11 +1398,14 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   // Launch 1: compressed chunks (two tiles each at B = 1, 64k on an H100: 128 blocks). Launch 2:
   // selected and window tiles in chunks of one length. NSA_DECODE_CMP_TILES and NSA_DECODE_SW_TILES
   // force the chunk lengths (A/B runs).
+  // Environment switches are read once per process: a B=1 step's host time is close to its GPU time.
+  static const int cmpTilesEnv = envInt("NSA_DECODE_CMP_TILES", kUnset), swTilesEnv = envInt("NSA_DECODE_SW_TILES", kUnset);
+  static const bool mass24Env = envInt("NSA_DECODE_MASS24", 1) == 1;
   const int t1 = chunkTiles(tilesC, kMaxCmpChunks, 0, 0, pairs, facts.perSm1 * sms);
-  p.cmpChunkTiles = std::max(ceilDiv(tilesC, kMaxCmpChunks), envInt("NSA_DECODE_CMP_TILES", t1));
+  p.cmpChunkTiles = std::max(ceilDiv(tilesC, kMaxCmpChunks), cmpTilesEnv != kUnset ? cmpTilesEnv : t1);
   p.cmpChunks = ceilDiv(tilesC, p.cmpChunkTiles);
   const int t2 = std::max({ceilDiv(tilesS, kMaxSlcChunks), ceilDiv(tilesW, kMaxWinChunks),
-                          envInt("NSA_DECODE_SW_TILES", chunkTiles(tilesS, kMaxSlcChunks, tilesW, kMaxWinChunks, pairs, facts.perSm2 * sms))});
+                          swTilesEnv != kUnset ? swTilesEnv : chunkTiles(tilesS, kMaxSlcChunks, tilesW, kMaxWinChunks, pairs, facts.perSm2 * sms)});
   p.slcChunkTiles = p.winChunkTiles = t2;
   p.slcChunks = ceilDiv(tilesS, t2);
   p.winChunks = ceilDiv(tilesW, t2);
@@ -1413,7 +1418,7 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   }();
   const size_t v8Scratch = sizeof(float) * (size_t)tilesC * (p.W + kG) + (sizeof(unsigned long long) * kW + sizeof(int)) * c.n + 16;
   p.selectV8 = !v7Selection && v8Scratch <= FastLayout<D>::tileBytes(sizeof(T));
-  p.mass24 = envInt("NSA_DECODE_MASS24", 1) == 1 && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
+  p.mass24 = mass24Env && c.l == 2 * c.d && c.ls == 4 * c.d && p.W == 20;
   p.sliceAll = !(pdl && (long)pairs * (p.cmpChunks + p.slcChunks + p.winChunks) <= (long)facts.perSm1 * sms);
   // The spread selection (launch 1b, decodeSelectKernel): kNT selection blocks per launch-1b block, over
   // the blocks that can be chosen (0 .. nb - localBlocks - 1). NSA_DECODE_SPREAD=1 (default): where
