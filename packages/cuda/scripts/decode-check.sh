@@ -16,8 +16,10 @@ parity=scripts/decode-parity.mjs
 export PYTHONUNBUFFERED=1
 
 # 1. Parity, all at once (several processes on the GPU; correctness only).
+checks=()
 check() {  # check <name> <env> <command...>
   local name=$1 e=$2; shift 2
+  checks+=("$name")
   (env $e timeout 400 "$@" > "$logs/$name.log" 2>&1; echo "exit $?" >> "$logs/$name.log") &
 }
 check parity X=1 node $parity
@@ -39,8 +41,7 @@ check memcheck-T9000 X=1 compute-sanitizer --tool memcheck node $parity --only "
 check memcheck-spread2 NSA_DECODE_SPREAD=2 compute-sanitizer --tool memcheck node $parity --only "G=16 H=2 D=128 B=16"
 (cd "$work" && timeout 400 node node_modules/@nsa/test/dist/run-parity.js --backend cuda --scale gpu --dtypes bfloat16,float16 --only decode > "$logs/grid-decode.log" 2>&1; echo "exit $?" >> "$logs/grid-decode.log") &
 wait
-for f in parity parity-again parity-v8 parity-merge0 parity-split4 parity-spread2 parity-spread2-nopdl parity-cmp3 parity-sw2 parity-v7 parity-mass-general parity-nopdl grid-decode memcheck memcheck-T9000 memcheck-spread2; do
-  [[ -f "$logs/$f.log" ]] || continue
+for f in "${checks[@]}" grid-decode; do
   echo "== $f: $(grep -c '| yes |' "$logs/$f.log") ok, $(grep -c '| NO |' "$logs/$f.log") failed; $(grep -h 'passed,\|ERROR SUMMARY\|^exit' "$logs/$f.log" | tr '\n' ' ')"
 done
 # Two processes, same seeded inputs: bit-equal outputs print equal digests (default twice, v8, the
@@ -75,8 +76,8 @@ if [[ ${NCU:-0} == 1 ]]; then
   ncuTimes spread-B16 NSA_DECODE_SPREAD=2 --decodeB 16
 fi
 
-# 3. Benchmarks, alone on the GPU: the default and the general mass loop in alternating processes
-# (the spread between two runs of one binary is the noise), with digests of every step (equal).
+# 3. Benchmarks, alone on the GPU: the default, the last-block merge (merge0) and v8 in alternating
+# processes (the spread between two runs of one binary is the noise), with digests of every step.
 if [[ $torch == 1 ]]; then
   timeout 300 python3 bench/torch_baseline.py "$Ts" "$logs/torch.json" > "$logs/torch.log" 2>&1
   base="--baseline $logs/torch.json"
