@@ -28,6 +28,10 @@ const ops = new Set(option('ops', 'nsaFwd,nsaFwdBwd,dense,decode').split(','));
 const decodeBs = option('decodeB', '1,16').split(',').map(Number);
 // --decodeWarm N: untimed decode calls before timing (1 reproduces the old single warm-up).
 const decodeWarm = Number(option('decodeWarm', '50'));
+// --decodeWarmMs M: then untimed decode calls for at least M ms (default 300). After the training
+// rows the GPU runs at lower clocks for a while (power cap; BENCHMARKS.md, helper cdec), and the
+// first decode row timed (NSA's) would pay for it while the dense row after it would not.
+const decodeWarmMs = Number(option('decodeWarmMs', '300'));
 // --decodeBlocks supplied: NSA decode steps take fixed blockIndices (no selection pass: what the
 // selection costs is the difference).
 const suppliedBlocks = option('decodeBlocks', '') === 'supplied';
@@ -91,9 +95,13 @@ const median = (sorted) => sorted[Math.floor(sorted.length / 2)];
  * outlasted the queued enqueuing, p10/p90 of the returned timings and the time per call of `loop`
  * calls between one event pair (ms).
  */
-async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500, warm = 1, stats, queued = false } = {}) {
+async function time(op, { minReps = 3, maxReps = 30, budgetMs = 1500, warm = 1, warmMs = 0, stats, queued = false } = {}) {
   for (let i = 0; i < warm; i++) op();
   await addon.synchronize();
+  for (const t0 = performance.now(); performance.now() - t0 < warmMs; ) {
+    for (let i = 0; i < 20; i++) op();
+    await addon.synchronize();
+  }
   addon.clearEvents();
   const a = addon.recordEvent();
   op();
@@ -196,7 +204,7 @@ for (const T of Ts) {
     const nsaStats = {}, denseStats = {};
     r[`nsaDecode${B}`] = await time(
       () => addon.nsaForward({ dtype: BF16, cfg, seq: dseq, q: qd, kCmp: kcC, vCmp: vcC, kSlc: kc, vSlc: vc, kWin: kc, vWin: vc, gates: gd, out: od, oCmp: ocd, blockOut: bd, ...(blockIn ? { blockIn } : {}) }),
-      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: nsaStats, queued: true },
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, warmMs: decodeWarmMs, stats: nsaStats, queued: true },
     );
     if (decodeDigest) {
       const fnv = (bytes, h = 0x811c9dc5) => {
@@ -210,7 +218,7 @@ for (const T of Ts) {
     }
     r[`denseDecode${B}`] = await time(
       () => addon.attentionForward({ dtype: BF16, seq: dseq, HQ, H, Dk: D, Dv: D, scale: config.scale, q: qd, k: kc, v: vc, out: od }),
-      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, stats: denseStats, queued: true },
+      { minReps: 20, maxReps: 200, budgetMs: 300, warm: decodeWarm, warmMs: decodeWarmMs, stats: denseStats, queued: true },
     );
     r[`nsaDecodeStats${B}`] = nsaStats;
     r[`denseDecodeStats${B}`] = denseStats;
@@ -250,7 +258,7 @@ for (const r of rows) {
 if (rows.some((r) => decodeBs.some((B) => r[`nsaDecodeStats${B}`]))) {
   const us = (x) => (x === undefined ? 'n/a' : (1e3 * x).toFixed(1));
   console.log(
-    '\ndecode steps (µs): median [p10, p90] of event pairs around each call, the calls queued behind addon.holdGpu (GPU time; ' +
+    `\ndecode steps (µs; after ${decodeWarm} untimed calls and ${decodeWarmMs} ms more of them): median [p10, p90] of event pairs around each call, the calls queued behind addon.holdGpu (GPU time; ` +
       '"not covered" if the host was still enqueuing when the hold ended); paced = the same events without the hold (the GPU waits ' +
       'for the host where a step enqueues slower than it runs); back to back = 100 paced calls between one pair, per call; host = enqueue time per call\n',
   );

@@ -62,6 +62,9 @@ struct FastPlan {
   int spread;    // 1: the selection spread over launch 1b's blocks (decodeSelectKernel); 0: the last launch-1 block selects
   int selParts;  // spread: launch-1b blocks per (query, KV head), kNT selection blocks each
   int mergeLaunch;  // spread: 1: a fourth chained launch (decodeMergeKernel) merges the output; 0: the last launch-2 block
+  int cursorStart;  // 1: a selected chunk's token cursor starts at the chunk's first block; 0: at block 0 (v9, NSA_DECODE_CURSOR=0)
+  int lateTrigger;  // 1: launch 2 lets launch 3 in after its walk, not at its start (NSA_DECODE_LATE_TRIGGER=1, A/B)
+  int earlyWindow;  // spread: 1: launch 1b lets launch 2 in at its start (v9: window blocks beside launch 1); 0: after its wait
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float* scores;                       // spread: [pair][compressed key][16] scaled scores (log2 units)
@@ -87,6 +90,10 @@ enum TraceSlot {
   kTDone,       // ... and has written the output
   kTSelScored,  // spread, last: a launch-1b block has its scores (before the ranks)
   kT2Chosen,    // spread, last: a selected block has merged the lists (knows its blocks)
+  kTClock0,     // launch-1 block (0, 0): clock64 and %globaltimer when it starts ...
+  kTTimer0,
+  kTClock1,     // ... and when it has stored its chunk (their ratio: the SM clock during the step)
+  kTTimer1,
   kTraceSlots
 };
 __device__ __forceinline__ unsigned long long globalTimer() {
@@ -102,6 +109,14 @@ __device__ __forceinline__ void stamp(const FastPlan& p, int pair, int s, bool f
   if (first) atomicMin(slot, t);
   else if (last) atomicMin(slot, ~t);
   else *slot = t;
+}
+// Block (0, 0) of launch 1, thread 0: clock64 and %globaltimer into slots at and at + 1 (the SM clock
+// is their ratio between two such pairs).
+__device__ __forceinline__ void stampClock(const FastPlan& p, int at) {
+  if (!p.trace || threadIdx.x != 0 || blockIdx.x != 0 || blockIdx.y != 0) return;
+  const unsigned long long clk = clock64();
+  p.trace[at] = clk;
+  p.trace[at + 1] = globalTimer();
 }
 
 template <int D>
@@ -677,12 +692,18 @@ __device__ void selectFast(const FastPlan& p, const NSAConfigArgs& c, const RowI
 // Launch 1: grid (pairs, cmpChunks).
 template <class T, int D>
 __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, FastPlan p) {
-  allowDependentLaunch();  // launch 2 waits for this whole grid before it reads anything written here
+  // Chained to the kernel before the step (NSA_DECODE_CHAIN_STEP): its blocks are placed while that
+  // one ends, and read nothing before it has finished (it may write q or the caches); no-op for a
+  // plain launch. Dependents are let in only after the wait, so no later launch of the step can read
+  // an input early either.
+  waitForPrimaryGrid();
+  allowDependentLaunch();  // launch 1b / 2 wait for this whole grid before they read anything written here
   extern __shared__ __align__(16) char raw[];
   FastSmem<T, D> sm(raw);
   const NSAConfigArgs& c = a.cfg;
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, zz = blockIdx.y;
   stamp(p, pair, kT1Start, true, false);
+  stampClock(p, kTClock0);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;  // flat (row, head) of the group's first head
   const size_t cs = (size_t)kG * D + 2 * kG;
@@ -771,6 +792,7 @@ __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, Fast
   walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, !a.blockIn && !p.spread, mass, [] {}, keepScores);
   storeChunk<D>(st, sm.scratch(), p.cmpPart + ((size_t)pair * p.cmpChunks + zz) * cs);
   stamp(p, pair, kT1Walked, false, true);
+  stampClock(p, kTClock1);
   if (p.spread) return;
   if (!lastToFinish(p.done1 + pair, sm.i, gridDim.y)) return;
   stamp(p, pair, kTSelect, false, false);
@@ -869,7 +891,9 @@ template <int D, int Split>
 __global__ void __launch_bounds__(kNT * Split) decodeSelectKernel(NSAForwardArgs a, FastPlan p) {
   constexpr int NT = kNT * Split, H4 = 4 / Split;  // threads; float4 (4 heads) per thread and key
   constexpr int PerHead = NT / kG, Chunks = kMaxCmpChunks / PerHead;  // lse: threads per head, chunks per thread
-  allowDependentLaunch();  // launch 2's window blocks need nothing from here
+  // Launch 2's window blocks need nothing from here; earlyWindow = 0 holds them back until launch 1
+  // has finished (beside it they slow its walk, the longer path).
+  if (p.earlyWindow) allowDependentLaunch();
   __shared__ float lseSm[kG];
   __shared__ unsigned long long keys[kNT];
   const NSAConfigArgs& c = a.cfg;
@@ -884,6 +908,7 @@ __global__ void __launch_bounds__(kNT * Split) decodeSelectKernel(NSAForwardArgs
   // 4 float4 per key; this thread's heads start at float4 part * H4.
   const float4* x4 = reinterpret_cast<const float4*>(p.scores + (size_t)pair * p.cmpTiles * kTile * kG) + part * H4;
   waitForPrimaryGrid();  // launch 1's partials and scores
+  if (!p.earlyWindow) allowDependentLaunch();
   stamp(p, pair, kTSelect, false, true);
   // One round of loads: every chunk's (m, l) (PerHead threads per head) and this thread's first keys.
   const int r = tid / PerHead, q = tid % PerHead;
@@ -1020,7 +1045,8 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
   const bool slc = z < p.slcChunks;
   const int zz = slc ? z : z - p.slcChunks;
-  if (p.mergeLaunch) allowDependentLaunch();  // launch 3's blocks wait for this whole grid
+  // Launch 3 (or the next step's launch 1, NSA_DECODE_CHAIN_STEP) waits for this whole grid.
+  if (!p.lateTrigger) allowDependentLaunch();
   stamp(p, pair, kT2Start, true, false);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
@@ -1032,12 +1058,14 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   uint32_t qf[D / 16][4];
   RowInfo ri{};
   int first = 0, end = 0, ws = 0;
-  // Selected tokens come in ascending order within each tile copy: a cursor over blk, restarted
-  // when e goes back. Window token e is row kBase + ws + e.
-  int k = 0;
+  // Selected tokens come in ascending order within each tile copy: a cursor over blk, restarted at
+  // kFirst (a block whose tokens start at or before the chunk's first token: the cursor does not
+  // walk the blocks of earlier chunks, one dependent shared load each) when e goes back. Window
+  // token e is row kBase + ws + e.
+  int k = 0, kFirst = 0;
   auto rowOf = [&](int e) {
     if (!slc) return ri.kBase + ws + e;
-    if (e < pre[k]) k = 0;
+    if (e < pre[k]) k = kFirst;
     while (pre[k + 1] <= e) k++;
     return ri.kBase + blk[k] * c.ls + (e - pre[k]);
   };
@@ -1055,10 +1083,11 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
           for (int i = threadIdx.x; i < c.n; i += kNT) a.blockOut[(size_t)pair * c.n + i] = blk[i];
       }
       // Warp 0 reads the n <= 64 chosen blocks (two per lane) and scans their token counts.
+      const int chunkFirst = zz * p.slcChunkTiles * kTile;
       if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
         const int* chosen = a.blockOut + ((size_t)row * c.H + g) * c.n;
-        int len[2], total = 0;
+        int len[2], total = 0, below = 0;
 #pragma unroll
         for (int h = 0; h < 2; h++) {
           const int j = lane + 32 * h;
@@ -1076,12 +1105,19 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
           }
           const int j = lane + 32 * h;
           if (j < c.n) pre[j + 1] = total + inc;
+          // pre is nondecreasing: the number of j + 1 in 1 .. n-1 with pre[j + 1] <= chunkFirst is the
+          // last such index, the cursor's start (0 if none).
+          below += __popc(__ballot_sync(0xffffffffu, j + 1 < c.n && total + inc <= chunkFirst));
           total += __shfl_sync(0xffffffffu, inc, 31);
         }
-        if (lane == 0) pre[0] = 0;
+        if (lane == 0) {
+          pre[0] = 0;
+          sm.i[2] = below;
+        }
       }
       __syncthreads();
       tokens = pre[c.n];
+      k = kFirst = p.cursorStart ? sm.i[2] : 0;
     } else {
       ws = max(0, ri.pos - c.window + 1);
       tokens = ri.pos - ws + 1;
@@ -1115,10 +1151,12 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [&] {
       if (p.sliceAll) mergeSlice();
     }, [](const float(&)[2][4], int) {});
+    if (p.lateTrigger) allowDependentLaunch();
     storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + zz) * cs);
     stamp(p, pair, kT2Walked, false, true);
   } else {
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {}, [](const float(&)[2][4], int) {});
+    if (p.lateTrigger) allowDependentLaunch();
     storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
     // The last window block merges the window (off the selected blocks' path: at B = 1 this runs
     // beside launch 1).
@@ -1202,6 +1240,7 @@ __global__ void __launch_bounds__(kNT) decodeMergeKernel(NSAForwardArgs a, FastP
   const size_t cs = (size_t)kG * D + 2 * kG;
   const int count = p.slcChunks, col = tid % Q, grp = tid / Q;
   const float* slcPart = p.slcPart + (size_t)pair * count * cs;
+  allowDependentLaunch();  // the next step's launch 1 (NSA_DECODE_CHAIN_STEP) waits for this whole grid
   waitForPrimaryGrid();  // the partials, o_cmp and o_win come from launch 2 (and through it from launches 1 and 1b)
   stamp(p, pair, kTMerge, true, false);
   // One round of loads: the chunks' (m, l) of row r (warp 0, lane q: chunks q and q + 8), the row's
@@ -1338,6 +1377,9 @@ void printTrace(const unsigned long long* trace, int pairs, bool spread, bool me
   if (spread)
     std::fprintf(stderr, "decode trace, spread (pair 0, µs): launch-1b scores %.2f; selected blocks know their blocks %.2f\n",
                  at(kTSelScored, true), at(kT2Chosen, true));
+  // The SM clock of launch-1 block (0, 0) over its walk (clock64 cycles per %globaltimer ns).
+  const double ns = (double)(long long)(t[kTTimer1] - t[kTTimer0]), cycles = (double)(long long)(t[kTClock1] - t[kTClock0]);
+  std::fprintf(stderr, "decode trace, SM clock: %.0f MHz over %.2f µs\n", ns > 0 ? 1e3 * cycles / ns : -1.0, ns / 1e3);
 }
 
 int ceilDiv(int x, int y) { return (x + y - 1) / y; }
@@ -1384,11 +1426,31 @@ struct KernelFacts {
   }
 };
 
+// NSA_DECODE_CARVEOUT=1: every decode kernel asks for the largest shared-memory carveout, the one
+// launches 1 and 2 need, so blocks of consecutive launches can share a multiprocessor without it
+// changing its L1 / shared split between them (A/B; 0: the driver's choice per kernel, v9).
+template <class T, int D>
+void setCarveouts() {
+  static const bool once = [] {
+    if (envInt("NSA_DECODE_CARVEOUT", 0) != 1) return true;
+    const int shared = cudaSharedmemCarveoutMaxShared;
+    NSA_CUDA(cudaFuncSetAttribute(decodeCmpKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSlcWinKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    NSA_CUDA(cudaFuncSetAttribute(decodeMergeKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 4>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
+    return true;
+  }();
+  (void)once;
+}
+
 template <class T, int D>
 void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
   const int pairs = a.seq.rows * c.H;
   static KernelFacts<T, D> facts;
+  setCarveouts<T, D>();
   const size_t bytes = FastLayout<D>::bytes(sizeof(T), c.n);
   facts.update(bytes);
   FastPlan p{};
@@ -1436,6 +1498,12 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   // the last launch-2 block, as without it).
   static const bool mergeEnv = envInt("NSA_DECODE_MERGE_LAUNCH", 1) == 1;
   p.mergeLaunch = p.spread && mergeEnv;
+  static const bool cursorEnv = envInt("NSA_DECODE_CURSOR", 1) == 1;
+  p.cursorStart = cursorEnv;
+  static const bool lateTriggerEnv = envInt("NSA_DECODE_LATE_TRIGGER", 0) == 1;
+  p.lateTrigger = lateTriggerEnv;
+  static const bool earlyWindowEnv = envInt("NSA_DECODE_EARLY_WINDOW", 1) == 1;
+  p.earlyWindow = earlyWindowEnv;
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t scoreFloats = p.spread ? (size_t)tilesC * kTile * kG : 0;
   const size_t floats =
@@ -1460,8 +1528,6 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
     p.trace = traceStamps((size_t)pairs * kTraceSlots, stream);
     NSA_CUDA(cudaMemsetAsync(p.trace, 0xff, sizeof(unsigned long long) * pairs * kTraceSlots, stream));
   }
-  decodeCmpKernel<T, D><<<dim3(pairs, p.cmpChunks), kNT, bytes, stream>>>(a, p);
-  NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3(kNT);
   cfg.stream = stream;
@@ -1469,6 +1535,15 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
+  // NSA_DECODE_CHAIN_STEP=1 (default with PDL): launch 1 is chained to whatever kernel precedes the
+  // step (a decode loop: the previous step's last launch), so its blocks are placed before that one
+  // ends; it waits for it before reading anything. 0: a plain launch (v9).
+  static const bool chainStep = envInt("NSA_DECODE_CHAIN_STEP", 1) == 1;
+  cfg.numAttrs = pdl && chainStep ? 1 : 0;
+  cfg.gridDim = dim3(pairs, p.cmpChunks);
+  cfg.dynamicSmemBytes = bytes;
+  NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeCmpKernel<T, D>, a, p));
+  NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cfg.numAttrs = pdl ? 1 : 0;
   if (p.spread) {
     // NSA_DECODE_SPREAD_SPLIT=1 / 2 (default) / 4: threads per selection block (blocks of 128 x that).
