@@ -65,6 +65,7 @@ struct FastPlan {
   int cursorStart;  // 1: a selected chunk's token cursor starts at the chunk's first block; 0: at block 0 (v9, NSA_DECODE_CURSOR=0)
   int lateTrigger;  // 1: launch 2 lets launch 3 in after its walk, not at its start (NSA_DECODE_LATE_TRIGGER=1, A/B)
   int earlyWindow;  // spread: 1: launch 1b lets launch 2 in at its start (v9: window blocks beside launch 1); 0: after its wait
+  int slicePairs;   // 1: an o_cmp slice merges two elements per thread at once (NSA_DECODE_SLICE2, A/B); 0: one (v9)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float* scores;                       // spread: [pair][compressed key][16] scaled scores (log2 units)
@@ -390,6 +391,32 @@ __device__ __forceinline__ float mergedValue(const float* part, int count, size_
       if (z0 + u < count) acc += w[(z0 + u) * kG + e / D] * v[u];
   }
   return acc;
+}
+
+// mergedValue for elements e0 and e1 (used where has1) at once: both elements' loads in flight
+// together (one L2 round trip per round instead of two), each element's sum in mergedValue's order.
+template <int D>
+__device__ __forceinline__ void mergedValues2(const float* part, int count, size_t cs, const float* w, int e0, int e1, bool has1,
+                                              float& out0, float& out1) {
+  constexpr int R = 16;
+  float acc0 = 0.f, acc1 = 0.f;
+#pragma unroll 1
+  for (int z0 = 0; z0 < count; z0 += R) {
+    float v0[R], v1[R];
+#pragma unroll
+    for (int u = 0; u < R; u++) {
+      v0[u] = z0 + u < count ? __ldcg(part + (z0 + u) * cs + e0) : 0.f;
+      v1[u] = has1 && z0 + u < count ? __ldcg(part + (z0 + u) * cs + e1) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < R; u++)
+      if (z0 + u < count) {
+        acc0 += w[(z0 + u) * kG + e0 / D] * v0[u];
+        acc1 += w[(z0 + u) * kG + e1 / D] * v1[u];
+      }
+  }
+  out0 = acc0;
+  out1 = acc1;
 }
 
 // Chunks z .. z+3 of the 16 x D output (this thread's float4s: element 4 (threadIdx.x + i kNT)),
@@ -1140,10 +1167,26 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     const int slices = p.sliceAll ? gridDim.y : p.winChunks, slice = p.sliceAll ? z : zz;
     const int per = (kG * D + slices - 1) / slices, e0 = slice * per, e1 = min(kG * D, e0 + per);
     T* oCmpOut = static_cast<T*>(a.oCmp);
-    for (int e = e0 + threadIdx.x; e < e1; e += kNT) {
-      const float oc = mergedValue<D>(cmpPart, p.cmpChunks, cs, wC, e);
-      p.oCmp[(size_t)pair * kG * D + e] = oc;
-      oCmpOut[head0 * D + e] = fromF<T>(oc);
+    if (p.slicePairs) {
+      // Two elements per thread per pass, their loads together (NSA_DECODE_SLICE2; 0: one at a time, v9).
+      for (int e = e0 + threadIdx.x; e < e1; e += 2 * kNT) {
+        const int f = e + kNT;
+        const bool hasF = f < e1;
+        float oc, of;
+        mergedValues2<D>(cmpPart, p.cmpChunks, cs, wC, e, hasF ? f : e, hasF, oc, of);
+        p.oCmp[(size_t)pair * kG * D + e] = oc;
+        oCmpOut[head0 * D + e] = fromF<T>(oc);
+        if (hasF) {
+          p.oCmp[(size_t)pair * kG * D + f] = of;
+          oCmpOut[head0 * D + f] = fromF<T>(of);
+        }
+      }
+    } else {
+      for (int e = e0 + threadIdx.x; e < e1; e += kNT) {
+        const float oc = mergedValue<D>(cmpPart, p.cmpChunks, cs, wC, e);
+        p.oCmp[(size_t)pair * kG * D + e] = oc;
+        oCmpOut[head0 * D + e] = fromF<T>(oc);
+      }
     }
     __syncthreads();
   };
@@ -1504,6 +1547,8 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.lateTrigger = lateTriggerEnv;
   static const bool earlyWindowEnv = envInt("NSA_DECODE_EARLY_WINDOW", 1) == 1;
   p.earlyWindow = earlyWindowEnv;
+  static const bool sliceEnv = envInt("NSA_DECODE_SLICE2", 0) == 1;
+  p.slicePairs = sliceEnv;
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t scoreFloats = p.spread ? (size_t)tilesC * kTile * kG : 0;
   const size_t floats =
