@@ -24,6 +24,10 @@
 // v11: in 8-row blocks the two warpgroups issue their wgmma groups in turns (WgTurns;
 // NSA_FWD_PINGPONG=0: at once, v9), and the gated sum loads all it re-reads before its first store
 // (NSA_FWD_GATE_BATCH=0: v9's loop, one L2 round trip per 8 columns).
+// v12: top-n keeps each lane's best two blocks instead of rescanning every score per round
+// (NSA_FWD_TOPN=0: v11's top-n). Opt-in trials, outputs bit-equal: NSA_FWD_RING=3 (a third ring
+// stage in 8-row blocks, behind the tile region where the block scores were), NSA_FWD_ORDER=spread
+// (the first wave's tiles spread over the position range), NSA_FWD_STREAM=1 (evict-first stores).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -48,6 +52,9 @@ constexpr int kGroup = 16;       // query heads per KV head this kernel takes
 // Bits of the kernel's flags beyond NSA_FWD_SKIP's 1 / 2 / 4 and launch's 8 / 16.
 constexpr int kFlagNoPingPong = 32;  // NSA_FWD_PINGPONG=0: both warpgroups issue their wgmmas at once (v9)
 constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum's loads between its stores (v9)
+constexpr int kFlagV11TopN = 128;         // NSA_FWD_TOPN=0: v11's top-n (rescans every score each round; the unused list)
+constexpr int kFlagRing3 = 256;           // NSA_FWD_RING=3: the per-warp rings have a third stage
+constexpr int kFlagStreamStores = 512;    // NSA_FWD_STREAM=1: out and oWin stored evict-first (st.global.cs)
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -63,8 +70,16 @@ struct Layout {
   static constexpr int rows = 4 * kSharedKeys > W * 4 * kChunk ? 4 * kSharedKeys : W * 4 * kChunk;
   static_assert(W * kGroup <= rows - kSharedKeys, "Q rows fit behind K0");
   __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * rows * ld; }
-  static size_t bytes(size_t elem, int nbMax, int n) {
-    return tileBytes(elem) + sizeof(float) * W * ((size_t)nbMax + kSharedKeys) + sizeof(int) * W * (2 * (size_t)n + 2) +
+  // Bytes of one warp's third ring stage (K and V of one chunk), held behind the tile region.
+  __host__ __device__ static constexpr size_t stage3Bytes(size_t elem) { return elem * 2 * kChunk * ld; }
+  // Floats behind the tiles, before the int lists: each warp's block scores and mass buffer, which
+  // with `ring3` also hold the warps' third ring stages once top-n is done (whichever is larger).
+  __host__ __device__ static constexpr size_t scoreFloats(size_t elem, int nbMax, bool ring3) {
+    return ring3 && W * stage3Bytes(elem) / sizeof(float) > (size_t)W * (nbMax + kSharedKeys) ? W * stage3Bytes(elem) / sizeof(float)
+                                                                                              : (size_t)W * (nbMax + kSharedKeys);
+  }
+  static size_t bytes(size_t elem, int nbMax, int n, bool ring3 = false) {
+    return tileBytes(elem) + sizeof(float) * scoreFloats(elem, nbMax, ring3) + sizeof(int) * W * (2 * (size_t)n + 2) +
            sizeof(int) * ((size_t)n + 1);
   }
 };
@@ -268,15 +283,19 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   T* sK = reinterpret_cast<T*>(smemRaw);  // [2][tile]
   T* sV = sK + 2 * L::tile;               // [2][tile]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
-  float* scores = reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T))) + warp * (nbMax + kSharedKeys);
+  const bool ring3 = skip & kFlagRing3;
+  // Outputs nothing in this kernel reads again may go evict-first, so that they do not push the
+  // selected blocks' K / V out of L2 (oCmp and oSlc are re-read by the gated sum).
+  const bool streamWin = skip & kFlagStreamStores;
+  float* scoreBase = reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T)));
+  float* scores = scoreBase + warp * (nbMax + kSharedKeys);
   float* mass = scores + nbMax;  // [kSharedKeys]
-  int* blk = reinterpret_cast<int*>(reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T))) +
-                                    kWarpsPerBlock * (nbMax + kSharedKeys)) + warp * (2 * c.n + 2);  // [n]
+  int* lists = reinterpret_cast<int*>(scoreBase + L::scoreFloats(sizeof(T), nbMax, ring3));
+  int* blk = lists + warp * (2 * c.n + 2);  // [n]
   int* len = blk + c.n;        // [n] tokens of each chosen block this row sees
   int* count = len + c.n;      // [1]
   // Block-wide: the chosen blocks every warp of the block reads ([0] = how many, then the blocks).
-  int* common = reinterpret_cast<int*>(reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T))) +
-                                       W * (nbMax + kSharedKeys)) + W * (2 * c.n + 2);
+  int* common = lists + W * (2 * c.n + 2);
 
   const int kvh = blockIdx.y, hq0 = kvh * kGroup;
   const RowTile tile = tiles[blockIdx.x];
@@ -375,7 +394,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       for (int n = 0; n < D / 8; n++) {
         const float x = st.o[n][2 * i] * inv[i], y = st.o[n][2 * i + 1] * inv[i];
         if (oFloat) { oFloat[n * 4 + 2 * i] = x; oFloat[n * 4 + 2 * i + 1] = y; }
-        if (active) *reinterpret_cast<uint32_t*>(static_cast<T*>(dst) + oAt + (size_t)r * D + n * 8 + 2 * t4) = packF2<T>(x, y);
+        if (active) {
+          uint32_t* at = reinterpret_cast<uint32_t*>(static_cast<T*>(dst) + oAt + (size_t)r * D + n * 8 + 2 * t4);
+          if (streamWin && branch == 2) __stcs(at, packF2<T>(x, y));
+          else *at = packF2<T>(x, y);
+        }
       }
       if (active && t4 == 0) a.lse[((size_t)row * c.HQ + hq0 + r) * 3 + branch] = lse[i];
     }
@@ -518,19 +541,56 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     }
     __syncwarp();
     const int want = min(c.n, nb);
-    for (int k = *count; k < want; k++) {
-      float best = -1.f;
-      int bestJ = INT_MAX;
-      for (int j = lane; j < nb; j += 32)
-        if (scores[j] > best) { best = scores[j]; bestJ = j; }
+    // The warp's best of (score, lowest index) pairs: lanes' candidates in, the winner in every lane.
+    auto warpBest = [&](float& best, int& bestJ) {
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
         const float ob = __shfl_xor_sync(0xffffffffu, best, o);
         const int oj = __shfl_xor_sync(0xffffffffu, bestJ, o);
         if (ob > best || (ob == best && oj < bestJ)) { best = ob; bestJ = oj; }
       }
-      if (lane == 0) { scores[bestJ] = -2.f; blk[k] = bestJ; }
+    };
+    if (!(skip & kFlagV11TopN)) {
+      // v12: each lane keeps the best two of its own blocks (j = lane mod 32; by score, then lowest
+      // index), so a round is one warp reduction: the winning lane moves its second up, and rescans
+      // its blocks only when its second was already used. v11 rescanned all nb scores in each of the
+      // n - forced rounds (with the lists below, 8.5 % of the kernel's warp samples at 64k). Same
+      // blocks in the same order: a lane's blocks are scanned in index order with strict compares.
+      float b1, b2;
+      int j1, j2;
+      auto scan = [&]() {
+        b1 = b2 = -1.f;  // chosen blocks hold -2: never taken again
+        j1 = j2 = INT_MAX;
+        for (int j = lane; j < nb; j += 32) {
+          const float v = scores[j];
+          if (v > b1) { b2 = b1; j2 = j1; b1 = v; j1 = j; }
+          else if (v > b2) { b2 = v; j2 = j; }
+        }
+      };
+      scan();
+      bool known2 = true;  // (b2, j2) is this lane's second best
+      for (int k = *count; k < want; k++) {
+        float best = b1;
+        int bestJ = j1;
+        warpBest(best, bestJ);
+        if (lane == 0) blk[k] = bestJ;
+        if (j1 == bestJ && bestJ != INT_MAX) {  // this lane's block won
+          scores[bestJ] = -2.f;
+          if (known2) { b1 = b2; j1 = j2; known2 = false; }
+          else { scan(); known2 = true; }
+        }
+      }
       __syncwarp();
+    } else {
+      for (int k = *count; k < want; k++) {
+        float best = -1.f;
+        int bestJ = INT_MAX;
+        for (int j = lane; j < nb; j += 32)
+          if (scores[j] > best) { best = scores[j]; bestJ = j; }
+        warpBest(best, bestJ);
+        if (lane == 0) { scores[bestJ] = -2.f; blk[k] = bestJ; }
+        __syncwarp();
+      }
     }
     const int chosen = max(*count, want);  // forced blocks may exceed n, as in selectTopN
     if (lane == 0) {
@@ -558,7 +618,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // occurrence of each out of its own list (len 0) and masks keys past its position in the walk.
   const int* blk0 = blk - warp * (2 * c.n + 2);  // warp 0's lists; warp w's sit w * (2n + 2) further
   st.reset();
-  if (warp == 0) {
+  // Only NSA_FWD_COMMON=1 walks the list (nCommon below): otherwise warp 0 does not build it (v11 built
+  // it in every block while the other warps waited, and dropped it).
+  if (warp == 0 && (!(skip & (2 | 8)) || (skip & kFlagV11TopN))) {
     int listed = 0;
     for (int r0 = 0; r0 < c.n; r0 += 32) {  // whole-warp rounds (ballot)
       const int k = r0 + lane;
@@ -581,7 +643,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int nCommon = (skip & (2 | 8)) ? 0 : common[0];
   bool drop[2] = {false, false};  // c.n <= 64
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
+  for (int r = 0; r < 2 && nCommon > 0; r++) {
     const int k = lane + 32 * r;
     if (k >= c.n) break;
     bool first = len[k] > 0;
@@ -637,18 +699,25 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
-  // ---- selected branch: this warp's own 16-key chunks, 2-stage ring ----
+  // ---- selected branch: this warp's own 16-key chunks, 2- or 3-stage ring ----
   // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
-  // visible. Stage s of the ring: K rows at ring + 2s*kChunk*ld, V rows kChunk*ld after them.
+  // visible. Stage s of the ring: K rows at ring + 2s*kChunk*ld (s < 2; stage 2, with ring3, is the
+  // warp's slot behind the tile region), V rows kChunk*ld after them.
+  // ring3 (NSA_FWD_RING=3): a third stage keeps two chunks' gathers in flight while one is computed.
+  // In v11's profile a third of the warp samples were in this loop, 12 % on the wait for the gathers
+  // (L2), but the third stage measured no faster (run C1).
   T* ring = sK + warp * 4 * kChunk * ld;
+  T* ring2 = reinterpret_cast<T*>(scoreBase) + warp * 2 * kChunk * ld;
+  const int nStages = ring3 ? 3 : 2;
   const T* Ks = static_cast<const T*>(a.kSlc);
   const T* Vs = static_cast<const T*>(a.vSlc);
   auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
     while (k < c.n && len[k] == 0) k++;
     return k;
   };
+  auto stageAt = [&](int stage) { return stage < 2 ? ring + 2 * stage * kChunk * ld : ring2; };
   auto gather = [&](int k, int off, int stage) {
-    T* dk = ring + 2 * stage * kChunk * ld;
+    T* dk = stageAt(stage);
     T* dv = dk + kChunk * ld;
     constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
     const int col = (lane % per) * 8, rem = len[k] - off;
@@ -666,27 +735,32 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
       }
     }
+  };
+  auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
+    off += kChunk;
+    if (off >= len[k]) { k = firstFrom(k + 1); off = 0; }
+  };
+  // Chunk (k, off) is computed next; (gk, goff) is gathered next, nStages - 1 chunks ahead. Every
+  // step commits one cp.async group (empty past the last chunk), so the wait below counts chunks.
+  int k = (skip & 2) ? c.n : firstFrom(0), off = 0, gk = k, goff = 0;
+  auto issue = [&](int stage) {
+    if (gk < c.n) {
+      gather(gk, goff, stage);
+      advance(gk, goff);
+    }
     cpAsyncCommit();
   };
-  int k = (skip & 2) ? c.n : firstFrom(0), off = 0, stage = 0;
-  if (k < c.n) gather(k, 0, 0);
-  while (k < c.n) {
-    int nk = k, noff = off + kChunk;
-    if (noff >= len[k]) { nk = firstFrom(k + 1); noff = 0; }
-    if (nk < c.n) {
-      gather(nk, noff, stage ^ 1);
-      cpAsyncWait<1>();
-    } else {
-      cpAsyncWait<0>();
-    }
+  for (int s = 0; s + 1 < nStages; s++) issue(s);
+  for (int stage = 0; k < c.n; stage = stage + 1 == nStages ? 0 : stage + 1) {
+    issue(stage == 0 ? nStages - 1 : stage - 1);  // the stage computed in the step before
+    if (ring3) cpAsyncWait<2>();
+    else cpAsyncWait<1>();
     __syncwarp();
-    const T* ck = ring + 2 * stage * kChunk * ld;
+    const T* ck = stageAt(stage);
     const int rem = len[k] - off;
     warpAttend<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
     __syncwarp();  // the next gather overwrites this stage
-    k = nk;
-    off = noff;
-    stage ^= 1;
+    advance(k, off);
   }
   store(st, 1, a.oSlc, nullptr);
   __syncthreads();  // own tiles become block-wide tiles again
@@ -743,7 +817,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         const size_t at = oAt + (size_t)r * D + n * 8 + 2 * t4;
         const float x = gc * toF(cw[i][n].x) + gs * toF(sw[i][n].x) + gw * win[n * 4 + 2 * i];
         const float y = gc * toF(cw[i][n].y) + gs * toF(sw[i][n].y) + gw * win[n * 4 + 2 * i + 1];
-        *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
+        if (streamWin) __stcs(reinterpret_cast<unsigned int*>(out + at), packF2<T>(x, y));
+        else *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
       }
     }
     return;
@@ -774,9 +849,38 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   std::stable_sort(tiles.begin(), tiles.end(), [&](const RowTile& x, const RowTile& y) {
     return x.first + a.seq.host[3 * S + 1 + x.s] > y.first + a.seq.host[3 * S + 1 + y.s];
   });
+  // NSA_FWD_ORDER=spread (8-warp blocks, one per SM): the first wave takes one tile from every
+  // 1/SMs-th of the sorted list, the rest follow in order. The first blocks then end at spread-out
+  // times, so the SMs do not all reach the L2-bound selected branch at once (the blocks after them
+  // are alike in length and keep the offsets).
+  const char* orderEnv = getenv("NSA_FWD_ORDER");
+  if (W == 8 && orderEnv && orderEnv[0] == 's') {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const size_t n = tiles.size();
+    if (sms > 0 && n > 2 * (size_t)sms) {
+      std::vector<RowTile> order;
+      std::vector<char> taken(n, 0);
+      for (int i = 0; i < sms; i++) {
+        const size_t at = (size_t)i * n / sms;
+        taken[at] = 1;
+        order.push_back(tiles[at]);
+      }
+      for (size_t i = 0; i < n; i++)
+        if (!taken[i]) order.push_back(tiles[i]);
+      tiles.swap(order);
+    }
+  }
   const int nbMax = (a.seq.maxKeys + a.cfg.ls - 1) / a.cfg.ls + 1;
-  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n) + (Wg ? 1024 : 0);
-  if (bytes > 200 * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
+  // NSA_FWD_RING=3: a third stage for the rings in 8-warp blocks (one per SM, so the shared memory is
+  // there; 4-warp blocks would lose their second block per SM) where it fits the 227 KB a block may
+  // have. Opt-in: with two gathers in flight per warp instead of one the forward was no faster
+  // (52.07 vs 51.93 ms at 64k, run C1), so the selected branch is not bound by each warp's wait.
+  const char* ringEnv = getenv("NSA_FWD_RING");
+  const bool ring3 = W == 8 && ringEnv && ringEnv[0] == '3' &&
+                     Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n, true) + (Wg ? 1024 : 0) <= 227 * 1024;
+  const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n, ring3) + (Wg ? 1024 : 0);
+  if (bytes > (ring3 ? 227 : 200) * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
   const RowTile* dTiles = ws.upload(tiles);
   NSA_CUDA(cudaFuncSetAttribute(nsaForwardPipeKernel<T, D, W, Wg>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
@@ -792,8 +896,13 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_PINGPONG=0 / NSA_FWD_GATE_BATCH=0 run v9's wgmma issue order / gated-sum loop (for A/B).
   const char* pingPong = getenv("NSA_FWD_PINGPONG");
   const char* gateBatch = getenv("NSA_FWD_GATE_BATCH");
+  // NSA_FWD_TOPN=0: v11's top-n (every round rescans all scores; warp 0 builds the common list even
+  // where nothing walks it), for A/B.
+  const char* topN = getenv("NSA_FWD_TOPN");
+  const char* streamEnv = getenv("NSA_FWD_STREAM");
   const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
-                    (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0);
+                    (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
+                    (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) | (streamEnv && streamEnv[0] == '1' ? kFlagStreamStores : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }

@@ -12,8 +12,12 @@
 # then the benchmark of the three variants and the default with branches left out (NSA_FWD_SKIP).
 # Then ncu of one launch of the default at T = 16384. full: 8k and 32k too, the paper-defaults
 # parity case.
-# ab: v11 against v9 in the same binary on an otherwise idle GPU (default and v9 alternating, each
-# v11 switch alone, the default's forward+backward), then a parity set, determinism and memcheck.
+# ab: v12 against v11 (NSA_FWD_TOPN=0) in the same binary on an otherwise idle GPU: outputs bit for
+# bit at 16k / 64k (forward-ab-equal.mjs), then default and v11 alternating, the third ring stage
+# with each top-n, both without the selected branch (its share), the default's forward+backward; then
+# a parity set, determinism and memcheck. (Run C1 ran it when the third stage was the default.)
+# trials: v12's opt-in switches (NSA_FWD_RING=3, NSA_FWD_ORDER=spread, NSA_FWD_STREAM=1) against the
+# default, bit for bit and timed, ncu's L2 hit rate and DRAM bytes at 64k, a small parity set.
 # profile: ncu's warp-state samples per SASS instruction of one 64k launch (ncu-src-sass.csv).
 set -uo pipefail
 work=$1; out=$(realpath "$2"); mode=${3:-quick}
@@ -45,26 +49,33 @@ print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']
 PY
 }
 if [[ $mode == ab ]]; then
-  v9="NSA_FWD_PINGPONG=0 NSA_FWD_GATE_BATCH=0"; runs=0
-  for v in default v9 default v9; do
-    if [[ $v == v9 ]]; then e=$v9; else e=""; fi
+  v11="NSA_FWD_TOPN=0"
+  echo "== v12 against v11 switches, bit for bit (bench problem, 16k and 64k)"
+  timeout 150 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs 2>&1 | tail -12
+  runs=0
+  for v in default v11 default v11; do
+    if [[ $v == v11 ]]; then e=$v11; else e=""; fi
     if (( runs >= 2 )); then T=16384,65536; else T=8192,16384,32768,65536; fi  # the second pair: 16k, 64k
     echo "== $v ($e) T=$T"; env $e timeout 100 node $bench --T $T --ops nsaFwd 2>&1 | grep "^| forward |"
     runs=$((runs + 1))
   done
-  for e in NSA_FWD_PINGPONG=0 NSA_FWD_GATE_BATCH=0; do
+  for e in NSA_FWD_RING=3 "NSA_FWD_RING=3 NSA_FWD_TOPN=0"; do
     echo "== $e"; env $e timeout 100 node $bench --T 16384,65536 --ops nsaFwd 2>&1 | grep "^| forward |"
   done
-  echo "== default forward+backward"; timeout 150 node $bench --T 8192,16384,32768,65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
+  for e in "" "$v11"; do  # the selected branch's share: full - this
+    echo "== NSA_FWD_SKIP=2 $e"; env NSA_FWD_SKIP=2 $e timeout 100 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"
+  done
+  echo "== default forward+backward"; timeout 100 node $bench --T 16384,65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
   for d in bfloat16 float16; do
     defaultParity "$d"
   done
   bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
-  bg v9-grid-128-bfloat16.log env $v9 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg v11-grid-128-bfloat16.log env $v11 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
   bg v6-grid-128-float16.log env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes float16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 float16"
   bg w4-grid-128-bfloat16.log env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
   bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
   bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
+  bg memcheck-128.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 bfloat16"
   wait
   echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
   for f in "$out"/*.log; do
@@ -72,7 +83,33 @@ if [[ $mode == ab ]]; then
     summarize "$f"
   done
   echo "== determinism"; tail -2 "$out/determinism.log"
-  echo "== memcheck"; grep -h "ERROR SUMMARY\|| NO |" "$out/memcheck.log" | tail -3; grep -c "| yes |" "$out/memcheck.log"
+  for f in memcheck memcheck-128; do
+    echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
+  done
+  exit 0
+fi
+if [[ $mode == trials ]]; then
+  # v12's opt-in trials against the default: outputs bit for bit at 64k, then alternating benchmarks,
+  # then ncu's L2 / DRAM counters of one 64k launch (default, spread order) with a parity set.
+  echo "== switches bit for bit (bench problem, 64k)"
+  timeout 100 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --T 65536 \
+    --variants "|NSA_FWD_TOPN=0|NSA_FWD_RING=3|NSA_FWD_ORDER=spread|NSA_FWD_STREAM=1" 2>&1 | tail -8
+  for e in "" NSA_FWD_ORDER=spread NSA_FWD_STREAM=1 NSA_FWD_RING=3 "NSA_FWD_ORDER=spread NSA_FWD_STREAM=1" "" NSA_FWD_ORDER=spread NSA_FWD_STREAM=1; do
+    echo "== [$e]"; env $e timeout 60 node $bench --T 16384,65536 --ops nsaFwd 2>&1 | grep "^| forward |"
+  done
+  bg grid-128-bfloat16.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg extra-1-bfloat16.log node $extra --only "reg G=16 varlen D=64 bfloat16"
+  bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
+  m=gpu__time_duration.sum,lts__t_sector_hit_rate.pct,lts__t_bytes.sum,dram__bytes_read.sum,dram__bytes_write.sum
+  m=$m,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed
+  for e in "" NSA_FWD_ORDER=spread; do
+    echo "== ncu [$e] (parity runs beside it)"
+    env $e timeout 90 ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 --metrics $m node $bench --T 65536 --ops nsaFwd 2>&1 |
+      grep -E "gpu__|lts__|dram__"
+  done
+  wait
+  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
+  for f in "$out"/*.log; do summarize "$f"; done
   exit 0
 fi
 if [[ $mode == profile ]]; then

@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+/* global Buffer, console, process */
+// Runs the benchmark's NSA forward (bench.mjs's problem: B=1, HQ=64, H=4, D=128, bfloat16, paper
+// defaults, seeded random inputs) once per variant of the forward's switches, in one process, and
+// checks that each variant's outputs (out, the three branch outputs, lse, chosen blocks) are
+// bit-equal to the first variant's. For switches that change how the same arithmetic is scheduled
+// (NSA_FWD_TOPN, NSA_FWD_RING, NSA_FWD_ORDER, NSA_FWD_STREAM): at 16k / 64k the top-n state walks 16 / 32 blocks per lane, which the
+// parity tests' short sequences never reach. Plain Node over dist/ (for the GPU host):
+//   node scripts/forward-ab-equal.mjs [--T 16384,65536] [--variants "|NSA_FWD_TOPN=0"]
+// (variants separated by '|', each a space-separated list of NAME=VALUE; '' is the default). A last
+// run with NSA_FWD_SKIP=2 (no selected branch) must differ: it shows the switches reach the addon
+// when set from inside the process.
+import { createNSAConfig } from '@nsa/core';
+import { loadAddon } from '../dist/loader.js';
+import { nativeConfig } from '../dist/backend.js';
+import { trainingSeq } from '../dist/seq.js';
+import { nsaProblem } from '../bench/nsa-problem.mjs';
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+const Ts = option('T', '16384,65536').split(',').map(Number);
+const variants = option('variants', '|NSA_FWD_TOPN=0|NSA_FWD_RING=3|NSA_FWD_ORDER=spread|NSA_FWD_STREAM=1').split('|');
+const control = 'NSA_FWD_SKIP=2';
+const switches = [...new Set([...variants, control].flatMap((v) => v.split(' ').filter(Boolean).map((e) => e.split('=')[0])))];
+
+const { addon } = loadAddon();
+addon.init();
+const BF16 = 2, HQ = 64, H = 4, D = 128;
+const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
+const cfg = nativeConfig(config);
+let ok = true;
+for (const T of Ts) {
+  let seed = 1;
+  const alloc = (elements, bytesPer = 2) => new addon.DeviceBuffer(elements * bytesPer);
+  const random = (elements, mean = 0, stddev = 1) => {
+    const b = alloc(elements);
+    addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
+    return b;
+  };
+  const layout = trainingSeq(1, T, config);
+  const table = new addon.DeviceBuffer(layout.host.byteLength);
+  table.upload(layout.host);
+  const seq = { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+  const problem = nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype: BF16, random, alloc });
+  const { forwardArgs: f, compress } = problem;
+  const outputs = { out: f.out, oCmp: f.oCmp, oSlc: f.oSlc, oWin: f.oWin, lse: f.lse, blocks: f.blockOut };
+  let first;
+  for (const v of [...variants, control]) {
+    for (const s of switches) delete process.env[s];
+    for (const e of v.split(' ').filter(Boolean)) process.env[e.split('=')[0]] = e.split('=')[1];
+    for (const b of Object.values(outputs)) b.fill(0xff);  // no stale result can pass
+    compress();
+    addon.nsaForward(f);
+    await addon.synchronize();
+    const got = {};
+    for (const [n, b] of Object.entries(outputs)) got[n] = Buffer.from(await b.download());
+    if (!first) { first = got; continue; }
+    const differs = Object.keys(got).filter((n) => !got[n].equals(first[n]));  // memcmp
+    if (v === control) {
+      if (!differs.includes('oSlc')) ok = false;
+      console.log(`T=${T} control [${v}]: ${differs.includes('oSlc') ? 'differs as it must' : 'DOES NOT DIFFER: the switches did not reach the addon'} (${differs.join(', ')})`);
+      continue;
+    }
+    if (differs.length) ok = false;
+    console.log(`T=${T} [${v || 'default'}] vs [${variants[0] || 'default'}]: ${differs.length ? `DIFFERS in ${differs.join(', ')}` : 'bit-equal (out, oCmp, oSlc, oWin, lse, blocks)'}`);
+  }
+  for (const s of switches) delete process.env[s];
+  problem.free();
+  table.free();
+}
+console.log(ok ? 'forward-ab-equal: all variants bit-equal' : 'forward-ab-equal: FAILED');
+process.exitCode = ok ? 0 : 1;
