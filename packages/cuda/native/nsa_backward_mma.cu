@@ -13,8 +13,9 @@
 // On sm_90a dq's compressed and window products run on wgmma (NSA_BWD_DQ_WGMMA=0: all on mma.sync, as
 // v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
 // stderr. NSA_BWD_DQ_FORCED=0: dq's forced selected blocks through the per-warp rings (v9), not read
-// once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3. (v5's dq kernel, which reloaded Q/dO fragments per key tile, was removed once v7 measured
-// faster: BENCHMARKS.md v7 and run 20.)
+// once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3. (v5's dq kernel,
+// which reloaded Q/dO fragments per key tile, was removed once v7 measured faster: BENCHMARKS.md v7
+// and run 20.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The NSA backward's dq check on the GPU host, one command (dq's forced blocks read once per block,
 # 3-stage selected rings; BENCHMARKS.md "v12 — NSA backward"):
-#   source .gpu/boot.sh && bash dq-check.sh <staged .gpuwork dir> <out dir> [Ts=65536,16384]
+#   source .gpu/boot.sh && bash dq-check.sh <staged .gpuwork dir> <out dir> [Ts=65536]
 # 1. Parity and determinism, before any timing: extra-parity's "reg G=16" and "split" cases, the test/
 #    grid's cases that take the register backward (G = 16, D 64/128, both 16-bit dtypes; paper defaults), determinism.mjs; the default, and v9's dq (NSA_BWD_DQ_FORCED=0
 #    NSA_BWD_DQ_RING=2) for extra-parity and determinism.
-# 2. bench.mjs --ops nsaFwdBwd: the default, v9, and each switch alone, alternating processes (drift).
+# 2. bench.mjs --ops nsaFwdBwd: the default, v9, and each switch alone, alternating processes (drift),
+#    then the default and v9 at 16k.
 # 3. ncu kernel times of one backward at 64k as two launches (NSA_BWD_SHARED=0), default and v9.
 set -uo pipefail
-work=$1; out=$(realpath "$2"); Ts=${3:-65536,16384}
+work=$1; out=$(realpath "$2"); Ts=${3:-65536}
 mkdir -p "$out"
 cd "$work"
 extra=node_modules/@nsa/cuda/scripts/extra-parity.mjs
@@ -39,7 +40,7 @@ nvidia-smi --query-gpu=name,utilization.gpu,memory.used --format=csv,noheader
 run() {  # label, env assignments ...
   local label=$1; shift
   echo "== $label"
-  env "$@" timeout 120 node $bench --ops nsaFwdBwd --T "$Ts" 2>&1 | grep -E '^\| forward\+backward' || echo "bench failed"
+  env "$@" timeout 120 node $bench --ops nsaFwdBwd --T "${T:-$Ts}" 2>&1 | grep -E '^\| forward\+backward' || echo "bench failed"
 }
 for round in 1 2; do
   run default
@@ -47,6 +48,8 @@ for round in 1 2; do
   run "forced only (NSA_BWD_DQ_RING=2)" NSA_BWD_DQ_RING=2
   run "3-stage rings only (NSA_BWD_DQ_FORCED=0)" NSA_BWD_DQ_FORCED=0
 done
+T=16384 run "default, 16k"
+T=16384 run "v9 dq, 16k" NSA_BWD_DQ_FORCED=0 NSA_BWD_DQ_RING=2
 for v in default v9; do
   if [[ $v == v9 ]]; then e="NSA_BWD_DQ_FORCED=0 NSA_BWD_DQ_RING=2"; else e=""; fi
   env NSA_BWD_SHARED=0 $e timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
