@@ -13,7 +13,8 @@
 // On sm_90a dq's compressed and window products run on wgmma (NSA_BWD_DQ_WGMMA=0: all on mma.sync, as
 // v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
 // stderr. NSA_BWD_DQ_FORCED=0: dq's forced selected blocks through the per-warp rings (v9), not read
-// once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3. (v5's dq kernel,
+// once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3;
+// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head. (v5's dq kernel,
 // which reloaded Q/dO fragments per key tile, was removed once v7 measured faster: BENCHMARKS.md v7
 // and run 20.)
 #include <algorithm>
@@ -66,9 +67,12 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2)
   } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags);
 }
 
-// dq blocks, latest positions first (they see the most compressed keys), the KV heads of one
-// row tile adjacent.
-std::vector<DqTile> planDq(const NSABackwardArgs& a) {
+// dq blocks, latest positions first (they see the most compressed keys). headMajor: one KV head's
+// blocks after another, so that the blocks in flight gather selected keys from one head's K and V
+// (T x 512 bytes: 32 MB at 64k and D = 128, which L2 holds, where all four heads' 128 MB miss it:
+// ncu at 64k, the KV heads of a row tile adjacent, 75 % L2 hit rate and 1.2 TB/s of DRAM reads);
+// else the KV heads of one row tile adjacent (v9).
+std::vector<DqTile> planDq(const NSABackwardArgs& a, bool headMajor) {
   const SeqArgs& sq = a.fwd.seq;
   const int S = sq.S;
   std::vector<RowTile> rowTiles;
@@ -79,8 +83,13 @@ std::vector<DqTile> planDq(const NSABackwardArgs& a) {
   });
   std::vector<DqTile> tiles;
   tiles.reserve(rowTiles.size() * a.fwd.cfg.H);
-  for (const RowTile& t : rowTiles)
-    for (int g = 0; g < a.fwd.cfg.H; g++) tiles.push_back({t.s, t.first, g});
+  if (headMajor) {
+    for (int g = 0; g < a.fwd.cfg.H; g++)
+      for (const RowTile& t : rowTiles) tiles.push_back({t.s, t.first, g});
+  } else {
+    for (const RowTile& t : rowTiles)
+      for (int g = 0; g < a.fwd.cfg.H; g++) tiles.push_back({t.s, t.first, g});
+  }
   return tiles;
 }
 
@@ -112,7 +121,8 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);
   mark("prep and index queued");
-  const std::vector<DqTile> dqTiles = planDq(a);
+  // dq blocks one KV head after another unless NSA_BWD_DQ_ORDER=row (v9: a row tile's heads adjacent).
+  const std::vector<DqTile> dqTiles = planDq(a, !envIs("NSA_BWD_DQ_ORDER", 'r'));
   mark("dq planned");
   const DqTile* dDq = ws.upload(dqTiles);
   mark("dq tiles uploaded");
