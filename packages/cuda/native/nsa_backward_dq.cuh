@@ -187,8 +187,13 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(dqPart<D>(dq, dn));
 }
 
+// flags: kDqForced (Wg only): the forced selected blocks (initial and local) that a row chose are read
+// once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings.
+constexpr int kDqForced = 1, kDqRing3 = 2;
 template <class T, int D, int W, bool Wg>
-__device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw) {
+__device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
+                                        int flags = 0) {
+  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3;
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
   const NSAForwardArgs& f = a.fwd;
@@ -280,15 +285,16 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   constexpr uint32_t kSwTile = kDqSharedKeys * D * 2;
   static_assert(!Wg || (W % 4 == 0 && 4 * kSwTile + 1008 <= L::keyElems * 2), "whole warpgroups; tiles fit the key region");
   const uint32_t swBase = (smemAddr(smemRaw) + 1023u) & ~1023u;
-  auto walkSwizzled = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
-    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
+  // walkTiles: nTiles tiles, tile t = keys range(t).x .. range(t).y - 1 (at most 64); body(first key,
+  // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles.
+  auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
     const T* K = static_cast<const T*>(Kp);
     const T* V = static_cast<const T*>(Vp);
     auto load = [&](int t, int buf) {
-      const int k0 = first + t * kDqSharedKeys, valid = min(kDqSharedKeys, first + total - k0);
-      const size_t at = ((size_t)(base + k0) * c.H + kvh) * D, stride = (size_t)c.H * D;
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, valid);
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (2 + buf) * kSwTile, V + at, stride, valid);
+      const int2 r = range(t);
+      const size_t at = ((size_t)(base + r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, r.y - r.x);
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (2 + buf) * kSwTile, V + at, stride, r.y - r.x);
     };
     if (nTiles > 0) load(0, 0);
     cpAsyncCommit();
@@ -299,9 +305,17 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer buf ^ 1) are done
       if (t + 1 < nTiles) load(t + 1, buf ^ 1);
       cpAsyncCommit();
-      body(first + t * kDqSharedKeys, swBase + buf * kSwTile, swBase + (2 + buf) * kSwTile);
+      const int2 r = range(t);
+      body(r.x, r.y, swBase + buf * kSwTile, swBase + (2 + buf) * kSwTile);
     }
     __syncthreads();  // the next walk or the rings overwrite the buffers
+  };
+  auto walkSwizzled = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
+    walkTiles(nTiles, [&](int t) {
+      const int k0 = first + t * kDqSharedKeys;
+      return make_int2(k0, min(k0 + kDqSharedKeys, first + total));
+    }, base, Kp, Vp, [&](int k0, int, uint32_t k, uint32_t v) { body(k0, k, v); });
   };
 
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
@@ -339,14 +353,74 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       }
     });
   }
+
+  // ---- selected branch, part 1 (Wg): the forced blocks, once per block ----
+  // When the block's rows share their current block, the forced blocks (initial ones, and the local
+  // ones of that block) are keys [0, aEnd) and [bStart, lastPos] for every row. The selected branch
+  // is bound by L2 bytes (each warp gathers its row's blocks), so the block reads these keys once in
+  // swizzled tiles on wgmma, each warp masking the blocks its row did not choose and keys past its
+  // position; each row's first entry of such a block leaves its ring. Decided from the lists, not
+  // assumed, so supplied blockIndices stay exact (a block listed twice keeps its second entry in the ring).
+  if constexpr (Wg) {
+    const int cur0 = firstPos / c.ls;
+    if (forced && cur0 == lastPos / c.ls && c.initialBlocks <= 32 && c.localBlocks <= 32) {
+      const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
+      // bit j (< 32) of init: initial block j; bit i of local: block cur0 - i
+      auto bitOf = [&](int j) -> int {
+        if (j < 0) return -1;
+        if (j < nbInit) return j;
+        if (c.localBlocks > 0 && j >= localFirst && j <= cur0) return 32 + cur0 - j;
+        return -1;
+      };
+      unsigned long long mine = 0;
+      for (int k0 = 0; k0 < c.n; k0 += 32) {  // whole-warp rounds
+        const int k = k0 + lane;
+        const int bit = k < c.n && len[k] > 0 ? bitOf(blk[k]) : -1;
+        bool first = bit >= 0;  // a listed block with visible keys: len > 0 iff 0 <= blk <= cur
+        for (int q = 0; q < k && first; q++) first = blk[q] != blk[k];
+        if (first) mine |= 1ull << bit;
+        __syncwarp();
+        if (first) len[k] = 0;
+      }
+      mine = __reduce_or_sync(0xffffffffu, (unsigned)mine) | (unsigned long long)__reduce_or_sync(0xffffffffu, (unsigned)(mine >> 32)) << 32;
+      __syncwarp();
+      const int aEnd = min(nbInit * c.ls, lastPos + 1);
+      const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
+      const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
+      const int nTiles = aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys;
+      branchRows(1);
+      walkTiles(nTiles, [&](int t) {
+        if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
+        const int x = bStart + (t - aTiles) * kDqSharedKeys;
+        return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
+      }, kBase, f.kSlc, f.vSlc, [&](int k0, int end, uint32_t k, uint32_t v) {
+        // This thread's 16 keys of the tile (j = 8 n + 2 t4 + e) as bits 2 n + e, decided before
+        // the step so that only the mask stays live beside its accumulators.
+        unsigned vm = 0;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int x = k0 + n * 8 + 2 * t4 + e, bit = bitOf(x / c.ls);
+            if (x < end && x <= pos && bit >= 0 && ((mine >> bit) & 1)) vm |= 1u << (2 * n + e);
+          }
+        }
+        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
+      });
+    }
+  }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
-  // ---- selected branch: this warp's own 16-key chunks, 2-stage ring ----
+  // ---- selected branch: this warp's own 16-key chunks, a ring of 3 stages (ring3) or 2 ----
   // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
   // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
+  // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
+  // deeper ring keeps more of each warp's L2 gathers in flight.
+  static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
   if (active) {
     branchRows(1);
-    T* ring = sK + warp * 4 * kDqChunk * ld;
+    const int stages = ring3 ? 3 : 2;
+    T* ring = sK + warp * 2 * stages * kDqChunk * ld;
     const T* Ks = static_cast<const T*>(f.kSlc);
     const T* Vs = static_cast<const T*>(f.vSlc);
     auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
@@ -374,28 +448,37 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       }
       cpAsyncCommit();
     };
+    auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
+      off += kDqChunk;
+      if (off >= len[k]) {
+        k = firstFrom(k + 1);
+        off = 0;
+      }
+    };
+    // Chunk i of the walk sits in stage i % stages; the current chunk and up to stages - 1 after it
+    // are in flight (one cp.async group each).
     int k = firstFrom(0), off = 0, stage = 0;
-    if (k < c.n) gather(k, 0, 0);
+    int gk = k, goff = 0, gstage = 0, inFlight = 0;  // the next chunk to gather and its stage
+    auto issue = [&]() {
+      gather(gk, goff, gstage);
+      advance(gk, goff);
+      gstage = gstage + 1 == stages ? 0 : gstage + 1;
+      inFlight++;
+    };
+    while (inFlight < stages - 1 && gk < c.n) issue();
     while (k < c.n) {
-      int nk = k, noff = off + kDqChunk;
-      if (noff >= len[k]) {
-        nk = firstFrom(k + 1);
-        noff = 0;
-      }
-      if (nk < c.n) {
-        gather(nk, noff, stage ^ 1);
-        cpAsyncWait<1>();
-      } else {
-        cpAsyncWait<0>();
-      }
+      if (gk < c.n) issue();
+      if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
+      else if (inFlight == 2) cpAsyncWait<1>();
+      else cpAsyncWait<0>();
       __syncwarp();
       const T* ck = ring + 2 * stage * kDqChunk * ld;
       const int rem = len[k] - off;
       dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
-      __syncwarp();  // the next gather overwrites this stage
-      k = nk;
-      off = noff;
-      stage ^= 1;
+      __syncwarp();  // a later gather overwrites this stage
+      inFlight--;
+      advance(k, off);
+      stage = stage + 1 == stages ? 0 : stage + 1;
     }
   }
 

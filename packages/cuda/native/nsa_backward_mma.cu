@@ -12,8 +12,11 @@
 // Deterministic: every gradient element is written by one thread, sums run in a fixed order.
 // On sm_90a dq's compressed and window products run on wgmma (NSA_BWD_DQ_WGMMA=0: all on mma.sync, as
 // v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
-// stderr. (v5's dq kernel, which reloaded Q/dO fragments per key tile, was removed once v7 measured
-// faster: BENCHMARKS.md v7 and run 20.)
+// stderr. NSA_BWD_DQ_FORCED=0: dq's forced selected blocks through the per-warp rings (v9), not read
+// once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3;
+// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head. (v5's dq kernel,
+// which reloaded Q/dO fragments per key tile, was removed once v7 measured faster: BENCHMARKS.md v7
+// and run 20.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -40,9 +43,9 @@ struct RowTile {
 constexpr int kDqWarps = 4;
 
 template <class T, int D, bool DqWg>
-__global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles) {
+__global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles, int dqFlags) {
   extern __shared__ __align__(16) char smemRaw[];
-  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw);
+  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw, dqFlags);
 }
 
 // dq blocks and 64-key dK/dV blocks in one grid, the two lists (each in its own launch order)
@@ -54,19 +57,22 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
 template <class T, int D, bool Wg, bool DqWg>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
-    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey) {
+    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags) {
   extern __shared__ __align__(16) char smemRaw[];
   const long long N = (long long)nDq + nKey, b = blockIdx.x;
   const int keysBefore = (int)(b * nKey / N);
   if ((int)((b + 1) * nKey / N) > keysBefore) {
     if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
     else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
-  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw);
+  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags);
 }
 
-// dq blocks, latest positions first (they see the most compressed keys), the KV heads of one
-// row tile adjacent.
-std::vector<DqTile> planDq(const NSABackwardArgs& a) {
+// dq blocks, latest positions first (they see the most compressed keys). headMajor: one KV head's
+// blocks after another, so that the blocks in flight gather selected keys from one head's K and V
+// (T x 512 bytes: 32 MB at 64k and D = 128, which L2 holds, where all four heads' 128 MB miss it:
+// ncu at 64k, the KV heads of a row tile adjacent, 75 % L2 hit rate and 1.2 TB/s of DRAM reads);
+// else the KV heads of one row tile adjacent (v9).
+std::vector<DqTile> planDq(const NSABackwardArgs& a, bool headMajor) {
   const SeqArgs& sq = a.fwd.seq;
   const int S = sq.S;
   std::vector<RowTile> rowTiles;
@@ -77,8 +83,13 @@ std::vector<DqTile> planDq(const NSABackwardArgs& a) {
   });
   std::vector<DqTile> tiles;
   tiles.reserve(rowTiles.size() * a.fwd.cfg.H);
-  for (const RowTile& t : rowTiles)
-    for (int g = 0; g < a.fwd.cfg.H; g++) tiles.push_back({t.s, t.first, g});
+  if (headMajor) {
+    for (int g = 0; g < a.fwd.cfg.H; g++)
+      for (const RowTile& t : rowTiles) tiles.push_back({t.s, t.first, g});
+  } else {
+    for (const RowTile& t : rowTiles)
+      for (int g = 0; g < a.fwd.cfg.H; g++) tiles.push_back({t.s, t.first, g});
+  }
   return tiles;
 }
 
@@ -103,11 +114,15 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   // NSA_BWD_DQ_WGMMA=0 (v8's mma.sync dq).
   const bool keyWg = keyGradWgmmaRuns(), dqWg = keyWg && !envIs("NSA_BWD_DQ_WGMMA", '0');
   const bool shared = !envIs("NSA_BWD_SHARED", '0');
+  // dq reads the forced selected blocks once per block (wgmma dq only) unless NSA_BWD_DQ_FORCED=0;
+  // its selected rings have 3 stages unless NSA_BWD_DQ_RING=2.
+  const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3);
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);
   mark("prep and index queued");
-  const std::vector<DqTile> dqTiles = planDq(a);
+  // dq blocks one KV head after another unless NSA_BWD_DQ_ORDER=row (v9: a row tile's heads adjacent).
+  const std::vector<DqTile> dqTiles = planDq(a, !envIs("NSA_BWD_DQ_ORDER", 'r'));
   mark("dq planned");
   const DqTile* dDq = ws.upload(dqTiles);
   mark("dq tiles uploaded");
@@ -116,7 +131,7 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   if (head > 0) {
     auto dqKernel = dqWg ? nsaDqFragKernel<T, D, true> : nsaDqFragKernel<T, D, false>;
     NSA_CUDA(cudaFuncSetAttribute(dqKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
-    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq);
+    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq, dqFlags);
     NSA_LAUNCHED("nsaDqFragKernel");
   }
   mark("dq head queued");
@@ -135,7 +150,7 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
     auto launch = [&](auto kernel, size_t keyBytes) {
       const size_t bytes = std::max(dqBytes, keyBytes);
       NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count);
+      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags);
       NSA_LAUNCHED("nsaBwdSharedKernel");
     };
     if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());
