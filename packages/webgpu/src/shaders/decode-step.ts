@@ -96,10 +96,25 @@ function unrolled(n: number, WG: number, body: string): string {
 }
 
 /**
+ * Register tile (rh heads x rk of n) of the attend passes: doubled, heads first, while the tiles
+ * outnumber the invocations, and at most 4 x 2.
+ */
+function registerTile(G: number, n: number, WG: number): { rh: number; rk: number } {
+  let rh = 1;
+  let rk = 1;
+  while ((G / rh) * (n / rk) > WG) {
+    if (rh < 4 && G % (2 * rh) === 0) rh *= 2;
+    else if (rk < 2 && n % (2 * rk) === 0) rk *= 2;
+    else break;
+  }
+  return { rh, rk };
+}
+
+/**
  * Attention over one chunk of keys for the G heads of one KV head: phase 'cw' (compressed chunks,
  * then window chunks, by workgroup_id.x) or 'slc' (chunks of the selected blocks).
  */
-export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number }): string {
+export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number; readonly tiled?: boolean }): string {
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
   const vec = `array<vec4<${e}>>`;
@@ -179,6 +194,82 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
     return lines.join('\n');
   };
   const keys = Array.from({ length: KC }, (_, i) => i);
+  const scoreStore = (g: string, kk: string, sv: string) => `    { let ok = ${kk} < count;
+      pr[${g} * PRS + ${kk}] = select(${NEG}, ${sv}, ok);${cw ? `
+      if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = ${sv}; }` : ''} }`;
+  let scoresPhase: string;
+  let outputPhase: string;
+  if (k.tiled) {
+    // Register tiles: each invocation takes RH heads x RK keys of the scores and RH heads x RC
+    // columns of the output, so every q, k and v vector read from workgroup memory serves RH or RK
+    // products (the untiled phases read two vectors per product: workgroup memory bandwidth bounded
+    // the attend passes).
+    const { rh, rk } = registerTile(G, KC, WG);
+    const { rh: oh, rk: oc } = registerTile(G, DV / 4, WG);
+    const KG = KC / rk;
+    const CG = DV / 4 / oc;
+    const hs = Array.from({ length: rh }, (_, a) => a);
+    const ks = Array.from({ length: rk }, (_, b) => b);
+    const ohs = Array.from({ length: oh }, (_, a) => a);
+    const ocs = Array.from({ length: oc }, (_, r) => r);
+    const dk4 = Array.from({ length: DK / 4 }, (_, c) => c);
+    scoresPhase = `  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
+${unrolled(
+  (G / rh) * KG,
+  WG,
+  `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
+${hs.flatMap((a) => ks.map((b) => `    var a${a}_${b} = vec4<f32>(0.0);`)).join('\n')}
+${dk4
+  .map(
+    (c) => `    {
+${ks.map((b) => `      let k${b} = kt[(kb + ${b * KG}u) * QS + ${c}u];`).join('\n')}
+${hs.map((a) => `      let q${a} = qs[(g0 + ${a}u) * QS + ${c}u];`).join('\n')}
+${hs.flatMap((a) => ks.map((b) => `      a${a}_${b} = fma(q${a}, k${b}, a${a}_${b});`)).join('\n')}
+    }`,
+  )
+  .join('\n')}
+${hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
+)}
+`;
+    outputPhase = `  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+${unrolled(
+  (G / oh) * CG,
+  WG,
+  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
+${keys
+  .map(
+    (kk) => `    {
+${ocs.map((r) => `      let v${r} = vt[${kk}u * DV4 + c0 + ${r * CG}u];`).join('\n')}
+${ohs.map((a) => `      let p${a} = vec4<f32>(pr[(g0 + ${a}u) * PRS + ${kk}u]);`).join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_${r});`)).join('\n')}
+    }`,
+  )
+  .join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
+)}
+`;
+  } else {
+    scoresPhase = `  // Scores: invocation x takes head x / KC and key x % KC.
+${unrolled(
+  G * KC,
+  WG,
+  `let g = x / KC; let kk = x % KC;
+${unrolledSum('a', DK / 4, (c) => `fma4(qs[g * QS + ${c}u], kt[kk * QS + ${c}u], `)}
+    let s = dot(a, vec4<f32>(1.0));
+    let ok = kk < count;
+    pr[g * PRS + kk] = select(${NEG}, s, ok);${cw ? `
+    if (ok && isCmp) { scores[(row0 + g) * CCAP + lo + kk] = s; }` : ''}`,
+)}`;
+    outputPhase = `  // Unnormalised partial output: invocation x takes head x / DV4 and column x % DV4.
+${unrolled(
+  G * (DV / 4),
+  WG,
+  `let g = x / DV4; let c = x % DV4;
+${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u * DV4 + c], `)}
+    part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
+)}`;
+  }
   return `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
@@ -208,17 +299,7 @@ ${chunk}
 ${unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
 ${tiles}
   workgroupBarrier();
-  // Scores: invocation x takes head x / KC and key x % KC.
-${unrolled(
-  G * KC,
-  WG,
-  `let g = x / KC; let kk = x % KC;
-${unrolledSum('a', DK / 4, (c) => `fma4(qs[g * QS + ${c}u], kt[kk * QS + ${c}u], `)}
-    let s = dot(a, vec4<f32>(1.0));
-    let ok = kk < count;
-    pr[g * PRS + kk] = select(${NEG}, s, ok);${cw ? `
-    if (ok && isCmp) { scores[(row0 + g) * CCAP + lo + kk] = s; }` : ''}`,
-)}
+${scoresPhase}
   workgroupBarrier();
   // Each head's max and sum over the chunk; probabilities replace the scores (0 for masked keys).
   for (var g = lid; g < G; g += WG) {
@@ -231,14 +312,7 @@ ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${
     stats[at + 1u] = l;
   }
   workgroupBarrier();
-  // Unnormalised partial output: invocation x takes head x / DV4 and column x % DV4.
-${unrolled(
-  G * (DV / 4),
-  WG,
-  `let g = x / DV4; let c = x % DV4;
-${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u * DV4 + c], `)}
-    part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
-)}
+${outputPhase}
 }
 `;
 }
@@ -310,7 +384,8 @@ export function decodeSelectShader(
   }
   workgroupBarrier();
   // An entry is chosen when fewer than nFree entries of all lists are ahead of it (each list is
-  // sorted, so its scan stops at the first entry not ahead).
+  // sorted, so its scan stops at the first entry not ahead, and the count stops at nFree: the
+  // entries far behind would otherwise scan most lists whole).
   let nsg = (WG + sgSize - 1u) / sgSize;
   for (var x = lid; x < nsg * nFree; x += WG) {
     let e = (x / nFree) * NSEL + x % nFree;
@@ -318,7 +393,7 @@ export function decodeSelectShader(
     let i = listI[e];
     if (i != NONE) {
       var rank = 0u;
-      for (var l = 0u; l < nsg; l++) {
+      for (var l = 0u; l < nsg && rank < nFree; l++) {
         for (var r = 0u; r < nFree; r++) {
           let v2 = listV[l * NSEL + r];
           let i2 = listI[l * NSEL + r];
