@@ -8,12 +8,34 @@ import type { Geometry } from './branch.js';
 import type { WebGPUNSACache } from './decode.js';
 import type { NSAForwardBuffers } from './nsa-forward.js';
 import { MAX_GRID, type Frame, type Runtime } from './runtime.js';
-import { attendSharedBytes, chunksPerBlock, decodeAttendShader, decodeMergeShader, decodeSelectShader, type DecodeStepShape } from './shaders/decode-step.js';
+import {
+  attendSharedBytes,
+  chunksPerBlock,
+  decodeAttendShader,
+  decodeMergeShader,
+  decodeSelectShader,
+  decodeSelectShaderPrevious,
+  selectSharedBytes,
+  type DecodeStepShape,
+} from './shaders/decode-step.js';
 
 /** Invocations of the attend and merge workgroups. */
 const WG = 256;
 /** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
 const CHUNK_KEYS = [32, 16, 8, 4];
+
+/**
+ * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
+ * and serial forced blocks and sort; merge through workgroup-memory trees; attend passes without
+ * register tiles).
+ */
+function previousKernels(): boolean {
+  return envOf('NSA_WEBGPU_DECODE_STEP') === 'previous';
+}
+
+function envOf(name: string): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+}
 
 export type DecodeStepEncoder = (frame: Frame, buf: NSAForwardBuffers) => void;
 
@@ -66,20 +88,24 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const NSMAX = 2 ** Math.ceil(Math.log2(Math.max(wg, Math.floor(last / geo.selBlock) + 1)));
   // The block choice has one workgroup per (sequence, KV head): as many invocations as allowed.
   const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
-  const selShared = 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1);
-  if (selShared > limits.maxComputeWorkgroupStorageSize || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
+  const previous = previousKernels();
+  const selShared = previous
+    ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1)
+    : selectSharedBytes({ G, WG: selWg, NSMAX, nSel: geo.nSel }, subgroups ? ctx.features.subgroupMinSize : 0);
+  if (selShared > limits.maxComputeWorkgroupStorageSize || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
+  // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
+  const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
+  const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   const [attendCw, select, attendSlc, merge] = await Promise.all([
-    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: wg }, decodeAttendShader),
+    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous }, decodeAttendShader),
     given
       ? undefined
-      : rt.pipelineOf(
-          'nsa_decode_select',
-          { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups },
-          decodeSelectShader,
-        ),
-    rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: wg }, decodeAttendShader),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX }, decodeMergeShader),
+      : previous
+        ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
+        : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize }, decodeSelectShader),
+    rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: attendWg, tiled: !previous }, decodeAttendShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous }, decodeMergeShader),
   ]);
   const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };

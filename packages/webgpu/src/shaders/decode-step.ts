@@ -96,10 +96,25 @@ function unrolled(n: number, WG: number, body: string): string {
 }
 
 /**
+ * Register tile (rh heads x rk of n) of the attend passes: doubled, heads first, while the tiles
+ * outnumber the invocations, and at most 4 x 2.
+ */
+function registerTile(G: number, n: number, WG: number): { rh: number; rk: number } {
+  let rh = 1;
+  let rk = 1;
+  while ((G / rh) * (n / rk) > WG) {
+    if (rh < 4 && G % (2 * rh) === 0) rh *= 2;
+    else if (rk < 2 && n % (2 * rk) === 0) rk *= 2;
+    else break;
+  }
+  return { rh, rk };
+}
+
+/**
  * Attention over one chunk of keys for the G heads of one KV head: phase 'cw' (compressed chunks,
  * then window chunks, by workgroup_id.x) or 'slc' (chunks of the selected blocks).
  */
-export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number }): string {
+export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number; readonly tiled?: boolean }): string {
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
   const vec = `array<vec4<${e}>>`;
@@ -179,6 +194,82 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
     return lines.join('\n');
   };
   const keys = Array.from({ length: KC }, (_, i) => i);
+  const scoreStore = (g: string, kk: string, sv: string) => `    { let ok = ${kk} < count;
+      pr[${g} * PRS + ${kk}] = select(${NEG}, ${sv}, ok);${cw ? `
+      if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = ${sv}; }` : ''} }`;
+  let scoresPhase: string;
+  let outputPhase: string;
+  if (k.tiled) {
+    // Register tiles: each invocation takes RH heads x RK keys of the scores and RH heads x RC
+    // columns of the output, so every q, k and v vector read from workgroup memory serves RH or RK
+    // products (the untiled phases read two vectors per product: workgroup memory bandwidth bounded
+    // the attend passes).
+    const { rh, rk } = registerTile(G, KC, WG);
+    const { rh: oh, rk: oc } = registerTile(G, DV / 4, WG);
+    const KG = KC / rk;
+    const CG = DV / 4 / oc;
+    const hs = Array.from({ length: rh }, (_, a) => a);
+    const ks = Array.from({ length: rk }, (_, b) => b);
+    const ohs = Array.from({ length: oh }, (_, a) => a);
+    const ocs = Array.from({ length: oc }, (_, r) => r);
+    const dk4 = Array.from({ length: DK / 4 }, (_, c) => c);
+    scoresPhase = `  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
+${unrolled(
+  (G / rh) * KG,
+  WG,
+  `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
+${hs.flatMap((a) => ks.map((b) => `    var a${a}_${b} = vec4<f32>(0.0);`)).join('\n')}
+${dk4
+  .map(
+    (c) => `    {
+${ks.map((b) => `      let k${b} = kt[(kb + ${b * KG}u) * QS + ${c}u];`).join('\n')}
+${hs.map((a) => `      let q${a} = qs[(g0 + ${a}u) * QS + ${c}u];`).join('\n')}
+${hs.flatMap((a) => ks.map((b) => `      a${a}_${b} = fma(q${a}, k${b}, a${a}_${b});`)).join('\n')}
+    }`,
+  )
+  .join('\n')}
+${hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
+)}
+`;
+    outputPhase = `  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+${unrolled(
+  (G / oh) * CG,
+  WG,
+  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
+${keys
+  .map(
+    (kk) => `    {
+${ocs.map((r) => `      let v${r} = vt[${kk}u * DV4 + c0 + ${r * CG}u];`).join('\n')}
+${ohs.map((a) => `      let p${a} = vec4<f32>(pr[(g0 + ${a}u) * PRS + ${kk}u]);`).join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_${r});`)).join('\n')}
+    }`,
+  )
+  .join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
+)}
+`;
+  } else {
+    scoresPhase = `  // Scores: invocation x takes head x / KC and key x % KC.
+${unrolled(
+  G * KC,
+  WG,
+  `let g = x / KC; let kk = x % KC;
+${unrolledSum('a', DK / 4, (c) => `fma4(qs[g * QS + ${c}u], kt[kk * QS + ${c}u], `)}
+    let s = dot(a, vec4<f32>(1.0));
+    let ok = kk < count;
+    pr[g * PRS + kk] = select(${NEG}, s, ok);${cw ? `
+    if (ok && isCmp) { scores[(row0 + g) * CCAP + lo + kk] = s; }` : ''}`,
+)}`;
+    outputPhase = `  // Unnormalised partial output: invocation x takes head x / DV4 and column x % DV4.
+${unrolled(
+  G * (DV / 4),
+  WG,
+  `let g = x / DV4; let c = x % DV4;
+${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u * DV4 + c], `)}
+    part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
+)}`;
+  }
   return `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
@@ -208,17 +299,7 @@ ${chunk}
 ${unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
 ${tiles}
   workgroupBarrier();
-  // Scores: invocation x takes head x / KC and key x % KC.
-${unrolled(
-  G * KC,
-  WG,
-  `let g = x / KC; let kk = x % KC;
-${unrolledSum('a', DK / 4, (c) => `fma4(qs[g * QS + ${c}u], kt[kk * QS + ${c}u], `)}
-    let s = dot(a, vec4<f32>(1.0));
-    let ok = kk < count;
-    pr[g * PRS + kk] = select(${NEG}, s, ok);${cw ? `
-    if (ok && isCmp) { scores[(row0 + g) * CCAP + lo + kk] = s; }` : ''}`,
-)}
+${scoresPhase}
   workgroupBarrier();
   // Each head's max and sum over the chunk; probabilities replace the scores (0 for masked keys).
   for (var g = lid; g < G; g += WG) {
@@ -231,24 +312,227 @@ ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${
     stats[at + 1u] = l;
   }
   workgroupBarrier();
-  // Unnormalised partial output: invocation x takes head x / DV4 and column x % DV4.
-${unrolled(
-  G * (DV / 4),
-  WG,
-  `let g = x / DV4; let c = x % DV4;
-${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u * DV4 + c], `)}
-    part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
-)}
+${outputPhase}
 }
 `;
+}
+
+/** The candidate-score loop over heads (s += the overlap-weighted probabilities of j's compressed blocks), unrolled over GU heads. */
+function candidateTerms(gu: number, span: number): string {
+  return `    for (var g0 = 0u; g0 < G; g0 += GU) {
+${Array.from({ length: gu }, (_, gi) => `      let lg${gi} = lse[g0 + ${gi}u];
+      let base${gi} = (row0 + g0 + ${gi}u) * CCAP;`).join('\n')}
+${Array.from({ length: span }, (_, r) => `      let in${r} = iBase + ${r}u >= PER_CMP && iBase + ${r}u - PER_CMP < nVis;
+      let i${r} = select(0u, iBase + ${r}u - PER_CMP, in${r});
+      let w${r} = overlap(i${r}, j);`).join('\n')}
+${Array.from({ length: gu }, (_, gi) =>
+  Array.from({ length: span }, (_, r) => `      let x${gi}_${r} = scores[base${gi} + i${r}];`).join('\n'),
+).join('\n')}
+${Array.from({ length: gu }, (_, gi) =>
+  Array.from(
+    { length: span },
+    (_, r) => `      { let ok = in${r} && lg${gi} > ${NEG_HALF}; s += select(0.0, w${r} * exp(select(-100.0, x${gi}_${r} - lg${gi}, ok)), ok); }`,
+  ).join('\n'),
+).join('\n')}
+    }`;
+}
+
+/** Workgroup memory of the block choice (bytes); `minSubgroup` bounds its subgroup count (0: no subgroups). */
+export function selectSharedBytes(k: { readonly G: number; readonly WG: number; readonly NSMAX: number; readonly nSel: number }, minSubgroup: number): number {
+  const lists = minSubgroup > 0 ? 2 * Math.ceil(k.WG / minSubgroup) * k.nSel : 2 * k.WG;
+  return 4 * (2 * k.WG + k.G + k.NSMAX + lists + k.nSel);
 }
 
 /**
  * Block choice for one (sequence, KV head): lse of each head from the compressed chunks' stats,
  * candidate scores S[j] = Σ_heads Σ_i overlap(i, j) exp(score[i] - lse) from the stored raw scores,
- * the forced blocks, then top-n rounds (ties to the lower index), written ascending with -1 padding.
+ * the forced blocks, then top-n (ties to the lower index), written ascending with -1 padding.
+ * Few workgroup barriers, since one workgroup per KV head makes this pass a chain of latencies: the
+ * lse merges the chunks' (max, sum) online in one pass; with subgroups every subgroup takes its own
+ * top-n in rounds of subgroup operations (no barrier), and a candidate of these lists is chosen when
+ * fewer than the free places' count of list entries are ahead of it (the global top-n is in the
+ * union of the subgroups' top-n); the chosen blocks are sorted by counting.
  */
 export function decodeSelectShader(
+  k: DecodeStepShape & {
+    readonly WG: number;
+    readonly NSMAX: number;
+    readonly initialBlocks: number;
+    readonly localBlocks: number;
+    readonly subgroups: boolean;
+    /** The adapter's smallest subgroup (sizes the subgroup lists). */
+    readonly minSubgroup: number;
+  },
+): string {
+  const { G, WG } = k;
+  const perCmp = k.cmpBlock / k.cmpStride;
+  const perSel = k.selBlock / k.cmpStride;
+  const gu = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * (perSel + perCmp - 1) <= 96) ?? 1;
+  const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
+  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
+  const nLists = Math.ceil(WG / Math.max(1, k.minSubgroup));
+  const topN = k.subgroups
+    ? `  // Each subgroup's own top-nFree: every invocation keeps the best of its candidates that is worse
+  // than the last one it gave up (no marks, no barrier), the subgroup takes the best of those.
+  let sg = lid / sgSize;
+  var own = ownBest(lid, nCand, 1.0e30, 0u);
+  for (var r = 0u; r < nFree; r++) {
+    let m = subgroupMax(own.v);
+    let wi = subgroupMin(select(NONE, own.i, own.v == m));
+    if (sgLane == 0u) { listV[sg * NSEL + r] = m; listI[sg * NSEL + r] = wi; }
+    if (wi != NONE && own.i == wi) { own = ownBest(lid, nCand, own.v, own.i); }
+  }
+  workgroupBarrier();
+  // An entry is chosen when fewer than nFree entries of all lists are ahead of it (each list is
+  // sorted, so its scan stops at the first entry not ahead, and the count stops at nFree: the
+  // entries far behind would otherwise scan most lists whole).
+  let nsg = (WG + sgSize - 1u) / sgSize;
+  for (var x = lid; x < nsg * nFree; x += WG) {
+    let e = (x / nFree) * NSEL + x % nFree;
+    let v = listV[e];
+    let i = listI[e];
+    if (i != NONE) {
+      var rank = 0u;
+      for (var l = 0u; l < nsg && rank < nFree; l++) {
+        for (var r = 0u; r < nFree; r++) {
+          let v2 = listV[l * NSEL + r];
+          let i2 = listI[l * NSEL + r];
+          if (!(v2 > v || (v2 == v && i2 < i))) { break; }
+          rank++;
+        }
+      }
+      if (rank < nFree) { chosen[forced + rank] = i32(i); }
+    }
+  }`
+    : TOP_N_ROUNDS_TREE;
+  return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> scores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> blocks: array<i32>;
+${constants(k, WG)}
+const NSMAX = ${k.NSMAX}u;
+const LANES = ${lanes}u;
+const PER_CMP = ${perCmp}u;
+const PER_SEL = ${perSel}u;
+const GU = ${gu}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+const NONE = 0xffffffffu;
+var<workgroup> redM: array<f32, ${WG}>;
+var<workgroup> redL: array<f32, ${WG}>;
+var<workgroup> lse: array<f32, ${G}>;
+var<workgroup> score: array<f32, ${k.NSMAX}>;
+${
+  k.subgroups
+    ? `// Each subgroup's top-nFree, best first, [subgroup, NSEL].
+var<workgroup> listV: array<f32, ${nLists * k.nSel}>;
+var<workgroup> listI: array<u32, ${nLists * k.nSel}>;`
+    : `var<workgroup> redV: array<f32, ${WG}>;
+var<workgroup> redI: array<u32, ${WG}>;`
+}
+var<workgroup> chosen: array<i32, ${k.nSel}>;
+
+// Sub-blocks shared by compressed block i and selection block j.
+fn overlap(i: u32, j: u32) -> f32 {
+  let lo = max(i, j * PER_SEL);
+  let hi = min(i + PER_CMP, (j + 1u) * PER_SEL);
+  return select(0.0, f32(hi - lo), hi > lo);
+}
+
+struct Best { v: f32, i: u32 }
+
+// The best free candidate j = lid + r * WG (score > -0.5) behind (lastV, lastI) in the order
+// (score descending, index ascending); v = -0.5 and i = NONE when there is none.
+fn ownBest(lid: u32, nCand: u32, lastV: f32, lastI: u32) -> Best {
+  var best = Best(-0.5, NONE);
+  for (var j = lid; j < nCand; j += WG) {
+    let s = score[j];
+    if (s > best.v && (s < lastV || (s == lastV && j > lastI))) { best = Best(s, j); }
+  }
+  return best;
+}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
+  let pos = P.qRowLo;
+  let b = wid.x / H;
+  let h = wid.x % H;
+  let row0 = b * HQ + h * G;
+  let nVis = visibleCompressed(pos);
+  let nC = compressedChunks(pos);
+  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
+  let gl = lid / LANES;
+  let lane = lid % LANES;
+  let ok = gl < G;
+  var mLoc = ${NEG};
+  var lLoc = 0.0;
+  for (var c = lane; c < nC && ok; c += LANES) {
+    let at = ((NS + c) * ROWS + row0 + gl) * 2u;
+    let mc = stats[at];
+    let lc = stats[at + 1u];
+    if (lc > 0.0) {
+      let mn = max(mLoc, mc);
+      lLoc = lLoc * exp(mLoc - mn) + lc * exp(mc - mn);
+      mLoc = mn;
+    }
+  }
+  redM[lid] = mLoc;
+  redL[lid] = lLoc;
+  workgroupBarrier();
+  if (ok && lane == 0u) {
+${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
+    let m = max(${laneIdx.map((i) => `m${i}`).reduce((a, x) => `max(${a}, ${x})`)}, ${NEG});
+    let l = ${laneIdx.map((i) => `redL[gl * LANES + ${i}u] * exp(m${i} - m)`).join(' + ')};
+    lse[gl] = select(${NEG}, m + log(max(l, 1.0e-30)), l > 0.0 && m > ${NEG_HALF});
+  }
+  workgroupBarrier();
+  // The forced blocks: the first INITIAL and the LOCAL ending at the query's block, at fixed places
+  // of chosen (the order does not matter: chosen is sorted at the end). A score of -1 excludes them.
+  let nInit = min(INITIAL, nCand);
+  let localLo = max(select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL), INITIAL);
+  let nLocal = select(0u, cur + 1u - localLo, LOCAL > 0u && cur + 1u > localLo);
+  let forced = nInit + nLocal;
+  let total = min(NSEL, nCand);
+  let nFree = select(0u, total - forced, total > forced);
+  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
+  // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
+  for (var j = lid; j < nCand; j += WG) {
+    let iBase = j * PER_SEL + 1u;
+    var s = 0.0;
+${candidateTerms(gu, perSel + perCmp - 1)}
+    let isInit = j < INITIAL;
+    let isForced = isInit || (LOCAL > 0u && j >= localLo);
+    let slot = select(nInit + j - localLo, j, isInit);
+    if (isForced && slot < NSEL) { chosen[slot] = i32(j); }
+    score[j] = select(s, -1.0, isForced);
+  }
+  workgroupBarrier();
+${topN}
+  workgroupBarrier();
+  // chosen[0 .. total) ascending by counting, then -1 padding.
+  let out = (b * H + h) * NSEL;
+  for (var x = lid; x < NSEL; x += WG) {
+    if (x < total) {
+      let v = chosen[x];
+      var rank = 0u;
+      for (var y = 0u; y < total; y++) { rank += select(0u, 1u, chosen[y] < v); }
+      blocks[out + rank] = v;
+    } else {
+      blocks[out + x] = -1;
+    }
+  }
+}
+`;
+}
+
+/**
+ * The previous block choice (env NSA_WEBGPU_DECODE_SELECT=previous): lse in two passes over the
+ * stats, forced blocks and the final insertion sort by one invocation, top-n rounds with a
+ * workgroup barrier each. Same results as decodeSelectShader.
+ */
+export function decodeSelectShaderPrevious(
   k: DecodeStepShape & { readonly WG: number; readonly NSMAX: number; readonly initialBlocks: number; readonly localBlocks: number; readonly subgroups: boolean },
 ): string {
   const { G, WG } = k;
@@ -347,22 +631,7 @@ ${laneIdx.map((i) => `    let r${i} = red[gl * LANES + ${i}u];`).join('\n')}
   for (var j = lid; j < nCand; j += WG) {
     let iBase = j * PER_SEL + 1u;
     var s = 0.0;
-    for (var g0 = 0u; g0 < G; g0 += GU) {
-${Array.from({ length: gu }, (_, gi) => `      let lg${gi} = lse[g0 + ${gi}u];
-      let base${gi} = (row0 + g0 + ${gi}u) * CCAP;`).join('\n')}
-${Array.from({ length: perSel + perCmp - 1 }, (_, r) => `      let in${r} = iBase + ${r}u >= PER_CMP && iBase + ${r}u - PER_CMP < nVis;
-      let i${r} = select(0u, iBase + ${r}u - PER_CMP, in${r});
-      let w${r} = overlap(i${r}, j);`).join('\n')}
-${Array.from({ length: gu }, (_, gi) =>
-  Array.from({ length: perSel + perCmp - 1 }, (_, r) => `      let x${gi}_${r} = scores[base${gi} + i${r}];`).join('\n'),
-).join('\n')}
-${Array.from({ length: gu }, (_, gi) =>
-  Array.from(
-    { length: perSel + perCmp - 1 },
-    (_, r) => `      { let ok = in${r} && lg${gi} > ${NEG_HALF}; s += select(0.0, w${r} * exp(select(-100.0, x${gi}_${r} - lg${gi}, ok)), ok); }`,
-  ).join('\n'),
-).join('\n')}
-    }
+${candidateTerms(gu, perSel + perCmp - 1)}
     score[j] = s;
   }
   workgroupBarrier();
@@ -396,13 +665,13 @@ ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
  * out[row] = Σ_branch gate · (Σ_split exp(m_s - M) part_s) / (Σ_split exp(m_s - M) l_s): one
  * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
  */
-export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number }): string {
+export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean }): string {
   const { e, DV, WG } = k;
   const DV4 = DV / 4;
   const LN = Math.max(1, Math.floor(WG / DV4));
   const UNROLL = 4;
   // Branch of split s as an index into vec4 lanes: 1 = selected, 0 = compressed, 2 = window (gate order).
-  return `${enableF16(e)}${paramsStruct()}
+  return `${enableF16(e)}${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> stats: array<f32>;
 @group(0) @binding(3) var<storage, read> gates: array<${e}>;
@@ -423,7 +692,7 @@ fn pick(v: vec4<f32>, i: u32) -> f32 {
 }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
   let pos = P.qRowLo;
   let row = wid.x;
   let nC = compressedChunks(pos);
@@ -438,14 +707,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       mx = max(mx, select(vec4<f32>(${NEG}), vec4<f32>(m), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(bi)));
     }
   }
-  red[lid] = mx;
+${
+  k.subgroups
+    ? `  // Subgroup maxima, then every invocation reads the subgroups' (two barriers fewer than log2 WG).
+  let nsg = (WG + sgSize - 1u) / sgSize;
+  let smx = subgroupMax(mx);
+  if (sgLane == 0u) { red[lid / sgSize] = smx; }
+  workgroupBarrier();
+  var M = vec4<f32>(${NEG});
+  for (var i = 0u; i < nsg; i++) { M = max(M, red[i]); }`
+    : `  red[lid] = mx;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid < stride) { red[lid] = max(red[lid], red[lid + stride]); }
     workgroupBarrier();
   }
   let M = red[0];
-  workgroupBarrier();
+  workgroupBarrier();`
+}
   // Split weights exp(m - M) and each branch's sum.
   var sum = vec4<f32>(0.0);
   for (var s = lid; s < total; s += WG) {
@@ -456,13 +735,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     weight[s] = w;
     sum += select(vec4<f32>(0.0), vec4<f32>(w * l), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(bi));
   }
-  red[lid] = sum;
+${
+  k.subgroups
+    ? `  let ssum = subgroupAdd(sum);
+  if (sgLane == 0u) { acc[lid / sgSize] = ssum; }
+  workgroupBarrier();
+  var L = vec4<f32>(0.0);
+  for (var i = 0u; i < nsg; i++) { L += acc[i]; }
+  // acc is written again below, after the barrier that publishes the weights.`
+    : `  red[lid] = sum;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
     if (lid < stride) { red[lid] = red[lid] + red[lid + stride]; }
     workgroupBarrier();
   }
-  let L = red[0];
+  let L = red[0];`
+}
   let gate = vec4<f32>(f32(gates[row * 3u]), f32(gates[row * 3u + 1u]), f32(gates[row * 3u + 2u]), 0.0);
   let coef = select(vec4<f32>(0.0), gate / max(L, vec4<f32>(1.0e-30)), L > vec4<f32>(0.0));
   // Each invocation scales its own weights (no barrier needed before), then all read them.

@@ -1,0 +1,99 @@
+// One-query decode steps (decode-step.ts) against the float64 reference, with enough candidate
+// blocks and free places that the block choice's top-n does several rounds, and a cache so short
+// that every place is forced. The previous block choice and merge (NSA_WEBGPU_DECODE_STEP=previous)
+// and the workgroup-memory top-n (adapters without subgroups) must give the same blocks and output.
+import { compressedCount } from '@nsa/core';
+import { createReferenceBackend } from '@nsa/reference';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WebGPUBackend } from '../src/backend.js';
+import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig } from './gpu.js';
+
+const TOL = 1e-4;
+// 8 places, 3 forced (1 initial, 2 local): 5 chosen by top-n.
+const config = smallConfig({ selectCount: 8, heads: 8, kvHeads: 2 });
+const reference = createReferenceBackend();
+
+describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available ? ` on ${probe.reason}` : ` (skipped: ${probe.reason})`}`, () => {
+  let gpu: WebGPUBackend;
+  beforeAll(async () => {
+    gpu = await gpuBackend();
+  });
+  afterAll(() => gpu?.dispose());
+
+  // T = 700: 22 candidate blocks; T = 70: 3 candidates, all forced (no top-n round). One capacity,
+  // so both steps run the same pipelines (SwiftShader compiles slowly).
+  it.each([700, 70])('T = %i: blocks equal the reference, output within tolerance, previous kernels agree', async (T) => {
+    const B = 2;
+    const C = compressedCount(T, config);
+    const inputs = nsaInputs(config, B, T, C, 5 + T);
+    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = config;
+    const rows = (name: 'q' | 'gates', t: number) => {
+      const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
+      const out: number[] = [];
+      for (let b = 0; b < B; b++) for (let x = 0; x < width; x++) out.push(inputs.values[name][(b * T + t) * width + x]);
+      return out;
+    };
+    const caches = [gpu, reference].map((be) => {
+      const dt = be === gpu ? 'float32' : 'float64';
+      const cache = be.createNSACache({ config, batch: B, dtype: dt, capacity: 700 });
+      return { be, dt, cache } as const;
+    });
+    for (const { be, dt, cache } of caches) {
+      await cache.append({
+        kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
+        vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
+        kWin: be.tensor(inputs.values.kWin, [B, T, H, Dk], dt),
+        vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
+      });
+      await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
+    }
+    const q = rows('q', T - 1);
+    const gates = rows('gates', T - 1);
+    const step = () => gpu.nsaDecode({ cache: caches[0].cache, q: gpu.tensor(q, [B, 1, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, 1, HQ, 3], 'float32') });
+    console.log(`subgroups: ${gpu.ctx.features.subgroups} (min size ${gpu.ctx.features.subgroupMinSize})`);
+    const out = await step();
+    const chosen = Array.from(await out.blockIndices.read());
+    const refCache = caches[1].cache;
+    const own = await reference.nsaDecode({ cache: refCache, q: reference.tensor(q, [B, 1, HQ, Dk], 'float64'), gates: reference.tensor(gates, [B, 1, HQ, 3], 'float64') });
+    expect(chosen).toEqual(Array.from(await own.blockIndices.read()));
+    const ref = await reference.nsaDecode({
+      cache: refCache,
+      q: reference.tensor(q, [B, 1, HQ, Dk], 'float64'),
+      gates: reference.tensor(gates, [B, 1, HQ, 3], 'float64'),
+      blockIndices: reference.tensor(chosen, [B, 1, H, n], 'int32'),
+    });
+    const output = await read(out.output);
+    expect(relativeError(output, await read(ref.output))).toBeLessThan(TOL);
+    // Every row of the long cache chose blocks beyond the forced ones (the top-n ran).
+    if (T === 700) expect(chosen.every((j) => j >= 0)).toBe(true);
+    const variants: [string, () => () => void][] = [
+      [
+        'previous kernels',
+        () => {
+          process.env.NSA_WEBGPU_DECODE_STEP = 'previous';
+          return () => delete process.env.NSA_WEBGPU_DECODE_STEP;
+        },
+      ],
+      [
+        'workgroup-memory top-n',
+        () => {
+          gpu.ctx.subgroupTopN = false;
+          return () => (gpu.ctx.subgroupTopN = true);
+        },
+      ],
+    ];
+    for (const [name, set] of variants) {
+      const restore = set();
+      try {
+        const other = await step();
+        expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
+        expect(relativeError(await read(other.output), output), name).toBeLessThan(1e-6);
+        other.dispose();
+      } finally {
+        restore();
+      }
+    }
+    out.dispose();
+    for (const { cache } of caches) cache.dispose();
+  });
+});
