@@ -19,6 +19,7 @@ import {
   planKeyTiles,
   planQueryTiles,
   planSelectionTiles,
+  planWideSelection,
   planTiledForward,
   keyGroups,
   queryItems,
@@ -362,8 +363,14 @@ export async function prepareSelection(
   }
   const fusedKernel = fused && { ...kernel, GC: fused.GC, CB: fused.CB, WG: fused.WG, NSMAX: fused.NSMAX, TQS: fused.TQS, phase: 'fused' as const };
   const matrix = fusedKernel && training && rt.ctx.matrixSelection && selectionMatrixFits(fusedKernel) ? matrixMode(rt, e) : undefined;
+  // Otherwise the wide tiles where they fit (same tokens per workgroup, so the same items).
+  const wide = fusedKernel && !matrix ? planWideSelection(rt.ctx, fusedKernel) : undefined;
   const [pipeline, scoresPipeline, topnPipeline] = await Promise.all([
-    fusedKernel ? rt.pipelineOf(`nsa_selection_topn${matrix ? `_matrix${matrix === 'emulated' ? '_emulated' : ''}` : ''}`, { ...fusedKernel, matrix, matrixPrefetch: matrix && (rt.ctx.matrixKernel?.selection ?? true) }, selectionShader) : undefined,
+    fusedKernel
+      ? wide
+        ? rt.pipelineOf('nsa_selection_topn_wide', { ...fusedKernel, ...wide }, selectionShader)
+        : rt.pipelineOf(`nsa_selection_topn${matrix ? `_matrix${matrix === 'emulated' ? '_emulated' : ''}` : ''}`, { ...fusedKernel, matrix, matrixPrefetch: matrix && (rt.ctx.matrixKernel?.selection ?? true) }, selectionShader)
+      : undefined,
     twoPass ? rt.pipelineOf('nsa_selection_scores_split', { ...kernel, phase: 'scores' as const, lseFromSplits: fromStats }, selectionShader) : undefined,
     twoPass ? rt.pipelineOf('nsa_selection_topn_split', { ...kernel, phase: 'topn' as const }, selectionShader) : undefined,
   ]);

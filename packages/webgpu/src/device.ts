@@ -83,6 +83,13 @@ export interface DeviceContext {
   decodeTiles?: { KC?: number; selectWG?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
+  /**
+   * Wide tiles of the fused selection pass (shaders/selection.ts, SelectionKernel.wide) at G = 16,
+   * where they fit: blocks per invocation (JB, default 8), key columns per stage (DS, vec4, default 8),
+   * invocations per token and blocks (HG, default 4), ahead (next stage's keys into registers). false:
+   * the previous register tile; env NSA_WEBGPU_SELECTION_WIDE=0.
+   */
+  selectionWide: false | { JB?: number; DS?: number; HG?: number; ahead?: boolean };
   /** Whether float16 training forwards run the compressed and window branches on subgroup matrices (when the device has them). */
   matrixForward: boolean;
   /** Where the matrix forward keeps O between key tiles (see MatrixForwardKernel.accumulate); env NSA_WEBGPU_MATRIX_ACCUMULATE. */
@@ -174,6 +181,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     mergedDecode: true,
     singleQueryDecode: true,
     selectionTokens: 2,
+    selectionWide: envValue('NSA_WEBGPU_SELECTION_WIDE') === '0' ? false : {},
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {
       maxStorageBufferBindingSize: Math.min(lim.maxStorageBufferBindingSize, bindingCap),

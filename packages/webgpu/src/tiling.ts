@@ -5,7 +5,7 @@ import { WebGPUError, type DeviceContext } from './device.js';
 import { attentionSharedBytes } from './shaders/attention.js';
 import { ITEM_WORDS, type Mode } from './shaders/common.js';
 import { dkdvSharedBytes } from './shaders/dkdv.js';
-import { selectionSharedBytes } from './shaders/selection.js';
+import { selectionSharedBytes, wideSelectionBlocks, wideSelectionFits, wideSelectionSharedBytes, type SelectionKernel, type WideSelection } from './shaders/selection.js';
 import { tiledShape, tiledSharedBytes } from './shaders/tiled-forward.js';
 
 /** One sequence of the call: its queries, and where its keys live. */
@@ -190,6 +190,24 @@ export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nS
     `selection scores need ${maxCandidates} candidate blocks in workgroup memory, more than this device's ` +
       `maxComputeWorkgroupStorageSize (${limit} bytes) holds with head dim ${DK}; use shorter sequences or a larger selectBlock`,
   );
+}
+
+/**
+ * Wide tiles for a fused selection pass of these tiles (same tokens per workgroup), at G = 16 where
+ * they fit workgroup memory (fewer key columns per stage first); undefined: the previous tiles.
+ */
+export function planWideSelection(
+  ctx: DeviceContext,
+  k: Pick<SelectionKernel, 'G' | 'GC' | 'DK' | 'WG' | 'NSMAX' | 'TQS' | 'nSel' | 'subgroups'>,
+): { CB: number; wide: WideSelection } | undefined {
+  const setting = ctx.selectionWide;
+  const HG = setting === false ? 4 : (setting.HG ?? 4);
+  if (setting === false || k.G !== 16 || !wideSelectionFits(k, HG)) return undefined;
+  for (const DS of [setting.DS ?? 8, 4, 2]) {
+    const wide = { JB: setting.JB ?? 8, DS, HG, ahead: setting.ahead ?? false };
+    if (wideSelectionSharedBytes(k, wide) <= ctx.limits.maxComputeWorkgroupStorageSize) return { CB: wideSelectionBlocks(k, wide), wide };
+  }
+  return undefined;
 }
 
 function powerOfTwoBelow(n: number): number {

@@ -55,6 +55,45 @@ export interface SelectionKernel {
    * this chunk's probabilities and block sums run (where the chunk divides evenly over WG).
    */
   readonly matrixPrefetch?: boolean;
+  /**
+   * 'fused' phase, the group in one chunk of heads (GC = G, a multiple of 4): each invocation scores
+   * one token's GC / 4 heads against JB blocks (16 scalar sums), so a chunk of CB = JB * WG / (4 TQS)
+   * blocks loads each query vec4 once per JB blocks and each key vec4 once per GC / 4 heads (the
+   * register tile above: 2 tokens x 4 blocks of one head); the chunk's keys are staged DS vec4 columns
+   * at a time (workgroup memory), and the heads' probabilities are summed in registers and across the
+   * 4 invocations of a token (subgroup shuffles, or workgroup memory without subgroups), not in a
+   * serial loop over 'prob'. `ahead`: the next column stage loads into registers during this one.
+   */
+  readonly wide?: WideSelection;
+}
+
+export interface WideSelection {
+  /** Blocks per invocation. */
+  readonly JB: number;
+  /** vec4 columns of the keys per stage. */
+  readonly DS: number;
+  /** Invocations per token and block set (1, 2 or 4; default 4): each takes GC / HG heads. */
+  readonly HG?: number;
+  readonly ahead?: boolean;
+}
+
+/** Compressed blocks per chunk of the wide selection tiles. */
+export function wideSelectionBlocks(k: Pick<SelectionKernel, 'WG' | 'TQS'>, wide: Pick<WideSelection, 'JB' | 'HG'>): number {
+  return (wide.JB * k.WG) / ((wide.HG ?? 4) * (k.TQS ?? 1));
+}
+
+/** Whether the wide selection tiles apply (see SelectionKernel.wide; HG at most 4, the smallest subgroup taken). */
+export function wideSelectionFits(k: Pick<SelectionKernel, 'G' | 'GC' | 'WG' | 'TQS'>, HG = 4): boolean {
+  const per = HG * (k.TQS ?? 1);
+  return k.GC === k.G && k.G % HG === 0 && k.G <= 16 && [1, 2, 4].includes(HG) && k.WG % per === 0;
+}
+
+export function wideSelectionSharedBytes(k: Pick<SelectionKernel, 'G' | 'GC' | 'DK' | 'WG' | 'NSMAX' | 'TQS' | 'nSel' | 'subgroups'>, wide: WideSelection): number {
+  const dk4 = Math.ceil(k.DK / 4);
+  const t = k.TQS ?? 1;
+  const CB = wideSelectionBlocks(k, wide);
+  const part = k.subgroups ? 0 : t * CB * (wide.HG ?? 4);
+  return 16 * (t * k.GC * (dk4 + 1) + CB * (Math.min(wide.DS, dk4) + 1)) + 4 * (t * (CB + k.NSMAX + k.GC) + 2 * k.WG + k.nSel + part) + 64;
 }
 
 /** Whether the fused selection pass of these tiles can take its scores from subgroup matrices. */
@@ -83,7 +122,7 @@ export function selectionShader(k: SelectionKernel): string {
   const E = k.e;
   const op = matrixOps(k.matrix === 'emulated', [...D.map((d) => `q${d}`), 'acc'], { qm: 'QMN', km: 'KMN' }, ['sraw']);
   // (Matrix scores read the queries as matrix tiles: only the lse here.)
-  const loadHeads = `${
+  const loadQs = `${
     matrix
       ? ''
       : `      for (var x = lid; x < TQS * GC * DK4; x += WG) {
@@ -93,8 +132,8 @@ export function selectionShader(k: SelectionKernel): string {
         if (g < G && t < it.count) { val = loadQ((rowBase + t * P.HQ + g) * DK, x % DK4) * P.scale; }
         qs[x] = val;
       }`
-  }
-${
+  }`;
+  const loadLse = `${
   k.lseFromSplits
     ? `      // lse of each head from the compression branch's split stats (max, sum) [split, tokRows * HQ, 2]:
       // LANES invocations per head each merge every LANES-th split, then combine through 'redV'.
@@ -134,6 +173,7 @@ ${
         lq[x] = select(0.0, lse[rowBase + t * P.HQ + g], g < G && t < it.count);
       }`
 }`;
+  const loadHeads = `${loadQs}\n${loadLse}`;
   // The chunk's keys into workgroup memory. batchLoads (where the chunk divides evenly): every load
   // of this invocation first, then the stores (a loop waits out one global load per iteration);
   // blocks past the last visible one read that one and store zeros, so the loads need no branch.
@@ -244,6 +284,85 @@ ${prefetch ? `    // The next chunk's keys load while this chunk's probabilities
       prob[x] = guardedExp(sraw[x] * P.scale - lq[x / CB], t < it.count && i0 + ii < nv);
     }
 ${sumHeads('    ')}`;
+  // Wide tiles (SelectionKernel.wide): invocation (wb, wt, wh) = lid / (4 TQS), (lid / 4) % TQS, lid % 4
+  // scores token wt's heads wh + 4 i (i < HR) against blocks i0 + wb + NBG j (j < JB); the key rows
+  // of an instruction are NBG apart and the query rows (head-major, token-minor) 1 apart, padded
+  // rows, so a warp's vec4 reads land in distinct banks.
+  const wide = phase === 'fused' && !matrix && k.wide !== undefined ? k.wide : undefined;
+  const HG = wide?.HG ?? 4;
+  if (wide && (!oneChunk || !wideSelectionFits({ ...k, TQS }, HG) || wideSelectionBlocks({ WG: k.WG, TQS }, wide) !== k.CB)) {
+    throw new Error(`selection: wide tiles need GC = G (a multiple of HG ${HG}, at most 16) and CB = JB * WG / (HG TQS)`);
+  }
+  const HR = k.GC / HG;
+  const lanes = [1, 2].filter((m) => m < HG);
+  const NBG = k.WG / (HG * TQS);
+  const WDS = wide ? Math.min(wide.DS, DK4) : 1;
+  const KSW = WDS + 1;
+  const HI = Array.from({ length: wide ? HR : 0 }, (_, i) => i);
+  const JI = Array.from({ length: wide?.JB ?? 0 }, (_, j) => j);
+  const stages = Array.from({ length: Math.ceil(DK4 / WDS) }, (_, s) => ({ d0: s * WDS, w: Math.min(WDS, DK4 - s * WDS) }));
+  const stagePer = (w: number) => (k.CB * w) / k.WG;
+  const batchedStage = (w: number) => k.batchLoads === true && Number.isInteger(stagePer(w));
+  // Stage s of the chunk's keys: columns d0 .. d0 + w of every block; rows past the last visible
+  // block read that one and hold zeros.
+  const stageLoads = (s: number, reg: string) => {
+    const { d0, w } = stages[s];
+    return Array.from({ length: stagePer(w) }, (_, m) => `      let ${reg}b${m} = i0 + (lid + ${m * k.WG}u) / ${w}u;
+      let ${reg}${m} = select(vec4<f32>(0.0), loadK(((it.cmpBase + min(${reg}b${m}, nVisLast - 1u) - P.keyRowBase) * P.H + kvh) * DK, ${d0}u + (lid + ${m * k.WG}u) % ${w}u), ${reg}b${m} < nVisLast);`).join('\n');
+  };
+  const stageStores = (s: number, reg: string) => {
+    const { w } = stages[s];
+    return Array.from({ length: stagePer(w) }, (_, m) => `      ks[((lid + ${m * k.WG}u) / ${w}u) * ${KSW}u + (lid + ${m * k.WG}u) % ${w}u] = ${reg}${m};`).join('\n');
+  };
+  const stageLoop = (s: number) => {
+    const { d0, w } = stages[s];
+    return `      for (var x = lid; x < CB * ${w}u; x += WG) {
+        let i = i0 + x / ${w}u;
+        var val = vec4<f32>(0.0);
+        if (i < nVisLast) { val = loadK(((it.cmpBase + i - P.keyRowBase) * P.H + kvh) * DK, ${d0}u + x % ${w}u); }
+        ks[(x / ${w}u) * ${KSW}u + x % ${w}u] = val;
+      }`;
+  };
+  const ahead = (s: number) => wide?.ahead === true && s + 1 < stages.length && batchedStage(stages[s].w) && batchedStage(stages[s + 1].w);
+  const wideStage = (s: number) => {
+    const { d0, w } = stages[s];
+    const fill = s > 0 && ahead(s - 1) ? stageStores(s, `n${s}_`) : batchedStage(w) ? `${stageLoads(s, `g${s}_`)}\n${stageStores(s, `g${s}_`)}` : stageLoop(s);
+    return `    // Key columns ${d0} .. ${d0 + w - 1} (vec4) of the chunk.
+    {
+${fill}
+    }
+    workgroupBarrier();
+${ahead(s) ? `${stageLoads(s + 1, `n${s + 1}_`).replace(/^ {2}/gm, '')}\n` : ''}    for (var c = 0u; c < ${w}u; c++) {
+${HI.map((i) => `      let q${i} = qs[((wh + ${i * HG}u) * TQS + wt) * ${DK4 + 1}u + ${d0}u + c];`).join('\n')}
+${JI.map((j) => `      let k${j} = ks[(wb + ${j * NBG}u) * ${KSW}u + c];`).join('\n')}
+${HI.flatMap((i) => JI.map((j) => `      a${i}_${j} = fma(q${i}.w, k${j}.w, fma(q${i}.z, k${j}.z, fma(q${i}.y, k${j}.y, fma(q${i}.x, k${j}.x, a${i}_${j}))));`)).join('\n')}
+    }
+${s + 1 < stages.length ? '    workgroupBarrier();\n' : ''}`;
+  };
+  const wideChunk = `${HI.flatMap((i) => JI.map((j) => `    var a${i}_${j} = 0.0;`)).join('\n')}
+${stages.map((_, s) => wideStage(s)).join('')}    // This invocation's heads summed in registers, then over the ${HG} invocations of its token and blocks.
+    let nv = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, wt == ${t}u)`, 'nVis0')};
+${JI.map(
+  (j) =>
+    `    var p${j} = ${HI.map((i) => `guardedExp(a${i}_${j} - lq[wt * GC + wh + ${i * HG}u], wt < it.count && i0 + wb + ${j * NBG}u < nv)`).join(' + ')};`,
+).join('\n')}
+${
+  k.subgroups
+    ? `${HG > 1 ? `${JI.map((j) => `   ${lanes.map((m) => ` p${j} += subgroupShuffleXor(p${j}, ${m}u);`).join('')}`).join('\n')}\n` : ''}    if (wh == 0u) {
+${JI.map((j) => `      psum[wt * CB + wb + ${j * NBG}u] = p${j};`).join('\n')}
+    }`
+    : `${JI.map((j) => `    part[(wt * CB + wb + ${j * NBG}u) * ${HG}u + wh] = p${j};`).join('\n')}
+    workgroupBarrier();
+    for (var x = lid; x < TQS * CB; x += WG) { psum[x] = ${Array.from({ length: HG }, (_, h) => `part[${HG}u * x + ${h}u]`).join(' + ')}; }`
+}
+    workgroupBarrier();`;
+  const wideQs = `      for (var x = lid; x < TQS * GC * DK4; x += WG) {
+        let t = x / (GC * DK4);
+        let g = (x / DK4) % GC;
+        var val = vec4<f32>(0.0);
+        if (t < it.count) { val = loadQ((rowBase + t * P.HQ + g) * DK, x % DK4) * P.scale; }
+        qs[(g * TQS + t) * ${DK4 + 1}u + x % DK4] = val;
+      }`;
   const mapChunk = `    // Each selection block that this chunk's compressed blocks overlap, one thread per block.
 ${toks
   .map(
@@ -267,10 +386,10 @@ ${toks
   let c1 = ${phase === 'scores' ? 'min(nVis, c0 + P.perSplit * CB)' : `nVis${TQS - 1}`};
 ${oneChunk ? `  {
     let hc = 0u;
-${loadHeads}
-  }` : ''}
+${wide ? `${wideQs}\n${loadLse}` : loadHeads}
+  }` : ''}${wide ? `\n  let wh = lid % ${HG}u;\n  let wt = (lid / ${HG}u) % TQS;\n  let wb = lid / (${HG}u * TQS);` : ''}
 ${prefetch ? `${KR.map((m) => `  var kr${m}: vec4<${E}>;`).join('\n')}\n${loadKR('c0').replace(/^ {2}/gm, '')}\n` : ''}  for (var i0 = c0; i0 < c1; i0 += CB) {
-${matrix ? matrixChunk : scoreChunk}
+${matrix ? matrixChunk : wide ? wideChunk : scoreChunk}
 ${
   phase === 'scores'
     ? `    for (var ii = lid; ii < CB; ii += WG) { if (i0 + ii < nVis0) { imp[impRow + i0 + ii] = psum[ii]; } }
@@ -380,10 +499,12 @@ var<workgroup> qm: array<${E}, ${TQS * 16 * (k.DK + 8)}>;
 var<workgroup> km: array<${E}, ${k.CB * (k.DK + 8)}>;
 var<workgroup> sraw: array<f32, ${TQS * k.GC * k.CB}>;
 ${op.decls}`
-    : `var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * DK4}>;
+    : wide
+      ? `var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * (DK4 + 1)}>;
+var<workgroup> ks: array<vec4<f32>, ${k.CB * KSW}>;${k.subgroups ? '' : `\nvar<workgroup> part: array<f32, ${TQS * k.CB * HG}>;`}`
+      : `var<workgroup> qs: array<vec4<f32>, ${TQS * k.GC * DK4}>;
 var<workgroup> ks: array<vec4<f32>, ${k.CB * (DK4 + 1)}>;`
-}
-var<workgroup> prob: array<f32, ${TQS * k.GC * k.CB}>;
+}${wide ? '' : `\nvar<workgroup> prob: array<f32, ${TQS * k.GC * k.CB}>;`}
 var<workgroup> psum: array<f32, ${TQS * k.CB}>;
 var<workgroup> score: array<f32, ${pad4(TQS * k.NSMAX)}>;
 var<workgroup> redV: array<f32, ${k.WG}>;
