@@ -10,6 +10,7 @@ import { dkdvShader } from './shaders/dkdv.js';
 import { ELEMENTWISE_WG, backwardPrepShader, castShader, combineSplitsShader, gateCombineShader, mergeBranchesShader } from './shaders/elementwise.js';
 import { selectionMatrixFits, selectionShader } from './shaders/selection.js';
 import { matrixForwardFits, matrixForwardShader, matrixForwardSharedBytes } from './shaders/subgroup-matrix-forward.js';
+import { matrixSelectedFits, matrixSelectedShader, matrixSelectedSharedBytes } from './shaders/subgroup-matrix-selected.js';
 import { MATRIX_SUBGROUP } from './shaders/subgroup-matrix.js';
 import { tiledForwardShader } from './shaders/tiled-forward.js';
 import {
@@ -235,9 +236,10 @@ const MATRIX_TOKENS = 4;
 const MATRIX_TAU = 8;
 
 /**
- * The compressed or window forward of a float16 training call on subgroup matrices, where the
- * device has them (or the tests' emulation) and the shapes fit; undefined otherwise (the caller
- * then plans the other kernels). No key splits: training calls have a workgroup per 4 tokens.
+ * The compressed, window or selected forward of a float16 training call on subgroup matrices, where
+ * the device has them (or the tests' emulation) and the shapes fit; undefined otherwise (the caller
+ * then plans the other kernels). No key splits: training calls have a workgroup per 4 tokens (per
+ * token in the selected branch).
  */
 export async function prepareMatrixBranchForward(rt: Runtime, geo: Geometry, mode: Mode, seqs: readonly Sequence[]): Promise<BranchForward | undefined> {
   const { ctx } = rt;
@@ -246,6 +248,7 @@ export async function prepareMatrixBranchForward(rt: Runtime, geo: Geometry, mod
   const mode0 = matrixMode(rt, e);
   if (!mode0) return undefined;
   const native = mode0 === 'native';
+  if (mode === 'selected') return ctx.matrixKernel?.selected === false ? undefined : prepareMatrixSelectedForward(rt, geo, seqs, native);
   if ((mode !== 'compressed' && mode !== 'window') || !matrixForwardFits(G, DK, DV)) return undefined;
   // The emulation (tests) raises the reference maximum at every increase, so rescaling runs often.
   const base = { mode, e, G, DK, DV, NSG: MATRIX_TOKENS, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, accumulate: ctx.matrixAccumulate, rightMajor: ctx.matrixRightMajor, prefetch: ctx.matrixKernel?.prefetch ?? true, interior: ctx.matrixKernel?.interior ?? true, emulate: !native };
@@ -276,6 +279,53 @@ export async function prepareMatrixBranchForward(rt: Runtime, geo: Geometry, mod
           pipeline,
           { ...baseParams(geo), keyRowBase: klo, rowBase: c.rowBase, itemBase: c.first },
           [itemBuf, r(buf.q, bpr.q), k, v, r(buf.out, bpr.out), r(buf.lse, bpr.lse)],
+          [c.count, H * nhc, 1],
+        );
+      }
+    }
+  };
+}
+
+/**
+ * The selected branch of a float16 training call on subgroup matrices (see
+ * shaders/subgroup-matrix-selected.ts): a workgroup per (token, KV head, 16 heads), keys per tile
+ * the first of MATRIX_SELECTED_KT that divides the block size. Undefined where the shapes do not fit.
+ */
+// 32-key tiles (two subgroups, ~14 KB of workgroup memory) ran the 64k selected branch in 81 ms
+// against 120 ms with 64-key tiles (four subgroups, ~26 KB): more workgroups per SM (run wf16-1).
+const MATRIX_SELECTED_KT = [32, 16, 64];
+async function prepareMatrixSelectedForward(rt: Runtime, geo: Geometry, seqs: readonly Sequence[], native: boolean): Promise<BranchForward | undefined> {
+  const { ctx } = rt;
+  const { G, H, HQ, DK, DV, e } = geo;
+  if (!matrixSelectedFits(G, DK, DV)) return undefined;
+  const override = ctx.tileOverride?.selected?.KT;
+  const base = { e, G, DK, DV, nSel: geo.nSel, selBlock: geo.selBlock, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, emulate: !native };
+  const KT = (override ? [override] : MATRIX_SELECTED_KT.filter((kt) => geo.selBlock % kt === 0).concat([16])).find(
+    (kt) => [16, 32, 64].includes(kt) && matrixSelectedSharedBytes({ ...base, KT: kt }) <= ctx.limits.maxComputeWorkgroupStorageSize && (kt / 16) * MATRIX_SUBGROUP <= ctx.limits.maxComputeInvocationsPerWorkgroup,
+  );
+  if (KT === undefined) return undefined;
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const nhc = G / 16;
+  const bpr = { q: HQ * DK * esize(e), out: HQ * DV * 4, lse: HQ * 4, blocks: H * geo.nSel * 4 };
+  const bpk = { k: H * DK * esize(e), v: H * DV * esize(e) };
+  const plans = keyGroups(seqs, false, Math.max(bpk.k, bpk.v), limit, ROW_ALIGN).map((group) => {
+    const items = queryItems(group.seqs, 1);
+    return { group, items, chunks: chunkItems(items, Math.max(...Object.values(bpr)), limit, ROW_ALIGN, MAX_GRID) };
+  });
+  const pipeline = await rt.pipelineOf(`nsa_selected_forward_matrix${native ? '' : '_emulated'}`, { ...base, KT }, matrixSelectedShader);
+  return (frame, buf) => {
+    if (!buf.blocks) throw new Error('selected forward: no blocks buffer');
+    for (const plan of plans) {
+      const { keyLo: klo, keyHi: khi } = plan.group;
+      const k = rowRange(buf.k, bpk.k, klo, khi);
+      const v = rowRange(buf.v, bpk.v, klo, khi);
+      const itemBuf = frame.upload(plan.items, 'selected items');
+      for (const c of plan.chunks) {
+        const r = (buffer: GPUBuffer, bytes: number) => rowRange(buffer, bytes, c.rowBase, c.rowEnd);
+        frame.dispatch(
+          pipeline,
+          { ...baseParams(geo), keyRowBase: klo, rowBase: c.rowBase, itemBase: c.first },
+          [itemBuf, r(buf.q, bpr.q), k, v, r(buf.out, bpr.out), r(buf.lse, bpr.lse), r(buf.blocks, bpr.blocks)],
           [c.count, H * nhc, 1],
         );
       }

@@ -96,10 +96,11 @@ export interface DeviceContext {
   matrixAccumulate: 'matrix' | 'rows';
   /**
    * Code generation of the matrix kernels (default all on): prefetch and interior of the matrix forward
-   * (MatrixForwardKernel), selection the matrix selection's prefetch (SelectionKernel.matrixPrefetch).
-   * env NSA_WEBGPU_MATRIX_KERNEL=previous turns all off.
+   * (MatrixForwardKernel), selection the matrix selection's prefetch (SelectionKernel.matrixPrefetch),
+   * selected the selected branch on matrices (shaders/subgroup-matrix-selected.ts; false: the tiled
+   * kernel, also env NSA_WEBGPU_MATRIX_SELECTED=0). env NSA_WEBGPU_MATRIX_KERNEL=previous turns all off.
    */
-  matrixKernel?: { prefetch?: boolean; interior?: boolean; selection?: boolean };
+  matrixKernel?: { prefetch?: boolean; interior?: boolean; selection?: boolean; selected?: boolean };
   /** How the matrix forward stages and reads key/value tiles (see MatrixForwardKernel.rightMajor); env NSA_WEBGPU_MATRIX_RIGHT=row. */
   matrixRightMajor: 'column' | 'row';
   /** Whether the fused selection pass of float16 training calls takes its scores from subgroup matrices; env NSA_WEBGPU_MATRIX_SELECTION=0 turns it off. */
@@ -176,7 +177,12 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     matrixAccumulate: envValue('NSA_WEBGPU_MATRIX_ACCUMULATE') === 'rows' ? 'rows' : 'matrix',
     matrixRightMajor: envValue('NSA_WEBGPU_MATRIX_RIGHT') === 'row' ? 'row' : 'column',
     matrixSelection: envValue('NSA_WEBGPU_MATRIX_SELECTION') !== '0',
-    matrixKernel: envValue('NSA_WEBGPU_MATRIX_KERNEL') === 'previous' ? { prefetch: false, interior: false, selection: false } : undefined,
+    matrixKernel:
+      envValue('NSA_WEBGPU_MATRIX_KERNEL') === 'previous'
+        ? { prefetch: false, interior: false, selection: false, selected: false }
+        : envValue('NSA_WEBGPU_MATRIX_SELECTED') === '0'
+          ? { selected: false }
+          : undefined,
     subgroupTopN: true,
     mergedDecode: true,
     singleQueryDecode: true,

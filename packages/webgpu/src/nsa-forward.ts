@@ -86,8 +86,8 @@ export interface NSAForwardBuffers {
  * branches' splits unmerged and merges all three with the gates in one pass, the selection scores
  * taking the compression lse from the split stats: six dispatches instead of nine. Per-branch
  * outputs and lse are then not written (a decode step does not keep them). `training` (whole
- * sequences, not decode steps) lets float16 calls run the compressed and window branches on
- * subgroup matrices where the device has them.
+ * sequences, not decode steps) lets float16 calls run the compressed, selected and window branches
+ * on subgroup matrices where the device has them.
  */
 export async function prepareNSAForward(
   rt: Runtime,
@@ -99,12 +99,12 @@ export async function prepareNSAForward(
 ): Promise<(frame: Frame, buf: NSAForwardBuffers, outputs: readonly GPUBuffer[], lse: readonly GPUBuffer[]) => void> {
   const defer = merged && rt.ctx.mergedDecode;
   const matrix = training && !merged;
-  const branch = async (mode: 'compressed' | 'window'): Promise<BranchForward> =>
+  const branch = async (mode: 'compressed' | 'window' | 'selected'): Promise<BranchForward> =>
     (matrix ? await prepareMatrixBranchForward(rt, geo, mode, seqs) : undefined) ?? prepareBranchForward(rt, geo, mode, seqs, { defer });
   const cmp = await branch('compressed');
   const [select, slc, win] = await Promise.all([
     given ? undefined : prepareSelection(rt, geo, seqs, cmp.deferredSplits, matrix),
-    prepareBranchForward(rt, geo, 'selected', seqs, { defer }),
+    branch('selected'),
     branch('window'),
   ]);
   const splits = [cmp.deferredSplits, slc.deferredSplits, win.deferredSplits];
