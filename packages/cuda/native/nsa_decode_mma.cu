@@ -1202,8 +1202,8 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {}, [](const float(&)[2][4], int) {});
     if (p.mergeLaunch && p.lateTrigger) allowDependentLaunch();
     storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
-    // The last window block merges the window (off the selected blocks' path: at B = 1 this runs
-    // beside launch 1).
+    // The last window block merges the window (off the selected blocks' path: at B = 1 it runs
+    // while the selection does; beside launch 1 with NSA_DECODE_EARLY_WINDOW=1 or without the spread).
     if (lastToFinish(p.doneWin + pair, sm.i, p.winChunks)) {
       const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
       constexpr int PER = kG * D / 4 / kNT;
