@@ -20,6 +20,10 @@
 // (decodeMergeKernel) merges the output, one block per head. The selection's serial chain in one
 // block (~11 µs at 64k) and the last block's merge (~4.5 µs) become parallel work (BENCHMARKS.md
 // "v9 — decode").
+// The launches there are let in late on purpose (v10): launch 2 once launch 1 has finished (its
+// window blocks beside launch 1 slowed the walk that every later launch waits for) and launch 3
+// once launch 2's blocks have walked their chunks; NSA_DECODE_EARLY_WINDOW=1 and
+// NSA_DECODE_LATE_TRIGGER=0 restore v9's early ones.
 // Fixed merge orders and no float atomics: runs are bit-equal. Scratch and counters persist across
 // calls (grow-only, stream-ordered on the addon's one stream). nsa_decode.cu keeps the general
 // split-K decode (float32, other G and head dims). BENCHMARKS.md "v7 — decode" has the measurements
@@ -63,9 +67,9 @@ struct FastPlan {
   int selParts;  // spread: launch-1b blocks per (query, KV head), kNT selection blocks each
   int mergeLaunch;  // spread: 1: a fourth chained launch (decodeMergeKernel) merges the output; 0: the last launch-2 block
   int cursorStart;  // 1: a selected chunk's token cursor starts at the chunk's first block; 0: at block 0 (v9, NSA_DECODE_CURSOR=0)
-  int lateTrigger;  // 1: launch 2 lets launch 3 in after its walk, not at its start (NSA_DECODE_LATE_TRIGGER=1, A/B)
-  int earlyWindow;  // spread: 1: launch 1b lets launch 2 in at its start (v9: window blocks beside launch 1); 0: after its wait
-  int slicePairs;   // 1: an o_cmp slice merges two elements per thread at once (NSA_DECODE_SLICE2, A/B); 0: one (v9)
+  int lateTrigger;  // merge launch: 1: launch 2 lets launch 3 in once its blocks have walked their chunks; 0: at its start (v9, NSA_DECODE_LATE_TRIGGER=0)
+  int earlyWindow;  // spread: 1: launch 1b lets launch 2 in at its start (v9, NSA_DECODE_EARLY_WINDOW=1: window blocks beside launch 1); 0: after its wait
+  int slicePairs;   // 1: an o_cmp slice merges two elements per thread at once; 0: one (v9, NSA_DECODE_SLICE2=0)
   float *cmpPart, *winPart, *slcPart;  // [pair][chunk]: unnormalised o [16][D], then m [16], l [16]
   float *mass, *tileMax;               // [pair][tile][16][W], [pair][tile][16]
   float* scores;                       // spread: [pair][compressed key][16] scaled scores (log2 units)
@@ -719,12 +723,7 @@ __device__ void selectFast(const FastPlan& p, const NSAConfigArgs& c, const RowI
 // Launch 1: grid (pairs, cmpChunks).
 template <class T, int D>
 __global__ void __launch_bounds__(kNT, 3) decodeCmpKernel(NSAForwardArgs a, FastPlan p) {
-  // Chained to the kernel before the step (NSA_DECODE_CHAIN_STEP): its blocks are placed while that
-  // one ends, and read nothing before it has finished (it may write q or the caches); no-op for a
-  // plain launch. Dependents are let in only after the wait, so no later launch of the step can read
-  // an input early either.
-  waitForPrimaryGrid();
-  allowDependentLaunch();  // launch 1b / 2 wait for this whole grid before they read anything written here
+  allowDependentLaunch();  // launches 1b and 2 wait for this whole grid before they read anything written here
   extern __shared__ __align__(16) char raw[];
   FastSmem<T, D> sm(raw);
   const NSAConfigArgs& c = a.cfg;
@@ -1072,8 +1071,10 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
   const int pair = blockIdx.x, row = pair / c.H, g = pair % c.H, z = blockIdx.y;
   const bool slc = z < p.slcChunks;
   const int zz = slc ? z : z - p.slcChunks;
-  // Launch 3 (or the next step's launch 1, NSA_DECODE_CHAIN_STEP) waits for this whole grid.
-  if (!p.lateTrigger) allowDependentLaunch();
+  // Launch 3 waits for this whole grid; lateTrigger lets it in only once every block has walked its
+  // chunk (launched at this grid's start, its blocks waiting beside launches 1b and 2 made the 64k
+  // B=1 step ~1 µs slower in the held benchmark: BENCHMARKS.md, helper cdec).
+  if (p.mergeLaunch && !p.lateTrigger) allowDependentLaunch();
   stamp(p, pair, kT2Start, true, false);
   const float sl2 = c.scale * kLog2e;
   const size_t head0 = (size_t)row * c.HQ + (size_t)g * kG;
@@ -1168,7 +1169,7 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     const int per = (kG * D + slices - 1) / slices, e0 = slice * per, e1 = min(kG * D, e0 + per);
     T* oCmpOut = static_cast<T*>(a.oCmp);
     if (p.slicePairs) {
-      // Two elements per thread per pass, their loads together (NSA_DECODE_SLICE2; 0: one at a time, v9).
+      // Two elements per thread per pass, their loads together (NSA_DECODE_SLICE2=0: one at a time, v9).
       for (int e = e0 + threadIdx.x; e < e1; e += 2 * kNT) {
         const int f = e + kNT;
         const bool hasF = f < e1;
@@ -1194,15 +1195,15 @@ __global__ void __launch_bounds__(kNT) decodeSlcWinKernel(NSAForwardArgs a, Fast
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [&] {
       if (p.sliceAll) mergeSlice();
     }, [](const float(&)[2][4], int) {});
-    if (p.lateTrigger) allowDependentLaunch();
+    if (p.mergeLaunch && p.lateTrigger) allowDependentLaunch();
     storeChunk<D>(st, sm.scratch(), p.slcPart + ((size_t)pair * p.slcChunks + zz) * cs);
     stamp(p, pair, kT2Walked, false, true);
   } else {
     walkChunk<T, D>(sm, qf, K, V, c.H, g, first, end, rowOf, sl2, st, false, [](int) {}, [] {}, [](const float(&)[2][4], int) {});
-    if (p.lateTrigger) allowDependentLaunch();
+    if (p.mergeLaunch && p.lateTrigger) allowDependentLaunch();
     storeChunk<D>(st, sm.scratch(), p.winPart + ((size_t)pair * p.winChunks + zz) * cs);
-    // The last window block merges the window (off the selected blocks' path: at B = 1 this runs
-    // beside launch 1).
+    // The last window block merges the window (off the selected blocks' path: at B = 1 it runs
+    // while the selection does; beside launch 1 with NSA_DECODE_EARLY_WINDOW=1 or without the spread).
     if (lastToFinish(p.doneWin + pair, sm.i, p.winChunks)) {
       const float* winPart = p.winPart + (size_t)pair * p.winChunks * cs;
       constexpr int PER = kG * D / 4 / kNT;
@@ -1283,7 +1284,6 @@ __global__ void __launch_bounds__(kNT) decodeMergeKernel(NSAForwardArgs a, FastP
   const size_t cs = (size_t)kG * D + 2 * kG;
   const int count = p.slcChunks, col = tid % Q, grp = tid / Q;
   const float* slcPart = p.slcPart + (size_t)pair * count * cs;
-  allowDependentLaunch();  // the next step's launch 1 (NSA_DECODE_CHAIN_STEP) waits for this whole grid
   waitForPrimaryGrid();  // the partials, o_cmp and o_win come from launch 2 (and through it from launches 1 and 1b)
   stamp(p, pair, kTMerge, true, false);
   // One round of loads: the chunks' (m, l) of row r (warp 0, lane q: chunks q and q + 8), the row's
@@ -1469,31 +1469,11 @@ struct KernelFacts {
   }
 };
 
-// NSA_DECODE_CARVEOUT=1: every decode kernel asks for the largest shared-memory carveout, the one
-// launches 1 and 2 need, so blocks of consecutive launches can share a multiprocessor without it
-// changing its L1 / shared split between them (A/B; 0: the driver's choice per kernel, v9).
-template <class T, int D>
-void setCarveouts() {
-  static const bool once = [] {
-    if (envInt("NSA_DECODE_CARVEOUT", 0) != 1) return true;
-    const int shared = cudaSharedmemCarveoutMaxShared;
-    NSA_CUDA(cudaFuncSetAttribute(decodeCmpKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    NSA_CUDA(cudaFuncSetAttribute(decodeSlcWinKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    NSA_CUDA(cudaFuncSetAttribute(decodeMergeKernel<T, D>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 1>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 2>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    NSA_CUDA(cudaFuncSetAttribute(decodeSelectKernel<D, 4>, cudaFuncAttributePreferredSharedMemoryCarveout, shared));
-    return true;
-  }();
-  (void)once;
-}
-
 template <class T, int D>
 void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
   const int pairs = a.seq.rows * c.H;
   static KernelFacts<T, D> facts;
-  setCarveouts<T, D>();
   const size_t bytes = FastLayout<D>::bytes(sizeof(T), c.n);
   facts.update(bytes);
   FastPlan p{};
@@ -1543,11 +1523,11 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   p.mergeLaunch = p.spread && mergeEnv;
   static const bool cursorEnv = envInt("NSA_DECODE_CURSOR", 1) == 1;
   p.cursorStart = cursorEnv;
-  static const bool lateTriggerEnv = envInt("NSA_DECODE_LATE_TRIGGER", 0) == 1;
+  static const bool lateTriggerEnv = envInt("NSA_DECODE_LATE_TRIGGER", 1) == 1;
   p.lateTrigger = lateTriggerEnv;
-  static const bool earlyWindowEnv = envInt("NSA_DECODE_EARLY_WINDOW", 1) == 1;
+  static const bool earlyWindowEnv = envInt("NSA_DECODE_EARLY_WINDOW", 0) == 1;
   p.earlyWindow = earlyWindowEnv;
-  static const bool sliceEnv = envInt("NSA_DECODE_SLICE2", 0) == 1;
+  static const bool sliceEnv = envInt("NSA_DECODE_SLICE2", 1) == 1;
   p.slicePairs = sliceEnv;
   const size_t cs = (size_t)kG * D + 2 * kG;
   const size_t scoreFloats = p.spread ? (size_t)tilesC * kTile * kG : 0;
@@ -1573,6 +1553,8 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
     p.trace = traceStamps((size_t)pairs * kTraceSlots, stream);
     NSA_CUDA(cudaMemsetAsync(p.trace, 0xff, sizeof(unsigned long long) * pairs * kTraceSlots, stream));
   }
+  decodeCmpKernel<T, D><<<dim3(pairs, p.cmpChunks), kNT, bytes, stream>>>(a, p);
+  NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cudaLaunchConfig_t cfg{};
   cfg.blockDim = dim3(kNT);
   cfg.stream = stream;
@@ -1580,15 +1562,6 @@ void launchFast(const NSAForwardArgs& a, int sms, bool pdl, cudaStream_t stream)
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = &attr;
-  // NSA_DECODE_CHAIN_STEP=1 (default with PDL): launch 1 is chained to whatever kernel precedes the
-  // step (a decode loop: the previous step's last launch), so its blocks are placed before that one
-  // ends; it waits for it before reading anything. 0: a plain launch (v9).
-  static const bool chainStep = envInt("NSA_DECODE_CHAIN_STEP", 1) == 1;
-  cfg.numAttrs = pdl && chainStep ? 1 : 0;
-  cfg.gridDim = dim3(pairs, p.cmpChunks);
-  cfg.dynamicSmemBytes = bytes;
-  NSA_CUDA(cudaLaunchKernelEx(&cfg, decodeCmpKernel<T, D>, a, p));
-  NSA_LAUNCHED("nsa decode decodeCmpKernel");
   cfg.numAttrs = pdl ? 1 : 0;
   if (p.spread) {
     // NSA_DECODE_SPREAD_SPLIT=1 / 2 (default) / 4: threads per selection block (blocks of 128 x that).

@@ -4,13 +4,13 @@
 # alternating processes, and whether a step is slower after the heavy training rows (nvidia-smi
 # clocks sampled beside it). Run from the repository root on the host, over a staged folder:
 #   bash packages/cuda/scripts/decode-ab.sh <staged dir> <log dir> [Ts, default 65536]
-# B_ENV: the variables of the previous path (default: NSA_DECODE_CHAIN_STEP=0 NSA_DECODE_CURSOR=0, v9);
+# B_ENV: the variables of the previous path (default: v9's cursor, triggers and slice merge);
 # PARITY_ENV: a candidate's variables, checked beside the default; VARIANTS (see 2.) for the traces
 # and benchmarks. MEMCHECK64=1: the 64k bench step under memcheck; HEAVY=0: skip part 4.
 # Logs stay in <log dir> (tar it into $OUT).
 set -uo pipefail
 work=$(cd "$1" && pwd); logs=$2; Ts=${3:-65536}
-B_ENV=${B_ENV:-NSA_DECODE_CHAIN_STEP=0 NSA_DECODE_CURSOR=0}
+B_ENV=${B_ENV:-NSA_DECODE_CURSOR=0 NSA_DECODE_LATE_TRIGGER=0 NSA_DECODE_EARLY_WINDOW=1 NSA_DECODE_SLICE2=0}
 mkdir -p "$logs"
 logs=$(cd "$logs" && pwd)
 cd "$work/node_modules/@nsa/cuda"
