@@ -25,9 +25,8 @@
 // NSA_FWD_PINGPONG=0: at once, v9), and the gated sum loads all it re-reads before its first store
 // (NSA_FWD_GATE_BATCH=0: v9's loop, one L2 round trip per 8 columns).
 // v12: top-n keeps each lane's best two blocks instead of rescanning every score per round
-// (NSA_FWD_TOPN=0: v11's top-n). Opt-in trials, outputs bit-equal: NSA_FWD_RING=3 (a third ring
-// stage in 8-row blocks, behind the tile region where the block scores were), NSA_FWD_ORDER=spread
-// (the first wave's tiles spread over the position range), NSA_FWD_STREAM=1 (evict-first stores).
+// (NSA_FWD_TOPN=0: v11's top-n). NSA_FWD_RING=3 (opt-in trial, outputs bit-equal, no faster): a
+// third ring stage in 8-row blocks, behind the tile region where the block scores were.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -54,7 +53,6 @@ constexpr int kFlagNoPingPong = 32;  // NSA_FWD_PINGPONG=0: both warpgroups issu
 constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum's loads between its stores (v9)
 constexpr int kFlagV11TopN = 128;         // NSA_FWD_TOPN=0: v11's top-n (rescans every score each round; the unused list)
 constexpr int kFlagRing3 = 256;           // NSA_FWD_RING=3: the per-warp rings have a third stage
-constexpr int kFlagStreamStores = 512;    // NSA_FWD_STREAM=1: out and oWin stored evict-first (st.global.cs)
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -284,9 +282,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   T* sV = sK + 2 * L::tile;               // [2][tile]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g4 = lane >> 2, t4 = lane & 3;
   const bool ring3 = skip & kFlagRing3;
-  // Outputs nothing in this kernel reads again may go evict-first, so that they do not push the
-  // selected blocks' K / V out of L2 (oCmp and oSlc are re-read by the gated sum).
-  const bool streamWin = skip & kFlagStreamStores;
   float* scoreBase = reinterpret_cast<float*>(smemRaw + L::tileBytes(sizeof(T)));
   float* scores = scoreBase + warp * (nbMax + kSharedKeys);
   float* mass = scores + nbMax;  // [kSharedKeys]
@@ -394,11 +389,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       for (int n = 0; n < D / 8; n++) {
         const float x = st.o[n][2 * i] * inv[i], y = st.o[n][2 * i + 1] * inv[i];
         if (oFloat) { oFloat[n * 4 + 2 * i] = x; oFloat[n * 4 + 2 * i + 1] = y; }
-        if (active) {
-          uint32_t* at = reinterpret_cast<uint32_t*>(static_cast<T*>(dst) + oAt + (size_t)r * D + n * 8 + 2 * t4);
-          if (streamWin && branch == 2) __stcs(at, packF2<T>(x, y));
-          else *at = packF2<T>(x, y);
-        }
+        if (active) *reinterpret_cast<uint32_t*>(static_cast<T*>(dst) + oAt + (size_t)r * D + n * 8 + 2 * t4) = packF2<T>(x, y);
       }
       if (active && t4 == 0) a.lse[((size_t)row * c.HQ + hq0 + r) * 3 + branch] = lse[i];
     }
@@ -817,8 +808,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         const size_t at = oAt + (size_t)r * D + n * 8 + 2 * t4;
         const float x = gc * toF(cw[i][n].x) + gs * toF(sw[i][n].x) + gw * win[n * 4 + 2 * i];
         const float y = gc * toF(cw[i][n].y) + gs * toF(sw[i][n].y) + gw * win[n * 4 + 2 * i + 1];
-        if (streamWin) __stcs(reinterpret_cast<unsigned int*>(out + at), packF2<T>(x, y));
-        else *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
+        *reinterpret_cast<uint32_t*>(out + at) = packF2<T>(x, y);
       }
     }
     return;
@@ -849,28 +839,6 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   std::stable_sort(tiles.begin(), tiles.end(), [&](const RowTile& x, const RowTile& y) {
     return x.first + a.seq.host[3 * S + 1 + x.s] > y.first + a.seq.host[3 * S + 1 + y.s];
   });
-  // NSA_FWD_ORDER=spread (8-warp blocks, one per SM): the first wave takes one tile from every
-  // 1/SMs-th of the sorted list, the rest follow in order. The first blocks then end at spread-out
-  // times, so the SMs do not all reach the L2-bound selected branch at once (the blocks after them
-  // are alike in length and keep the offsets).
-  const char* orderEnv = getenv("NSA_FWD_ORDER");
-  if (W == 8 && orderEnv && orderEnv[0] == 's') {
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    const size_t n = tiles.size();
-    if (sms > 0 && n > 2 * (size_t)sms) {
-      std::vector<RowTile> order;
-      std::vector<char> taken(n, 0);
-      for (int i = 0; i < sms; i++) {
-        const size_t at = (size_t)i * n / sms;
-        taken[at] = 1;
-        order.push_back(tiles[at]);
-      }
-      for (size_t i = 0; i < n; i++)
-        if (!taken[i]) order.push_back(tiles[i]);
-      tiles.swap(order);
-    }
-  }
   const int nbMax = (a.seq.maxKeys + a.cfg.ls - 1) / a.cfg.ls + 1;
   // NSA_FWD_RING=3: a third stage for the rings in 8-warp blocks (one per SM, so the shared memory is
   // there; 4-warp blocks would lose their second block per SM) where it fits the 227 KB a block may
@@ -899,10 +867,9 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_TOPN=0: v11's top-n (every round rescans all scores; warp 0 builds the common list even
   // where nothing walks it), for A/B.
   const char* topN = getenv("NSA_FWD_TOPN");
-  const char* streamEnv = getenv("NSA_FWD_STREAM");
   const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
                     (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
-                    (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) | (streamEnv && streamEnv[0] == '1' ? kFlagStreamStores : 0);
+                    (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }

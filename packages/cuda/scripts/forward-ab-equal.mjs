@@ -4,7 +4,7 @@
 // defaults, seeded random inputs) once per variant of the forward's switches, in one process, and
 // checks that each variant's outputs (out, the three branch outputs, lse, chosen blocks) are
 // bit-equal to the first variant's. For switches that change how the same arithmetic is scheduled
-// (NSA_FWD_TOPN, NSA_FWD_RING, NSA_FWD_ORDER, NSA_FWD_STREAM): at 16k / 64k the top-n state walks 16 / 32 blocks per lane, which the
+// (NSA_FWD_TOPN, NSA_FWD_RING): at 16k / 64k the top-n state walks 16 / 32 blocks per lane, which the
 // parity tests' short sequences never reach. Plain Node over dist/ (for the GPU host):
 //   node scripts/forward-ab-equal.mjs [--T 16384,65536] [--variants "|NSA_FWD_TOPN=0"]
 // (variants separated by '|', each a space-separated list of NAME=VALUE; '' is the default). A last
@@ -21,7 +21,7 @@ function option(name, fallback) {
   return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
 }
 const Ts = option('T', '16384,65536').split(',').map(Number);
-const variants = option('variants', '|NSA_FWD_TOPN=0|NSA_FWD_RING=3|NSA_FWD_ORDER=spread|NSA_FWD_STREAM=1').split('|');
+const variants = option('variants', '|NSA_FWD_TOPN=0|NSA_FWD_RING=3').split('|');
 const control = 'NSA_FWD_SKIP=2';
 const switches = [...new Set([...variants, control].flatMap((v) => v.split(' ').filter(Boolean).map((e) => e.split('=')[0])))];
 

@@ -16,8 +16,6 @@
 # bit at 16k / 64k (forward-ab-equal.mjs), then default and v11 alternating, the third ring stage
 # with each top-n, both without the selected branch (its share), the default's forward+backward; then
 # a parity set, determinism and memcheck. (Run C1 ran it when the third stage was the default.)
-# trials: v12's opt-in switches (NSA_FWD_RING=3, NSA_FWD_ORDER=spread, NSA_FWD_STREAM=1) against the
-# default, bit for bit and timed, ncu's L2 hit rate and DRAM bytes at 64k, a small parity set.
 # profile: ncu's warp-state samples per SASS instruction of one 64k launch (ncu-src-sass.csv).
 set -uo pipefail
 work=$1; out=$(realpath "$2"); mode=${3:-quick}
@@ -86,30 +84,6 @@ if [[ $mode == ab ]]; then
   for f in memcheck memcheck-128; do
     echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
   done
-  exit 0
-fi
-if [[ $mode == trials ]]; then
-  # v12's opt-in trials against the default: outputs bit for bit at 64k, then alternating benchmarks,
-  # then ncu's L2 / DRAM counters of one 64k launch (default, spread order) with a parity set.
-  echo "== switches bit for bit (bench problem, 64k)"
-  timeout 100 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --T 65536 \
-    --variants "|NSA_FWD_TOPN=0|NSA_FWD_RING=3|NSA_FWD_ORDER=spread|NSA_FWD_STREAM=1" 2>&1 | tail -8
-  for e in "" NSA_FWD_ORDER=spread NSA_FWD_STREAM=1 NSA_FWD_RING=3 "NSA_FWD_ORDER=spread NSA_FWD_STREAM=1" "" NSA_FWD_ORDER=spread NSA_FWD_STREAM=1; do
-    echo "== [$e]"; env $e timeout 60 node $bench --T 16384,65536 --ops nsaFwd 2>&1 | grep "^| forward |"
-  done
-  bg grid-128-bfloat16.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
-  bg extra-1-bfloat16.log node $extra --only "reg G=16 varlen D=64 bfloat16"
-  bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
-  m=gpu__time_duration.sum,lts__t_sector_hit_rate.pct,lts__t_bytes.sum,dram__bytes_read.sum,dram__bytes_write.sum
-  m=$m,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__throughput.avg.pct_of_peak_sustained_elapsed
-  for e in "" NSA_FWD_ORDER=spread; do
-    echo "== ncu [$e] (parity runs beside it)"
-    env $e timeout 90 ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 --metrics $m node $bench --T 65536 --ops nsaFwd 2>&1 |
-      grep -E "gpu__|lts__|dram__"
-  done
-  wait
-  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-  for f in "$out"/*.log; do summarize "$f"; done
   exit 0
 fi
 if [[ $mode == profile ]]; then
