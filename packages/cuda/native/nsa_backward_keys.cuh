@@ -43,6 +43,9 @@ struct KeyBlockArgs {
   int NB;
   float* partial;
   int* groupRows;
+  // keyGradBlockWg: a stage's lse, D, gates and positions are read one stage ahead into registers
+  // and stored after the current stage's products (NSA_BWD_KEY_DEFER=0: read and stored before them).
+  int defer = 1;
 };
 
 template <class T, int D, int W>

@@ -114,7 +114,8 @@ template <class T, int D, int W>
 void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex& index, const KeyTilePlan& plan, Workspace& ws,
                 cudaStream_t stream) {
   if (plan.count == 0) return;
-  const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+  KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+  kb.defer = keyGradDefer();
   auto launch = [&](auto kernel, size_t bytes) {
     NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
@@ -182,6 +183,12 @@ KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const Inver
 }
 
 }  // namespace
+
+// NSA_BWD_KEY_DEFER=0: the wgmma key blocks read a stage's scalars just before its products (v9).
+bool keyGradDefer() {
+  const char* env = getenv("NSA_BWD_KEY_DEFER");
+  return !(env && env[0] == '0');
+}
 
 bool keyGradWgmmaRuns() {
   const char* env = getenv("NSA_BWD_WGMMA");

@@ -125,24 +125,41 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
     const uint32_t sQ = sStage + 2 * buf * L::stageBytes;
     copyRowsSwizzled<T, D, kBlockThreads>(sQ, kStageCols, [&](int r) { return slice(Q, r); });
     copyRowsSwizzled<T, D, kBlockThreads>(sQ + L::stageBytes, kStageCols, [&](int r) { return slice(dOut, r); });
-    float* sf = stageBase + buf * L::stageFloats;
+  };
+  // A stage's per-column lse, D and gate and per-row positions: fetched into registers (threads
+  // below kStageCols), then stored to the stage's floats. Fetched one stage ahead and stored after
+  // the current stage's products (kb.defer), the gathered loads (one L2 or DRAM round trip each,
+  // the rows being anywhere in the sequence for selected keys) no longer hold up the warpgroup.
+  struct StageScalars {
+    float lse, dd, gt;
+    int pos;
+  };
+  auto fetchScalars = [&](int st) {
+    StageScalars v{0.f, 0.f, 0.f, -1};
+    const int i0 = q0 + st * kStageRows;
     if (threadIdx.x < kStageCols) {
       const int r = threadIdx.x, qr = rowOf(i0 + r / kBwdGroup);
-      float lse = 0.f, dd = 0.f, gt = 0.f;
       if (qr >= 0) {
         const size_t at = ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * 3 + branch;
-        lse = f.lse[at];
-        dd = Dvals[at];
-        gt = toF(gates[at]);
+        v.lse = f.lse[at];
+        v.dd = Dvals[at];
+        v.gt = toF(gates[at]);
       }
-      sf[r] = lse;
-      sf[kStageCols + r] = dd;
-      sf[2 * kStageCols + r] = gt;
     }
     if (threadIdx.x < kStageRows) {
       const int qr = rowOf(i0 + threadIdx.x);
-      reinterpret_cast<int*>(sf + 3 * kStageCols)[threadIdx.x] = qr >= 0 ? pos0 + qr - qStart : -1;
+      v.pos = qr >= 0 ? pos0 + qr - qStart : -1;
     }
+    return v;
+  };
+  auto storeScalars = [&](const StageScalars& v, int buf) {
+    float* sf = stageBase + buf * L::stageFloats;
+    if (threadIdx.x < kStageCols) {
+      sf[threadIdx.x] = v.lse;
+      sf[kStageCols + threadIdx.x] = v.dd;
+      sf[2 * kStageCols + threadIdx.x] = v.gt;
+    }
+    if (threadIdx.x < kStageRows) reinterpret_cast<int*>(sf + 3 * kStageCols)[threadIdx.x] = v.pos;
   };
 
   float dK[D / 8][4], dV[D / 8][4];
@@ -258,17 +275,30 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
 
   // Double-buffered stages with one barrier each: after it, every warp is done with the other
   // buffer (the previous stage), so the next stage's copy may overwrite it.
+  // Deferred: stage t + 1's scalars are fetched with its copy and stored after stage t's products,
+  // before the next barrier.
   const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
-  if (nStages > 0) loadStage(0, 0);
+  if (nStages > 0) {
+    loadStage(0, 0);
+    storeScalars(fetchScalars(0), 0);
+  }
   cpAsyncCommit();
+  const bool defer = kb.defer != 0;
   for (int t = 0; t < nStages; t++) {
     const int buf = t & 1;
     cpAsyncWait<0>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
-    if (t + 1 < nStages) loadStage(t + 1, buf ^ 1);
+    const bool more = t + 1 < nStages;
+    StageScalars next{0.f, 0.f, 0.f, -1};
+    if (more) {
+      loadStage(t + 1, buf ^ 1);
+      next = fetchScalars(t + 1);
+      if (!defer) storeScalars(next, buf ^ 1);
+    }
     cpAsyncCommit();
     stage(buf);
+    if (more && defer) storeScalars(next, buf ^ 1);
   }
   cpAsyncWait<0>();
 

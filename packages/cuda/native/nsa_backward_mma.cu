@@ -146,7 +146,8 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   mark("key tiles planned");
   const int nRest = nDq - head;
   if (nRest + plan.count > 0) {
-    const KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+    KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
+    kb.defer = keyGradDefer();
     auto launch = [&](auto kernel, size_t keyBytes) {
       const size_t bytes = std::max(dqBytes, keyBytes);
       NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));

@@ -50,6 +50,9 @@ struct KeyTile {
 // The key-centric dK/dV blocks run on wgmma (keyGradBlockWg): the loaded code is sm_90a on compute
 // capability 9.0 and NSA_BWD_WGMMA is not 0 (then the mma.sync block, keyGradBlock, runs).
 bool keyGradWgmmaRuns();
+// The wgmma key blocks fetch a stage's lse, D, gates and positions one stage ahead (KeyBlockArgs::defer)
+// unless NSA_BWD_KEY_DEFER=0.
+bool keyGradDefer();
 
 // Register-layout key-centric dK/dV of all three branches (nsa_backward_keys_mma.cu): 16-bit,
 // G = 16, Dk = Dv in {64, 128}, after backwardPrep (D) and backwardIndex.
