@@ -10,6 +10,7 @@ import type { NSAForwardBuffers } from './nsa-forward.js';
 import { MAX_GRID, type Frame, type Runtime } from './runtime.js';
 import {
   attendSharedBytes,
+  candidateGeometry,
   chunksPerBlock,
   decodeAttendShader,
   decodeMergeShader,
@@ -77,11 +78,13 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
   const rows = B * HQ;
   const es = e === 'f16' ? 2 : 4;
+  const { NJ, NCH } = candidateGeometry(shape);
   const bytes = {
     raw: B * CAP * H * Math.max(DK, DV) * es,
     cmp: B * CCAP * H * Math.max(DK, DV) * es,
     part: SMAX * rows * DV * 4,
-    scores: rows * CCAP * 4,
+    // Raw compressed scores, or the candidate sums [rows, NCH, NJ].
+    scores: rows * Math.max(CCAP, NCH * NJ) * 4,
   };
   if (Object.values(bytes).some((n) => n > limits.maxStorageBufferBindingSize) || rows > MAX_GRID || B * H > MAX_GRID) return undefined;
   // Candidate blocks at capacity, rounded up to a power of two so few shapes compile.
@@ -90,20 +93,23 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
   const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
   const previous = previousKernels();
-  const selShared = previous
-    ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1)
-    : selectSharedBytes({ G, WG: selWg, NSMAX, nSel: geo.nSel }, subgroups ? ctx.features.subgroupMinSize : 0);
+  const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
+  const selSharedOf = (chunks: number) => selectSharedBytes({ G, WG: selWg, NSMAX, nSel: geo.nSel }, minSg, chunks);
+  // The block choice scores candidates from the attend pass's candidate sums when their factor
+  // table fits workgroup memory (else from the raw compressed scores, as the previous kernels).
+  const cand = !previous && selSharedOf(NCH) <= limits.maxComputeWorkgroupStorageSize;
+  const selShared = previous ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1) : selSharedOf(cand ? NCH : 0);
   if (selShared > limits.maxComputeWorkgroupStorageSize || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
   const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   const [attendCw, select, attendSlc, merge] = await Promise.all([
-    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous }, decodeAttendShader),
+    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given
       ? undefined
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
-        : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize }, decodeSelectShader),
+        : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
     rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: attendWg, tiled: !previous }, decodeAttendShader),
     rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous }, decodeMergeShader),
   ]);

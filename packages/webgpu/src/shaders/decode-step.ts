@@ -96,6 +96,35 @@ function unrolled(n: number, WG: number, body: string): string {
 }
 
 /**
+ * Candidate sums (the block choice's scores split by compressed chunk): a compressed chunk touches
+ * at most NJ selection blocks from jLo = chunk start / PER_SEL, a selection block at most NCJ chunks.
+ */
+export function candidateGeometry(s: Pick<DecodeStepShape, 'KC' | 'CCAP' | 'cmpBlock' | 'cmpStride' | 'selBlock'>): { NJ: number; NCH: number; NCJ: number } {
+  const pc = s.cmpBlock / s.cmpStride;
+  const ps = s.selBlock / s.cmpStride;
+  return { NJ: Math.floor((s.KC + pc - 2) / ps) + 2, NCH: Math.ceil(s.CCAP / s.KC), NCJ: Math.floor((ps + pc - 2) / s.KC) + 2 };
+}
+
+/** WGSL constants and overlap() of the candidate sums (attend 'cw' and the block choice). */
+function candidateConstants(s: DecodeStepShape): string {
+  const { NJ, NCH, NCJ } = candidateGeometry(s);
+  return `const PER_CMP = ${s.cmpBlock / s.cmpStride}u;
+const PER_SEL = ${s.selBlock / s.cmpStride}u;
+// Compressed blocks that can overlap one selection block.
+const SPAN = ${(s.selBlock + s.cmpBlock) / s.cmpStride - 1}u;
+const NJ = ${NJ}u;
+const NCH = ${NCH}u;
+const NCJ = ${NCJ}u;
+// Sub-blocks shared by compressed block i and selection block j.
+fn overlap(i: u32, j: u32) -> f32 {
+  let lo = max(i, j * PER_SEL);
+  let hi = min(i + PER_CMP, (j + 1u) * PER_SEL);
+  return select(0.0, f32(hi - lo), hi > lo);
+}
+`;
+}
+
+/**
  * Register tile (rh heads x rk of n) of the attend passes: doubled, heads first, while the tiles
  * outnumber the invocations, and at most 4 x 2.
  */
@@ -114,7 +143,15 @@ function registerTile(G: number, n: number, WG: number): { rh: number; rk: numbe
  * Attention over one chunk of keys for the G heads of one KV head: phase 'cw' (compressed chunks,
  * then window chunks, by workgroup_id.x) or 'slc' (chunks of the selected blocks).
  */
-export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' | 'slc'; readonly WG: number; readonly tiled?: boolean }): string {
+export function decodeAttendShader(
+  k: DecodeStepShape & {
+    readonly phase: 'cw' | 'slc';
+    readonly WG: number;
+    readonly tiled?: boolean;
+    /** Phase 'cw': write candidate sums (candidateGeometry) instead of the raw compressed scores. */
+    readonly cand?: boolean;
+  },
+): string {
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
   const vec = `array<vec4<${e}>>`;
@@ -125,7 +162,7 @@ export function decodeAttendShader(k: DecodeStepShape & { readonly phase: 'cw' |
 @group(0) @binding(5) var<storage, read> vWin: ${vec};
 @group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(8) var<storage, read_write> scores: array<f32>;`
+@group(0) @binding(8) var<storage, read_write> ${k.cand ? 'cand' : 'scores'}: array<f32>;`
     : `@group(0) @binding(2) var<storage, read> kSlc: ${vec};
 @group(0) @binding(3) var<storage, read> vSlc: ${vec};
 @group(0) @binding(4) var<storage, read> blocks: array<i32>;
@@ -195,7 +232,7 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
   };
   const keys = Array.from({ length: KC }, (_, i) => i);
   const scoreStore = (g: string, kk: string, sv: string) => `    { let ok = ${kk} < count;
-      pr[${g} * PRS + ${kk}] = select(${NEG}, ${sv}, ok);${cw ? `
+      pr[${g} * PRS + ${kk}] = select(${NEG}, ${sv}, ok);${cw && !k.cand ? `
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = ${sv}; }` : ''} }`;
   let scoresPhase: string;
   let outputPhase: string;
@@ -273,7 +310,7 @@ ${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u 
   return `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
-${constants(k, WG)}
+${constants(k, WG)}${cw && k.cand ? candidateConstants(k) : ''}
 // Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
 const PRS = ${KC + 1}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK / 4 + 1)}>;
@@ -312,7 +349,25 @@ ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${
     stats[at + 1u] = l;
   }
   workgroupBarrier();
-${outputPhase}
+${outputPhase}${
+  cw && k.cand
+    ? `
+  // Candidate sums of a compressed chunk: cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i] with
+  // p relative to the chunk's max (stats), so the block choice scales them by exp(max - lse) and
+  // does not read every compressed score again.
+  if (isCmp) {
+    let jLo = lo / PER_SEL;
+    for (var x = lid; x < G * NJ; x += WG) {
+      let g = x / NJ;
+      let t = x % NJ;
+      let j = jLo + t;
+      var a = 0.0;
+${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + KC) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
+      cand[((row0 + g) * NCH + wid.x) * NJ + t] = a;
+    }
+  }`
+    : ''
+}
 }
 `;
 }
@@ -337,10 +392,13 @@ ${Array.from({ length: gu }, (_, gi) =>
     }`;
 }
 
-/** Workgroup memory of the block choice (bytes); `minSubgroup` bounds its subgroup count (0: no subgroups). */
-export function selectSharedBytes(k: { readonly G: number; readonly WG: number; readonly NSMAX: number; readonly nSel: number }, minSubgroup: number): number {
+/**
+ * Workgroup memory of the block choice (bytes); `minSubgroup` bounds its subgroup count (0: no
+ * subgroups), `chunks` is NCH with candidate sums (their factor table), else 0.
+ */
+export function selectSharedBytes(k: { readonly G: number; readonly WG: number; readonly NSMAX: number; readonly nSel: number }, minSubgroup: number, chunks: number): number {
   const lists = minSubgroup > 0 ? 2 * Math.ceil(k.WG / minSubgroup) * k.nSel : 2 * k.WG;
-  return 4 * (2 * k.WG + k.G + k.NSMAX + lists + k.nSel);
+  return 4 * (2 * k.WG + k.G + k.NSMAX + lists + k.nSel + k.G * chunks);
 }
 
 /**
@@ -362,6 +420,8 @@ export function decodeSelectShader(
     readonly subgroups: boolean;
     /** The adapter's smallest subgroup (sizes the subgroup lists). */
     readonly minSubgroup: number;
+    /** Scores from the attend pass's candidate sums (else from the raw compressed scores). */
+    readonly cand?: boolean;
   },
 ): string {
   const { G, WG } = k;
@@ -371,6 +431,39 @@ export function decodeSelectShader(
   const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
   const laneIdx = Array.from({ length: lanes }, (_, i) => i);
   const nLists = Math.ceil(WG / Math.max(1, k.minSubgroup));
+  const rawScores = `  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
+  // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
+  for (var j = lid; j < nCand; j += WG) {
+    let iBase = j * PER_SEL + 1u;
+    var s = 0.0;
+${candidateTerms(gu, perSel + perCmp - 1)}`;
+  const { NCJ } = candidateGeometry(k);
+  const cu = Array.from({ length: NCJ }, (_, u) => u);
+  const gc = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * NCJ <= 32) ?? 1;
+  const gcs = Array.from({ length: gc }, (_, gi) => gi);
+  const candScores = `  // Each head's chunk factors exp(max - lse) (0 for chunks without keys or heads without lse).
+  for (var x = lid; x < G * nC; x += WG) {
+    let g = x / nC;
+    let c = x % nC;
+    let at = ((NS + c) * ROWS + row0 + g) * 2u;
+    let lg = lse[g];
+    let live = stats[at + 1u] > 0.0 && lg > ${NEG_HALF};
+    factor[g * NCH + c] = select(0.0, exp(select(-100.0, stats[at] - lg, live)), live);
+  }
+  workgroupBarrier();
+  // Candidate scores: the chunks' candidate sums scaled by their factors, summed over the (at most
+  // NCJ) chunks the block's compressed blocks lie in and over heads, ${gc} heads unrolled.
+  for (var j = lid; j < nCand; j += WG) {
+    let cA = (max(j * PER_SEL + 1u, PER_CMP) - PER_CMP) / KC;
+    let cLast = (j * PER_SEL + PER_SEL - 1u) / KC;
+${cu.map((u) => `    let in${u} = cA + ${u}u < nC && cA + ${u}u <= cLast;
+    let c${u} = select(0u, cA + ${u}u, in${u});
+    let t${u} = select(0u, j - (c${u} * KC) / PER_SEL, in${u});`).join('\n')}
+    var s = 0.0;
+    for (var g0 = 0u; g0 < G; g0 += ${gc}u) {
+${gcs.flatMap((gi) => cu.map((u) => `      let a${gi}_${u} = cand[((row0 + g0 + ${gi}u) * NCH + c${u}) * NJ + t${u}];`)).join('\n')}
+${gcs.flatMap((gi) => cu.map((u) => `      s += select(0.0, factor[(g0 + ${gi}u) * NCH + c${u}] * a${gi}_${u}, in${u});`)).join('\n')}
+    }`;
   const topN = k.subgroups
     ? `  // Each subgroup's own top-nFree: every invocation keeps the best of its candidates that is worse
   // than the last one it gave up (no marks, no barrier), the subgroup takes the best of those.
@@ -407,21 +500,31 @@ export function decodeSelectShader(
     : TOP_N_ROUNDS_TREE;
   return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
-@group(0) @binding(2) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<storage, read> ${k.cand ? 'cand' : 'scores'}: array<f32>;
 @group(0) @binding(3) var<storage, read_write> blocks: array<i32>;
 ${constants(k, WG)}
 const NSMAX = ${k.NSMAX}u;
 const LANES = ${lanes}u;
-const PER_CMP = ${perCmp}u;
+${
+  k.cand
+    ? candidateConstants(k)
+    : `const PER_CMP = ${perCmp}u;
 const PER_SEL = ${perSel}u;
-const GU = ${gu}u;
+`
+}const GU = ${gu}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
 const NONE = 0xffffffffu;
 var<workgroup> redM: array<f32, ${WG}>;
 var<workgroup> redL: array<f32, ${WG}>;
 var<workgroup> lse: array<f32, ${G}>;
-var<workgroup> score: array<f32, ${k.NSMAX}>;
+var<workgroup> score: array<f32, ${k.NSMAX}>;${
+  k.cand
+    ? `
+// exp(max - lse) of each head's compressed chunks, [G, NCH] (0 for chunks without keys).
+var<workgroup> factor: array<f32, ${G * candidateGeometry(k).NCH}>;`
+    : ''
+}
 ${
   k.subgroups
     ? `// Each subgroup's top-nFree, best first, [subgroup, NSEL].
@@ -432,13 +535,13 @@ var<workgroup> redI: array<u32, ${WG}>;`
 }
 var<workgroup> chosen: array<i32, ${k.nSel}>;
 
-// Sub-blocks shared by compressed block i and selection block j.
+${k.cand ? '' : `// Sub-blocks shared by compressed block i and selection block j.
 fn overlap(i: u32, j: u32) -> f32 {
   let lo = max(i, j * PER_SEL);
   let hi = min(i + PER_CMP, (j + 1u) * PER_SEL);
   return select(0.0, f32(hi - lo), hi > lo);
 }
-
+`}
 struct Best { v: f32, i: u32 }
 
 // The best free candidate j = lid + r * WG (score > -0.5) behind (lastV, lastI) in the order
@@ -496,12 +599,7 @@ ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
   let forced = nInit + nLocal;
   let total = min(NSEL, nCand);
   let nFree = select(0u, total - forced, total > forced);
-  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
-  // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
-  for (var j = lid; j < nCand; j += WG) {
-    let iBase = j * PER_SEL + 1u;
-    var s = 0.0;
-${candidateTerms(gu, perSel + perCmp - 1)}
+${k.cand ? candScores : rawScores}
     let isInit = j < INITIAL;
     let isForced = isInit || (LOCAL > 0u && j >= localLo);
     let slot = select(nInit + j - localLo, j, isInit);
