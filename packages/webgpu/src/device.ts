@@ -85,9 +85,9 @@ export interface DeviceContext {
   selectionTokens: number;
   /**
    * Wide tiles of the fused selection pass (shaders/selection.ts, SelectionKernel.wide) at G = 16,
-   * where they fit: blocks per invocation (JB, default 8), key columns per stage (DS, vec4, default 8),
-   * invocations per token and blocks (HG, default 4), ahead (next stage's keys into registers). false:
-   * the previous register tile; env NSA_WEBGPU_SELECTION_WIDE=0.
+   * where they fit: blocks per invocation (JB, default 4), key columns per stage (DS, vec4, default 8),
+   * invocations per token and blocks (HG, default 2: 8 heads each), ahead (next stage's keys into registers). false:
+   * the previous register tile; env NSA_WEBGPU_SELECTION_WIDE=0 (or a JSON object of these settings).
    */
   selectionWide: false | { JB?: number; DS?: number; HG?: number; ahead?: boolean };
   /** Whether float16 training forwards run the compressed and window branches on subgroup matrices (when the device has them). */
@@ -191,7 +191,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     mergedDecode: true,
     singleQueryDecode: true,
     selectionTokens: 2,
-    selectionWide: envValue('NSA_WEBGPU_SELECTION_WIDE') === '0' ? false : {},
+    selectionWide: selectionWideSetting(envValue('NSA_WEBGPU_SELECTION_WIDE')),
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),
     limits: {
       maxStorageBufferBindingSize: Math.min(lim.maxStorageBufferBindingSize, bindingCap),
@@ -226,6 +226,12 @@ function hasMatrixConfig(adapter: GPUAdapter): boolean {
 }
 
 /** An environment variable where there is a process (Node); undefined in browsers. */
+/** NSA_WEBGPU_SELECTION_WIDE: '0' the previous selection tiles, a JSON object the wide tiles' settings (experiments). */
+function selectionWideSetting(value: string | undefined): DeviceContext['selectionWide'] {
+  if (value === '0') return false;
+  return value?.trim().startsWith('{') ? (JSON.parse(value) as DeviceContext['selectionWide']) : {};
+}
+
 function envValue(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }

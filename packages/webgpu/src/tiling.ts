@@ -195,16 +195,21 @@ export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nS
 /**
  * Wide tiles for a fused selection pass of these tiles (same tokens per workgroup), at G = 16 where
  * they fit workgroup memory (fewer key columns per stage first); undefined: the previous tiles.
+ * Default 8 heads x 4 blocks per invocation (HG 2, JB 4: 128-block chunks) in stages of 8 vec4 columns.
+ * H100, float32, 64k (helper wf32, session 7; each against the previous tiles in the same call): selection
+ * 132.3 ms (previous 242.1; 4 heads x 8 blocks 136.6, ahead 130.8); before the side-by-side block map:
+ * 139.0, 8 heads x 8 blocks 148.3, 4 x 8 141.9, 4 x 16 142.2, 4 x 4 176.7, 4-column stages 160.5 (243.8).
  */
 export function planWideSelection(
   ctx: DeviceContext,
   k: Pick<SelectionKernel, 'G' | 'GC' | 'DK' | 'WG' | 'NSMAX' | 'TQS' | 'nSel' | 'subgroups'>,
 ): { CB: number; wide: WideSelection } | undefined {
   const setting = ctx.selectionWide;
-  const HG = setting === false ? 4 : (setting.HG ?? 4);
-  if (setting === false || k.G !== 16 || !wideSelectionFits(k, HG)) return undefined;
+  if (setting === false) return undefined;
+  const HG = setting.HG ?? 2;
+  if (k.G !== 16 || !wideSelectionFits(k, HG)) return undefined;
   for (const DS of [setting.DS ?? 8, 4, 2]) {
-    const wide = { JB: setting.JB ?? 8, DS, HG, ahead: setting.ahead ?? false };
+    const wide = { JB: setting.JB ?? 4, DS, HG, ahead: setting.ahead ?? false };
     if (wideSelectionSharedBytes(k, wide) <= ctx.limits.maxComputeWorkgroupStorageSize) return { CB: wideSelectionBlocks(k, wide), wide };
   }
   return undefined;

@@ -50,7 +50,6 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     const q = rows('q', T - 1);
     const gates = rows('gates', T - 1);
     const step = () => gpu.nsaDecode({ cache: caches[0].cache, q: gpu.tensor(q, [B, 1, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, 1, HQ, 3], 'float32') });
-    console.log(`subgroups: ${gpu.ctx.features.subgroups} (min size ${gpu.ctx.features.subgroupMinSize})`);
     const out = await step();
     const chosen = Array.from(await out.blockIndices.read());
     const refCache = caches[1].cache;

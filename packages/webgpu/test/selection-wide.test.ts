@@ -11,8 +11,8 @@ import { planWideSelection } from '../src/tiling.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig, upload } from './gpu.js';
 
 const TOL = 1e-4;
-// G = 16, Dk = 24 (6 vec4 columns: stages of 4 leave a stage of 2).
-const config = smallConfig({ heads: 32, kvHeads: 2, headDimK: 24, headDimV: 12 });
+// G = 16 (one KV head: SwiftShader is slow), Dk = 24 (6 vec4 columns: stages of 4 leave a stage of 2).
+const config = smallConfig({ heads: 16, kvHeads: 1, headDimK: 24, headDimV: 12 });
 const reference = createReferenceBackend();
 
 describe('wide selection tiles: code generation', () => {
@@ -21,6 +21,9 @@ describe('wide selection tiles: code generation', () => {
     const wgsl = selectionShader({ ...k, CB: wideSelectionBlocks(k, { JB: 4 }), wide: { JB: 4, DS: 4 } });
     expect(wgsl).not.toContain('var<workgroup> prob');
     expect(wgsl).toContain('subgroupShuffleXor(p3, 2u)');
+    const two = selectionShader({ ...k, CB: wideSelectionBlocks(k, { JB: 4, HG: 2 }), wide: { JB: 4, DS: 4, HG: 2 } });
+    expect(two).toContain('subgroupShuffleXor(p0, 1u)');
+    expect(two).not.toContain('subgroupShuffleXor(p0, 2u)');
     expect(() => selectionShader({ ...k, CB: 32, wide: { JB: 4, DS: 4 } })).toThrow(/wide tiles/);
     expect(() => selectionShader({ ...k, G: 32, CB: 64, wide: { JB: 4, DS: 4 } })).toThrow(/wide tiles/);
   });
@@ -33,7 +36,7 @@ describe.skipIf(!probe.available)(`webgpu wide selection tiles${probe.available 
   });
   afterAll(() => gpu?.dispose());
 
-  const T = 1100;
+  const T = 600;
   const inputs = nsaInputs(config, 1, T, compressedCount(T, config), 5);
 
   async function run(settings: Partial<Pick<WebGPUBackend['ctx'], 'selectionWide' | 'subgroupTopN' | 'tiledKernel'>>) {
@@ -47,19 +50,20 @@ describe.skipIf(!probe.available)(`webgpu wide selection tiles${probe.available 
     }
   }
 
-  it('is planned for this group, spans two chunks, and matches the reference in every variant', async () => {
-    const wide = planWideSelection(gpu.ctx, { G: 16, GC: 16, DK: 24, WG: 128, NSMAX: 36, TQS: 2, nSel: 4, subgroups: true });
+  it('is planned for this group and matches the reference in every variant', async () => {
+    const wide = planWideSelection(gpu.ctx, { G: 16, GC: 16, DK: 24, WG: 128, NSMAX: 20, TQS: 2, nSel: 4, subgroups: true });
     expect(wide?.CB).toBe(128);
-    expect(compressedCount(T, config)).toBeGreaterThan(128);
+    // The default takes one (ragged) chunk; the 64-block chunks below take two.
+    expect(compressedCount(T, config)).toBeGreaterThan(64);
     const ref = await reference.nsaForward({ config, ...upload(reference, inputs, 'float64') });
     const refBlocks = Array.from(await ref.blockIndices.read());
     const refOut = await read(ref.output);
-    // One stage (the default), stages of 4 + 2 columns loaded ahead, HG = 2 with the sums through
-    // workgroup memory and the stages in loops, the previous tiles.
+    // One stage (the default); stages of 4 + 2 columns loaded ahead; HG = 4 with the sums through
+    // workgroup memory and the stages in loops; the previous tiles.
     const variants = [
       {},
-      { selectionWide: { JB: 4, DS: 4, ahead: true } },
-      { selectionWide: { DS: 4, HG: 2 }, subgroupTopN: false, tiledKernel: { batchLoads: false } },
+      { selectionWide: { JB: 2, DS: 4, ahead: true } },
+      { selectionWide: { JB: 4, DS: 4, HG: 4 }, subgroupTopN: false, tiledKernel: { batchLoads: false } },
       { selectionWide: false as const },
     ];
     for (const v of variants) {

@@ -56,13 +56,14 @@ export interface SelectionKernel {
    */
   readonly matrixPrefetch?: boolean;
   /**
-   * 'fused' phase, the group in one chunk of heads (GC = G, a multiple of 4): each invocation scores
-   * one token's GC / 4 heads against JB blocks (16 scalar sums), so a chunk of CB = JB * WG / (4 TQS)
-   * blocks loads each query vec4 once per JB blocks and each key vec4 once per GC / 4 heads (the
-   * register tile above: 2 tokens x 4 blocks of one head); the chunk's keys are staged DS vec4 columns
-   * at a time (workgroup memory), and the heads' probabilities are summed in registers and across the
-   * 4 invocations of a token (subgroup shuffles, or workgroup memory without subgroups), not in a
-   * serial loop over 'prob'. `ahead`: the next column stage loads into registers during this one.
+   * 'fused' phase, the group in one chunk of heads (GC = G, a multiple of HG): each invocation scores
+   * one token's GC / HG heads against JB blocks (scalar sums), so a chunk of CB = JB * WG / (HG TQS)
+   * blocks reads each staged query vec4 once per JB blocks and each key vec4 once per GC / HG heads
+   * (the register tile above: 2 tokens x 4 blocks of one head, 6 reads per 8 vec4 products); the
+   * chunk's keys are staged DS vec4 columns at a time (workgroup memory), and the heads' probabilities
+   * are summed in registers and across the HG invocations of a token (subgroup shuffles, or workgroup
+   * memory without subgroups), not in a serial loop over 'prob'. `ahead`: the next column stage loads
+   * into registers during this one.
    */
   readonly wide?: WideSelection;
 }
@@ -381,6 +382,26 @@ ${toks
   )
   .join('\n')}
     workgroupBarrier();`;
+  // Wide tiles: the tokens' selection blocks side by side (WG / TQS invocations each); no barrier after
+  // it, since the next chunk writes psum and reads score only after its first stage's barrier.
+  const wideMap = `    {
+      let mt = lid / (WG / TQS);
+      let ml = lid % (WG / TQS);
+      let nvm = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, mt == ${t}u)`, 'nVis0')};
+      let ncm = ${toks.slice(1).reduce((a, t) => `select(${a}, nCand${t}, mt == ${t}u)`, 'nCand0')};
+      if (i0 < nvm) {
+        let iEnd = min(i0 + CB, nvm);
+        let jLo = i0 / PER_SEL;
+        let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, ncm);
+        for (var j = jLo + ml; j < jHi; j += WG / TQS) {
+          let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
+          let b = min(iEnd, (j + 1u) * PER_SEL);
+          var s = score[mt * NSMAX + j];
+          for (var i = a; i < b; i++) { s += psum[mt * CB + i - i0] * overlap(i, j); }
+          score[mt * NSMAX + j] = s;
+        }
+      }
+    }`;
   const chunkLoop = `  // Chunks of CB compressed blocks; a 'scores' workgroup takes perSplit of them.
   let c0 = ${phase === 'scores' ? 'wid.z * P.perSplit * CB' : '0u'};
   let c1 = ${phase === 'scores' ? 'min(nVis, c0 + P.perSplit * CB)' : `nVis${TQS - 1}`};
@@ -394,9 +415,11 @@ ${
   phase === 'scores'
     ? `    for (var ii = lid; ii < CB; ii += WG) { if (i0 + ii < nVis0) { imp[impRow + i0 + ii] = psum[ii]; } }
     workgroupBarrier();`
-    : mapChunk
+    : wide
+      ? wideMap
+      : mapChunk
 }
-  }`;
+  }${wide ? '\n  workgroupBarrier();' : ''}`;
   const candidatesFromImp = `  workgroupBarrier();
   // Each candidate block: the overlap-weighted sum of the compressed blocks' probabilities.
   for (var j = lid; j < nCand; j += WG) {
