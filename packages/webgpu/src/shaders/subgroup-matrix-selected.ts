@@ -165,8 +165,8 @@ ${nextLoads(`${loadK('nlo', 'nhi')}
 ${loadV('nlo', 'nhi')}`)}` : ''}
     workgroupBarrier();
 ${ahead ? '' : `    // This tile's values: loads out now, stored after the softmax.
-${loadV('kp0', 'kEnd')}
-`}    // S = Q K^T for this subgroup's 16 keys (K^T: column-major view of the staged key rows).
+${loadV('kp0', 'kEnd')}`}
+    // S = Q K^T for this subgroup's 16 keys (K^T: column-major view of the staged key rows).
     ${op.zero('acc')}
 ${D.map((d) => `    ${op.mmaFrom(`q${d}`, 'kv', `sg * 16u * KS + ${d * 16}u`, true, 'KS', 'acc')}`).join('\n')}
     ${op.store('sbuf', scratch, 'acc', 'SS')}
