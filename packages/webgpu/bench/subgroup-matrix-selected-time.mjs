@@ -114,12 +114,10 @@ async function time(label, code, blockBuf = bufs[7]) {
 
 console.log(`selected branch alone: T = ${T} tokens at ${P0}..${NK - 1}, H = ${H}, G = ${G}, D = ${D}, ${nSel} blocks of ${selBlock}`);
 console.log('| variant | ms per dispatch |\n|---|---:|');
-// ahead: loads a whole tile ahead (the default); first: values during S, keys during the previous P V.
-for (const [KT, ahead] of [[32, true], [32, false], [64, true], [64, false]]) {
-  const name = `KT ${KT} ${ahead ? 'ahead' : 'first'}`;
-  const base = matrixSelectedShader({ e: 'f16', G, DK: D, DV: D, KT, nSel, selBlock, TAU: 8, ahead, emulate: false });
-  await time(name, base);
-  await time(`${name}, blocks at fixed distances (shared by 64 tokens)`, base, storage(shared));
-  for (const [cutName, edit] of Object.entries(edits)) await time(`${name}, ${cutName}`, edit(base));
+for (const KT of [32, 64]) {
+  const base = matrixSelectedShader({ e: 'f16', G, DK: D, DV: D, KT, nSel, selBlock, TAU: 8, emulate: false });
+  await time(`KT ${KT}`, base);
+  await time(`KT ${KT}, blocks at fixed distances (shared by 64 tokens)`, base, storage(shared));
+  for (const [name, edit] of Object.entries(edits)) await time(`KT ${KT}, ${name}`, edit(base));
 }
 device.destroy();

@@ -299,7 +299,7 @@ async function prepareMatrixSelectedForward(rt: Runtime, geo: Geometry, seqs: re
   const { G, H, HQ, DK, DV, e } = geo;
   if (!matrixSelectedFits(G, DK, DV)) return undefined;
   const override = ctx.tileOverride?.selected?.KT;
-  const base = { e, G, DK, DV, nSel: geo.nSel, selBlock: geo.selBlock, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, ahead: ctx.matrixKernel?.selectedAhead ?? true, emulate: !native };
+  const base = { e, G, DK, DV, nSel: geo.nSel, selBlock: geo.selBlock, TAU: ctx.matrixEmulation ? 0 : MATRIX_TAU, emulate: !native };
   const KT = (override ? [override] : MATRIX_SELECTED_KT.filter((kt) => geo.selBlock % kt === 0).concat([16])).find(
     (kt) => [16, 32, 64].includes(kt) && matrixSelectedSharedBytes({ ...base, KT: kt }) <= ctx.limits.maxComputeWorkgroupStorageSize && (kt / 16) * MATRIX_SUBGROUP <= ctx.limits.maxComputeInvocationsPerWorkgroup,
   );

@@ -98,11 +98,9 @@ export interface DeviceContext {
    * Code generation of the matrix kernels (default all on): prefetch and interior of the matrix forward
    * (MatrixForwardKernel), selection the matrix selection's prefetch (SelectionKernel.matrixPrefetch),
    * selected the selected branch on matrices (shaders/subgroup-matrix-selected.ts; false: the tiled
-   * kernel, also env NSA_WEBGPU_MATRIX_SELECTED=0), selectedAhead its loads a whole tile ahead
-   * (MatrixSelectedKernel.ahead; false also env NSA_WEBGPU_MATRIX_SELECTED=first). env
-   * NSA_WEBGPU_MATRIX_KERNEL=previous turns all off.
+   * kernel, also env NSA_WEBGPU_MATRIX_SELECTED=0). env NSA_WEBGPU_MATRIX_KERNEL=previous turns all off.
    */
-  matrixKernel?: { prefetch?: boolean; interior?: boolean; selection?: boolean; selected?: boolean; selectedAhead?: boolean };
+  matrixKernel?: { prefetch?: boolean; interior?: boolean; selection?: boolean; selected?: boolean };
   /** How the matrix forward stages and reads key/value tiles (see MatrixForwardKernel.rightMajor); env NSA_WEBGPU_MATRIX_RIGHT=row. */
   matrixRightMajor: 'column' | 'row';
   /** Whether the fused selection pass of float16 training calls takes its scores from subgroup matrices; env NSA_WEBGPU_MATRIX_SELECTION=0 turns it off. */
@@ -181,12 +179,10 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     matrixSelection: envValue('NSA_WEBGPU_MATRIX_SELECTION') !== '0',
     matrixKernel:
       envValue('NSA_WEBGPU_MATRIX_KERNEL') === 'previous'
-        ? { prefetch: false, interior: false, selection: false, selected: false, selectedAhead: false }
+        ? { prefetch: false, interior: false, selection: false, selected: false }
         : envValue('NSA_WEBGPU_MATRIX_SELECTED') === '0'
           ? { selected: false }
-          : envValue('NSA_WEBGPU_MATRIX_SELECTED') === 'first'
-            ? { selectedAhead: false }
-            : undefined,
+          : undefined,
     subgroupTopN: true,
     mergedDecode: true,
     singleQueryDecode: true,

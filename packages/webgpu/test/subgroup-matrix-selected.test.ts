@@ -35,9 +35,6 @@ describe('subgroup-matrix selected shader text', () => {
     expect(code).not.toMatch(/subgroupMatrixLoad<[^>]*>>\(&(q|kbuf|vbuf),/);
     // 64 keys x 128 dims / 4 per vec4 / 128 invocations: 16 vec4 of keys and 16 of values in registers.
     expect(code.match(/^ {2}var kr\d+: vec4<f16>;$/gm)?.length).toBe(16);
-    // Loaded a tile ahead, values have a staging area of their own (after 64 key rows of 136).
-    expect(code).toContain('const VB = 0u;');
-    expect(matrixSelectedShader({ ...kernel, ahead: true })).toContain(`const VB = ${64 * 136}u;`);
     expect(code.match(/^ {2}var vr\d+: vec4<f16>;$/gm)?.length).toBe(16);
     expect(() => matrixSelectedShader({ ...kernel, e: 'f32' })).toThrow(/f16/);
     expect(() => matrixSelectedShader({ ...kernel, KT: 48 })).toThrow(/KT/);
@@ -45,8 +42,8 @@ describe('subgroup-matrix selected shader text', () => {
 
   it('every workgroup variable takes a multiple of 16 bytes', () => {
     for (const [DK, DV] of [[64, 64], [128, 128], [192, 128], [32, 16]]) {
-      for (const [KT, nSel, selBlock, ahead] of [[64, 16, 64, false], [32, 3, 32, true], [16, 5, 40, true], [32, 16, 64, false]] as const) {
-        const sizes = workgroupBytes(matrixSelectedShader({ ...kernel, DK, DV, KT, nSel, selBlock, ahead }));
+      for (const [KT, nSel, selBlock] of [[64, 16, 64], [32, 3, 32], [16, 5, 40]]) {
+        const sizes = workgroupBytes(matrixSelectedShader({ ...kernel, DK, DV, KT, nSel, selBlock }));
         expect(Object.keys(sizes).length).toBeGreaterThan(6);
         for (const [name, bytes] of Object.entries(sizes)) expect({ DK, KT, name, rem: bytes % 16 }).toEqual({ DK, KT, name, rem: 0 });
       }
@@ -94,18 +91,14 @@ describe.skipIf(!probe.available)(`subgroup-matrix selected, emulated${probe.ava
     expect(error).toBeLessThan(TOL);
   });
 
-  it('varlen, 16-key tiles: two tiles per block, the next block loaded ahead (both load orders)', async () => {
+  it('varlen, 16-key tiles: two tiles per block, keys of the next block loaded ahead', async () => {
     gpu.ctx.tileOverride = { selected: { KT: 16 } };
     try {
       const { names, error } = await selected(1, 120, [0, 50, 51, 120]);
       expect(names).toContain('nsa_selected_forward_matrix_emulated');
       expect(error).toBeLessThan(TOL);
-      gpu.ctx.matrixKernel = { selectedAhead: false };
-      const first = await selected(1, 120, [0, 50, 51, 120]);
-      expect(first.error).toBeLessThan(TOL);
     } finally {
       gpu.ctx.tileOverride = undefined;
-      gpu.ctx.matrixKernel = undefined;
     }
   });
 

@@ -9,9 +9,8 @@
 //               subgroup-matrix-forward.ts (a row's reference maximum rises only past TAU)
 //   O += P V    subgroup s holds the output column tiles s, s + NSG, ...
 // The token's tiles (blocks cut into KT keys, clipped at its position) are listed in workgroup
-// memory first. `ahead`: each tile's keys and values load into registers a whole tile ahead (the
-// loads, not the products, bound this kernel: run wf16-3); else its values load during its own
-// S = Q K^T and its keys during the previous tile's P V (as `prefetch` of the range kernel).
+// memory first; each tile's keys load into registers during the previous tile's P V and its
+// values during S = Q K^T (as `prefetch` of the range kernel).
 import { ITEM_STRUCT, NEG, NEG_HALF, paramsStruct, type ElementType } from './common.js';
 import { MATRIX_PREAMBLE, MATRIX_SUBGROUP, matrixOps } from './subgroup-matrix.js';
 
@@ -28,12 +27,6 @@ export interface MatrixSelectedKernel {
   readonly selBlock: number;
   /** Raise a row's reference maximum when a tile passes it by more than this (0: every time). */
   readonly TAU: number;
-  /**
-   * Issue a tile's key and value loads while the previous tile is multiplied (keys and values staged
-   * in areas of their own). false: values during the tile's S = Q K^T, keys during the previous P V,
-   * one staging area (the first kernel).
-   */
-  readonly ahead?: boolean;
   readonly emulate: boolean;
 }
 
@@ -41,7 +34,7 @@ const DIM = 16;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
-function layout(k: Pick<MatrixSelectedKernel, 'KT' | 'DK' | 'DV' | 'nSel' | 'selBlock' | 'ahead'>) {
+function layout(k: Pick<MatrixSelectedKernel, 'KT' | 'DK' | 'DV' | 'nSel' | 'selBlock'>) {
   const NSG = k.KT / DIM;
   // Padded strides (16-byte multiples; rows of S 8 floats apart mod 32 banks): keys staged as rows
   // (KS), values transposed (VS), f32 scores (SS), f16 probabilities (PS).
@@ -49,11 +42,9 @@ function layout(k: Pick<MatrixSelectedKernel, 'KT' | 'DK' | 'DV' | 'nSel' | 'sel
   const VS = k.KT + 8;
   const SS = k.KT + 8;
   const PS = k.KT + 8;
-  // The staging area: keys (or the queries, first) at 0, values at VB (0: in the keys' place).
-  const VB = k.ahead ? Math.max(k.KT, DIM) * KS : 0;
-  const KVN = k.ahead ? VB + k.DV * VS : Math.max(k.KT * KS, k.DV * VS, DIM * KS);
+  const KVN = Math.max(k.KT * KS, k.DV * VS, DIM * KS);
   const MAXT = k.nSel * Math.ceil(k.selBlock / k.KT);
-  return { NSG, WG: NSG * MATRIX_SUBGROUP, KS, VS, SS, PS, VB, KVN, MAXT };
+  return { NSG, WG: NSG * MATRIX_SUBGROUP, KS, VS, SS, PS, KVN, MAXT };
 }
 
 /** Whether the kernel covers these shapes (otherwise the tiled kernel runs). */
@@ -62,7 +53,7 @@ export function matrixSelectedFits(G: number, DK: number, DV: number): boolean {
 }
 
 /** Workgroup-memory bytes the kernel declares. */
-export function matrixSelectedSharedBytes(k: Pick<MatrixSelectedKernel, 'KT' | 'DK' | 'DV' | 'nSel' | 'selBlock' | 'e' | 'ahead'>): number {
+export function matrixSelectedSharedBytes(k: Pick<MatrixSelectedKernel, 'KT' | 'DK' | 'DV' | 'nSel' | 'selBlock' | 'e'>): number {
   const { SS, PS, KVN, MAXT } = layout(k);
   const es = k.e === 'f16' ? 2 : 4;
   return DIM * SS * 4 + DIM * PS * es + KVN * es + DIM * 4 + 2 * pad4(MAXT) * 4 + pad4(k.nSel) * 4 + 16 + 32;
@@ -72,8 +63,7 @@ export function matrixSelectedShader(k: MatrixSelectedKernel): string {
   const { KT, DK, DV } = k;
   if (![16, 32, 64].includes(KT) || !matrixSelectedFits(k.G, DK, DV)) throw new Error(`matrix selected: KT ${KT} must be 16, 32 or 64 and G ${k.G}, DK ${DK}, DV ${DV} multiples of 16`);
   if (k.e !== 'f16' && !k.emulate) throw new Error('matrix selected: subgroup matrices take f16 operands');
-  const { NSG, WG, KS, VS, SS, PS, VB, KVN, MAXT } = layout(k);
-  const ahead = k.ahead === true;
+  const { NSG, WG, KS, VS, SS, PS, KVN, MAXT } = layout(k);
   const E = k.e;
   const toP = (x: string) => (E === 'f16' ? `f16(${x})` : `unpack2x16float(pack2x16float(vec2<f32>(${x}, 0.0))).x`);
   const LPR = WG / DIM;
@@ -124,22 +114,21 @@ export function matrixSelectedShader(k: MatrixSelectedKernel): string {
       let grp = x / 32u;
       let rr = x % 16u + 16u * (grp % KB);
       let c4 = (x % 32u) / 16u + 2u * (grp / KB);`;
-  const loadV = (lo: string, hi: string) =>
-    range(nV)
-      .map(
-        (i) => `    {
+  const loadV = range(nV)
+    .map(
+      (i) => `    {
       ${vPos(i)}
       vr${i} = vec4<${E}>(0.0);
-      if (x < KT * DV4 && ${lo} + rr < ${hi}) { vr${i} = vbuf[${keyRow(`${lo} + rr`)} * DV4 + c4]; }
+      if (x < KT * DV4 && kp0 + rr < kEnd) { vr${i} = vbuf[${keyRow('kp0 + rr')} * DV4 + c4]; }
     }`,
-      )
-      .join('\n');
+    )
+    .join('\n');
   const storeV = range(nV)
     .map(
       (i) => `    {
       ${vPos(i)}
       if (x < KT * DV4) {
-        let w = VB + c4 * 4u * VS + rr;
+        let w = c4 * 4u * VS + rr;
         kv[w] = vr${i}.x; kv[w + VS] = vr${i}.y; kv[w + 2u * VS] = vr${i}.z; kv[w + 3u * VS] = vr${i}.w;
       }
     }`,
@@ -153,20 +142,11 @@ export function matrixSelectedShader(k: MatrixSelectedKernel): string {
     }`;
   const scratch = 'sg * 16u';
 
-  const nextLoads = (loads: string) => `    if (t + 1u < ntiles) {
-      let nlo = tileLo[t + 1u];
-      let nhi = tileHi[t + 1u];
-${loads.replace(/^/gm, '  ')}
-    }`;
   const tile = `${storeK}
-${ahead ? `${storeV}
-    // The next tile's keys and values load during this tile.
-${nextLoads(`${loadK('nlo', 'nhi')}
-${loadV('nlo', 'nhi')}`)}` : ''}
     workgroupBarrier();
-${ahead ? '' : `    // This tile's values: loads out now, stored after the softmax.
-${loadV('kp0', 'kEnd')}
-`}    // S = Q K^T for this subgroup's 16 keys (K^T: column-major view of the staged key rows).
+    // This tile's values: loads out now, stored after the softmax.
+${loadV}
+    // S = Q K^T for this subgroup's 16 keys (K^T: column-major view of the staged key rows).
     ${op.zero('acc')}
 ${D.map((d) => `    ${op.mmaFrom(`q${d}`, 'kv', `sg * 16u * KS + ${d * 16}u`, true, 'KS', 'acc')}`).join('\n')}
     ${op.store('sbuf', scratch, 'acc', 'SS')}
@@ -199,9 +179,13 @@ ${masks.map((m) => `      tmax = max(tmax, subgroupShuffleXor(tmax, ${m}u));`).j
         pbuf[r * PS + kk] = ${toP('e')};
       }
     }
-${ahead ? '' : `${storeV}
+${storeV}
     // The next tile's keys load during P V.
-${nextLoads(loadK('nlo', 'nhi'))}`}
+    if (t + 1u < ntiles) {
+      let nlo = tileLo[t + 1u];
+      let nhi = tileHi[t + 1u];
+${loadK('nlo', 'nhi').replace(/^/gm, '  ')}
+    }
     workgroupBarrier();
     if (workgroupUniformLoad(&flags[0]) != 0u) {
 ${O.map(
@@ -216,7 +200,7 @@ ${scratchPass(`sbuf[sr * SS + ${scratch} + c] *= alphaRow[sr];`)}
     }
     // O += P V for this subgroup's column tiles.
 ${J.map((j) => `    ${op.load(`p${j}`, 'left', 'pbuf', `${j * 16}u`, 'PS')}`).join('\n')}
-${O.map((i) => `    ${owns(i, J.map((j) => op.mmaFrom(`p${j}`, 'kv', `VB + (sg + ${i * NSG}u) * 16u * VS + ${j * 16}u`, true, 'VS', `o${i}`)).join(' '))}`).join('\n')}
+${O.map((i) => `    ${owns(i, J.map((j) => op.mmaFrom(`p${j}`, 'kv', `(sg + ${i * NSG}u) * 16u * VS + ${j * 16}u`, true, 'VS', `o${i}`)).join(' '))}`).join('\n')}
     workgroupBarrier();`;
 
   const epilogue = `${masks.map((m) => `  l += subgroupShuffleXor(l, ${m}u);`).join('\n')}
@@ -256,7 +240,6 @@ const SS = ${SS}u;
 const PS = ${PS}u;
 const KS = ${KS}u;
 const VS = ${VS}u;
-const VB = ${VB}u;
 const KVN = ${KVN}u;
 const SBUF = ${DIM * SS}u;
 const PBUF = ${DIM * PS}u;
@@ -331,7 +314,6 @@ ${range(nV).map((i) => `  var vr${i}: vec4<${E}>;`).join('\n')}
     let nlo = tileLo[0];
     let nhi = tileHi[0];
 ${loadK('nlo', 'nhi')}
-${ahead ? loadV('nlo', 'nhi') : ''}
   }
   for (var t = 0u; t < ntiles; t++) {
     let kp0 = tileLo[t];
