@@ -199,6 +199,7 @@ export function planSelectionTiles(ctx: DeviceContext, G: number, DK: number, nS
  * H100, float32, 64k (helper wf32, session 7; each against the previous tiles in the same call): selection
  * 132.3 ms (previous 242.1; 4 heads x 8 blocks 136.6, ahead 130.8); before the side-by-side block map:
  * 139.0, 8 heads x 8 blocks 148.3, 4 x 8 141.9, 4 x 16 142.2, 4 x 4 176.7, 4-column stages 160.5 (243.8).
+ * Software adapters take 8 x 2: SwiftShader did not finish compiling the 8 x 4 tile in 5 minutes (8 x 2: seconds).
  */
 export function planWideSelection(
   ctx: DeviceContext,
@@ -209,7 +210,7 @@ export function planWideSelection(
   const HG = setting.HG ?? 2;
   if (k.G !== 16 || !wideSelectionFits(k, HG)) return undefined;
   for (const DS of [setting.DS ?? 8, 4, 2]) {
-    const wide = { JB: setting.JB ?? 4, DS, HG, ahead: setting.ahead ?? false };
+    const wide = { JB: setting.JB ?? (ctx.software ? 2 : 4), DS, HG, ahead: setting.ahead ?? false };
     if (wideSelectionSharedBytes(k, wide) <= ctx.limits.maxComputeWorkgroupStorageSize) return { CB: wideSelectionBlocks(k, wide), wide };
   }
   return undefined;
