@@ -12,8 +12,8 @@
 // only: Dawn's robustness check on storage tiles zeroes tiles that end near a binding's end.
 // `emulate` replaces the builtins by plain WGSL (see subgroup-matrix.ts) for tests; it also takes
 // f32 storage (P still rounded to f16), since software adapters lack shader-f16.
-import { ITEM_STRUCT, NEG, NEG_HALF, keyRangeFns, paramsStruct, type ElementType } from './common.js';
-import { MATRIX_PREAMBLE, MATRIX_SUBGROUP, matrixOps } from './subgroup-matrix.js';
+import { ITEM_STRUCT, NEG, NEG_HALF, keyRangeFns, type ElementType } from './common.js';
+import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps } from './subgroup-matrix.js';
 
 export interface MatrixForwardKernel {
   readonly mode: 'compressed' | 'window';
@@ -292,14 +292,7 @@ ${scratchPass(`out[row * DV + ${c * 16}u + c] = sbuf[r * SS + c] * inv;`)}
   workgroupBarrier();`,
 ).join('\n')}`;
 
-  return `${E === 'f16' ? 'enable f16;\n' : ''}enable subgroups;
-${k.emulate ? '' : MATRIX_PREAMBLE}${paramsStruct()}
-@group(0) @binding(1) var<storage, read> items: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<vec4<${E}>>;
-@group(0) @binding(3) var<storage, read> kbuf: array<vec4<${E}>>;
-@group(0) @binding(4) var<storage, read> vbuf: array<vec4<${E}>>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+  return `${matrixAttentionHead(E, k.emulate)}
 const G = ${k.G}u;
 const DK = ${DK}u;
 const DV = ${DV}u;

@@ -11,8 +11,8 @@
 // The token's tiles (blocks cut into KT keys, clipped at its position) are listed in workgroup
 // memory first; each tile's keys load into registers during the previous tile's P V and its
 // values during S = Q K^T (as `prefetch` of the range kernel).
-import { ITEM_STRUCT, NEG, NEG_HALF, paramsStruct, type ElementType } from './common.js';
-import { MATRIX_PREAMBLE, MATRIX_SUBGROUP, matrixOps } from './subgroup-matrix.js';
+import { ITEM_STRUCT, NEG, NEG_HALF, type ElementType } from './common.js';
+import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps } from './subgroup-matrix.js';
 
 export interface MatrixSelectedKernel {
   /** Storage type of q, k, v: f16 (f32 only when emulated). */
@@ -217,14 +217,7 @@ ${scratchPass(`out[(qrow0 + sr) * DV + (sg + ${i * NSG}u) * 16u + c] = sbuf[sr *
   workgroupBarrier();`,
 ).join('\n')}`;
 
-  return `${E === 'f16' ? 'enable f16;\n' : ''}enable subgroups;
-${k.emulate ? '' : MATRIX_PREAMBLE}${paramsStruct()}
-@group(0) @binding(1) var<storage, read> items: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<vec4<${E}>>;
-@group(0) @binding(3) var<storage, read> kbuf: array<vec4<${E}>>;
-@group(0) @binding(4) var<storage, read> vbuf: array<vec4<${E}>>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+  return `${matrixAttentionHead(E, k.emulate)}
 @group(0) @binding(7) var<storage, read> blocks: array<i32>;
 const G = ${k.G}u;
 const DK = ${DK}u;

@@ -3,11 +3,26 @@
 // the builtins so a kernel's logic can run on adapters without the feature (tests only): each
 // virtual 32-invocation subgroup computes its tiles in its invocation 0.
 
+import { paramsStruct, type ElementType } from './common.js';
+
 /** The extension, and the uniformity diagnostic turned off: kernels derive matrix offsets from the
  * subgroup index (local_invocation_index / 32), which the analysis cannot see is subgroup-uniform. */
 export const MATRIX_PREAMBLE = `enable chromium_experimental_subgroup_matrix;
 diagnostic(off, chromium.subgroup_matrix_uniformity);
 `;
+
+/** The opening the matrix attention kernels share: extensions, the parameters, and the item list,
+ * q, k, v, output and row-statistics bindings (1-6; a kernel adds its own from 7). */
+export function matrixAttentionHead(E: ElementType, emulate: boolean): string {
+  return `${E === 'f16' ? 'enable f16;\n' : ''}enable subgroups;
+${emulate ? '' : MATRIX_PREAMBLE}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> items: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<vec4<${E}>>;
+@group(0) @binding(3) var<storage, read> kbuf: array<vec4<${E}>>;
+@group(0) @binding(4) var<storage, read> vbuf: array<vec4<${E}>>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;`;
+}
 
 /** Invocations per subgroup the kernels assume (lid / 32 is the subgroup index). */
 export const MATRIX_SUBGROUP = 32;
