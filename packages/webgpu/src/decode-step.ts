@@ -3,6 +3,8 @@
 // cannot take (TQ > 1, head dims not multiples of 4, a cache over one binding, workgroup memory
 // too small) return undefined and run the forward's decode passes instead, as does
 // `ctx.singleQueryDecode = false` (the previous six passes, kept for comparison).
+// `ctx.decodeFused` (NSA_WEBGPU_DECODE_FUSED=1, unmeasured) makes the block choice in the selected
+// attend's workgroups instead: three dispatches.
 import { visibleCompressed } from '@nsa/core';
 import type { Geometry } from './branch.js';
 import type { WebGPUNSACache } from './decode.js';
@@ -51,11 +53,30 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const pow2 = (n: number) => 2 ** Math.floor(Math.log2(n));
   const wg = pow2(Math.min(WG, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
   if (wg < 64 || G > wg || DV / 4 > wg || limits.maxStorageBuffersPerShaderStage < 8) return undefined;
-  const KC = CHUNK_KEYS.find((kc) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize);
-  if (KC === undefined) return undefined;
   const CAP = cache.capacity;
   const blocks = { compressBlock: geo.cmpBlock, compressStride: geo.cmpStride };
   const CCAP = Math.max(1, cache.compressedCapacity);
+  const last = CAP - 1;
+  // Candidate blocks at capacity, rounded up to a power of two so few shapes compile.
+  const NSMAX = 2 ** Math.ceil(Math.log2(Math.max(wg, Math.floor(last / geo.selBlock) + 1)));
+  // The block choice has one workgroup per (sequence, KV head): as many invocations as allowed.
+  const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
+  const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
+  const previous = previousKernels();
+  const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
+  // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
+  const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
+  const attendFits = (kc: number) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize;
+  // The fused block choice (ctx.decodeFused) runs in the selected attend's workgroups, so both
+  // kernels' workgroup memory must fit together: the largest chunk where it does, with candidate
+  // sums where they fit too. Its lse merge takes the block choice kernel's lanes (same blocks).
+  const lanes = Math.min(64, Math.max(1, Math.floor(selWg / G)));
+  const fusedBytes = (kc: number, cand: boolean) =>
+    attendSharedBytes({ G, DK, DV, KC: kc }) + 4 * G + 4 * geo.nSel + selectSharedBytes({ G, WG: attendWg, NSMAX, nSel: geo.nSel, lanes }, minSg, cand ? Math.ceil(CCAP / kc) : 0);
+  const fusedKC = ctx.decodeFused && !given && !previous ? CHUNK_KEYS.find((kc) => attendFits(kc) && fusedBytes(kc, false) <= limits.maxComputeWorkgroupStorageSize) : undefined;
+  const fused = fusedKC !== undefined;
+  const KC = fusedKC ?? CHUNK_KEYS.find(attendFits);
+  if (KC === undefined) return undefined;
   const shape: DecodeStepShape = {
     e,
     B,
@@ -73,7 +94,6 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     nSel: geo.nSel,
   };
   // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
-  const last = CAP - 1;
   const NS = geo.nSel * chunksPerBlock(shape);
   const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
   const rows = B * HQ;
@@ -87,30 +107,32 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     scores: rows * Math.max(CCAP, NCH * NJ) * 4,
   };
   if (Object.values(bytes).some((n) => n > limits.maxStorageBufferBindingSize) || rows > MAX_GRID || B * H > MAX_GRID) return undefined;
-  // Candidate blocks at capacity, rounded up to a power of two so few shapes compile.
-  const NSMAX = 2 ** Math.ceil(Math.log2(Math.max(wg, Math.floor(last / geo.selBlock) + 1)));
-  // The block choice has one workgroup per (sequence, KV head): as many invocations as allowed.
-  const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
-  const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
-  const previous = previousKernels();
-  const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
   const selSharedOf = (chunks: number) => selectSharedBytes({ G, WG: selWg, NSMAX, nSel: geo.nSel }, minSg, chunks);
   // The block choice scores candidates from the attend pass's candidate sums when their factor
   // table fits workgroup memory (else from the raw compressed scores, as the previous kernels).
-  const cand = !previous && selSharedOf(NCH) <= limits.maxComputeWorkgroupStorageSize;
+  const cand = fused ? fusedBytes(KC, true) <= limits.maxComputeWorkgroupStorageSize : !previous && selSharedOf(NCH) <= limits.maxComputeWorkgroupStorageSize;
   const selShared = previous ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1) : selSharedOf(cand ? NCH : 0);
-  if (selShared > limits.maxComputeWorkgroupStorageSize || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
-  // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
-  const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
+  // (The fused kernel's own fit was checked with its chunk above.)
+  if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
-    given
+    given || fused
       ? undefined
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
         : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
-    rt.pipelineOf('nsa_decode_attend_slc', { ...shape, phase: 'slc' as const, WG: attendWg, tiled: !previous }, decodeAttendShader),
+    rt.pipelineOf(
+      'nsa_decode_attend_slc',
+      {
+        ...shape,
+        phase: 'slc' as const,
+        WG: attendWg,
+        tiled: !previous,
+        ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
+      },
+      decodeAttendShader,
+    ),
     rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous }, decodeMergeShader),
   ]);
   const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
@@ -122,7 +144,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     frame.dispatch(attendCw, params, [buf.q, buf.kCmp, buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
-    frame.dispatch(attendSlc, params, [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats], [NS, B * H]);
+    frame.dispatch(attendSlc, params, fused ? [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats, scores] : [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats], [NS, B * H]);
     frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows]);
   };
 }

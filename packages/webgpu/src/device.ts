@@ -79,6 +79,11 @@ export interface DeviceContext {
   mergedDecode: boolean;
   /** Whether one-query decode steps run the four-dispatch kernels of decode-step.ts (else the forward's passes). */
   singleQueryDecode: boolean;
+  /**
+   * Whether those kernels make the block choice inside the selected attend's workgroups (one dispatch
+   * fewer; unmeasured, so off unless env NSA_WEBGPU_DECODE_FUSED=1).
+   */
+  decodeFused: boolean;
   /** Experiments (bench/profile.mjs --decodeVariants): keys per chunk and block-choice workgroup size of those kernels. */
   decodeTiles?: { KC?: number; selectWG?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
@@ -186,6 +191,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     subgroupTopN: true,
     mergedDecode: true,
     singleQueryDecode: true,
+    decodeFused: envValue('NSA_WEBGPU_DECODE_FUSED') === '1',
     selectionTokens: 2,
     selectionWide: selectionWideSetting(envValue('NSA_WEBGPU_SELECTION_WIDE')),
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),

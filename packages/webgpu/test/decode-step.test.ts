@@ -1,10 +1,12 @@
 // One-query decode steps (decode-step.ts) against the float64 reference, with enough candidate
 // blocks and free places that the block choice's top-n does several rounds, and a cache so short
 // that every place is forced. The previous block choice and merge (NSA_WEBGPU_DECODE_STEP=previous)
-// and the workgroup-memory top-n (adapters without subgroups) must give the same blocks and output.
+// and the workgroup-memory top-n (adapters without subgroups) must give the same blocks and output,
+// as must the block choice fused into the selected attend (ctx.decodeFused), with and without
+// subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig } from './gpu.js';
 
@@ -33,12 +35,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       for (let b = 0; b < B; b++) for (let x = 0; x < width; x++) out.push(inputs.values[name][(b * T + t) * width + x]);
       return out;
     };
-    const caches = [gpu, reference].map((be) => {
+    const filled = async (be: typeof gpu | typeof reference) => {
       const dt = be === gpu ? 'float32' : 'float64';
       const cache = be.createNSACache({ config, batch: B, dtype: dt, capacity: 700 });
-      return { be, dt, cache } as const;
-    });
-    for (const { be, dt, cache } of caches) {
       await cache.append({
         kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
         vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
@@ -46,10 +45,12 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
       });
       await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
-    }
+      return cache;
+    };
+    const caches = [{ cache: await filled(gpu) }, { cache: await filled(reference) }];
     const q = rows('q', T - 1);
     const gates = rows('gates', T - 1);
-    const step = () => gpu.nsaDecode({ cache: caches[0].cache, q: gpu.tensor(q, [B, 1, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, 1, HQ, 3], 'float32') });
+    const step = (cache = caches[0].cache) => gpu.nsaDecode({ cache, q: gpu.tensor(q, [B, 1, HQ, Dk], 'float32'), gates: gpu.tensor(gates, [B, 1, HQ, 3], 'float32') });
     const out = await step();
     const chosen = Array.from(await out.blockIndices.read());
     const refCache = caches[1].cache;
@@ -65,6 +66,10 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     expect(relativeError(output, await read(ref.output))).toBeLessThan(TOL);
     // Every row of the long cache chose blocks beyond the forced ones (the top-n ran).
     if (T === 700) expect(chosen.every((j) => j >= 0)).toBe(true);
+    const fuse = () => {
+      gpu.ctx.decodeFused = true;
+      return () => (gpu.ctx.decodeFused = false);
+    };
     const variants: [string, () => () => void][] = [
       [
         'previous kernels',
@@ -80,15 +85,49 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           return () => (gpu.ctx.subgroupTopN = true);
         },
       ],
+      ['fused block choice', fuse],
+      [
+        'fused block choice, workgroup-memory top-n',
+        () => {
+          const unfuse = fuse();
+          gpu.ctx.subgroupTopN = false;
+          return () => {
+            unfuse();
+            gpu.ctx.subgroupTopN = true;
+          };
+        },
+      ],
+      [
+        'fused block choice, 64-invocation attend',
+        () => {
+          const unfuse = fuse();
+          process.env.NSA_WEBGPU_DECODE_ATTEND_WG = '64';
+          return () => {
+            unfuse();
+            delete process.env.NSA_WEBGPU_DECODE_ATTEND_WG;
+          };
+        },
+      ],
     ];
     for (const [name, set] of variants) {
       const restore = set();
+      // A fresh cache: its workspace's block list starts zeroed, not with the blocks of the step above.
+      const fresh = await filled(gpu);
+      const pipelines = vi.spyOn(gpu.rt, 'pipelineOf');
       try {
-        const other = await step();
+        const other = await step(fresh);
+        // A fused variant must have run the fused kernel and no block choice dispatch.
+        const names = pipelines.mock.calls.map(([kernel, params]) => `${kernel}${'choice' in params ? ' fused' : ''}`);
+        if (gpu.ctx.decodeFused) expect(names, name).toContain('nsa_decode_attend_slc fused');
+        expect(names.includes('nsa_decode_select'), name).toBe(!gpu.ctx.decodeFused);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
-        expect(relativeError(await read(other.output), output), name).toBeLessThan(1e-6);
+        const got = await read(other.output);
+        expect(relativeError(got, output), name).toBeLessThan(1e-6);
+        expect(relativeError(got, await read(ref.output)), name).toBeLessThan(TOL);
         other.dispose();
       } finally {
+        pipelines.mockRestore();
+        fresh.dispose();
         restore();
       }
     }

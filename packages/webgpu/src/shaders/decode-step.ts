@@ -6,7 +6,9 @@
 //                    compressed scores, which the selection needs.
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
 //                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
-//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block).
+//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With `choice`
+//                    (opt-in, unmeasured) each of them first makes its head's block choice with
+//                    the code of 2 (blockChoice), and dispatch 2 goes.
 //   4. merge         one workgroup per output row: every chunk of the three branches, the gates.
 //
 // A decode step is latency-bound (a 64k step reads ~11 MB): every workgroup does one chunk, loads
@@ -150,10 +152,18 @@ export function decodeAttendShader(
     readonly tiled?: boolean;
     /** Phase 'cw': write candidate sums (candidateGeometry) instead of the raw compressed scores. */
     readonly cand?: boolean;
+    /**
+     * Phase 'slc': every workgroup first makes its KV head's block choice itself (the same as
+     * decodeSelectShader's, whose dispatch this saves; workgroup 0 of the head writes blocks), with
+     * these settings (its workgroup is the attend's).
+     */
+    readonly choice?: Omit<BlockChoiceKernel, keyof DecodeStepShape | 'WG'>;
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
+  const choice = cw ? undefined : k.choice;
+  const fused = choice && blockChoice({ ...k, ...choice, WG }, (at, v) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`);
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
     ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
@@ -165,9 +175,14 @@ export function decodeAttendShader(
 @group(0) @binding(8) var<storage, read_write> ${k.cand ? 'cand' : 'scores'}: array<f32>;`
     : `@group(0) @binding(2) var<storage, read> kSlc: ${vec};
 @group(0) @binding(3) var<storage, read> vSlc: ${vec};
-@group(0) @binding(4) var<storage, read> blocks: array<i32>;
+@group(0) @binding(4) var<storage, ${choice ? 'read_write' : 'read'}> blocks: array<i32>;
 @group(0) @binding(5) var<storage, read_write> part: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;`;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;${
+        choice
+          ? `
+@group(0) @binding(7) var<storage, read> ${choice.cand ? 'cand' : 'scores'}: array<f32>;`
+          : ''
+      }`;
   // Which keys this workgroup takes: [lo, lo + count) of the compressed or raw rows, and its split.
   const chunk = cw
     ? `  let nC = compressedChunks(pos);
@@ -182,7 +197,7 @@ export function decodeAttendShader(
     count = min(KC, pos + 1u - lo);
   }
   let split = NS + wid.x;`
-    : `  let j = blocks[(b * H + h) * NSEL + wid.x / CPB];
+    : `  let j = ${choice ? 'sel[wid.x / CPB]' : 'blocks[(b * H + h) * NSEL + wid.x / CPB]'};
   var lo = 0u;
   var count = 0u;
   if (j >= 0) {
@@ -307,10 +322,16 @@ ${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u 
     part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
 )}`;
   }
-  return `${enableF16(e)}${paramsStruct()}
+  return `${enableF16(e)}${choice?.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
-${constants(k, WG)}${cw && k.cand ? candidateConstants(k) : ''}
+${constants(k, WG)}${cw && k.cand ? candidateConstants(k) : ''}${
+    fused
+      ? `${fused.decls}// The sorted block list of the workgroup's KV head.
+var<workgroup> sel: array<i32, ${k.nSel}>;
+`
+      : ''
+  }
 // Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
 const PRS = ${KC + 1}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK / 4 + 1)}>;
@@ -324,12 +345,20 @@ fn fma4(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${choice?.subgroups ? SUBGROUP_BUILTINS : ''}) {
   let pos = P.qRowLo;
   let b = wid.y / H;
   let h = wid.y % H;
   let row0 = b * HQ + h * G;
-${chunk}
+${
+  fused
+    ? `  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
+  {
+${fused.body.replace(/^(?=.)/gm, '  ')}  }
+  workgroupBarrier();
+`
+    : ''
+}${chunk}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // The group's queries (scaled) and the chunk's keys and values; keys past count are zero.
@@ -396,9 +425,13 @@ ${Array.from({ length: gu }, (_, gi) =>
  * Workgroup memory of the block choice (bytes); `minSubgroup` bounds its subgroup count (0: no
  * subgroups), `chunks` is NCH with candidate sums (their factor table), else 0.
  */
-export function selectSharedBytes(k: { readonly G: number; readonly WG: number; readonly NSMAX: number; readonly nSel: number }, minSubgroup: number, chunks: number): number {
+export function selectSharedBytes(
+  k: { readonly G: number; readonly WG: number; readonly NSMAX: number; readonly nSel: number; readonly lanes?: number },
+  minSubgroup: number,
+  chunks: number,
+): number {
   const lists = minSubgroup > 0 ? 2 * Math.ceil(k.WG / minSubgroup) * k.nSel : 2 * k.WG;
-  return 4 * (2 * k.WG + k.G + k.NSMAX + lists + k.nSel + k.G * chunks);
+  return 4 * (2 * Math.max(k.WG, k.G * (k.lanes ?? 0)) + k.G + k.NSMAX + lists + k.nSel + k.G * chunks);
 }
 
 /**
@@ -411,24 +444,58 @@ export function selectSharedBytes(k: { readonly G: number; readonly WG: number; 
  * fewer than the free places' count of list entries are ahead of it (the global top-n is in the
  * union of the subgroups' top-n); the chosen blocks are sorted by counting.
  */
-export function decodeSelectShader(
-  k: DecodeStepShape & {
-    readonly WG: number;
-    readonly NSMAX: number;
-    readonly initialBlocks: number;
-    readonly localBlocks: number;
-    readonly subgroups: boolean;
-    /** The adapter's smallest subgroup (sizes the subgroup lists). */
-    readonly minSubgroup: number;
-    /** Scores from the attend pass's candidate sums (else from the raw compressed scores). */
-    readonly cand?: boolean;
-  },
-): string {
+export function decodeSelectShader(k: BlockChoiceKernel): string {
+  const { decls, body } = blockChoice(k, (at, v) => `blocks[out + ${at}] = ${v};`);
+  return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> ${k.cand ? 'cand' : 'scores'}: array<f32>;
+@group(0) @binding(3) var<storage, read_write> blocks: array<i32>;
+${constants(k, k.WG)}
+${decls}
+@compute @workgroup_size(${k.WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? SUBGROUP_BUILTINS : ''}) {
+  let pos = P.qRowLo;
+  let b = wid.x / H;
+  let h = wid.x % H;
+  let row0 = b * HQ + h * G;
+${body}}
+`;
+}
+
+const SUBGROUP_BUILTINS = ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32';
+
+/** Block choice kernel settings (decodeSelectShader, and the fused selected attend). */
+export interface BlockChoiceKernel extends DecodeStepShape {
+  readonly WG: number;
+  readonly NSMAX: number;
+  readonly initialBlocks: number;
+  readonly localBlocks: number;
+  readonly subgroups: boolean;
+  /** The adapter's smallest subgroup (sizes the subgroup lists). */
+  readonly minSubgroup: number;
+  /** Scores from the attend pass's candidate sums (else from the raw compressed scores). */
+  readonly cand?: boolean;
+  /**
+   * Invocations per head of the lse merge (default min(64, WG / G)); more than WG / G (the fused
+   * kernel, whose workgroup is smaller than the block choice's) loops, so the lse and with it the
+   * chosen blocks are bit-identical to a block choice of another workgroup size.
+   */
+  readonly lanes?: number;
+}
+
+/**
+ * The block choice's WGSL (decodeSelectShader says what it does): module declarations that follow
+ * constants(), and main's statements after pos, b, h and row0; `write(at, v)` stores the sorted
+ * block list's entry at (with \`out\` its row's start in blocks).
+ */
+function blockChoice(k: BlockChoiceKernel, write: (at: string, v: string) => string): { decls: string; body: string } {
   const { G, WG } = k;
   const perCmp = k.cmpBlock / k.cmpStride;
   const perSel = k.selBlock / k.cmpStride;
   const gu = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * (perSel + perCmp - 1) <= 96) ?? 1;
-  const lanes = Math.min(64, Math.max(1, Math.floor(WG / G)));
+  const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
+  // The lse's (head, lane) pairs outnumber the invocations: each invocation takes several.
+  const loop = G * lanes > WG;
   const laneIdx = Array.from({ length: lanes }, (_, i) => i);
   const nLists = Math.ceil(WG / Math.max(1, k.minSubgroup));
   const rawScores = `  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
@@ -498,12 +565,7 @@ ${gcs.flatMap((gi) => cu.map((u) => `      s += select(0.0, factor[(g0 + ${gi}u)
     }
   }`
     : TOP_N_ROUNDS_TREE;
-  return `${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
-@group(0) @binding(1) var<storage, read> stats: array<f32>;
-@group(0) @binding(2) var<storage, read> ${k.cand ? 'cand' : 'scores'}: array<f32>;
-@group(0) @binding(3) var<storage, read_write> blocks: array<i32>;
-${constants(k, WG)}
-const NSMAX = ${k.NSMAX}u;
+  const decls = `const NSMAX = ${k.NSMAX}u;
 const LANES = ${lanes}u;
 ${
   k.cand
@@ -515,8 +577,8 @@ const PER_SEL = ${perSel}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
 const NONE = 0xffffffffu;
-var<workgroup> redM: array<f32, ${WG}>;
-var<workgroup> redL: array<f32, ${WG}>;
+var<workgroup> redM: array<f32, ${Math.max(WG, G * lanes)}>;
+var<workgroup> redL: array<f32, ${Math.max(WG, G * lanes)}>;
 var<workgroup> lse: array<f32, ${G}>;
 var<workgroup> score: array<f32, ${k.NSMAX}>;${
   k.cand
@@ -554,20 +616,14 @@ fn ownBest(lid: u32, nCand: u32, lastV: f32, lastI: u32) -> Best {
   }
   return best;
 }
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
-  let pos = P.qRowLo;
-  let b = wid.x / H;
-  let h = wid.x % H;
-  let row0 = b * HQ + h * G;
-  let nVis = visibleCompressed(pos);
+`;
+  const body = `  let nVis = visibleCompressed(pos);
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
   // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
-  let gl = lid / LANES;
-  let lane = lid % LANES;
+${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n  let lane = v % LANES;` : `  let gl = lid / LANES;
+  let lane = lid % LANES;`}
   let ok = gl < G;
   var mLoc = ${NEG};
   var lLoc = 0.0;
@@ -581,10 +637,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       mLoc = mn;
     }
   }
-  redM[lid] = mLoc;
-  redL[lid] = lLoc;
-  workgroupBarrier();
-  if (ok && lane == 0u) {
+  redM[${loop ? 'v' : 'lid'}] = mLoc;
+  redL[${loop ? 'v' : 'lid'}] = lLoc;
+${loop ? '  }\n' : ''}  workgroupBarrier();
+  ${loop ? 'for (var gl = lid; gl < G; gl += WG) {' : 'if (ok && lane == 0u) {'}
 ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
     let m = max(${laneIdx.map((i) => `m${i}`).reduce((a, x) => `max(${a}, ${x})`)}, ${NEG});
     let l = ${laneIdx.map((i) => `redL[gl * LANES + ${i}u] * exp(m${i} - m)`).join(' + ')};
@@ -616,13 +672,13 @@ ${topN}
       let v = chosen[x];
       var rank = 0u;
       for (var y = 0u; y < total; y++) { rank += select(0u, 1u, chosen[y] < v); }
-      blocks[out + rank] = v;
+      ${write('rank', 'v')}
     } else {
-      blocks[out + x] = -1;
+      ${write('x', '-1')}
     }
   }
-}
 `;
+  return { decls, body };
 }
 
 /**
