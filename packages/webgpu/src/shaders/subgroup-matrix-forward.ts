@@ -13,7 +13,7 @@
 // `emulate` replaces the builtins by plain WGSL (see subgroup-matrix.ts) for tests; it also takes
 // f32 storage (P still rounded to f16), since software adapters lack shader-f16.
 import { ITEM_STRUCT, NEG, NEG_HALF, keyRangeFns, type ElementType } from './common.js';
-import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps } from './subgroup-matrix.js';
+import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps, tileTransfers } from './subgroup-matrix.js';
 
 export interface MatrixForwardKernel {
   readonly mode: 'compressed' | 'window';
@@ -124,60 +124,13 @@ ${
       kv[w] = v.x; kv[w + 1u] = v.y; kv[w + 2u] = v.z; kv[w + 3u] = v.w;`
 }
     }`;
-  // Prefetch: each invocation's share of a tile in registers (unrolled, so they stay registers).
-  // Keys: x -> (key x / DK4, vec4 column x % DK4), a warp reads whole key rows. Values: per 32
-  // invocations 16 keys x 2 vec4 columns (KT and DV are multiples of 16, so these groups tile
-  // KT x DV4), so the transposed f16 stores land in distinct banks.
+  // Prefetch: each invocation's share of a tile in registers (layout: tileTransfers).
   const prefetch = k.prefetch === true && !rowMajor;
   const nK = Math.ceil((KT * DK) / 4 / WG);
   const nV = Math.ceil((KT * DV) / 4 / WG);
-  const kAt = (i: number) => `lid + ${i * WG}u`;
-  const vPos = (i: number) => `let x = lid + ${i * WG}u;
-      let grp = x / 32u;
-      let rr = x % 16u + 16u * (grp % KB);
-      let c4 = (x % 32u) / 16u + 2u * (grp / KB);`;
-  const loadK = (tileStart: string) =>
-    range(nK)
-      .map(
-        (i) => `    {
-      let x = ${kAt(i)};
-      let rr = x / DK4;
-      kr${i} = vec4<${E}>(0.0);
-      if (x < KT * DK4 && ${tileStart} + rr < kEnd) { kr${i} = kbuf[((gbase + ${tileStart} + rr - P.keyRowBase) * P.H + kvh) * DK4 + x % DK4]; }
-    }`,
-      )
-      .join('\n');
-  const storeK = range(nK)
-    .map(
-      (i) => `    {
-      let x = ${kAt(i)};
-      if (x < KT * DK4) {
-        let w = (x / DK4) * KS + (x % DK4) * 4u;
-        kv[w] = kr${i}.x; kv[w + 1u] = kr${i}.y; kv[w + 2u] = kr${i}.z; kv[w + 3u] = kr${i}.w;
-      }
-    }`,
-    )
-    .join('\n');
-  const loadV = range(nV)
-    .map(
-      (i) => `    {
-      ${vPos(i)}
-      vr${i} = vec4<${E}>(0.0);
-      if (x < KT * DV4 && kp0 + rr < kEnd) { vr${i} = vbuf[((gbase + kp0 + rr - P.keyRowBase) * P.H + kvh) * DV4 + c4]; }
-    }`,
-    )
-    .join('\n');
-  const storeV = range(nV)
-    .map(
-      (i) => `    {
-      ${vPos(i)}
-      if (x < KT * DV4) {
-        let w = c4 * 4u * VS + rr;
-        kv[w] = vr${i}.x; kv[w + VS] = vr${i}.y; kv[w + 2u * VS] = vr${i}.z; kv[w + 3u * VS] = vr${i}.w;
-      }
-    }`,
-    )
-    .join('\n');
+  const transfers = tileTransfers(E, WG, nK, nV, (kp) => `((gbase + ${kp} - P.keyRowBase) * P.H + kvh)`);
+  const { storeK, loadV, storeV } = transfers;
+  const loadK = (tileStart: string) => transfers.loadK(tileStart, 'kEnd');
   // Right tiles: keys j (16 keys) x dims d of K^T, and keys j x value columns c of V.
   const kRight = (j: number, d: number, c: string) =>
     rowMajor ? op.mmaFrom(`q${d}`, 'kv', `${d * 16}u * RK + ${j * 16}u`, false, 'RK', c) : op.mmaFrom(`q${d}`, 'kv', `${j * 16}u * KS + ${d * 16}u`, true, 'KS', c);

@@ -12,7 +12,7 @@
 // memory first; each tile's keys load into registers during the previous tile's P V and its
 // values during S = Q K^T (as `prefetch` of the range kernel).
 import { ITEM_STRUCT, NEG, NEG_HALF, type ElementType } from './common.js';
-import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps } from './subgroup-matrix.js';
+import { MATRIX_SUBGROUP, matrixAttentionHead, matrixOps, tileTransfers } from './subgroup-matrix.js';
 
 export interface MatrixSelectedKernel {
   /** Storage type of q, k, v: f16 (f32 only when emulated). */
@@ -82,58 +82,11 @@ export function matrixSelectedShader(k: MatrixSelectedKernel): string {
   const op = matrixOps(k.emulate, [...qs, ...os, ...ps, 'acc'], { kv: 'KVN', sbuf: 'SBUF', pbuf: 'PBUF' }, ['sbuf']);
   const masks: number[] = [];
   for (let m = 1; m < LPR; m *= 2) masks.push(m);
-  // Each invocation's share of a tile, in registers (unrolled). Keys: x -> (key x / DK4, vec4
-  // column x % DK4). Values: per 32 invocations 16 keys x 2 vec4 columns, so their transposed
-  // f16 stores land in distinct banks (see subgroup-matrix-forward.ts).
+  // Each invocation's share of a tile, in registers (layout: tileTransfers).
   const nK = Math.ceil((KT * DK) / 4 / WG);
   const nV = Math.ceil((KT * DV) / 4 / WG);
   const keyRow = (kp: string) => `((it.keyBase + ${kp} - P.keyRowBase) * P.H + kvh)`;
-  const loadK = (lo: string, hi: string) =>
-    range(nK)
-      .map(
-        (i) => `    {
-      let x = lid + ${i * WG}u;
-      let rr = x / DK4;
-      kr${i} = vec4<${E}>(0.0);
-      if (x < KT * DK4 && ${lo} + rr < ${hi}) { kr${i} = kbuf[${keyRow(`${lo} + rr`)} * DK4 + x % DK4]; }
-    }`,
-      )
-      .join('\n');
-  const storeK = range(nK)
-    .map(
-      (i) => `    {
-      let x = lid + ${i * WG}u;
-      if (x < KT * DK4) {
-        let w = (x / DK4) * KS + (x % DK4) * 4u;
-        kv[w] = kr${i}.x; kv[w + 1u] = kr${i}.y; kv[w + 2u] = kr${i}.z; kv[w + 3u] = kr${i}.w;
-      }
-    }`,
-    )
-    .join('\n');
-  const vPos = (i: number) => `let x = lid + ${i * WG}u;
-      let grp = x / 32u;
-      let rr = x % 16u + 16u * (grp % KB);
-      let c4 = (x % 32u) / 16u + 2u * (grp / KB);`;
-  const loadV = range(nV)
-    .map(
-      (i) => `    {
-      ${vPos(i)}
-      vr${i} = vec4<${E}>(0.0);
-      if (x < KT * DV4 && kp0 + rr < kEnd) { vr${i} = vbuf[${keyRow('kp0 + rr')} * DV4 + c4]; }
-    }`,
-    )
-    .join('\n');
-  const storeV = range(nV)
-    .map(
-      (i) => `    {
-      ${vPos(i)}
-      if (x < KT * DV4) {
-        let w = c4 * 4u * VS + rr;
-        kv[w] = vr${i}.x; kv[w + VS] = vr${i}.y; kv[w + 2u * VS] = vr${i}.z; kv[w + 3u * VS] = vr${i}.w;
-      }
-    }`,
-    )
-    .join('\n');
+  const { loadK, storeK, loadV, storeV } = tileTransfers(E, WG, nK, nV, keyRow);
   // This subgroup's 16 x 16 scratch tile: columns 16 sg.. of sbuf; rows (lid % 32) / 2, 8 columns per invocation.
   const scratchPass = (body: string) => `    {
       let sr = (lid % 32u) / 2u;

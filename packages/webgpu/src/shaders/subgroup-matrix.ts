@@ -24,6 +24,66 @@ ${emulate ? '' : MATRIX_PREAMBLE}${paramsStruct()}
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;`;
 }
 
+/**
+ * WGSL moving one KT-key tile of a matrix attention kernel between global memory, registers (kr0..,
+ * vr0..: each invocation's share unrolled, so it stays in registers) and the workgroup array kv.
+ * Keys: x -> (key x / DK4, vec4 column x % DK4), so a warp reads whole key rows; stored as rows of
+ * stride KS. Values: per 32 invocations 16 keys x 2 vec4 columns (KB = KT / 16 groups tile
+ * KT x DV4), stored transposed (stride VS), so the f16 stores land in distinct banks.
+ * row(kp) is the K/V row of the tile's key offset kp; values load for the tile at kp0, up to kEnd.
+ */
+export function tileTransfers(E: ElementType, WG: number, nK: number, nV: number, row: (kp: string) => string) {
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const vPos = (i: number) => `let x = lid + ${i * WG}u;
+      let grp = x / 32u;
+      let rr = x % 16u + 16u * (grp % KB);
+      let c4 = (x % 32u) / 16u + 2u * (grp / KB);`;
+  return {
+    loadK: (lo: string, hi: string) =>
+      range(nK)
+        .map(
+          (i) => `    {
+      let x = lid + ${i * WG}u;
+      let rr = x / DK4;
+      kr${i} = vec4<${E}>(0.0);
+      if (x < KT * DK4 && ${lo} + rr < ${hi}) { kr${i} = kbuf[${row(`${lo} + rr`)} * DK4 + x % DK4]; }
+    }`,
+        )
+        .join('\n'),
+    storeK: range(nK)
+      .map(
+        (i) => `    {
+      let x = lid + ${i * WG}u;
+      if (x < KT * DK4) {
+        let w = (x / DK4) * KS + (x % DK4) * 4u;
+        kv[w] = kr${i}.x; kv[w + 1u] = kr${i}.y; kv[w + 2u] = kr${i}.z; kv[w + 3u] = kr${i}.w;
+      }
+    }`,
+      )
+      .join('\n'),
+    loadV: range(nV)
+      .map(
+        (i) => `    {
+      ${vPos(i)}
+      vr${i} = vec4<${E}>(0.0);
+      if (x < KT * DV4 && kp0 + rr < kEnd) { vr${i} = vbuf[${row('kp0 + rr')} * DV4 + c4]; }
+    }`,
+      )
+      .join('\n'),
+    storeV: range(nV)
+      .map(
+        (i) => `    {
+      ${vPos(i)}
+      if (x < KT * DV4) {
+        let w = c4 * 4u * VS + rr;
+        kv[w] = vr${i}.x; kv[w + VS] = vr${i}.y; kv[w + 2u * VS] = vr${i}.z; kv[w + 3u * VS] = vr${i}.w;
+      }
+    }`,
+      )
+      .join('\n'),
+  };
+}
+
 /** Invocations per subgroup the kernels assume (lid / 32 is the subgroup index). */
 export const MATRIX_SUBGROUP = 32;
 
