@@ -379,26 +379,9 @@ __device__ void mergeWeights(Parts x, Parts y, size_t cs, float* tmp) {
   __syncthreads();
 }
 
-// Merged value of element e (= r * D + col) of the 16 x D output: chunks in order, 16 loads in
-// flight per round.
-template <int D>
-__device__ __forceinline__ float mergedValue(const float* part, int count, size_t cs, const float* w, int e) {
-  constexpr int R = 16;
-  float acc = 0.f;
-#pragma unroll 1
-  for (int z0 = 0; z0 < count; z0 += R) {
-    float v[R];
-#pragma unroll
-    for (int u = 0; u < R; u++) v[u] = z0 + u < count ? __ldcg(part + (z0 + u) * cs + e) : 0.f;
-#pragma unroll
-    for (int u = 0; u < R; u++)
-      if (z0 + u < count) acc += w[(z0 + u) * kG + e / D] * v[u];
-  }
-  return acc;
-}
-
-// mergedValue for elements e0 and e1 (used where has1) at once: both elements' loads in flight
-// together (one L2 round trip per round instead of two), each element's sum in mergedValue's order.
+// Merged value of elements e0 and e1 (e = r * D + col) of the 16 x D output, the second where has1:
+// chunks in order, 16 loads per element in flight per round (both elements' together: one L2 round
+// trip per round instead of two).
 template <int D>
 __device__ __forceinline__ void mergedValues2(const float* part, int count, size_t cs, const float* w, int e0, int e1, bool has1,
                                               float& out0, float& out1) {
@@ -421,6 +404,13 @@ __device__ __forceinline__ void mergedValues2(const float* part, int count, size
   }
   out0 = acc0;
   out1 = acc1;
+}
+// One element (NSA_DECODE_SLICE2=0, v9's slice merge).
+template <int D>
+__device__ __forceinline__ float mergedValue(const float* part, int count, size_t cs, const float* w, int e) {
+  float v, unused;
+  mergedValues2<D>(part, count, cs, w, e, e, false, v, unused);
+  return v;
 }
 
 // Chunks z .. z+3 of the 16 x D output (this thread's float4s: element 4 (threadIdx.x + i kNT)),
