@@ -227,13 +227,13 @@ function hasMatrixConfig(adapter: GPUAdapter): boolean {
   return [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === 'f16' && c.resultComponentType === 'f32' && c.M === 16 && c.N === 16 && c.K === 16);
 }
 
-/** An environment variable where there is a process (Node); undefined in browsers. */
 /** NSA_WEBGPU_SELECTION_WIDE: '0' the previous selection tiles, a JSON object the wide tiles' settings (experiments). */
 function selectionWideSetting(value: string | undefined): DeviceContext['selectionWide'] {
   if (value === '0') return false;
   return value?.trim().startsWith('{') ? (JSON.parse(value) as DeviceContext['selectionWide']) : {};
 }
 
+/** An environment variable where there is a process (Node); undefined in browsers. */
 function envValue(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }

@@ -113,6 +113,8 @@ export function selectionShader(k: SelectionKernel): string {
   const DK4 = Math.ceil(k.DK / 4);
   const TQS = phase === 'fused' ? (k.TQS ?? 1) : 1;
   const toks = Array.from({ length: TQS }, (_, t) => t);
+  // Per-token value `${name}${t}` of the token the WGSL expression `tok` names.
+  const ofToken = (name: string, tok: string) => toks.slice(1).reduce((a, t) => `select(${a}, ${name}${t}, ${tok} == ${t}u)`, `${name}0`);
   if (k.CB % 4 !== 0 || k.WG % (k.CB / 4) !== 0) throw new Error(`selection: CB ${k.CB} must be a multiple of 4 dividing 4 * WG ${k.WG}`);
   // WGSL pieces of the three phases. With the whole group in one head chunk the queries and their
   // lse are loaded once, not once per chunk of compressed blocks.
@@ -281,7 +283,7 @@ ${prefetch ? `    // The next chunk's keys load while this chunk's probabilities
     for (var x = lid; x < TQS * GC * CB; x += WG) {
       let t = x / (GC * CB);
       let ii = x % CB;
-      let nv = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, t == ${t}u)`, 'nVis0')};
+      let nv = ${ofToken('nVis', 't')};
       prob[x] = guardedExp(sraw[x] * P.scale - lq[x / CB], t < it.count && i0 + ii < nv);
     }
 ${sumHeads('    ')}`;
@@ -342,7 +344,7 @@ ${s + 1 < stages.length ? '    workgroupBarrier();\n' : ''}`;
   };
   const wideChunk = `${HI.flatMap((i) => JI.map((j) => `    var a${i}_${j} = 0.0;`)).join('\n')}
 ${stages.map((_, s) => wideStage(s)).join('')}    // This invocation's heads summed in registers, then over the ${HG} invocations of its token and blocks.
-    let nv = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, wt == ${t}u)`, 'nVis0')};
+    let nv = ${ofToken('nVis', 'wt')};
 ${JI.map(
   (j) =>
     `    var p${j} = ${HI.map((i) => `guardedExp(a${i}_${j} - lq[wt * GC + wh + ${i * HG}u], wt < it.count && i0 + wb + ${j * NBG}u < nv)`).join(' + ')};`,
@@ -364,43 +366,32 @@ ${JI.map((j) => `      psum[wt * CB + wb + ${j * NBG}u] = p${j};`).join('\n')}
         if (t < it.count) { val = loadQ((rowBase + t * P.HQ + g) * DK, x % DK4) * P.scale; }
         qs[(g * TQS + t) * ${DK4 + 1}u + x % DK4] = val;
       }`;
+  // One token's selection blocks that chunk i0's compressed blocks overlap, from invocation `lane` on
+  // in steps of `step`: each block's score gains the overlap-weighted probabilities of the chunk.
+  // t: the token (WGSL), nv / nc: its visible compressed blocks and candidates; pad: indentation.
+  const mapBlocks = (t: string, nv: string, nc: string, lane: string, step: string, pad: string) => `${pad}if (i0 < ${nv}) {
+${pad}  let iEnd = min(i0 + CB, ${nv});
+${pad}  let jLo = i0 / PER_SEL;
+${pad}  let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, ${nc});
+${pad}  for (var j = jLo + ${lane}; j < jHi; j += ${step}) {
+${pad}    let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
+${pad}    let b = min(iEnd, (j + 1u) * PER_SEL);
+${pad}    var s = score[${t} * NSMAX + j];
+${pad}    for (var i = a; i < b; i++) { s += psum[${t} * CB + i - i0] * overlap(i, j); }
+${pad}    score[${t} * NSMAX + j] = s;
+${pad}  }
+${pad}}`;
   const mapChunk = `    // Each selection block that this chunk's compressed blocks overlap, one thread per block.
-${toks
-  .map(
-    (t) => `    if (i0 < nVis${t}) {
-      let iEnd = min(i0 + CB, nVis${t});
-      let jLo = i0 / PER_SEL;
-      let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, nCand${t});
-      for (var j = jLo + lid; j < jHi; j += WG) {
-        let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
-        let b = min(iEnd, (j + 1u) * PER_SEL);
-        var s = score[${t}u * NSMAX + j];
-        for (var i = a; i < b; i++) { s += psum[${t}u * CB + i - i0] * overlap(i, j); }
-        score[${t}u * NSMAX + j] = s;
-      }
-    }`,
-  )
-  .join('\n')}
+${toks.map((t) => mapBlocks(`${t}u`, `nVis${t}`, `nCand${t}`, 'lid', 'WG', '    ')).join('\n')}
     workgroupBarrier();`;
   // Wide tiles: the tokens' selection blocks side by side (WG / TQS invocations each); no barrier after
   // it, since the next chunk writes psum and reads score only after its first stage's barrier.
   const wideMap = `    {
       let mt = lid / (WG / TQS);
       let ml = lid % (WG / TQS);
-      let nvm = ${toks.slice(1).reduce((a, t) => `select(${a}, nVis${t}, mt == ${t}u)`, 'nVis0')};
-      let ncm = ${toks.slice(1).reduce((a, t) => `select(${a}, nCand${t}, mt == ${t}u)`, 'nCand0')};
-      if (i0 < nvm) {
-        let iEnd = min(i0 + CB, nvm);
-        let jLo = i0 / PER_SEL;
-        let jHi = min((iEnd - 1u + PER_CMP - 1u) / PER_SEL + 1u, ncm);
-        for (var j = jLo + ml; j < jHi; j += WG / TQS) {
-          let a = max(i0, select(0u, j * PER_SEL + 1u - PER_CMP, j * PER_SEL + 1u > PER_CMP));
-          let b = min(iEnd, (j + 1u) * PER_SEL);
-          var s = score[mt * NSMAX + j];
-          for (var i = a; i < b; i++) { s += psum[mt * CB + i - i0] * overlap(i, j); }
-          score[mt * NSMAX + j] = s;
-        }
-      }
+      let nvm = ${ofToken('nVis', 'mt')};
+      let ncm = ${ofToken('nCand', 'mt')};
+${mapBlocks('mt', 'nvm', 'ncm', 'ml', 'WG / TQS', '      ')}
     }`;
   const chunkLoop = `  // Chunks of CB compressed blocks; a 'scores' workgroup takes perSplit of them.
   let c0 = ${phase === 'scores' ? 'wid.z * P.perSplit * CB' : '0u'};
