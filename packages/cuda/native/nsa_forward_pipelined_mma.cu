@@ -27,6 +27,10 @@
 // v12: top-n keeps each lane's best two blocks instead of rescanning every score per round
 // (NSA_FWD_TOPN=0: v11's top-n). NSA_FWD_RING=3 (opt-in trial, outputs bit-equal, no faster): a
 // third ring stage in 8-row blocks, behind the tile region where the block scores were.
+// v13 (8-row blocks): after top-n warpgroup 0 walks its rows' window and then their selected blocks,
+// warpgroup 1 the other way round, so one's window walk (tensor cores) runs under the other's
+// gathers (L2); each reads its own rows' forced blocks. NSA_FWD_SPLIT=0: v12 (the window output is
+// then kept in registers for the gated sum; v13 reads it back from oWin).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -53,6 +57,8 @@ constexpr int kFlagNoPingPong = 32;  // NSA_FWD_PINGPONG=0: both warpgroups issu
 constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum's loads between its stores (v9)
 constexpr int kFlagV11TopN = 128;         // NSA_FWD_TOPN=0: v11's top-n (rescans every score each round; the unused list)
 constexpr int kFlagRing3 = 256;           // NSA_FWD_RING=3: the per-warp rings have a third stage
+constexpr int kFlagNoSplit = 512;         // NSA_FWD_SPLIT=0: both warpgroups walk the window together after the selected blocks (v12)
+constexpr int kFlagSplitEarly = 1024;     // NSA_FWD_SPLIT=2: warpgroup 0 walks its window before its top-n
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -103,11 +109,12 @@ constexpr int kSwRowBytes = 128;  // one 64-element region row
 // Copies R rows of D elements (row r at src + r * stride; rows from `valid` on are zeroed) into a
 // swizzled tile at shared address dst (1024-byte aligned) with 16-byte cp.async. All NT threads
 // take part; a thread keeps one chunk column and rows 8 apart, so its swizzle is fixed.
+// tid: this thread's index among the NT that copy (threadIdx.x for the whole block).
 template <class T, int D, int NT, int R>
-__device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, size_t stride, int valid) {
+__device__ __forceinline__ void copyTileSwizzled(uint32_t dst, const T* src, size_t stride, int valid, int tid = threadIdx.x) {
   constexpr int per = D / 8, step = NT / per;  // 16-byte chunks per row; rows per pass
   static_assert(NT % per == 0 && step % 8 == 0, "whole rows, and a fixed row % 8 per thread");
-  const int c = threadIdx.x % per, r0 = threadIdx.x / per;
+  const int c = tid % per, r0 = tid / per;
   const T* p = src + (size_t)r0 * stride + c * 8;
   uint32_t d = dst + wg::swizzledChunk(R, r0, c);
 #pragma unroll
@@ -427,7 +434,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // bound by L2 bytes (BENCHMARKS.md v6): a row's 3 forced blocks of 16 are read once per block.
   // Not with supplied blockIndices (nothing is forced there) nor NSA_FWD_COMMON=1 (the common walk below).
   const int cur0 = firstPos / c.ls;
-  const bool forced = Wg && select && (skip & 8) && !(skip & (2 | 16)) && cur0 == lastPos / c.ls;
+  // v13 split (below): each warpgroup walks its own rows' forced blocks instead.
+  const bool split = Wg && W == 8 && (skip & 8) && !(skip & kFlagNoSplit);
+  const bool forced = Wg && !split && select && (skip & 8) && !(skip & (2 | 16)) && cur0 == lastPos / c.ls;
   const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
   const int aEnd = min(nbInit * c.ls, lastPos + 1);
   const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
@@ -448,6 +457,79 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     const uint32_t at = smemAddr(smemRaw) + 2 * (t % kForcedPairs) * kForcedTile;
     copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at, static_cast<const T*>(a.kSlc) + first, stride, kr.y - kr.x);
     copyTileSwizzled<T, D, kBlockThreads, kSharedKeys>(at + kForcedTile, static_cast<const T*>(a.vSlc) + first, stride, kr.y - kr.x);
+  };
+
+  // v13 split (8-row wgmma blocks without the common walk; NSA_FWD_SPLIT=0 runs v12): after top-n
+  // the two warpgroups part. Warpgroup 0 walks its 4 rows' window, then their selected blocks;
+  // warpgroup 1 the selected blocks first, then the window. The selected blocks' gathers are bound
+  // by L2 (BENCHMARKS.md v11, forward v12), the window walk by the tensor cores and exponentials, so
+  // each warpgroup's window runs under the other's gathers instead of after them. Each warpgroup
+  // reads its own rows' forced blocks and window into its half of the tile region (which its rings
+  // take), loading with its 128 threads behind named barrier 3 + wg; window tiles start where the
+  // block-wide walk's do, so a row sees the same keys in the same tiles.
+  const int wg = warp / 4;
+  const int wgFirst = pos0 + tile.first + min(4 * wg, nq - 1), wgLast = pos0 + tile.first + min(4 * wg + 3, nq - 1);
+  const int wCur0 = wgFirst / c.ls;
+  const bool wForced = split && select && !(skip & (2 | 16)) && wCur0 == wgLast / c.ls;
+  const int wNbInit = min(c.initialBlocks, wCur0 + 1), wLocalFirst = max(0, wCur0 - c.localBlocks + 1);
+  const int wAEnd = min(wNbInit * c.ls, wgLast + 1);
+  const int wBStart = c.localBlocks > 0 ? max(wLocalFirst * c.ls, wAEnd) : wgLast + 1;
+  const int wATiles = (wAEnd + kSharedKeys - 1) / kSharedKeys;
+  const int wForcedTiles = wForced ? wATiles + (wgLast + 1 - wBStart + kSharedKeys - 1) / kSharedKeys : 0;
+  auto wForcedRange = [&](int t) {
+    if (t < wATiles) return make_int2(t * kSharedKeys, min(wAEnd, (t + 1) * kSharedKeys));
+    const int x = wBStart + (t - wATiles) * kSharedKeys;
+    return make_int2(x, min(wgLast + 1, x + kSharedKeys));
+  };
+  const int wsBlock = max(0, firstPos - c.window + 1), wsWg = max(0, wgFirst - c.window + 1);
+  const int wWinFrom = wsBlock + (wsWg - wsBlock) / kSharedKeys * kSharedKeys;
+  const int wWinTiles = (skip & 4) ? 0 : (wgLast + 1 - wWinFrom + kSharedKeys - 1) / kSharedKeys;
+  auto wWinRange = [&](int t) {
+    const int x = wWinFrom + t * kSharedKeys;
+    return make_int2(x, min(wgLast + 1, x + kSharedKeys));
+  };
+  constexpr int kPairBytes = 2 * kSharedKeys * D * 2;  // a K and a V tile of kSharedKeys rows (16-bit T)
+  constexpr int kHalfBytes = L::rows / 2 * ld * 2;     // a warpgroup's half of the tile region: its 4 rings
+  static_assert(W != 8 || (2 * kPairBytes <= kHalfBytes && kHalfBytes % 1024 == 0), "two tile pairs in each half");
+  const uint32_t half = smemAddr(smemRaw) + wg * kHalfBytes;
+  auto wgSync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + wg) : "memory"); };
+  auto wgLoad = [&](int2 kr, int buf, const void* Kp, const void* Vp) {
+    const size_t first = ((size_t)(kBase + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+    const uint32_t at = half + buf * kPairBytes;
+    const int tid = threadIdx.x & 127;
+    copyTileSwizzled<T, D, 128, kSharedKeys>(at, static_cast<const T*>(Kp) + first, stride, kr.y - kr.x, tid);
+    copyTileSwizzled<T, D, 128, kSharedKeys>(at + kPairBytes / 2, static_cast<const T*>(Vp) + first, stride, kr.y - kr.x, tid);
+  };
+  // Walks nTiles K / V tile pairs (tile t = keys range(t)) through this warpgroup's half,
+  // double-buffered, on wgmma without turns; tile 0 was requested before top-n when preloaded.
+  const WgTurns solo{false, wg};
+  auto wgWalk = [&](int nTiles, auto&& range, const void* Kp, const void* Vp, bool preloaded, auto&& visible) {
+    if (!preloaded && nTiles > 0) wgLoad(range(0), 0, Kp, Vp);
+    cpAsyncCommit();
+    for (int t = 0; t < nTiles; t++) {
+      const int buf = t & 1;
+      cpAsyncWait<0>();       // tile t has landed
+      wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
+      wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
+      if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
+      cpAsyncCommit();
+      const int2 kr = range(t);
+      const uint32_t at = half + buf * kPairBytes;
+      float sc[1][kSharedKeys / 8][4];
+      groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo);
+      groupSoftmaxPV<T, D>(sc[0], at + kPairBytes / 2, sl2, [&](int j) { return visible(kr.x + j); }, st, solo);
+    }
+    wgSync();  // the warpgroup is done with its half
+  };
+  // The window of this warp's row on its warpgroup's rows' tiles, stored.
+  const bool splitEarly = split && (skip & kFlagSplitEarly);
+  auto wgWindow = [&](bool preloaded) {
+    if constexpr (Wg && W == 8) {
+      st.reset();
+      const int ws = max(0, pos - c.window + 1);
+      wgWalk(wWinTiles, wWinRange, a.kWin, a.vWin, preloaded, [&](int key) { return key >= ws && key <= pos; });
+      store(st, 2, a.oWin, nullptr);
+    }
   };
 
   if (select) {
@@ -516,10 +598,23 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         });
       }
     }
+  }
+  if constexpr (Wg && W == 8) {
+    // NSA_FWD_SPLIT=2: warpgroup 0 walks its window now, under warpgroup 1's top-n and selected blocks.
+    if (splitEarly && wg == 0) wgWindow(false);
+  }
+  if (select) {
     if constexpr (Wg) {  // the tile buffers are free: the forced blocks' first tiles load during top-n
       if (forced) {
         for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
         cpAsyncCommit();
+      }
+      if constexpr (W == 8) {
+        if (split) {  // each warpgroup's first tile: window (warpgroup 0) or forced blocks (1)
+          if (wg == 0 && wWinTiles > 0 && !splitEarly) wgLoad(wWinRange(0), 0, a.kWin, a.vWin);
+          if (wg == 1 && wForcedTiles > 0) wgLoad(wForcedRange(0), 0, a.kSlc, a.vSlc);
+          cpAsyncCommit();
+        }
       }
     }
     // Forced blocks, then the highest scores (chosen ones marked -2 so they never win again).
@@ -602,7 +697,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     const int j = blk[k];
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
   }
-  __syncthreads();
+  // Split: no block-wide step follows (no common list), so the warpgroups need not meet here.
+  if (split) __syncwarp();
+  else __syncthreads();
 
   // ---- selected branch, part 1: blocks every warp chose (the forced ones at least), read once ----
   // Warp 0 lists them (each block once, from its first occurrence); every warp then takes its first
@@ -611,7 +708,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   st.reset();
   // Only NSA_FWD_COMMON=1 walks the list (nCommon below): otherwise warp 0 does not build it (v11 built
   // it in every block while the other warps waited, and dropped it).
-  if (warp == 0 && (!(skip & (2 | 8)) || (skip & kFlagV11TopN))) {
+  if (!split && warp == 0 && (!(skip & (2 | 8)) || (skip & kFlagV11TopN))) {
     int listed = 0;
     for (int r0 = 0; r0 < c.n; r0 += 32) {  // whole-warp rounds (ballot)
       const int k = r0 + lane;
@@ -630,7 +727,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     }
     if (lane == 0) common[0] = listed;
   }
-  __syncthreads();
+  if (!split) __syncthreads();
   const int nCommon = (skip & (2 | 8)) ? 0 : common[0];
   bool drop[2] = {false, false};  // c.n <= 64
 #pragma unroll
@@ -688,7 +785,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       turns.close();
     }
   }
-  __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
+  if (!split) __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
   // ---- selected branch: this warp's own 16-key chunks, 2- or 3-stage ring ----
   // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
@@ -731,48 +828,87 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     off += kChunk;
     if (off >= len[k]) { k = firstFrom(k + 1); off = 0; }
   };
-  // Chunk (k, off) is computed next; (gk, goff) is gathered next, nStages - 1 chunks ahead. Every
-  // step commits one cp.async group (empty past the last chunk), so the wait below counts chunks.
-  int k = (skip & 2) ? c.n : firstFrom(0), off = 0, gk = k, goff = 0;
-  auto issue = [&](int stage) {
-    if (gk < c.n) {
-      gather(gk, goff, stage);
-      advance(gk, goff);
-    }
-    cpAsyncCommit();
-  };
-  for (int s = 0; s + 1 < nStages; s++) issue(s);
-  for (int stage = 0; k < c.n; stage = stage + 1 == nStages ? 0 : stage + 1) {
-    issue(stage == 0 ? nStages - 1 : stage - 1);  // the stage computed in the step before
-    if (ring3) cpAsyncWait<2>();
-    else cpAsyncWait<1>();
-    __syncwarp();
-    const T* ck = stageAt(stage);
-    const int rem = len[k] - off;
-    warpAttend<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
-    __syncwarp();  // the next gather overwrites this stage
-    advance(k, off);
-  }
-  store(st, 1, a.oSlc, nullptr);
-  __syncthreads();  // own tiles become block-wide tiles again
-
-  // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
-  const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
-  st.reset();
-  // (Wg: on wgmma as the compressed branch, the block's tiles in the swizzled layout.)
-  if (!(skip & 4))
-    walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
-      auto visible = [&](int j) { return k0 + j >= ws && k0 + j <= pos; };
-      if constexpr (Wg) {
-        float s[1][kSharedKeys / 8][4];
-        groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s, turns);
-        groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, visible, st, turns);
-      } else {
-        warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, visible, st);
+  // The rings: chunk (k, off) is computed next; (gk, goff) is gathered next, nStages - 1 chunks
+  // ahead. Every step commits one cp.async group (empty past the last chunk), so the wait below
+  // counts chunks.
+  auto rings = [&]() {
+    int k = (skip & 2) ? c.n : firstFrom(0), off = 0, gk = k, goff = 0;
+    auto issue = [&](int stage) {
+      if (gk < c.n) {
+        gather(gk, goff, stage);
+        advance(gk, goff);
       }
-    });
+      cpAsyncCommit();
+    };
+    for (int s = 0; s + 1 < nStages; s++) issue(s);
+    for (int stage = 0; k < c.n; stage = stage + 1 == nStages ? 0 : stage + 1) {
+      issue(stage == 0 ? nStages - 1 : stage - 1);  // the stage computed in the step before
+      if (ring3) cpAsyncWait<2>();
+      else cpAsyncWait<1>();
+      __syncwarp();
+      const T* ck = stageAt(stage);
+      const int rem = len[k] - off;
+      warpAttend<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
+      __syncwarp();  // the next gather overwrites this stage
+      advance(k, off);
+    }
+  };
   float win[D / 8 * 4];
-  store(st, 2, a.oWin, win);
+  if constexpr (Wg && W == 8) {
+    if (split) {
+      for (int ph = 0; ph < 2; ph++) {
+        if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
+          if (!splitEarly) wgWindow(ph == 0 && select);
+        } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
+          st.reset();
+          if (wForced) {
+            for (int k = lane; k < c.n; k += 32) {
+              const int j = blk[k];
+              if (j >= 0 && (j < wNbInit || (c.localBlocks > 0 && j >= wLocalFirst && j <= wCur0))) len[k] = 0;
+            }
+            __syncwarp();
+          }
+          wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, ph == 0 && select, [&](int key) { return key <= pos; });
+          rings();
+          store(st, 1, a.oSlc, nullptr);
+          wgSync();  // the rings' bytes become the window's tiles
+        }
+      }
+      if (active) {  // the gated sum below takes the window output back from oWin
+        const T* oWin = static_cast<const T*>(a.oWin);
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+          for (int n = 0; n < D / 8; n++) {
+            const size_t at = oAt + (size_t)(g4 + 8 * i) * D + n * 8 + 2 * t4;
+            win[n * 4 + 2 * i] = toF(oWin[at]);
+            win[n * 4 + 2 * i + 1] = toF(oWin[at + 1]);
+          }
+      }
+    }
+  }
+  if (!split) {
+    rings();
+    store(st, 1, a.oSlc, nullptr);
+    __syncthreads();  // own tiles become block-wide tiles again
+
+    // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
+    const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
+    st.reset();
+    // (Wg: on wgmma as the compressed branch, the block's tiles in the swizzled layout.)
+    if (!(skip & 4))
+      walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), wsAll, lastPos - wsAll + 1, kBase, a.kWin, a.vWin, [&](int, int k0, const T* k, const T* v) {
+        auto visible = [&](int j) { return k0 + j >= ws && k0 + j <= pos; };
+        if constexpr (Wg) {
+          float s[1][kSharedKeys / 8][4];
+          groupScores<T, D, kSharedKeys, 1>(qf, smemAddr(k), s, turns);
+          groupSoftmaxPV<T, D>(s[0], smemAddr(v), sl2, visible, st, turns);
+        } else {
+          warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, visible, st);
+        }
+      });
+    store(st, 2, a.oWin, win);
+  }
 
   // ---- gated sum (this thread re-reads the branch outputs it stored itself) ----
   if (!active) return;
@@ -867,9 +1003,14 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_TOPN=0: v11's top-n (every round rescans all scores; warp 0 builds the common list even
   // where nothing walks it), for A/B.
   const char* topN = getenv("NSA_FWD_TOPN");
+  // NSA_FWD_SPLIT=0: v12's order (both warpgroups: selected blocks, then the window), for A/B.
+  // NSA_FWD_SPLIT=2: warpgroup 0 walks its window before its top-n (under warpgroup 1's top-n).
+  const char* splitEnv = getenv("NSA_FWD_SPLIT");
   const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
                     (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
-                    (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0);
+                    (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) |
+                    (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0) |
+                    (splitEnv && splitEnv[0] == '2' ? kFlagSplitEarly : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }

@@ -25,6 +25,21 @@ const variants = option('variants', '|NSA_FWD_TOPN=0|NSA_FWD_RING=3').split('|')
 const control = 'NSA_FWD_SKIP=2';
 const switches = [...new Set([...variants, control].flatMap((v) => v.split(' ').filter(Boolean).map((e) => e.split('=')[0])))];
 
+// Differing elements of two bf16 buffers, the largest absolute difference, and the largest magnitude.
+function bf16Diff(a, b) {
+  const x = new Uint16Array(a.buffer, a.byteOffset, a.length / 2), y = new Uint16Array(b.buffer, b.byteOffset, b.length / 2);
+  const bits = new Uint32Array(1), val = new Float32Array(bits.buffer);
+  const f = (h) => { bits[0] = h << 16; return val[0]; };
+  let n = 0, worst = 0, big = 0;
+  for (let i = 0; i < x.length; i++) {
+    if (x[i] === y[i]) continue;
+    const u = f(x[i]), v = f(y[i]);
+    n++;
+    worst = Math.max(worst, Math.abs(u - v));
+    big = Math.max(big, Math.abs(u));
+  }
+  return `${n} of ${x.length} elements differ, max |difference| ${worst.toExponential(3)} (max |value| among those ${big.toExponential(3)})`;
+}
 const { addon } = loadAddon();
 addon.init();
 const BF16 = 2, HQ = 64, H = 4, D = 128;
@@ -65,6 +80,8 @@ for (const T of Ts) {
     }
     if (differs.length) ok = false;
     console.log(`T=${T} [${v || 'default'}] vs [${variants[0] || 'default'}]: ${differs.length ? `DIFFERS in ${differs.join(', ')}` : 'bit-equal (out, oCmp, oSlc, oWin, lse, blocks)'}`);
+    // For switches that change the arithmetic order: how many bf16 elements of each output differ, and by how much.
+    for (const n of differs.filter((x) => x.startsWith('o'))) console.log(`  ${n}: ${bf16Diff(first[n], got[n])}`);
   }
   for (const s of switches) delete process.env[s];
   problem.free();
