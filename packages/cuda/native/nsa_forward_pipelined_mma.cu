@@ -58,7 +58,6 @@ constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum
 constexpr int kFlagV11TopN = 128;         // NSA_FWD_TOPN=0: v11's top-n (rescans every score each round; the unused list)
 constexpr int kFlagRing3 = 256;           // NSA_FWD_RING=3: the per-warp rings have a third stage
 constexpr int kFlagNoSplit = 512;         // NSA_FWD_SPLIT=0: both warpgroups walk the window together after the selected blocks (v12)
-constexpr int kFlagSplitEarly = 1024;     // NSA_FWD_SPLIT=2: warpgroup 0 walks its window before its top-n
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -517,12 +516,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       const uint32_t at = half + buf * kPairBytes;
       float sc[1][kSharedKeys / 8][4];
       groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo);
-      groupSoftmaxPV<T, D>(sc[0], at + kPairBytes / 2, sl2, [&](int j) { return visible(kr.x + j); }, st, solo);
+      // Rows from kr.y on are zeros, never visible: a forced tile ends where the initial blocks do (< 64 keys when l' = 32).
+      groupSoftmaxPV<T, D>(sc[0], at + kPairBytes / 2, sl2, [&](int j) { return kr.x + j < kr.y && visible(kr.x + j); }, st, solo);
     }
     wgSync();  // the warpgroup is done with its half
   };
   // The window of this warp's row on its warpgroup's rows' tiles, stored.
-  const bool splitEarly = split && (skip & kFlagSplitEarly);
   auto wgWindow = [&](bool preloaded) {
     if constexpr (Wg && W == 8) {
       st.reset();
@@ -598,12 +597,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
         });
       }
     }
-  }
-  if constexpr (Wg && W == 8) {
-    // NSA_FWD_SPLIT=2: warpgroup 0 walks its window now, under warpgroup 1's top-n and selected blocks.
-    if (splitEarly && wg == 0) wgWindow(false);
-  }
-  if (select) {
     if constexpr (Wg) {  // the tile buffers are free: the forced blocks' first tiles load during top-n
       if (forced) {
         for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
@@ -611,7 +604,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       }
       if constexpr (W == 8) {
         if (split) {  // each warpgroup's first tile: window (warpgroup 0) or forced blocks (1)
-          if (wg == 0 && wWinTiles > 0 && !splitEarly) wgLoad(wWinRange(0), 0, a.kWin, a.vWin);
+          if (wg == 0 && wWinTiles > 0) wgLoad(wWinRange(0), 0, a.kWin, a.vWin);
           if (wg == 1 && wForcedTiles > 0) wgLoad(wForcedRange(0), 0, a.kSlc, a.vSlc);
           cpAsyncCommit();
         }
@@ -858,7 +851,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     if (split) {
       for (int ph = 0; ph < 2; ph++) {
         if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
-          if (!splitEarly) wgWindow(ph == 0 && select);
+          wgWindow(ph == 0 && select);
         } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
           st.reset();
           if (wForced) {
@@ -1004,13 +997,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // where nothing walks it), for A/B.
   const char* topN = getenv("NSA_FWD_TOPN");
   // NSA_FWD_SPLIT=0: v12's order (both warpgroups: selected blocks, then the window), for A/B.
-  // NSA_FWD_SPLIT=2: warpgroup 0 walks its window before its top-n (under warpgroup 1's top-n).
   const char* splitEnv = getenv("NSA_FWD_SPLIT");
   const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
                     (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
                     (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) |
-                    (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0) |
-                    (splitEnv && splitEnv[0] == '2' ? kFlagSplitEarly : 0);
+                    (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0);
   nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }

@@ -18,9 +18,10 @@
 # a parity set, determinism and memcheck. (Run C1 ran it when the third stage was the default.)
 # profile: ncu's warp-state samples per SASS instruction of one 64k launch (ncu-src-sass.csv).
 # phases: forward ms at 8k..64k, the 64k forward with each NSA_FWD_SKIP bit, then profile.
-# v13: v13 (NSA_FWD_SPLIT=1) and v13 early (=2) against v12 (=0) in one binary: outputs compared at
-# 16k / 64k, forward ms alternating, v12's branches left out and the selected branch's share of each,
-# then parity, determinism and memcheck; PROFILE=1 then runs profile (NCU_ENV= its switches).
+# v13: v13 (the default, NSA_FWD_SPLIT=1) against v12 (NSA_FWD_SPLIT=0) in one binary: outputs compared
+# at 16k / 64k, forward ms alternating, v12's branches left out and the selected branch's share of each,
+# then parity (l' = 32 in extra-parity's varlen case), determinism and memcheck; PROFILE=1 then runs
+# profile (NCU_ENV= its switches). PARITY_ONLY=1: no timings (ABT=16384 keeps the output comparison short).
 set -uo pipefail
 work=$1; out=$(realpath "$2"); mode=${3:-quick}
 cd "$work"
@@ -92,22 +93,19 @@ if [[ $mode == ab ]]; then
 fi
 if [[ $mode == v13 ]]; then  # v13 (split warpgroups) against v12 (NSA_FWD_SPLIT=0), one binary, then parity
   echo "== registers"; cuobjdump -res-usage "$addon" 2>&1 | grep -A1 "PipeKernel" | grep -o "PipeKernelI[^ ]*\|REG:[0-9]*\|LOCAL:[0-9]*" | paste - - - | head -12
-  echo "== v13 and v13 early against v12: outputs (bench problem, 16k and 64k)"
-  timeout 150 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --variants "NSA_FWD_SPLIT=0||NSA_FWD_SPLIT=2" 2>&1 | tail -24
-  for round in 1 2; do
-    for e in NSA_FWD_SPLIT=0 NSA_FWD_SPLIT=1 NSA_FWD_SPLIT=2; do
+  echo "== v13 against v12: outputs (bench problem, 16k and 64k; only out may differ: v13 gates the stored oWin)"
+  timeout 150 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --variants "NSA_FWD_SPLIT=0|" --T ${ABT:-16384,65536} 2>&1 | tail -16
+  [[ -n ${PARITY_ONLY:-} ]] || for round in 1 2; do
+    for e in NSA_FWD_SPLIT=0 NSA_FWD_SPLIT=1; do
       if [[ $round == 1 ]]; then T=8192,16384,32768,65536; else T=16384,65536; fi
       echo "== $e T=$T"; env $e timeout 100 node $bench --T $T --ops nsaFwd 2>&1 | grep "^| forward |"
     done
   done
-  for s in 1 2 4 7; do echo "== NSA_FWD_SKIP=$s NSA_FWD_SPLIT=0"; NSA_FWD_SKIP=$s NSA_FWD_SPLIT=0 timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"; done
-  for e in NSA_FWD_SPLIT=1 NSA_FWD_SPLIT=2; do echo "== NSA_FWD_SKIP=2 $e"; env NSA_FWD_SKIP=2 $e timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"; done
+  [[ -n ${PARITY_ONLY:-} ]] || for s in 1 2 4 7; do echo "== NSA_FWD_SKIP=$s NSA_FWD_SPLIT=0"; NSA_FWD_SKIP=$s NSA_FWD_SPLIT=0 timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"; done
+  [[ -n ${PARITY_ONLY:-} ]] || for e in NSA_FWD_SPLIT=1; do echo "== NSA_FWD_SKIP=2 $e"; env NSA_FWD_SKIP=2 $e timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"; done
   for d in bfloat16 float16; do defaultParity "$d"; done
-  for e in NSA_FWD_SPLIT=0 NSA_FWD_SPLIT=2; do
-    bg "$e-grid-128-bfloat16.log" env $e node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
-  done
-  bg NSA_FWD_SPLIT=2-grid-64-float16.log env NSA_FWD_SPLIT=2 node $runner --backend cuda --scale gpu --dtypes float16 --only "G=16 HQ=16 Dk=64 Dv=64 T=1024 float16"
-  bg NSA_FWD_SPLIT=2-extra-varlen.log env NSA_FWD_SPLIT=2 node $extra --only "reg G=16 varlen D=64 bfloat16"
+  bg v12-grid-128-bfloat16.log env NSA_FWD_SPLIT=0 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg v12-extra-varlen.log env NSA_FWD_SPLIT=0 node $extra --only "reg G=16 varlen D=64 bfloat16"
   bg paper.log node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "paper defaults T=4096 bfloat16"
   bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
   bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
