@@ -789,7 +789,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // (L2), but the third stage measured no faster (run C1).
   T* ring = sK + warp * 4 * kChunk * ld;
   T* ring2 = reinterpret_cast<T*>(scoreBase) + warp * 2 * kChunk * ld;
-  const int nStages = ring3 ? 3 : 2;
+  // Not with split: its warpgroups do not meet after top-n, and the third stages lie over other warps' block scores.
+  const bool stage3 = ring3 && !split;
+  const int nStages = stage3 ? 3 : 2;
   const T* Ks = static_cast<const T*>(a.kSlc);
   const T* Vs = static_cast<const T*>(a.vSlc);
   auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
@@ -836,7 +838,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     for (int s = 0; s + 1 < nStages; s++) issue(s);
     for (int stage = 0; k < c.n; stage = stage + 1 == nStages ? 0 : stage + 1) {
       issue(stage == 0 ? nStages - 1 : stage - 1);  // the stage computed in the step before
-      if (ring3) cpAsyncWait<2>();
+      if (stage3) cpAsyncWait<2>();
       else cpAsyncWait<1>();
       __syncwarp();
       const T* ck = stageAt(stage);
