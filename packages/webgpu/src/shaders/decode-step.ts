@@ -494,9 +494,6 @@ function blockChoice(k: BlockChoiceKernel, write: (at: string, v: string) => str
   const perSel = k.selBlock / k.cmpStride;
   const gu = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * (perSel + perCmp - 1) <= 96) ?? 1;
   const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
-  // The lse's (head, lane) pairs outnumber the invocations: each invocation takes several.
-  const loop = G * lanes > WG;
-  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
   const nLists = Math.ceil(WG / Math.max(1, k.minSubgroup));
   const rawScores = `  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
   // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
@@ -547,23 +544,7 @@ ${gcs.flatMap((gi) => cu.map((u) => `      s += select(0.0, factor[(g0 + ${gi}u)
   // sorted, so its scan stops at the first entry not ahead, and the count stops at nFree: the
   // entries far behind would otherwise scan most lists whole).
   let nsg = (WG + sgSize - 1u) / sgSize;
-  for (var x = lid; x < nsg * nFree; x += WG) {
-    let e = (x / nFree) * NSEL + x % nFree;
-    let v = listV[e];
-    let i = listI[e];
-    if (i != NONE) {
-      var rank = 0u;
-      for (var l = 0u; l < nsg && rank < nFree; l++) {
-        for (var r = 0u; r < nFree; r++) {
-          let v2 = listV[l * NSEL + r];
-          let i2 = listI[l * NSEL + r];
-          if (!(v2 > v || (v2 == v && i2 < i))) { break; }
-          rank++;
-        }
-      }
-      if (rank < nFree) { chosen[forced + rank] = i32(i); }
-    }
-  }`
+${rankLists('nsg')}`
     : TOP_N_ROUNDS_TREE;
   const decls = `const NSMAX = ${k.NSMAX}u;
 const LANES = ${lanes}u;
@@ -621,13 +602,44 @@ fn ownBest(lid: u32, nCand: u32, lastV: f32, lastI: u32) -> Best {
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
-  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
-${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n  let lane = v % LANES;` : `  let gl = lid / LANES;
-  let lane = lid % LANES;`}
-  let ok = gl < G;
-  var mLoc = ${NEG};
-  var lLoc = 0.0;
-  for (var c = lane; c < nC && ok; c += LANES) {
+${lseMerge(G, WG, lanes)}${FORCED}${k.cand ? candScores : rawScores}
+    let isInit = j < INITIAL;
+    let isForced = isInit || (LOCAL > 0u && j >= localLo);
+    let slot = select(nInit + j - localLo, j, isInit);
+    if (isForced && slot < NSEL) { chosen[slot] = i32(j); }
+    score[j] = select(s, -1.0, isForced);
+  }
+  workgroupBarrier();
+${topN}
+  workgroupBarrier();
+${sortedWrite(write)}`;
+  return { decls, body };
+}
+
+/**
+ * Each head's compression lse into lse[G] (then a barrier): LANES invocations per head merge every
+ * LANES-th compressed chunk's (max, sum) online, then one invocation per head merges its lanes.
+ * Needs nC, and redM and redL [max(WG, G * LANES)]. `unroll` > 1 loads that many chunks of a lane
+ * before merging them (in the same order, so the lse is the same bits).
+ */
+function lseMerge(G: number, WG: number, lanes: number, unroll = 1): string {
+  // The lse's (head, lane) pairs outnumber the invocations: each invocation takes several.
+  const loop = G * lanes > WG;
+  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
+  const us = Array.from({ length: unroll }, (_, u) => u);
+  const chunkLoop =
+    unroll > 1
+      ? `  for (var c0 = lane; c0 < nC && ok; c0 += ${unroll}u * LANES) {
+${us.map((u) => `    let at${u} = ((NS + min(c0 + ${u}u * LANES, nC - 1u)) * ROWS + row0 + gl) * 2u;
+    let mc${u} = stats[at${u}];
+    let lc${u} = select(0.0, stats[at${u} + 1u], c0 + ${u}u * LANES < nC);`).join('\n')}
+${us.map((u) => `    if (lc${u} > 0.0) {
+      let mn = max(mLoc, mc${u});
+      lLoc = lLoc * exp(mLoc - mn) + lc${u} * exp(mc${u} - mn);
+      mLoc = mn;
+    }`).join('\n')}
+  }`
+      : `  for (var c = lane; c < nC && ok; c += LANES) {
     let at = ((NS + c) * ROWS + row0 + gl) * 2u;
     let mc = stats[at];
     let lc = stats[at + 1u];
@@ -636,7 +648,14 @@ ${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n
       lLoc = lLoc * exp(mLoc - mn) + lc * exp(mc - mn);
       mLoc = mn;
     }
-  }
+  }`;
+  return `  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
+${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n  let lane = v % LANES;` : `  let gl = lid / LANES;
+  let lane = lid % LANES;`}
+  let ok = gl < G;
+  var mLoc = ${NEG};
+  var lLoc = 0.0;
+${chunkLoop}
   redM[${loop ? 'v' : 'lid'}] = mLoc;
   redL[${loop ? 'v' : 'lid'}] = lLoc;
 ${loop ? '  }\n' : ''}  workgroupBarrier();
@@ -647,7 +666,11 @@ ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
     lse[gl] = select(${NEG}, m + log(max(l, 1.0e-30)), l > 0.0 && m > ${NEG_HALF});
   }
   workgroupBarrier();
-  // The forced blocks: the first INITIAL and the LOCAL ending at the query's block, at fixed places
+`;
+}
+
+/** The forced blocks' counts and the free places (after lseMerge's cur and nCand). */
+const FORCED = `  // The forced blocks: the first INITIAL and the LOCAL ending at the query's block, at fixed places
   // of chosen (the order does not matter: chosen is sorted at the end). A score of -1 excludes them.
   let nInit = min(INITIAL, nCand);
   let localLo = max(select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL), INITIAL);
@@ -655,17 +678,35 @@ ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
   let forced = nInit + nLocal;
   let total = min(NSEL, nCand);
   let nFree = select(0u, total - forced, total > forced);
-${k.cand ? candScores : rawScores}
-    let isInit = j < INITIAL;
-    let isForced = isInit || (LOCAL > 0u && j >= localLo);
-    let slot = select(nInit + j - localLo, j, isInit);
-    if (isForced && slot < NSEL) { chosen[slot] = i32(j); }
-    score[j] = select(s, -1.0, isForced);
-  }
-  workgroupBarrier();
-${topN}
-  workgroupBarrier();
-  // chosen[0 .. total) ascending by counting, then -1 padding.
+`;
+
+/**
+ * An entry of the sorted lists listV / listI [list, NSEL] (index NONE: empty) is chosen when fewer
+ * than nFree entries of all lists are ahead of it; it goes to chosen[forced + rank].
+ */
+function rankLists(nLists: string): string {
+  return `  for (var x = lid; x < ${nLists} * nFree; x += WG) {
+    let e = (x / nFree) * NSEL + x % nFree;
+    let v = listV[e];
+    let i = listI[e];
+    if (i != NONE) {
+      var rank = 0u;
+      for (var l = 0u; l < ${nLists} && rank < nFree; l++) {
+        for (var r = 0u; r < nFree; r++) {
+          let v2 = listV[l * NSEL + r];
+          let i2 = listI[l * NSEL + r];
+          if (!(v2 > v || (v2 == v && i2 < i))) { break; }
+          rank++;
+        }
+      }
+      if (rank < nFree) { chosen[forced + rank] = i32(i); }
+    }
+  }`;
+}
+
+/** chosen[0 .. total) sorted ascending by counting, then -1 padding, stored through `write`. */
+function sortedWrite(write: (at: string, v: string) => string): string {
+  return `  // chosen[0 .. total) ascending by counting, then -1 padding.
   let out = (b * H + h) * NSEL;
   for (var x = lid; x < NSEL; x += WG) {
     if (x < total) {
@@ -678,7 +719,6 @@ ${topN}
     }
   }
 `;
-  return { decls, body };
 }
 
 /**
