@@ -6,9 +6,12 @@
 //                    compressed scores, which the selection needs.
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
 //                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
-//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With `choice`
-//                    (opt-in, unmeasured) each of them first makes its head's block choice with
-//                    the code of 2 (blockChoice), and dispatch 2 goes.
+//                    Wide (default): several workgroups per (sequence, KV head), each scoring a
+//                    range of candidates and listing its best (decodeChoiceWideShader).
+//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With the
+//                    wide choice each first takes the final top-n from the lists (blockChoiceMerge).
+//                    With `choice` alone (opt-in, slower) each makes its head's whole block choice
+//                    with the code of 2 (blockChoice), and dispatch 2 goes.
 //   4. merge         one workgroup per output row: every chunk of the three branches, the gates.
 //
 // A decode step is latency-bound (a 64k step reads ~11 MB): every workgroup does one chunk, loads
@@ -163,7 +166,9 @@ export function decodeAttendShader(
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
   const choice = cw ? undefined : k.choice;
-  const fused = choice && blockChoice({ ...k, ...choice, WG }, (at, v) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`);
+  const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
+  const wide = choice?.wide;
+  const fused = choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
     ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
@@ -180,7 +185,7 @@ export function decodeAttendShader(
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;${
         choice
           ? `
-@group(0) @binding(7) var<storage, read> ${choice.cand ? 'cand' : 'scores'}: array<f32>;`
+@group(0) @binding(7) var<storage, read> ${wide ? 'lists: array<vec2<f32>>' : `${choice.cand ? 'cand' : 'scores'}: array<f32>`};`
           : ''
       }`;
   // Which keys this workgroup takes: [lo, lo + count) of the compressed or raw rows, and its split.
@@ -481,6 +486,163 @@ export interface BlockChoiceKernel extends DecodeStepShape {
    * chosen blocks are bit-identical to a block choice of another workgroup size.
    */
   readonly lanes?: number;
+  /**
+   * The wide block choice (decodeChoiceWideShader): CPW candidates per workgroup, at most PMAX
+   * workgroups per KV head. In the selected attend (`choice`), the final top-n from their lists.
+   */
+  readonly wide?: { readonly CPW: number; readonly PMAX: number };
+}
+
+/** Workgroup memory of the wide block choice's kernel (bytes). */
+export function wideChoiceSharedBytes(k: { readonly G: number; readonly WG: number; readonly lanes: number; readonly CPW: number; readonly NCJ: number }): number {
+  return 4 * (2 * Math.max(k.WG, k.G * k.lanes) + k.G + k.CPW * k.G * k.NCJ + k.CPW);
+}
+
+/** Workgroup memory the final top-n from the wide block choice's lists adds to the selected attend (bytes). */
+export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: number }): number {
+  return 4 * (2 * k.PMAX * k.nSel + 2 * k.nSel);
+}
+
+/**
+ * The wide block choice, part 1 (replaces decodeSelectShader's one workgroup per KV head, a chain
+ * of latencies): workgroup (p, sequence x KV head) takes candidates [p * CPW, (p + 1) * CPW). It
+ * loads its candidate sums and their chunks' stats first, merges each head's lse like
+ * decodeSelectShader (same lanes and order, so the same bits), scores its candidates (same sums in
+ * the same order) and writes its best nFree free ones, best first, as (score, index) to
+ * lists[(sequence x KV head) * PMAX + p][rank] (score -1: none). The selected attend's workgroups
+ * take the final top-n from these lists (blockChoiceMerge). Candidate sums only (cand).
+ */
+export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }): string {
+  const { G, WG } = k;
+  const { CPW, PMAX } = k.wide;
+  const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
+  const { NCJ, NCH } = candidateGeometry(k);
+  const pairs = G * CPW;
+  const rounds = Array.from({ length: Math.ceil(pairs / WG) }, (_, r) => r);
+  const cu = Array.from({ length: NCJ }, (_, u) => u);
+  const prefetch = rounds
+    .map(
+      (r) => `  let x${r} = lid + ${r * WG}u;
+  let ok${r} = ${(r + 1) * WG <= pairs ? 'true' : `x${r} < ${pairs}u`};
+  let g${r} = min(x${r} / CPW, G - 1u);
+  let i${r} = x${r} % CPW;
+  let j${r} = jLo + i${r};
+  let cA${r} = (max(j${r} * PER_SEL + 1u, PER_CMP) - PER_CMP) / KC;
+  let cLast${r} = (j${r} * PER_SEL + PER_SEL - 1u) / KC;
+${cu
+  .map(
+    (u) => `  let in${r}_${u} = ok${r} && j${r} < nCand && cA${r} + ${u}u < nC && cA${r} + ${u}u <= cLast${r};
+  let c${r}_${u} = select(0u, cA${r} + ${u}u, in${r}_${u});
+  let a${r}_${u} = cand[((row0 + g${r}) * NCH + c${r}_${u}) * NJ + select(0u, j${r} - (c${r}_${u} * KC) / PER_SEL, in${r}_${u})];
+  let at${r}_${u} = ((NS + c${r}_${u}) * ROWS + row0 + g${r}) * 2u;
+  let m${r}_${u} = stats[at${r}_${u}];
+  let l${r}_${u} = stats[at${r}_${u} + 1u];`,
+  )
+  .join('\n')}`,
+    )
+    .join('\n');
+  const terms = rounds
+    .map(
+      (r) => `  if (ok${r}) {
+    let lg = lse[g${r}];
+${cu
+  .map(
+    (u) => `    { let live = l${r}_${u} > 0.0 && lg > ${NEG_HALF};
+      let f = select(0.0, exp(select(-100.0, m${r}_${u} - lg, live)), live);
+      term[(i${r} * G + g${r}) * NCJ + ${u}u] = select(0.0, f * a${r}_${u}, in${r}_${u}); }`,
+  )
+  .join('\n')}
+  }`,
+    )
+    .join('\n');
+  return `${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> cand: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;
+${constants(k, WG)}${candidateConstants(k)}const LANES = ${lanes}u;
+const CPW = ${CPW}u;
+const PMAX = ${PMAX}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+var<workgroup> redM: array<f32, ${Math.max(WG, G * lanes)}>;
+var<workgroup> redL: array<f32, ${Math.max(WG, G * lanes)}>;
+var<workgroup> lse: array<f32, ${G}>;
+// Candidate i's scaled sum over its chunk u for head g, [CPW, G, NCJ].
+var<workgroup> term: array<f32, ${CPW * G * NCJ}>;
+var<workgroup> score: array<f32, ${CPW}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let bh = wid.y;
+  let b = bh / H;
+  let h = bh % H;
+  let row0 = b * HQ + h * G;
+  let jLo = wid.x * CPW;
+  let nC = compressedChunks(pos);
+  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+  // (head, candidate) pairs: the candidate sums of the (at most NCJ) chunks the candidate's compressed
+  // blocks lie in, and those chunks' (max, sum), loaded before the lse (their loads overlap its own).
+${prefetch}
+${lseMerge(G, WG, lanes, Math.min(8, Math.ceil(NCH / lanes)))}${FORCED}  // The pairs' terms: candidate sum x exp(chunk max - lse), as decodeSelectShader's factor table.
+${terms}
+  workgroupBarrier();
+  // Scores summed over heads and chunks in decodeSelectShader's order; forced blocks and
+  // candidates past the query's block score -1.
+  for (var i = lid; i < CPW; i += WG) {
+    let j = jLo + i;
+    var s = 0.0;
+${Array.from({ length: G * NCJ }, (_, n) => `    s += term[i * ${G * NCJ}u + ${n}u];`).join('\n')}
+    let isForced = j < INITIAL || (LOCAL > 0u && j >= localLo);
+    score[i] = select(s, -1.0, isForced || j >= nCand);
+  }
+  workgroupBarrier();
+  // Rank in (score descending, index ascending): the first nFree go to this workgroup's list.
+  for (var i = lid; i < CPW; i += WG) {
+    let v = score[i];
+    var rank = 0u;
+${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += select(0u, 1u, v2 > v || (v2 == v && ${y}u < i)); }`).join('\n')}
+    if (rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(jLo + i)); }
+  }
+}
+`;
+}
+
+/**
+ * The wide block choice, part 2 (in the selected attend's workgroups, BlockChoiceKernel.wide):
+ * the final top-n from the lists of decodeChoiceWideShader, then the forced blocks and the sorted
+ * write as blockChoice. The global top-nFree is in the union of the lists (each holds its
+ * workgroup's top-nFree), so an entry is chosen when fewer than nFree entries are ahead of it.
+ */
+function blockChoiceMerge(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }, write: (at: string, v: string) => string): { decls: string; body: string } {
+  const { CPW, PMAX } = k.wide;
+  const decls = `const CPW = ${CPW}u;
+const PMAX = ${PMAX}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+const NONE = 0xffffffffu;
+// The wide block choice's lists of this KV head, [list, NSEL].
+var<workgroup> listV: array<f32, ${PMAX * k.nSel}>;
+var<workgroup> listI: array<u32, ${PMAX * k.nSel}>;
+var<workgroup> chosen: array<i32, ${k.nSel}>;
+`;
+  const body = `  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+${FORCED}  let nP = (nCand + CPW - 1u) / CPW;
+  let list0 = (b * H + h) * PMAX * NSEL;
+  for (var x = lid; x < nP * nFree; x += WG) {
+    let e = (x / nFree) * NSEL + x % nFree;
+    let a = lists[list0 + e];
+    listV[e] = a.x;
+    listI[e] = select(NONE, u32(a.y), a.x > -0.5);
+  }
+  for (var x = lid; x < min(forced, NSEL); x += WG) { chosen[x] = i32(select(localLo + x - nInit, x, x < nInit)); }
+  workgroupBarrier();
+${rankLists('nP')}
+  workgroupBarrier();
+${sortedWrite(write)}`;
+  return { decls, body };
 }
 
 /**
