@@ -122,7 +122,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   // The wide block choice (ctx.decodeChoice): CPW candidates per workgroup (a power of two, at
-  // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory.
+  // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory
+  // with at most 32 lists per KV head (the selected attend searches each list).
   const nCandCap = Math.floor(last / geo.selBlock) + 1;
   const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
   const wide =
@@ -131,6 +132,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
           .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
           .find(
             (w) =>
+              w.PMAX <= 32 &&
               wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: w.CPW, NCJ: candidateGeometry(shape).NCJ }) <= limits.maxComputeWorkgroupStorageSize &&
               attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: w.PMAX }) <= limits.maxComputeWorkgroupStorageSize,
           )

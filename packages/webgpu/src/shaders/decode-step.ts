@@ -168,6 +168,7 @@ export function decodeAttendShader(
   const choice = cw ? undefined : k.choice;
   const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
   const wide = choice?.wide;
+  const qLoad = unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`);
   const fused = choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
@@ -357,7 +358,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row0 = b * HQ + h * G;
 ${
   fused
-    ? `  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
+    ? `${wide ? `  // The group's queries first: their loads overlap the block choice's.\n${qLoad}\n` : ''}  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
   {
 ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   workgroupBarrier();
@@ -367,8 +368,7 @@ ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // The group's queries (scaled) and the chunk's keys and values; keys past count are zero.
-${unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
-${tiles}
+${wide ? '' : `${qLoad}\n`}${tiles}
   workgroupBarrier();
 ${scoresPhase}
   workgroupBarrier();
@@ -549,7 +549,7 @@ ${cu
   .map(
     (u) => `    { let live = l${r}_${u} > 0.0 && lg > ${NEG_HALF};
       let f = select(0.0, exp(select(-100.0, m${r}_${u} - lg, live)), live);
-      term[(i${r} * G + g${r}) * NCJ + ${u}u] = select(0.0, f * a${r}_${u}, in${r}_${u}); }`,
+      term[(g${r} * NCJ + ${u}u) * CPW + i${r}] = select(0.0, f * a${r}_${u}, in${r}_${u}); }`,
   )
   .join('\n')}
   }`,
@@ -567,7 +567,7 @@ const LOCAL = ${k.localBlocks}u;
 var<workgroup> redM: array<f32, ${Math.max(WG, G * lanes)}>;
 var<workgroup> redL: array<f32, ${Math.max(WG, G * lanes)}>;
 var<workgroup> lse: array<f32, ${G}>;
-// Candidate i's scaled sum over its chunk u for head g, [CPW, G, NCJ].
+// Candidate i's scaled sum over its chunk u for head g, [G, NCJ, CPW] (candidates adjacent: no bank conflicts).
 var<workgroup> term: array<f32, ${CPW * G * NCJ}>;
 var<workgroup> score: array<f32, ${CPW}>;
 
@@ -593,7 +593,7 @@ ${terms}
   for (var i = lid; i < CPW; i += WG) {
     let j = jLo + i;
     var s = 0.0;
-${Array.from({ length: G * NCJ }, (_, n) => `    s += term[i * ${G * NCJ}u + ${n}u];`).join('\n')}
+${Array.from({ length: G * NCJ }, (_, n) => `    s += term[${n}u * CPW + i];`).join('\n')}
     let isForced = j < INITIAL || (LOCAL > 0u && j >= localLo);
     score[i] = select(s, -1.0, isForced || j >= nCand);
   }
@@ -617,15 +617,29 @@ ${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += se
  */
 function blockChoiceMerge(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }, write: (at: string, v: string) => string): { decls: string; body: string } {
   const { CPW, PMAX } = k.wide;
+  // Binary-search steps over a list: halving from the largest power of two whose steps sum to >= nSel.
+  const steps: number[] = [];
+  for (let st = 2 ** Math.ceil(Math.log2((k.nSel + 1) / 2)); st >= 1; st /= 2) steps.push(st);
+  const search = Array.from(
+    { length: PMAX },
+    (_, l) => `      {
+        var c = 0u;
+${steps.map((st) => `        { let p = c + ${st}u; let a = lst[${l * k.nSel}u + min(p, NSEL) - 1u]; c = select(c, p, p <= nFree && ahead(a, me)); }`).join('\n')}
+        rank += select(0u, c, ${l}u < nP);
+      }`,
+  ).join('\n');
   const decls = `const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
-const NONE = 0xffffffffu;
-// The wide block choice's lists of this KV head, [list, NSEL].
-var<workgroup> listV: array<f32, ${PMAX * k.nSel}>;
-var<workgroup> listI: array<u32, ${PMAX * k.nSel}>;
+// The wide block choice's lists of this KV head, [list, NSEL] of (score, index); score -1: none.
+var<workgroup> lst: array<vec2<f32>, ${PMAX * k.nSel}>;
 var<workgroup> chosen: array<i32, ${k.nSel}>;
+
+// Whether entry a is ahead of entry b (score descending, index ascending).
+fn ahead(a: vec2<f32>, b: vec2<f32>) -> bool {
+  return a.x > b.x || (a.x == b.x && a.y < b.y);
+}
 `;
   const body = `  let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
@@ -633,13 +647,20 @@ ${FORCED}  let nP = (nCand + CPW - 1u) / CPW;
   let list0 = (b * H + h) * PMAX * NSEL;
   for (var x = lid; x < nP * nFree; x += WG) {
     let e = (x / nFree) * NSEL + x % nFree;
-    let a = lists[list0 + e];
-    listV[e] = a.x;
-    listI[e] = select(NONE, u32(a.y), a.x > -0.5);
+    lst[e] = lists[list0 + e];
   }
   for (var x = lid; x < min(forced, NSEL); x += WG) { chosen[x] = i32(select(localLo + x - nInit, x, x < nInit)); }
   workgroupBarrier();
-${rankLists('nP')}
+  // An entry is chosen when fewer than nFree entries of all lists are ahead of it: each sorted list's
+  // count by binary search over its first nFree, the lists unrolled (no divergent scans).
+  for (var x = lid; x < nP * nFree; x += WG) {
+    let me = lst[(x / nFree) * NSEL + x % nFree];
+    if (me.x > -0.5) {
+      var rank = 0u;
+${search}
+      if (rank < nFree) { chosen[forced + rank] = i32(me.y); }
+    }
+  }
   workgroupBarrier();
 ${sortedWrite(write)}`;
   return { decls, body };
