@@ -32,6 +32,12 @@ import {
 const WG = 256;
 /** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
 const CHUNK_KEYS = [32, 16, 8, 4];
+/**
+ * The wide block choice runs for at most this many (sequence, KV head) pairs: on the H100 it was
+ * faster with 4 (B = 1), slower with 64 (B = 16; the single choice already fills the GPU there and
+ * every selected attend workgroup pays for the final top-n).
+ */
+const WIDE_MAX_HEADS = 16;
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -127,9 +133,9 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const nCandCap = Math.floor(last / geo.selBlock) + 1;
   const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
   const wide =
-    ctx.decodeChoice === 'wide' && !given && !fused && !previous && cand
+    ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
       ? [1, 2, 4, 8, 16]
-          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
+          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)), sorted: ctx.decodeTiles?.choiceSorted }))
           .find(
             (w) =>
               w.PMAX <= 32 &&

@@ -86,14 +86,16 @@ export interface DeviceContext {
   decodeFused: boolean;
   /**
    * Their block choice: 'wide' splits each KV head's candidates over several workgroups and the
-   * selected attend takes the final top-n; 'single' one workgroup per KV head (env NSA_WEBGPU_DECODE_CHOICE=single).
+   * selected attend takes the final top-n (used for at most 16 sequences x KV heads); 'single' one
+   * workgroup per KV head (env NSA_WEBGPU_DECODE_CHOICE=single).
    */
   decodeChoice: 'wide' | 'single';
   /**
-   * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size and
-   * candidates per wide block-choice workgroup of those kernels.
+   * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size,
+   * candidates per wide block-choice workgroup, and the wide choice's selected chunks sorted by block
+   * before the attend (the first version) of those kernels.
    */
-  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number };
+  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number; choiceSorted?: boolean };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
   /**
