@@ -135,7 +135,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const wide =
     ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
       ? [1, 2, 4, 8, 16]
-          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)), sorted: ctx.decodeTiles?.choiceSorted }))
+          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
           .find(
             (w) =>
               w.PMAX <= 32 &&

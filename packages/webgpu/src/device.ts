@@ -91,11 +91,10 @@ export interface DeviceContext {
    */
   decodeChoice: 'wide' | 'single';
   /**
-   * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size,
-   * candidates per wide block-choice workgroup, and the wide choice's selected chunks sorted by block
-   * before the attend (the first version) of those kernels.
+   * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size and
+   * candidates per wide block-choice workgroup of those kernels.
    */
-  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number; choiceSorted?: boolean };
+  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
   /**

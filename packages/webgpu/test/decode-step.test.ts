@@ -98,13 +98,6 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],
-      [
-        'wide block choice, 8 candidates per workgroup, sorted before the attend',
-        () => {
-          gpu.ctx.decodeTiles = { choiceCands: 8, choiceSorted: true };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
       ['single block choice', single],
       [
         'single block choice, workgroup-memory top-n',

@@ -169,11 +169,7 @@ export function decodeAttendShader(
   const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
   const wide = choice?.wide;
   const qLoad = unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`);
-  const fused: { decls: string; body: string; tail?: string } | undefined =
-    choice &&
-    (wide
-      ? blockChoiceMerge({ ...k, ...choice, WG, wide }, { sel: (at, v) => `sel[${at}] = ${v};`, blocks: (at, v) => `if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }` })
-      : blockChoice({ ...k, ...choice, WG }, selWrite));
+  const fused = choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
     ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
@@ -406,7 +402,7 @@ ${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => 
   }`
     : ''
 }
-${fused?.tail ?? ''}}
+}
 `;
 }
 
@@ -494,17 +490,7 @@ export interface BlockChoiceKernel extends DecodeStepShape {
    * The wide block choice (decodeChoiceWideShader): CPW candidates per workgroup, at most PMAX
    * workgroups per KV head. In the selected attend (`choice`), the final top-n from their lists.
    */
-  readonly wide?: WideChoice;
-}
-
-/** The wide block choice's layout (BlockChoiceKernel.wide). */
-export interface WideChoice {
-  /** Candidates per workgroup. */
-  readonly CPW: number;
-  /** Workgroups (lists) per KV head at the cache's capacity. */
-  readonly PMAX: number;
-  /** The selected chunks in ascending block order (sorted before the attend; else slot order). */
-  readonly sorted?: boolean;
+  readonly wide?: { readonly CPW: number; readonly PMAX: number };
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -526,7 +512,7 @@ export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: 
  * lists[(sequence x KV head) * PMAX + p][rank] (score -1: none). The selected attend's workgroups
  * take the final top-n from these lists (blockChoiceMerge). Candidate sums only (cand).
  */
-export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: WideChoice }): string {
+export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }): string {
   const { G, WG } = k;
   const { CPW, PMAX } = k.wide;
   const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
@@ -629,10 +615,7 @@ ${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += se
  * write as blockChoice. The global top-nFree is in the union of the lists (each holds its
  * workgroup's top-nFree), so an entry is chosen when fewer than nFree entries are ahead of it.
  */
-function blockChoiceMerge(
-  k: BlockChoiceKernel & { readonly wide: WideChoice },
-  write: { readonly sel: (at: string, v: string) => string; readonly blocks: (at: string, v: string) => string },
-): { decls: string; body: string; tail: string } {
+function blockChoiceMerge(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }, write: (at: string, v: string) => string): { decls: string; body: string } {
   const { CPW, PMAX } = k.wide;
   // Binary-search steps over a list: halving from the largest power of two whose steps sum to >= nSel.
   const steps: number[] = [];
@@ -679,21 +662,8 @@ ${search}
     }
   }
   workgroupBarrier();
-${
-  k.wide.sorted
-    ? sortedWrite((at, v) => `${write.sel(at, v)} ${write.blocks(at, v)}`)
-    : `  // The selected chunks take the blocks in slot order (forced, then by rank): no sort before the
-  // attend; workgroup 0 writes the sorted list at its end.
-  for (var x = lid; x < NSEL; x += WG) { ${write.sel('x', 'select(-1, chosen[x], x < total)')} }
-`
-}`;
-  const tail = k.wide.sorted
-    ? ''
-    : `  if (wid.x == 0u) {
-    let total = min(NSEL, pos / SEL_BLOCK + 1u);
-${sortedWrite(write.blocks).replace(/^(?=.)/gm, '  ')}  }
-`;
-  return { decls, body, tail };
+${sortedWrite(write)}`;
+  return { decls, body };
 }
 
 /**
