@@ -3,8 +3,11 @@
 // cannot take (TQ > 1, head dims not multiples of 4, a cache over one binding, workgroup memory
 // too small) return undefined and run the forward's decode passes instead, as does
 // `ctx.singleQueryDecode = false` (the previous six passes, kept for comparison).
-// `ctx.decodeFused` (NSA_WEBGPU_DECODE_FUSED=1, unmeasured) makes the block choice in the selected
-// attend's workgroups instead: three dispatches.
+// The block choice is wide by default: several workgroups per KV head each write the best of their
+// candidates, the selected attend's workgroups take the final top-n (ctx.decodeChoice = 'single',
+// env NSA_WEBGPU_DECODE_CHOICE=single: one workgroup per KV head does it all).
+// `ctx.decodeFused` (NSA_WEBGPU_DECODE_FUSED=1; slower on the H100) makes the whole block choice in
+// the selected attend's workgroups instead: three dispatches.
 import { visibleCompressed } from '@nsa/core';
 import type { Geometry } from './branch.js';
 import type { WebGPUNSACache } from './decode.js';
@@ -18,7 +21,10 @@ import {
   decodeMergeShader,
   decodeSelectShader,
   decodeSelectShaderPrevious,
+  decodeChoiceWideShader,
   selectSharedBytes,
+  wideChoiceSharedBytes,
+  wideMergeSharedBytes,
   type DecodeStepShape,
 } from './shaders/decode-step.js';
 
@@ -26,6 +32,12 @@ import {
 const WG = 256;
 /** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
 const CHUNK_KEYS = [32, 16, 8, 4];
+/**
+ * The wide block choice runs for at most this many (sequence, KV head) pairs: on the H100 it was
+ * faster with 4 (B = 1), slower with 64 (B = 16; the single choice already fills the GPU there and
+ * every selected attend workgroup pays for the final top-n).
+ */
+const WIDE_MAX_HEADS = 16;
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -115,13 +127,31 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // (The fused kernel's own fit was checked with its chunk above.)
   if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
+  // The wide block choice (ctx.decodeChoice): CPW candidates per workgroup (a power of two, at
+  // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory
+  // with at most 32 lists per KV head (the selected attend searches each list).
+  const nCandCap = Math.floor(last / geo.selBlock) + 1;
+  const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
+  const wide =
+    ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
+      ? [1, 2, 4, 8, 16]
+          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
+          .find(
+            (w) =>
+              w.PMAX <= 32 &&
+              wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: w.CPW, NCJ: candidateGeometry(shape).NCJ }) <= limits.maxComputeWorkgroupStorageSize &&
+              attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: w.PMAX }) <= limits.maxComputeWorkgroupStorageSize,
+          )
+      : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
-        : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
+        : wide
+          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide }, decodeChoiceWideShader)
+          : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
     rt.pipelineOf(
       'nsa_decode_attend_slc',
       {
@@ -130,6 +160,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         WG: attendWg,
         tiled: !previous,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
+        ...(wide ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide } } : {}),
       },
       decodeAttendShader,
     ),
@@ -137,14 +168,20 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   ]);
   const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
+  // Wide block-choice workgroups per KV head: the candidates up to the query's block.
+  const nP = wide ? Math.ceil((Math.floor(pos / geo.selBlock) + 1) / wide.CPW) : 0;
   return (frame, buf) => {
     const part = frame.scratch(bytes.part, 'decode split partials');
     const stats = frame.scratch(SMAX * rows * 2 * 4, 'decode split stats');
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     frame.dispatch(attendCw, params, [buf.q, buf.kCmp, buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
+    // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
+    const lists = wide && frame.scratch(B * H * wide.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
+    else if (select && lists) frame.dispatch(select, params, [stats, scores, lists], [nP, B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
-    frame.dispatch(attendSlc, params, fused ? [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats, scores] : [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats], [NS, B * H]);
+    const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
+    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS, B * H]);
     frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows]);
   };
 }

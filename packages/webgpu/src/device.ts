@@ -84,8 +84,17 @@ export interface DeviceContext {
    * fewer; unmeasured, so off unless env NSA_WEBGPU_DECODE_FUSED=1).
    */
   decodeFused: boolean;
-  /** Experiments (bench/profile.mjs --decodeVariants): keys per chunk and block-choice workgroup size of those kernels. */
-  decodeTiles?: { KC?: number; selectWG?: number };
+  /**
+   * Their block choice: 'wide' splits each KV head's candidates over several workgroups and the
+   * selected attend takes the final top-n (used for at most 16 sequences x KV heads); 'single' one
+   * workgroup per KV head (env NSA_WEBGPU_DECODE_CHOICE=single).
+   */
+  decodeChoice: 'wide' | 'single';
+  /**
+   * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size and
+   * candidates per wide block-choice workgroup of those kernels.
+   */
+  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
   /**
@@ -192,6 +201,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     mergedDecode: true,
     singleQueryDecode: true,
     decodeFused: envValue('NSA_WEBGPU_DECODE_FUSED') === '1',
+    decodeChoice: envValue('NSA_WEBGPU_DECODE_CHOICE') === 'single' ? 'single' : 'wide',
     selectionTokens: 2,
     selectionWide: selectionWideSetting(envValue('NSA_WEBGPU_SELECTION_WIDE')),
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),

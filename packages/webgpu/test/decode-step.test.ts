@@ -4,6 +4,8 @@
 // and the workgroup-memory top-n (adapters without subgroups) must give the same blocks and output,
 // as must the block choice fused into the selected attend (ctx.decodeFused), with and without
 // subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
+// The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
+// workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice.
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -70,6 +72,10 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       gpu.ctx.decodeFused = true;
       return () => (gpu.ctx.decodeFused = false);
     };
+    const single = () => {
+      gpu.ctx.decodeChoice = 'single';
+      return () => (gpu.ctx.decodeChoice = 'wide');
+    };
     const variants: [string, () => () => void][] = [
       [
         'previous kernels',
@@ -83,6 +89,25 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         () => {
           gpu.ctx.subgroupTopN = false;
           return () => (gpu.ctx.subgroupTopN = true);
+        },
+      ],
+      [
+        'wide block choice, 8 candidates per workgroup',
+        () => {
+          gpu.ctx.decodeTiles = { choiceCands: 8 };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      ['single block choice', single],
+      [
+        'single block choice, workgroup-memory top-n',
+        () => {
+          const unset = single();
+          gpu.ctx.subgroupTopN = false;
+          return () => {
+            unset();
+            gpu.ctx.subgroupTopN = true;
+          };
         },
       ],
       ['fused block choice', fuse],
@@ -116,10 +141,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       const pipelines = vi.spyOn(gpu.rt, 'pipelineOf');
       try {
         const other = await step(fresh);
-        // A fused variant must have run the fused kernel and no block choice dispatch.
+        // A fused variant must have run the fused kernel and no block choice dispatch, a wide one the
+        // wide kernel and the selected attend that takes the final top-n, the others the single one.
         const names = pipelines.mock.calls.map(([kernel, params]) => `${kernel}${'choice' in params ? ' fused' : ''}`);
-        if (gpu.ctx.decodeFused) expect(names, name).toContain('nsa_decode_attend_slc fused');
-        expect(names.includes('nsa_decode_select'), name).toBe(!gpu.ctx.decodeFused);
+        const wide = !gpu.ctx.decodeFused && gpu.ctx.decodeChoice === 'wide' && !process.env.NSA_WEBGPU_DECODE_STEP;
+        if (gpu.ctx.decodeFused || wide) expect(names, name).toContain('nsa_decode_attend_slc fused');
+        expect(names.includes('nsa_decode_choice_wide'), name).toBe(wide);
+        expect(names.includes('nsa_decode_select'), name).toBe(!gpu.ctx.decodeFused && !wide);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);

@@ -6,9 +6,12 @@
 //                    compressed scores, which the selection needs.
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
 //                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
-//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With `choice`
-//                    (opt-in, unmeasured) each of them first makes its head's block choice with
-//                    the code of 2 (blockChoice), and dispatch 2 goes.
+//                    Wide (default): several workgroups per (sequence, KV head), each scoring a
+//                    range of candidates and listing its best (decodeChoiceWideShader).
+//   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With the
+//                    wide choice each first takes the final top-n from the lists (blockChoiceMerge).
+//                    With `choice` alone (opt-in, slower) each makes its head's whole block choice
+//                    with the code of 2 (blockChoice), and dispatch 2 goes.
 //   4. merge         one workgroup per output row: every chunk of the three branches, the gates.
 //
 // A decode step is latency-bound (a 64k step reads ~11 MB): every workgroup does one chunk, loads
@@ -163,7 +166,10 @@ export function decodeAttendShader(
   const { e, G, DK, DV, KC, WG } = k;
   const cw = k.phase === 'cw';
   const choice = cw ? undefined : k.choice;
-  const fused = choice && blockChoice({ ...k, ...choice, WG }, (at, v) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`);
+  const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
+  const wide = choice?.wide;
+  const qLoad = unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`);
+  const fused = choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
     ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
@@ -180,7 +186,7 @@ export function decodeAttendShader(
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;${
         choice
           ? `
-@group(0) @binding(7) var<storage, read> ${choice.cand ? 'cand' : 'scores'}: array<f32>;`
+@group(0) @binding(7) var<storage, read> ${wide ? 'lists: array<vec2<f32>>' : `${choice.cand ? 'cand' : 'scores'}: array<f32>`};`
           : ''
       }`;
   // Which keys this workgroup takes: [lo, lo + count) of the compressed or raw rows, and its split.
@@ -352,7 +358,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row0 = b * HQ + h * G;
 ${
   fused
-    ? `  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
+    ? `${wide ? `  // The group's queries first: their loads overlap the block choice's.\n${qLoad}\n` : ''}  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
   {
 ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   workgroupBarrier();
@@ -362,8 +368,7 @@ ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // The group's queries (scaled) and the chunk's keys and values; keys past count are zero.
-${unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
-${tiles}
+${wide ? '' : `${qLoad}\n`}${tiles}
   workgroupBarrier();
 ${scoresPhase}
   workgroupBarrier();
@@ -481,6 +486,184 @@ export interface BlockChoiceKernel extends DecodeStepShape {
    * chosen blocks are bit-identical to a block choice of another workgroup size.
    */
   readonly lanes?: number;
+  /**
+   * The wide block choice (decodeChoiceWideShader): CPW candidates per workgroup, at most PMAX
+   * workgroups per KV head. In the selected attend (`choice`), the final top-n from their lists.
+   */
+  readonly wide?: { readonly CPW: number; readonly PMAX: number };
+}
+
+/** Workgroup memory of the wide block choice's kernel (bytes). */
+export function wideChoiceSharedBytes(k: { readonly G: number; readonly WG: number; readonly lanes: number; readonly CPW: number; readonly NCJ: number }): number {
+  return 4 * (2 * Math.max(k.WG, k.G * k.lanes) + k.G + k.CPW * k.G * k.NCJ + k.CPW);
+}
+
+/** Workgroup memory the final top-n from the wide block choice's lists adds to the selected attend (bytes). */
+export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: number }): number {
+  return 4 * (2 * k.PMAX * k.nSel + 2 * k.nSel);
+}
+
+/**
+ * The wide block choice, part 1 (replaces decodeSelectShader's one workgroup per KV head, a chain
+ * of latencies): workgroup (p, sequence x KV head) takes candidates [p * CPW, (p + 1) * CPW). It
+ * loads its candidate sums and their chunks' stats first, merges each head's lse like
+ * decodeSelectShader (same lanes and order, so the same bits), scores its candidates (same sums in
+ * the same order) and writes its best nFree free ones, best first, as (score, index) to
+ * lists[(sequence x KV head) * PMAX + p][rank] (score -1: none). The selected attend's workgroups
+ * take the final top-n from these lists (blockChoiceMerge). Candidate sums only (cand).
+ */
+export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }): string {
+  const { G, WG } = k;
+  const { CPW, PMAX } = k.wide;
+  const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
+  const { NCJ, NCH } = candidateGeometry(k);
+  const pairs = G * CPW;
+  const rounds = Array.from({ length: Math.ceil(pairs / WG) }, (_, r) => r);
+  const cu = Array.from({ length: NCJ }, (_, u) => u);
+  const prefetch = rounds
+    .map(
+      (r) => `  let x${r} = lid + ${r * WG}u;
+  let ok${r} = ${(r + 1) * WG <= pairs ? 'true' : `x${r} < ${pairs}u`};
+  let g${r} = min(x${r} / CPW, G - 1u);
+  let i${r} = x${r} % CPW;
+  let j${r} = jLo + i${r};
+  let cA${r} = (max(j${r} * PER_SEL + 1u, PER_CMP) - PER_CMP) / KC;
+  let cLast${r} = (j${r} * PER_SEL + PER_SEL - 1u) / KC;
+${cu
+  .map(
+    (u) => `  let in${r}_${u} = ok${r} && j${r} < nCand && cA${r} + ${u}u < nC && cA${r} + ${u}u <= cLast${r};
+  let c${r}_${u} = select(0u, cA${r} + ${u}u, in${r}_${u});
+  let a${r}_${u} = cand[((row0 + g${r}) * NCH + c${r}_${u}) * NJ + select(0u, j${r} - (c${r}_${u} * KC) / PER_SEL, in${r}_${u})];
+  let at${r}_${u} = ((NS + c${r}_${u}) * ROWS + row0 + g${r}) * 2u;
+  let m${r}_${u} = stats[at${r}_${u}];
+  let l${r}_${u} = stats[at${r}_${u} + 1u];`,
+  )
+  .join('\n')}`,
+    )
+    .join('\n');
+  const terms = rounds
+    .map(
+      (r) => `  if (ok${r}) {
+    let lg = lse[g${r}];
+${cu
+  .map(
+    (u) => `    { let live = l${r}_${u} > 0.0 && lg > ${NEG_HALF};
+      let f = select(0.0, exp(select(-100.0, m${r}_${u} - lg, live)), live);
+      term[(g${r} * NCJ + ${u}u) * CPW + i${r}] = select(0.0, f * a${r}_${u}, in${r}_${u}); }`,
+  )
+  .join('\n')}
+  }`,
+    )
+    .join('\n');
+  return `${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> cand: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;
+${constants(k, WG)}${candidateConstants(k)}const LANES = ${lanes}u;
+const CPW = ${CPW}u;
+const PMAX = ${PMAX}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+var<workgroup> redM: array<f32, ${Math.max(WG, G * lanes)}>;
+var<workgroup> redL: array<f32, ${Math.max(WG, G * lanes)}>;
+var<workgroup> lse: array<f32, ${G}>;
+// Candidate i's scaled sum over its chunk u for head g, [G, NCJ, CPW] (candidates adjacent: no bank conflicts).
+var<workgroup> term: array<f32, ${CPW * G * NCJ}>;
+var<workgroup> score: array<f32, ${CPW}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let bh = wid.y;
+  let b = bh / H;
+  let h = bh % H;
+  let row0 = b * HQ + h * G;
+  let jLo = wid.x * CPW;
+  let nC = compressedChunks(pos);
+  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+  // (head, candidate) pairs: the candidate sums of the (at most NCJ) chunks the candidate's compressed
+  // blocks lie in, and those chunks' (max, sum), loaded before the lse (their loads overlap its own).
+${prefetch}
+${lseMerge(G, WG, lanes, Math.min(8, Math.ceil(NCH / lanes)))}${FORCED}  // The pairs' terms: candidate sum x exp(chunk max - lse), as decodeSelectShader's factor table.
+${terms}
+  workgroupBarrier();
+  // Scores summed over heads and chunks in decodeSelectShader's order; forced blocks and
+  // candidates past the query's block score -1.
+  for (var i = lid; i < CPW; i += WG) {
+    let j = jLo + i;
+    var s = 0.0;
+${Array.from({ length: G * NCJ }, (_, n) => `    s += term[${n}u * CPW + i];`).join('\n')}
+    let isForced = j < INITIAL || (LOCAL > 0u && j >= localLo);
+    score[i] = select(s, -1.0, isForced || j >= nCand);
+  }
+  workgroupBarrier();
+  // Rank in (score descending, index ascending): the first nFree go to this workgroup's list.
+  for (var i = lid; i < CPW; i += WG) {
+    let v = score[i];
+    var rank = 0u;
+${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += select(0u, 1u, v2 > v || (v2 == v && ${y}u < i)); }`).join('\n')}
+    if (rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(jLo + i)); }
+  }
+}
+`;
+}
+
+/**
+ * The wide block choice, part 2 (in the selected attend's workgroups, BlockChoiceKernel.wide):
+ * the final top-n from the lists of decodeChoiceWideShader, then the forced blocks and the sorted
+ * write as blockChoice. The global top-nFree is in the union of the lists (each holds its
+ * workgroup's top-nFree), so an entry is chosen when fewer than nFree entries are ahead of it.
+ */
+function blockChoiceMerge(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }, write: (at: string, v: string) => string): { decls: string; body: string } {
+  const { CPW, PMAX } = k.wide;
+  // Binary-search steps over a list: halving from the largest power of two whose steps sum to >= nSel.
+  const steps: number[] = [];
+  for (let st = 2 ** Math.ceil(Math.log2((k.nSel + 1) / 2)); st >= 1; st /= 2) steps.push(st);
+  const search = Array.from(
+    { length: PMAX },
+    (_, l) => `      {
+        var c = 0u;
+${steps.map((st) => `        { let p = c + ${st}u; let a = lst[${l * k.nSel}u + min(p, NSEL) - 1u]; c = select(c, p, p <= nFree && ahead(a, me)); }`).join('\n')}
+        rank += select(0u, c, ${l}u < nP);
+      }`,
+  ).join('\n');
+  const decls = `const CPW = ${CPW}u;
+const PMAX = ${PMAX}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+// The wide block choice's lists of this KV head, [list, NSEL] of (score, index); score -1: none.
+var<workgroup> lst: array<vec2<f32>, ${PMAX * k.nSel}>;
+var<workgroup> chosen: array<i32, ${k.nSel}>;
+
+// Whether entry a is ahead of entry b (score descending, index ascending).
+fn ahead(a: vec2<f32>, b: vec2<f32>) -> bool {
+  return a.x > b.x || (a.x == b.x && a.y < b.y);
+}
+`;
+  const body = `  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+${FORCED}  let nP = (nCand + CPW - 1u) / CPW;
+  let list0 = (b * H + h) * PMAX * NSEL;
+  for (var x = lid; x < nP * nFree; x += WG) {
+    let e = (x / nFree) * NSEL + x % nFree;
+    lst[e] = lists[list0 + e];
+  }
+  for (var x = lid; x < min(forced, NSEL); x += WG) { chosen[x] = i32(select(localLo + x - nInit, x, x < nInit)); }
+  workgroupBarrier();
+  // An entry is chosen when fewer than nFree entries of all lists are ahead of it: each sorted list's
+  // count by binary search over its first nFree, the lists unrolled (no divergent scans).
+  for (var x = lid; x < nP * nFree; x += WG) {
+    let me = lst[(x / nFree) * NSEL + x % nFree];
+    if (me.x > -0.5) {
+      var rank = 0u;
+${search}
+      if (rank < nFree) { chosen[forced + rank] = i32(me.y); }
+    }
+  }
+  workgroupBarrier();
+${sortedWrite(write)}`;
+  return { decls, body };
 }
 
 /**
@@ -494,9 +677,6 @@ function blockChoice(k: BlockChoiceKernel, write: (at: string, v: string) => str
   const perSel = k.selBlock / k.cmpStride;
   const gu = [16, 8, 4, 2, 1].find((u) => G % u === 0 && u * (perSel + perCmp - 1) <= 96) ?? 1;
   const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
-  // The lse's (head, lane) pairs outnumber the invocations: each invocation takes several.
-  const loop = G * lanes > WG;
-  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
   const nLists = Math.ceil(WG / Math.max(1, k.minSubgroup));
   const rawScores = `  // Candidate scores: the overlap-weighted probabilities of the compressed blocks, summed over heads
   // (heads and overlapping blocks unrolled, so the loads of one candidate are all in flight).
@@ -547,23 +727,7 @@ ${gcs.flatMap((gi) => cu.map((u) => `      s += select(0.0, factor[(g0 + ${gi}u)
   // sorted, so its scan stops at the first entry not ahead, and the count stops at nFree: the
   // entries far behind would otherwise scan most lists whole).
   let nsg = (WG + sgSize - 1u) / sgSize;
-  for (var x = lid; x < nsg * nFree; x += WG) {
-    let e = (x / nFree) * NSEL + x % nFree;
-    let v = listV[e];
-    let i = listI[e];
-    if (i != NONE) {
-      var rank = 0u;
-      for (var l = 0u; l < nsg && rank < nFree; l++) {
-        for (var r = 0u; r < nFree; r++) {
-          let v2 = listV[l * NSEL + r];
-          let i2 = listI[l * NSEL + r];
-          if (!(v2 > v || (v2 == v && i2 < i))) { break; }
-          rank++;
-        }
-      }
-      if (rank < nFree) { chosen[forced + rank] = i32(i); }
-    }
-  }`
+${rankLists('nsg')}`
     : TOP_N_ROUNDS_TREE;
   const decls = `const NSMAX = ${k.NSMAX}u;
 const LANES = ${lanes}u;
@@ -621,13 +785,44 @@ fn ownBest(lid: u32, nCand: u32, lastV: f32, lastI: u32) -> Best {
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
-  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
-${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n  let lane = v % LANES;` : `  let gl = lid / LANES;
-  let lane = lid % LANES;`}
-  let ok = gl < G;
-  var mLoc = ${NEG};
-  var lLoc = 0.0;
-  for (var c = lane; c < nC && ok; c += LANES) {
+${lseMerge(G, WG, lanes)}${FORCED}${k.cand ? candScores : rawScores}
+    let isInit = j < INITIAL;
+    let isForced = isInit || (LOCAL > 0u && j >= localLo);
+    let slot = select(nInit + j - localLo, j, isInit);
+    if (isForced && slot < NSEL) { chosen[slot] = i32(j); }
+    score[j] = select(s, -1.0, isForced);
+  }
+  workgroupBarrier();
+${topN}
+  workgroupBarrier();
+${sortedWrite(write)}`;
+  return { decls, body };
+}
+
+/**
+ * Each head's compression lse into lse[G] (then a barrier): LANES invocations per head merge every
+ * LANES-th compressed chunk's (max, sum) online, then one invocation per head merges its lanes.
+ * Needs nC, and redM and redL [max(WG, G * LANES)]. `unroll` > 1 loads that many chunks of a lane
+ * before merging them (in the same order, so the lse is the same bits).
+ */
+function lseMerge(G: number, WG: number, lanes: number, unroll = 1): string {
+  // The lse's (head, lane) pairs outnumber the invocations: each invocation takes several.
+  const loop = G * lanes > WG;
+  const laneIdx = Array.from({ length: lanes }, (_, i) => i);
+  const us = Array.from({ length: unroll }, (_, u) => u);
+  const chunkLoop =
+    unroll > 1
+      ? `  for (var c0 = lane; c0 < nC && ok; c0 += ${unroll}u * LANES) {
+${us.map((u) => `    let at${u} = ((NS + min(c0 + ${u}u * LANES, nC - 1u)) * ROWS + row0 + gl) * 2u;
+    let mc${u} = stats[at${u}];
+    let lc${u} = select(0.0, stats[at${u} + 1u], c0 + ${u}u * LANES < nC);`).join('\n')}
+${us.map((u) => `    if (lc${u} > 0.0) {
+      let mn = max(mLoc, mc${u});
+      lLoc = lLoc * exp(mLoc - mn) + lc${u} * exp(mc${u} - mn);
+      mLoc = mn;
+    }`).join('\n')}
+  }`
+      : `  for (var c = lane; c < nC && ok; c += LANES) {
     let at = ((NS + c) * ROWS + row0 + gl) * 2u;
     let mc = stats[at];
     let lc = stats[at + 1u];
@@ -636,7 +831,14 @@ ${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n
       lLoc = lLoc * exp(mLoc - mn) + lc * exp(mc - mn);
       mLoc = mn;
     }
-  }
+  }`;
+  return `  // lse of each head: LANES invocations per head merge every LANES-th chunk's (max, sum) online.
+${loop ? `  for (var v = lid; v < G * LANES; v += WG) {\n  let gl = v / LANES;\n  let lane = v % LANES;` : `  let gl = lid / LANES;
+  let lane = lid % LANES;`}
+  let ok = gl < G;
+  var mLoc = ${NEG};
+  var lLoc = 0.0;
+${chunkLoop}
   redM[${loop ? 'v' : 'lid'}] = mLoc;
   redL[${loop ? 'v' : 'lid'}] = lLoc;
 ${loop ? '  }\n' : ''}  workgroupBarrier();
@@ -647,7 +849,11 @@ ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
     lse[gl] = select(${NEG}, m + log(max(l, 1.0e-30)), l > 0.0 && m > ${NEG_HALF});
   }
   workgroupBarrier();
-  // The forced blocks: the first INITIAL and the LOCAL ending at the query's block, at fixed places
+`;
+}
+
+/** The forced blocks' counts and the free places (after lseMerge's cur and nCand). */
+const FORCED = `  // The forced blocks: the first INITIAL and the LOCAL ending at the query's block, at fixed places
   // of chosen (the order does not matter: chosen is sorted at the end). A score of -1 excludes them.
   let nInit = min(INITIAL, nCand);
   let localLo = max(select(0u, cur + 1u - LOCAL, cur + 1u > LOCAL), INITIAL);
@@ -655,17 +861,35 @@ ${laneIdx.map((i) => `    let m${i} = redM[gl * LANES + ${i}u];`).join('\n')}
   let forced = nInit + nLocal;
   let total = min(NSEL, nCand);
   let nFree = select(0u, total - forced, total > forced);
-${k.cand ? candScores : rawScores}
-    let isInit = j < INITIAL;
-    let isForced = isInit || (LOCAL > 0u && j >= localLo);
-    let slot = select(nInit + j - localLo, j, isInit);
-    if (isForced && slot < NSEL) { chosen[slot] = i32(j); }
-    score[j] = select(s, -1.0, isForced);
-  }
-  workgroupBarrier();
-${topN}
-  workgroupBarrier();
-  // chosen[0 .. total) ascending by counting, then -1 padding.
+`;
+
+/**
+ * An entry of the sorted lists listV / listI [list, NSEL] (index NONE: empty) is chosen when fewer
+ * than nFree entries of all lists are ahead of it; it goes to chosen[forced + rank].
+ */
+function rankLists(nLists: string): string {
+  return `  for (var x = lid; x < ${nLists} * nFree; x += WG) {
+    let e = (x / nFree) * NSEL + x % nFree;
+    let v = listV[e];
+    let i = listI[e];
+    if (i != NONE) {
+      var rank = 0u;
+      for (var l = 0u; l < ${nLists} && rank < nFree; l++) {
+        for (var r = 0u; r < nFree; r++) {
+          let v2 = listV[l * NSEL + r];
+          let i2 = listI[l * NSEL + r];
+          if (!(v2 > v || (v2 == v && i2 < i))) { break; }
+          rank++;
+        }
+      }
+      if (rank < nFree) { chosen[forced + rank] = i32(i); }
+    }
+  }`;
+}
+
+/** chosen[0 .. total) sorted ascending by counting, then -1 padding, stored through `write`. */
+function sortedWrite(write: (at: string, v: string) => string): string {
+  return `  // chosen[0 .. total) ascending by counting, then -1 padding.
   let out = (b * H + h) * NSEL;
   for (var x = lid; x < NSEL; x += WG) {
     if (x < total) {
@@ -678,7 +902,6 @@ ${topN}
     }
   }
 `;
-  return { decls, body };
 }
 
 /**
