@@ -46,7 +46,20 @@ struct KeyBlockArgs {
   // keyGradBlockWg: a stage's lse, D, gates and positions are read one stage ahead into registers
   // and stored after the current stage's products (NSA_BWD_KEY_DEFER=0: read and stored before them).
   int defer = 1;
+  // keyGradBlockWg: a stage's query rows (selected keys: inverse-list entries) are read two stages
+  // ahead, so the next stage's copies need no list round trip (NSA_BWD_KEY_PREFETCH=0: read when
+  // the copies are issued).
+  int prefetch = 1;
+  // keyGradBlockWg: a warpgroup skips the products of a stage none of whose rows sees its 64 keys
+  // (window tiles' first and last rows, the first slice of 128-key compressed tiles; NSA_BWD_KEY_SKIP=0).
+  int skip = 1;
+  // The 128-key wgmma blocks have three stage buffers, two stages' copies in flight
+  // (NSA_BWD_KEY_RING=2: two; read by the host, which picks the kernel).
+  int ring3 = 1;
 };
+
+// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3).
+void setKeySwitches(KeyBlockArgs& kb);
 
 template <class T, int D, int W>
 __device__ __forceinline__ void keyGradBlock(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
