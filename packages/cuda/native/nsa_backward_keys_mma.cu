@@ -121,7 +121,7 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  // 128-key blocks: three stage buffers (they hold one block per SM either way) unless NSA_BWD_KEY_RING=2.
+  // 128-key blocks with NSA_BWD_KEY_RING=3: three stage buffers (they hold one block per SM either way).
   if (keyGradWgmmaRuns() && W >= 8 && kb.ring3) launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
   else if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
   else launch(keyGradRegKernel<T, D, W, false>, KeyLayout<D, W>::bytes(sizeof(T)));
@@ -201,7 +201,7 @@ void setKeySwitches(KeyBlockArgs& kb) {
   kb.prefetch = on("NSA_BWD_KEY_PREFETCH");
   kb.skip = on("NSA_BWD_KEY_SKIP");
   const char* ring = getenv("NSA_BWD_KEY_RING");
-  kb.ring3 = !(ring && ring[0] == '2');
+  kb.ring3 = ring && ring[0] == '3';
 }
 
 bool keyGradWgmmaRuns() {
