@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Helper ckv's last call: the L2 prefetch of a stage's Q/dO rows (this build, default; NSA_BWD_KEY_L2=0
-# without) against the build without it (<v2 addon>, row prefetch only), alternating processes;
+# Helper ckv's last call: the L2 prefetch of a stage's Q/dO rows (this build) against the build
+# without it (<v2 addon>, row prefetch only), alternating processes;
 # bit-equality of the switches and parity of this build, parity of the 128-key path of both builds.
 #   bash ckv-final.sh <staged .gpuwork dir> <log dir> <v2 addon>
 set -uo pipefail
@@ -14,17 +14,17 @@ bench() {  # bench <name> <env...>
 }
 cp "$v2" /tmp/v2.node
 for i in 1 2; do
-  use v3; bench v3 X=1; use v2; bench v2 X=1; use v3; bench v3-l2off NSA_BWD_KEY_L2=0
+  use v3; bench v3 X=1; use v2; bench v2 X=1
 done
 use v3
-timeout 40 node scripts/key-variants.mjs > "$logs/key-variants.log" 2>&1; tail -n 1 "$logs/key-variants.log"
-NSA_BWD_WIDE_KEYS=1 timeout 60 node scripts/determinism.mjs > "$logs/det-wide.log" 2>&1 &
-NSA_BWD_WIDE_KEYS=1 timeout 60 node scripts/extra-parity.mjs --only "reg G=16 H=2" > "$logs/extra-h2-wide.log" 2>&1 &
-NSA_BWD_WIDE_KEYS=1 timeout 60 node scripts/extra-parity.mjs --only "reg G=16 defaults" > "$logs/extra-def-wide.log" 2>&1 &
-timeout 60 node scripts/extra-parity.mjs --only "reg G=16 varlen" > "$logs/extra-varlen.log" 2>&1 &
-timeout 60 node scripts/extra-parity.mjs --only "split key lists" > "$logs/extra-split.log" 2>&1 &
-sleep 3; mkdir -p /tmp/v2pkg && cp -r "$work" /tmp/v2pkg/ 2>/dev/null; cp /tmp/v2.node /tmp/v2pkg/$(basename "$work")/node_modules/@nsa/cuda/$addon
-(cd /tmp/v2pkg/$(basename "$work")/node_modules/@nsa/cuda && NSA_BWD_WIDE_KEYS=1 timeout 60 node scripts/extra-parity.mjs --only "reg G=16 H=2" > "$logs/v2-extra-h2-wide.log" 2>&1) &
+timeout 45 node scripts/key-variants.mjs > "$logs/key-variants.log" 2>&1 &
+NSA_BWD_WIDE_KEYS=1 timeout 45 node scripts/determinism.mjs > "$logs/det-wide.log" 2>&1 &
+NSA_BWD_WIDE_KEYS=1 timeout 45 node scripts/extra-parity.mjs --only "reg G=16 H=2" > "$logs/extra-h2-wide.log" 2>&1 &
+NSA_BWD_WIDE_KEYS=1 timeout 45 node scripts/extra-parity.mjs --only "reg G=16 defaults" > "$logs/extra-def-wide.log" 2>&1 &
+timeout 45 node scripts/extra-parity.mjs --only "reg G=16 varlen" > "$logs/extra-varlen.log" 2>&1 &
+timeout 45 node scripts/extra-parity.mjs --only "split key lists" > "$logs/extra-split.log" 2>&1 &
+mkdir -p /tmp/v2pkg && cp -r "$work" /tmp/v2pkg/ && cp /tmp/v2.node /tmp/v2pkg/$(basename "$work")/node_modules/@nsa/cuda/$addon
+(cd /tmp/v2pkg/$(basename "$work")/node_modules/@nsa/cuda && NSA_BWD_WIDE_KEYS=1 timeout 42 node scripts/extra-parity.mjs --only "reg G=16 H=2" > "$logs/v2-extra-h2-wide.log" 2>&1) &
 wait
-tail -n 1 "$logs/det-wide.log"
+tail -n 1 "$logs/key-variants.log" "$logs/det-wide.log" 2>&1 | grep -v "^$"
 for f in extra-h2-wide extra-def-wide extra-varlen extra-split v2-extra-h2-wide; do echo "$f: $(tail -n 1 "$logs/$f.log")"; done
