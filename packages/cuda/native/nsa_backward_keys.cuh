@@ -50,9 +50,11 @@ struct KeyBlockArgs {
   // before its copies are issued, so those need no list round trip (NSA_BWD_KEY_PREFETCH=0: read
   // when the copies are issued; no L2 prefetch either).
   int prefetch = 1;
-  // keyGradBlockWg: a warpgroup skips the products of a stage none of whose rows sees its 64 keys
-  // (window tiles' first and last rows, the first slice of 128-key compressed tiles; NSA_BWD_KEY_SKIP=0).
-  int skip = 1;
+  // keyGradBlockWg, NSA_BWD_KEY_SKIP=1 (opt-in): a warpgroup skips the products of a stage none of
+  // whose rows sees its 64 keys (window tiles' first and last rows, the first slice of 128-key
+  // compressed tiles). Bit-equal; not faster on H100 at 64k (128-key launch 30.74 ms with, 29.97
+  // without, one ncu sample each): the warpgroup left alone at the barrier is no faster.
+  int skip = 0;
   // keyGradBlockWg with prefetch: a stage's Q and dO rows are prefetched into L2 a stage before
   // their copies are issued (NSA_BWD_KEY_L2=0: not).
   int l2 = 1;

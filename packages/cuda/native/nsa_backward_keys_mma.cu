@@ -197,7 +197,8 @@ void setKeySwitches(KeyBlockArgs& kb) {
   };
   kb.defer = keyGradDefer();
   kb.prefetch = on("NSA_BWD_KEY_PREFETCH");
-  kb.skip = on("NSA_BWD_KEY_SKIP");
+  const char* skip = getenv("NSA_BWD_KEY_SKIP");
+  kb.skip = skip && skip[0] == '1';
   kb.l2 = on("NSA_BWD_KEY_L2");
 }
 

@@ -14,7 +14,7 @@ bench() {  # bench <name> <env...>
 }
 cp "$v2" /tmp/v2.node
 for i in 1 2; do
-  use v3; bench v3 X=1; use v2; bench v2 X=1
+  use v3; bench v3 X=1; use v2; bench v2-skip0 NSA_BWD_KEY_SKIP=0
 done
 use v3
 timeout 45 node scripts/key-variants.mjs > "$logs/key-variants.log" 2>&1 &

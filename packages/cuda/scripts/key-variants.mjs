@@ -3,7 +3,7 @@
 // One NSA forward, then its backward under each key-block switch (the backward reads them on every
 // call), every gradient compared bit for bit with the default's of the same tile shape (64-key
 // tiles, then NSA_BWD_WIDE_KEYS=1: 128-key compressed and window tiles). NSA_BWD_KEY_PREFETCH=0 only
-// moves when a stage's rows are read, NSA_BWD_KEY_SKIP=0 runs products that add exact zeros,
+// moves when a stage's rows are read, NSA_BWD_KEY_SKIP=1 skips products that add exact zeros,
 // NSA_BWD_KEY_L2=0 drops the L2 prefetch of a stage's rows: all must give bit-equal gradients. bfloat16, paper defaults, G = 16, two KV heads, T = 2048 and
 // 3000 (two sequences in one batch). Plain Node over dist/:   node scripts/key-variants.mjs
 import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
@@ -14,8 +14,8 @@ const H = 2, HQ = 16 * H, D = 128;
 const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
 const names = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'];
 const keys = ['NSA_BWD_WIDE_KEYS', 'NSA_BWD_KEY_PREFETCH', 'NSA_BWD_KEY_SKIP', 'NSA_BWD_KEY_L2'];
-const switches = [{}, { NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_SKIP: '0' }, { NSA_BWD_KEY_L2: '0' },
-  { NSA_BWD_KEY_PREFETCH: '0', NSA_BWD_KEY_SKIP: '0' }];
+const switches = [{}, { NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_SKIP: '1' }, { NSA_BWD_KEY_L2: '0' },
+  { NSA_BWD_KEY_PREFETCH: '0', NSA_BWD_KEY_SKIP: '1' }];
 let failed = false;
 for (const [B, T] of [[1, 2048], [2, 3000]]) {
   const C = compressedCount(T, config), rng = new SeededRandom(13 + T);
