@@ -18,12 +18,12 @@ namespace nsa {
 
 namespace {
 
-// Wg: the wgmma block (keyGradBlockWg), only where keyGradWgmmaRuns().
-template <class T, int D, int W, bool Wg>
+// Wg: the wgmma block (keyGradBlockWg, S stage buffers), only where keyGradWgmmaRuns().
+template <class T, int D, int W, bool Wg, int S = 2>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
   extern __shared__ __align__(16) char smemRaw[];
-  if constexpr (Wg) keyGradBlockWg<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  if constexpr (Wg) keyGradBlockWg<T, D, W, S>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
   else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
 
@@ -121,7 +121,9 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
+  // 128-key blocks with NSA_BWD_KEY_RING=3: three stage buffers (they hold one block per SM either way).
+  if (keyGradWgmmaRuns() && W >= 8 && kb.ring3) launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
+  else if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
   else launch(keyGradRegKernel<T, D, W, false>, KeyLayout<D, W>::bytes(sizeof(T)));
 }
 
@@ -199,7 +201,8 @@ void setKeySwitches(KeyBlockArgs& kb) {
   kb.prefetch = on("NSA_BWD_KEY_PREFETCH");
   const char* skip = getenv("NSA_BWD_KEY_SKIP");
   kb.skip = skip && skip[0] == '1';
-  kb.l2 = on("NSA_BWD_KEY_L2");
+  const char* ring = getenv("NSA_BWD_KEY_RING");
+  kb.ring3 = ring && ring[0] == '3';
 }
 
 bool keyGradWgmmaRuns() {

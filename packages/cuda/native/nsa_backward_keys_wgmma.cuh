@@ -20,16 +20,16 @@ namespace nsa {
 constexpr int kSwizzleRowBytes = 128;  // one 64-element row of a swizzled region
 
 // W warps (a multiple of 4) own 16 W keys; shared memory, 1024-byte aligned (the launch adds the
-// slack): [K V] tiles, two stage buffers [Q dO], then per stage lse, D, gate and positions, then
-// kRowSlots slots of prefetched query rows (KeyBlockArgs::prefetch).
-constexpr int kRowSlots = 4;
-template <int D, int W>
+// slack): [K V] tiles, S stage buffers [Q dO], then per stage lse, D, gate and positions, then per
+// stage a slot of prefetched query rows. S = 3 (128-key blocks, one per SM: 160 KB at D = 128;
+// NSA_BWD_KEY_RING=3): a stage's copy has two stages' time to land.
+template <int D, int W, int S = 2>
 struct KeyWgLayout {
-  static constexpr int keys = 16 * W;
+  static constexpr int keys = 16 * W, stages = S;
   static constexpr int keyBytes = keys * D * 2, stageBytes = kStageCols * D * 2;
-  static constexpr int tileBytes = 2 * keyBytes + 4 * stageBytes;
+  static constexpr int tileBytes = 2 * keyBytes + 2 * stages * stageBytes;
   static constexpr int stageFloats = 3 * kStageCols + kStageRows;
-  static constexpr size_t bytes() { return tileBytes + sizeof(float) * (2 * stageFloats + kRowSlots * kStageRows) + 1024; }
+  static constexpr size_t bytes() { return tileBytes + sizeof(float) * stages * (stageFloats + kStageRows) + 1024; }
 };
 
 // Copies `rows` rows of D 16-bit elements (row r at rowPtr(r), null = zeros) into the swizzled tile
@@ -53,11 +53,12 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W>
+template <class T, int D, int W, int S = 2>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
-  using L = KeyWgLayout<D, W>;
+  static_assert(S == 2 || S == 3, "two or three stage buffers");
+  using L = KeyWgLayout<D, W, S>;
   constexpr int kBlockThreads = 32 * W, kTileKeys = L::keys;
   constexpr int kBigWindow = 1 << 30;
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
@@ -293,57 +294,43 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // buffer (the previous stage), so the next stage's copy may overwrite it.
   // Deferred: stage t + 1's scalars are fetched with its copy and stored after stage t's products,
   // before the next barrier.
+  // Stages in flight: `ahead` copies are issued before the first stage runs, then one per stage,
+  // into the buffer that the stage before the barrier used (S = 3: the copy of stage t + 2 is
+  // issued as stage t runs; S = 2: stage t + 1's).
   // Prefetched rows (kb.prefetch): a stage's list entries are copied (4-byte cp.async, threads
-  // 0-3) into its slot (stage x: x % kRowSlots) two stages before its Q/dO copies are issued, so
-  // issuing those waits on no list entry (a dependent L2 round trip per stage for selected keys);
-  // one stage before those copies, its Q and dO rows are prefetched into L2 (kb.l2), so that the
-  // copies, which have one stage's time to land, mostly hit L2 instead of DRAM.
-  const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0, l2 = prefetch && kb.l2 != 0;
-  int* rowSlots = reinterpret_cast<int*>(stageBase + 2 * L::stageFloats);  // [kRowSlots][kStageRows]
-  auto slotOf = [&](int x) { return rowSlots + (x % kRowSlots) * kStageRows; };
-  auto fetchRows = [&](int x) {  // threads 0-3: stage x's rows into its slot
+  // 0-3) into its slot `ahead` stages before its Q/dO copies are issued, so issuing those waits on
+  // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
+  constexpr int nbuf = S, ahead = S - 1;
+  const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0;
+  int* rowSlots = reinterpret_cast<int*>(stageBase + L::stages * L::stageFloats);  // [stages][kStageRows]
+  auto prefetchRows = [&](int x) {  // threads 0-3: stage x's rows into its slot
     const int i = q0 + x * kStageRows + threadIdx.x;
-    int* slot = slotOf(x) + threadIdx.x;
+    int* slot = rowSlots + (x % nbuf) * kStageRows + threadIdx.x;
     if (rows && i < qEnd) asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smemAddr(slot)), "l"(rows + i));
     else *slot = rowOf(i);
   };
-  auto prefetchL2 = [&](int x) {  // stage x's Q and dO rows: D / 64 128-byte lines per (row, head)
-    constexpr int per = D / 64;
-    const int* slot = slotOf(x);
-    for (int l = threadIdx.x; l < kStageCols * per; l += kBlockThreads) {
-      const int r = l / per, qr = slot[r / kBwdGroup];
-      if (qr >= 0) {
-        const size_t at = ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * D + (l % per) * 64;
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(Q + at));
-        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(dOut + at));
-      }
-    }
-  };
   const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
-  if (nStages > 0) {
-    auto rowAt = [&](int k) { return rowOf(q0 + k); };
-    loadStage(rowAt, 0);
-    storeScalars(fetchScalars(rowAt), 0);
+  for (int p = 0; p < ahead; p++) {
+    if (p < nStages) {
+      auto rowAt = [&](int k) { return rowOf(q0 + p * kStageRows + k); };
+      loadStage(rowAt, p);
+      storeScalars(fetchScalars(rowAt), p);
+    }
+    if (prefetch && threadIdx.x < kStageRows) rowSlots[((ahead + p) % nbuf) * kStageRows + threadIdx.x] = rowOf(q0 + (ahead + p) * kStageRows + threadIdx.x);
+    cpAsyncCommit();
   }
-  if (prefetch && threadIdx.x < kStageRows) {  // stages 1 and 2
-    slotOf(1)[threadIdx.x] = rowOf(q0 + kStageRows + threadIdx.x);
-    slotOf(2)[threadIdx.x] = rowOf(q0 + 2 * kStageRows + threadIdx.x);
-  }
-  cpAsyncCommit();
   for (int t = 0; t < nStages; t++) {
-    const int buf = t & 1;
-    cpAsyncWait<0>();
+    const int buf = t % nbuf;
+    cpAsyncWait<S - 2>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
-    const int nt = t + 1, nb = nt & 1;
+    const int nt = t + ahead, nb = nt % nbuf;
     const bool more = nt < nStages;
     StageScalars next{0.f, 0.f, 0.f, -1};
     if (more) {
       if (prefetch) {
-        if (t + 3 < nStages && threadIdx.x < kStageRows) fetchRows(t + 3);
-        if (l2 && t + 2 < nStages) prefetchL2(t + 2);
-        const int* slot = slotOf(nt);
-        auto rowAt = [&](int k) { return slot[k]; };
+        if (nt + ahead < nStages && threadIdx.x < kStageRows) prefetchRows(nt + ahead);
+        auto rowAt = [&](int k) { return rowSlots[nb * kStageRows + k]; };
         loadStage(rowAt, nb);
         next = fetchScalars(rowAt);
       } else {
