@@ -46,7 +46,23 @@ struct KeyBlockArgs {
   // keyGradBlockWg: a stage's lse, D, gates and positions are read one stage ahead into registers
   // and stored after the current stage's products (NSA_BWD_KEY_DEFER=0: read and stored before them).
   int defer = 1;
+  // keyGradBlockWg: a stage's query rows (selected keys: inverse-list entries) are read two stages
+  // ahead, so the next stage's copies need no list round trip (NSA_BWD_KEY_PREFETCH=0: read when
+  // the copies are issued).
+  int prefetch = 1;
+  // keyGradBlockWg, NSA_BWD_KEY_SKIP=1 (opt-in): a warpgroup skips the products of a stage none of
+  // whose rows sees its 64 keys (window tiles' first and last rows, the first slice of 128-key
+  // compressed tiles). Bit-equal; not faster on H100 at 64k (128-key launch 30.74 ms with, 29.97
+  // without, one ncu sample each): the warpgroup left alone at the barrier is no faster.
+  int skip = 0;
+  // NSA_BWD_KEY_RING=3: the 128-key wgmma blocks get three stage buffers, two stages' copies in
+  // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
+  // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
+  int ring3 = 0;
 };
+
+// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3).
+void setKeySwitches(KeyBlockArgs& kb);
 
 template <class T, int D, int W>
 __device__ __forceinline__ void keyGradBlock(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,

@@ -18,12 +18,12 @@ namespace nsa {
 
 namespace {
 
-// Wg: the wgmma block (keyGradBlockWg), only where keyGradWgmmaRuns().
-template <class T, int D, int W, bool Wg>
+// Wg: the wgmma block (keyGradBlockWg, S stage buffers), only where keyGradWgmmaRuns().
+template <class T, int D, int W, bool Wg, int S = 2>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
   extern __shared__ __align__(16) char smemRaw[];
-  if constexpr (Wg) keyGradBlockWg<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  if constexpr (Wg) keyGradBlockWg<T, D, W, S>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
   else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
 
@@ -115,13 +115,15 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
                 cudaStream_t stream) {
   if (plan.count == 0) return;
   KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
-  kb.defer = keyGradDefer();
+  setKeySwitches(kb);
   auto launch = [&](auto kernel, size_t bytes) {
     NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
+  // 128-key blocks with NSA_BWD_KEY_RING=3: three stage buffers (they hold one block per SM either way).
+  if (keyGradWgmmaRuns() && W >= 8 && kb.ring3) launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
+  else if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
   else launch(keyGradRegKernel<T, D, W, false>, KeyLayout<D, W>::bytes(sizeof(T)));
 }
 
@@ -188,6 +190,19 @@ KeyTilePlan planShared(const NSABackwardArgs& a, const float* Dvals, const Inver
 bool keyGradDefer() {
   const char* env = getenv("NSA_BWD_KEY_DEFER");
   return !(env && env[0] == '0');
+}
+
+void setKeySwitches(KeyBlockArgs& kb) {
+  auto on = [](const char* name) {
+    const char* env = getenv(name);
+    return !(env && env[0] == '0');
+  };
+  kb.defer = keyGradDefer();
+  kb.prefetch = on("NSA_BWD_KEY_PREFETCH");
+  const char* skip = getenv("NSA_BWD_KEY_SKIP");
+  kb.skip = skip && skip[0] == '1';
+  const char* ring = getenv("NSA_BWD_KEY_RING");
+  kb.ring3 = ring && ring[0] == '3';
 }
 
 bool keyGradWgmmaRuns() {

@@ -20,14 +20,16 @@ namespace nsa {
 constexpr int kSwizzleRowBytes = 128;  // one 64-element row of a swizzled region
 
 // W warps (a multiple of 4) own 16 W keys; shared memory, 1024-byte aligned (the launch adds the
-// slack): [K V] tiles, two stage buffers [Q dO], then per stage lse, D, gate and positions.
-template <int D, int W>
+// slack): [K V] tiles, S stage buffers [Q dO], then per stage lse, D, gate and positions, then per
+// stage a slot of prefetched query rows. S = 3 (128-key blocks, one per SM: 160 KB at D = 128;
+// NSA_BWD_KEY_RING=3): a stage's copy has two stages' time to land.
+template <int D, int W, int S = 2>
 struct KeyWgLayout {
-  static constexpr int keys = 16 * W;
+  static constexpr int keys = 16 * W, stages = S;
   static constexpr int keyBytes = keys * D * 2, stageBytes = kStageCols * D * 2;
-  static constexpr int tileBytes = 2 * keyBytes + 4 * stageBytes;
+  static constexpr int tileBytes = 2 * keyBytes + 2 * stages * stageBytes;
   static constexpr int stageFloats = 3 * kStageCols + kStageRows;
-  static constexpr size_t bytes() { return tileBytes + sizeof(float) * 2 * stageFloats + 1024; }
+  static constexpr size_t bytes() { return tileBytes + sizeof(float) * stages * (stageFloats + kStageRows) + 1024; }
 };
 
 // Copies `rows` rows of D 16-bit elements (row r at rowPtr(r), null = zeros) into the swizzled tile
@@ -51,11 +53,12 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W>
+template <class T, int D, int W, int S = 2>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
-  using L = KeyWgLayout<D, W>;
+  static_assert(S == 2 || S == 3, "two or three stage buffers");
+  using L = KeyWgLayout<D, W, S>;
   constexpr int kBlockThreads = 32 * W, kTileKeys = L::keys;
   constexpr int kBigWindow = 1 << 30;
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
@@ -116,10 +119,11 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   const T* Q = static_cast<const T*>(f.q);
   const T* dOut = static_cast<const T*>(a.dOut);
   const T* gates = static_cast<const T*>(f.gates);
-  auto loadStage = [&](int st, int buf) {
-    const int i0 = q0 + st * kStageRows;
+  // A stage's copies and scalars take its query rows from rowAt(k), k < kStageRows (-1: past the
+  // list): rowOf, or the stage's slot of prefetched rows.
+  auto loadStage = [&](auto rowAt, int buf) {
     auto slice = [&](const T* base, int r) -> const T* {
-      const int qr = rowOf(i0 + r / kBwdGroup);
+      const int qr = rowAt(r / kBwdGroup);
       return qr >= 0 ? base + ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
     };
     const uint32_t sQ = sStage + 2 * buf * L::stageBytes;
@@ -134,11 +138,10 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
     float lse, dd, gt;
     int pos;
   };
-  auto fetchScalars = [&](int st) {
+  auto fetchScalars = [&](auto rowAt) {
     StageScalars v{0.f, 0.f, 0.f, -1};
-    const int i0 = q0 + st * kStageRows;
     if (threadIdx.x < kStageCols) {
-      const int r = threadIdx.x, qr = rowOf(i0 + r / kBwdGroup);
+      const int r = threadIdx.x, qr = rowAt(r / kBwdGroup);
       if (qr >= 0) {
         const size_t at = ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * 3 + branch;
         v.lse = f.lse[at];
@@ -147,7 +150,7 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       }
     }
     if (threadIdx.x < kStageRows) {
-      const int qr = rowOf(i0 + threadIdx.x);
+      const int qr = rowAt(threadIdx.x);
       v.pos = qr >= 0 ? pos0 + qr - qStart : -1;
     }
     return v;
@@ -176,6 +179,20 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   auto stage = [&](int buf) {
     const float* sf = stageBase + buf * L::stageFloats;
     const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
+    // No row of the stage sees a key of this warpgroup (kb.skip): P and dS would be all zero, so
+    // the products would add exact zeros; the warpgroup skips them (the same for all its threads).
+    // Its first and last key positions follow from this thread's first key kp[0] (no registers kept).
+    if (kb.skip) {
+      const int step = mode == kCompressed ? c.d : 1;
+      const int wgLo = kp[0] - (16 * (warp & 3) + g4) * step, wgHi = wgLo + 63 * step;
+      bool any = false;
+#pragma unroll
+      for (int rr = 0; rr < kStageRows; rr++) {
+        const int P = sPos[rr];
+        any |= P >= 0 && wgLo <= P && wgHi > P - window;
+      }
+      if (!any) return;
+    }
     const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
     float st[8][4], dp[8][4];
 #pragma unroll
@@ -277,28 +294,55 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // buffer (the previous stage), so the next stage's copy may overwrite it.
   // Deferred: stage t + 1's scalars are fetched with its copy and stored after stage t's products,
   // before the next barrier.
+  // Stages in flight: `ahead` copies are issued before the first stage runs, then one per stage,
+  // into the buffer that the stage before the barrier used (S = 3: the copy of stage t + 2 is
+  // issued as stage t runs; S = 2: stage t + 1's).
+  // Prefetched rows (kb.prefetch): a stage's list entries are copied (4-byte cp.async, threads
+  // 0-3) into its slot `ahead` stages before its Q/dO copies are issued, so issuing those waits on
+  // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
+  constexpr int nbuf = S, ahead = S - 1;
+  const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0;
+  int* rowSlots = reinterpret_cast<int*>(stageBase + L::stages * L::stageFloats);  // [stages][kStageRows]
+  auto prefetchRows = [&](int x) {  // threads 0-3: stage x's rows into its slot
+    const int i = q0 + x * kStageRows + threadIdx.x;
+    int* slot = rowSlots + (x % nbuf) * kStageRows + threadIdx.x;
+    if (rows && i < qEnd) asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smemAddr(slot)), "l"(rows + i));
+    else *slot = rowOf(i);
+  };
   const int nStages = qEnd > q0 ? (qEnd - q0 + kStageRows - 1) / kStageRows : 0;
-  if (nStages > 0) {
-    loadStage(0, 0);
-    storeScalars(fetchScalars(0), 0);
+  for (int p = 0; p < ahead; p++) {
+    if (p < nStages) {
+      auto rowAt = [&](int k) { return rowOf(q0 + p * kStageRows + k); };
+      loadStage(rowAt, p);
+      storeScalars(fetchScalars(rowAt), p);
+    }
+    if (prefetch && threadIdx.x < kStageRows) rowSlots[((ahead + p) % nbuf) * kStageRows + threadIdx.x] = rowOf(q0 + (ahead + p) * kStageRows + threadIdx.x);
+    cpAsyncCommit();
   }
-  cpAsyncCommit();
-  const bool defer = kb.defer != 0;
   for (int t = 0; t < nStages; t++) {
-    const int buf = t & 1;
-    cpAsyncWait<0>();
+    const int buf = t % nbuf;
+    cpAsyncWait<S - 2>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
-    const bool more = t + 1 < nStages;
+    const int nt = t + ahead, nb = nt % nbuf;
+    const bool more = nt < nStages;
     StageScalars next{0.f, 0.f, 0.f, -1};
     if (more) {
-      loadStage(t + 1, buf ^ 1);
-      next = fetchScalars(t + 1);
-      if (!defer) storeScalars(next, buf ^ 1);
+      if (prefetch) {
+        if (nt + ahead < nStages && threadIdx.x < kStageRows) prefetchRows(nt + ahead);
+        auto rowAt = [&](int k) { return rowSlots[nb * kStageRows + k]; };
+        loadStage(rowAt, nb);
+        next = fetchScalars(rowAt);
+      } else {
+        auto rowAt = [&](int k) { return rowOf(q0 + nt * kStageRows + k); };
+        loadStage(rowAt, nb);
+        next = fetchScalars(rowAt);
+      }
+      if (!defer) storeScalars(next, nb);
     }
     cpAsyncCommit();
     stage(buf);
-    if (more && defer) storeScalars(next, buf ^ 1);
+    if (more && defer) storeScalars(next, nb);
   }
   cpAsyncWait<0>();
 

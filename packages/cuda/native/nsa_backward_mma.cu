@@ -147,7 +147,7 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   const int nRest = nDq - head;
   if (nRest + plan.count > 0) {
     KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
-    kb.defer = keyGradDefer();
+    setKeySwitches(kb);
     auto launch = [&](auto kernel, size_t keyBytes) {
       const size_t bytes = std::max(dqBytes, keyBytes);
       NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
