@@ -21,11 +21,14 @@ import {
   selectSharedBytes,
   type DecodeStepShape,
 } from './shaders/decode-step.js';
+import { decodeAttendWideShader, wideAttendShared, wideTile } from './shaders/decode-wide.js';
 
 /** Invocations of the attend and merge workgroups. */
 const WG = 256;
 /** Keys per attend chunk: the largest of these whose tiles fit workgroup memory. */
 const CHUNK_KEYS = [32, 16, 8, 4];
+/** Keys per compressed or window chunk of the wide attend (dispatch 1), likewise. */
+const WIDE_KEYS = [64, 32, 16, 8, 4];
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -34,6 +37,14 @@ const CHUNK_KEYS = [32, 16, 8, 4];
  */
 function previousKernels(): boolean {
   return envOf('NSA_WEBGPU_DECODE_STEP') === 'previous';
+}
+
+/**
+ * NSA_WEBGPU_DECODE_ATTEND=session7: dispatch 1 on session 7's kernel (chunks of KC keys, both
+ * tiles in workgroup memory) and the merge without its partials loaded ahead.
+ */
+function session7Kernels(): boolean {
+  return previousKernels() || envOf('NSA_WEBGPU_DECODE_ATTEND') === 'session7';
 }
 
 function envOf(name: string): string | undefined {
@@ -66,17 +77,26 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
   // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
   const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
+  // Dispatch 1 on wide chunks (shaders/decode-wide.ts): the most keys whose workgroup memory fits.
+  const cwTiles = ctx.decodeTiles?.cw ?? {};
+  const cwWg = Math.min(wg, pow2(Math.max(64, cwTiles.WG ?? wg)));
+  const wide = session7Kernels()
+    ? undefined
+    : WIDE_KEYS.filter((kc) => kc <= (cwTiles.KC ?? Infinity))
+        .map((kc) => ({ kc, fit: wideAttendShared({ G, DK, DV, KCW: kc, WG: cwWg }, limits.maxComputeWorkgroupStorageSize) }))
+        .find(({ fit }) => fit !== undefined);
   const attendFits = (kc: number) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize;
   // The fused block choice (ctx.decodeFused) runs in the selected attend's workgroups, so both
   // kernels' workgroup memory must fit together: the largest chunk where it does, with candidate
   // sums where they fit too. Its lse merge takes the block choice kernel's lanes (same blocks).
   const lanes = Math.min(64, Math.max(1, Math.floor(selWg / G)));
   const fusedBytes = (kc: number, cand: boolean) =>
-    attendSharedBytes({ G, DK, DV, KC: kc }) + 4 * G + 4 * geo.nSel + selectSharedBytes({ G, WG: attendWg, NSMAX, nSel: geo.nSel, lanes }, minSg, cand ? Math.ceil(CCAP / kc) : 0);
+    attendSharedBytes({ G, DK, DV, KC: kc }) + 4 * G + 4 * geo.nSel + selectSharedBytes({ G, WG: attendWg, NSMAX, nSel: geo.nSel, lanes }, minSg, cand ? Math.ceil(CCAP / (wide?.kc ?? kc)) : 0);
   const fusedKC = ctx.decodeFused && !given && !previous ? CHUNK_KEYS.find((kc) => attendFits(kc) && fusedBytes(kc, false) <= limits.maxComputeWorkgroupStorageSize) : undefined;
   const fused = fusedKC !== undefined;
   const KC = fusedKC ?? CHUNK_KEYS.find(attendFits);
   if (KC === undefined) return undefined;
+  const KCW = wide?.kc ?? KC;
   const shape: DecodeStepShape = {
     e,
     B,
@@ -85,6 +105,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     DK,
     DV,
     KC,
+    KCW,
     CAP,
     CCAP,
     window: geo.window,
@@ -95,7 +116,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   };
   // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
   const NS = geo.nSel * chunksPerBlock(shape);
-  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
+  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KCW) + Math.ceil(Math.min(geo.window, CAP) / KCW);
   const rows = B * HQ;
   const es = e === 'f16' ? 2 : 4;
   const { NJ, NCH } = candidateGeometry(shape);
@@ -116,7 +137,9 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   const [attendCw, select, attendSlc, merge] = await Promise.all([
-    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
+    wide
+      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, shared: wide.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
+      : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
       : previous
@@ -133,9 +156,9 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
   ]);
-  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
+  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KCW);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
   return (frame, buf) => {
     const part = frame.scratch(bytes.part, 'decode split partials');
