@@ -79,7 +79,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
   // Dispatch 1 on wide chunks (shaders/decode-wide.ts): the most keys whose workgroup memory fits.
   const cwTiles = ctx.decodeTiles?.cw ?? {};
-  const cwWg = Math.min(wg, pow2(Math.max(64, cwTiles.WG ?? wg)));
+  // (Its workgroup may exceed the others' 256 invocations where the device allows: ctx.decodeTiles.cw.WG.)
+  const cwWg = pow2(Math.min(Math.max(64, cwTiles.WG ?? wg), limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
   const wide = session7Kernels()
     ? undefined
     : WIDE_KEYS.filter((kc) => kc <= (cwTiles.KC ?? Infinity))

@@ -101,6 +101,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],
+      [
+        'wide attend: 4 x 2 tiles in the plain order',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { swizzle: false, rh: 4, rk: 2, oh: 4 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
       ['fused block choice', fuse],
       [
         'fused block choice, workgroup-memory top-n',

@@ -4,18 +4,25 @@
 //
 // All global loads of the workgroup (its queries, keys and values) are issued first. Where the key
 // and value tiles do not both fit workgroup memory, the values wait in registers and take the key
-// tile's place once the scores are done. The scores and P·V run on register tiles of up to 4 heads
-// x 2 keys (columns), so each vector read from workgroup memory serves several products, and each
-// head's softmax statistics are reduced by L lanes instead of one invocation per head.
+// tile's place once the scores are done (the scores and softmax overlap the values' loads). The
+// scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
+// too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
+// one invocation per head.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, constants, unrolled, type DecodeStepShape } from './decode-step.js';
 
-/** Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. */
+/**
+ * Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. With
+ * `swizzle`, 32 consecutive invocations take 8 keys (columns) x 4 head groups instead of 32 keys
+ * (columns) of one head group: each workgroup-memory read of a subgroup then spans 128 bytes, one
+ * transaction, instead of four (where the counts divide; else the plain order).
+ */
 export interface WideTile {
   readonly rh: number;
   readonly rk: number;
   readonly oh: number;
   readonly oc: number;
+  readonly swizzle: boolean;
 }
 
 export interface WideAttendKernel extends DecodeStepShape {
@@ -32,19 +39,28 @@ const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
 
 /** Lanes per head of the softmax statistics: a power of two, at most KCW. */
 function lanesOf(G: number, KCW: number, WG: number): number {
-  return Math.min(pow2(WG / G), KCW);
+  return Math.min(pow2(WG / G), KCW, 16);
 }
 
 /** The default register tile: the largest of 4 / 2 / 1 that divide G, and 2 keys / columns where they divide. */
 export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}): WideTile {
-  const heads = [4, 2, 1].find((r) => G % r === 0) ?? 1;
+  const heads = G % 2 === 0 ? 2 : 1;
   const ok = (r: number | undefined, n: number) => (r !== undefined && r >= 1 && n % r === 0 ? r : undefined);
   return {
     rh: ok(given.rh, G) ?? heads,
-    rk: ok(given.rk, KCW) ?? (KCW % 2 === 0 ? 2 : 1),
+    rk: ok(given.rk, KCW) ?? 1,
     oh: ok(given.oh, G) ?? heads,
-    oc: ok(given.oc, DV / 4) ?? ((DV / 4) % 2 === 0 ? 2 : 1),
+    oc: ok(given.oc, DV / 4) ?? 1,
+    swizzle: given.swizzle ?? true,
   };
+}
+
+/** WGSL of tile x's head group and key (column) index: n head groups x m keys, swizzled where they divide. */
+function tileIndex(x: string, groups: number, m: number, swizzle: boolean): { group: string; index: string } {
+  if (!swizzle || groups % 4 !== 0 || m % 8 !== 0) return { group: `${x} / ${m}u`, index: `${x} % ${m}u` };
+  const w = `(${x} / 32u)`;
+  const i = `(${x} % 32u)`;
+  return { group: `(${w} / ${m / 8}u) * 4u + ${i} / 8u`, index: `(${w} % ${m / 8}u) * 8u + ${i} % 8u` };
 }
 
 /**
@@ -94,6 +110,8 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   }
   const KG = KCW / rk;
   const CG = DV4 / oc;
+  const sTile = tileIndex('x', G / rh, KG, k.tile.swizzle);
+  const oTile = tileIndex('x', G / oh, CG, k.tile.swizzle);
   const hs = Array.from({ length: rh }, (_, a) => a);
   const ks = Array.from({ length: rk }, (_, b) => b);
   const ohs = Array.from({ length: oh }, (_, a) => a);
@@ -162,11 +180,11 @@ ${winLoads.join('\n')}
   }
 ${stores.K.join('\n')}${apart ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
-  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
+  // Scores: invocation x takes heads g0 + a and keys kb + ${KG} * b.
 ${unrolled(
   (G / rh) * KG,
   WG,
-  `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
+  `let g0 = (${sTile.group}) * ${rh}u; let kb = ${sTile.index};
 ${hs.flatMap((a) => ks.map((bb) => `    var a${a}_${bb} = vec4<f32>(0.0);`)).join('\n')}
 ${Array.from(
   { length: DK4 },
@@ -208,11 +226,11 @@ ${laneKeys
     stats[at] = m;
     stats[at + 1u] = ${lanes.map((i) => `redL[hg * L + ${i}u]`).join(' + ')};
   }
-  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+  // Unnormalised partial output: invocation x takes heads g0 + a and columns c0 + ${CG} * r.
 ${unrolled(
   (G / oh) * CG,
   WG,
-  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+  `let g0 = (${oTile.group}) * ${oh}u; let c0 = ${oTile.index};
 ${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
 ${keys
   .map(
