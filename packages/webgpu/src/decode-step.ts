@@ -135,7 +135,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const cand = fused ? fusedBytes(KC, true) <= limits.maxComputeWorkgroupStorageSize : !previous && selSharedOf(NCH) <= limits.maxComputeWorkgroupStorageSize;
   const selShared = previous ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1) : selSharedOf(cand ? NCH : 0);
   // (The fused kernel's own fit was checked with its chunk above.)
-  if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
+  if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 48 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wide

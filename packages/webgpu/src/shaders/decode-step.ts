@@ -835,6 +835,8 @@ export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; re
   // the stats' reductions; clamped to a valid split, weighted 0 past total).
   const R = k.ahead ? Math.min(16, Math.ceil(k.SMAX / LN)) : 0;
   const rs = Array.from({ length: R }, (_, i) => i);
+  // Weight of split s as the output loop reads it (ahead: scaled there, one barrier fewer).
+  const wAt = (sv: string) => (R ? `weight[min(${sv}, total - 1u)] * pick(coef, branchOf(min(${sv}, total - 1u), nC))` : `weight[min(${sv}, total - 1u)]`);
   // Branch of split s as an index into vec4 lanes: 1 = selected, 0 = compressed, 2 = window (gate order).
   return `${enableF16(e)}${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
@@ -846,7 +848,13 @@ const SMAX = ${k.SMAX}u;
 const LN = ${LN}u;
 var<workgroup> red: array<vec4<f32>, ${WG}>;
 var<workgroup> weight: array<f32, ${k.SMAX}>;
-var<workgroup> acc: array<vec4<f32>, ${WG}>;
+var<workgroup> acc: array<vec4<f32>, ${WG}>;${
+    R && k.subgroups
+      ? `
+// The subgroups' branch sums (acc is written while they may still be read).
+var<workgroup> sums: array<vec4<f32>, ${WG}>;`
+      : ''
+  }
 
 fn branchOf(s: u32, nC: u32) -> u32 {
   return select(select(2u, 0u, s < NS + nC), 1u, s < NS);
@@ -911,11 +919,15 @@ ${
 ${
   k.subgroups
     ? `  let ssum = subgroupAdd(sum);
-  if (sgLane == 0u) { acc[lid / sgSize] = ssum; }
+  if (sgLane == 0u) { ${R ? 'sums' : 'acc'}[lid / sgSize] = ssum; }
   workgroupBarrier();
   var L = vec4<f32>(0.0);
-  for (var i = 0u; i < nsg; i++) { L += acc[i]; }
+  for (var i = 0u; i < nsg; i++) { L += ${R ? 'sums' : 'acc'}[i]; }${
+    R
+      ? ''
+      : `
   // acc is written again below, after the barrier that publishes the weights.`
+  }`
     : `  red[lid] = sum;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
@@ -926,10 +938,15 @@ ${
 }
   let gate = vec4<f32>(f32(gates[row * 3u]), f32(gates[row * 3u + 1u]), f32(gates[row * 3u + 2u]), 0.0);
   let coef = select(vec4<f32>(0.0), gate / max(L, vec4<f32>(1.0e-30)), L > vec4<f32>(0.0));
-  // Each invocation scales its own weights (no barrier needed before), then all read them.
+${
+    R
+      ? `  // The weights (published by the barrier above) are scaled by their branch's coefficient where they are read.
+`
+      : `  // Each invocation scales its own weights (no barrier needed before), then all read them.
   for (var s = lid; s < total; s += WG) { weight[s] *= pick(coef, branchOf(s, nC)); }
   workgroupBarrier();
-  // Column c, lane ln: every LN-th split, ${UNROLL} loads in flight.${
+`
+  }  // Column c, lane ln: every LN-th split, ${UNROLL} loads in flight.${
     R
       ? ''
       : `
@@ -938,10 +955,10 @@ ${
   }
   var o = vec4<f32>(0.0);
   if (ln < LN) {
-${rs.map((i) => `    o = fma(pa${i}, vec4<f32>(select(0.0, weight[min(sa${i}, total - 1u)], sa${i} < total)), o);`).join('\n')}${R ? '\n' : ''}    for (var s0 = ln + ${R * LN}u; s0 < total; s0 += ${UNROLL}u * LN) {
+${rs.map((i) => `    o = fma(pa${i}, vec4<f32>(select(0.0, ${wAt(`sa${i}`)}, sa${i} < total)), o);`).join('\n')}${R ? '\n' : ''}    for (var s0 = ln + ${R * LN}u; s0 < total; s0 += ${UNROLL}u * LN) {
 ${Array.from({ length: UNROLL }, (_, u) => `      let s${u} = s0 + ${u}u * LN;
       let p${u} = select(vec4<f32>(0.0), part[(min(s${u}, total - 1u) * ROWS + row) * DV4 + c], s${u} < total);`).join('\n')}
-${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, weight[min(s${u}, total - 1u)], s${u} < total)), o);`).join('\n')}
+${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, ${wAt(`s${u}`)}, s${u} < total)), o);`).join('\n')}
     }
   }
   acc[lid] = o;
