@@ -92,7 +92,7 @@ export interface DeviceContext {
      * Dispatch 1 on wide chunks (shaders/decode-wide.ts): keys per chunk (at most), workgroup size,
      * register tiles, values through the keys' tile even where both tiles fit.
      */
-    cw?: { KC?: number; WG?: number; rh?: number; rk?: number; oh?: number; oc?: number; swizzle?: boolean; shared?: boolean };
+    cw?: { KC?: number; WG?: number; rh?: number; rk?: number; oh?: number; oc?: number; shared?: boolean };
   };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;

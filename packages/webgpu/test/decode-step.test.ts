@@ -102,9 +102,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         },
       ],
       [
-        'wide attend: 4 x 2 tiles in the plain order',
+        'wide attend: 4 x 2 tiles',
         () => {
-          gpu.ctx.decodeTiles = { cw: { swizzle: false, rh: 4, rk: 2, oh: 4 } };
+          gpu.ctx.decodeTiles = { cw: { rh: 4, rk: 2, oh: 4 } };
           return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],

@@ -11,18 +11,12 @@
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, constants, unrolled, type DecodeStepShape } from './decode-step.js';
 
-/**
- * Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. With
- * `swizzle`, 32 consecutive invocations take 8 keys (columns) x 4 head groups instead of 32 keys
- * (columns) of one head group: each workgroup-memory read of a subgroup then spans 128 bytes, one
- * transaction, instead of four (where the counts divide; else the plain order).
- */
+/** Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. */
 export interface WideTile {
   readonly rh: number;
   readonly rk: number;
   readonly oh: number;
   readonly oc: number;
-  readonly swizzle: boolean;
 }
 
 export interface WideAttendKernel extends DecodeStepShape {
@@ -37,12 +31,15 @@ export interface WideAttendKernel extends DecodeStepShape {
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
 
-/** Lanes per head of the softmax statistics: a power of two, at most KCW. */
+/** Lanes per head of the softmax statistics: a power of two, at most KCW and 16. */
 function lanesOf(G: number, KCW: number, WG: number): number {
   return Math.min(pow2(WG / G), KCW, 16);
 }
 
-/** The default register tile: the largest of 4 / 2 / 1 that divide G, and 2 keys / columns where they divide. */
+/**
+ * The register tile, `given` where it divides: by default 2 heads (where G is even) x 1 key (column).
+ * On the H100, 4 x 2 tiles took 1.5x as long (too few invocations busy), 1 x 1 tiles 1.2x.
+ */
 export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}): WideTile {
   const heads = G % 2 === 0 ? 2 : 1;
   const ok = (r: number | undefined, n: number) => (r !== undefined && r >= 1 && n % r === 0 ? r : undefined);
@@ -51,16 +48,7 @@ export function wideTile(G: number, KCW: number, DV: number, given: Partial<Wide
     rk: ok(given.rk, KCW) ?? 1,
     oh: ok(given.oh, G) ?? heads,
     oc: ok(given.oc, DV / 4) ?? 1,
-    swizzle: given.swizzle ?? true,
   };
-}
-
-/** WGSL of tile x's head group and key (column) index: n head groups x m keys, swizzled where they divide. */
-function tileIndex(x: string, groups: number, m: number, swizzle: boolean): { group: string; index: string } {
-  if (!swizzle || groups % 4 !== 0 || m % 8 !== 0) return { group: `${x} / ${m}u`, index: `${x} % ${m}u` };
-  const w = `(${x} / 32u)`;
-  const i = `(${x} % 32u)`;
-  return { group: `(${w} / ${m / 8}u) * 4u + ${i} / 8u`, index: `(${w} % ${m / 8}u) * 8u + ${i} % 8u` };
 }
 
 /**
@@ -78,6 +66,12 @@ export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & {
   return shared <= limit ? { bytes: shared, shared: true } : undefined;
 }
 
+/**
+ * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
+ * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
+ * per head, and the compressed chunks' candidate sums (or raw scores), as decodeAttendShader's 'cw'
+ * phase with KC = KCW.
+ */
 export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { e, G, DK, DV, KCW, WG } = k;
   const { rh, rk, oh, oc } = k.tile;
@@ -88,7 +82,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const DV4 = DV / 4;
   const vec = `array<vec4<${e}>>`;
   const vRow = apart ? 'vt' : 'kt';
-  // Loads: [name, count, buffer(cmp), buffer(win), row width, workgroup store] of q, K and V.
+  // The key and value loads: count, compressed and window buffer, row width (vec4), workgroup store.
   const loadSets = [
     { id: 'K', n: KCW * DK4, cmp: 'kCmp', win: 'kWin', D4: 'DK4', dst: (kk: string, c: string) => `kt[${kk} * QS + ${c}]` },
     { id: 'V', n: KCW * DV4, cmp: 'vCmp', win: 'vWin', D4: 'DV4', dst: (kk: string, c: string) => `${vRow}[${kk} * DV4 + ${c}]` },
@@ -108,10 +102,17 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       stores[set.id].push(`  ${guard}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
     }
   }
+  // The queries' loads (into registers; stored with the keys).
+  const qLoads: string[] = [];
+  const qStores: string[] = [];
+  for (let r = 0; r * WG < G * DK4; r++) {
+    const n = G * DK4;
+    qLoads.push(`  let xQ${r} = min(lid + ${r * WG}u, ${n - 1}u); let aQ${r} = q[(row0 + xQ${r} / DK4) * DK4 + xQ${r} % DK4];`);
+    const guard = (r + 1) * WG <= n ? '' : `if (lid + ${r * WG}u < ${n}u) `;
+    qStores.push(`  ${guard}{ qs[(xQ${r} / DK4) * QS + xQ${r} % DK4] = vec4<f32>(aQ${r}) * P.scale; }`);
+  }
   const KG = KCW / rk;
   const CG = DV4 / oc;
-  const sTile = tileIndex('x', G / rh, KG, k.tile.swizzle);
-  const oTile = tileIndex('x', G / oh, CG, k.tile.swizzle);
   const hs = Array.from({ length: rh }, (_, a) => a);
   const ks = Array.from({ length: rk }, (_, b) => b);
   const ohs = Array.from({ length: oh }, (_, a) => a);
@@ -171,20 +172,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // Every global load first (rows past count clamped to a valid row, zeroed when stored).
-${unrolled(G * DK4, WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`)}
+${qLoads.join('\n')}
 ${decl.join('\n')}
   if (isCmp) {
 ${cmpLoads.join('\n')}
   } else {
 ${winLoads.join('\n')}
   }
+${qStores.join('\n')}
 ${stores.K.join('\n')}${apart ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
-  // Scores: invocation x takes heads g0 + a and keys kb + ${KG} * b.
+  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
   (G / rh) * KG,
   WG,
-  `let g0 = (${sTile.group}) * ${rh}u; let kb = ${sTile.index};
+  `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
 ${hs.flatMap((a) => ks.map((bb) => `    var a${a}_${bb} = vec4<f32>(0.0);`)).join('\n')}
 ${Array.from(
   { length: DK4 },
@@ -226,11 +228,11 @@ ${laneKeys
     stats[at] = m;
     stats[at + 1u] = ${lanes.map((i) => `redL[hg * L + ${i}u]`).join(' + ')};
   }
-  // Unnormalised partial output: invocation x takes heads g0 + a and columns c0 + ${CG} * r.
+  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
 ${unrolled(
   (G / oh) * CG,
   WG,
-  `let g0 = (${oTile.group}) * ${oh}u; let c0 = ${oTile.index};
+  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
 ${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
 ${keys
   .map(
