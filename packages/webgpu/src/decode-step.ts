@@ -29,6 +29,11 @@ const WG = 256;
 const CHUNK_KEYS = [32, 16, 8, 4];
 /** Keys per compressed or window chunk of the wide attend (dispatch 1), likewise. */
 const WIDE_KEYS = [64, 32, 16, 8, 4];
+/**
+ * Chunks over 32 keys only where they still give this many workgroups at the cache's capacity: on
+ * the H100, 64-key chunks were slower with 48 workgroups (4k cache, batch 1) and faster with 96.
+ */
+const WIDE_MIN_GROUPS = 64;
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -77,13 +82,15 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
   // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
   const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
-  // Dispatch 1 on wide chunks (shaders/decode-wide.ts): the most keys whose workgroup memory fits.
+  // Dispatch 1 on wide chunks (shaders/decode-wide.ts): the most keys whose workgroup memory fits
+  // and (unless ctx.decodeTiles.cw.KC caps them) that leave enough workgroups.
   const cwTiles = ctx.decodeTiles?.cw ?? {};
+  const cwGroups = (kc: number) => B * H * (Math.ceil(visibleCompressed(CAP - 1, blocks) / kc) + Math.ceil(Math.min(geo.window, CAP) / kc));
   // (Its workgroup may exceed the others' 256 invocations where the device allows: ctx.decodeTiles.cw.WG.)
   const cwWg = pow2(Math.min(Math.max(64, cwTiles.WG ?? wg), limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
   const wide = session7Kernels()
     ? undefined
-    : WIDE_KEYS.filter((kc) => kc <= (cwTiles.KC ?? Infinity))
+    : WIDE_KEYS.filter((kc) => (cwTiles.KC === undefined ? kc <= 32 || cwGroups(kc) >= WIDE_MIN_GROUPS : kc <= cwTiles.KC))
         .map((kc) => ({ kc, fit: wideAttendShared({ G, DK, DV, KCW: kc, WG: cwWg }, limits.maxComputeWorkgroupStorageSize) }))
         .find(({ fit }) => fit !== undefined);
   const attendFits = (kc: number) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize;

@@ -102,6 +102,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         },
       ],
       [
+        'wide attend: 64-key chunks (by default 32 here: few workgroups)',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { KC: 64 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      [
         'wide attend: 4 x 2 tiles',
         () => {
           gpu.ctx.decodeTiles = { cw: { rh: 4, rk: 2, oh: 4 } };
