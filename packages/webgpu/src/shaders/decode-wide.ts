@@ -1,6 +1,6 @@
 // Dispatch 1 of the one-query decode step (shaders/decode-step.ts) on wide chunks: each workgroup
-// takes KCW compressed or window keys (64 where they fit) for the G heads of one KV head, so there
-// are fewer workgroups and fewer partials for the merge to read.
+// takes KCW compressed or window keys (64 where they fit and leave enough workgroups) for the G
+// heads of one KV head, so there are fewer partials for the block choice and the merge to read.
 //
 // All global loads of the workgroup (its queries, keys and values) are issued first. Where the key
 // and value tiles do not both fit workgroup memory, the values wait in registers and take the key
