@@ -1,7 +1,7 @@
 // The kernels of a one-query decode step (NSA-SPEC.md, Decoding): four dispatches.
 //
-//   1. attend 'cw'   one workgroup per (sequence, KV head, chunk of KCW keys; decode-wide.ts) over the compressed
-//                    keys and the window together (they do not depend on the selection); writes
+//   1. attend 'cw'   one workgroup per (sequence, KV head, chunk of KCW keys: decode-wide.ts) over
+//                    the compressed keys and the window together (they do not depend on the selection); writes
 //                    each chunk's unnormalised partial output and (max, sum), and the raw
 //                    compressed scores, which the selection needs.
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
