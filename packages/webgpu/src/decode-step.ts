@@ -27,6 +27,7 @@ import {
   wideMergeSharedBytes,
   type DecodeStepShape,
 } from './shaders/decode-step.js';
+import { decodeAttendWideShader, wideAttendShared, wideTile } from './shaders/decode-wide.js';
 
 /** Invocations of the attend and merge workgroups. */
 const WG = 256;
@@ -38,6 +39,13 @@ const CHUNK_KEYS = [32, 16, 8, 4];
  * every selected attend workgroup pays for the final top-n).
  */
 const WIDE_MAX_HEADS = 16;
+/** Keys per compressed or window chunk of the wide attend (dispatch 1), likewise. */
+const WIDE_KEYS = [64, 32, 16, 8, 4];
+/**
+ * Chunks over 32 keys only where they still give this many workgroups at the cache's capacity: on
+ * the H100, 64-key chunks were slower with 48 workgroups (4k cache, batch 1) and faster with 96.
+ */
+const WIDE_MIN_GROUPS = 64;
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -46,6 +54,14 @@ const WIDE_MAX_HEADS = 16;
  */
 function previousKernels(): boolean {
   return envOf('NSA_WEBGPU_DECODE_STEP') === 'previous';
+}
+
+/**
+ * NSA_WEBGPU_DECODE_ATTEND=session7: dispatch 1 on session 7's kernel (chunks of KC keys, both
+ * tiles in workgroup memory) and the merge without its partials loaded ahead.
+ */
+function session7Kernels(): boolean {
+  return previousKernels() || envOf('NSA_WEBGPU_DECODE_ATTEND') === 'session7';
 }
 
 function envOf(name: string): string | undefined {
@@ -78,17 +94,29 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
   // Attend workgroups: NSA_WEBGPU_DECODE_ATTEND_WG (an experiment; a power of two from 64 to wg) or wg.
   const attendWg = previous ? wg : Math.min(wg, pow2(Math.max(64, Number(envOf('NSA_WEBGPU_DECODE_ATTEND_WG') ?? wg) || wg)));
+  // Dispatch 1 on wide chunks (shaders/decode-wide.ts): the most keys whose workgroup memory fits
+  // and (unless ctx.decodeTiles.cw.KC caps them) that leave enough workgroups.
+  const cwTiles = ctx.decodeTiles?.cw ?? {};
+  const cwGroups = (kc: number) => B * H * (Math.ceil(visibleCompressed(CAP - 1, blocks) / kc) + Math.ceil(Math.min(geo.window, CAP) / kc));
+  // (Its workgroup may exceed the others' 256 invocations where the device allows: ctx.decodeTiles.cw.WG.)
+  const cwWg = pow2(Math.min(Math.max(64, cwTiles.WG ?? wg), limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
+  const wideCw = session7Kernels()
+    ? undefined
+    : WIDE_KEYS.filter((kc) => (cwTiles.KC === undefined ? kc <= 32 || cwGroups(kc) >= WIDE_MIN_GROUPS : kc <= cwTiles.KC))
+        .map((kc) => ({ kc, fit: wideAttendShared({ G, DK, DV, KCW: kc, WG: cwWg }, limits.maxComputeWorkgroupStorageSize) }))
+        .find(({ fit }) => fit !== undefined);
   const attendFits = (kc: number) => kc <= (ctx.decodeTiles?.KC ?? Infinity) && attendSharedBytes({ G, DK, DV, KC: kc }) <= limits.maxComputeWorkgroupStorageSize;
   // The fused block choice (ctx.decodeFused) runs in the selected attend's workgroups, so both
   // kernels' workgroup memory must fit together: the largest chunk where it does, with candidate
   // sums where they fit too. Its lse merge takes the block choice kernel's lanes (same blocks).
   const lanes = Math.min(64, Math.max(1, Math.floor(selWg / G)));
   const fusedBytes = (kc: number, cand: boolean) =>
-    attendSharedBytes({ G, DK, DV, KC: kc }) + 4 * G + 4 * geo.nSel + selectSharedBytes({ G, WG: attendWg, NSMAX, nSel: geo.nSel, lanes }, minSg, cand ? Math.ceil(CCAP / kc) : 0);
+    attendSharedBytes({ G, DK, DV, KC: kc }) + 4 * G + 4 * geo.nSel + selectSharedBytes({ G, WG: attendWg, NSMAX, nSel: geo.nSel, lanes }, minSg, cand ? Math.ceil(CCAP / (wideCw?.kc ?? kc)) : 0);
   const fusedKC = ctx.decodeFused && !given && !previous ? CHUNK_KEYS.find((kc) => attendFits(kc) && fusedBytes(kc, false) <= limits.maxComputeWorkgroupStorageSize) : undefined;
   const fused = fusedKC !== undefined;
   const KC = fusedKC ?? CHUNK_KEYS.find(attendFits);
   if (KC === undefined) return undefined;
+  const KCW = wideCw?.kc ?? KC;
   const shape: DecodeStepShape = {
     e,
     B,
@@ -97,6 +125,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     DK,
     DV,
     KC,
+    KCW,
     CAP,
     CCAP,
     window: geo.window,
@@ -107,7 +136,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   };
   // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
   const NS = geo.nSel * chunksPerBlock(shape);
-  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KC) + Math.ceil(Math.min(geo.window, CAP) / KC);
+  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KCW) + Math.ceil(Math.min(geo.window, CAP) / KCW);
   const rows = B * HQ;
   const es = e === 'f16' ? 2 : 4;
   const { NJ, NCH } = candidateGeometry(shape);
@@ -125,14 +154,14 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const cand = fused ? fusedBytes(KC, true) <= limits.maxComputeWorkgroupStorageSize : !previous && selSharedOf(NCH) <= limits.maxComputeWorkgroupStorageSize;
   const selShared = previous ? 4 * (selWg + G + NSMAX + 4 * selWg + geo.nSel + 1) : selSharedOf(cand ? NCH : 0);
   // (The fused kernel's own fit was checked with its chunk above.)
-  if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 32 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
+  if ((!fused && selShared > limits.maxComputeWorkgroupStorageSize) || SMAX * 4 + 48 * wg > limits.maxComputeWorkgroupStorageSize) return undefined;
   const selParams = { ...shape, WG: selWg, NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups };
   // The wide block choice (ctx.decodeChoice): CPW candidates per workgroup (a power of two, at
   // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory
   // with at most 32 lists per KV head (the selected attend searches each list).
   const nCandCap = Math.floor(last / geo.selBlock) + 1;
   const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
-  const wide =
+  const wideChoice =
     ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
       ? [1, 2, 4, 8, 16]
           .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
@@ -144,13 +173,15 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
           )
       : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
-    rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
+    wideCw
+      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
+      : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
-        : wide
-          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide }, decodeChoiceWideShader)
+        : wideChoice
+          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide: wideChoice }, decodeChoiceWideShader)
           : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
     rt.pipelineOf(
       'nsa_decode_attend_slc',
@@ -160,23 +191,23 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         WG: attendWg,
         tiled: !previous,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
-        ...(wide ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide } } : {}),
+        ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
   ]);
-  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KC) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KC);
+  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KCW);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
   // Wide block-choice workgroups per KV head: the candidates up to the query's block.
-  const nP = wide ? Math.ceil((Math.floor(pos / geo.selBlock) + 1) / wide.CPW) : 0;
+  const nP = wideChoice ? Math.ceil((Math.floor(pos / geo.selBlock) + 1) / wideChoice.CPW) : 0;
   return (frame, buf) => {
     const part = frame.scratch(bytes.part, 'decode split partials');
     const stats = frame.scratch(SMAX * rows * 2 * 4, 'decode split stats');
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     frame.dispatch(attendCw, params, [buf.q, buf.kCmp, buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
-    const lists = wide && frame.scratch(B * H * wide.PMAX * geo.nSel * 8, 'decode block lists');
+    const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
     else if (select && lists) frame.dispatch(select, params, [stats, scores, lists], [nP, B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);

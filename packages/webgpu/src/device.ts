@@ -94,7 +94,16 @@ export interface DeviceContext {
    * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size and
    * candidates per wide block-choice workgroup of those kernels.
    */
-  decodeTiles?: { KC?: number; selectWG?: number; choiceCands?: number };
+  decodeTiles?: {
+    KC?: number;
+    selectWG?: number;
+    choiceCands?: number;
+    /**
+     * Dispatch 1 on wide chunks (shaders/decode-wide.ts): keys per chunk (at most), workgroup size,
+     * register tiles, values through the keys' tile even where both tiles fit.
+     */
+    cw?: { KC?: number; WG?: number; rh?: number; rk?: number; oh?: number; oc?: number; shared?: boolean };
+  };
   /** Query tokens per workgroup of the fused selection pass (training calls), where it fits; 1 is the previous kernel. */
   selectionTokens: number;
   /**

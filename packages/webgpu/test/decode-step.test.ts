@@ -2,6 +2,8 @@
 // blocks and free places that the block choice's top-n does several rounds, and a cache so short
 // that every place is forced. The previous block choice and merge (NSA_WEBGPU_DECODE_STEP=previous)
 // and the workgroup-memory top-n (adapters without subgroups) must give the same blocks and output,
+// as must session 7's compressed/window attend and merge (NSA_WEBGPU_DECODE_ATTEND=session7) and
+// the wide attend with other chunks and tiles,
 // as must the block choice fused into the selected attend (ctx.decodeFused), with and without
 // subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
@@ -108,6 +110,34 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
             unset();
             gpu.ctx.subgroupTopN = true;
           };
+        },
+      ],
+      [
+        'session 7 attend and merge',
+        () => {
+          process.env.NSA_WEBGPU_DECODE_ATTEND = 'session7';
+          return () => delete process.env.NSA_WEBGPU_DECODE_ATTEND;
+        },
+      ],
+      [
+        'wide attend: 16-key chunks, values through the keys tile, 1 x 1 tiles, 64 invocations',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { KC: 16, shared: true, WG: 64, rh: 1, rk: 1, oh: 1, oc: 1 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      [
+        'wide attend: 64-key chunks (by default 32 here: few workgroups)',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { KC: 64 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      [
+        'wide attend: 4 x 2 tiles',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { rh: 4, rk: 2, oh: 4 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],
       ['fused block choice', fuse],

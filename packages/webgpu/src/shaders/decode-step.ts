@@ -1,7 +1,7 @@
 // The kernels of a one-query decode step (NSA-SPEC.md, Decoding): four dispatches.
 //
-//   1. attend 'cw'   one workgroup per (sequence, KV head, chunk of KC keys) over the compressed
-//                    keys and the window together (they do not depend on the selection); writes
+//   1. attend 'cw'   one workgroup per (sequence, KV head, chunk of KCW keys: decode-wide.ts) over
+//                    the compressed keys and the window together (they do not depend on the selection); writes
 //                    each chunk's unnormalised partial output and (max, sum), and the raw
 //                    compressed scores, which the selection needs.
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
@@ -32,6 +32,11 @@ export interface DecodeStepShape {
   readonly DV: number;
   /** Keys per chunk of an attend workgroup. */
   readonly KC: number;
+  /**
+   * Keys per compressed or window chunk (attend 'cw', its stats and candidate sums; default KC):
+   * the geometry the block choice and the merge read them with.
+   */
+  readonly KCW?: number;
   /** Raw and compressed token rows per sequence in the cache (its capacity). */
   readonly CAP: number;
   readonly CCAP: number;
@@ -53,7 +58,7 @@ export function attendSharedBytes(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV' | '
   return s.G * qs + s.KC * qs + s.KC * (s.DV / 4) * 16 + 4 * s.G * s.KC;
 }
 
-function constants(s: DecodeStepShape, WG: number): string {
+export function constants(s: DecodeStepShape, WG: number): string {
   return `const B = ${s.B}u;
 const H = ${s.H}u;
 const G = ${s.G}u;
@@ -64,6 +69,7 @@ const DV4 = ${s.DV / 4}u;
 // Row stride of q and K tiles in workgroup memory: one vec4 of padding keeps reads conflict-free.
 const QS = ${s.DK / 4 + 1}u;
 const KC = ${s.KC}u;
+const KCW = ${s.KCW ?? s.KC}u;
 const CPB = ${chunksPerBlock(s)}u;
 const NSEL = ${s.nSel}u;
 const NS = ${s.nSel * chunksPerBlock(s)}u;
@@ -82,16 +88,16 @@ fn windowLo(p: u32) -> u32 {
   return select(0u, p + 1u - WIN, p + 1u > WIN);
 }
 fn compressedChunks(p: u32) -> u32 {
-  return (visibleCompressed(p) + KC - 1u) / KC;
+  return (visibleCompressed(p) + KCW - 1u) / KCW;
 }
 fn windowChunks(p: u32) -> u32 {
-  return (p + 1u - windowLo(p) + KC - 1u) / KC;
+  return (p + 1u - windowLo(p) + KCW - 1u) / KCW;
 }
 `;
 }
 
 /** Statements for x = lid + r * WG, r < ceil(n / WG), each guarded by x < n (unrolled: the loads overlap). */
-function unrolled(n: number, WG: number, body: string): string {
+export function unrolled(n: number, WG: number, body: string): string {
   const out: string[] = [];
   for (let r = 0; r * WG < n; r++) {
     const guard = (r + 1) * WG <= n ? '' : `if (x < ${n}u) `;
@@ -104,14 +110,15 @@ function unrolled(n: number, WG: number, body: string): string {
  * Candidate sums (the block choice's scores split by compressed chunk): a compressed chunk touches
  * at most NJ selection blocks from jLo = chunk start / PER_SEL, a selection block at most NCJ chunks.
  */
-export function candidateGeometry(s: Pick<DecodeStepShape, 'KC' | 'CCAP' | 'cmpBlock' | 'cmpStride' | 'selBlock'>): { NJ: number; NCH: number; NCJ: number } {
+export function candidateGeometry(s: Pick<DecodeStepShape, 'KC' | 'KCW' | 'CCAP' | 'cmpBlock' | 'cmpStride' | 'selBlock'>): { NJ: number; NCH: number; NCJ: number } {
   const pc = s.cmpBlock / s.cmpStride;
   const ps = s.selBlock / s.cmpStride;
-  return { NJ: Math.floor((s.KC + pc - 2) / ps) + 2, NCH: Math.ceil(s.CCAP / s.KC), NCJ: Math.floor((ps + pc - 2) / s.KC) + 2 };
+  const kc = s.KCW ?? s.KC;
+  return { NJ: Math.floor((kc + pc - 2) / ps) + 2, NCH: Math.ceil(s.CCAP / kc), NCJ: Math.floor((ps + pc - 2) / kc) + 2 };
 }
 
 /** WGSL constants and overlap() of the candidate sums (attend 'cw' and the block choice). */
-function candidateConstants(s: DecodeStepShape): string {
+export function candidateConstants(s: DecodeStepShape): string {
   const { NJ, NCH, NCJ } = candidateGeometry(s);
   return `const PER_CMP = ${s.cmpBlock / s.cmpStride}u;
 const PER_SEL = ${s.selBlock / s.cmpStride}u;
@@ -527,13 +534,13 @@ export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: {
   let g${r} = min(x${r} / CPW, G - 1u);
   let i${r} = x${r} % CPW;
   let j${r} = jLo + i${r};
-  let cA${r} = (max(j${r} * PER_SEL + 1u, PER_CMP) - PER_CMP) / KC;
-  let cLast${r} = (j${r} * PER_SEL + PER_SEL - 1u) / KC;
+  let cA${r} = (max(j${r} * PER_SEL + 1u, PER_CMP) - PER_CMP) / KCW;
+  let cLast${r} = (j${r} * PER_SEL + PER_SEL - 1u) / KCW;
 ${cu
   .map(
     (u) => `  let in${r}_${u} = ok${r} && j${r} < nCand && cA${r} + ${u}u < nC && cA${r} + ${u}u <= cLast${r};
   let c${r}_${u} = select(0u, cA${r} + ${u}u, in${r}_${u});
-  let a${r}_${u} = cand[((row0 + g${r}) * NCH + c${r}_${u}) * NJ + select(0u, j${r} - (c${r}_${u} * KC) / PER_SEL, in${r}_${u})];
+  let a${r}_${u} = cand[((row0 + g${r}) * NCH + c${r}_${u}) * NJ + select(0u, j${r} - (c${r}_${u} * KCW) / PER_SEL, in${r}_${u})];
   let at${r}_${u} = ((NS + c${r}_${u}) * ROWS + row0 + g${r}) * 2u;
   let m${r}_${u} = stats[at${r}_${u}];
   let l${r}_${u} = stats[at${r}_${u} + 1u];`,
@@ -701,11 +708,11 @@ ${candidateTerms(gu, perSel + perCmp - 1)}`;
   // Candidate scores: the chunks' candidate sums scaled by their factors, summed over the (at most
   // NCJ) chunks the block's compressed blocks lie in and over heads, ${gc} heads unrolled.
   for (var j = lid; j < nCand; j += WG) {
-    let cA = (max(j * PER_SEL + 1u, PER_CMP) - PER_CMP) / KC;
-    let cLast = (j * PER_SEL + PER_SEL - 1u) / KC;
+    let cA = (max(j * PER_SEL + 1u, PER_CMP) - PER_CMP) / KCW;
+    let cLast = (j * PER_SEL + PER_SEL - 1u) / KCW;
 ${cu.map((u) => `    let in${u} = cA + ${u}u < nC && cA + ${u}u <= cLast;
     let c${u} = select(0u, cA + ${u}u, in${u});
-    let t${u} = select(0u, j - (c${u} * KC) / PER_SEL, in${u});`).join('\n')}
+    let t${u} = select(0u, j - (c${u} * KCW) / PER_SEL, in${u});`).join('\n')}
     var s = 0.0;
     for (var g0 = 0u; g0 < G; g0 += ${gc}u) {
 ${gcs.flatMap((gi) => cu.map((u) => `      let a${gi}_${u} = cand[((row0 + g0 + ${gi}u) * NCH + c${u}) * NJ + t${u}];`)).join('\n')}
@@ -1042,11 +1049,17 @@ ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
  * out[row] = Σ_branch gate · (Σ_split exp(m_s - M) part_s) / (Σ_split exp(m_s - M) l_s): one
  * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
  */
-export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean }): string {
+export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean }): string {
   const { e, DV, WG } = k;
   const DV4 = DV / 4;
   const LN = Math.max(1, Math.floor(WG / DV4));
   const UNROLL = 4;
+  // ahead: each lane's first R partials are loaded before the weights (their latency hides under
+  // the stats' reductions; clamped to a valid split, weighted 0 past total).
+  const R = k.ahead ? Math.min(16, Math.ceil(k.SMAX / LN)) : 0;
+  const rs = Array.from({ length: R }, (_, i) => i);
+  // Weight of split s as the output loop reads it (ahead: scaled there, one barrier fewer).
+  const wAt = (sv: string) => (R ? `weight[min(${sv}, total - 1u)] * pick(coef, branchOf(min(${sv}, total - 1u), nC))` : `weight[min(${sv}, total - 1u)]`);
   // Branch of split s as an index into vec4 lanes: 1 = selected, 0 = compressed, 2 = window (gate order).
   return `${enableF16(e)}${k.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
@@ -1058,7 +1071,13 @@ const SMAX = ${k.SMAX}u;
 const LN = ${LN}u;
 var<workgroup> red: array<vec4<f32>, ${WG}>;
 var<workgroup> weight: array<f32, ${k.SMAX}>;
-var<workgroup> acc: array<vec4<f32>, ${WG}>;
+var<workgroup> acc: array<vec4<f32>, ${WG}>;${
+    R && k.subgroups
+      ? `
+// The subgroups' branch sums (acc is written while they may still be read).
+var<workgroup> sums: array<vec4<f32>, ${WG}>;`
+      : ''
+  }
 
 fn branchOf(s: u32, nC: u32) -> u32 {
   return select(select(2u, 0u, s < NS + nC), 1u, s < NS);
@@ -1073,7 +1092,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let pos = P.qRowLo;
   let row = wid.x;
   let nC = compressedChunks(pos);
-  let total = NS + nC + windowChunks(pos);
+  let total = NS + nC + windowChunks(pos);${
+    R
+      ? `
+  let c = lid % DV4;
+  let ln = lid / DV4;
+${rs.map((i) => `  let sa${i} = ln + ${i * LN}u;
+  let pa${i} = part[(min(sa${i}, total - 1u) * ROWS + row) * DV4 + c];`).join('\n')}`
+      : ''
+  }
   // Per-branch max over the splits that saw keys.
   var mx = vec4<f32>(${NEG});
   for (var s = lid; s < total; s += WG) {
@@ -1115,11 +1142,15 @@ ${
 ${
   k.subgroups
     ? `  let ssum = subgroupAdd(sum);
-  if (sgLane == 0u) { acc[lid / sgSize] = ssum; }
+  if (sgLane == 0u) { ${R ? 'sums' : 'acc'}[lid / sgSize] = ssum; }
   workgroupBarrier();
   var L = vec4<f32>(0.0);
-  for (var i = 0u; i < nsg; i++) { L += acc[i]; }
+  for (var i = 0u; i < nsg; i++) { L += ${R ? 'sums' : 'acc'}[i]; }${
+    R
+      ? ''
+      : `
   // acc is written again below, after the barrier that publishes the weights.`
+  }`
     : `  red[lid] = sum;
   workgroupBarrier();
   for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
@@ -1130,18 +1161,27 @@ ${
 }
   let gate = vec4<f32>(f32(gates[row * 3u]), f32(gates[row * 3u + 1u]), f32(gates[row * 3u + 2u]), 0.0);
   let coef = select(vec4<f32>(0.0), gate / max(L, vec4<f32>(1.0e-30)), L > vec4<f32>(0.0));
-  // Each invocation scales its own weights (no barrier needed before), then all read them.
+${
+    R
+      ? `  // The weights (published by the barrier above) are scaled by their branch's coefficient where they are read.
+`
+      : `  // Each invocation scales its own weights (no barrier needed before), then all read them.
   for (var s = lid; s < total; s += WG) { weight[s] *= pick(coef, branchOf(s, nC)); }
   workgroupBarrier();
-  // Column c, lane ln: every LN-th split, ${UNROLL} loads in flight.
+`
+  }  // Column c, lane ln: every LN-th split, ${UNROLL} loads in flight.${
+    R
+      ? ''
+      : `
   let c = lid % DV4;
-  let ln = lid / DV4;
+  let ln = lid / DV4;`
+  }
   var o = vec4<f32>(0.0);
   if (ln < LN) {
-    for (var s0 = ln; s0 < total; s0 += ${UNROLL}u * LN) {
+${rs.map((i) => `    o = fma(pa${i}, vec4<f32>(select(0.0, ${wAt(`sa${i}`)}, sa${i} < total)), o);`).join('\n')}${R ? '\n' : ''}    for (var s0 = ln + ${R * LN}u; s0 < total; s0 += ${UNROLL}u * LN) {
 ${Array.from({ length: UNROLL }, (_, u) => `      let s${u} = s0 + ${u}u * LN;
       let p${u} = select(vec4<f32>(0.0), part[(min(s${u}, total - 1u) * ROWS + row) * DV4 + c], s${u} < total);`).join('\n')}
-${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, weight[min(s${u}, total - 1u)], s${u} < total)), o);`).join('\n')}
+${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, ${wAt(`s${u}`)}, s${u} < total)), o);`).join('\n')}
     }
   }
   acc[lid] = o;

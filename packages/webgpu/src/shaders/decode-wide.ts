@@ -1,0 +1,267 @@
+// Dispatch 1 of the one-query decode step (shaders/decode-step.ts) on wide chunks: each workgroup
+// takes KCW compressed or window keys (64 where they fit and leave enough workgroups) for the G
+// heads of one KV head, so there are fewer partials for the block choice and the merge to read.
+//
+// All global loads of the workgroup (its queries, keys and values) are issued first. Where the key
+// and value tiles do not both fit workgroup memory, the values wait in registers and take the key
+// tile's place once the scores are done (the scores and softmax overlap the values' loads). The
+// scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
+// too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
+// one invocation per head.
+import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
+import { candidateConstants, constants, unrolled, type DecodeStepShape } from './decode-step.js';
+
+/** Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. */
+export interface WideTile {
+  readonly rh: number;
+  readonly rk: number;
+  readonly oh: number;
+  readonly oc: number;
+}
+
+export interface WideAttendKernel extends DecodeStepShape {
+  readonly KCW: number;
+  readonly WG: number;
+  /** Write candidate sums (candidateGeometry) instead of the raw compressed scores. */
+  readonly cand: boolean;
+  readonly tile: WideTile;
+  /** The values wait in registers and take the keys' tile (wideAttendShared). */
+  readonly shared: boolean;
+}
+
+const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
+
+/** Lanes per head of the softmax statistics: a power of two, at most KCW and 16. */
+function lanesOf(G: number, KCW: number, WG: number): number {
+  return Math.min(pow2(WG / G), KCW, 16);
+}
+
+/**
+ * The register tile, `given` where it divides: by default 2 heads (where G is even) x 1 key (column).
+ * On the H100, 4 x 2 tiles took 1.5x as long (too few invocations busy), 1 x 1 tiles 1.2x.
+ */
+export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}): WideTile {
+  const heads = G % 2 === 0 ? 2 : 1;
+  const ok = (r: number | undefined, n: number) => (r !== undefined && r >= 1 && n % r === 0 ? r : undefined);
+  return {
+    rh: ok(given.rh, G) ?? heads,
+    rk: ok(given.rk, KCW) ?? 1,
+    oh: ok(given.oh, G) ?? heads,
+    oc: ok(given.oc, DV / 4) ?? 1,
+  };
+}
+
+/**
+ * Workgroup memory of a wide attend workgroup (bytes), and whether the values share the keys' tile
+ * (when both tiles do not fit `limit`); undefined where neither fits.
+ */
+export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number }, limit: number): { bytes: number; shared: boolean } | undefined {
+  const QS = s.DK / 4 + 1;
+  const DV4 = s.DV / 4;
+  const L = lanesOf(s.G, s.KCW, s.WG);
+  const rest = 16 * s.G * QS + 4 * s.G * (s.KCW + 1) + 8 * s.G * L;
+  const apart = rest + 16 * s.KCW * (QS + DV4);
+  if (apart <= limit) return { bytes: apart, shared: false };
+  const shared = rest + 16 * s.KCW * Math.max(QS, DV4);
+  return shared <= limit ? { bytes: shared, shared: true } : undefined;
+}
+
+/**
+ * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
+ * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
+ * per head, and the compressed chunks' candidate sums (or raw scores), as decodeAttendShader's 'cw'
+ * phase with KC = KCW.
+ */
+export function decodeAttendWideShader(k: WideAttendKernel): string {
+  const { e, G, DK, DV, KCW, WG } = k;
+  const { rh, rk, oh, oc } = k.tile;
+  const apart = !k.shared;
+  const L = lanesOf(G, KCW, WG);
+  const KPL = KCW / L;
+  const DK4 = DK / 4;
+  const DV4 = DV / 4;
+  const vec = `array<vec4<${e}>>`;
+  const vRow = apart ? 'vt' : 'kt';
+  // The key and value loads: count, compressed and window buffer, row width (vec4), workgroup store.
+  const loadSets = [
+    { id: 'K', n: KCW * DK4, cmp: 'kCmp', win: 'kWin', D4: 'DK4', dst: (kk: string, c: string) => `kt[${kk} * QS + ${c}]` },
+    { id: 'V', n: KCW * DV4, cmp: 'vCmp', win: 'vWin', D4: 'DV4', dst: (kk: string, c: string) => `${vRow}[${kk} * DV4 + ${c}]` },
+  ];
+  const decl: string[] = [];
+  const cmpLoads: string[] = [];
+  const winLoads: string[] = [];
+  const stores: Record<string, string[]> = { K: [], V: [] };
+  for (const set of loadSets) {
+    for (let r = 0; r * WG < set.n; r++) {
+      const id = `${set.id}${r}`;
+      decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
+      decl.push(`  var a${id}: vec4<f32>;`);
+      cmpLoads.push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
+      winLoads.push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
+      const guard = (r + 1) * WG <= set.n ? '' : `if (x${id} < ${set.n}u) `;
+      stores[set.id].push(`  ${guard}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
+    }
+  }
+  // The queries' loads (into registers; stored with the keys).
+  const qLoads: string[] = [];
+  const qStores: string[] = [];
+  for (let r = 0; r * WG < G * DK4; r++) {
+    const n = G * DK4;
+    qLoads.push(`  let xQ${r} = min(lid + ${r * WG}u, ${n - 1}u); let aQ${r} = q[(row0 + xQ${r} / DK4) * DK4 + xQ${r} % DK4];`);
+    const guard = (r + 1) * WG <= n ? '' : `if (lid + ${r * WG}u < ${n}u) `;
+    qStores.push(`  ${guard}{ qs[(xQ${r} / DK4) * QS + xQ${r} % DK4] = vec4<f32>(aQ${r}) * P.scale; }`);
+  }
+  const KG = KCW / rk;
+  const CG = DV4 / oc;
+  const hs = Array.from({ length: rh }, (_, a) => a);
+  const ks = Array.from({ length: rk }, (_, b) => b);
+  const ohs = Array.from({ length: oh }, (_, a) => a);
+  const ocs = Array.from({ length: oc }, (_, r) => r);
+  const keys = Array.from({ length: KCW }, (_, i) => i);
+  const scoreStore = (g: string, kk: string, sv: string) => `    { let s = ${sv}; let ok = ${kk} < count;
+      pr[${g} * PRS + ${kk}] = select(${NEG}, s, ok);${k.cand ? '' : `
+      if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
+  const lanes = Array.from({ length: L }, (_, i) => i);
+  const laneKeys = Array.from({ length: KPL }, (_, i) => i);
+  return `${enableF16(e)}${paramsStruct()}
+@group(0) @binding(1) var<storage, read> q: ${vec};
+@group(0) @binding(2) var<storage, read> kCmp: ${vec};
+@group(0) @binding(3) var<storage, read> vCmp: ${vec};
+@group(0) @binding(4) var<storage, read> kWin: ${vec};
+@group(0) @binding(5) var<storage, read> vWin: ${vec};
+@group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(8) var<storage, read_write> ${k.cand ? 'cand' : 'scores'}: array<f32>;
+${constants(k, WG)}${k.cand ? candidateConstants(k) : ''}
+// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
+const PRS = ${KCW + 1}u;
+// Lanes per head of the softmax statistics.
+const L = ${L}u;
+var<workgroup> qs: array<vec4<f32>, ${G * (DK4 + 1)}>;
+// Keys [KCW, QS]${apart ? '' : ', then values [KCW, DV4]'}.
+var<workgroup> kt: array<vec4<f32>, ${KCW * (apart ? DK4 + 1 : Math.max(DK4 + 1, DV4))}>;${
+    apart
+      ? `
+var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
+      : ''
+  }
+// Scores, then probabilities, [G, PRS].
+var<workgroup> pr: array<f32, ${G * (KCW + 1)}>;
+// Per-lane maxima and sums of the softmax statistics, [G, L].
+var<workgroup> redM: array<f32, ${G * L}>;
+var<workgroup> redL: array<f32, ${G * L}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let b = wid.y / H;
+  let h = wid.y % H;
+  let row0 = b * HQ + h * G;
+  let nC = compressedChunks(pos);
+  let isCmp = wid.x < nC;
+  var lo = 0u;
+  var count = 0u;
+  if (isCmp) {
+    lo = wid.x * KCW;
+    count = min(KCW, visibleCompressed(pos) - lo);
+  } else {
+    lo = windowLo(pos) + (wid.x - nC) * KCW;
+    count = min(KCW, pos + 1u - lo);
+  }
+  let split = NS + wid.x;
+  // Last key of the chunk that loads may touch (a valid row even when count is 0).
+  let last = max(count, 1u) - 1u;
+  // Every global load first (rows past count clamped to a valid row, zeroed when stored).
+${qLoads.join('\n')}
+${decl.join('\n')}
+  if (isCmp) {
+${cmpLoads.join('\n')}
+  } else {
+${winLoads.join('\n')}
+  }
+${qStores.join('\n')}
+${stores.K.join('\n')}${apart ? `\n${stores.V.join('\n')}` : ''}
+  workgroupBarrier();
+  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
+${unrolled(
+  (G / rh) * KG,
+  WG,
+  `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
+${hs.flatMap((a) => ks.map((bb) => `    var a${a}_${bb} = vec4<f32>(0.0);`)).join('\n')}
+${Array.from(
+  { length: DK4 },
+  (_, c) => `    {
+${ks.map((bb) => `      let k${bb} = kt[(kb + ${bb * KG}u) * QS + ${c}u];`).join('\n')}
+${hs.map((a) => `      let q${a} = qs[(g0 + ${a}u) * QS + ${c}u];`).join('\n')}
+${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}_${bb});`)).join('\n')}
+    }`,
+).join('\n')}
+${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
+)}
+  workgroupBarrier();
+${apart ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
+  let hg = lid / L;
+  let lane = lid % L;
+  if (hg < G) {
+${laneKeys.map((i) => `    let s${i} = pr[hg * PRS + lane + ${i * L}u];`).join('\n')}
+    redM[lid] = max(${laneKeys.map((i) => `s${i}`).reduce((acc, x) => `max(${acc}, ${x})`)}, ${NEG});
+  }
+  workgroupBarrier();
+  // Each head's max; probabilities replace the scores (0 for masked keys), the lanes' sums.
+  var m = ${NEG};
+  if (hg < G) {
+${lanes.map((i) => `    let m${i} = redM[hg * L + ${i}u];`).join('\n')}
+    m = max(${lanes.map((i) => `m${i}`).reduce((acc, x) => `max(${acc}, ${x})`)}, ${NEG});
+    var l = 0.0;
+${laneKeys
+  .map(
+    (i) => `    { let at = hg * PRS + lane + ${i * L}u; let s = pr[at];
+      let p = select(0.0, exp(select(-100.0, s - m, s > ${NEG_HALF})), s > ${NEG_HALF});
+      pr[at] = p; l += p; }`,
+  )
+  .join('\n')}
+    redL[lid] = l;
+  }
+  workgroupBarrier();
+  if (hg < G && lane == 0u) {
+    let at = (split * ROWS + row0 + hg) * 2u;
+    stats[at] = m;
+    stats[at + 1u] = ${lanes.map((i) => `redL[hg * L + ${i}u]`).join(' + ')};
+  }
+  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+${unrolled(
+  (G / oh) * CG,
+  WG,
+  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
+${keys
+  .map(
+    (kk) => `    {
+${ocs.map((r) => `      let v${r} = ${vRow}[${kk}u * DV4 + c0 + ${r * CG}u];`).join('\n')}
+${ohs.map((a) => `      let p${a} = vec4<f32>(pr[(g0 + ${a}u) * PRS + ${kk}u]);`).join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_${r});`)).join('\n')}
+    }`,
+  )
+  .join('\n')}
+${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
+)}${
+    k.cand
+      ? `
+  // Candidate sums of a compressed chunk: cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i] with
+  // p relative to the chunk's max (stats), as the block choice reads them.
+  if (isCmp) {
+    let jLo = lo / PER_SEL;
+    for (var x = lid; x < G * NJ; x += WG) {
+      let g = x / NJ;
+      let t = x % NJ;
+      let j = jLo + t;
+      var a = 0.0;
+${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + KCW) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
+      cand[((row0 + g) * NCH + wid.x) * NJ + t] = a;
+    }
+  }`
+      : ''
+  }
+}
+`;
+}
