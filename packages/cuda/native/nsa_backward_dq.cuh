@@ -17,6 +17,7 @@
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "tma_cluster.cuh"
 #include "wgmma.cuh"
 
 namespace nsa {
@@ -28,6 +29,23 @@ struct DqTile {
   int s, first, g;  // sequence, first query index within it, KV head
 };
 
+// Tensor maps of kCmp, vCmp, kWin, vWin as [rows][H][D] (boxes of 64 features x 1 head x 64 rows,
+// 128-byte swizzle: one region of the swizzled tile), for dq's bulk-copy walks (kDqTma).
+struct DqMaps {
+  CUtensorMap kCmp, vCmp, kWin, vWin;
+};
+
+// The partner of dq tile i in a 2-block cluster: tile i ^ 1 when it covers the next or previous W
+// rows of the same sequence and KV head (both blocks then walk the union of their compressed and
+// window keys and each copies half of every tile into both), else none.
+template <int W>
+__device__ __forceinline__ const DqTile* dqPartner(const DqTile* tiles, int n, int i) {
+  const int j = i ^ 1;
+  if (j >= n) return nullptr;
+  const DqTile &x = tiles[i], &y = tiles[j];
+  return x.s == y.s && x.g == y.g && abs(x.first - y.first) == W ? &tiles[j] : nullptr;
+}
+
 template <int D, int W>
 struct DqFragLayout {
   static constexpr int ld = D + 8;
@@ -37,8 +55,9 @@ struct DqFragLayout {
   static constexpr int keyElems = keyRows * ld;
   static constexpr int rowElems = 16 * W * ld;  // Q or dO of the block's rows
   __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (keyElems + 2 * rowElems); }
-  // then per warp: the row's chosen blocks and their visible lengths [n] each
-  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
+  // then per warp: the row's chosen blocks and their visible lengths [n] each, then 6 mbarriers (kDqTma)
+  __host__ __device__ static size_t barOffset(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
+  static size_t bytes(size_t elem, int n) { return barOffset(elem, n) + 64; }
 };
 
 // One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qf, of: the warp's Q
@@ -188,12 +207,21 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
 }
 
 // flags: kDqForced (Wg only): the forced selected blocks (initial and local) that a row chose are read
-// once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings.
-constexpr int kDqForced = 1, kDqRing3 = 2;
+// once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings;
+// kDqWalk3 (Wg only): the swizzled walks keep two tiles in flight (3 buffers over the key region and
+// the dead Q/dO rows) instead of one. kDqSkip << b (b: 0 compressed, 1 window, 2 forced walk, 3 rings)
+// leaves that part out, to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
+// kDqTma (Wg only): the compressed and window walks copy their tiles with the bulk tensor copy engine
+// (maps) into 3 buffers; a block with a partner (dqPartner, launched as a 2-block cluster) walks
+// the union of both blocks' keys and copies K (cluster rank 0) or V (rank 1) of every tile into both
+// blocks' shared memory (multicast): each tile is read from L2 once per 8 rows instead of per 4.
+constexpr int kDqForced = 1, kDqRing3 = 2, kDqWalk3 = 4, kDqTma = 8, kDqSkip = 256;
 template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
-                                        int flags = 0) {
-  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3;
+                                        int flags = 0, const DqMaps* maps = nullptr, const DqTile* partner = nullptr) {
+  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3, tmaWalk = Wg && (flags & kDqTma);
+  const bool walk3 = (flags & kDqWalk3) || tmaWalk, paired = tmaWalk && partner;
+  auto skip = [&](int part) { return (flags / kDqSkip >> part) & 1; };
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
   const NSAForwardArgs& f = a.fwd;
@@ -282,11 +310,15 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
 
   // Wg: block-wide walk over the same keys in 64-key tiles of wgmma's swizzled layout, [K0 K1 V0 V1]
   // from the key region's first 1024-byte boundary, one barrier per tile; body(first key, K, V).
+  // walk3: [K0 K1 K2 V0 V1 V2], running on into the Q/dO rows (dead once the fragments are loaded).
   constexpr uint32_t kSwTile = kDqSharedKeys * D * 2;
   static_assert(!Wg || (W % 4 == 0 && 4 * kSwTile + 1008 <= L::keyElems * 2), "whole warpgroups; tiles fit the key region");
+  static_assert(!Wg || 6 * kSwTile + 1008 <= L::tileBytes(2), "3 tile buffers fit the key and Q/dO regions");
   const uint32_t swBase = (smemAddr(smemRaw) + 1023u) & ~1023u;
+  const int nBuf = walk3 ? 3 : 2;
   // walkTiles: nTiles tiles, tile t = keys range(t).x .. range(t).y - 1 (at most 64); body(first key,
-  // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles.
+  // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles. Tile t sits in
+  // buffer t % nBuf; tiles t + 1 .. t + nBuf - 1 load while tile t's products run.
   auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
     const T* K = static_cast<const T*>(Kp);
     const T* V = static_cast<const T*>(Vp);
@@ -294,19 +326,24 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       const int2 r = range(t);
       const size_t at = ((size_t)(base + r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
       wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, r.y - r.x);
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (2 + buf) * kSwTile, V + at, stride, r.y - r.x);
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (nBuf + buf) * kSwTile, V + at, stride, r.y - r.x);
     };
     if (nTiles > 0) load(0, 0);
     cpAsyncCommit();
-    for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
-      cpAsyncWait<0>();         // tile t has landed
+    if (walk3) {
+      if (nTiles > 1) load(1, 1);
+      cpAsyncCommit();
+    }
+    for (int t = 0, buf = 0; t < nTiles; t++, buf = buf + 1 == nBuf ? 0 : buf + 1) {
+      if (walk3) cpAsyncWait<1>();  // tile t has landed (tile t + 1 may not have)
+      else cpAsyncWait<0>();
       wg::fenceProxyAsync();    // this thread's tile writes, before the tensor cores read them
-      __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer buf ^ 1) are done
-      if (t + 1 < nTiles) load(t + 1, buf ^ 1);
+      __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer (t - 1) % nBuf) are done
+      const int ahead = t + nBuf - 1, aheadBuf = buf == 0 ? nBuf - 1 : buf - 1;  // into tile t - 1's buffer
+      if (ahead < nTiles) load(ahead, aheadBuf);
       cpAsyncCommit();
       const int2 r = range(t);
-      body(r.x, r.y, swBase + buf * kSwTile, swBase + (2 + buf) * kSwTile);
+      body(r.x, r.y, swBase + buf * kSwTile, swBase + (nBuf + buf) * kSwTile);
     }
     __syncthreads();  // the next walk or the rings overwrite the buffers
   };
@@ -318,11 +355,87 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
     }, base, Kp, Vp, [&](int k0, int, uint32_t k, uint32_t v) { body(k0, k, v); });
   };
 
+  // kDqTma: the same walk with bulk tensor copies. Tile u of the block's walks (both, in order) sits
+  // in buffer u % 3; full[b] completes when its K and V have landed, empty[b] when every warp of
+  // this block (and of the partner) is done with it. Thread 0 issues tile t + 2 while tile t is
+  // computed, once tile t - 1's buffer is free in both blocks. Paired: both blocks walk the same
+  // tiles; rank 0 copies K, rank 1 V, each into both blocks.
+  const uint32_t bars = smemAddr(smemRaw) + (uint32_t)L::barOffset(sizeof(T), c.n);
+  auto fullBar = [&](int b) { return bars + 8 * b; };
+  auto emptyBar = [&](int b) { return bars + 24 + 8 * b; };
+  const uint32_t rank = paired ? tma::clusterRank() : 0;
+  int walked = 0;  // tiles of earlier TMA walks
+  auto walkTma = [&](int first, int total, int base, const CUtensorMap* mk, const CUtensorMap* mv, auto&& body) {
+    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
+    auto issue = [&](int t) {  // thread 0
+      const int u = walked + t, buf = u % 3;
+      if (u >= 3) tma::wait(emptyBar(buf), (u / 3 - 1) & 1);
+      tma::arriveExpect(fullBar(buf), 2 * kSwTile);
+      const int row = base + first + t * kDqSharedKeys;
+#pragma unroll
+      for (int r = 0; r < D / 64; r++) {  // 64-feature regions
+        const uint32_t kd = swBase + buf * kSwTile + r * 64 * 128, vd = swBase + (3 + buf) * kSwTile + r * 64 * 128;
+        if (!paired) {
+          tma::load3d(kd, mk, 64 * r, kvh, row, fullBar(buf));
+          tma::load3d(vd, mv, 64 * r, kvh, row, fullBar(buf));
+        } else if (rank == 0) {
+          tma::load3dMulticast(kd, mk, 64 * r, kvh, row, fullBar(buf), 3);
+        } else {
+          tma::load3dMulticast(vd, mv, 64 * r, kvh, row, fullBar(buf), 3);
+        }
+      }
+    };
+    if (threadIdx.x == 0)
+      for (int t = 0; t < 2 && t < nTiles; t++) issue(t);
+    for (int t = 0; t < nTiles; t++) {
+      const int u = walked + t, buf = u % 3;
+      if (threadIdx.x == 0 && t + 2 < nTiles) issue(t + 2);
+      tma::wait(fullBar(buf), (u / 3) & 1);
+      body(first + t * kDqSharedKeys, swBase + buf * kSwTile, swBase + (3 + buf) * kSwTile);
+      __syncwarp();
+      if (lane == 0) {  // this warp's wgmmas on the buffer are done (dqGroupStep waited for them)
+        tma::arrive(emptyBar(buf));
+        if (paired) tma::arriveRemote(emptyBar(buf), rank ^ 1);
+      }
+    }
+    walked += nTiles;
+    __syncthreads();  // the forced walk or the rings overwrite the buffers
+  };
+  // The keys walked: this block's rows, or with the partner's (the same union in both blocks).
+  int walkFirst = firstPos, walkLast = lastPos;
+  if (paired) {
+    const int pFirst = pos0 + partner->first, pLast = pFirst + min(W, qCount - partner->first) - 1;
+    walkFirst = min(walkFirst, pFirst);
+    walkLast = max(walkLast, pLast);
+  }
+  if (tmaWalk) {
+    if (threadIdx.x == 0) {
+      for (int b = 0; b < 3; b++) {
+        tma::initBarrier(fullBar(b), 1);
+        tma::initBarrier(emptyBar(b), paired ? 2 * W : W);
+      }
+      tma::fenceBarrierInit();
+    }
+    // Barriers initialised (in both blocks) and every warp's Q/dO fragments loaded: the third
+    // buffers overwrite those rows.
+    if (paired) {
+      tma::clusterArrive();
+      tma::clusterWait();
+    } else {
+      __syncthreads();
+    }
+  }
+
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   branchRows(0);
-  if constexpr (Wg) {
-    walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
+  if (Wg && walk3 && !tmaWalk) __syncthreads();  // every warp has its Q/dO fragments: the walk's third buffers overwrite those rows
+  if (tmaWalk) {
+    if (!skip(0)) walkTma(0, compressedCount(walkLast + 1, c.l, c.d), cBase, &maps->kCmp, &maps->vCmp, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
+    });
+  } else if constexpr (Wg) {
+    if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
       dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
     });
   } else {
@@ -339,8 +452,14 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   branchRows(2);
-  if constexpr (Wg) {
-    walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
+  if (tmaWalk) {
+    const int w0 = max(0, walkFirst - c.window + 1);
+    if (!skip(1)) walkTma(w0, walkLast - w0 + 1, kBase, &maps->kWin, &maps->vWin, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
+    });
+    if (paired) tma::clusterArrive();  // this block's last arrivals on the partner's barriers are sent
+  } else if constexpr (Wg) {
+    if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
       dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
     });
   } else {
@@ -389,7 +508,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
       const int nTiles = aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys;
       branchRows(1);
-      walkTiles(nTiles, [&](int t) {
+      if (!skip(2)) walkTiles(nTiles, [&](int t) {
         if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
         const int x = bStart + (t - aTiles) * kDqSharedKeys;
         return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
@@ -417,7 +536,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
   // deeper ring keeps more of each warp's L2 gathers in flight.
   static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
-  if (active) {
+  if (active && !skip(3)) {
     branchRows(1);
     const int stages = ring3 ? 3 : 2;
     T* ring = sK + warp * 2 * stages * kDqChunk * ld;
@@ -482,6 +601,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
     }
   }
 
+  if (paired) tma::clusterWait();  // the partner sends no more arrivals: this block may exit
   if (!active) return;
   T* dQ = static_cast<T*>(a.dq);
 #pragma unroll
