@@ -27,7 +27,7 @@ if [[ ${PARITY:-1} == 1 ]]; then
   for v in "${variants[@]}"; do
     [[ $v == *PAIR* ]] || continue  # the others must be bit-equal to the default (dq-variants)
     tag=${v//[^A-Za-z0-9]/_}
-    for c in "varlen D=64 bfloat16" "H=2 B=2 D=128 bfloat16" "defaults T=2000 D=64 bfloat16" "supplied blockIndices D=128 bfloat16" "varlen D=64 float16"; do
+    for c in "varlen D=64 bfloat16" "H=2 B=2 D=128 bfloat16" "defaults T=2000 D=64 bfloat16" "supplied blockIndices D=128 bfloat16"; do
       (env ${v//,/ } timeout 240 node $extra --only "reg G=16 $c" > "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log" 2>&1 || echo "exited with $?" >> "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log") &
     done
     (env ${v//,/ } timeout 120 node node_modules/@nsa/cuda/scripts/determinism.mjs > "$out/det-$tag.log" 2>&1 || echo "exited with $?" >> "$out/det-$tag.log") &
@@ -48,6 +48,11 @@ for f in "$out"/parity-*.log; do
 done
 for f in "$out"/det-*.log; do [[ -f $f ]] && say "$(basename "$f"): $(tail -n 2 "$f" | tr '\n' ' ')"; done
 grep -h '| NO |' "$out"/parity-*.log 2>/dev/null | head -10 | tee -a "$summary"
+say "== $(date -u +%H:%M:%S) bench 64k"
+for round in 1 2; do
+  row default 65536
+  for v in "${variants[@]}"; do row "$v" 65536 "$v"; done
+done
 list="default"
 for v in "${variants[@]}"; do list="$list;$v"; done
 list="$list;NSA_BWD_DQ_SKIP=1;NSA_BWD_DQ_SKIP=2;NSA_BWD_DQ_SKIP=4;NSA_BWD_DQ_SKIP=8;NSA_BWD_DQ_SKIP=15"
@@ -56,11 +61,6 @@ NSA_BWD_SHARED=0 timeout 150 ncu --clock-control none -k regex:nsaDqFrag \
   --metrics gpu__time_duration.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
   node $prof --T 65536 --iters 1 --variants "$list" > "$out/ncu-dq.log" 2>&1
 grep -E 'nsaDqFrag|gpu__time|lts__|dram__|sm__thr|iteration' "$out/ncu-dq.log" | sed 's/  */ /g' | tee -a "$summary"
-say "== $(date -u +%H:%M:%S) bench 64k"
-for round in 1 2; do
-  row default 65536
-  for v in "${variants[@]}"; do row "$v" 65536 "$v"; done
-done
 say "== $(date -u +%H:%M:%S) ncu every kernel, default, two launches"
 NSA_BWD_SHARED=0 timeout 100 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
   node $prof --T 65536 --iters 1 > "$out/ncu-kernels.log" 2>&1
