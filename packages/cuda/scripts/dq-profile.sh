@@ -61,6 +61,10 @@ NSA_BWD_SHARED=0 timeout 150 ncu --clock-control none -k regex:nsaDqFrag \
   --metrics gpu__time_duration.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
   node $prof --T 65536 --iters 1 --variants "$list" > "$out/ncu-dq.log" 2>&1
 grep -E 'nsaDqFrag|gpu__time|lts__|dram__|sm__thr|iteration' "$out/ncu-dq.log" | sed 's/  */ /g' | tee -a "$summary"
+say "== $(date -u +%H:%M:%S) bench 16k"
+row default 16384
+for v in "${variants[@]}"; do row "$v" 16384 "$v"; done
+row default 16384
 say "== $(date -u +%H:%M:%S) ncu every kernel, default, two launches"
 NSA_BWD_SHARED=0 timeout 100 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
   node $prof --T 65536 --iters 1 > "$out/ncu-kernels.log" 2>&1
@@ -69,8 +73,4 @@ say "== $(date -u +%H:%M:%S) ncu sections, default dq"
 NSA_BWD_SHARED=0 timeout 120 ncu --clock-control none -k regex:nsaDqFrag -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
   --section WarpStateStats --section Occupancy node $prof --T 65536 --iters 1 > "$out/ncu-sections.log" 2>&1
 grep -vE '^==PROF|^ *$' "$out/ncu-sections.log" | tail -80 >> "$summary"
-say "== $(date -u +%H:%M:%S) bench 16k"
-row default 16384
-for v in "${variants[@]}"; do row "$v" 16384 "$v"; done
-row default 16384
 say "== $(date -u +%H:%M:%S) done"
