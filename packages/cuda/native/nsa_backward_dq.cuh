@@ -387,9 +387,11 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
     };
     if (threadIdx.x == 0)
       for (int t = 0; t < 2 && t < nTiles; t++) issue(t);
+    __syncwarp();  // warp 0 whole again before its wgmmas
     for (int t = 0; t < nTiles; t++) {
       const int u = walked + t, buf = u % 3;
       if (threadIdx.x == 0 && t + 2 < nTiles) issue(t + 2);
+      __syncwarp();
       tma::wait(fullBar(buf), (u / 3) & 1);
       body(first + t * kDqSharedKeys, swBase + buf * kSwTile, swBase + (3 + buf) * kSwTile);
       __syncwarp();
