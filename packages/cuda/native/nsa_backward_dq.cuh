@@ -17,7 +17,6 @@
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
-#include "tma_cluster.cuh"
 #include "wgmma.cuh"
 
 namespace nsa {
@@ -29,22 +28,13 @@ struct DqTile {
   int s, first, g;  // sequence, first query index within it, KV head
 };
 
-// Tensor maps of kCmp, vCmp, kWin, vWin as [rows][H][D] (boxes of 64 features x 1 head x 64 rows,
-// 128-byte swizzle: one region of the swizzled tile), for dq's bulk-copy walks (kDqTma).
-struct DqMaps {
-  CUtensorMap kCmp, vCmp, kWin, vWin;
+// A tile of a dq walk: keys r.x .. r.y - 1 (at most 64) at rows base + key of K and V.
+template <class T>
+struct DqTileSource {
+  int2 r;
+  int base;
+  const T *K, *V;
 };
-
-// The partner of dq tile i in a 2-block cluster: tile i ^ 1 when it covers the next or previous W
-// rows of the same sequence and KV head (both blocks then walk the union of their compressed and
-// window keys and each copies half of every tile into both), else none.
-template <int W>
-__device__ __forceinline__ const DqTile* dqPartner(const DqTile* tiles, int n, int i) {
-  const int j = i ^ 1;
-  if (j >= n) return nullptr;
-  const DqTile &x = tiles[i], &y = tiles[j];
-  return x.s == y.s && x.g == y.g && abs(x.first - y.first) == W ? &tiles[j] : nullptr;
-}
 
 template <int D, int W>
 struct DqFragLayout {
@@ -55,9 +45,8 @@ struct DqFragLayout {
   static constexpr int keyElems = keyRows * ld;
   static constexpr int rowElems = 16 * W * ld;  // Q or dO of the block's rows
   __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (keyElems + 2 * rowElems); }
-  // then per warp: the row's chosen blocks and their visible lengths [n] each, then 6 mbarriers (kDqTma)
-  __host__ __device__ static size_t barOffset(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
-  static size_t bytes(size_t elem, int n) { return barOffset(elem, n) + 64; }
+  // then per warp: the row's chosen blocks and their visible lengths [n] each
+  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
 };
 
 // One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qf, of: the warp's Q
@@ -211,16 +200,11 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
 // kDqWalk3 (Wg only): the swizzled walks keep two tiles in flight (3 buffers over the key region and
 // the dead Q/dO rows) instead of one. kDqSkip << b (b: 0 compressed, 1 window, 2 forced walk, 3 rings)
 // leaves that part out, to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
-// kDqTma (Wg only): the compressed and window walks copy their tiles with the bulk tensor copy engine
-// (maps) into 3 buffers; a block with a partner (dqPartner, launched as a 2-block cluster) walks
-// the union of both blocks' keys and copies K (cluster rank 0) or V (rank 1) of every tile into both
-// blocks' shared memory (multicast): each tile is read from L2 once per 8 rows instead of per 4.
-constexpr int kDqForced = 1, kDqRing3 = 2, kDqWalk3 = 4, kDqTma = 8, kDqSkip = 256;
+constexpr int kDqForced = 1, kDqRing3 = 2, kDqWalk3 = 4, kDqChain = 16, kDqSkip = 256;
 template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
-                                        int flags = 0, const DqMaps* maps = nullptr, const DqTile* partner = nullptr) {
-  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3, tmaWalk = Wg && (flags & kDqTma);
-  const bool walk3 = (flags & kDqWalk3) || tmaWalk, paired = tmaWalk && partner;
+                                        int flags = 0) {
+  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3, walk3 = flags & kDqWalk3, chain = Wg && (flags & kDqChain);
   auto skip = [&](int part) { return (flags / kDqSkip >> part) & 1; };
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
@@ -319,14 +303,13 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   // walkTiles: nTiles tiles, tile t = keys range(t).x .. range(t).y - 1 (at most 64); body(first key,
   // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles. Tile t sits in
   // buffer t % nBuf; tiles t + 1 .. t + nBuf - 1 load while tile t's products run.
-  auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
-    const T* K = static_cast<const T*>(Kp);
-    const T* V = static_cast<const T*>(Vp);
+  // walkSources: the same over tiles from several tensors; src(t) = tile t's keys, row base, K and V.
+  auto walkSources = [&](int nTiles, auto&& src, auto&& body) {
     auto load = [&](int t, int buf) {
-      const int2 r = range(t);
-      const size_t at = ((size_t)(base + r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, r.y - r.x);
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (nBuf + buf) * kSwTile, V + at, stride, r.y - r.x);
+      const DqTileSource<T> q = src(t);
+      const size_t at = ((size_t)(q.base + q.r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, q.K + at, stride, q.r.y - q.r.x);
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (nBuf + buf) * kSwTile, q.V + at, stride, q.r.y - q.r.x);
     };
     if (nTiles > 0) load(0, 0);
     cpAsyncCommit();
@@ -342,10 +325,15 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       const int ahead = t + nBuf - 1, aheadBuf = buf == 0 ? nBuf - 1 : buf - 1;  // into tile t - 1's buffer
       if (ahead < nTiles) load(ahead, aheadBuf);
       cpAsyncCommit();
-      const int2 r = range(t);
-      body(r.x, r.y, swBase + buf * kSwTile, swBase + (nBuf + buf) * kSwTile);
+      body(t, src(t).r, swBase + buf * kSwTile, swBase + (nBuf + buf) * kSwTile);
     }
     __syncthreads();  // the next walk or the rings overwrite the buffers
+  };
+  auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
+    const T* K = static_cast<const T*>(Kp);
+    const T* V = static_cast<const T*>(Vp);
+    walkSources(nTiles, [&](int t) { return DqTileSource<T>{range(t), base, K, V}; },
+                [&](int, int2 r, uint32_t k, uint32_t v) { body(r.x, r.y, k, v); });
   };
   auto walkSwizzled = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
     const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
@@ -355,255 +343,231 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
     }, base, Kp, Vp, [&](int k0, int, uint32_t k, uint32_t v) { body(k0, k, v); });
   };
 
-  // kDqTma: the same walk with bulk tensor copies. Tile u of the block's walks (both, in order) sits
-  // in buffer u % 3; full[b] completes when its K and V have landed, empty[b] when every warp of
-  // this block (and of the partner) is done with it. Thread 0 issues tile t + 2 while tile t is
-  // computed, once tile t - 1's buffer is free in both blocks. Paired: both blocks walk the same
-  // tiles; rank 0 copies K, rank 1 V, each into both blocks.
-  const uint32_t bars = smemAddr(smemRaw) + (uint32_t)L::barOffset(sizeof(T), c.n);
-  auto fullBar = [&](int b) { return bars + 8 * b; };
-  auto emptyBar = [&](int b) { return bars + 24 + 8 * b; };
-  const uint32_t rank = paired ? tma::clusterRank() : 0;
-  int walked = 0;  // tiles of earlier TMA walks
-  auto walkTma = [&](int first, int total, int base, const CUtensorMap* mk, const CUtensorMap* mv, auto&& body) {
-    const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
-    auto issue = [&](int t) {  // thread 0
-      const int u = walked + t, buf = u % 3;
-      if (u >= 3) tma::wait(emptyBar(buf), (u / 3 - 1) & 1);
-      tma::arriveExpect(fullBar(buf), 2 * kSwTile);
-      const int row = base + first + t * kDqSharedKeys;
-#pragma unroll
-      for (int r = 0; r < D / 64; r++) {  // 64-feature regions
-        const uint32_t kd = swBase + buf * kSwTile + r * 64 * 128, vd = swBase + (3 + buf) * kSwTile + r * 64 * 128;
-        if (!paired) {
-          tma::load3d(kd, mk, 64 * r, kvh, row, fullBar(buf));
-          tma::load3d(vd, mv, 64 * r, kvh, row, fullBar(buf));
-        } else if (rank == 0) {
-          tma::load3dMulticast(kd, mk, 64 * r, kvh, row, fullBar(buf), 3);
-        } else {
-          tma::load3dMulticast(vd, mv, 64 * r, kvh, row, fullBar(buf), 3);
-        }
-      }
-    };
-    if (threadIdx.x == 0)
-      for (int t = 0; t < 2 && t < nTiles; t++) issue(t);
-    __syncwarp();  // warp 0 whole again before its wgmmas
-    for (int t = 0; t < nTiles; t++) {
-      const int u = walked + t, buf = u % 3;
-      if (threadIdx.x == 0 && t + 2 < nTiles) issue(t + 2);
-      __syncwarp();
-      tma::wait(fullBar(buf), (u / 3) & 1);
-      body(first + t * kDqSharedKeys, swBase + buf * kSwTile, swBase + (3 + buf) * kSwTile);
-      __syncwarp();
-      if (lane == 0) {  // this warp's wgmmas on the buffer are done (dqGroupStep waited for them)
-        tma::arrive(emptyBar(buf));
-        if (paired) tma::arriveRemote(emptyBar(buf), rank ^ 1);
-      }
-    }
-    walked += nTiles;
-    __syncthreads();  // the forced walk or the rings overwrite the buffers
-  };
-  // The keys walked: this block's rows, or with the partner's (the same union in both blocks).
-  int walkFirst = firstPos, walkLast = lastPos;
-  if (paired) {
-    const int pFirst = pos0 + partner->first, pLast = pFirst + min(W, qCount - partner->first) - 1;
-    walkFirst = min(walkFirst, pFirst);
-    walkLast = max(walkLast, pLast);
-  }
-  if (tmaWalk) {
-    if (threadIdx.x == 0) {
-      for (int b = 0; b < 3; b++) {
-        tma::initBarrier(fullBar(b), 1);
-        tma::initBarrier(emptyBar(b), paired ? 2 * W : W);
-      }
-      tma::fenceBarrierInit();
-    }
-    // Barriers initialised (in both blocks) and every warp's Q/dO fragments loaded: the third
-    // buffers overwrite those rows.
-    if (paired) {
-      tma::clusterArrive();
-      tma::clusterWait();
-    } else {
-      __syncthreads();
-    }
-  }
-
-  // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
-  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
-  branchRows(0);
-  if (Wg && walk3 && !tmaWalk) __syncthreads();  // every warp has its Q/dO fragments: the walk's third buffers overwrite those rows
-  if (tmaWalk) {
-    if (!skip(0)) walkTma(0, compressedCount(walkLast + 1, c.l, c.d), cBase, &maps->kCmp, &maps->vCmp, [&](int k0, uint32_t k, uint32_t v) {
-      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
-    });
-  } else if constexpr (Wg) {
-    if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
-      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
-    });
-  } else {
-    walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int kh = k0 + h * kHalf;
-        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                                [&](int j) { return kh + j < nc; }, dq);
-      }
-    });
-  }
-
-  // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
-  const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
-  branchRows(2);
-  if (tmaWalk) {
-    const int w0 = max(0, walkFirst - c.window + 1);
-    if (!skip(1)) walkTma(w0, walkLast - w0 + 1, kBase, &maps->kWin, &maps->vWin, [&](int k0, uint32_t k, uint32_t v) {
-      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
-    });
-    if (paired) tma::clusterArrive();  // this block's last arrivals on the partner's barriers are sent
-  } else if constexpr (Wg) {
-    if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
-      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
-    });
-  } else {
-    walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
-#pragma unroll
-      for (int h = 0; h < 2; h++) {
-        const int kh = k0 + h * kHalf;
-        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                                [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
-      }
-    });
-  }
-
-  // ---- selected branch, part 1 (Wg): the forced blocks, once per block ----
+  // ---- the forced selected blocks (Wg), walked in part 1 of the selected branch ----
   // When the block's rows share their current block, the forced blocks (initial ones, and the local
   // ones of that block) are keys [0, aEnd) and [bStart, lastPos] for every row. The selected branch
   // is bound by L2 bytes (each warp gathers its row's blocks), so the block reads these keys once in
   // swizzled tiles on wgmma, each warp masking the blocks its row did not choose and keys past its
   // position; each row's first entry of such a block leaves its ring. Decided from the lists, not
   // assumed, so supplied blockIndices stay exact (a block listed twice keeps its second entry in the ring).
-  if constexpr (Wg) {
-    const int cur0 = firstPos / c.ls;
-    if (forced && cur0 == lastPos / c.ls && c.initialBlocks <= 32 && c.localBlocks <= 32) {
-      const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
-      // bit j (< 32) of init: initial block j; bit i of local: block cur0 - i
-      auto bitOf = [&](int j) -> int {
-        if (j < 0) return -1;
-        if (j < nbInit) return j;
-        if (c.localBlocks > 0 && j >= localFirst && j <= cur0) return 32 + cur0 - j;
-        return -1;
-      };
-      unsigned long long mine = 0;
-      for (int k0 = 0; k0 < c.n; k0 += 32) {  // whole-warp rounds
-        const int k = k0 + lane;
-        const int bit = k < c.n && len[k] > 0 ? bitOf(blk[k]) : -1;
-        bool first = bit >= 0;  // a listed block with visible keys: len > 0 iff 0 <= blk <= cur
-        for (int q = 0; q < k && first; q++) first = blk[q] != blk[k];
-        if (first) mine |= 1ull << bit;
-        __syncwarp();
-        if (first) len[k] = 0;
-      }
-      mine = __reduce_or_sync(0xffffffffu, (unsigned)mine) | (unsigned long long)__reduce_or_sync(0xffffffffu, (unsigned)(mine >> 32)) << 32;
+  const int cur0 = firstPos / c.ls;
+  const bool hasForced = Wg && forced && cur0 == lastPos / c.ls && c.initialBlocks <= 32 && c.localBlocks <= 32;
+  const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
+  // bit j (< 32) of init: initial block j; bit i of local: block cur0 - i
+  auto bitOf = [&](int j) -> int {
+    if (j < 0) return -1;
+    if (j < nbInit) return j;
+    if (c.localBlocks > 0 && j >= localFirst && j <= cur0) return 32 + cur0 - j;
+    return -1;
+  };
+  unsigned long long mine = 0;
+  if (hasForced) {
+    for (int k0 = 0; k0 < c.n; k0 += 32) {  // whole-warp rounds
+      const int k = k0 + lane;
+      const int bit = k < c.n && len[k] > 0 ? bitOf(blk[k]) : -1;
+      bool first = bit >= 0;  // a listed block with visible keys: len > 0 iff 0 <= blk <= cur
+      for (int q = 0; q < k && first; q++) first = blk[q] != blk[k];
+      if (first) mine |= 1ull << bit;
       __syncwarp();
-      const int aEnd = min(nbInit * c.ls, lastPos + 1);
-      const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
-      const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
-      const int nTiles = aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys;
-      branchRows(1);
-      if (!skip(2)) walkTiles(nTiles, [&](int t) {
-        if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
-        const int x = bStart + (t - aTiles) * kDqSharedKeys;
-        return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
-      }, kBase, f.kSlc, f.vSlc, [&](int k0, int end, uint32_t k, uint32_t v) {
-        // This thread's 16 keys of the tile (j = 8 n + 2 t4 + e) as bits 2 n + e, decided before
-        // the step so that only the mask stays live beside its accumulators.
-        unsigned vm = 0;
+      if (first) len[k] = 0;
+    }
+    mine = __reduce_or_sync(0xffffffffu, (unsigned)mine) | (unsigned long long)__reduce_or_sync(0xffffffffu, (unsigned)(mine >> 32)) << 32;
+    __syncwarp();
+  }
+  const int aEnd = min(nbInit * c.ls, lastPos + 1);
+  const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
+  const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
+  const int nForced = hasForced ? aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys : 0;
+  auto forcedRange = [&](int t) {
+    if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
+    const int x = bStart + (t - aTiles) * kDqSharedKeys;
+    return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
+  };
+  // This thread's 16 keys of a forced tile (j = 8 n + 2 t4 + e) as bits 2 n + e, decided before
+  // the step so that only the mask stays live beside its accumulators. chain: a shift where l' is a
+  // power of two, instead of 16 integer divisions.
+  const int lsShift = (c.ls & (c.ls - 1)) == 0 ? __ffs(c.ls) - 1 : -1;
+  auto forcedMask = [&](int k0, int end) {
+    unsigned vm = 0;
 #pragma unroll
-        for (int n = 0; n < 8; n++) {
+    for (int n = 0; n < 8; n++) {
 #pragma unroll
-          for (int e = 0; e < 2; e++) {
-            const int x = k0 + n * 8 + 2 * t4 + e, bit = bitOf(x / c.ls);
-            if (x < end && x <= pos && bit >= 0 && ((mine >> bit) & 1)) vm |= 1u << (2 * n + e);
-          }
+      for (int e = 0; e < 2; e++) {
+        const int x = k0 + n * 8 + 2 * t4 + e, bit = bitOf(chain && lsShift >= 0 ? x >> lsShift : x / c.ls);
+        if (x < end && x <= pos && bit >= 0 && ((mine >> bit) & 1)) vm |= 1u << (2 * n + e);
+      }
+    }
+    return vm;
+  };
+
+  // The block-wide walks (compressed, window, forced blocks; tensor-core bound), then the per-warp rings
+  // (L2 bound).
+  auto walks = [&]() {
+    // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
+    const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
+    // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
+    const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
+    branchRows(0);
+    if (Wg && walk3) __syncthreads();  // every warp has its Q/dO fragments: the walk's third buffers overwrite those rows
+    if (chain) {
+      // Tiles: compressed [0, nC), window [nC, nC + nW), forced [nC + nW, ..). Each branch's lse, D and
+      // gates are loaded before the walk (its three branches are adjacent in memory).
+      const int nC = skip(0) ? 0 : (ncAll + kDqSharedKeys - 1) / kDqSharedKeys;
+      const int nW = skip(1) ? 0 : (lastPos - wsAll + kDqSharedKeys) / kDqSharedKeys;
+      const int nF = skip(2) ? 0 : nForced;
+      float lse3[3][2], dd3[3][2], gt3[3][2];
+  #pragma unroll
+      for (int b = 0; b < 3; b++) {
+  #pragma unroll
+        for (int i = 0; i < 2; i++) {
+          const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * 3 + b;
+          lse3[b][i] = f.lse[at];
+          dd3[b][i] = Dvals[at];
+          gt3[b][i] = toF(gates[at]);
         }
-        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
+      }
+      const T* Kc = static_cast<const T*>(f.kCmp);
+      const T* Vc = static_cast<const T*>(f.vCmp);
+      const T* Kw = static_cast<const T*>(f.kWin);
+      const T* Vw = static_cast<const T*>(f.vWin);
+      const T* Ks = static_cast<const T*>(f.kSlc);
+      const T* Vs = static_cast<const T*>(f.vSlc);
+      walkSources(nC + nW + nF, [&](int t) {
+        if (t < nC) return DqTileSource<T>{make_int2(t * kDqSharedKeys, min(ncAll, (t + 1) * kDqSharedKeys)), cBase, Kc, Vc};
+        if (t < nC + nW) {
+          const int k0 = wsAll + (t - nC) * kDqSharedKeys;
+          return DqTileSource<T>{make_int2(k0, min(lastPos + 1, k0 + kDqSharedKeys)), kBase, Kw, Vw};
+        }
+        return DqTileSource<T>{forcedRange(t - nC - nW), kBase, Ks, Vs};
+      }, [&](int t, int2 r, uint32_t k, uint32_t v) {
+        if (t < nC) {
+          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[0], dd3[0], gt3[0], [&](int j) { return r.x + j < nc; }, dq);
+        } else if (t < nC + nW) {
+          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[2], dd3[2], gt3[2], [&](int j) { return r.x + j >= ws && r.x + j <= pos; }, dq);
+        } else {
+          const unsigned vm = forcedMask(r.x, r.y);
+          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[1], dd3[1], gt3[1], [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
+        }
+      });
+    } else if constexpr (Wg) {
+      if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
+        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
+      });
+    } else {
+      walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
+  #pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int kh = k0 + h * kHalf;
+          dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                  [&](int j) { return kh + j < nc; }, dq);
+        }
       });
     }
-  }
-  __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
 
-  // ---- selected branch: this warp's own 16-key chunks, a ring of 3 stages (ring3) or 2 ----
-  // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
-  // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
-  // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
-  // deeper ring keeps more of each warp's L2 gathers in flight.
-  static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
-  if (active && !skip(3)) {
-    branchRows(1);
-    const int stages = ring3 ? 3 : 2;
-    T* ring = sK + warp * 2 * stages * kDqChunk * ld;
-    const T* Ks = static_cast<const T*>(f.kSlc);
-    const T* Vs = static_cast<const T*>(f.vSlc);
-    auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
-      while (k < c.n && len[k] == 0) k++;
-      return k;
-    };
-    auto gather = [&](int k, int off, int stage) {
-      T* dk = ring + 2 * stage * kDqChunk * ld;
-      T* dv = dk + kDqChunk * ld;
-      constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
-      const int col = (lane % per) * 8, rem = len[k] - off;
-      const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
-#pragma unroll
-      for (int r = lane / per; r < kDqChunk; r += 32 / per) {
-        T* pk = dk + r * ld + col;
-        T* pv = dv + r * ld + col;
-        if (r < rem) {
-          const size_t at = ((k0 + r) * c.H + kvh) * D + col;
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pv)), "l"(Vs + at));
-        } else {  // zero rows: dS is 0 there, and 0 * stale bits could be NaN
-          *reinterpret_cast<uint4*>(pk) = make_uint4(0, 0, 0, 0);
-          *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
+    branchRows(2);
+    if (chain) {
+    } else if constexpr (Wg) {
+      if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
+        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
+      });
+    } else {
+      walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
+  #pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int kh = k0 + h * kHalf;
+          dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                  [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
         }
-      }
-      cpAsyncCommit();
-    };
-    auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
-      off += kDqChunk;
-      if (off >= len[k]) {
-        k = firstFrom(k + 1);
-        off = 0;
-      }
-    };
-    // Chunk i of the walk sits in stage i % stages; the current chunk and up to stages - 1 after it
-    // are in flight (one cp.async group each).
-    int k = firstFrom(0), off = 0, stage = 0;
-    int gk = k, goff = 0, gstage = 0, inFlight = 0;  // the next chunk to gather and its stage
-    auto issue = [&]() {
-      gather(gk, goff, gstage);
-      advance(gk, goff);
-      gstage = gstage + 1 == stages ? 0 : gstage + 1;
-      inFlight++;
-    };
-    while (inFlight < stages - 1 && gk < c.n) issue();
-    while (k < c.n) {
-      if (gk < c.n) issue();
-      if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
-      else if (inFlight == 2) cpAsyncWait<1>();
-      else cpAsyncWait<0>();
-      __syncwarp();
-      const T* ck = ring + 2 * stage * kDqChunk * ld;
-      const int rem = len[k] - off;
-      dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
-      __syncwarp();  // a later gather overwrites this stage
-      inFlight--;
-      advance(k, off);
-      stage = stage + 1 == stages ? 0 : stage + 1;
+      });
     }
-  }
 
-  if (paired) tma::clusterWait();  // the partner sends no more arrivals: this block may exit
+    // ---- selected branch, part 1 (Wg): the forced blocks, once per block (set up above) ----
+    if constexpr (Wg) {
+      if (hasForced && !chain) {
+        branchRows(1);
+        if (!skip(2)) walkTiles(nForced, forcedRange, kBase, f.kSlc, f.vSlc, [&](int k0, int end, uint32_t k, uint32_t v) {
+          const unsigned vm = forcedMask(k0, end);
+          dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
+        });
+      }
+    }
+  };
+  auto rings = [&]() {
+    // ---- selected branch: this warp's own 16-key chunks, a ring of 3 stages (ring3) or 2 ----
+    // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
+    // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
+    // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
+    // deeper ring keeps more of each warp's L2 gathers in flight.
+    static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
+    if (active && !skip(3)) {
+      branchRows(1);
+      const int stages = ring3 ? 3 : 2;
+      T* ring = sK + warp * 2 * stages * kDqChunk * ld;
+      const T* Ks = static_cast<const T*>(f.kSlc);
+      const T* Vs = static_cast<const T*>(f.vSlc);
+      auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
+        while (k < c.n && len[k] == 0) k++;
+        return k;
+      };
+      auto gather = [&](int k, int off, int stage) {
+        T* dk = ring + 2 * stage * kDqChunk * ld;
+        T* dv = dk + kDqChunk * ld;
+        constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
+        const int col = (lane % per) * 8, rem = len[k] - off;
+        const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
+  #pragma unroll
+        for (int r = lane / per; r < kDqChunk; r += 32 / per) {
+          T* pk = dk + r * ld + col;
+          T* pv = dv + r * ld + col;
+          if (r < rem) {
+            const size_t at = ((k0 + r) * c.H + kvh) * D + col;
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pv)), "l"(Vs + at));
+          } else {  // zero rows: dS is 0 there, and 0 * stale bits could be NaN
+            *reinterpret_cast<uint4*>(pk) = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
+          }
+        }
+        cpAsyncCommit();
+      };
+      auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
+        off += kDqChunk;
+        if (off >= len[k]) {
+          k = firstFrom(k + 1);
+          off = 0;
+        }
+      };
+      // Chunk i of the walk sits in stage i % stages; the current chunk and up to stages - 1 after it
+      // are in flight (one cp.async group each).
+      int k = firstFrom(0), off = 0, stage = 0;
+      int gk = k, goff = 0, gstage = 0, inFlight = 0;  // the next chunk to gather and its stage
+      auto issue = [&]() {
+        gather(gk, goff, gstage);
+        advance(gk, goff);
+        gstage = gstage + 1 == stages ? 0 : gstage + 1;
+        inFlight++;
+      };
+      while (inFlight < stages - 1 && gk < c.n) issue();
+      while (k < c.n) {
+        if (gk < c.n) issue();
+        if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
+        else if (inFlight == 2) cpAsyncWait<1>();
+        else cpAsyncWait<0>();
+        __syncwarp();
+        const T* ck = ring + 2 * stage * kDqChunk * ld;
+        const int rem = len[k] - off;
+        dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
+        __syncwarp();  // a later gather overwrites this stage
+        inFlight--;
+        advance(k, off);
+        stage = stage + 1 == stages ? 0 : stage + 1;
+      }
+    }
+  };
+  walks();
+  __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
+  rings();
+
   if (!active) return;
   T* dQ = static_cast<T*>(a.dq);
 #pragma unroll

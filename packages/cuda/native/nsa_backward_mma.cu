@@ -21,10 +21,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <stdexcept>
-#include <string>
 #include <vector>
-#include <cudaTypedefs.h>
 #include "cuda_error.h"
 #include "nsa_backward_dq.cuh"
 #include "nsa_backward_keys.cuh"
@@ -45,16 +42,10 @@ struct RowTile {
 
 constexpr int kDqWarps = 4;
 
-// kDqTma: launched as 2-block clusters (nTiles rounded up to even), tile i paired with tile i ^ 1
-// where dqPartner allows.
 template <class T, int D, bool DqWg>
-__global__ void __launch_bounds__(32 * kDqWarps, 2)
-    nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles, int dqFlags, int nTiles, const __grid_constant__ DqMaps maps) {
+__global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles, int dqFlags) {
   extern __shared__ __align__(16) char smemRaw[];
-  const int i = blockIdx.x;
-  if (i >= nTiles) return;
-  const DqTile* partner = dqFlags & kDqTma ? dqPartner<kDqWarps>(tiles, nTiles, i) : nullptr;
-  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[i], smemRaw, dqFlags, &maps, partner);
+  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw, dqFlags);
 }
 
 // dq blocks and 64-key dK/dV blocks in one grid, the two lists (each in its own launch order)
@@ -64,90 +55,16 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2)
 // launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
 // on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
 // inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
-// kDqTma: 2-block clusters; the interleave is over pairs of blocks (both key blocks or both dq
-// blocks, dq tiles 2j and 2j + 1), so that a dq block's cluster partner is the next dq tile.
 template <class T, int D, bool Wg, bool DqWg>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
-    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags,
-                       const __grid_constant__ DqMaps maps) {
+    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags) {
   extern __shared__ __align__(16) char smemRaw[];
-  const bool pairs = dqFlags & kDqTma;
-  const int unit = pairs ? 2 : 1, r = pairs ? blockIdx.x & 1 : 0;
-  const long long nDqU = (nDq + unit - 1) / unit, nKeyU = (nKey + unit - 1) / unit, N = nDqU + nKeyU, b = blockIdx.x / unit;
-  const int keysBefore = (int)(b * nKeyU / N);
-  if ((int)((b + 1) * nKeyU / N) > keysBefore) {
-    const int k = unit * keysBefore + r;
-    if (k >= nKey) return;
-    if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[k], kb, smemRaw);
-    else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[k], kb, smemRaw);
-  } else {
-    const int i = unit * (int)(b - keysBefore) + r;
-    if (i >= nDq) return;
-    const DqTile* partner = pairs ? dqPartner<kDqWarps>(dqTiles, nDq, i) : nullptr;
-    dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[i], smemRaw, dqFlags, &maps, partner);
-  }
-}
-
-// A 3-d tensor map of a [rows][H][D] tensor of 16-bit elements: boxes of 64 features x 1 head x 64
-// rows in the 128-byte swizzle (one region of wgmma's swizzled tile); rows past the end read as 0.
-CUtensorMap makeTensorMap3d(const void* base, bool f16, int D, int H, int rows) {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    NSA_CUDA(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
-    if (!fn || q != cudaDriverEntryPointSuccess) throw std::runtime_error("nsa_cuda.nsaBackward: cuTensorMapEncodeTiled not found");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  CUtensorMap m{};
-  const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)H, (cuuint64_t)rows};
-  const cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)H * D * 2};
-  const cuuint32_t box[3] = {64, 1, 64}, unit[3] = {1, 1, 1};
-  const CUresult r = encode(&m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims,
-                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) throw std::runtime_error("nsa_cuda.nsaBackward: cuTensorMapEncodeTiled failed (" + std::to_string((int)r) + ")");
-  return m;
-}
-
-// dq's tensor maps (kDqTma): key and compressed-key rows of every sequence (training rows: keys = queries).
-DqMaps makeDqMaps(const NSABackwardArgs& a) {
-  const NSAForwardArgs& f = a.fwd;
-  const NSAConfigArgs& c = f.cfg;
-  const int S = f.seq.S;
-  const int* h = f.seq.host;  // qStart [S + 1], kBase [S], cBase [S], pos0 [S]
-  int keyRows = 0, cmpRows = 0;
-  for (int s = 0; s < S; s++) {
-    const int q = h[s + 1] - h[s];
-    keyRows = std::max(keyRows, h[S + 1 + s] + h[3 * S + 1 + s] + q);
-    cmpRows = std::max(cmpRows, h[2 * S + 1 + s] + compressedCount(h[3 * S + 1 + s] + q, c.l, c.d));
-  }
-  const bool f16 = f.dtype == DType::F16;
-  DqMaps m{};
-  m.kCmp = makeTensorMap3d(f.kCmp, f16, c.Dk, c.H, std::max(cmpRows, 1));
-  m.vCmp = makeTensorMap3d(f.vCmp, f16, c.Dk, c.H, std::max(cmpRows, 1));
-  m.kWin = makeTensorMap3d(f.kWin, f16, c.Dk, c.H, std::max(keyRows, 1));
-  m.vWin = makeTensorMap3d(f.vWin, f16, c.Dk, c.H, std::max(keyRows, 1));
-  return m;
-}
-
-// Launches kernel over `blocks` blocks (pairs: as 2-block clusters, rounded up to even).
-template <class Kernel, class... Args>
-void launchDq(Kernel kernel, int blocks, size_t bytes, cudaStream_t stream, bool pairs, Args... args) {
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  cfg.gridDim = dim3((unsigned)(pairs ? (blocks + 1) / 2 * 2 : blocks));
-  cfg.blockDim = dim3(32 * kDqWarps);
-  cfg.dynamicSmemBytes = bytes;
-  cfg.stream = stream;
-  if (pairs) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
-  NSA_CUDA(cudaLaunchKernelEx(&cfg, kernel, args...));
+  const long long N = (long long)nDq + nKey, b = blockIdx.x;
+  const int keysBefore = (int)(b * nKey / N);
+  if ((int)((b + 1) * nKey / N) > keysBefore) {
+    if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+    else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags);
 }
 
 // dq blocks, latest positions first (they see the most compressed keys). headMajor: one KV head's
@@ -199,16 +116,13 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   const bool shared = !envIs("NSA_BWD_SHARED", '0');
   // dq reads the forced selected blocks once per block (wgmma dq only) unless NSA_BWD_DQ_FORCED=0;
   // its selected rings have 3 stages unless NSA_BWD_DQ_RING=2.
-  // NSA_BWD_DQ_WALK=3: the swizzled walks keep two tiles in flight. NSA_BWD_DQ_SKIP=<bits> (profiling
-  // only, dq WRONG): leave out 1 compressed, 2 window, 4 forced walk, 8 rings.
+  // NSA_BWD_DQ_WALK=3: the swizzled walks keep two tiles in flight; NSA_BWD_DQ_CHAIN=1: the compressed, window
+  // and forced walks as one tile stream. NSA_BWD_DQ_SKIP=<bits> (profiling only, dq WRONG): leave out
+  // 1 compressed, 2 window, 4 forced walk, 8 rings.
   const char* skipEnv = getenv("NSA_BWD_DQ_SKIP");
-  // NSA_BWD_DQ_PAIR=1: the compressed and window walks by bulk tensor copies, pairs of dq blocks as
-  // clusters sharing them (wgmma dq only).
-  const bool pairs = dqWg && envIs("NSA_BWD_DQ_PAIR", '1');
   const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3) |
-                      (dqWg && envIs("NSA_BWD_DQ_WALK", '3') ? kDqWalk3 : 0) | (pairs ? kDqTma : 0) |
+                      (dqWg && envIs("NSA_BWD_DQ_WALK", '3') ? kDqWalk3 : 0) | (dqWg && envIs("NSA_BWD_DQ_CHAIN", '1') ? kDqChain : 0) |
                       (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
-  const DqMaps maps = pairs ? makeDqMaps(a) : DqMaps{};
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);
@@ -218,12 +132,12 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   mark("dq planned");
   const DqTile* dDq = ws.upload(dqTiles);
   mark("dq tiles uploaded");
-  const int nDq = (int)dqTiles.size(), head = !shared ? nDq : pairs ? nDq / 16 * 2 : nDq / 8;  // pairs: even, a pair in one launch
+  const int nDq = (int)dqTiles.size(), head = shared ? nDq / 8 : nDq;
   const size_t dqBytes = DqFragLayout<D, kDqWarps>::bytes(sizeof(T), a.fwd.cfg.n);
   if (head > 0) {
     auto dqKernel = dqWg ? nsaDqFragKernel<T, D, true> : nsaDqFragKernel<T, D, false>;
     NSA_CUDA(cudaFuncSetAttribute(dqKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
-    launchDq(dqKernel, head, dqBytes, stream, pairs, a, Dvals, dDq, dqFlags, head, maps);
+    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq, dqFlags);
     NSA_LAUNCHED("nsaDqFragKernel");
   }
   mark("dq head queued");
@@ -243,8 +157,7 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
     auto launch = [&](auto kernel, size_t keyBytes) {
       const size_t bytes = std::max(dqBytes, keyBytes);
       NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-      const int blocks = pairs ? 2 * ((nRest + 1) / 2 + (plan.count + 1) / 2) : nRest + plan.count;
-      launchDq(kernel, blocks, bytes, stream, pairs, a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags, maps);
+      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags);
       NSA_LAUNCHED("nsaBwdSharedKernel");
     };
     if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());

@@ -10,6 +10,8 @@
 #    all; profiling only), in one process; then every kernel of one default backward; then ncu's
 #    SpeedOfLight / memory / warp-state sections of the default dq launch.
 # 4. bench at 16k, default and each variant.
+# Switches: PARITY=0, SKIPS=0 (no NSA_BWD_DQ_SKIP profiles), ROUNDS=<n> (64k rounds, default 2), KERNELS=0 (no
+# per-kernel / section profiles).
 # Logs go to <out dir> as they are written.
 set -uo pipefail
 work=$1; out=$(realpath "$2"); shift 2
@@ -20,12 +22,12 @@ bench=node_modules/@nsa/cuda/bench/bench.mjs
 prof=node_modules/@nsa/cuda/scripts/backward-profile.mjs
 summary=$out/summary.txt
 say() { echo "$*" | tee -a "$summary"; }
-# Parity of the PAIR variants against the float64 reference (CPU-heavy; runs beside dq-variants, waited
+# Parity of the CHAIN variants against the float64 reference (CPU-heavy; runs beside dq-variants, waited
 # for before any timing): extra-parity's "reg G=16" cases and determinism (PARITY=0 skips them).
 extra=node_modules/@nsa/cuda/scripts/extra-parity.mjs
 if [[ ${PARITY:-1} == 1 ]]; then
   for v in "${variants[@]}"; do
-    [[ $v == *PAIR* ]] || continue  # the others must be bit-equal to the default (dq-variants)
+    [[ $v == NSA_BWD_DQ_CHAIN=1 ]] || continue  # parity of the new path (dq-variants: bit-equal to the default at T = 2048)
     tag=${v//[^A-Za-z0-9]/_}
     for c in "varlen D=64 bfloat16" "H=2 B=2 D=128 bfloat16" "defaults T=2000 D=64 bfloat16" "supplied blockIndices D=128 bfloat16"; do
       (env ${v//,/ } timeout 240 node $extra --only "reg G=16 $c" > "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log" 2>&1 || echo "exited with $?" >> "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log") &
@@ -49,13 +51,13 @@ done
 for f in "$out"/det-*.log; do [[ -f $f ]] && say "$(basename "$f"): $(tail -n 2 "$f" | tr '\n' ' ')"; done
 grep -h '| NO |' "$out"/parity-*.log 2>/dev/null | head -10 | tee -a "$summary"
 say "== $(date -u +%H:%M:%S) bench 64k"
-for round in 1 2; do
+for round in $(seq ${ROUNDS:-2}); do
   row default 65536
   for v in "${variants[@]}"; do row "$v" 65536 "$v"; done
 done
 list="default"
 for v in "${variants[@]}"; do list="$list;$v"; done
-list="$list;NSA_BWD_DQ_SKIP=1;NSA_BWD_DQ_SKIP=2;NSA_BWD_DQ_SKIP=4;NSA_BWD_DQ_SKIP=8;NSA_BWD_DQ_SKIP=15"
+[[ ${SKIPS:-1} == 1 ]] && list="$list;NSA_BWD_DQ_SKIP=1;NSA_BWD_DQ_SKIP=2;NSA_BWD_DQ_SKIP=4;NSA_BWD_DQ_SKIP=8;NSA_BWD_DQ_SKIP=15"
 say "== $(date -u +%H:%M:%S) ncu dq variants: $list"
 NSA_BWD_SHARED=0 timeout 150 ncu --clock-control none -k regex:nsaDqFrag \
   --metrics gpu__time_duration.sum,lts__t_bytes.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,sm__throughput.avg.pct_of_peak_sustained_elapsed \
@@ -65,6 +67,7 @@ say "== $(date -u +%H:%M:%S) bench 16k"
 row default 16384
 for v in "${variants[@]}"; do row "$v" 16384 "$v"; done
 row default 16384
+if [[ ${KERNELS:-1} == 1 ]]; then
 say "== $(date -u +%H:%M:%S) ncu every kernel, default, two launches"
 NSA_BWD_SHARED=0 timeout 100 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
   node $prof --T 65536 --iters 1 > "$out/ncu-kernels.log" 2>&1
@@ -73,4 +76,5 @@ say "== $(date -u +%H:%M:%S) ncu sections, default dq"
 NSA_BWD_SHARED=0 timeout 120 ncu --clock-control none -k regex:nsaDqFrag -c 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
   --section WarpStateStats --section Occupancy node $prof --T 65536 --iters 1 > "$out/ncu-sections.log" 2>&1
 grep -vE '^==PROF|^ *$' "$out/ncu-sections.log" | tail -80 >> "$summary"
+fi
 say "== $(date -u +%H:%M:%S) done"
