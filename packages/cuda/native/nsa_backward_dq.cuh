@@ -28,14 +28,6 @@ struct DqTile {
   int s, first, g;  // sequence, first query index within it, KV head
 };
 
-// A tile of a dq walk: keys r.x .. r.y - 1 (at most 64) at rows base + key of K and V.
-template <class T>
-struct DqTileSource {
-  int2 r;
-  int base;
-  const T *K, *V;
-};
-
 template <int D, int W>
 struct DqFragLayout {
   static constexpr int ld = D + 8;
@@ -196,15 +188,14 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
 }
 
 // flags: kDqForced (Wg only): the forced selected blocks (initial and local) that a row chose are read
-// once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings;
-// kDqWalk3 (Wg only): the swizzled walks keep two tiles in flight (3 buffers over the key region and
-// the dead Q/dO rows) instead of one. kDqSkip << b (b: 0 compressed, 1 window, 2 forced walk, 3 rings)
-// leaves that part out, to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
-constexpr int kDqForced = 1, kDqRing3 = 2, kDqWalk3 = 4, kDqChain = 16, kDqSkip = 256;
+// once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings.
+// kDqSkip << p (p: 0 compressed walk, 1 window walk, 2 forced-block walk, 3 rings) leaves that part out,
+// to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
+constexpr int kDqForced = 1, kDqRing3 = 2, kDqSkip = 256;
 template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
                                         int flags = 0) {
-  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3, walk3 = flags & kDqWalk3, chain = Wg && (flags & kDqChain);
+  const bool forced = flags & kDqForced, ring3 = flags & kDqRing3;
   auto skip = [&](int part) { return (flags / kDqSkip >> part) & 1; };
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
@@ -294,46 +285,33 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
 
   // Wg: block-wide walk over the same keys in 64-key tiles of wgmma's swizzled layout, [K0 K1 V0 V1]
   // from the key region's first 1024-byte boundary, one barrier per tile; body(first key, K, V).
-  // walk3: [K0 K1 K2 V0 V1 V2], running on into the Q/dO rows (dead once the fragments are loaded).
   constexpr uint32_t kSwTile = kDqSharedKeys * D * 2;
   static_assert(!Wg || (W % 4 == 0 && 4 * kSwTile + 1008 <= L::keyElems * 2), "whole warpgroups; tiles fit the key region");
-  static_assert(!Wg || 6 * kSwTile + 1008 <= L::tileBytes(2), "3 tile buffers fit the key and Q/dO regions");
   const uint32_t swBase = (smemAddr(smemRaw) + 1023u) & ~1023u;
-  const int nBuf = walk3 ? 3 : 2;
   // walkTiles: nTiles tiles, tile t = keys range(t).x .. range(t).y - 1 (at most 64); body(first key,
-  // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles. Tile t sits in
-  // buffer t % nBuf; tiles t + 1 .. t + nBuf - 1 load while tile t's products run.
-  // walkSources: the same over tiles from several tensors; src(t) = tile t's keys, row base, K and V.
-  auto walkSources = [&](int nTiles, auto&& src, auto&& body) {
-    auto load = [&](int t, int buf) {
-      const DqTileSource<T> q = src(t);
-      const size_t at = ((size_t)(q.base + q.r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, q.K + at, stride, q.r.y - q.r.x);
-      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (nBuf + buf) * kSwTile, q.V + at, stride, q.r.y - q.r.x);
-    };
-    if (nTiles > 0) load(0, 0);
-    cpAsyncCommit();
-    if (walk3) {
-      if (nTiles > 1) load(1, 1);
-      cpAsyncCommit();
-    }
-    for (int t = 0, buf = 0; t < nTiles; t++, buf = buf + 1 == nBuf ? 0 : buf + 1) {
-      if (walk3) cpAsyncWait<1>();  // tile t has landed (tile t + 1 may not have)
-      else cpAsyncWait<0>();
-      wg::fenceProxyAsync();    // this thread's tile writes, before the tensor cores read them
-      __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer (t - 1) % nBuf) are done
-      const int ahead = t + nBuf - 1, aheadBuf = buf == 0 ? nBuf - 1 : buf - 1;  // into tile t - 1's buffer
-      if (ahead < nTiles) load(ahead, aheadBuf);
-      cpAsyncCommit();
-      body(t, src(t).r, swBase + buf * kSwTile, swBase + (nBuf + buf) * kSwTile);
-    }
-    __syncthreads();  // the next walk or the rings overwrite the buffers
-  };
+  // end, K, V). walkSwizzled: keys first .. first + total - 1 in consecutive tiles.
   auto walkTiles = [&](int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
     const T* K = static_cast<const T*>(Kp);
     const T* V = static_cast<const T*>(Vp);
-    walkSources(nTiles, [&](int t) { return DqTileSource<T>{range(t), base, K, V}; },
-                [&](int, int2 r, uint32_t k, uint32_t v) { body(r.x, r.y, k, v); });
+    auto load = [&](int t, int buf) {
+      const int2 r = range(t);
+      const size_t at = ((size_t)(base + r.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + buf * kSwTile, K + at, stride, r.y - r.x);
+      wg::copyRowsSwizzled<T, D, kBlockThreads, kDqSharedKeys>(swBase + (2 + buf) * kSwTile, V + at, stride, r.y - r.x);
+    };
+    if (nTiles > 0) load(0, 0);
+    cpAsyncCommit();
+    for (int t = 0; t < nTiles; t++) {
+      const int buf = t & 1;
+      cpAsyncWait<0>();         // tile t has landed
+      wg::fenceProxyAsync();    // this thread's tile writes, before the tensor cores read them
+      __syncthreads();          // ... and everyone's; tile t - 1's wgmmas (buffer buf ^ 1) are done
+      if (t + 1 < nTiles) load(t + 1, buf ^ 1);
+      cpAsyncCommit();
+      const int2 r = range(t);
+      body(r.x, r.y, swBase + buf * kSwTile, swBase + (2 + buf) * kSwTile);
+    }
+    __syncthreads();  // the next walk or the rings overwrite the buffers
   };
   auto walkSwizzled = [&](int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
     const int nTiles = (total + kDqSharedKeys - 1) / kDqSharedKeys;
@@ -343,230 +321,169 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
     }, base, Kp, Vp, [&](int k0, int, uint32_t k, uint32_t v) { body(k0, k, v); });
   };
 
-  // ---- the forced selected blocks (Wg), walked in part 1 of the selected branch ----
+  // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
+  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
+  branchRows(0);
+  if constexpr (Wg) {
+    if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
+    });
+  } else {
+    walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int kh = k0 + h * kHalf;
+        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                [&](int j) { return kh + j < nc; }, dq);
+      }
+    });
+  }
+
+  // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
+  const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
+  branchRows(2);
+  if constexpr (Wg) {
+    if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
+      dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
+    });
+  } else {
+    walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int kh = k0 + h * kHalf;
+        dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
+                                [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
+      }
+    });
+  }
+
+  // ---- selected branch, part 1 (Wg): the forced blocks, once per block ----
   // When the block's rows share their current block, the forced blocks (initial ones, and the local
   // ones of that block) are keys [0, aEnd) and [bStart, lastPos] for every row. The selected branch
   // is bound by L2 bytes (each warp gathers its row's blocks), so the block reads these keys once in
   // swizzled tiles on wgmma, each warp masking the blocks its row did not choose and keys past its
   // position; each row's first entry of such a block leaves its ring. Decided from the lists, not
   // assumed, so supplied blockIndices stay exact (a block listed twice keeps its second entry in the ring).
-  const int cur0 = firstPos / c.ls;
-  const bool hasForced = Wg && forced && cur0 == lastPos / c.ls && c.initialBlocks <= 32 && c.localBlocks <= 32;
-  const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
-  // bit j (< 32) of init: initial block j; bit i of local: block cur0 - i
-  auto bitOf = [&](int j) -> int {
-    if (j < 0) return -1;
-    if (j < nbInit) return j;
-    if (c.localBlocks > 0 && j >= localFirst && j <= cur0) return 32 + cur0 - j;
-    return -1;
-  };
-  unsigned long long mine = 0;
-  if (hasForced) {
-    for (int k0 = 0; k0 < c.n; k0 += 32) {  // whole-warp rounds
-      const int k = k0 + lane;
-      const int bit = k < c.n && len[k] > 0 ? bitOf(blk[k]) : -1;
-      bool first = bit >= 0;  // a listed block with visible keys: len > 0 iff 0 <= blk <= cur
-      for (int q = 0; q < k && first; q++) first = blk[q] != blk[k];
-      if (first) mine |= 1ull << bit;
-      __syncwarp();
-      if (first) len[k] = 0;
-    }
-    mine = __reduce_or_sync(0xffffffffu, (unsigned)mine) | (unsigned long long)__reduce_or_sync(0xffffffffu, (unsigned)(mine >> 32)) << 32;
-    __syncwarp();
-  }
-  const int aEnd = min(nbInit * c.ls, lastPos + 1);
-  const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
-  const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
-  const int nForced = hasForced ? aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys : 0;
-  auto forcedRange = [&](int t) {
-    if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
-    const int x = bStart + (t - aTiles) * kDqSharedKeys;
-    return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
-  };
-  // This thread's 16 keys of a forced tile (j = 8 n + 2 t4 + e) as bits 2 n + e, decided before
-  // the step so that only the mask stays live beside its accumulators. chain: a shift where l' is a
-  // power of two, instead of 16 integer divisions.
-  const int lsShift = (c.ls & (c.ls - 1)) == 0 ? __ffs(c.ls) - 1 : -1;
-  auto forcedMask = [&](int k0, int end) {
-    unsigned vm = 0;
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const int x = k0 + n * 8 + 2 * t4 + e, bit = bitOf(chain && lsShift >= 0 ? x >> lsShift : x / c.ls);
-        if (x < end && x <= pos && bit >= 0 && ((mine >> bit) & 1)) vm |= 1u << (2 * n + e);
-      }
-    }
-    return vm;
-  };
-
-  // The block-wide walks (compressed, window, forced blocks; tensor-core bound), then the per-warp rings
-  // (L2 bound).
-  auto walks = [&]() {
-    // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
-    const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
-    // ---- window branch: keys ws(pos) .. pos; the block walks ws(first row) .. last row ----
-    const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
-    branchRows(0);
-    if (Wg && walk3) __syncthreads();  // every warp has its Q/dO fragments: the walk's third buffers overwrite those rows
-    if (chain) {
-      // Tiles: compressed [0, nC), window [nC, nC + nW), forced [nC + nW, ..). Each branch's lse, D and
-      // gates are loaded before the walk (its three branches are adjacent in memory).
-      const int nC = skip(0) ? 0 : (ncAll + kDqSharedKeys - 1) / kDqSharedKeys;
-      const int nW = skip(1) ? 0 : (lastPos - wsAll + kDqSharedKeys) / kDqSharedKeys;
-      const int nF = skip(2) ? 0 : nForced;
-      float lse3[3][2], dd3[3][2], gt3[3][2];
-  #pragma unroll
-      for (int b = 0; b < 3; b++) {
-  #pragma unroll
-        for (int i = 0; i < 2; i++) {
-          const size_t at = ((size_t)row * c.HQ + hq0 + g4 + 8 * i) * 3 + b;
-          lse3[b][i] = f.lse[at];
-          dd3[b][i] = Dvals[at];
-          gt3[b][i] = toF(gates[at]);
-        }
-      }
-      const T* Kc = static_cast<const T*>(f.kCmp);
-      const T* Vc = static_cast<const T*>(f.vCmp);
-      const T* Kw = static_cast<const T*>(f.kWin);
-      const T* Vw = static_cast<const T*>(f.vWin);
-      const T* Ks = static_cast<const T*>(f.kSlc);
-      const T* Vs = static_cast<const T*>(f.vSlc);
-      walkSources(nC + nW + nF, [&](int t) {
-        if (t < nC) return DqTileSource<T>{make_int2(t * kDqSharedKeys, min(ncAll, (t + 1) * kDqSharedKeys)), cBase, Kc, Vc};
-        if (t < nC + nW) {
-          const int k0 = wsAll + (t - nC) * kDqSharedKeys;
-          return DqTileSource<T>{make_int2(k0, min(lastPos + 1, k0 + kDqSharedKeys)), kBase, Kw, Vw};
-        }
-        return DqTileSource<T>{forcedRange(t - nC - nW), kBase, Ks, Vs};
-      }, [&](int t, int2 r, uint32_t k, uint32_t v) {
-        if (t < nC) {
-          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[0], dd3[0], gt3[0], [&](int j) { return r.x + j < nc; }, dq);
-        } else if (t < nC + nW) {
-          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[2], dd3[2], gt3[2], [&](int j) { return r.x + j >= ws && r.x + j <= pos; }, dq);
-        } else {
-          const unsigned vm = forcedMask(r.x, r.y);
-          dqGroupStep<T, D>(qf, of, k, v, sl2, lse3[1], dd3[1], gt3[1], [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
-        }
-      });
-    } else if constexpr (Wg) {
-      if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
-        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
-      });
-    } else {
-      walkShared(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, const T* k, const T* v) {
-  #pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const int kh = k0 + h * kHalf;
-          dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                                  [&](int j) { return kh + j < nc; }, dq);
-        }
-      });
-    }
-
-    branchRows(2);
-    if (chain) {
-    } else if constexpr (Wg) {
-      if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
-        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
-      });
-    } else {
-      walkShared(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, const T* k, const T* v) {
-  #pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const int kh = k0 + h * kHalf;
-          dqFragStep<T, D, kHalf>(qf, of, k + h * kHalf * ld, v + h * kHalf * ld, ld, sl2, lse, dd, gt,
-                                  [&](int j) { return kh + j >= ws && kh + j <= pos; }, dq);
-        }
-      });
-    }
-
-    // ---- selected branch, part 1 (Wg): the forced blocks, once per block (set up above) ----
-    if constexpr (Wg) {
-      if (hasForced && !chain) {
-        branchRows(1);
-        if (!skip(2)) walkTiles(nForced, forcedRange, kBase, f.kSlc, f.vSlc, [&](int k0, int end, uint32_t k, uint32_t v) {
-          const unsigned vm = forcedMask(k0, end);
-          dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
-        });
-      }
-    }
-  };
-  auto rings = [&]() {
-    // ---- selected branch: this warp's own 16-key chunks, a ring of 3 stages (ring3) or 2 ----
-    // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
-    // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
-    // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
-    // deeper ring keeps more of each warp's L2 gathers in flight.
-    static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
-    if (active && !skip(3)) {
-      branchRows(1);
-      const int stages = ring3 ? 3 : 2;
-      T* ring = sK + warp * 2 * stages * kDqChunk * ld;
-      const T* Ks = static_cast<const T*>(f.kSlc);
-      const T* Vs = static_cast<const T*>(f.vSlc);
-      auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
-        while (k < c.n && len[k] == 0) k++;
-        return k;
+  if constexpr (Wg) {
+    const int cur0 = firstPos / c.ls;
+    if (forced && cur0 == lastPos / c.ls && c.initialBlocks <= 32 && c.localBlocks <= 32) {
+      const int nbInit = min(c.initialBlocks, cur0 + 1), localFirst = max(0, cur0 - c.localBlocks + 1);
+      // bit j (< 32) of init: initial block j; bit i of local: block cur0 - i
+      auto bitOf = [&](int j) -> int {
+        if (j < 0) return -1;
+        if (j < nbInit) return j;
+        if (c.localBlocks > 0 && j >= localFirst && j <= cur0) return 32 + cur0 - j;
+        return -1;
       };
-      auto gather = [&](int k, int off, int stage) {
-        T* dk = ring + 2 * stage * kDqChunk * ld;
-        T* dv = dk + kDqChunk * ld;
-        constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
-        const int col = (lane % per) * 8, rem = len[k] - off;
-        const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
-  #pragma unroll
-        for (int r = lane / per; r < kDqChunk; r += 32 / per) {
-          T* pk = dk + r * ld + col;
-          T* pv = dv + r * ld + col;
-          if (r < rem) {
-            const size_t at = ((k0 + r) * c.H + kvh) * D + col;
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pv)), "l"(Vs + at));
-          } else {  // zero rows: dS is 0 there, and 0 * stale bits could be NaN
-            *reinterpret_cast<uint4*>(pk) = make_uint4(0, 0, 0, 0);
-            *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
+      unsigned long long mine = 0;
+      for (int k0 = 0; k0 < c.n; k0 += 32) {  // whole-warp rounds
+        const int k = k0 + lane;
+        const int bit = k < c.n && len[k] > 0 ? bitOf(blk[k]) : -1;
+        bool first = bit >= 0;  // a listed block with visible keys: len > 0 iff 0 <= blk <= cur
+        for (int q = 0; q < k && first; q++) first = blk[q] != blk[k];
+        if (first) mine |= 1ull << bit;
+        __syncwarp();
+        if (first) len[k] = 0;
+      }
+      mine = __reduce_or_sync(0xffffffffu, (unsigned)mine) | (unsigned long long)__reduce_or_sync(0xffffffffu, (unsigned)(mine >> 32)) << 32;
+      __syncwarp();
+      const int aEnd = min(nbInit * c.ls, lastPos + 1);
+      const int bStart = c.localBlocks > 0 ? max(localFirst * c.ls, aEnd) : lastPos + 1;
+      const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
+      const int nTiles = aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys;
+      branchRows(1);
+      if (!skip(2)) walkTiles(nTiles, [&](int t) {
+        if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
+        const int x = bStart + (t - aTiles) * kDqSharedKeys;
+        return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
+      }, kBase, f.kSlc, f.vSlc, [&](int k0, int end, uint32_t k, uint32_t v) {
+        // This thread's 16 keys of the tile (j = 8 n + 2 t4 + e) as bits 2 n + e, decided before
+        // the step so that only the mask stays live beside its accumulators.
+        unsigned vm = 0;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const int x = k0 + n * 8 + 2 * t4 + e, bit = bitOf(x / c.ls);
+            if (x < end && x <= pos && bit >= 0 && ((mine >> bit) & 1)) vm |= 1u << (2 * n + e);
           }
         }
-        cpAsyncCommit();
-      };
-      auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
-        off += kDqChunk;
-        if (off >= len[k]) {
-          k = firstFrom(k + 1);
-          off = 0;
-        }
-      };
-      // Chunk i of the walk sits in stage i % stages; the current chunk and up to stages - 1 after it
-      // are in flight (one cp.async group each).
-      int k = firstFrom(0), off = 0, stage = 0;
-      int gk = k, goff = 0, gstage = 0, inFlight = 0;  // the next chunk to gather and its stage
-      auto issue = [&]() {
-        gather(gk, goff, gstage);
-        advance(gk, goff);
-        gstage = gstage + 1 == stages ? 0 : gstage + 1;
-        inFlight++;
-      };
-      while (inFlight < stages - 1 && gk < c.n) issue();
-      while (k < c.n) {
-        if (gk < c.n) issue();
-        if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
-        else if (inFlight == 2) cpAsyncWait<1>();
-        else cpAsyncWait<0>();
-        __syncwarp();
-        const T* ck = ring + 2 * stage * kDqChunk * ld;
-        const int rem = len[k] - off;
-        dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
-        __syncwarp();  // a later gather overwrites this stage
-        inFlight--;
-        advance(k, off);
-        stage = stage + 1 == stages ? 0 : stage + 1;
-      }
+        dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return (vm >> (2 * (j >> 3) + (j & 1))) & 1; }, dq);
+      });
     }
-  };
-  walks();
+  }
   __syncthreads();  // every warp is done with the block-wide tiles: they become per-warp rings
-  rings();
+
+  // ---- selected branch: this warp's own 16-key chunks, a ring of 3 stages (ring3) or 2 ----
+  // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
+  // visible. Stage s of the ring: K rows at ring + 2s*kDqChunk*ld, V rows kDqChunk*ld after them.
+  // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
+  // deeper ring keeps more of each warp's L2 gathers in flight.
+  static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
+  if (active && !skip(3)) {
+    branchRows(1);
+    const int stages = ring3 ? 3 : 2;
+    T* ring = sK + warp * 2 * stages * kDqChunk * ld;
+    const T* Ks = static_cast<const T*>(f.kSlc);
+    const T* Vs = static_cast<const T*>(f.vSlc);
+    auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
+      while (k < c.n && len[k] == 0) k++;
+      return k;
+    };
+    auto gather = [&](int k, int off, int stage) {
+      T* dk = ring + 2 * stage * kDqChunk * ld;
+      T* dv = dk + kDqChunk * ld;
+      constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
+      const int col = (lane % per) * 8, rem = len[k] - off;
+      const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
+#pragma unroll
+      for (int r = lane / per; r < kDqChunk; r += 32 / per) {
+        T* pk = dk + r * ld + col;
+        T* pv = dv + r * ld + col;
+        if (r < rem) {
+          const size_t at = ((k0 + r) * c.H + kvh) * D + col;
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pv)), "l"(Vs + at));
+        } else {  // zero rows: dS is 0 there, and 0 * stale bits could be NaN
+          *reinterpret_cast<uint4*>(pk) = make_uint4(0, 0, 0, 0);
+          *reinterpret_cast<uint4*>(pv) = make_uint4(0, 0, 0, 0);
+        }
+      }
+      cpAsyncCommit();
+    };
+    auto advance = [&](int& k, int& off) {  // the chunk after (k, off)
+      off += kDqChunk;
+      if (off >= len[k]) {
+        k = firstFrom(k + 1);
+        off = 0;
+      }
+    };
+    // Chunk i of the walk sits in stage i % stages; the current chunk and up to stages - 1 after it
+    // are in flight (one cp.async group each).
+    int k = firstFrom(0), off = 0, stage = 0;
+    int gk = k, goff = 0, gstage = 0, inFlight = 0;  // the next chunk to gather and its stage
+    auto issue = [&]() {
+      gather(gk, goff, gstage);
+      advance(gk, goff);
+      gstage = gstage + 1 == stages ? 0 : gstage + 1;
+      inFlight++;
+    };
+    while (inFlight < stages - 1 && gk < c.n) issue();
+    while (k < c.n) {
+      if (gk < c.n) issue();
+      if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
+      else if (inFlight == 2) cpAsyncWait<1>();
+      else cpAsyncWait<0>();
+      __syncwarp();
+      const T* ck = ring + 2 * stage * kDqChunk * ld;
+      const int rem = len[k] - off;
+      dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
+      __syncwarp();  // a later gather overwrites this stage
+      inFlight--;
+      advance(k, off);
+      stage = stage + 1 == stages ? 0 : stage + 1;
+    }
+  }
 
   if (!active) return;
   T* dQ = static_cast<T*>(a.dq);

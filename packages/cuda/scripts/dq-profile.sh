@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The NSA backward's dq at 64k on the GPU host, one command: where its time goes and A/B of dq variants.
-#   source .gpu/boot.sh && bash dq-profile.sh <staged .gpuwork dir> <out dir> [variant env ...]
-# Each variant is a ','-separated env list (e.g. NSA_BWD_DQ_WALK=3), compared with the default.
-# 1. dq-variants.mjs (each switch bit-equal to the default where it must be); beside it, parity (below).
-# 2. ncu (below), then bench.
-# 2. bench.mjs --ops nsaFwdBwd at 64k: default and each variant in alternating processes, twice.
-# 3. ncu, dq as its own launch (NSA_BWD_SHARED=0): its time, L2 bytes and hit rate under the default,
-#    each variant and NSA_BWD_DQ_SKIP=1/2/4/8/15 (a part left out: compressed, window, forced walk, rings,
-#    all; profiling only), in one process; then every kernel of one default backward; then ncu's
-#    SpeedOfLight / memory / warp-state sections of the default dq launch.
-# 4. bench at 16k, default and each variant.
-# Switches: PARITY=0, SKIPS=0 (no NSA_BWD_DQ_SKIP profiles), ROUNDS=<n> (64k rounds, default 2), KERNELS=0 (no
-# per-kernel / section profiles).
-# Logs go to <out dir> as they are written.
+# The NSA backward's dq at 64k on the GPU host, one command: where its time goes, and A/B of dq variants.
+#   source .gpu/boot.sh && bash dq-profile.sh <staged .gpuwork dir> <out dir> [variant ...]
+# A variant is a ','-separated env list (e.g. NSA_BWD_DQ_RING=2,NSA_BWD_DQ_FORCED=0), compared with the default.
+# In order (logs written under <out dir> as they come, a short summary in summary.txt):
+# 1. parity of each variant (extra-parity's "reg G=16" bfloat16 cases, determinism.mjs) in the background,
+#    beside dq-variants.mjs (each switch bit-equal to the default where it must be); waited for before timing.
+# 2. bench.mjs --ops nsaFwdBwd at 64k: the default and each variant in alternating processes, ROUNDS times.
+# 3. ncu, dq as its own launch (NSA_BWD_SHARED=0), one process: time, L2 bytes, hit rate, L2 and SM
+#    throughput under the default, each variant and NSA_BWD_DQ_SKIP=1/2/4/8/15 (the compressed walk, the
+#    window walk, the forced-block walk, the selected rings, all of them left out: their shares; profiling only).
+# 4. bench at 16k: the default, each variant, the default.
+# 5. ncu: every kernel of one default backward (two launches), then the default dq launch's SpeedOfLight,
+#    memory, warp-state and occupancy sections.
+# Switches: PARITY=0, SKIPS=0 (no NSA_BWD_DQ_SKIP profiles), ROUNDS=<n> (64k rounds, default 2), KERNELS=0 (no step 5).
 set -uo pipefail
 work=$1; out=$(realpath "$2"); shift 2
 variants=("$@")
@@ -22,12 +22,11 @@ bench=node_modules/@nsa/cuda/bench/bench.mjs
 prof=node_modules/@nsa/cuda/scripts/backward-profile.mjs
 summary=$out/summary.txt
 say() { echo "$*" | tee -a "$summary"; }
-# Parity of the CHAIN variants against the float64 reference (CPU-heavy; runs beside dq-variants, waited
-# for before any timing): extra-parity's "reg G=16" cases and determinism (PARITY=0 skips them).
+# Parity of each variant against the float64 reference (CPU-heavy; runs beside dq-variants, waited for
+# before any timing): extra-parity's "reg G=16" cases (bfloat16) and determinism (PARITY=0 skips them).
 extra=node_modules/@nsa/cuda/scripts/extra-parity.mjs
 if [[ ${PARITY:-1} == 1 ]]; then
   for v in "${variants[@]}"; do
-    [[ $v == NSA_BWD_DQ_CHAIN=1 ]] || continue  # parity of the new path (dq-variants: bit-equal to the default at T = 2048)
     tag=${v//[^A-Za-z0-9]/_}
     for c in "varlen D=64 bfloat16" "H=2 B=2 D=128 bfloat16" "defaults T=2000 D=64 bfloat16" "supplied blockIndices D=128 bfloat16"; do
       (env ${v//,/ } timeout 240 node $extra --only "reg G=16 $c" > "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log" 2>&1 || echo "exited with $?" >> "$out/parity-$tag-${c//[^A-Za-z0-9]/_}.log") &
