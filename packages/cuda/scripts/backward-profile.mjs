@@ -4,7 +4,7 @@
 // inputs) a fixed number of times, for a profiler (few launches, unlike bench.mjs's timing loop):
 //   ncu --clock-control none --metrics gpu__time_duration.sum node scripts/backward-profile.mjs --T 16384 --iters 2
 // Prints the event-timed milliseconds of each iteration.
-// --variants 'default;NSA_BWD_DQ_SKIP=1;NSA_BWD_DQ_WALK=3,NSA_BWD_DQ_RING=2': after each forward, one backward
+// --variants 'default;NSA_BWD_DQ_SKIP=1;NSA_BWD_DQ_FORCED=0,NSA_BWD_DQ_RING=2': after each forward, one backward
 // per variant (';'-separated, each a ','-separated list of env assignments the backward reads on its call),
 // e.g. under `ncu -k regex:nsaDqFrag` with NSA_BWD_SHARED=0 to time dq's variants in one process.
 import { createNSAConfig } from '@nsa/core';
