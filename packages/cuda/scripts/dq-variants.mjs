@@ -2,8 +2,9 @@
 /* global console, process */
 // One NSA forward, then its backward under each dq (and key-block) switch set in this process's environment (the
 // backward reads them on every call), every gradient compared bit for bit with the default's.
-// Switches that change only the dq blocks' launch order or ring depth, or when the key blocks read
-// their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_KEY_DEFER=0) must give bit-equal gradients; NSA_BWD_DQ_FORCED=0 changes the order of dq's
+// Switches that change only the dq blocks' launch order, ring depth or ring layout, or when the key blocks read
+// their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_DQ_RING_SWIZZLE=1, NSA_BWD_KEY_DEFER=0) must give
+// bit-equal gradients; NSA_BWD_DQ_FORCED=0 changes the order of dq's
 // sum over selected keys, so it may differ, in dq only. bfloat16, paper defaults, G = 16, two KV heads, T = 2048. Plain Node over dist/:
 //   node scripts/dq-variants.mjs
 import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
@@ -20,13 +21,13 @@ const inputs = {
 };
 const dOutput = t([1, T, HQ, D]);
 const names = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'];
-const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_FORCED: '0' },
+const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_RING_SWIZZLE: '1' }, { NSA_BWD_DQ_FORCED: '0' },
   { NSA_BWD_DQ_FORCED: '0', NSA_BWD_DQ_RING: '2', NSA_BWD_DQ_ORDER: 'row', NSA_BWD_KEY_DEFER: '0' }];
 const forward = await backend.nsaForward({ config, ...inputs });
 let base = null;
 let failed = false;
 for (const v of variants) {
-  for (const k of ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER']) delete process.env[k];
+  for (const k of ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE']) delete process.env[k];
   Object.assign(process.env, v);
   const grads = await backend.nsaBackward({ config, ...inputs, forward, dOutput });
   const got = await Promise.all(names.map((n) => grads[n].read()));
