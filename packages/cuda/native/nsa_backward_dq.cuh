@@ -41,11 +41,44 @@ struct DqFragLayout {
   static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
 };
 
-// One warp's dq step over NK keys in shared memory (rows k, v of stride ld); qf, of: the warp's Q
+// Swz: a ring chunk of kDqChunk rows without padding, in 64-feature regions of kDqChunk rows x 128
+// bytes, 16-byte piece c of row r at ((c ^ (r % 8)) * 16): every row starts 32-byte aligned, as its
+// global source does (a 16-byte pad puts every other row 16 bytes off, and a cp.async into such a
+// row makes L2 serve its sectors twice: ncu counts 1.5x the sectors of the padded rings' gathers),
+// and ldmatrix's 8 rows of one piece still fall in 8 distinct bank groups. Element (row, col) of such
+// a chunk at base (col a multiple of 8); unswizzled: base + row * ld + col.
+template <class T, bool Swz>
+__device__ __forceinline__ const T* chunkAt(const T* base, int ld, int row, int col) {
+  if constexpr (!Swz) {
+    return base + row * ld + col;
+  } else {
+    const int piece = ((col & 63) >> 3) ^ (row & 7);
+    return reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + (col >> 6) * (kDqChunk * 128) + row * 128 + piece * 16);
+  }
+}
+// loadBNK / loadBKN / mmaRowsKN (warp_tile.cuh, nsa_backward_warp.cuh) over such chunks.
+template <class T, bool Swz>
+__device__ __forceinline__ void chunkBNK(uint32_t* b, const T* Bm, int ld, int n0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldmatrixX4(b, chunkAt<T, Swz>(Bm, ld, n0 + (lane & 7) + (lane >> 4) * 8, k0 + ((lane >> 3) & 1) * 8));
+}
+template <class T, int D, bool Swz>
+__device__ __forceinline__ void chunkRowsKN(float (&acc)[D / 8][4], const uint32_t* a, const T* Bm, int ld, int k0) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int dp = 0; dp < D / 16; dp++) {
+    uint32_t b[4];
+    ldmatrixX4Trans(b, chunkAt<T, Swz>(Bm, ld, k0 + (lane & 7) + ((lane >> 3) & 1) * 8, dp * 16 + (lane >> 4) * 8));
+    mma16816(acc[2 * dp], a, b, T());
+    mma16816(acc[2 * dp + 1], a, b + 2, T());
+  }
+}
+
+// One warp's dq step over NK keys in shared memory (rows k, v of stride ld; Swz: ring chunks as above); qf, of: the warp's Q
 // and dO A fragments. visible(j): key j counts for this warp's position. Short steps (NK = 16: 2 + 2
 // accumulator tiles) sum S and dP over the feature dimension in two interleaved halves, so that
 // twice as many independent mma chains are in flight.
-template <class T, int D, int NK, class Visible>
+template <class T, int D, int NK, bool Swz = false, class Visible>
 __device__ __forceinline__ void dqFragStep(const uint32_t (&qf)[D / 16][4], const uint32_t (&of)[D / 16][4], const T* k,
                                            const T* v, int ld, float sl2, const float (&lse)[2], const float (&dd)[2],
                                            const float (&gt)[2], Visible visible, float (&dq)[D / 8][4]) {
@@ -77,10 +110,10 @@ __device__ __forceinline__ void dqFragStep(const uint32_t (&qf)[D / 16][4], cons
 #pragma unroll
     for (int np = 0; np < NK / 16; np++) {
       uint32_t b[4];
-      loadBNK(b, k, ld, np * 16, kk * 16);
+      chunkBNK<T, Swz>(b, k, ld, np * 16, kk * 16);
       mma16816(sc[h][2 * np], qf[kk], b, T());
       mma16816(sc[h][2 * np + 1], qf[kk], b + 2, T());
-      loadBNK(b, v, ld, np * 16, kk * 16);
+      chunkBNK<T, Swz>(b, v, ld, np * 16, kk * 16);
       mma16816(dc[h][2 * np], of[kk], b, T());
       mma16816(dc[h][2 * np + 1], of[kk], b + 2, T());
     }
@@ -111,7 +144,7 @@ __device__ __forceinline__ void dqFragStep(const uint32_t (&qf)[D / 16][4], cons
   for (int j = 0; j < NK / 16; j++) {
     uint32_t a[4];
     cToA<T>(a, s[2 * j], s[2 * j + 1]);
-    mmaRowsKN<T, D>(dq, a, k, ld, j * 16);
+    chunkRowsKN<T, D, Swz>(dq, a, k, ld, j * 16);
   }
 }
 
@@ -189,11 +222,15 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
 
 // flags: kDqForced (Wg only): the forced selected blocks (initial and local) that a row chose are read
 // once per block in the swizzled walk instead of once per row in the rings; kDqRing3: 3-stage rings.
-constexpr int kDqForced = 1, kDqRing3 = 2;
+// kDqSkip << p (p: 0 compressed walk, 1 window walk, 2 forced-block walk, 3 rings) leaves that part out,
+// to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
+// kDqRingSwz: the rings' chunks unpadded and swizzled (chunkAt), rows 32-byte aligned.
+constexpr int kDqForced = 1, kDqRing3 = 2, kDqRingSwz = 4, kDqSkip = 256;
 template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
                                         int flags = 0) {
   const bool forced = flags & kDqForced, ring3 = flags & kDqRing3;
+  auto skip = [&](int part) { return (flags / kDqSkip >> part) & 1; };
   using L = DqFragLayout<D, W>;
   constexpr int ld = L::ld, kBlockThreads = 32 * W, kHalf = kDqSharedKeys / 2;
   const NSAForwardArgs& f = a.fwd;
@@ -322,7 +359,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   branchRows(0);
   if constexpr (Wg) {
-    walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
+    if (!skip(0)) walkSwizzled(0, ncAll, cBase, f.kCmp, f.vCmp, [&](int k0, uint32_t k, uint32_t v) {
       dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j < nc; }, dq);
     });
   } else {
@@ -340,7 +377,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   const int ws = max(0, pos - c.window + 1), wsAll = max(0, firstPos - c.window + 1);
   branchRows(2);
   if constexpr (Wg) {
-    walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
+    if (!skip(1)) walkSwizzled(wsAll, lastPos - wsAll + 1, kBase, f.kWin, f.vWin, [&](int k0, uint32_t k, uint32_t v) {
       dqGroupStep<T, D>(qf, of, k, v, sl2, lse, dd, gt, [&](int j) { return k0 + j >= ws && k0 + j <= pos; }, dq);
     });
   } else {
@@ -389,7 +426,7 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       const int aTiles = (aEnd + kDqSharedKeys - 1) / kDqSharedKeys;
       const int nTiles = aTiles + (lastPos + 1 - bStart + kDqSharedKeys - 1) / kDqSharedKeys;
       branchRows(1);
-      walkTiles(nTiles, [&](int t) {
+      if (!skip(2)) walkTiles(nTiles, [&](int t) {
         if (t < aTiles) return make_int2(t * kDqSharedKeys, min(aEnd, (t + 1) * kDqSharedKeys));
         const int x = bStart + (t - aTiles) * kDqSharedKeys;
         return make_int2(x, min(lastPos + 1, x + kDqSharedKeys));
@@ -417,10 +454,17 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   // The rings run over the key region and on into sQ / sO (dead: Q and dO are in registers now); a
   // deeper ring keeps more of each warp's L2 gathers in flight.
   static_assert(L::keyRows + 32 * W >= 6 * kDqChunk * W, "3-stage rings fit the key and Q/dO regions");
-  if (active) {
+  // ringSwz: each warp's stages of [K V] chunks (kDqChunk x D, unpadded) from the region's first
+  // 128-byte boundary (the swizzle is over 128-byte rows).
+  constexpr int kSwChunk = kDqChunk * D;  // elements
+  static_assert(W * 3 * 2 * kSwChunk * 2 + 128 <= L::tileBytes(2), "3-stage swizzled rings fit the key and Q/dO regions");
+  if (active && !skip(3)) {
     branchRows(1);
     const int stages = ring3 ? 3 : 2;
-    T* ring = sK + warp * 2 * stages * kDqChunk * ld;
+    const bool swz = flags & kDqRingSwz;
+    T* ring = swz ? reinterpret_cast<T*>(smemRaw + ((128u - (smemAddr(smemRaw) & 127u)) & 127u)) + warp * 2 * stages * kSwChunk
+                  : sK + warp * 2 * stages * kDqChunk * ld;
+    const int stageElems = swz ? 2 * kSwChunk : 2 * kDqChunk * ld, vOffset = swz ? kSwChunk : kDqChunk * ld;
     const T* Ks = static_cast<const T*>(f.kSlc);
     const T* Vs = static_cast<const T*>(f.vSlc);
     auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
@@ -428,15 +472,15 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       return k;
     };
     auto gather = [&](int k, int off, int stage) {
-      T* dk = ring + 2 * stage * kDqChunk * ld;
-      T* dv = dk + kDqChunk * ld;
+      T* dk = ring + stage * stageElems;
+      T* dv = dk + vOffset;
       constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
       const int col = (lane % per) * 8, rem = len[k] - off;
       const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
 #pragma unroll
       for (int r = lane / per; r < kDqChunk; r += 32 / per) {
-        T* pk = dk + r * ld + col;
-        T* pv = dv + r * ld + col;
+        T* pk = const_cast<T*>(swz ? chunkAt<T, true>(dk, ld, r, col) : chunkAt<T, false>(dk, ld, r, col));
+        T* pv = const_cast<T*>(swz ? chunkAt<T, true>(dv, ld, r, col) : chunkAt<T, false>(dv, ld, r, col));
         if (r < rem) {
           const size_t at = ((k0 + r) * c.H + kvh) * D + col;
           asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
@@ -472,9 +516,10 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       else if (inFlight == 2) cpAsyncWait<1>();
       else cpAsyncWait<0>();
       __syncwarp();
-      const T* ck = ring + 2 * stage * kDqChunk * ld;
+      const T* ck = ring + stage * stageElems;
       const int rem = len[k] - off;
-      dqFragStep<T, D, kDqChunk>(qf, of, ck, ck + kDqChunk * ld, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
+      if (swz) dqFragStep<T, D, kDqChunk, true>(qf, of, ck, ck + vOffset, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
+      else dqFragStep<T, D, kDqChunk, false>(qf, of, ck, ck + vOffset, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
       __syncwarp();  // a later gather overwrites this stage
       inFlight--;
       advance(k, off);

@@ -14,7 +14,8 @@
 // v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
 // stderr. NSA_BWD_DQ_FORCED=0: dq's forced selected blocks through the per-warp rings (v9), not read
 // once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3;
-// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head. (v5's dq kernel,
+// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head. NSA_BWD_DQ_SKIP:
+// dq leaves parts out, for profiling only (its dq is wrong). (v5's dq kernel,
 // which reloaded Q/dO fragments per key tile, was removed once v7 measured faster: BENCHMARKS.md v7
 // and run 20.)
 #include <algorithm>
@@ -116,7 +117,12 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   const bool shared = !envIs("NSA_BWD_SHARED", '0');
   // dq reads the forced selected blocks once per block (wgmma dq only) unless NSA_BWD_DQ_FORCED=0;
   // its selected rings have 3 stages unless NSA_BWD_DQ_RING=2.
-  const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3);
+  // NSA_BWD_DQ_SKIP=<bits> (profiling only, dq WRONG): leave out 1 the compressed walk, 2 the window walk,
+  // 4 the forced-block walk (1, 2, 4: wgmma dq only), 8 the selected rings (scripts/dq-profile.sh times each).
+  const char* skipEnv = getenv("NSA_BWD_DQ_SKIP");
+  // NSA_BWD_DQ_RING_SWIZZLE=1: the rings' chunks unpadded and swizzled (opt-in, not yet measured).
+  const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3) |
+                      (envIs("NSA_BWD_DQ_RING_SWIZZLE", '1') ? kDqRingSwz : 0) | (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);

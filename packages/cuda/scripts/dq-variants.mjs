@@ -2,8 +2,9 @@
 /* global console, process */
 // One NSA forward, then its backward under each dq (and key-block) switch set in this process's environment (the
 // backward reads them on every call), every gradient compared bit for bit with the default's.
-// Switches that change only the dq blocks' launch order or ring depth, or when the key blocks read
-// their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_KEY_DEFER=0) must give bit-equal gradients; NSA_BWD_DQ_FORCED=0 changes the order of dq's
+// Switches that change only the dq blocks' launch order, ring depth or ring layout, or when the key blocks read
+// their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_DQ_RING_SWIZZLE=1, NSA_BWD_KEY_DEFER=0) must give
+// bit-equal gradients; NSA_BWD_DQ_FORCED=0 changes the order of dq's
 // sum over selected keys, so it may differ, in dq only. bfloat16, paper defaults, G = 16, two KV heads, T = 2048. Plain Node over dist/:
 //   node scripts/dq-variants.mjs
 import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
@@ -20,13 +21,13 @@ const inputs = {
 };
 const dOutput = t([1, T, HQ, D]);
 const names = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'];
-const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_FORCED: '0' },
+const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_RING_SWIZZLE: '1' }, { NSA_BWD_DQ_FORCED: '0' },
   { NSA_BWD_DQ_FORCED: '0', NSA_BWD_DQ_RING: '2', NSA_BWD_DQ_ORDER: 'row', NSA_BWD_KEY_DEFER: '0' }];
 const forward = await backend.nsaForward({ config, ...inputs });
 let base = null;
 let failed = false;
 for (const v of variants) {
-  for (const k of ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER']) delete process.env[k];
+  for (const k of ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE']) delete process.env[k];
   Object.assign(process.env, v);
   const grads = await backend.nsaBackward({ config, ...inputs, forward, dOutput });
   const got = await Promise.all(names.map((n) => grads[n].read()));
@@ -43,7 +44,17 @@ for (const v of variants) {
   const allowed = v.NSA_BWD_DQ_FORCED === '0' ? ['dq'] : [];
   const ok = differs.every((n) => allowed.includes(n));
   if (!ok) failed = true;
-  console.log(`${JSON.stringify(v)}: ${differs.length ? `differs in ${differs.join(', ')}` : 'all gradients bit-equal'} to the default${ok ? '' : ' (NOT EXPECTED)'}`);
+  // Where a gradient differs: its relative L2 distance from the default's (rounding: ~1e-3 in bfloat16).
+  const rel = (k) => {
+    let d = 0, n = 0;
+    for (let i = 0; i < base[k].length; i++) {
+      d += (got[k][i] - base[k][i]) ** 2;
+      n += base[k][i] ** 2;
+    }
+    return Math.sqrt(d / n).toExponential(2);
+  };
+  const detail = differs.map((n) => `${n} (rel. L2 ${rel(names.indexOf(n))})`).join(', ');
+  console.log(`${JSON.stringify(v)}: ${differs.length ? `differs in ${detail}` : 'all gradients bit-equal'} to the default${ok ? '' : ' (NOT EXPECTED)'}`);
 }
 forward.dispose();
 console.log(failed ? 'dq variants: FAILED' : 'dq variants: as expected');
