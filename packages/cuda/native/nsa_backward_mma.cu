@@ -120,9 +120,9 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   // NSA_BWD_DQ_SKIP=<bits> (profiling only, dq WRONG): leave out 1 the compressed walk, 2 the window walk,
   // 4 the forced-block walk (1, 2, 4: wgmma dq only), 8 the selected rings (scripts/dq-profile.sh times each).
   const char* skipEnv = getenv("NSA_BWD_DQ_SKIP");
-  // NSA_BWD_DQ_RING_SWIZZLE=1: the rings' chunks unpadded and swizzled (opt-in, not yet measured).
+  // The rings' chunks are unpadded and swizzled unless NSA_BWD_DQ_RING_SWIZZLE=0 (padded rows, v12).
   const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3) |
-                      (envIs("NSA_BWD_DQ_RING_SWIZZLE", '1') ? kDqRingSwz : 0) | (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
+                      (envIs("NSA_BWD_DQ_RING_SWIZZLE", '0') ? 0 : kDqRingSwz) | (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);
