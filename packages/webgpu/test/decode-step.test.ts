@@ -7,7 +7,8 @@
 // as must the block choice fused into the selected attend (ctx.decodeFused), with and without
 // subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
-// workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice.
+// workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
+// the wide choice the compressed values' P·V runs in its dispatch by default (ctx.decodeSplit).
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -98,6 +99,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         () => {
           gpu.ctx.decodeTiles = { choiceCands: 8 };
           return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      [
+        'compressed values in dispatch 1 (no split)',
+        () => {
+          gpu.ctx.decodeSplit = false;
+          return () => (gpu.ctx.decodeSplit = true);
         },
       ],
       ['single block choice', single],
