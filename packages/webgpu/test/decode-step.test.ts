@@ -186,6 +186,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         if (gpu.ctx.decodeFused || wide) expect(names, name).toContain('nsa_decode_attend_slc fused');
         expect(names.includes('nsa_decode_choice_wide'), name).toBe(wide);
         expect(names.includes('nsa_decode_select'), name).toBe(!gpu.ctx.decodeFused && !wide);
+        // The compressed values' P·V ran in the wide block choice's dispatch unless switched off or on session 7's attend.
+        const split = pipelines.mock.calls.some(([kernel, params]) => kernel === 'nsa_decode_choice_wide' && (params as { split?: boolean }).split === true);
+        expect(split, name).toBe(wide && gpu.ctx.decodeSplit && !process.env.NSA_WEBGPU_DECODE_ATTEND);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);
