@@ -173,7 +173,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
               attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: w.PMAX }) <= limits.maxComputeWorkgroupStorageSize,
           )
       : undefined;
-  // ctx.decodeSplit: the compressed values' P·V leaves dispatch 1 for extra workgroups of the wide
+  // ctx.decodeSplit (opt-in): the compressed values' P·V leaves dispatch 1 for extra workgroups of the wide
   // block choice's (which waits for dispatch 1 anyway), where its partial tiles fit too.
   const split =
     ctx.decodeSplit &&
