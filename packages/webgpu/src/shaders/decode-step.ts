@@ -7,7 +7,9 @@
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
 //                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
 //                    Wide (default): several workgroups per (sequence, KV head), each scoring a
-//                    range of candidates and listing its best (decodeChoiceWideShader).
+//                    range of candidates and listing its best (decodeChoiceWideShader). With
+//                    `split` (opt-in) more workgroups do the compressed chunks' P·V, whose
+//                    values dispatch 1 then skips (it writes their probabilities instead).
 //   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With the
 //                    wide choice each first takes the final top-n from the lists (blockChoiceMerge).
 //                    With `choice` alone (opt-in, slower) each makes its head's whole block choice
