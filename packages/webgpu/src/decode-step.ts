@@ -23,6 +23,7 @@ import {
   decodeSelectShaderPrevious,
   decodeChoiceWideShader,
   selectSharedBytes,
+  splitPV,
   wideChoiceSharedBytes,
   wideMergeSharedBytes,
   type DecodeStepShape,
@@ -172,16 +173,23 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
               attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: w.PMAX }) <= limits.maxComputeWorkgroupStorageSize,
           )
       : undefined;
+  // ctx.decodeSplit (opt-in): the compressed values' P·V leaves dispatch 1 for extra workgroups of the wide
+  // block choice's (which waits for dispatch 1 anyway), where its partial tiles fit too.
+  const split =
+    ctx.decodeSplit &&
+    wideChoice !== undefined &&
+    wideCw !== undefined &&
+    wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
-      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
+      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
       : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
         : wideChoice
-          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide: wideChoice }, decodeChoiceWideShader)
+          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide: wideChoice, split }, decodeChoiceWideShader)
           : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
     rt.pipelineOf(
       'nsa_decode_attend_slc',
@@ -201,15 +209,19 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
   // Wide block-choice workgroups per KV head: the candidates up to the query's block.
   const nP = wideChoice ? Math.ceil((Math.floor(pos / geo.selBlock) + 1) / wideChoice.CPW) : 0;
+  // With split, then one workgroup per compressed chunk (its P·V).
+  const nPV = split ? Math.ceil(visibleCompressed(pos, blocks) / KCW) : 0;
   return (frame, buf) => {
     const part = frame.scratch(bytes.part, 'decode split partials');
     const stats = frame.scratch(SMAX * rows * 2 * 4, 'decode split stats');
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
-    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
+    // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
+    const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-    else if (select && lists) frame.dispatch(select, params, [stats, scores, lists], [nP, B * H]);
+    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : [stats, scores, lists], [nP + nPV, B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS, B * H]);

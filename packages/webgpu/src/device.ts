@@ -91,6 +91,12 @@ export interface DeviceContext {
    */
   decodeChoice: 'wide' | 'single';
   /**
+   * With the wide block choice: dispatch 1 reads the compressed keys only (scores, stats, candidate
+   * sums, probabilities) and the compressed values' P·V runs in extra workgroups of the block
+   * choice's dispatch, off the critical path. Off until timed on the H100 (env NSA_WEBGPU_DECODE_SPLIT=1).
+   */
+  decodeSplit: boolean;
+  /**
    * Experiments (bench/profile.mjs --decodeVariants): keys per chunk, block-choice workgroup size and
    * candidates per wide block-choice workgroup of those kernels.
    */
@@ -211,6 +217,7 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
     singleQueryDecode: true,
     decodeFused: envValue('NSA_WEBGPU_DECODE_FUSED') === '1',
     decodeChoice: envValue('NSA_WEBGPU_DECODE_CHOICE') === 'single' ? 'single' : 'wide',
+    decodeSplit: envValue('NSA_WEBGPU_DECODE_SPLIT') === '1',
     selectionTokens: 2,
     selectionWide: selectionWideSetting(envValue('NSA_WEBGPU_SELECTION_WIDE')),
     software: /swiftshader|llvmpipe|lavapipe/i.test(name) || Boolean((info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter),

@@ -7,7 +7,8 @@
 // as must the block choice fused into the selected attend (ctx.decodeFused), with and without
 // subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
-// workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice.
+// workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
+// ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch.
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -100,6 +101,35 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],
+      [
+        'compressed values P·V in the block choice dispatch (split)',
+        () => {
+          gpu.ctx.decodeSplit = true;
+          return () => (gpu.ctx.decodeSplit = false);
+        },
+      ],
+      [
+        'split, 8 candidates per block-choice workgroup',
+        () => {
+          gpu.ctx.decodeSplit = true;
+          gpu.ctx.decodeTiles = { choiceCands: 8 };
+          return () => {
+            gpu.ctx.decodeSplit = false;
+            gpu.ctx.decodeTiles = undefined;
+          };
+        },
+      ],
+      [
+        'split, 16-key chunks, 64 invocations',
+        () => {
+          gpu.ctx.decodeSplit = true;
+          gpu.ctx.decodeTiles = { cw: { KC: 16, WG: 64 } };
+          return () => {
+            gpu.ctx.decodeSplit = false;
+            gpu.ctx.decodeTiles = undefined;
+          };
+        },
+      ],
       ['single block choice', single],
       [
         'single block choice, workgroup-memory top-n',
@@ -178,6 +208,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         if (gpu.ctx.decodeFused || wide) expect(names, name).toContain('nsa_decode_attend_slc fused');
         expect(names.includes('nsa_decode_choice_wide'), name).toBe(wide);
         expect(names.includes('nsa_decode_select'), name).toBe(!gpu.ctx.decodeFused && !wide);
+        // The compressed values' P·V ran in the wide block choice's dispatch where asked (not on session 7's attend).
+        const split = pipelines.mock.calls.some(([kernel, params]) => kernel === 'nsa_decode_choice_wide' && (params as { split?: boolean }).split === true);
+        expect(split, name).toBe(wide && gpu.ctx.decodeSplit && !process.env.NSA_WEBGPU_DECODE_ATTEND);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);

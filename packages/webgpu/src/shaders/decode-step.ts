@@ -7,7 +7,9 @@
 //   2. select        one workgroup per (sequence, KV head): each head's compression lse from the
 //                    chunk stats, the selection blocks' scores from the stored raw scores, top-n.
 //                    Wide (default): several workgroups per (sequence, KV head), each scoring a
-//                    range of candidates and listing its best (decodeChoiceWideShader).
+//                    range of candidates and listing its best (decodeChoiceWideShader). With
+//                    `split` (opt-in) more workgroups do the compressed chunks' P·V, whose
+//                    values dispatch 1 then skips (it writes their probabilities instead).
 //   3. attend 'slc'  one workgroup per (sequence, KV head, chunk of a selected block). With the
 //                    wide choice each first takes the final top-n from the lists (blockChoiceMerge).
 //                    With `choice` alone (opt-in, slower) each makes its head's whole block choice
@@ -505,6 +507,18 @@ export function wideChoiceSharedBytes(k: { readonly G: number; readonly WG: numb
   return 4 * (2 * Math.max(k.WG, k.G * k.lanes) + k.G + k.CPW * k.G * k.NCJ + k.CPW);
 }
 
+/**
+ * The compressed chunks' P·V in the wide block choice's dispatch (its `split`): each invocation takes
+ * oh heads x one vec4 column of a chunk's KCW keys; S invocations share a (heads, column) tile,
+ * each over KCW / S keys, and add up through workgroup memory (bytes: the S - 1 partial tiles).
+ */
+export function splitPV(k: { readonly G: number; readonly DV: number; readonly KCW: number; readonly WG: number }): { oh: number; T: number; S: number; bytes: number } {
+  const oh = k.G % 2 === 0 ? 2 : 1;
+  const T = (k.G / oh) * (k.DV / 4);
+  const S = T < k.WG ? Math.min(2 ** Math.floor(Math.log2(k.WG / T)), k.KCW) : 1;
+  return { oh, T, S, bytes: 16 * (S - 1) * T * oh };
+}
+
 /** Workgroup memory the final top-n from the wide block choice's lists adds to the selected attend (bytes). */
 export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: number }): number {
   return 4 * (2 * k.PMAX * k.nSel + 2 * k.nSel);
@@ -519,8 +533,9 @@ export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: 
  * lists[(sequence x KV head) * PMAX + p][rank] (score -1: none). The selected attend's workgroups
  * take the final top-n from these lists (blockChoiceMerge). Candidate sums only (cand).
  */
-export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }): string {
+export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number }; readonly split?: boolean }): string {
   const { G, WG } = k;
+  const pv = k.split ? splitPV({ G, DV: k.DV, KCW: k.KCW ?? k.KC, WG }) : undefined;
   const { CPW, PMAX } = k.wide;
   const lanes = k.lanes ?? Math.min(64, Math.max(1, Math.floor(WG / G)));
   const { NCJ, NCH } = candidateGeometry(k);
@@ -562,10 +577,17 @@ ${cu
   }`,
     )
     .join('\n');
-  return `${paramsStruct()}
+  return `${pv ? enableF16(k.e) : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
 @group(0) @binding(2) var<storage, read> cand: array<f32>;
-@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;${
+    pv
+      ? `
+@group(0) @binding(4) var<storage, read> probs: array<f32>;
+@group(0) @binding(5) var<storage, read> vCmp: array<vec4<${k.e}>>;
+@group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;`
+      : ''
+  }
 ${constants(k, WG)}${candidateConstants(k)}const LANES = ${lanes}u;
 const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
@@ -576,7 +598,9 @@ var<workgroup> redL: array<f32, ${Math.max(WG, G * lanes)}>;
 var<workgroup> lse: array<f32, ${G}>;
 // Candidate i's scaled sum over its chunk u for head g, [G, NCJ, CPW] (candidates adjacent: no bank conflicts).
 var<workgroup> term: array<f32, ${CPW * G * NCJ}>;
-var<workgroup> score: array<f32, ${CPW}>;
+var<workgroup> score: array<f32, ${CPW}>;${pv && pv.S > 1 ? `
+// The P·V invocations' partial tiles, [S - 1, T, oh].
+var<workgroup> pvRed: array<vec4<f32>, ${(pv.S - 1) * pv.T * pv.oh}>;` : ''}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -585,7 +609,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = bh / H;
   let h = bh % H;
   let row0 = b * HQ + h * G;
-  let jLo = wid.x * CPW;
+${pv ? splitPVBody(pv, k.KCW ?? k.KC) : ''}  let jLo = wid.x * CPW;
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
@@ -613,6 +637,60 @@ ${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += se
     if (rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(jLo + i)); }
   }
 }
+`;
+}
+
+/**
+ * The workgroups past the block choice's (x >= its nP): compressed chunk x - nP's P·V from the
+ * probabilities and values (dispatch 1 wrote its stats), into the same split of part.
+ */
+function splitPVBody(pv: { oh: number; T: number; S: number }, KCW: number): string {
+  const { oh, T, S } = pv;
+  const KPS = KCW / S;
+  const hs = Array.from({ length: oh }, (_, a) => a);
+  // Keys k0 + i, i < KPS (unrolled: the loads overlap); rows past count clamped, weighted 0.
+  const acc = (k0: string) => `${hs.map((a) => `      var o${a} = vec4<f32>(0.0);`).join('\n')}
+${Array.from(
+  { length: KPS },
+  (_, i) => `      { let kk = ${k0} + ${i}u; let r = min(kk, last); let v = vec4<f32>(vCmp[((b * CCAP + lo + r) * H + h) * DV4 + col]);
+${hs.map((a) => `        o${a} = fma(vec4<f32>(select(0.0, probs[(row0 + g0 + ${a}u) * CCAP + lo + r], kk < count)), v, o${a});`).join('\n')} }`,
+).join('\n')}`;
+  const write = hs.map((a) => `part[((NS + c) * ROWS + row0 + g0 + ${a}u) * DV4 + col] = o${a};`).join(' ');
+  return `  // Compressed chunks' P·V (split): the workgroups past the block choice's.
+  let nPw = (pos / SEL_BLOCK + CPW) / CPW;
+  if (wid.x >= nPw) {
+    let c = wid.x - nPw;
+    let lo = c * KCW;
+    let vis = visibleCompressed(pos);
+    let count = select(0u, min(KCW, vis - lo), lo < vis);
+    let last = max(count, 1u) - 1u;
+${
+  S === 1
+    ? `    for (var t = lid; t < ${T}u; t += WG) {
+      let g0 = (t / DV4) * ${oh}u;
+      let col = t % DV4;
+${acc('0u')}
+      ${write}
+    }`
+    : `    let t = lid % ${T}u;
+    let s = min(lid / ${T}u, ${S - 1}u);
+    let busy = lid < ${S * T}u;
+    let g0 = (t / DV4) * ${oh}u;
+    let col = t % DV4;
+    {
+${acc(`s * ${KPS}u`)}
+      if (busy && s > 0u) {
+${hs.map((a) => `        pvRed[((s - 1u) * ${T}u + t) * ${oh}u + ${a}u] = o${a};`).join('\n')}
+      }
+      workgroupBarrier();
+      if (busy && s == 0u) {
+${Array.from({ length: S - 1 }, (_, s1) => hs.map((a) => `        o${a} += pvRed[(${s1 * T}u + t) * ${oh}u + ${a}u];`).join('\n')).join('\n')}
+        ${write}
+      }
+    }`
+}
+    return;
+  }
 `;
 }
 

@@ -27,6 +27,12 @@ export interface WideAttendKernel extends DecodeStepShape {
   readonly tile: WideTile;
   /** The values wait in registers and take the keys' tile (wideAttendShared). */
   readonly shared: boolean;
+  /**
+   * Compressed chunks read their keys only and write their probabilities (relative to the chunk's
+   * max) to probs [rows, CCAP] (binding 3, in vCmp's place); their P·V runs in the wide block
+   * choice's dispatch (decodeChoiceWideShader's `split`). Window chunks as before.
+   */
+  readonly split?: boolean;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -76,6 +82,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { e, G, DK, DV, KCW, WG } = k;
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
+  const split = k.split === true;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -96,10 +103,12 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
       decl.push(`  var a${id}: vec4<f32>;`);
-      cmpLoads.push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
+      if (!(split && set.id === 'V')) cmpLoads.push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
       winLoads.push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
-      const guard = (r + 1) * WG <= set.n ? '' : `if (x${id} < ${set.n}u) `;
-      stores[set.id].push(`  ${guard}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
+      // (Split: a compressed chunk has no values to store.)
+      const vGuard = split && set.id === 'V' ? '!isCmp && ' : '';
+      const cond = `${vGuard}${(r + 1) * WG <= set.n ? '' : `x${id} < ${set.n}u`}`.replace(/ && $/, '');
+      stores[set.id].push(`  ${cond ? `if (${cond}) ` : ''}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
     }
   }
   // The queries' loads (into registers; stored with the keys).
@@ -126,7 +135,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   return `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
-@group(0) @binding(3) var<storage, read> vCmp: ${vec};
+${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
 @group(0) @binding(4) var<storage, read> kWin: ${vec};
 @group(0) @binding(5) var<storage, read> vWin: ${vec};
 @group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
@@ -228,7 +237,19 @@ ${laneKeys
     stats[at] = m;
     stats[at + 1u] = ${lanes.map((i) => `redL[hg * L + ${i}u]`).join(' + ')};
   }
-  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.${
+    split
+      ? `
+  // (Split: a compressed chunk's probabilities go to probs instead, its P·V runs in the block choice's dispatch.)
+  if (isCmp) {
+    for (var x = lid; x < G * KCW; x += WG) {
+      let g = x / KCW;
+      let kk = x % KCW;
+      if (kk < count) { probs[(row0 + g) * CCAP + lo + kk] = pr[g * PRS + kk]; }
+    }
+  } else {`
+      : ''
+  }
 ${unrolled(
   (G / oh) * CG,
   WG,
@@ -244,7 +265,7 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   )
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
-)}${
+)}${split ? '\n  }' : ''}${
     k.cand
       ? `
   // Candidate sums of a compressed chunk: cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i] with
