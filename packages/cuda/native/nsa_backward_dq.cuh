@@ -22,7 +22,7 @@
 namespace nsa {
 
 constexpr int kDqSharedKeys = 64;  // block-wide tiles (compressed, window)
-constexpr int kDqChunk = 16;       // per-warp selected chunks (2 stages of K and V)
+constexpr int kDqChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 
 struct DqTile {
   int s, first, g;  // sequence, first query index within it, KV head
@@ -41,34 +41,13 @@ struct DqFragLayout {
   static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
 };
 
-// Swz: a ring chunk of kDqChunk rows without padding, in 64-feature regions of kDqChunk rows x 128
-// bytes, 16-byte piece c of row r at ((c ^ (r % 8)) * 16): every row starts 32-byte aligned, as its
-// global source does (a 16-byte pad puts every other row 16 bytes off, and a cp.async into such a
-// row makes L2 serve its sectors twice: ncu counts 1.5x the sectors of the padded rings' gathers),
-// and ldmatrix's 8 rows of one piece still fall in 8 distinct bank groups. Element (row, col) of such
-// a chunk at base (col a multiple of 8); unswizzled: base + row * ld + col.
-template <class T, bool Swz>
-__device__ __forceinline__ const T* chunkAt(const T* base, int ld, int row, int col) {
-  if constexpr (!Swz) {
-    return base + row * ld + col;
-  } else {
-    const int piece = ((col & 63) >> 3) ^ (row & 7);
-    return reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + (col >> 6) * (kDqChunk * 128) + row * 128 + piece * 16);
-  }
-}
-// loadBNK / loadBKN / mmaRowsKN (warp_tile.cuh, nsa_backward_warp.cuh) over such chunks.
-template <class T, bool Swz>
-__device__ __forceinline__ void chunkBNK(uint32_t* b, const T* Bm, int ld, int n0, int k0) {
-  const int lane = threadIdx.x & 31;
-  ldmatrixX4(b, chunkAt<T, Swz>(Bm, ld, n0 + (lane & 7) + (lane >> 4) * 8, k0 + ((lane >> 3) & 1) * 8));
-}
+// chunkAt / chunkBNK / chunkBKN (warp_tile.cuh): the rings' chunks, padded or swizzled (Swz).
 template <class T, int D, bool Swz>
 __device__ __forceinline__ void chunkRowsKN(float (&acc)[D / 8][4], const uint32_t* a, const T* Bm, int ld, int k0) {
-  const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int dp = 0; dp < D / 16; dp++) {
     uint32_t b[4];
-    ldmatrixX4Trans(b, chunkAt<T, Swz>(Bm, ld, k0 + (lane & 7) + ((lane >> 3) & 1) * 8, dp * 16 + (lane >> 4) * 8));
+    chunkBKN<T, Swz>(b, Bm, ld, k0, dp * 16);
     mma16816(acc[2 * dp], a, b, T());
     mma16816(acc[2 * dp + 1], a, b + 2, T());
   }

@@ -31,6 +31,10 @@
 // warpgroup 1 the other way round, so one's window walk (tensor cores) runs under the other's
 // gathers (L2); each reads its own rows' forced blocks. NSA_FWD_SPLIT=0: v12 (the window output is
 // then kept in registers for the gated sum; v13 reads it back from oWin).
+// v14: the selected rings' chunks unpadded and swizzled (chunkAt, warp_tile.cuh), as dq's rings: the
+// padded rows (D + 8 elements) put every other row's 16-byte gathers 16 bytes off a 32-byte sector,
+// which costs L2 sectors (ncu, H100, 64k: 240 -> 170 GB of L2 traffic, 53.7 -> 49.1 ms). Same
+// arithmetic in the same order (bit-equal); NSA_FWD_RING_SWIZZLE=0: padded rows (v13).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -49,7 +53,7 @@ namespace nsa {
 namespace {
 
 constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
-constexpr int kChunk = 16;       // per-warp selected chunks (2 stages of K and V)
+constexpr int kChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
 
 // Bits of the kernel's flags beyond NSA_FWD_SKIP's 1 / 2 / 4 and launch's 8 / 16.
@@ -274,7 +278,10 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], u
 // 4), Q's A fragments in registers; otherwise mma.sync everywhere (v6). Tried and measured slower (BENCHMARKS.md
 // v7): Q in shared memory (an SS wgmma) to free registers for software-pipelining tile t+1's Q·Kᵀ
 // under tile t's softmax, and that pipelining with Q in registers.
-template <class T, int D, int W, bool Wg>
+// Swz: the selected rings' chunks unpadded and swizzled (v14; false: padded rows, v13). A template
+// argument, not a flag: at run time both layouts in one kernel took the 8-warp D = 128 kernel past
+// 255 registers (spills), where v13 has 254.
+template <class T, int D, int W, bool Wg, bool Swz>
 __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip) {
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
@@ -782,13 +789,18 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
 
   // ---- selected branch: this warp's own 16-key chunks, 2- or 3-stage ring ----
   // Chunk (k, off) = keys blk[k]*l' + off .. + 15 of chosen block k, the first len[k] - off of them
-  // visible. Stage s of the ring: K rows at ring + 2s*kChunk*ld (s < 2; stage 2, with ring3, is the
-  // warp's slot behind the tile region), V rows kChunk*ld after them.
+  // visible. Stage s of the ring: K rows at ring + 2s*kChunk*cld (s < 2; stage 2, with ring3, is the
+  // warp's slot behind the tile region), V rows kChunk*cld after them.
   // ring3 (NSA_FWD_RING=3): a third stage keeps two chunks' gathers in flight while one is computed.
   // In v11's profile a third of the warp samples were in this loop, 12 % on the wait for the gathers
   // (L2), but the third stage measured no faster (run C1).
-  T* ring = sK + warp * 4 * kChunk * ld;
-  T* ring2 = reinterpret_cast<T*>(scoreBase) + warp * 2 * kChunk * ld;
+  // Swizzled rings (the default; NSA_FWD_RING_SWIZZLE=0: padded rows, v13): chunks of kChunk x D
+  // unpadded (chunkAt), so each row's 16-byte gathers land 32-byte aligned like their source. Each
+  // group of 4 warps keeps its padded rings' start (a warpgroup's half of the tile region in
+  // 8-row blocks), 1024-byte aligned on Wg; the third stages likewise from scoreBase.
+  constexpr int cld = Swz ? D : ld;  // a chunk row's elements
+  T* ring = sK + warp / 4 * 16 * kChunk * ld + warp % 4 * 4 * kChunk * cld;
+  T* ring2 = reinterpret_cast<T*>(scoreBase) + warp * 2 * kChunk * cld;
   // Not with split: its warpgroups do not meet after top-n, and the third stages lie over other warps' block scores.
   const bool stage3 = ring3 && !split;
   const int nStages = stage3 ? 3 : 2;
@@ -798,17 +810,17 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     while (k < c.n && len[k] == 0) k++;
     return k;
   };
-  auto stageAt = [&](int stage) { return stage < 2 ? ring + 2 * stage * kChunk * ld : ring2; };
+  auto stageAt = [&](int stage) { return stage < 2 ? ring + 2 * stage * kChunk * cld : ring2; };
   auto gather = [&](int k, int off, int stage) {
     T* dk = stageAt(stage);
-    T* dv = dk + kChunk * ld;
+    T* dv = dk + kChunk * cld;
     constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
     const int col = (lane % per) * 8, rem = len[k] - off;
     const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
 #pragma unroll
     for (int r = lane / per; r < kChunk; r += 32 / per) {
-      T* pk = dk + r * ld + col;
-      T* pv = dv + r * ld + col;
+      T* pk = const_cast<T*>(chunkAt<T, Swz>(dk, ld, r, col));
+      T* pv = const_cast<T*>(chunkAt<T, Swz>(dv, ld, r, col));
       if (r < rem) {
         const size_t at = ((k0 + r) * c.H + kvh) * D + col;
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smemAddr(pk)), "l"(Ks + at));
@@ -843,7 +855,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       __syncwarp();
       const T* ck = stageAt(stage);
       const int rem = len[k] - off;
-      warpAttend<T, D, kChunk>(qf, ck, ck + kChunk * ld, ld, sl2, [&](int j) { return j < rem; }, st);
+      warpAttend<T, D, kChunk, Swz>(qf, ck, ck + kChunk * cld, ld, sl2, [&](int j) { return j < rem; }, st);
       __syncwarp();  // the next gather overwrites this stage
       advance(k, off);
     }
@@ -982,7 +994,10 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   if (bytes > (ring3 ? 227 : 200) * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
   const RowTile* dTiles = ws.upload(tiles);
-  NSA_CUDA(cudaFuncSetAttribute(nsaForwardPipeKernel<T, D, W, Wg>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  // NSA_FWD_RING_SWIZZLE=0: the rings' chunks in padded rows (v13), for A/B.
+  const char* ringSwz = getenv("NSA_FWD_RING_SWIZZLE");
+  const auto kernel = ringSwz && ringSwz[0] == '0' ? nsaForwardPipeKernel<T, D, W, Wg, false> : nsaForwardPipeKernel<T, D, W, Wg, true>;
+  NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   const char* skip = getenv("NSA_FWD_SKIP");
   // The shared walk of commonly chosen blocks is opt-in: on the benchmark's random inputs neighbours
   // share only the forced blocks, and the extra block-wide phase measured slower (BENCHMARKS.md v6).
@@ -1004,7 +1019,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
                     (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
                     (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) |
                     (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0);
-  nsaForwardPipeKernel<T, D, W, Wg><<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
+  kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
 

@@ -28,8 +28,9 @@ struct WarpRows {
   }
 };
 
-// s[NK/8][4] = Q·Kᵀ (unscaled) for keys k[0 .. NK) (rows of stride ld).
-template <class T, int D, int NK>
+// s[NK/8][4] = Q·Kᵀ (unscaled) for keys k[0 .. NK) (rows of stride ld; Swz: a swizzled ring chunk,
+// chunkAt in warp_tile.cuh).
+template <class T, int D, int NK, bool Swz = false>
 __device__ __forceinline__ void warpScores(const uint32_t (&qf)[D / 16][4], const T* k, int ld, float (&s)[NK / 8][4]) {
 #pragma unroll
   for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -38,7 +39,7 @@ __device__ __forceinline__ void warpScores(const uint32_t (&qf)[D / 16][4], cons
 #pragma unroll
     for (int np = 0; np < NK / 16; np++) {
       uint32_t b[4];
-      loadBNK(b, k, ld, np * 16, kk * 16);
+      chunkBNK<T, Swz>(b, k, ld, np * 16, kk * 16);
       mma16816(s[2 * np], qf[kk], b, T());
       mma16816(s[2 * np + 1], qf[kk], b + 2, T());
     }
@@ -48,7 +49,7 @@ __device__ __forceinline__ void warpScores(const uint32_t (&qf)[D / 16][4], cons
 // Online softmax and O = alpha·O + P·V for one tile whose scores s = Q·Kᵀ (unscaled, NK keys) are
 // in registers; visible(j) says whether tile key j counts for this warp's rows. The output rescale
 // is skipped when no row's running maximum moved (alpha = 1 everywhere: most tiles once it settles).
-template <class T, int D, int NK, class Visible>
+template <class T, int D, int NK, bool Swz = false, class Visible>
 __device__ __forceinline__ void warpSoftmaxPV(float (&s)[NK / 8][4], const T* v, int ld, float sl2, Visible visible,
                                               WarpRows<D>& st) {
   const int t4 = threadIdx.x & 3;
@@ -106,7 +107,7 @@ __device__ __forceinline__ void warpSoftmaxPV(float (&s)[NK / 8][4], const T* v,
 #pragma unroll
     for (int dp = 0; dp < D / 16; dp++) {
       uint32_t b[4];
-      loadBKN(b, v, ld, j * 16, dp * 16);
+      chunkBKN<T, Swz>(b, v, ld, j * 16, dp * 16);
       mma16816(st.o[2 * dp], pa, b, T());
       mma16816(st.o[2 * dp + 1], pa, b + 2, T());
     }
@@ -114,12 +115,13 @@ __device__ __forceinline__ void warpSoftmaxPV(float (&s)[NK / 8][4], const T* v,
 }
 
 // One tile of keys k / values v in shared memory: scores, then warpSoftmaxPV.
-template <class T, int D, int NK, class Visible>
+template <class T, int D, int NK, bool Swz = false, class Visible>
 __device__ __forceinline__ void warpAttend(const uint32_t (&qf)[D / 16][4], const T* k, const T* v, int ld, float sl2,
                                            Visible visible, WarpRows<D>& st) {
   float s[NK / 8][4];
-  warpScores<T, D, NK>(qf, k, ld, s);
-  warpSoftmaxPV<T, D, NK>(s, v, ld, sl2, visible, st);
+  static_assert(!Swz || NK == kRingChunk, "swizzled: one ring chunk");
+  warpScores<T, D, NK, Swz>(qf, k, ld, s);
+  warpSoftmaxPV<T, D, NK, Swz>(s, v, ld, sl2, visible, st);
 }
 
 }  // namespace nsa

@@ -44,6 +44,35 @@ __device__ __forceinline__ void loadBKN(uint32_t* b, const T* Bm, int ld, int k0
   ldmatrixX4Trans(b, Bm + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + n0 + (lane >> 4) * 8);
 }
 
+// Per-warp ring chunks of kRingChunk key rows (the selected branches' gathers: forward rings, dq).
+// Swz: a chunk without padding, in 64-feature regions of kRingChunk rows x 128 bytes, 16-byte piece c
+// of row r at ((c ^ (r % 8)) * 16): every row starts 32-byte aligned, as its global source does (a
+// 16-byte pad puts every other row 16 bytes off, and a cp.async into such a row makes L2 serve its
+// sectors twice: ncu counts 1.5x the sectors of the padded rings' gathers), and ldmatrix's 8 rows of
+// one piece still fall in 8 distinct bank groups. Element (row, col) of such a chunk at base (col a
+// multiple of 8); unswizzled: base + row * ld + col (the padded layout of loadBNK / loadBKN).
+constexpr int kRingChunk = 16;
+template <class T, bool Swz>
+__device__ __forceinline__ const T* chunkAt(const T* base, int ld, int row, int col) {
+  if constexpr (!Swz) {
+    return base + row * ld + col;
+  } else {
+    const int piece = ((col & 63) >> 3) ^ (row & 7);
+    return reinterpret_cast<const T*>(reinterpret_cast<const char*>(base) + (col >> 6) * (kRingChunk * 128) + row * 128 + piece * 16);
+  }
+}
+// loadBNK / loadBKN over such chunks (Swz = false: the same addresses as those).
+template <class T, bool Swz>
+__device__ __forceinline__ void chunkBNK(uint32_t* b, const T* Bm, int ld, int n0, int k0) {
+  const int lane = threadIdx.x & 31;
+  ldmatrixX4(b, chunkAt<T, Swz>(Bm, ld, n0 + (lane & 7) + (lane >> 4) * 8, k0 + ((lane >> 3) & 1) * 8));
+}
+template <class T, bool Swz>
+__device__ __forceinline__ void chunkBKN(uint32_t* b, const T* Bm, int ld, int k0, int n0) {
+  const int lane = threadIdx.x & 31;
+  ldmatrixX4Trans(b, chunkAt<T, Swz>(Bm, ld, k0 + (lane & 7) + ((lane >> 3) & 1) * 8, n0 + (lane >> 4) * 8));
+}
+
 template <class T>
 __device__ __forceinline__ uint32_t packF2(float x, float y) {
   return pack2(fromF<T>(x), fromF<T>(y));

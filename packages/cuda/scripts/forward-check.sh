@@ -16,6 +16,9 @@
 # bit at 16k / 64k (forward-ab-equal.mjs), then default and v11 alternating, the third ring stage
 # with each top-n, both without the selected branch (its share), the default's forward+backward; then
 # a parity set, determinism and memcheck. (Run C1 ran it when the third stage was the default.)
+# ring: the rings' swizzled chunks (default) against padded rows (NSA_FWD_RING_SWIZZLE=0) in one binary: outputs
+# bit for bit (16k / 64k; 16k in v12's order, its third stage, 4-warp blocks and v6) with parity in the
+# background, then forward ms alternating and ncu of one 64k launch each way (time, L2 bytes, bank conflicts).
 # profile: ncu's warp-state samples per SASS instruction of one 64k launch (ncu-src-sass.csv).
 # phases: forward ms at 8k..64k, the 64k forward with each NSA_FWD_SKIP bit, then profile.
 # v13: v13 (the default, NSA_FWD_SPLIT=1) against v12 (NSA_FWD_SPLIT=0) in one binary: outputs compared
@@ -121,6 +124,41 @@ if [[ $mode == v13 ]]; then  # v13 (split warpgroups) against v12 (NSA_FWD_SPLIT
     echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
   done
   [[ -n ${PROFILE:-} ]] && mode=profile || exit 0
+fi
+if [[ $mode == ring ]]; then  # swizzled ring chunks (the default) against padded rows (NSA_FWD_RING_SWIZZLE=0), one binary
+  pad=NSA_FWD_RING_SWIZZLE=0
+  echo "== registers"; cuobjdump -res-usage "$addon" 2>&1 | grep -A1 "PipeKernel" | grep -o "PipeKernelI[^ ]*\|REG:[0-9]*\|LOCAL:[0-9]*" | paste - - - | head -24
+  # Parity in the background while the outputs are compared (the timings below run on an idle GPU).
+  for d in bfloat16 float16; do defaultParity "$d"; done
+  bg padded-grid-128-bfloat16.log env $pad node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg v12-grid-64-float16.log env NSA_FWD_SPLIT=0 node $runner --backend cuda --scale gpu --dtypes float16 --only "G=16 HQ=16 Dk=64 Dv=64 T=1024 float16"
+  bg ring3-extra-varlen.log env NSA_FWD_SPLIT=0 NSA_FWD_RING=3 node $extra --only "reg G=16 varlen D=64 bfloat16"
+  bg w4-grid-128-bfloat16.log env NSA_FWD_WARPS=4 NSA_FWD_FORCED=1 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
+  bg v6-grid-128-float16.log env NSA_FWD_WGMMA=0 node $runner --backend cuda --scale gpu --dtypes float16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 float16"
+  echo "== $(date -u +%T) outputs bit for bit (bench problem, 16k and 64k), then v12's order, its third stage, 4-warp blocks and v6 at 16k"
+  timeout 150 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --variants "|$pad" --T 16384,65536 2>&1 | tail -6
+  timeout 100 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --T 16384 \
+    --variants "NSA_FWD_SPLIT=0|NSA_FWD_SPLIT=0 $pad|NSA_FWD_SPLIT=0 NSA_FWD_RING=3|NSA_FWD_SPLIT=0 NSA_FWD_RING=3 $pad" 2>&1 | tail -6
+  for e in "NSA_FWD_WARPS=4 NSA_FWD_FORCED=1" NSA_FWD_WGMMA=0; do
+    timeout 100 node node_modules/@nsa/cuda/scripts/forward-ab-equal.mjs --T 16384 --variants "$e|$e $pad" 2>&1 | tail -4
+  done
+  wait
+  echo "== $(date -u +%T) parity (log: rows ok / failed, worst error and its quantity, exits)"
+  for f in "$out"/*.log; do summarize "$f"; done
+  for round in 1 2; do
+    for e in $pad NSA_FWD_RING_SWIZZLE=1; do
+      if [[ $round == 1 ]]; then T=8192,16384,32768,65536; else T=16384,65536; fi
+      echo "== $(date -u +%T) $e T=$T"; env $e timeout 100 node $bench --T $T --ops nsaFwd 2>&1 | grep "^| forward |"
+    done
+  done
+  for e in $pad NSA_FWD_RING_SWIZZLE=1; do  # one 64k launch each way: time, L2 and DRAM bytes, shared-memory bank conflicts
+    echo "== $(date -u +%T) ncu $e"
+    env $e timeout 100 ncu --clock-control none -k regex:nsaForwardPipeKernel -c 1 \
+      --metrics gpu__time_duration.sum,lts__t_bytes.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sector_hit_rate.pct,lts__throughput.avg.pct_of_peak_sustained_elapsed,dram__bytes_read.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum \
+      node $bench --T 65536 --ops nsaFwd > "$out/ncu-$e.txt" 2>&1
+    grep -E 'gpu__time|lts__|dram__|l1tex__|ERR|rror' "$out/ncu-$e.txt" | sed 's/  */ /g' | head -12
+  done
+  exit 0
 fi
 if [[ $mode == phases ]]; then  # where the time goes (64k): forward per T, branches left out, then profile's ncu
   echo "== default"; timeout 100 node $bench --T 8192,16384,32768,65536 --ops nsaFwd 2>&1 | grep "^| forward |"
