@@ -30,6 +30,11 @@ const unmerged = process.argv.includes('--unmerged');
 const sixPasses = process.argv.includes('--sixPasses');
 // --quick: tiny ceilings, for checking the script on a software adapter.
 const quick = process.argv.includes('--quick');
+// --hold: decode rows also get their GPU time with each call queued behind a ~1.5 ms one-warp spin
+// kernel (clock "gpu held"), NSA and dense alike. Between single decode calls the GPU is idle for the
+// host's round trip and lowers its clock (nvidia-smi: throttle reason GpuIdle, 1245 against 1980 MHz
+// in run 11); the spin keeps it at its working clock, as CUDA's bench.mjs does with addon.holdGpu.
+const hold = process.argv.includes('--hold');
 const B = 1;
 const HQ = 64;
 const H = 4;
@@ -106,7 +111,7 @@ async function random(shape, dt = dtype, lo, hi) {
 //          only where the adapter has 'timestamp-query')
 const timestamps = rt.profile(true);
 rt.profile(false);
-async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0 } = {}) {
+async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0, held = false } = {}) {
   const w0 = performance.now();
   const warm = await fn();
   await backend.synchronize();
@@ -131,6 +136,21 @@ async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0 } = 
     if (times.length >= reps && performance.now() - start > budget) break;
   }
   rt.profile(false);
+  // Held: the same GPU time, each call submitted while a spin kernel still runs (see --hold).
+  const heldGpu = [];
+  if (held && timestamps) {
+    rt.profile(true);
+    for (let i = 0; i < times.length; i++) {
+      await spin();
+      const r = await fn();
+      await backend.synchronize();
+      r?.dispose?.();
+      await rt.profiler.flush();
+      const list = rt.profiler.timings.splice(0);
+      if (list.length > 0) heldGpu.push(list.reduce((a, t) => a + t.ms, 0));
+    }
+    rt.profile(false);
+  }
   let stepMs;
   if (b2b > 0) {
     const runs = [];
@@ -142,7 +162,55 @@ async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0 } = 
     }
     stepMs = median(runs);
   }
-  return { ms: median(times), reps: times.length, gpuMs: gpu.length ? median(gpu) : undefined, stepMs };
+  return { ms: median(times), reps: times.length, gpuMs: gpu.length ? median(gpu) : undefined, stepMs, heldMs: heldGpu.length ? median(heldGpu) : undefined };
+}
+
+// One warp of dependent FMAs for about SPIN_MS: submitted, not awaited (see --hold).
+const SPIN_MS = 1.5;
+let spinRun;
+async function spin() {
+  if (!spinRun) {
+    const device = ctx.device;
+    const out = device.createBuffer({ size: 32 * 4, usage: GPUBufferUsage.STORAGE });
+    const make = async (n) => {
+      const code = `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(32)
+fn main(@builtin(local_invocation_id) l: vec3<u32>) {
+  var a = f32(l.x) * 1.0e-3;
+  for (var i = 0u; i < ${n}u; i++) { a = fma(a, 0.9999, 1.0e-4); }
+  out[l.x] = a;
+}`;
+      const pipe = await rt.pipeline(`bench_spin_${n}`, code);
+      const bind = device.createBindGroup({ layout: pipe.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: out } }] });
+      return () => {
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipe);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(1);
+        pass.end();
+        device.queue.submit([enc.finish()]);
+      };
+    };
+    // Calibrate on the host clock: the difference of two lengths, so the round trip cancels.
+    const wall = async (run) => {
+      const t = [];
+      for (let k = 0; k < 5; k++) {
+        const t0 = performance.now();
+        run();
+        await device.queue.onSubmittedWorkDone();
+        t.push(performance.now() - t0);
+      }
+      return median(t);
+    };
+    const [n1, n2] = [1 << 16, 1 << 18];
+    const [r1, r2] = [await make(n1), await make(n2)];
+    const perIter = Math.max(1e-9, ((await wall(r2)) - (await wall(r1))) / (n2 - n1));
+    const n = Math.min(1 << 26, Math.max(1 << 12, Math.round(SPIN_MS / perIter)));
+    spinRun = await make(n);
+    console.log(`  hold: one-warp spin of ${n} iterations (~${SPIN_MS} ms) before each held call`);
+  }
+  spinRun();
 }
 function median(list) {
   const s = [...list].sort((a, b) => a - b);
@@ -244,11 +312,14 @@ console.log(
 
 function record(T, op, impl, t, flops, bytes) {
   // Rates and ratios use the GPU clock where there is one, else back-to-back, else host.
-  const [clock, best] = t.gpuMs !== undefined ? ['gpu', t.gpuMs] : t.stepMs !== undefined ? ['b2b', t.stepMs] : ['host', t.ms];
-  rows.push({ T, op, impl, ms: t.ms, stepMs: t.stepMs, gpuMs: t.gpuMs, clock, best, reps: t.reps, gflops: flops / best / 1e6, gbs: bytes / best / 1e6 });
+  // (--hold: decode rows by their held GPU time, with the gpu column showing it.)
+  const [clock, best] =
+    t.heldMs !== undefined ? ['gpu held', t.heldMs] : t.gpuMs !== undefined ? ['gpu', t.gpuMs] : t.stepMs !== undefined ? ['b2b', t.stepMs] : ['host', t.ms];
+  const gpuMs = t.heldMs ?? t.gpuMs;
+  rows.push({ T, op, impl, ms: t.ms, stepMs: t.stepMs, gpuMs, clock, best, reps: t.reps, gflops: flops / best / 1e6, gbs: bytes / best / 1e6 });
   const r = rows.at(-1);
   console.log(
-    `  T=${T} ${op} ${impl}: host ${r.ms.toFixed(3)} ms (${t.reps} reps), b2b ${fmt(r.stepMs)} ms/step, gpu ${fmt(r.gpuMs)} ms; ` +
+    `  T=${T} ${op} ${impl}: host ${r.ms.toFixed(3)} ms (${t.reps} reps), b2b ${fmt(r.stepMs)} ms/step, gpu ${fmt(t.gpuMs)} ms${t.heldMs !== undefined ? `, gpu held ${fmt(t.heldMs)} ms` : ''}; ` +
       `${r.gflops.toFixed(0)} GFLOP/s, ${r.gbs.toFixed(0)} GB/s (${clock})`,
   );
 }
@@ -340,11 +411,11 @@ for (const T of Ts) {
         const keys = k.compressed + k.selected + k.window;
         const flops = batch * HQ * (keys * 4 * D + k.compressed * 2 * D);
         const bytes = batch * H * keys * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
         if (sixPasses) {
           ctx.singleQueryDecode = false;
           try {
-            record(T, `decode B=${batch}`, 'nsa 6 passes', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+            record(T, `decode B=${batch}`, 'nsa 6 passes', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
             const old = await backend.nsaDecode({ cache, q, gates });
             ctx.singleQueryDecode = true;
             const now = await backend.nsaDecode({ cache, q, gates });
@@ -366,7 +437,7 @@ for (const T of Ts) {
         if (unmerged) {
           ctx.mergedDecode = false;
           try {
-            record(T, `decode B=${batch}`, 'nsa unmerged', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+            record(T, `decode B=${batch}`, 'nsa unmerged', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
           } finally {
             ctx.mergedDecode = true;
           }
@@ -383,7 +454,7 @@ for (const T of Ts) {
         const v = await random([batch, T, H, D]);
         const flops = batch * HQ * T * 4 * D;
         const bytes = batch * H * T * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50 }), flops, bytes);
+        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
       } finally {
         for (const b of made.splice(0)) b.dispose();
       }
