@@ -9,6 +9,7 @@
 //   node scripts/dq-variants.mjs
 import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
 import { createCudaBackend } from '../dist/index.js';
+import { differingGradients, gradientNames as names, gradientsUnder } from './gradient-variants.mjs';
 
 const backend = await createCudaBackend();
 const H = 2, HQ = 16 * H, D = 128, T = 2048;
@@ -20,26 +21,19 @@ const inputs = {
   kWin: t([1, T, H, D]), vWin: t([1, T, H, D]), gates: t([1, T, HQ, 3], 0),
 };
 const dOutput = t([1, T, HQ, D]);
-const names = ['dq', 'dkCmp', 'dvCmp', 'dkSlc', 'dvSlc', 'dkWin', 'dvWin', 'dGates'];
 const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_RING_SWIZZLE: '0' }, { NSA_BWD_DQ_FORCED: '0' },
   { NSA_BWD_DQ_FORCED: '0', NSA_BWD_DQ_RING: '2', NSA_BWD_DQ_ORDER: 'row', NSA_BWD_KEY_DEFER: '0' }];
 const forward = await backend.nsaForward({ config, ...inputs });
 let base = null;
 let failed = false;
 for (const v of variants) {
-  for (const k of ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE']) delete process.env[k];
-  Object.assign(process.env, v);
-  const grads = await backend.nsaBackward({ config, ...inputs, forward, dOutput });
-  const got = await Promise.all(names.map((n) => grads[n].read()));
-  grads.dispose();
+  const cleared = ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE'];
+  const got = await gradientsUnder(backend, { config, ...inputs, forward, dOutput }, v, cleared);
   if (!base) {
     base = got;
     continue;
   }
-  const differs = names.filter((n, k) => {
-    const a = new Uint8Array(base[k].buffer), b = new Uint8Array(got[k].buffer);
-    return !(a.length === b.length && a.every((x, i) => x === b[i]));
-  });
+  const differs = differingGradients(base, got);
   // Only NSA_BWD_DQ_FORCED=0 changes a sum's order (dq's), so it alone may differ, and in dq only.
   const allowed = v.NSA_BWD_DQ_FORCED === '0' ? ['dq'] : [];
   const ok = differs.every((n) => allowed.includes(n));

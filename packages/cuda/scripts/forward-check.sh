@@ -54,6 +54,18 @@ print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']
       f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
 PY
 }
+# After the background parity jobs: each parity log's summary, then determinism and memcheck.
+reportParity() {
+  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
+  for f in "$out"/*.log; do
+    case $f in *memcheck*|*determinism*|*ncu*) continue;; esac
+    summarize "$f"
+  done
+  echo "== determinism"; tail -2 "$out/determinism.log"
+  for f in memcheck memcheck-128; do
+    echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
+  done
+}
 if [[ $mode == ab ]]; then
   v11="NSA_FWD_TOPN=0"
   echo "== v12 against v11 switches, bit for bit (bench problem, 16k and 64k)"
@@ -83,15 +95,7 @@ if [[ $mode == ab ]]; then
   bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
   bg memcheck-128.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 bfloat16"
   wait
-  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-  for f in "$out"/*.log; do
-    case $f in *memcheck*|*determinism*) continue;; esac
-    summarize "$f"
-  done
-  echo "== determinism"; tail -2 "$out/determinism.log"
-  for f in memcheck memcheck-128; do
-    echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
-  done
+  reportParity
   exit 0
 fi
 if [[ $mode == v13 ]]; then  # v13 (split warpgroups) against v12 (NSA_FWD_SPLIT=0), one binary, then parity
@@ -114,15 +118,7 @@ if [[ $mode == v13 ]]; then  # v13 (split warpgroups) against v12 (NSA_FWD_SPLIT
   bg memcheck.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
   bg memcheck-128.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 float16"
   wait
-  echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"
-  for f in "$out"/*.log; do
-    case $f in *memcheck*|*determinism*|*ncu*) continue;; esac
-    summarize "$f"
-  done
-  echo "== determinism"; tail -2 "$out/determinism.log"
-  for f in memcheck memcheck-128; do
-    echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/$f.log" | tail -3; grep -c "| yes |" "$out/$f.log"
-  done
+  reportParity
   [[ -n ${PROFILE:-} ]] && mode=profile || exit 0
 fi
 if [[ $mode == ring ]]; then  # swizzled ring chunks (the default) against padded rows (NSA_FWD_RING_SWIZZLE=0), one binary

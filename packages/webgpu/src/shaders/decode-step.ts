@@ -200,18 +200,7 @@ export function decodeAttendShader(
       }`;
   // Which keys this workgroup takes: [lo, lo + count) of the compressed or raw rows, and its split.
   const chunk = cw
-    ? `  let nC = compressedChunks(pos);
-  let isCmp = wid.x < nC;
-  var lo = 0u;
-  var count = 0u;
-  if (isCmp) {
-    lo = wid.x * KC;
-    count = min(KC, visibleCompressed(pos) - lo);
-  } else {
-    lo = windowLo(pos) + (wid.x - nC) * KC;
-    count = min(KC, pos + 1u - lo);
-  }
-  let split = NS + wid.x;`
+    ? cwChunk('KC')
     : `  let j = ${choice ? 'sel[wid.x / CPB]' : 'blocks[(b * H + h) * NSEL + wid.x / CPB]'};
   var lo = 0u;
   var count = 0u;
@@ -392,12 +381,40 @@ ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${
     stats[at + 1u] = l;
   }
   workgroupBarrier();
-${outputPhase}${
-  cw && k.cand
-    ? `
-  // Candidate sums of a compressed chunk: cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i] with
-  // p relative to the chunk's max (stats), so the block choice scales them by exp(max - lse) and
-  // does not read every compressed score again.
+${outputPhase}${cw && k.cand ? candidateSums(k, 'KC') : ''}
+}
+`;
+}
+
+/**
+ * WGSL: which keys an attend 'cw' workgroup takes, compressed chunks first, then the window's, each
+ * of `keys` keys: [lo, lo + count) of the compressed or raw rows, and its split (after the NS
+ * selected ones).
+ */
+export function cwChunk(keys: string): string {
+  return `  let nC = compressedChunks(pos);
+  let isCmp = wid.x < nC;
+  var lo = 0u;
+  var count = 0u;
+  if (isCmp) {
+    lo = wid.x * ${keys};
+    count = min(${keys}, visibleCompressed(pos) - lo);
+  } else {
+    lo = windowLo(pos) + (wid.x - nC) * ${keys};
+    count = min(${keys}, pos + 1u - lo);
+  }
+  let split = NS + wid.x;`;
+}
+
+/**
+ * WGSL of an attend 'cw' workgroup's last step on a compressed chunk of `keys` keys (lo ..): its
+ * candidate sums cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i], p relative to the chunk's max
+ * (stats, in workgroup array pr), so that the block choice scales them by exp(max - lse) and does
+ * not read every compressed score again.
+ */
+export function candidateSums(k: Pick<DecodeStepShape, 'selBlock' | 'cmpBlock' | 'cmpStride'>, keys: string): string {
+  return `
+  // Candidate sums of a compressed chunk (candidateSums).
   if (isCmp) {
     let jLo = lo / PER_SEL;
     for (var x = lid; x < G * NJ; x += WG) {
@@ -405,14 +422,10 @@ ${outputPhase}${
       let t = x % NJ;
       let j = jLo + t;
       var a = 0.0;
-${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + KC) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
+${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + ${keys}) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
       cand[((row0 + g) * NCH + wid.x) * NJ + t] = a;
     }
-  }`
-    : ''
-}
-}
-`;
+  }`;
 }
 
 /** The candidate-score loop over heads (s += the overlap-weighted probabilities of j's compressed blocks), unrolled over GU heads. */

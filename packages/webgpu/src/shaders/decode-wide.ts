@@ -9,7 +9,7 @@
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
 // one invocation per head.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
-import { candidateConstants, constants, unrolled, type DecodeStepShape } from './decode-step.js';
+import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
 /** Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. */
 export interface WideTile {
@@ -166,18 +166,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b = wid.y / H;
   let h = wid.y % H;
   let row0 = b * HQ + h * G;
-  let nC = compressedChunks(pos);
-  let isCmp = wid.x < nC;
-  var lo = 0u;
-  var count = 0u;
-  if (isCmp) {
-    lo = wid.x * KCW;
-    count = min(KCW, visibleCompressed(pos) - lo);
-  } else {
-    lo = windowLo(pos) + (wid.x - nC) * KCW;
-    count = min(KCW, pos + 1u - lo);
-  }
-  let split = NS + wid.x;
+${cwChunk('KCW')}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // Every global load first (rows past count clamped to a valid row, zeroed when stored).
@@ -265,24 +254,7 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   )
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
-)}${split ? '\n  }' : ''}${
-    k.cand
-      ? `
-  // Candidate sums of a compressed chunk: cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i] with
-  // p relative to the chunk's max (stats), as the block choice reads them.
-  if (isCmp) {
-    let jLo = lo / PER_SEL;
-    for (var x = lid; x < G * NJ; x += WG) {
-      let g = x / NJ;
-      let t = x % NJ;
-      let j = jLo + t;
-      var a = 0.0;
-${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + KCW) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
-      cand[((row0 + g) * NCH + wid.x) * NJ + t] = a;
-    }
-  }`
-      : ''
-  }
+)}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
 }
