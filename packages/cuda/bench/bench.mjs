@@ -13,7 +13,7 @@ import { createNSAConfig, keysReadPerQuery } from '@nsa/core';
 import { loadAddon } from '../dist/loader.js';
 import { nativeConfig } from '../dist/backend.js';
 import { buildSeq, trainingSeq } from '../dist/seq.js';
-import { nsaProblem } from './nsa-problem.mjs';
+import { deviceInputs, nsaProblem } from './nsa-problem.mjs';
 
 function option(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,21 +48,7 @@ const BF16 = 2;
 const HQ = 64, H = 4, D = 128;
 const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
 const cfg = nativeConfig(config);
-let seed = 1;
-
-function alloc(elements, bytesPer = 2) {
-  return new addon.DeviceBuffer(elements * bytesPer);
-}
-function random(elements, mean = 0, stddev = 1) {
-  const b = alloc(elements);
-  addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
-  return b;
-}
-function upload(layout) {
-  const table = new addon.DeviceBuffer(layout.host.byteLength);
-  table.upload(layout.host);
-  return { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
-}
+const { alloc, random, upload } = deviceInputs(addon, BF16);
 
 /**
  * Event pairs around each of `reps` calls of `op`: sorted ms per call, and the host's enqueue time

@@ -1,7 +1,28 @@
 // The benchmark's NSA problem on the device (one sequence of T tokens, bfloat16): random normal
 // inputs, output and gradient buffers, and the arguments of nsaForward / nsaBackward. Shared by
-// bench.mjs and scripts/backward-profile.mjs so that both run the same work.
+// bench.mjs and scripts/backward-profile.mjs / forward-ab-equal.mjs so that all run the same work.
 import { compressedCount } from '@nsa/core';
+
+/**
+ * Device buffers for such problems: alloc(elements, bytes per element), random(elements, mean,
+ * stddev) filled with seeded normals of `dtype` (seeds 1, 2, ... in call order, so two processes
+ * make the same inputs), and upload(seq layout) -> the native seq argument.
+ */
+export function deviceInputs(addon, dtype) {
+  let seed = 1;
+  const alloc = (elements, bytesPer = 2) => new addon.DeviceBuffer(elements * bytesPer);
+  const random = (elements, mean = 0, stddev = 1) => {
+    const b = alloc(elements);
+    addon.randomNormal({ dtype, dst: b, n: elements, seed: seed++, mean, stddev });
+    return b;
+  };
+  const upload = (layout) => {
+    const table = new addon.DeviceBuffer(layout.host.byteLength);
+    table.upload(layout.host);
+    return { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+  };
+  return { alloc, random, upload };
+}
 
 export function nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype, random, alloc }) {
   const C = compressedCount(T, config);

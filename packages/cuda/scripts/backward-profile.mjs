@@ -8,7 +8,7 @@
 // per variant (';'-separated, each a ','-separated list of env assignments the backward reads on its call),
 // e.g. under `ncu -k regex:nsaDqFrag` with NSA_BWD_SHARED=0 to time dq's variants in one process.
 import { createNSAConfig } from '@nsa/core';
-import { nsaProblem } from '../bench/nsa-problem.mjs';
+import { deviceInputs, nsaProblem } from '../bench/nsa-problem.mjs';
 import { loadAddon } from '../dist/loader.js';
 import { nativeConfig } from '../dist/backend.js';
 import { trainingSeq } from '../dist/seq.js';
@@ -25,17 +25,8 @@ addon.init();
 const BF16 = 2, HQ = 64, H = 4, D = 128;
 const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D });
 const cfg = nativeConfig(config);
-let seed = 1;
-const alloc = (elements, bytesPer = 2) => new addon.DeviceBuffer(elements * bytesPer);
-const random = (elements, mean = 0, stddev = 1) => {
-  const b = alloc(elements);
-  addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
-  return b;
-};
-const layout = trainingSeq(1, T, config);
-const table = new addon.DeviceBuffer(layout.host.byteLength);
-table.upload(layout.host);
-const seq = { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+const { alloc, random, upload } = deviceInputs(addon, BF16);
+const seq = upload(trainingSeq(1, T, config));
 const { forwardArgs, backwardArgs, compress } = nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype: BF16, random, alloc });
 for (let i = 0; i < iters; i++) {
   const a = addon.recordEvent();

@@ -16,7 +16,7 @@ import { createNSAConfig } from '@nsa/core';
 import { loadAddon } from '../dist/loader.js';
 import { nativeConfig } from '../dist/backend.js';
 import { trainingSeq } from '../dist/seq.js';
-import { nsaProblem } from '../bench/nsa-problem.mjs';
+import { deviceInputs, nsaProblem } from '../bench/nsa-problem.mjs';
 
 function option(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -50,17 +50,8 @@ const config = createNSAConfig({ heads: HQ, kvHeads: H, headDimK: D, headDimV: D
 const cfg = nativeConfig(config);
 let ok = true;
 for (const T of Ts) {
-  let seed = 1;
-  const alloc = (elements, bytesPer = 2) => new addon.DeviceBuffer(elements * bytesPer);
-  const random = (elements, mean = 0, stddev = 1) => {
-    const b = alloc(elements);
-    addon.randomNormal({ dtype: BF16, dst: b, n: elements, seed: seed++, mean, stddev });
-    return b;
-  };
-  const layout = trainingSeq(1, T, config);
-  const table = new addon.DeviceBuffer(layout.host.byteLength);
-  table.upload(layout.host);
-  const seq = { table, host: layout.host, S: layout.S, rows: layout.rows, maxKeys: layout.maxKeys };
+  const { alloc, random, upload } = deviceInputs(addon, BF16);
+  const seq = upload(trainingSeq(1, T, config));
   const problem = nsaProblem({ addon, config, cfg, seq, T, HQ, H, D, dtype: BF16, random, alloc });
   const { forwardArgs: f, compress } = problem;
   const outputs = { out: f.out, oCmp: f.oCmp, oSlc: f.oSlc, oWin: f.oWin, lse: f.lse, blocks: f.blockOut };
@@ -88,7 +79,7 @@ for (const T of Ts) {
   }
   for (const s of switches) delete process.env[s];
   problem.free();
-  table.free();
+  seq.table.free();
 }
 console.log(ok ? 'forward-ab-equal: all variants bit-equal' : 'forward-ab-equal: FAILED');
 process.exitCode = ok ? 0 : 1;
