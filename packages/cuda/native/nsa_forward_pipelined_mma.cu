@@ -46,6 +46,12 @@
 // v17 (wgmma kernels, swizzled rings): each warp's full 16-key ring chunks are gathered by TMA too
 // (lane 0: a few bulk tensor copies, an mbarrier per ring stage; a chunk with fewer visible keys
 // still by cp.async, which zeroes its rows past them); NSA_FWD_TMA=1: the rings by cp.async (v16).
+// Measured (H100, bf16, B=1 HQ=64 H=4 D=128, paper defaults, one call at 02:45 UTC 2026-11-23,
+// alternating processes): forward 64k 45.85 / 45.93 ms against 48.95 / 49.12 for v14's binary, 16k
+// 7.15 / 7.22 against 7.64 / 7.75; outputs bit-equal to NSA_FWD_TMA=1 / 0. Tried after it (v18, not
+// kept): the split walks' full window / forced tiles by TMA as well; that binary ran 47.10 / 47.15 ms
+// at 64k (its NSA_FWD_TMA=2, this code's path: 48.00 / 48.03): the 8-row D = 128 kernel sits at 255
+// registers with ~72 bytes of spill stores, and its speed moves with the register allocation.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>

@@ -16,7 +16,7 @@ namespace nsa {
 // 64 elements x 1 head x boxRows rows (one 64-feature region of a boxRows-key slab): the compressed
 // keys / values in kTmaRows-row boxes (k, v), the selected ones in 16-row boxes (ks, vs: a ring chunk).
 constexpr int kTmaRows = 64;
-struct alignas(64) TmaMaps {
+struct TmaMaps {  // (CUtensorMap itself is 128-byte aligned)
   CUtensorMap k, v, ks, vs;
   int on, onSlc;  // maps k / v, ks / vs valid (else the kernel copies with cp.async)
 };
