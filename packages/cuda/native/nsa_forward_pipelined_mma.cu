@@ -35,6 +35,23 @@
 // padded rows (D + 8 elements) put every other row's 16-byte gathers 16 bytes off a 32-byte sector,
 // which costs L2 sectors (ncu, H100, 64k: 240 -> 170 GB of L2 traffic, 53.7 -> 49.1 ms). Same
 // arithmetic in the same order (bit-equal); NSA_FWD_RING_SWIZZLE=0: padded rows (v13).
+// v15 (8-row blocks): the compressed branch walks 128-key tiles (one barrier, one Q·Kᵀ and one P·V
+// group per 128 keys; NSA_FWD_CMP_TILE=64: v14's 64-key tiles), and each warp sorts its chosen
+// blocks by rank across its lanes instead of by insertion in lane 0 (same list; NSA_FWD_SORT=0:
+// v14's sort). Tried (run of 02:36 UTC 2026-11-23): the selection scores in 256-key tiles, 4
+// slices per wait: 48.76 / 49.01 ms at 64k against 47.88 with 128-key tiles; not kept.
+// v16 (wgmma kernels): the compressed branch's and the selection scores' full tiles are loaded by
+// TMA (tma.cuh: one thread, a few bulk tensor copies per tile, an mbarrier per buffer) instead of
+// every thread's cp.async; NSA_FWD_TMA=0: cp.async (v15).
+// v17 (wgmma kernels, swizzled rings): each warp's full 16-key ring chunks are gathered by TMA too
+// (lane 0: a few bulk tensor copies, an mbarrier per ring stage; a chunk with fewer visible keys
+// still by cp.async, which zeroes its rows past them); NSA_FWD_TMA=1: the rings by cp.async (v16).
+// Measured (H100, bf16, B=1 HQ=64 H=4 D=128, paper defaults, one call at 02:45 UTC 2026-11-23,
+// alternating processes): forward 64k 45.85 / 45.93 ms against 48.95 / 49.12 for v14's binary, 16k
+// 7.15 / 7.22 against 7.64 / 7.75; outputs bit-equal to NSA_FWD_TMA=1 / 0. Tried after it (v18, not
+// kept): the split walks' full window / forced tiles by TMA as well; that binary ran 47.10 / 47.15 ms
+// at 64k (its NSA_FWD_TMA=2, this code's path: 48.00 / 48.03): the 8-row D = 128 kernel sits at 255
+// registers with ~72 bytes of spill stores, and its speed moves with the register allocation.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -43,6 +60,7 @@
 #include "cuda_error.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "tma.cuh"
 #include "warp_attend.cuh"
 #include "wgmma.cuh"
 #include "wgmma_probe.h"
@@ -62,6 +80,8 @@ constexpr int kFlagGateInterleaved = 64;  // NSA_FWD_GATE_BATCH=0: the gated sum
 constexpr int kFlagV11TopN = 128;         // NSA_FWD_TOPN=0: v11's top-n (rescans every score each round; the unused list)
 constexpr int kFlagRing3 = 256;           // NSA_FWD_RING=3: the per-warp rings have a third stage
 constexpr int kFlagNoSplit = 512;         // NSA_FWD_SPLIT=0: both warpgroups walk the window together after the selected blocks (v12)
+constexpr int kFlagInsertionSort = 2048;  // NSA_FWD_SORT=0: lane 0 sorts the chosen blocks by insertion (v14)
+constexpr int kFlagCmp64 = 1024;          // NSA_FWD_CMP_TILE=64: the compressed branch in 64-key tiles in 8-row blocks too (v14)
 
 struct RowTile {
   int s, first;  // sequence, first query index within it
@@ -70,6 +90,8 @@ struct RowTile {
 // W warps per block (W query rows): 4 (two blocks per SM) or 8 (one; the default with the forced walk).
 template <int D, int W>
 struct Layout {
+  // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp
+  static constexpr size_t kBarrierBytes = 8 * (2 + 2 * W) + 8;
   static constexpr int ld = D + 8;
   static constexpr int tile = kSharedKeys * ld;  // elements of one block-wide K or V tile
   // [K0 K1 V0 V1] block-wide tiles; the same bytes hold each warp's ring (4 * kChunk rows) later,
@@ -87,7 +109,7 @@ struct Layout {
   }
   static size_t bytes(size_t elem, int nbMax, int n, bool ring3 = false) {
     return tileBytes(elem) + sizeof(float) * scoreFloats(elem, nbMax, ring3) + sizeof(int) * W * (2 * (size_t)n + 2) +
-           sizeof(int) * ((size_t)n + 1);
+           sizeof(int) * ((size_t)n + 1) + kBarrierBytes;
   }
 };
 
@@ -176,10 +198,10 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
 // sum, rescales O and leaves P packed as the A fragments of P·V (pa[j]: keys 16j .. 16j+15). Unlike
 // there, a warp that sees no key of the tile still goes on, with P = 0: the P·V wgmma that follows
 // takes every warp of the warpgroup.
-template <class T, int D, class Visible>
-__device__ __forceinline__ void groupSoftmax(float (&s)[kSharedKeys / 8][4], float sl2, Visible visible, WarpRows<D>& st,
-                                             uint32_t (&pa)[kSharedKeys / 16][4]) {
-  constexpr int NK = kSharedKeys;
+// NK: keys in s (kSharedKeys, or 2 * kSharedKeys for the compressed branch's 128-key tiles, v15).
+template <class T, int D, int NK = kSharedKeys, class Visible>
+__device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st,
+                                             uint32_t (&pa)[NK / 16][4]) {
   const int t4 = threadIdx.x & 3;
   bool vis[NK / 8][2];
   float mx[2] = {kNegInf, kNegInf};
@@ -242,10 +264,9 @@ template <int D>
 __device__ __forceinline__ float (&oPart(WarpRows<D>& st, int dn))[8][4] {
   return *reinterpret_cast<float(*)[8][4]>(&st.o[8 * dn][0]);
 }
-// Issues O += P·V (P from groupSoftmax, V the swizzled kSharedKeys-row tile at vTile) as one group.
-template <class T, int D>
-__device__ __forceinline__ void issuePV(const uint32_t (&pa)[kSharedKeys / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns) {
-  constexpr int NK = kSharedKeys;
+// Issues O += P·V (P from groupSoftmax, V the swizzled NK-row tile at vTile) as one group.
+template <class T, int D, int NK = kSharedKeys>
+__device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns) {
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
   turns.take();
@@ -265,12 +286,12 @@ __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
 }
 
 // groupSoftmax, then P·V on the warpgroup, waited for.
-template <class T, int D, class Visible>
-__device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], uint32_t vTile, float sl2, Visible visible,
+template <class T, int D, int NK = kSharedKeys, class Visible>
+__device__ __forceinline__ void groupSoftmaxPV(float (&s)[NK / 8][4], uint32_t vTile, float sl2, Visible visible,
                                                WarpRows<D>& st, const WgTurns& turns) {
-  uint32_t pa[kSharedKeys / 16][4];
-  groupSoftmax<T, D>(s, sl2, visible, st, pa);
-  issuePV<T, D>(pa, vTile, st, turns);
+  uint32_t pa[NK / 16][4];
+  groupSoftmax<T, D, NK>(s, sl2, visible, st, pa);
+  issuePV<T, D, NK>(pa, vTile, st, turns);
   wg::wait<0>();
   fenceO(st);
 }
@@ -282,7 +303,8 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[kSharedKeys / 8][4], u
 // argument, not a flag: at run time both layouts in one kernel took the 8-warp D = 128 kernel past
 // 255 registers (spills), where v13 has 254.
 template <class T, int D, int W, bool Wg, bool Swz>
-__global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip) {
+__global__ void __launch_bounds__(32 * W, 8 / W)
+    nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip, const __grid_constant__ TmaMaps maps) {
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -304,6 +326,15 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   int* count = len + c.n;      // [1]
   // Block-wide: the chosen blocks every warp of the block reads ([0] = how many, then the blocks).
   int* common = lists + W * (2 * c.n + 2);
+  // v16: the compressed branch's and the selection scores' full tiles come by TMA (tma.cuh), each
+  // tile buffer with its mbarrier; tmaPhase bit b = the parity buffer b's next load completes.
+  const uint32_t tmaBar = (smemAddr(common + c.n + 1) + 7u) & ~7u;
+  const bool tmaOn = Wg && maps.on;
+  uint32_t tmaPhase = 0;
+  if (tmaOn && threadIdx.x == 0) {
+    for (int b = 0; b < 2 + 2 * W; b++) tma::initBarrier(tmaBar + 8 * b, 1);
+    tma::fenceInit();
+  }
 
   const int kvh = blockIdx.y, hq0 = kvh * kGroup;
   const RowTile tile = tiles[blockIdx.x];
@@ -338,9 +369,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // runs between two barriers.
   // mode = std::integral_constant<int, R>: R = 0, padded kSharedKeys-key tiles (sK, sV: mma.sync);
   // R > 0, R-key tiles in wgmma's swizzled layout (K buffers at 0 and 1, V buffers at 2 and 3 tiles
-  // of R * D elements; V only for R = kSharedKeys), one barrier per tile; the body gets the
+  // of R * D elements; V for R = kSharedKeys, or 2 * kSharedKeys in 8-row blocks), one barrier per tile; the body gets the
   // tiles' addresses as T*.
-  auto walkTiles = [&](auto mode, int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body) {
+  // viaTma: K and V are maps.k / maps.v (the compressed keys); their full tiles load by TMA when on.
+  auto walkTiles = [&](auto mode, int nTiles, auto&& range, int base, const void* Kp, const void* Vp, auto&& body, bool viaTma = false) {
     constexpr int R = decltype(mode)::value;
     const T* K = static_cast<const T*>(Kp);
     const T* V = static_cast<const T*>(Vp);
@@ -348,8 +380,22 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       static_assert(4 * kSharedKeys * D * 2 <= L::rows * L::ld * 2 && 2 * R * D * 2 <= L::rows * L::ld * 2, "tiles fit");
       constexpr int tileBytes = R * D * 2;
       const uint32_t at = smemAddr(smemRaw);
+      // A tile of R keys by TMA (a last, shorter tile by cp.async: its rows past the keys must be zeros).
+      auto byTma = [&](int t) {
+        const int2 kr = range(t);
+        return tmaOn && viaTma && kr.y - kr.x == R;
+      };
       auto load = [&](int t, int buf) {
         const int2 kr = range(t);
+        if (byTma(t)) {
+          if (threadIdx.x == 0) {
+            const uint32_t bar = tmaBar + 8 * buf;
+            tma::arriveExpect(bar, (V ? 2 : 1) * tileBytes);
+            tma::loadTile<D, R>(at + buf * tileBytes, &maps.k, kvh, base + kr.x, bar);
+            if (V) tma::loadTile<D, R>(at + (2 + buf) * tileBytes, &maps.v, kvh, base + kr.x, bar);
+          }
+          return;
+        }
         const size_t first = ((size_t)(base + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
         copyTileSwizzled<T, D, kBlockThreads, R>(at + buf * tileBytes, K + first, stride, kr.y - kr.x);
         if (V) copyTileSwizzled<T, D, kBlockThreads, R>(at + (2 + buf) * tileBytes, V + first, stride, kr.y - kr.x);
@@ -360,6 +406,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       for (int t = 0; t < nTiles; t++) {
         const int buf = t & 1;
         cpAsyncWait<0>();           // tile t has landed
+        if (byTma(t)) {
+          tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
+          tmaPhase ^= 1u << buf;
+        }
         wg::fenceProxyAsync();      // this thread's tile writes, before the tensor cores read them
         __syncthreads();            // ... and everyone's; every warp is done with tile t - 1's buffers
         if (t + 1 < nTiles) load(t + 1, buf ^ 1);
@@ -384,10 +434,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     walkDoubleBuffered(nTiles, load, [&](int t, int buf) { body(t, range(t).x, sK + buf * L::tile, sV + buf * L::tile); });
   };
   // Keys first .. first + total - 1 in consecutive tiles (of R keys, kSharedKeys when R = 0).
-  auto walkShared = [&](auto mode, int first, int total, int base, const void* Kp, const void* Vp, auto&& body) {
+  auto walkShared = [&](auto mode, int first, int total, int base, const void* Kp, const void* Vp, auto&& body, bool viaTma = false) {
     constexpr int R = decltype(mode)::value, keys = R > 0 ? R : kSharedKeys;
     walkTiles(mode, (total + keys - 1) / keys, [&](int t) { return make_int2(first + t * keys, min(first + total, first + (t + 1) * keys)); },
-              base, Kp, Vp, body);
+              base, Kp, Vp, body, viaTma);
   };
 
   const size_t oAt = ((size_t)row * c.HQ + hq0) * D;  // this warp's 16 heads
@@ -412,6 +462,21 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   WarpRows<D> st;
   st.reset();
+  // v15 (8-row wgmma blocks): 128-key compressed tiles, K and V double-buffered in the tile region
+  // (4 x 32 KB at D = 128): one barrier, one Q·Kᵀ group and one P·V group per 128 keys instead of
+  // per 64, so half the block-wide waits and turns, and twice the bytes in flight per load.
+  // 4-warp blocks keep 64-key tiles (their tile region holds 64 KB at D = 128).
+  constexpr bool kCmp128Fits = Wg && W == 8 && 4 * 2 * kSharedKeys * D * 2 <= L::tileBytes(2);
+  if (kCmp128Fits && !(skip & kFlagCmp64)) {
+    if constexpr (kCmp128Fits) {
+      walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
+        float s[2][kSharedKeys / 8][4];  // keys 64h + 8n + ..: as one [16][4] array, key 8n' + ..
+        groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s, turns);
+        groupSoftmaxPV<T, D, 2 * kSharedKeys>(reinterpret_cast<float(&)[2 * kSharedKeys / 8][4]>(s), smemAddr(v), sl2,
+                                              [&](int j) { return k0 + j < nc; }, st, turns);
+      }, true);
+    }
+  } else
   walkShared(std::integral_constant<int, Wg ? kSharedKeys : 0>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
     if constexpr (Wg) {
       float s[1][kSharedKeys / 8][4];
@@ -420,7 +485,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     } else {
       warpAttend<T, D, kSharedKeys>(qf, k, v, ld, sl2, [&](int j) { return k0 + j < nc; }, st);
     }
-  });
+  }, true);
   float cmpLse[2];
   {
     float inv[2];
@@ -595,7 +660,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
           groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s, turns);
           addMass(i0, s[0]);
           addMass(i0 + kSharedKeys, s[1]);
-        });
+        }, true);
       } else {
         walkShared(std::integral_constant<int, 0>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
           float s[kSharedKeys / 8][4];
@@ -679,7 +744,26 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       }
     }
     const int chosen = max(*count, want);  // forced blocks may exceed n, as in selectTopN
-    if (lane == 0) {
+    if (!(skip & kFlagInsertionSort) && chosen <= 64) {
+      // v15: ascending order by rank, lane k placing block k (and k + 32): its rank is the number of
+      // smaller blocks (earlier equal ones too, were there any). v14's insertion sort in lane 0 was a
+      // chain of dependent shared-memory round trips (~2 % of the kernel's warp samples at 64k).
+      int v[2], rank[2] = {0, 0};
+#pragma unroll
+      for (int r = 0; r < 2; r++) v[r] = lane + 32 * r < chosen ? blk[lane + 32 * r] : INT_MAX;
+      for (int q = 0; q < chosen; q++) {
+        const int b = blk[q];
+#pragma unroll
+        for (int r = 0; r < 2; r++) rank[r] += b < v[r] || (b == v[r] && q < lane + 32 * r);
+      }
+      __syncwarp();
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const int k = lane + 32 * r;
+        if (k < chosen) blk[rank[r]] = v[r];
+        else if (k < c.n) blk[k] = -1;
+      }
+    } else if (lane == 0) {
       for (int i = 1; i < chosen; i++) {
         const int v = blk[i];
         int k = i - 1;
@@ -804,6 +888,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
   // Not with split: its warpgroups do not meet after top-n, and the third stages lie over other warps' block scores.
   const bool stage3 = ring3 && !split;
   const int nStages = stage3 ? 3 : 2;
+  // v17: full chunks by TMA (two stages only; the third stage's slot is not 1024-byte aligned).
+  const bool tmaRings = Swz && tmaOn && maps.onSlc && !stage3;
+  const uint32_t ringBar = tmaBar + 16 + 16 * warp;  // + 8 * stage
+  uint32_t ringPhase = 0;                            // bit s: the parity stage s's next chunk completes
   const T* Ks = static_cast<const T*>(a.kSlc);
   const T* Vs = static_cast<const T*>(a.vSlc);
   auto firstFrom = [&](int k) {  // next chosen block with visible tokens, from k on (c.n = none)
@@ -817,6 +905,16 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
     constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
     const int col = (lane % per) * 8, rem = len[k] - off;
     const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
+    if (tmaRings && rem >= kChunk) {
+      if (lane == 0) {  // the chunk layout (chunkAt) is TMA's 128-byte swizzle of 16-row boxes
+        const uint32_t bar = ringBar + 8 * stage;
+        wg::fenceProxyAsync();  // the warp's reads of this stage (ldmatrix) before the copy engine writes it
+        tma::arriveExpect(bar, 2 * kChunk * D * sizeof(T));
+        tma::loadTile<D, kChunk, kChunk>(smemAddr(dk), &maps.ks, kvh, (int)k0, bar);
+        tma::loadTile<D, kChunk, kChunk>(smemAddr(dv), &maps.vs, kvh, (int)k0, bar);
+      }
+      return;
+    }
 #pragma unroll
     for (int r = lane / per; r < kChunk; r += 32 / per) {
       T* pk = const_cast<T*>(chunkAt<T, Swz>(dk, ld, r, col));
@@ -852,9 +950,13 @@ __global__ void __launch_bounds__(32 * W, 8 / W) nsaForwardPipeKernel(NSAForward
       issue(stage == 0 ? nStages - 1 : stage - 1);  // the stage computed in the step before
       if (stage3) cpAsyncWait<2>();
       else cpAsyncWait<1>();
+      const int rem = len[k] - off;
+      if (tmaRings && rem >= kChunk) {
+        tma::wait(ringBar + 8 * stage, (ringPhase >> stage) & 1u);
+        ringPhase ^= 1u << stage;
+      }
       __syncwarp();
       const T* ck = stageAt(stage);
-      const int rem = len[k] - off;
       warpAttend<T, D, kChunk, Swz>(qf, ck, ck + kChunk * cld, ld, sl2, [&](int j) { return j < rem; }, st);
       __syncwarp();  // the next gather overwrites this stage
       advance(k, off);
@@ -1015,15 +1117,62 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   const char* topN = getenv("NSA_FWD_TOPN");
   // NSA_FWD_SPLIT=0: v12's order (both warpgroups: selected blocks, then the window), for A/B.
   const char* splitEnv = getenv("NSA_FWD_SPLIT");
+  // NSA_FWD_CMP_TILE=64: the compressed branch in 64-key tiles in 8-row blocks (v14), for A/B.
+  const char* cmpTile = getenv("NSA_FWD_CMP_TILE");
+  // NSA_FWD_SORT=0: lane 0 sorts each row's chosen blocks by insertion (v14), for A/B.
+  const char* sortEnv = getenv("NSA_FWD_SORT");
   const int flags = (skip ? atoi(skip) : 0) | (shareCommon && shareCommon[0] == '1' ? 0 : 8) | (forcedOff ? 16 : 0) |
                     (pingPong && pingPong[0] == '0' ? kFlagNoPingPong : 0) | (gateBatch && gateBatch[0] == '0' ? kFlagGateInterleaved : 0) |
                     (topN && topN[0] == '0' ? kFlagV11TopN : 0) | (ring3 ? kFlagRing3 : 0) |
-                    (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0);
-  kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags);
+                    (splitEnv && splitEnv[0] == '0' ? kFlagNoSplit : 0) | (cmpTile && atoi(cmpTile) == 64 ? kFlagCmp64 : 0) |
+                    (sortEnv && sortEnv[0] == '0' ? kFlagInsertionSort : 0);
+  // v16: TMA maps of the compressed keys and values (wgmma kernels; NSA_FWD_TMA=0: cp.async, v15). Their
+  // rows: as far as any sequence's compressed keys reach.
+  // v17: and of the selected keys and values for the rings (NSA_FWD_TMA=1: not these, v16), their rows
+  // as far as any sequence's keys reach.
+  TmaMaps maps{};
+  const char* tmaEnv = getenv("NSA_FWD_TMA");
+  if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
+    const int* h = a.seq.host;
+    int cmpRows = 0, keyRows = 0;
+    for (int s = 0; s < S; s++) {
+      const int keys = h[3 * S + 1 + s] + h[s + 1] - h[s];  // pos0 + queries: the keys up to the last position
+      cmpRows = std::max(cmpRows, h[2 * S + 1 + s] + compressedCount(keys, a.cfg.l, a.cfg.d));
+      keyRows = std::max(keyRows, h[S + 1 + s] + keys);
+    }
+    const bool f16 = a.dtype == DType::F16;
+    maps.on = cmpRows > 0 && encodeKeyMap(&maps.k, a.kCmp, f16, cmpRows, a.cfg.H, D, kTmaRows) &&
+              encodeKeyMap(&maps.v, a.vCmp, f16, cmpRows, a.cfg.H, D, kTmaRows);
+    maps.onSlc = maps.on && !(tmaEnv && tmaEnv[0] == '1') && keyRows > 0 && encodeKeyMap(&maps.ks, a.kSlc, f16, keyRows, a.cfg.H, D, kChunk) &&
+                 encodeKeyMap(&maps.vs, a.vSlc, f16, keyRows, a.cfg.H, D, kChunk);
+  }
+  kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
 
 }  // namespace
+
+bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H, int D, int boxRows) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = []() -> Encode {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky: clear it
+      return nullptr;
+    }
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (!encode || reinterpret_cast<uintptr_t>(base) % 16) return false;
+  const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)H, (cuuint64_t)rows};
+  const cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)H * D * 2};  // bytes, of dims 1 and 2
+  const cuuint32_t box[3] = {64, 1, (cuuint32_t)boxRows}, elementStrides[3] = {1, 1, 1};
+  return encode(map, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims, strides, box,
+                elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
 
 bool nsaForwardPipelined(const NSAForwardArgs& a, cudaStream_t stream) {
   const NSAConfigArgs& c = a.cfg;
