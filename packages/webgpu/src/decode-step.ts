@@ -172,7 +172,9 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory
   // with at most 32 lists per KV head (the selected attend searches each list).
   const nCandCap = Math.floor(last / geo.selBlock) + 1;
-  const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
+  // (env NSA_WEBGPU_DECODE_CHOICE_CANDS: another count, for experiments such as bench/run.mjs's.)
+  const cands = ctx.decodeTiles?.choiceCands ?? (Number(envOf('NSA_WEBGPU_DECODE_CHOICE_CANDS')) || 64);
+  const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(cands, geo.nSel)));
   const kernels = choiceKernels();
   const wideChoice =
     ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand

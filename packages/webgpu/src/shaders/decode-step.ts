@@ -868,6 +868,17 @@ ${steps.map((st) => `        { let p = c + ${st}u; let a = lst[${l * k.nSel}u + 
         rank += select(0u, c, ${l}u < nP);
       }`,
   ).join('\n');
+  // slots: the same searches step by step across the lists (each step's PMAX loads are independent
+  // and in flight together: one shared-memory latency per step, not per step and list).
+  const ls = Array.from({ length: PMAX }, (_, l) => l);
+  const searchByStep = `${ls.map((l) => `      var c${l} = 0u;`).join('\n')}
+${steps
+  .map(
+    (st) => `${ls.map((l) => `      let a${l}_${st} = lst[${l * k.nSel}u + min(c${l} + ${st}u, NSEL) - 1u];`).join('\n')}
+${ls.map((l) => `      c${l} = select(c${l}, c${l} + ${st}u, c${l} + ${st}u <= nFree && ahead(a${l}_${st}, me));`).join('\n')}`,
+  )
+  .join('\n')}
+      let rank = ${ls.map((l) => `select(0u, c${l}, ${l}u < nP)`).join(' + ')};`;
   const decls = `const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
 const INITIAL = ${k.initialBlocks}u;
@@ -927,17 +938,21 @@ ${forcedChosen}
   workgroupBarrier();
   // An entry is chosen when fewer than nFree entries of all lists are ahead of it: each sorted list's
   // count by binary search over its first nFree, the lists unrolled (no divergent scans).
-  for (var x = lid; x < nP * nFree; x += WG) {
-    let me = lst[(x / nFree) * NSEL + x % nFree];
-    if (me.x > -0.5) {
-      var rank = 0u;
-${search}
+  // (Each invocation ranks the entries it loaded.)
+${rounds
+  .map(
+    (r) => `  {
+    let me = lsE${r};
+    if (lsX${r} < nP * nFree && me.x > -0.5) {
+${searchByStep}
       if (rank < nFree) {
         chosen[forced + rank] = i32(me.y);
         if (forced + rank == slot) { sel[slot] = i32(me.y); }
       }
     }
-  }
+  }`,
+  )
+  .join('\n')}
 `;
   const after = `  if (wid.x == NS) {
 ${sortedWrite((at, v) => `blocks[out + ${at}] = ${v};`).replace(/^(?=.)/gm, '  ')}    return;
