@@ -102,7 +102,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           return () => (gpu.ctx.decodeTiles = undefined);
         },
       ],
-      ...(['session8', 'choice8', 'attend8'] as const).map((v): [string, () => () => void] => [
+      ...(['session8', 'choice8', 'attend8', 'unrolled'] as const).map((v): [string, () => () => void] => [
         `wide block choice on session 8's kernels (${v})`,
         () => {
           process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL = v;
@@ -238,6 +238,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           const sub = gpu.ctx.subgroupTopN && gpu.ctx.features.subgroups && kernels !== 'session8' && kernels !== 'choice8';
           expect((choiceParams.wide.sub ?? 0) > 0, name).toBe(sub);
           expect(choiceParams.wide.slots === true, name).toBe(kernels !== 'session8' && kernels !== 'attend8');
+          expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
         }
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);

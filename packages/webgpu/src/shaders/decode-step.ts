@@ -527,6 +527,8 @@ export interface WideChoice {
   readonly PMAX: number;
   readonly slots?: boolean;
   readonly sub?: number;
+  /** With slots: the final top-n's binary-search steps in a loop (not unrolled). */
+  readonly searchLoop?: boolean;
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -871,13 +873,19 @@ ${steps.map((st) => `        { let p = c + ${st}u; let a = lst[${l * k.nSel}u + 
   // slots: the same searches step by step across the lists (each step's PMAX loads are independent
   // and in flight together: one shared-memory latency per step, not per step and list).
   const ls = Array.from({ length: PMAX }, (_, l) => l);
+  // (searchLoop: the steps in a loop, the lists unrolled in it: less code to fetch, the same latencies,
+  // and no step past nFree.)
+  const stepCode = (st: string, sfx: string) => `${ls.map((l) => `      let a${l}${sfx} = lst[${l * k.nSel}u + min(c${l} + ${st}, NSEL) - 1u];`).join('\n')}
+${ls.map((l) => `      c${l} = select(c${l}, c${l} + ${st}, c${l} + ${st} <= nFree && ahead(a${l}${sfx}, me));`).join('\n')}`;
   const searchByStep = `${ls.map((l) => `      var c${l} = 0u;`).join('\n')}
-${steps
-  .map(
-    (st) => `${ls.map((l) => `      let a${l}_${st} = lst[${l * k.nSel}u + min(c${l} + ${st}u, NSEL) - 1u];`).join('\n')}
-${ls.map((l) => `      c${l} = select(c${l}, c${l} + ${st}u, c${l} + ${st}u <= nFree && ahead(a${l}_${st}, me));`).join('\n')}`,
-  )
-  .join('\n')}
+${
+  k.wide.searchLoop
+    ? `      // From the largest power of two up to nFree (a count below its double).
+      for (var st = 1u << firstLeadingBit(max(nFree, 1u)); st > 0u; st >>= 1u) {
+${stepCode('st', '').replace(/^(?=.)/gm, '  ')}
+      }`
+    : steps.map((st) => stepCode(`${st}u`, `_${st}`)).join('\n')
+}
       let rank = ${ls.map((l) => `select(0u, c${l}, ${l}u < nP)`).join(' + ')};`;
   const decls = `const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
