@@ -65,6 +65,18 @@ function session7Kernels(): boolean {
   return previousKernels() || envOf('NSA_WEBGPU_DECODE_ATTEND') === 'session7';
 }
 
+/**
+ * NSA_WEBGPU_DECODE_CHOICE_KERNEL: session 8's wide block choice kernels, 'session8' both, 'choice8'
+ * the block choice's (workgroup-memory reductions), 'attend8' the selected attend's final top-n (lists
+ * loaded after the queries, blocks sorted before the gathers), 'unrolled' the default's but with the
+ * final top-n's binary-search steps unrolled. Default: the subgroup block choice (where the adapter has
+ * subgroups) and the selected attend's places in ranking order, its search steps in a loop.
+ */
+function choiceKernels(): { sub: boolean; slots: boolean; searchLoop: boolean } {
+  const v = envOf('NSA_WEBGPU_DECODE_CHOICE_KERNEL');
+  return { sub: v !== 'session8' && v !== 'choice8', slots: v !== 'session8' && v !== 'attend8', searchLoop: v !== 'unrolled' };
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -161,11 +173,16 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // least nSel so that each workgroup's list fills), the fewest that fit both kernels' workgroup memory
   // with at most 32 lists per KV head (the selected attend searches each list).
   const nCandCap = Math.floor(last / geo.selBlock) + 1;
-  const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(ctx.decodeTiles?.choiceCands ?? 64, geo.nSel)));
+  // 128 by default (on the H100 at 64k, B = 1: 8 lists a KV head; 64, session 8's count, gave a
+  // faster block choice but a slower final top-n, 0.0532 against 0.0525 ms a step); env
+  // NSA_WEBGPU_DECODE_CHOICE_CANDS: another count, for experiments such as bench/run.mjs's.
+  const kernels = choiceKernels();
+  const cands = ctx.decodeTiles?.choiceCands ?? (Number(envOf('NSA_WEBGPU_DECODE_CHOICE_CANDS')) || (kernels.sub || kernels.slots ? 128 : 64));
+  const cpw0 = 2 ** Math.ceil(Math.log2(Math.max(cands, geo.nSel)));
   const wideChoice =
     ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
       ? [1, 2, 4, 8, 16]
-          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)) }))
+          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)), slots: kernels.slots, sub: kernels.sub && subgroups ? minSg : 0, searchLoop: kernels.searchLoop }))
           .find(
             (w) =>
               w.PMAX <= 32 &&
@@ -224,7 +241,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : [stats, scores, lists], [nP + nPV, B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
-    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS, B * H]);
+    // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)
+    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0), B * H]);
     frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows]);
   };
 }

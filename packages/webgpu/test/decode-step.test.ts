@@ -8,7 +8,8 @@
 // subgroups, and with attend workgroups smaller than the block choice's lse lanes (its lse loop).
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
 // workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
-// ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch.
+// ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch. The wide block
+// choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's.
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -99,6 +100,24 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         () => {
           gpu.ctx.decodeTiles = { choiceCands: 8 };
           return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      ...(['session8', 'choice8', 'attend8', 'unrolled'] as const).map((v): [string, () => () => void] => [
+        `wide block choice on session 8's kernels (${v})`,
+        () => {
+          process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL = v;
+          return () => delete process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
+        },
+      ]),
+      [
+        "wide block choice, 8 candidates per workgroup, session 8's kernels",
+        () => {
+          gpu.ctx.decodeTiles = { choiceCands: 8 };
+          process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL = 'session8';
+          return () => {
+            gpu.ctx.decodeTiles = undefined;
+            delete process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
+          };
         },
       ],
       [
@@ -211,6 +230,16 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         // The compressed values' P·V ran in the wide block choice's dispatch where asked (not on session 7's attend).
         const split = pipelines.mock.calls.some(([kernel, params]) => kernel === 'nsa_decode_choice_wide' && (params as { split?: boolean }).split === true);
         expect(split, name).toBe(wide && gpu.ctx.decodeSplit && !process.env.NSA_WEBGPU_DECODE_ATTEND);
+        // The wide block choice's kernels: subgroup reductions (where the adapter has them) and the
+        // selected attend's places in ranking order, unless session 8's are asked for.
+        const choiceParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_choice_wide')?.[1] as { wide: { sub?: number; slots?: boolean } } | undefined;
+        if (choiceParams) {
+          const kernels = process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
+          const sub = gpu.ctx.subgroupTopN && gpu.ctx.features.subgroups && kernels !== 'session8' && kernels !== 'choice8';
+          expect((choiceParams.wide.sub ?? 0) > 0, name).toBe(sub);
+          expect(choiceParams.wide.slots === true, name).toBe(kernels !== 'session8' && kernels !== 'attend8');
+          expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
+        }
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);

@@ -178,7 +178,8 @@ export function decodeAttendShader(
   const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
   const wide = choice?.wide;
   const qLoad = unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`);
-  const fused = choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
+  const fused: { decls: string; body: string; pre?: string; after?: string } | undefined =
+    choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
   const vec = `array<vec4<${e}>>`;
   const bindings = cw
     ? `@group(0) @binding(2) var<storage, read> kCmp: ${vec};
@@ -356,11 +357,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row0 = b * HQ + h * G;
 ${
   fused
-    ? `${wide ? `  // The group's queries first: their loads overlap the block choice's.\n${qLoad}\n` : ''}  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
+    ? `${fused.pre ?? ''}${wide ? `  // The group's queries first: their loads overlap the block choice's.\n${qLoad}\n` : ''}  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
   {
 ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   workgroupBarrier();
-`
+${fused.after ?? ''}`
     : ''
 }${chunk}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
@@ -512,7 +513,22 @@ export interface BlockChoiceKernel extends DecodeStepShape {
    * The wide block choice (decodeChoiceWideShader): CPW candidates per workgroup, at most PMAX
    * workgroups per KV head. In the selected attend (`choice`), the final top-n from their lists.
    */
-  readonly wide?: { readonly CPW: number; readonly PMAX: number };
+  readonly wide?: WideChoice;
+}
+
+/**
+ * The wide block choice's geometry: CPW candidates per workgroup, at most PMAX workgroups per KV head.
+ * slots: the selected attend's workgroups take their blocks in the order of the ranking, not sorted
+ * (blockChoiceMerge; one extra workgroup per KV head writes the sorted list). sub: the block choice
+ * kernel reduces through subgroups of at least this size (choiceWideSubgroups; 0: workgroup memory).
+ */
+export interface WideChoice {
+  readonly CPW: number;
+  readonly PMAX: number;
+  readonly slots?: boolean;
+  readonly sub?: number;
+  /** With slots: the final top-n's binary-search steps in a loop (not unrolled). */
+  readonly searchLoop?: boolean;
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -546,7 +562,8 @@ export function wideMergeSharedBytes(k: { readonly nSel: number; readonly PMAX: 
  * lists[(sequence x KV head) * PMAX + p][rank] (score -1: none). The selected attend's workgroups
  * take the final top-n from these lists (blockChoiceMerge). Candidate sums only (cand).
  */
-export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number }; readonly split?: boolean }): string {
+export function decodeChoiceWideShader(k: BlockChoiceKernel & { readonly wide: WideChoice; readonly split?: boolean }): string {
+  if (k.wide.sub && !k.split && k.wide.CPW <= k.WG) return choiceWideSubgroups(k, k.wide.sub);
   const { G, WG } = k;
   const pv = k.split ? splitPV({ G, DV: k.DV, KCW: k.KCW ?? k.KC, WG }) : undefined;
   const { CPW, PMAX } = k.wide;
@@ -654,6 +671,130 @@ ${Array.from({ length: CPW }, (_, y) => `    { let v2 = score[${y}u]; rank += se
 }
 
 /**
+ * The wide block choice through subgroups (WideChoice.sub = the adapter's smallest subgroup, SG): the
+ * same lists as decodeChoiceWideShader in two workgroup barriers instead of four and without its
+ * serial loops. LL invocations per head merge the chunk stats into the lse (each its every LL-th
+ * chunk, then a butterfly of subgroup shuffles); HL invocations per candidate each take every HL-th
+ * head (their candidate sums and stats loaded first), their sums added by a butterfly; then the same
+ * HL invocations rank the candidate, each against every HL-th other. LL and HL are powers of two of
+ * at most SG, so every butterfly stays in one subgroup (subgroups of consecutive invocations, as the
+ * other subgroup kernels assume). The lse and the scores are summed in another order than the
+ * single block choice's: the same bits in every workgroup of a KV head, not the same as there.
+ */
+function choiceWideSubgroups(k: BlockChoiceKernel & { readonly wide: WideChoice }, SG: number): string {
+  const { G, WG } = k;
+  const { CPW, PMAX } = k.wide;
+  const pow2 = (x: number) => 2 ** Math.floor(Math.log2(Math.max(1, x)));
+  const LL = Math.min(pow2(WG / G), SG, 64);
+  const HL = Math.min(pow2(WG / CPW), SG);
+  const GH = Math.ceil(G / HL);
+  const RC = Math.ceil(CPW / HL);
+  const { NCJ, NCH } = candidateGeometry(k);
+  // Chunks of a lse lane loaded before they are merged (in order, so the bits do not depend on it).
+  const U = Math.max(1, Math.min(8, Math.ceil(NCH / LL)));
+  const ts = Array.from({ length: GH }, (_, t) => t);
+  const cu = Array.from({ length: NCJ }, (_, u) => u);
+  const us = Array.from({ length: U }, (_, u) => u);
+  const butterfly = (n: number, step: (mask: number) => string) => Array.from({ length: Math.log2(n) }, (_, i) => step(2 ** i)).join('\n');
+  const mergeInto = (m: string, l: string, m2: string, l2: string) => `{ let mn = max(${m}, ${m2}); ${l} = ${l} * exp(${m} - mn) + ${l2} * exp(${m2} - mn); ${m} = mn; }`;
+  return `enable subgroups;
+${paramsStruct()}
+@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(2) var<storage, read> cand: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;
+${constants(k, WG)}${candidateConstants(k)}const CPW = ${CPW}u;
+const PMAX = ${PMAX}u;
+const INITIAL = ${k.initialBlocks}u;
+const LOCAL = ${k.localBlocks}u;
+// Invocations per head of the lse, per candidate of the scores and ranks.
+const LL = ${LL}u;
+const HL = ${HL}u;
+var<workgroup> lse: array<f32, ${G}>;
+var<workgroup> score: array<f32, ${CPW}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let pos = P.qRowLo;
+  let bh = wid.y;
+  let b = bh / H;
+  let h = bh % H;
+  let row0 = b * HQ + h * G;
+  let jLo = wid.x * CPW;
+  let nC = compressedChunks(pos);
+  let cur = pos / SEL_BLOCK;
+  let nCand = cur + 1u;
+  // Candidate i = lid / HL, heads hl + HL * t: the candidate sums of the (at most NCJ) chunks its
+  // compressed blocks lie in and those chunks' (max, sum), loaded first (they overlap the lse's loads).
+  let i = lid / HL;
+  let hl = lid % HL;
+  let okI = i < CPW;
+  let j = jLo + i;
+  let cA = (max(j * PER_SEL + 1u, PER_CMP) - PER_CMP) / KCW;
+  let cLast = (j * PER_SEL + PER_SEL - 1u) / KCW;
+${ts
+  .map(
+    (t) => `  let g${t} = hl + ${t * HL}u;
+  let gc${t} = min(g${t}, G - 1u);
+${cu
+  .map(
+    (u) => `  let in${t}_${u} = okI && g${t} < G && j < nCand && cA + ${u}u < nC && cA + ${u}u <= cLast;
+  let c${t}_${u} = select(0u, cA + ${u}u, in${t}_${u});
+  let a${t}_${u} = cand[((row0 + gc${t}) * NCH + c${t}_${u}) * NJ + select(0u, j - (c${t}_${u} * KCW) / PER_SEL, in${t}_${u})];
+  let at${t}_${u} = ((NS + c${t}_${u}) * ROWS + row0 + gc${t}) * 2u;
+  let m${t}_${u} = stats[at${t}_${u}];
+  let l${t}_${u} = stats[at${t}_${u} + 1u];`,
+  )
+  .join('\n')}`,
+  )
+  .join('\n')}
+  // lse of head gl = lid / LL: its lane merges every LL-th chunk's (max, sum) online, then the lanes'.
+  let gl = lid / LL;
+  let lane = lid % LL;
+  let okL = gl < G;
+  var mL = ${NEG};
+  var lL = 0.0;
+  for (var c0 = lane; c0 < nC && okL; c0 += ${U * LL}u) {
+${us.map((u) => `    let sa${u} = ((NS + min(c0 + ${u * LL}u, nC - 1u)) * ROWS + row0 + gl) * 2u;
+    let sm${u} = stats[sa${u}];
+    let sl${u} = select(0.0, stats[sa${u} + 1u], c0 + ${u * LL}u < nC);`).join('\n')}
+${us.map((u) => `    if (sl${u} > 0.0) ${mergeInto('mL', 'lL', `sm${u}`, `sl${u}`)}`).join('\n')}
+  }
+${butterfly(LL, (mask) => `  { let m2 = subgroupShuffleXor(mL, ${mask}u); let l2 = subgroupShuffleXor(lL, ${mask}u); ${mergeInto('mL', 'lL', 'm2', 'l2')} }`)}
+  if (okL && lane == 0u) { lse[gl] = select(${NEG}, mL + log(max(lL, 1.0e-30)), lL > 0.0 && mL > ${NEG_HALF}); }
+${FORCED}  workgroupBarrier();
+  // The candidate's score: its lanes' terms (candidate sum x exp(chunk max - lse)), then their sum.
+  var s = 0.0;
+${ts
+  .map(
+    (t) => `  {
+    let lg = lse[gc${t}];
+${cu
+  .map(
+    (u) => `    { let live = l${t}_${u} > 0.0 && lg > ${NEG_HALF};
+      let f = select(0.0, exp(select(-100.0, m${t}_${u} - lg, live)), live);
+      s += select(0.0, f * a${t}_${u}, in${t}_${u}); }`,
+  )
+  .join('\n')}
+  }`,
+  )
+  .join('\n')}
+${butterfly(HL, (mask) => `  s += subgroupShuffleXor(s, ${mask}u);`)}
+  // Forced blocks and candidates past the query's block score -1.
+  let isForced = j < INITIAL || (LOCAL > 0u && j >= localLo);
+  if (okI && hl == 0u) { score[i] = select(s, -1.0, isForced || j >= nCand); }
+  workgroupBarrier();
+  // Rank in (score descending, index ascending), lane hl against candidates hl + HL * r; the first
+  // nFree go to this workgroup's list.
+  let v = score[min(i, CPW - 1u)];
+  var rank = 0u;
+${Array.from({ length: RC }, (_, r) => `  { let y = hl + ${r * HL}u; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`).join('\n')}
+${butterfly(HL, (mask) => `  rank += subgroupShuffleXor(rank, ${mask}u);`)}
+  if (okI && hl == 0u && rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(j)); }
+}
+`;
+}
+
+/**
  * The workgroups past the block choice's (x >= its nP): compressed chunk x - nP's P·V from the
  * probabilities and values (dispatch 1 wrote its stats), into the same split of part.
  */
@@ -713,7 +854,10 @@ ${Array.from({ length: S - 1 }, (_, s1) => hs.map((a) => `        o${a} += pvRed
  * write as blockChoice. The global top-nFree is in the union of the lists (each holds its
  * workgroup's top-nFree), so an entry is chosen when fewer than nFree entries are ahead of it.
  */
-function blockChoiceMerge(k: BlockChoiceKernel & { readonly wide: { readonly CPW: number; readonly PMAX: number } }, write: (at: string, v: string) => string): { decls: string; body: string } {
+function blockChoiceMerge(
+  k: BlockChoiceKernel & { readonly wide: WideChoice },
+  write: (at: string, v: string) => string,
+): { decls: string; body: string; pre?: string; after?: string } {
   const { CPW, PMAX } = k.wide;
   // Binary-search steps over a list: halving from the largest power of two whose steps sum to >= nSel.
   const steps: number[] = [];
@@ -726,6 +870,23 @@ ${steps.map((st) => `        { let p = c + ${st}u; let a = lst[${l * k.nSel}u + 
         rank += select(0u, c, ${l}u < nP);
       }`,
   ).join('\n');
+  // slots: the same searches step by step across the lists (each step's PMAX loads are independent
+  // and in flight together: one shared-memory latency per step, not per step and list).
+  const ls = Array.from({ length: PMAX }, (_, l) => l);
+  // (searchLoop: the steps in a loop, the lists unrolled in it: less code to fetch, the same latencies,
+  // and no step past nFree.)
+  const stepCode = (st: string, sfx: string) => `${ls.map((l) => `      let a${l}${sfx} = lst[${l * k.nSel}u + min(c${l} + ${st}, NSEL) - 1u];`).join('\n')}
+${ls.map((l) => `      c${l} = select(c${l}, c${l} + ${st}, c${l} + ${st} <= nFree && ahead(a${l}${sfx}, me));`).join('\n')}`;
+  const searchByStep = `${ls.map((l) => `      var c${l} = 0u;`).join('\n')}
+${
+  k.wide.searchLoop
+    ? `      // From the largest power of two up to nFree (a count below its double).
+      for (var st = 1u << firstLeadingBit(max(nFree, 1u)); st > 0u; st >>= 1u) {
+${stepCode('st', '').replace(/^(?=.)/gm, '  ')}
+      }`
+    : steps.map((st) => stepCode(`${st}u`, `_${st}`)).join('\n')
+}
+      let rank = ${ls.map((l) => `select(0u, c${l}, ${l}u < nP)`).join(' + ')};`;
   const decls = `const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
 const INITIAL = ${k.initialBlocks}u;
@@ -739,15 +900,18 @@ fn ahead(a: vec2<f32>, b: vec2<f32>) -> bool {
   return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 `;
-  const body = `  let cur = pos / SEL_BLOCK;
+  const head = `  let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
 ${FORCED}  let nP = (nCand + CPW - 1u) / CPW;
   let list0 = (b * H + h) * PMAX * NSEL;
-  for (var x = lid; x < nP * nFree; x += WG) {
+`;
+  const forcedChosen = `  for (var x = lid; x < min(forced, NSEL); x += WG) { chosen[x] = i32(select(localLo + x - nInit, x, x < nInit)); }`;
+  if (!k.wide.slots) {
+    const body = `${head}  for (var x = lid; x < nP * nFree; x += WG) {
     let e = (x / nFree) * NSEL + x % nFree;
     lst[e] = lists[list0 + e];
   }
-  for (var x = lid; x < min(forced, NSEL); x += WG) { chosen[x] = i32(select(localLo + x - nInit, x, x < nInit)); }
+${forcedChosen}
   workgroupBarrier();
   // An entry is chosen when fewer than nFree entries of all lists are ahead of it: each sorted list's
   // count by binary search over its first nFree, the lists unrolled (no divergent scans).
@@ -761,7 +925,48 @@ ${search}
   }
   workgroupBarrier();
 ${sortedWrite(write)}`;
-  return { decls, body };
+    return { decls, body };
+  }
+  // slots: the lists' entries are loaded before the queries (one memory latency for both), and the
+  // workgroups of selected place s take chosen[s] (forced places first, then the free ones by rank)
+  // instead of the sorted list's entry s: no sort before the gathers. Workgroup x = NS (one extra
+  // per KV head, no keys) writes the sorted list to blocks.
+  const n = PMAX * k.nSel;
+  const rounds = Array.from({ length: Math.ceil(n / k.WG) }, (_, r) => r);
+  const pre = `  // The block lists' entries of this KV head, loaded ahead (entry x of the lists' first nFree each).
+${head}  let nF1 = max(nFree, 1u);
+${rounds.map((r) => `  let lsX${r} = lid + ${r * k.WG}u;
+  let lsE${r} = lists[list0 + min((lsX${r} / nF1) * NSEL + lsX${r} % nF1, ${n - 1}u)];`).join('\n')}
+`;
+  const body = `${rounds.map((r) => `  if (lsX${r} < nP * nFree) { lst[(lsX${r} / nF1) * NSEL + lsX${r} % nF1] = lsE${r}; }`).join('\n')}
+${forcedChosen}
+  // This workgroup's place: a forced block's now, a free one's from the ranking below (-1 past total).
+  let slot = wid.x / CPB;
+  if (lid == 0u && slot < NSEL) { sel[slot] = select(-1, i32(select(localLo + slot - nInit, slot, slot < nInit)), slot < forced); }
+  workgroupBarrier();
+  // An entry is chosen when fewer than nFree entries of all lists are ahead of it: each sorted list's
+  // count by binary search over its first nFree, the lists unrolled (no divergent scans).
+  // (Each invocation ranks the entries it loaded.)
+${rounds
+  .map(
+    (r) => `  {
+    let me = lsE${r};
+    if (lsX${r} < nP * nFree && me.x > -0.5) {
+${searchByStep}
+      if (rank < nFree) {
+        chosen[forced + rank] = i32(me.y);
+        if (forced + rank == slot) { sel[slot] = i32(me.y); }
+      }
+    }
+  }`,
+  )
+  .join('\n')}
+`;
+  const after = `  if (wid.x == NS) {
+${sortedWrite((at, v) => `blocks[out + ${at}] = ${v};`).replace(/^(?=.)/gm, '  ')}    return;
+  }
+`;
+  return { decls, body, pre, after };
 }
 
 /**
