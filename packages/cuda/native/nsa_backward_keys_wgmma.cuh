@@ -53,11 +53,11 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W, int S = 2>
+template <class T, int D, int W, int S = 2, int Ov = 0>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
-  static_assert(S == 2 || S == 3, "two or three stage buffers");
+  static_assert(S >= 2 && S <= 4, "two to four stage buffers");
   using L = KeyWgLayout<D, W, S>;
   constexpr int kBlockThreads = 32 * W, kTileKeys = L::keys;
   constexpr int kBigWindow = 1 << 30;
@@ -175,48 +175,59 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   const uint32_t myK = sK + (warp >> 2) * 64 * kSwizzleRowBytes, myV = sV + (warp >> 2) * 64 * kSwizzleRowBytes;
   constexpr uint32_t kKeyRegion = kTileKeys * kSwizzleRowBytes, kStageRegion = kStageCols * kSwizzleRowBytes;
 
-  // One stage: the 64 columns (4 rows x 16 heads) of stage buffer buf against the warpgroup's keys.
-  auto stage = [&](int buf) {
-    const float* sf = stageBase + buf * L::stageFloats;
-    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
-    // No row of the stage sees a key of this warpgroup (kb.skip): P and dS would be all zero, so
-    // the products would add exact zeros; the warpgroup skips them (the same for all its threads).
-    // Its first and last key positions follow from this thread's first key kp[0] (no registers kept).
-    if (kb.skip) {
-      const int step = mode == kCompressed ? c.d : 1;
-      const int wgLo = kp[0] - (16 * (warp & 3) + g4) * step, wgHi = wgLo + 63 * step;
-      bool any = false;
-#pragma unroll
-      for (int rr = 0; rr < kStageRows; rr++) {
-        const int P = sPos[rr];
-        any |= P >= 0 && wgLo <= P && wgHi > P - window;
-      }
-      if (!any) return;
-    }
+  // One stage: the 64 columns (4 rows x 16 heads) of stage buffer buf against the warpgroup's keys,
+  // in two halves: issueScores puts Sᵀ and dPᵀ on the tensor cores (into st, dp), finishStage forms
+  // P and dS from them and issues dV and dK (their wgmmas left in flight).
+  float st[8][4], dp[8][4];
+  auto issueScores = [&](int buf) {
     const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
-    float st[8][4], dp[8][4];
+    // Ov = 2: the first product overwrites st and dp (scale-d = 0) instead of adding to zeroed
+    // registers, which other instructions would write while the previous stage's dK is in flight.
+    if constexpr (Ov != 2) {
 #pragma unroll
-    for (int n = 0; n < 8; n++) {
+      for (int n = 0; n < 8; n++) {
 #pragma unroll
-      for (int e = 0; e < 4; e++) st[n][e] = dp[n][e] = 0.f;
+        for (int e = 0; e < 4; e++) st[n][e] = dp[n][e] = 0.f;
+      }
+      wg::fenceOperands(st);
+      wg::fenceOperands(dp);
     }
-    wg::fenceOperands(st);
-    wg::fenceOperands(dp);
     wg::fence();
     // features 16 kk .. 16 kk + 15: region kk / 4, 32 bytes per step inside it
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
-      wg::mma64x64<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
+      if (Ov == 2 && kk == 0) wg::mma64x64New<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
+      else wg::mma64x64<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
     }
     wg::commit();
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
-      wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
+      if (Ov == 2 && kk == 0) wg::mma64x64New<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
+      else wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
     }
     wg::commit();
-
+  };
+  // No row of stage buffer buf sees a key of this warpgroup (kb.skip): P and dS would be all zero,
+  // so the products would add exact zeros; the warpgroup skips them (the same for all its threads).
+  // Its first and last key positions follow from this thread's first key kp[0] (no registers kept).
+  auto skipStage = [&](int buf) {
+    const int* sPos = reinterpret_cast<const int*>(stageBase + buf * L::stageFloats + 3 * kStageCols);
+    const int step = mode == kCompressed ? c.d : 1;
+    const int wgLo = kp[0] - (16 * (warp & 3) + g4) * step, wgHi = wgLo + 63 * step;
+    bool any = false;
+#pragma unroll
+    for (int rr = 0; rr < kStageRows; rr++) {
+      const int P = sPos[rr];
+      any |= P >= 0 && wgLo <= P && wgHi > P - window;
+    }
+    return !any;
+  };
+  auto finishStage = [&](int buf) {
+    const float* sf = stageBase + buf * L::stageFloats;
+    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
+    const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
     bool vis[kStageRows][2];
 #pragma unroll
     for (int rr = 0; rr < kStageRows; rr++) {
@@ -282,12 +293,20 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
         wg::mma64x64<true>(accPart<D>(dK, dn), da[j], wg::descSw128(qT + dn * kStageRegion + j * 16 * kSwizzleRowBytes), T());
     }
     wg::commit();
+  };
+  auto drain = [&]() {
     wg::wait<0>();
 #pragma unroll
     for (int dn = 0; dn < D / 64; dn++) {
       wg::fenceOperands(accPart<D>(dV, dn));
       wg::fenceOperands(accPart<D>(dK, dn));
     }
+  };
+  auto stage = [&](int buf) {
+    if (kb.skip && skipStage(buf)) return;
+    issueScores(buf);
+    finishStage(buf);
+    drain();
   };
 
   // Double-buffered stages with one barrier each: after it, every warp is done with the other
@@ -300,7 +319,17 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // Prefetched rows (kb.prefetch): a stage's list entries are copied (4-byte cp.async, threads
   // 0-3) into its slot `ahead` stages before its Q/dO copies are issued, so issuing those waits on
   // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
-  constexpr int nbuf = S, ahead = S - 1;
+  //
+  // Ov = 1 (early scores): right after the barrier the stage's Sᵀ and dPᵀ go to the tensor cores,
+  // then the next stage's copies are issued (v12 issued the copies first, the tensor cores idle).
+  // Ov = 2 (overlapped, S >= 3 buffers): besides, a stage's dK product is left on the tensor cores
+  // across the next barrier (the next stage's scores queue behind it). A buffer is then overwritten
+  // two barriers after its stage: by then each warpgroup has waited for that stage's dV and dK
+  // (finishStage's first wait covers the previous stage's groups). Copies run `ahead` = S - 2
+  // stages ahead (S = 3: one, as the default two-buffer loop). ptxas serialises this one's wgmmas
+  // (C7515: accumulator registers written while wgmmas are in flight; 252 registers).
+  static_assert(Ov != 2 || S >= 3, "the overlapped loop needs a third buffer");
+  constexpr int nbuf = S, ahead = Ov == 2 ? S - 2 : S - 1;
   const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0;
   int* rowSlots = reinterpret_cast<int*>(stageBase + L::stages * L::stageFloats);  // [stages][kStageRows]
   auto prefetchRows = [&](int x) {  // threads 0-3: stage x's rows into its slot
@@ -321,9 +350,10 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   }
   for (int t = 0; t < nStages; t++) {
     const int buf = t % nbuf;
-    cpAsyncWait<S - 2>();
+    cpAsyncWait<ahead - 1>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
+    if constexpr (Ov > 0) issueScores(buf);
     const int nt = t + ahead, nb = nt % nbuf;
     const bool more = nt < nStages;
     StageScalars next{0.f, 0.f, 0.f, -1};
@@ -341,9 +371,14 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       if (!defer) storeScalars(next, nb);
     }
     cpAsyncCommit();
-    stage(buf);
+    if constexpr (Ov == 2) finishStage(buf);
+    else if constexpr (Ov == 1) {
+      finishStage(buf);
+      drain();
+    } else stage(buf);
     if (more && defer) storeScalars(next, nb);
   }
+  if constexpr (Ov == 2) drain();
   cpAsyncWait<0>();
 
   // Results: this thread's keys r = 16 warp + g4 (+ 8), features n * 8 + 2 t4 (+ 1).
