@@ -59,14 +59,14 @@ struct KeyBlockArgs {
   // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
   // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
   int ring3 = 0;
-  // The 128-key wgmma blocks (own launch, one per SM): 1 issue a stage's scores before the next
-  // stage's copies (keyGradBlockWg's Ov = 1); 3 also leave its dK product in flight across the next
-  // barrier (Ov = 2, three buffers); 0 (NSA_BWD_KEY_OVERLAP=0) neither. Read by the host, which
-  // picks the kernel. NSA_BWD_KEY_RING and NSA_BWD_KEY_SKIP apply where it is 0.
-  int overlap = 1;
+  // keyGradBlockWg's Early loop (a stage's scores issued before the next stage's copies) in the
+  // 128-key blocks (1, the default), also in the 64-key blocks of the grid shared with dq (2), or
+  // nowhere (0: v12's loop): NSA_BWD_KEY_EARLY, read by the host, which picks the kernels.
+  // NSA_BWD_KEY_SKIP and NSA_BWD_KEY_RING apply where the Early loop does not run.
+  int early = 1;
 };
 
-// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3, overlap).
+// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3, early).
 void setKeySwitches(KeyBlockArgs& kb);
 
 template <class T, int D, int W>

@@ -53,7 +53,7 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W, int S = 2, int Ov = 0>
+template <class T, int D, int W, int S = 2, bool Early = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
@@ -181,31 +181,25 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   float st[8][4], dp[8][4];
   auto issueScores = [&](int buf) {
     const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
-    // Ov = 2: the first product overwrites st and dp (scale-d = 0) instead of adding to zeroed
-    // registers, which other instructions would write while the previous stage's dK is in flight.
-    if constexpr (Ov != 2) {
 #pragma unroll
-      for (int n = 0; n < 8; n++) {
+    for (int n = 0; n < 8; n++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) st[n][e] = dp[n][e] = 0.f;
-      }
-      wg::fenceOperands(st);
-      wg::fenceOperands(dp);
+      for (int e = 0; e < 4; e++) st[n][e] = dp[n][e] = 0.f;
     }
+    wg::fenceOperands(st);
+    wg::fenceOperands(dp);
     wg::fence();
     // features 16 kk .. 16 kk + 15: region kk / 4, 32 bytes per step inside it
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
-      if (Ov == 2 && kk == 0) wg::mma64x64New<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
-      else wg::mma64x64<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
+      wg::mma64x64<false>(st, wg::descSw128(myK + off), wg::descSw128(qT + offB), T());
     }
     wg::commit();
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       const uint32_t off = (kk >> 2) * kKeyRegion + (kk & 3) * 32, offB = (kk >> 2) * kStageRegion + (kk & 3) * 32;
-      if (Ov == 2 && kk == 0) wg::mma64x64New<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
-      else wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
+      wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
     }
     wg::commit();
   };
@@ -320,16 +314,12 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // 0-3) into its slot `ahead` stages before its Q/dO copies are issued, so issuing those waits on
   // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
   //
-  // Ov = 1 (early scores): right after the barrier the stage's Sᵀ and dPᵀ go to the tensor cores,
-  // then the next stage's copies are issued (v12 issued the copies first, the tensor cores idle).
-  // Ov = 2 (overlapped, S >= 3 buffers): besides, a stage's dK product is left on the tensor cores
-  // across the next barrier (the next stage's scores queue behind it). A buffer is then overwritten
-  // two barriers after its stage: by then each warpgroup has waited for that stage's dV and dK
-  // (finishStage's first wait covers the previous stage's groups). Copies run `ahead` = S - 2
-  // stages ahead (S = 3: one, as the default two-buffer loop). ptxas serialises this one's wgmmas
-  // (C7515: accumulator registers written while wgmmas are in flight; 252 registers).
-  static_assert(Ov != 2 || S >= 3, "the overlapped loop needs a third buffer");
-  constexpr int nbuf = S, ahead = Ov == 2 ? S - 2 : S - 1;
+  // Early: right after the barrier the stage's Sᵀ and dPᵀ go to the tensor cores, and only then
+  // are the next stage's copies issued and its scalars fetched (v12 issued those first, the
+  // tensor cores idle meanwhile). Tried and dropped (H100 64k, BENCHMARKS.md backward v14): leaving
+  // a stage's dK in flight across the next barrier (ptxas serialises the wgmmas, C7515) and running
+  // warpgroup 1 half a stage behind warpgroup 0 (serialised too: C7511/C7514/C7518).
+  constexpr int nbuf = S, ahead = S - 1;
   const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0;
   int* rowSlots = reinterpret_cast<int*>(stageBase + L::stages * L::stageFloats);  // [stages][kStageRows]
   auto prefetchRows = [&](int x) {  // threads 0-3: stage x's rows into its slot
@@ -350,10 +340,10 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   }
   for (int t = 0; t < nStages; t++) {
     const int buf = t % nbuf;
-    cpAsyncWait<ahead - 1>();
+    cpAsyncWait<S - 2>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
-    if constexpr (Ov > 0) issueScores(buf);
+    if constexpr (Early) issueScores(buf);
     const int nt = t + ahead, nb = nt % nbuf;
     const bool more = nt < nStages;
     StageScalars next{0.f, 0.f, 0.f, -1};
@@ -371,14 +361,12 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       if (!defer) storeScalars(next, nb);
     }
     cpAsyncCommit();
-    if constexpr (Ov == 2) finishStage(buf);
-    else if constexpr (Ov == 1) {
+    if constexpr (Early) {
       finishStage(buf);
       drain();
     } else stage(buf);
     if (more && defer) storeScalars(next, nb);
   }
-  if constexpr (Ov == 2) drain();
   cpAsyncWait<0>();
 
   // Results: this thread's keys r = 16 warp + g4 (+ 8), features n * 8 + 2 t4 (+ 1).

@@ -228,38 +228,6 @@ __device__ __forceinline__ void mma64x64Acc(float (&d)[8][4], uint64_t descA, ui
   __trap();
 #endif
 }
-// d = A·B (64 x 64, both operands in shared memory, scale-d = 0) with d as an output only: its
-// earlier values are no input, so the compiler moves nothing into d's registers before the
-// instruction (ptxas serialises wgmmas where other instructions write accumulator registers while
-// earlier wgmmas are in flight). The first k-step of a fresh product; mma64x64 adds the rest.
-#define NSA_WG_NEW_D32(d) \
-  "=f"(d[0][0]), "=f"(d[0][1]), "=f"(d[0][2]), "=f"(d[0][3]), "=f"(d[1][0]), "=f"(d[1][1]), "=f"(d[1][2]), "=f"(d[1][3]), \
-  "=f"(d[2][0]), "=f"(d[2][1]), "=f"(d[2][2]), "=f"(d[2][3]), "=f"(d[3][0]), "=f"(d[3][1]), "=f"(d[3][2]), "=f"(d[3][3]), \
-  "=f"(d[4][0]), "=f"(d[4][1]), "=f"(d[4][2]), "=f"(d[4][3]), "=f"(d[5][0]), "=f"(d[5][1]), "=f"(d[5][2]), "=f"(d[5][3]), \
-  "=f"(d[6][0]), "=f"(d[6][1]), "=f"(d[6][2]), "=f"(d[6][3]), "=f"(d[7][0]), "=f"(d[7][1]), "=f"(d[7][2]), "=f"(d[7][3])
-#define NSA_WG_NEW_SS(type) \
-  "wgmma.mma_async.sync.aligned.m64n64k16.f32." type "." type " " \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
-  "%32, %33, 0, 1, 1, 0, %34;\n"
-template <bool TransB>
-__device__ __forceinline__ void mma64x64New(float (&d)[8][4], uint64_t descA, uint64_t descB, __nv_bfloat16) {
-#if NSA_WGMMA_DEVICE
-  asm volatile(NSA_WG_NEW_SS("bf16") : NSA_WG_NEW_D32(d) : "l"(descA), "l"(descB), "n"(TransB ? 1 : 0));
-#else
-  __trap();
-#endif
-}
-template <bool TransB>
-__device__ __forceinline__ void mma64x64New(float (&d)[8][4], uint64_t descA, uint64_t descB, __half) {
-#if NSA_WGMMA_DEVICE
-  asm volatile(NSA_WG_NEW_SS("f16") : NSA_WG_NEW_D32(d) : "l"(descA), "l"(descB), "n"(TransB ? 1 : 0));
-#else
-  __trap();
-#endif
-}
-#undef NSA_WG_NEW_D32
-#undef NSA_WG_NEW_SS
 #undef NSA_WG_ACC_D32
 #undef NSA_WG_ACC_RS
 #undef NSA_WG_ACC_SS
