@@ -208,9 +208,9 @@ void setKeySwitches(KeyBlockArgs& kb) {
   kb.skip = skip && skip[0] == '1';
   const char* ring = getenv("NSA_BWD_KEY_RING");
   kb.ring3 = ring && ring[0] == '3';
-  // NSA_BWD_KEY_EARLY: 0 nowhere, 2 also the 64-key blocks, else the 128-key blocks (1).
+  // NSA_BWD_KEY_EARLY: 0 nowhere, 1 the 128-key blocks only, else both (2).
   const char* early = getenv("NSA_BWD_KEY_EARLY");
-  kb.early = early && (early[0] == '0' || early[0] == '2') ? early[0] - '0' : 1;
+  kb.early = early && (early[0] == '0' || early[0] == '1') ? early[0] - '0' : 2;
 }
 
 bool keyGradWgmmaRuns() {

@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
 // on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
 // inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
-// Early: the key blocks' Early loop (NSA_BWD_KEY_EARLY=2).
+// Early: the key blocks' Early loop (NSA_BWD_KEY_EARLY=2, the default).
 template <class T, int D, bool Wg, bool DqWg, bool Early = false>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
     nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags) {
