@@ -57,7 +57,7 @@ template <class T, int D, int W, int S = 2, bool Early = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
-  static_assert(S >= 2 && S <= 4, "two to four stage buffers");
+  static_assert(S == 2 || S == 3, "two or three stage buffers");
   using L = KeyWgLayout<D, W, S>;
   constexpr int kBlockThreads = 32 * W, kTileKeys = L::keys;
   constexpr int kBigWindow = 1 << 30;
@@ -315,7 +315,7 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
   //
   // Early: right after the barrier the stage's Sᵀ and dPᵀ go to the tensor cores, and only then
-  // are the next stage's copies issued and its scalars fetched (v12 issued those first, the
+  // are the next stage's copies issued and its scalars fetched (v13 issued those first, the
   // tensor cores idle meanwhile). Tried and dropped (H100 64k, BENCHMARKS.md backward v14): leaving
   // a stage's dK in flight across the next barrier (ptxas serialises the wgmmas, C7515) and running
   // warpgroup 1 half a stage behind warpgroup 0 (serialised too: C7511/C7514/C7518).
