@@ -59,9 +59,16 @@ struct KeyBlockArgs {
   // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
   // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
   int ring3 = 0;
+  // keyGradBlockWg's Early loop (a stage's scores issued before the next stage's copies) in the
+  // 128-key blocks and the 64-key blocks of the grid shared with dq (2, the default), in the
+  // 128-key blocks only (1), or nowhere (0: v13's loop): NSA_BWD_KEY_EARLY, read by the host,
+  // which picks the kernels. H100 64k, ncu (BENCHMARKS.md backward v14): 128-key launch 29.97 ->
+  // 28.9-29.1 ms, shared grid 45.3-45.4 -> 44.4 ms. NSA_BWD_KEY_SKIP and NSA_BWD_KEY_RING apply
+  // where the Early loop does not run.
+  int early = 2;
 };
 
-// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3).
+// Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3, early).
 void setKeySwitches(KeyBlockArgs& kb);
 
 template <class T, int D, int W>

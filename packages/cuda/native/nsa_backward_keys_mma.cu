@@ -18,12 +18,13 @@ namespace nsa {
 
 namespace {
 
-// Wg: the wgmma block (keyGradBlockWg, S stage buffers), only where keyGradWgmmaRuns().
-template <class T, int D, int W, bool Wg, int S = 2>
+// Wg: the wgmma block (keyGradBlockWg, S stage buffers, Early: its loop variant), only where
+// keyGradWgmmaRuns().
+template <class T, int D, int W, bool Wg, int S = 2, bool Early = false>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
   extern __shared__ __align__(16) char smemRaw[];
-  if constexpr (Wg) keyGradBlockWg<T, D, W, S>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  if constexpr (Wg) keyGradBlockWg<T, D, W, S, Early>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
   else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
 
@@ -121,9 +122,13 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  // 128-key blocks with NSA_BWD_KEY_RING=3: three stage buffers (they hold one block per SM either way).
-  if (keyGradWgmmaRuns() && W >= 8 && kb.ring3) launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
-  else if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
+  // 128-key blocks: the Early loop (kb.early), else with NSA_BWD_KEY_RING=3 three stage buffers
+  // (they hold one block per SM either way).
+  if constexpr (W >= 8) {
+    if (keyGradWgmmaRuns() && kb.early) return launch(keyGradRegKernel<T, D, W, true, 2, true>, KeyWgLayout<D, W>::bytes());
+    if (keyGradWgmmaRuns() && kb.ring3) return launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
+  }
+  if (keyGradWgmmaRuns()) launch(keyGradRegKernel<T, D, W, true>, KeyWgLayout<D, W>::bytes());
   else launch(keyGradRegKernel<T, D, W, false>, KeyLayout<D, W>::bytes(sizeof(T)));
 }
 
@@ -203,6 +208,9 @@ void setKeySwitches(KeyBlockArgs& kb) {
   kb.skip = skip && skip[0] == '1';
   const char* ring = getenv("NSA_BWD_KEY_RING");
   kb.ring3 = ring && ring[0] == '3';
+  // NSA_BWD_KEY_EARLY: 0 nowhere, 1 the 128-key blocks only, else both (2).
+  const char* early = getenv("NSA_BWD_KEY_EARLY");
+  kb.early = early && (early[0] == '0' || early[0] == '1') ? early[0] - '0' : 2;
 }
 
 bool keyGradWgmmaRuns() {

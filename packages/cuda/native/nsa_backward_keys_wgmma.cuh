@@ -53,7 +53,7 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W, int S = 2>
+template <class T, int D, int W, int S = 2, bool Early = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
@@ -175,26 +175,12 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   const uint32_t myK = sK + (warp >> 2) * 64 * kSwizzleRowBytes, myV = sV + (warp >> 2) * 64 * kSwizzleRowBytes;
   constexpr uint32_t kKeyRegion = kTileKeys * kSwizzleRowBytes, kStageRegion = kStageCols * kSwizzleRowBytes;
 
-  // One stage: the 64 columns (4 rows x 16 heads) of stage buffer buf against the warpgroup's keys.
-  auto stage = [&](int buf) {
-    const float* sf = stageBase + buf * L::stageFloats;
-    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
-    // No row of the stage sees a key of this warpgroup (kb.skip): P and dS would be all zero, so
-    // the products would add exact zeros; the warpgroup skips them (the same for all its threads).
-    // Its first and last key positions follow from this thread's first key kp[0] (no registers kept).
-    if (kb.skip) {
-      const int step = mode == kCompressed ? c.d : 1;
-      const int wgLo = kp[0] - (16 * (warp & 3) + g4) * step, wgHi = wgLo + 63 * step;
-      bool any = false;
-#pragma unroll
-      for (int rr = 0; rr < kStageRows; rr++) {
-        const int P = sPos[rr];
-        any |= P >= 0 && wgLo <= P && wgHi > P - window;
-      }
-      if (!any) return;
-    }
+  // One stage: the 64 columns (4 rows x 16 heads) of stage buffer buf against the warpgroup's keys,
+  // in two halves: issueScores puts Sᵀ and dPᵀ on the tensor cores (into st, dp), finishStage forms
+  // P and dS from them and issues dV and dK (their wgmmas left in flight).
+  float st[8][4], dp[8][4];
+  auto issueScores = [&](int buf) {
     const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
-    float st[8][4], dp[8][4];
 #pragma unroll
     for (int n = 0; n < 8; n++) {
 #pragma unroll
@@ -216,7 +202,26 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       wg::mma64x64<false>(dp, wg::descSw128(myV + off), wg::descSw128(oT + offB), T());
     }
     wg::commit();
-
+  };
+  // No row of stage buffer buf sees a key of this warpgroup (kb.skip): P and dS would be all zero,
+  // so the products would add exact zeros; the warpgroup skips them (the same for all its threads).
+  // Its first and last key positions follow from this thread's first key kp[0] (no registers kept).
+  auto skipStage = [&](int buf) {
+    const int* sPos = reinterpret_cast<const int*>(stageBase + buf * L::stageFloats + 3 * kStageCols);
+    const int step = mode == kCompressed ? c.d : 1;
+    const int wgLo = kp[0] - (16 * (warp & 3) + g4) * step, wgHi = wgLo + 63 * step;
+    bool any = false;
+#pragma unroll
+    for (int rr = 0; rr < kStageRows; rr++) {
+      const int P = sPos[rr];
+      any |= P >= 0 && wgLo <= P && wgHi > P - window;
+    }
+    return !any;
+  };
+  auto finishStage = [&](int buf) {
+    const float* sf = stageBase + buf * L::stageFloats;
+    const int* sPos = reinterpret_cast<const int*>(sf + 3 * kStageCols);
+    const uint32_t qT = sStage + 2 * buf * L::stageBytes, oT = qT + L::stageBytes;
     bool vis[kStageRows][2];
 #pragma unroll
     for (int rr = 0; rr < kStageRows; rr++) {
@@ -282,12 +287,20 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
         wg::mma64x64<true>(accPart<D>(dK, dn), da[j], wg::descSw128(qT + dn * kStageRegion + j * 16 * kSwizzleRowBytes), T());
     }
     wg::commit();
+  };
+  auto drain = [&]() {
     wg::wait<0>();
 #pragma unroll
     for (int dn = 0; dn < D / 64; dn++) {
       wg::fenceOperands(accPart<D>(dV, dn));
       wg::fenceOperands(accPart<D>(dK, dn));
     }
+  };
+  auto stage = [&](int buf) {
+    if (kb.skip && skipStage(buf)) return;
+    issueScores(buf);
+    finishStage(buf);
+    drain();
   };
 
   // Double-buffered stages with one barrier each: after it, every warp is done with the other
@@ -300,6 +313,12 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   // Prefetched rows (kb.prefetch): a stage's list entries are copied (4-byte cp.async, threads
   // 0-3) into its slot `ahead` stages before its Q/dO copies are issued, so issuing those waits on
   // no list entry (a dependent L2 round trip per stage for selected keys). Slot of stage x: x % nbuf.
+  //
+  // Early: right after the barrier the stage's Sᵀ and dPᵀ go to the tensor cores, and only then
+  // are the next stage's copies issued and its scalars fetched (v13 issued those first, the
+  // tensor cores idle meanwhile). Tried and dropped (H100 64k, BENCHMARKS.md backward v14): leaving
+  // a stage's dK in flight across the next barrier (ptxas serialises the wgmmas, C7515) and running
+  // warpgroup 1 half a stage behind warpgroup 0 (serialised too: C7511/C7514/C7518).
   constexpr int nbuf = S, ahead = S - 1;
   const bool defer = kb.defer != 0, prefetch = kb.prefetch != 0;
   int* rowSlots = reinterpret_cast<int*>(stageBase + L::stages * L::stageFloats);  // [stages][kStageRows]
@@ -324,6 +343,7 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
     cpAsyncWait<S - 2>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
+    if constexpr (Early) issueScores(buf);
     const int nt = t + ahead, nb = nt % nbuf;
     const bool more = nt < nStages;
     StageScalars next{0.f, 0.f, 0.f, -1};
@@ -341,7 +361,10 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       if (!defer) storeScalars(next, nb);
     }
     cpAsyncCommit();
-    stage(buf);
+    if constexpr (Early) {
+      finishStage(buf);
+      drain();
+    } else stage(buf);
     if (more && defer) storeScalars(next, nb);
   }
   cpAsyncWait<0>();

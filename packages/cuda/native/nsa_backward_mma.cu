@@ -56,14 +56,15 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
 // on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
 // inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
-template <class T, int D, bool Wg, bool DqWg>
+// Early: the key blocks' Early loop (NSA_BWD_KEY_EARLY=2, the default).
+template <class T, int D, bool Wg, bool DqWg, bool Early = false>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
     nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags) {
   extern __shared__ __align__(16) char smemRaw[];
   const long long N = (long long)nDq + nKey, b = blockIdx.x;
   const int keysBefore = (int)(b * nKey / N);
   if ((int)((b + 1) * nKey / N) > keysBefore) {
-    if constexpr (Wg) keyGradBlockWg<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+    if constexpr (Wg) keyGradBlockWg<T, D, 4, 2, Early>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
     else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
   } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags);
 }
@@ -160,7 +161,8 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
       kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags);
       NSA_LAUNCHED("nsaBwdSharedKernel");
     };
-    if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());
+    if (dqWg && kb.early == 2) launch(nsaBwdSharedKernel<T, D, true, true, true>, KeyWgLayout<D, 4>::bytes());
+    else if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());
     else if (keyWg) launch(nsaBwdSharedKernel<T, D, true, false>, KeyWgLayout<D, 4>::bytes());
     else launch(nsaBwdSharedKernel<T, D, false, false>, KeyLayout<D, 4>::bytes(sizeof(T)));
   }
