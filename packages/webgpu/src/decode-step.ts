@@ -77,17 +77,6 @@ function choiceKernels(): { sub: boolean; slots: boolean; searchLoop: boolean } 
   return { sub: v !== 'session8' && v !== 'choice8', slots: v !== 'session8' && v !== 'attend8', searchLoop: v !== 'unrolled' };
 }
 
-/**
- * NSA_WEBGPU_DECODE_PV: the P·V of dispatch 1 and of the selected attend (dispatch 3). Default: on key
- * halves with 4 heads per invocation where it applies (shaders/decode-step.ts halvesPV); 'columns':
- * both on the register tile's heads x columns over all keys (session 9's kernels); 'cw' or 'slc':
- * key halves in that dispatch only.
- */
-function pvHalves(): { cw: boolean; slc: boolean } {
-  const v = envOf('NSA_WEBGPU_DECODE_PV');
-  return { cw: v !== 'columns' && v !== 'slc', slc: v !== 'columns' && v !== 'cw' };
-}
-
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -210,7 +199,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
-      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles), halves: pvHalves().cw }, decodeAttendWideShader)
+      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
       : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
@@ -226,7 +215,6 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         phase: 'slc' as const,
         WG: attendWg,
         tiled: !previous,
-        halves: !session7Kernels() && pvHalves().slc,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },

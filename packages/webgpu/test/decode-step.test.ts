@@ -169,21 +169,6 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         },
       ],
       [
-        'P·V on columns over all keys in dispatches 1 and 3 (NSA_WEBGPU_DECODE_PV=columns)',
-        () => {
-          process.env.NSA_WEBGPU_DECODE_PV = 'columns';
-          return () => delete process.env.NSA_WEBGPU_DECODE_PV;
-        },
-      ],
-      [
-        // (Here the key halves need chunks of at most DK + 4 keys: their probabilities go to qs.)
-        'P·V on key halves in dispatches 1 and 3 (16-key chunks in both)',
-        () => {
-          gpu.ctx.decodeTiles = { KC: 16, cw: { KC: 16 } };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
-      [
         'wide attend: 16-key chunks, values through the keys tile, 1 x 1 tiles, 64 invocations',
         () => {
           gpu.ctx.decodeTiles = { cw: { KC: 16, shared: true, WG: 64, rh: 1, rk: 1, oh: 1, oc: 1 } };

@@ -154,63 +154,6 @@ function registerTile(G: number, n: number, WG: number): { rh: number; rk: numbe
 }
 
 /**
- * The P·V on key halves where it applies: 4 heads per invocation (2 or 1 where G is not a multiple),
- * (G / oh) x DV4 x 2 invocations in one round over KCW keys (dispatch 1's chunk, or the selected
- * attend's KC); the probabilities also go to qs as vec4 of 4 keys (free after the scores), the second
- * half's sums (G x DV4 vec4) through the key tile. Each value
- * read from workgroup memory then serves 4 heads instead of 2 and each probability read 4 keys: on the
- * H100 dispatch 1 waits on workgroup-memory reads once its loads are in (~6k wavefronts a workgroup
- * before, ~3.5k with these).
- */
-export function halvesPV(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number }): { oh: number; KH: number } | undefined {
-  const oh = s.G % 4 === 0 ? 4 : s.G % 2 === 0 ? 2 : 1;
-  const DV4 = s.DV / 4;
-  const QS = s.DK / 4 + 1;
-  if (s.KCW % 8 !== 0 || (s.G / oh) * DV4 * 2 > s.WG || s.KCW / 4 > QS || s.G * DV4 > s.KCW * QS) return undefined;
-  return { oh, KH: s.KCW / 2 };
-}
-
-/**
- * halvesPV's statements: invocation x < (G / oh) x DV4 x 2 takes column c0 = x % DV4, key half
- * h = (x / DV4) % 2 and heads g0 .. g0 + oh - 1 (g0 = (x / (2 DV4)) oh), so the invocations of a
- * subgroup share heads and half (their probability reads are broadcasts) and read adjacent values.
- * Probabilities from qs as [G, KCW / 4] vec4 (pq). Half 1 leaves its sums in kt (the key tile, or
- * the values' where they share it) once every value is read, half 0 adds them and writes the partial.
- */
-export function halvesBody(hv: { oh: number; KH: number }, vRow: string): string {
-  const { oh, KH } = hv;
-  const hs = Array.from({ length: oh }, (_, a) => a);
-  const comps = ['x', 'y', 'z', 'w'];
-  return `  // Unnormalised partial output (halvesPV): column c0, keys kHalf * ${KH} + i, heads g0 + a.
-  let pvX = lid;
-  let pvOn = pvX < (G / ${oh}u) * DV4 * 2u;
-  let c0 = pvX % DV4;
-  let kHalf = (pvX / DV4) % 2u;
-  let g0 = min(pvX / (2u * DV4), G / ${oh}u - 1u) * ${oh}u;
-${hs.map((a) => `  var o${a} = vec4<f32>(0.0);`).join('\n')}
-  if (pvOn) {
-${Array.from({ length: KH / 4 }, (_, i) => i)
-  .map(
-    (i) => `    {
-      let k0 = kHalf * ${KH}u + ${4 * i}u;
-${[0, 1, 2, 3].map((u) => `      let v${u} = ${vRow}[(k0 + ${u}u) * DV4 + c0];`).join('\n')}
-${hs.map((a) => `      let p${a} = qs[(g0 + ${a}u) * KQ + k0 / 4u];`).join('\n')}
-${hs.map((a) => [0, 1, 2, 3].map((u) => `      o${a} = fma(vec4<f32>(p${a}.${comps[u]}), v${u}, o${a});`).join('\n')).join('\n')}
-    }`,
-  )
-  .join('\n')}
-  }
-  workgroupBarrier();
-  if (pvOn && kHalf == 1u) {
-${hs.map((a) => `    kt[(g0 + ${a}u) * DV4 + c0] = o${a};`).join('\n')}
-  }
-  workgroupBarrier();
-  if (pvOn && kHalf == 0u) {
-${hs.map((a) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0] = o${a} + kt[(g0 + ${a}u) * DV4 + c0];`).join('\n')}
-  }`;
-}
-
-/**
  * Attention over one chunk of keys for the G heads of one KV head: phase 'cw' (compressed chunks,
  * then window chunks, by workgroup_id.x) or 'slc' (chunks of the selected blocks).
  */
@@ -227,8 +170,6 @@ export function decodeAttendShader(
      * these settings (its workgroup is the attend's).
      */
     readonly choice?: Omit<BlockChoiceKernel, keyof DecodeStepShape | 'WG'>;
-    /** Phase 'slc', tiled: the P·V on key halves (halvesPV) where it applies. */
-    readonly halves?: boolean;
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
@@ -236,7 +177,6 @@ export function decodeAttendShader(
   const choice = cw ? undefined : k.choice;
   const selWrite = (at: string, v: string) => `sel[${at}] = ${v}; if (wid.x == 0u) { blocks[out + ${at}] = ${v}; }`;
   const wide = choice?.wide;
-  const hv = !cw && k.tiled && k.halves ? halvesPV({ G, DK, DV, KCW: KC, WG }) : undefined;
   const qLoad = unrolled(G * (DK / 4), WG, `let g = x / DK4; let c = x % DK4; qs[g * QS + c] = vec4<f32>(q[(row0 + g) * DK4 + c]) * P.scale;`);
   const fused: { decls: string; body: string; pre?: string; after?: string } | undefined =
     choice && (wide ? blockChoiceMerge({ ...k, ...choice, WG, wide }, selWrite) : blockChoice({ ...k, ...choice, WG }, selWrite));
@@ -348,9 +288,7 @@ ${hs.flatMap((a) => ks.map((b) => `      a${a}_${b} = fma(q${a}, k${b}, a${a}_${
 ${hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
 `;
-    outputPhase = hv
-      ? `${halvesBody(hv, 'vt')}\n`
-      : `  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
+    outputPhase = `  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
 ${unrolled(
   (G / oh) * CG,
   WG,
@@ -400,9 +338,7 @@ var<workgroup> sel: array<i32, ${k.nSel}>;
       : ''
   }
 // Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
-const PRS = ${KC + 1}u;${hv ? `
-// vec4 of probabilities per head in qs (halvesPV).
-const KQ = ${KC / 4}u;` : ''}
+const PRS = ${KC + 1}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK / 4 + 1)}>;
 var<workgroup> kt: array<vec4<f32>, ${KC * (DK / 4 + 1)}>;
 var<workgroup> vt: array<vec4<f32>, ${KC * (DV / 4)}>;
@@ -440,7 +376,7 @@ ${scoresPhase}
 ${keys.map((i) => `    let s${i} = pr[g * PRS + ${i}u];`).join('\n')}
     let m = max(${keys.map((i) => `s${i}`).reduce((acc, x) => `max(${acc}, ${x})`)}, ${NEG});
 ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${i} > ${NEG_HALF})), s${i} > ${NEG_HALF});\n    pr[g * PRS + ${i}u] = p${i};`).join('\n')}
-${hv ? `${Array.from({ length: KC / 4 }, (_, j) => `    qs[g * KQ + ${j}u] = vec4<f32>(p${4 * j}, p${4 * j + 1}, p${4 * j + 2}, p${4 * j + 3});`).join('\n')}\n` : ''}    let l = ${keys.map((i) => `p${i}`).join(' + ')};
+    let l = ${keys.map((i) => `p${i}`).join(' + ')};
     let at = (split * ROWS + row0 + g) * 2u;
     stats[at] = m;
     stats[at + 1u] = l;

@@ -9,7 +9,7 @@
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
 // one invocation per head.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
-import { candidateConstants, candidateSums, constants, cwChunk, halvesBody, halvesPV, unrolled, type DecodeStepShape } from './decode-step.js';
+import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
 /** Register tiles: scores rh heads x rk keys, P·V oh heads x oc vec4 columns per invocation. */
 export interface WideTile {
@@ -33,12 +33,6 @@ export interface WideAttendKernel extends DecodeStepShape {
    * choice's dispatch (decodeChoiceWideShader's `split`). Window chunks as before.
    */
   readonly split?: boolean;
-  /**
-   * P·V on key halves (halvesPV): oh heads x one column per invocation, two invocations per (heads,
-   * column) each over half the chunk's keys, the second's sums added through qs. Off: the tile's
-   * oh x oc mapping over all keys.
-   */
-  readonly halves?: boolean;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -89,7 +83,6 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
   const split = k.split === true;
-  const halves = k.halves && !split ? halvesPV(k) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -152,9 +145,7 @@ ${constants(k, WG)}${k.cand ? candidateConstants(k) : ''}
 // Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
 const PRS = ${KCW + 1}u;
 // Lanes per head of the softmax statistics.
-const L = ${L}u;${halves ? `
-// vec4 of probabilities per head in qs (halvesPV).
-const KQ = ${KCW / 4}u;` : ''}
+const L = ${L}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK4 + 1)}>;
 // Keys [KCW, QS]${apart ? '' : ', then values [KCW, DV4]'}.
 var<workgroup> kt: array<vec4<f32>, ${KCW * (apart ? DK4 + 1 : Math.max(DK4 + 1, DV4))}>;${
@@ -224,7 +215,7 @@ ${laneKeys
   .map(
     (i) => `    { let at = hg * PRS + lane + ${i * L}u; let s = pr[at];
       let p = select(0.0, exp(select(-100.0, s - m, s > ${NEG_HALF})), s > ${NEG_HALF});
-      pr[at] = p; l += p;${halves ? ` { let kk = lane + ${i * L}u; qs[hg * KQ + kk / 4u][kk % 4u] = p; }` : ''} }`,
+      pr[at] = p; l += p; }`,
   )
   .join('\n')}
     redL[lid] = l;
@@ -248,10 +239,7 @@ ${laneKeys
   } else {`
       : ''
   }
-${
-  halves
-    ? halvesBody(halves, vRow)
-    : unrolled(
+${unrolled(
   (G / oh) * CG,
   WG,
   `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
@@ -266,8 +254,7 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   )
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
-)
-}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
+)}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
 }
