@@ -46,8 +46,9 @@ function lanesOf(G: number, KCW: number, WG: number): number {
  * The register tile, `given` where it divides: by default 2 heads (where G is even) x 1 key (column).
  * On the H100, 4 x 2 tiles took 1.5x as long (too few invocations busy), 1 x 1 tiles 1.2x.
  * The scores take 4 heads x 1 key where that still gives every one of the WG invocations a tile
- * (G = 16 and 64-key chunks: each key read from workgroup memory serves 4 heads; H100, 64k B = 1:
- * dispatch 1 45.4 against 47.7 us, session 9 call ~03:24 UTC).
+ * (G = 16 and 64-key chunks: each key read from workgroup memory serves 4 heads; H100, 64k B = 1,
+ * session 9 call ~03:27 UTC: dispatch 1 28.3 against 29.1 us, the step 0.0508 against 0.0514 ms;
+ * 8 heads: 32.1 us, only half the invocations busy).
  */
 export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}, WG = Infinity): WideTile {
   const heads = G % 2 === 0 ? 2 : 1;
