@@ -77,6 +77,14 @@ function choiceKernels(): { sub: boolean; slots: boolean; searchLoop: boolean } 
   return { sub: v !== 'session8' && v !== 'choice8', slots: v !== 'session8' && v !== 'attend8', searchLoop: v !== 'unrolled' };
 }
 
+/**
+ * NSA_WEBGPU_DECODE_CW_HEADS: heads per register tile of dispatch 1's scores (2: session 9's tile;
+ * default: wideTile's, 4 at G = 16 with 64-key chunks). ctx.decodeTiles.cw.rh wins over it.
+ */
+function cwScoreHeads(): number | undefined {
+  return Number(envOf('NSA_WEBGPU_DECODE_CW_HEADS')) || undefined;
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -199,7 +207,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
-      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, cwTiles) }, decodeAttendWideShader)
+      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg) }, decodeAttendWideShader)
       : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined

@@ -183,6 +183,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         },
       ],
       [
+        'wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)',
+        () => {
+          gpu.ctx.decodeTiles = { cw: { rh: 4 } };
+          return () => (gpu.ctx.decodeTiles = undefined);
+        },
+      ],
+      [
         'wide attend: 4 x 2 tiles',
         () => {
           gpu.ctx.decodeTiles = { cw: { rh: 4, rk: 2, oh: 4 } };

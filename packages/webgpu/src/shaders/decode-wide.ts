@@ -45,12 +45,17 @@ function lanesOf(G: number, KCW: number, WG: number): number {
 /**
  * The register tile, `given` where it divides: by default 2 heads (where G is even) x 1 key (column).
  * On the H100, 4 x 2 tiles took 1.5x as long (too few invocations busy), 1 x 1 tiles 1.2x.
+ * The scores take 4 heads x 1 key where that still gives every one of the WG invocations a tile
+ * (G = 16 and 64-key chunks: each key read from workgroup memory serves 4 heads; H100, 64k B = 1,
+ * session 9 call ~03:27 UTC: dispatch 1 28.3 against 29.1 us, the step 0.0508 against 0.0514 ms;
+ * 8 heads: 32.1 us, only half the invocations busy).
  */
-export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}): WideTile {
+export function wideTile(G: number, KCW: number, DV: number, given: Partial<WideTile> = {}, WG = Infinity): WideTile {
   const heads = G % 2 === 0 ? 2 : 1;
+  const scoreHeads = G % 4 === 0 && (G / 4) * KCW >= WG ? 4 : heads;
   const ok = (r: number | undefined, n: number) => (r !== undefined && r >= 1 && n % r === 0 ? r : undefined);
   return {
-    rh: ok(given.rh, G) ?? heads,
+    rh: ok(given.rh, G) ?? scoreHeads,
     rk: ok(given.rk, KCW) ?? 1,
     oh: ok(given.oh, G) ?? heads,
     oc: ok(given.oc, DV / 4) ?? 1,
