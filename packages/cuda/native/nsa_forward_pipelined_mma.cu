@@ -52,6 +52,19 @@
 // kept): the split walks' full window / forced tiles by TMA as well; that binary ran 47.10 / 47.15 ms
 // at 64k (its NSA_FWD_TMA=2, this code's path: 48.00 / 48.03): the 8-row D = 128 kernel sits at 255
 // registers with ~72 bytes of spill stores, and its speed moves with the register allocation.
+// v19 (cfwd4): where no A/B switch is set, the 8-row wgmma kernel is launched as a lean
+// instantiation (template argument Lean = 1) compiled with the default path only: every flag past
+// NSA_FWD_SKIP's bits is a known zero there and TMA known on, so it carries none of the older
+// paths (NSA_FWD_LEAN=0: the kernel with all of them behind run-time flags, v17's). Same arithmetic
+// in the same order (bit-equal at 16k / 64k). Measured (H100, bf16, B=1 HQ=64 H=4 D=128, paper
+// defaults, one call at 03:34 UTC 2026-11-23, alternating processes, two rounds): forward 64k
+// 44.55 / 44.58 ms against 45.81 / 45.86 (LEAN=0, same binary) and 46.10 / 45.96 (the lead's v17
+// binary), 16k 7.07 against 7.25 / 7.28; NSA_FWD_SKIP=1 / 2: 32.34 / 28.81 ms (selection scores
+// ~12.2 ms, selected branch ~15.7 ms). ptxas: 255 registers in every 8-row D = 128 variant; spill
+// stores 72 bytes (LEAN=0), 136 (1). Tried in the same call, kept opt-in: LEAN=2 (1 + v18's TMA for
+// the split walks' full window / forced tiles) 48.63 / 48.54 ms; LEAN=3 / 4 (1 / 2 with the split
+// flag left run-time: 76 / 0 bytes of spills) 44.78 / 44.74 and 47.68 / 47.56 ms: the spill
+// counts do not predict the speed, and v18's TMA loses on its own.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -315,7 +328,7 @@ template <class T, int D, int W, bool Wg, bool Swz, int Lean = 0>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip, const __grid_constant__ TmaMaps maps) {
   static_assert(Lean == 0 || (Wg && W == 8 && Swz), "lean kernels: 8-row wgmma blocks, swizzled rings");
-  if constexpr (Lean > 0) skip = (skip & (Lean >= 3 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
+  if constexpr (Lean > 0) skip = (skip & (Lean == 3 || Lean == 4 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
   constexpr bool kTmaWalks = Lean == 2 || Lean == 4;  // v18
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
@@ -669,10 +682,26 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         scatterHalf<8>(v, g4 & 4, 16);
         scatterHalf<4>(v, g4 & 2, 8);
         scatterHalf<2>(v, g4 & 1, 4);
+        const int i1 = min(nc, i0 + kSharedKeys) - 1;
+        if (Lean == 5 && perCmp == 2 && perSel == 4) {
+          // Lean = 5: the block sums below from the reduce-scatter's registers by shuffles (key k sits
+          // in lane k / 2, v[k % 2]) instead of through the mass buffer and a __syncwarp; the same
+          // values in the same expression, so bit-equal.
+          const float m0 = __shfl_sync(0xffffffffu, v[0], 2 * lane & 31), m1 = __shfl_sync(0xffffffffu, v[1], 2 * lane & 31);
+          const float m2 = __shfl_sync(0xffffffffu, v[0], (2 * lane + 1) & 31), m3 = __shfl_sync(0xffffffffu, v[1], (2 * lane + 1) & 31);
+          const float mp = __shfl_sync(0xffffffffu, v[1], (2 * lane - 1) & 31);
+          const int j = i0 / 4 + lane;
+          if (i1 >= i0 && lane <= kSharedKeys / 4 && j <= cur) {
+            float acc = lane > 0 ? mp : 0.f;
+            if (lane < kSharedKeys / 4) acc += 2.f * (m0 + m1 + m2) + m3;
+            scores[j] += acc;
+          }
+          __syncwarp();
+          return;
+        }
         mass[g4 * 8 + 2 * t4] = v[0];
         mass[g4 * 8 + 2 * t4 + 1] = v[1];
         __syncwarp();
-        const int i1 = min(nc, i0 + kSharedKeys) - 1;
         if (i1 >= i0 && perCmp == 2 && perSel == 4) {
           // l = 2d, l' = 4d (the paper's and the tests' ratios): block j takes keys 4j .. 4j+2 twice
           // and keys 4j-1, 4j+3 once; lane b takes tile block b (lane 16: key 63 into the next block).
@@ -1204,6 +1233,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 2) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 2>;
     if (leanFits && leanWanted == 3) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 3>;
     if (leanFits && leanWanted == 4) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 4>;
+    if (leanFits && leanWanted == 5) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 5>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);

@@ -9,6 +9,8 @@
 # registers, forward ms in alternating processes (BASE: another staged build's forward in the same
 # rounds), branch shares (NSA_FWD_SKIP) and forward+backward of the default; then determinism and
 # memcheck in the background while forward-ab-equal.mjs checks every LEAN level bit-equal to LEAN=0.
+# Knobs (second call): VARIANTS, PARL (LEAN levels with parity of their own), PARDEF= (empty: no
+# default-level parity), SKIPS, ABEQ (forward-ab-equal's variants), DETENV (determinism's / memcheck's env).
 set -uo pipefail
 work=$1; out=$(realpath "$2")
 cd "$work"
@@ -24,15 +26,18 @@ cuobjdump -res-usage "$addon" 2>&1 | grep -A1 "PipeKernel" | grep -o "PipeKernel
 # Parity jobs first, in the background at low priority (their float64 references take the CPU; their
 # GPU work at T <= 2000 is short against the medians of the timed rows). memcheck and determinism
 # (long GPU work) start after the timings.
-for d in bfloat16 float16; do
+for d in ${PARDEF-bfloat16 float16}; do
   for D in 64 128; do bg "grid-$D-$d.log" nice -n 10 node $runner --backend cuda --scale gpu --dtypes $d --only "G=16 HQ=16 Dk=$D Dv=$D T=1024 $d"; done
   bg "extra-defaults-$d.log" nice -n 10 node $extra --only "reg G=16 defaults T=2000 D=64 $d"
 done
-bg extra-varlen-bfloat16.log nice -n 10 node $extra --only "reg G=16 varlen D=64 bfloat16"
-bg extra-h2-float16.log nice -n 10 node $extra --only "reg G=16 H=2 B=2 D=128 float16"
+if [[ -n ${PARDEF-x} ]]; then
+  bg extra-varlen-bfloat16.log nice -n 10 node $extra --only "reg G=16 varlen D=64 bfloat16"
+  bg extra-h2-float16.log nice -n 10 node $extra --only "reg G=16 H=2 B=2 D=128 float16"
+fi
 for L in ${PARL:-2 3 4}; do
   bg lean$L-grid-128-bfloat16.log env NSA_FWD_LEAN=$L nice -n 10 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
   bg lean$L-extra-varlen-float16.log env NSA_FWD_LEAN=$L nice -n 10 node $extra --only "reg G=16 varlen D=64 float16"
+  [[ -n ${PARDEF-x} ]] || bg lean$L-extra-defaults-bfloat16.log env NSA_FWD_LEAN=$L nice -n 10 node $extra --only "reg G=16 defaults T=2000 D=64 bfloat16"
 done
 variants=(${VARIANTS:-NSA_FWD_LEAN=1 NSA_FWD_LEAN=0 NSA_FWD_LEAN=2 NSA_FWD_LEAN=3 NSA_FWD_LEAN=4})
 for round in 1 2; do
@@ -48,11 +53,11 @@ for s in ${SKIPS:-1 2}; do
   echo "== $(date -u +%T) NSA_FWD_SKIP=$s"; NSA_FWD_SKIP=$s timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"
 done
 echo "== $(date -u +%T) default forward+backward"; timeout 100 node $bench --T 65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
-bg determinism.log node node_modules/@nsa/cuda/scripts/determinism.mjs
-bg memcheck-lean.log compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
-bg memcheck-lean2.log env NSA_FWD_LEAN=2 compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 float16"
+bg determinism.log env ${DETENV:-NSA_FWD_LEAN=1} node node_modules/@nsa/cuda/scripts/determinism.mjs
+bg memcheck-lean.log env ${DETENV:-NSA_FWD_LEAN=1} compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
+[[ -n ${PARDEF-x} ]] && bg memcheck-lean2.log env NSA_FWD_LEAN=2 compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 float16"
 echo "== $(date -u +%T) outputs: every LEAN level against LEAN=0 (must be bit-equal)"
-timeout 120 node $abeq --variants "NSA_FWD_LEAN=0|NSA_FWD_LEAN=1|NSA_FWD_LEAN=2|NSA_FWD_LEAN=3|NSA_FWD_LEAN=4" --T 16384,65536 2>&1 | tail -11
+timeout 120 node $abeq --variants "${ABEQ:-NSA_FWD_LEAN=0|NSA_FWD_LEAN=1|NSA_FWD_LEAN=2|NSA_FWD_LEAN=3|NSA_FWD_LEAN=4}" --T 16384,65536 2>&1 | tail -11
 wait
 echo "== $(date -u +%T) parity (log: rows ok / failed, worst error and its quantity, exits)"
 for f in "$out"/par/*.log; do
@@ -67,5 +72,5 @@ print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']
 PY
 done
 echo "== determinism"; tail -2 "$out/par/determinism.log"
-for f in memcheck-lean memcheck-lean2; do echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/par/$f.log" | tail -3; grep -c "| yes |" "$out/par/$f.log"; done
+for f in memcheck-lean memcheck-lean2; do [[ -f "$out/par/$f.log" ]] || continue; echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/par/$f.log" | tail -3; grep -c "| yes |" "$out/par/$f.log"; done
 echo "== $(date -u +%T) done"
