@@ -65,6 +65,9 @@
 // the split walks' full window / forced tiles) 48.63 / 48.54 ms; LEAN=3 / 4 (1 / 2 with the split
 // flag left run-time: 76 / 0 bytes of spills) 44.78 / 44.74 and 47.68 / 47.56 ms: the spill
 // counts do not predict the speed, and v18's TMA loses on its own.
+// LEAN=5 (1 + the selection scores' block sums from registers by shuffles, no mass-buffer round
+// trip; bit-equal), second call at 03:43 UTC: 64k 44.47 / 44.40 ms against 44.67 / 44.44 (LEAN=1) and
+// 45.76 / 45.52 (LEAN=0), 16k 7.10 against 7.08: within the noise, opt-in.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
