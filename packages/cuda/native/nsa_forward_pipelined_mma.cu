@@ -52,6 +52,22 @@
 // kept): the split walks' full window / forced tiles by TMA as well; that binary ran 47.10 / 47.15 ms
 // at 64k (its NSA_FWD_TMA=2, this code's path: 48.00 / 48.03): the 8-row D = 128 kernel sits at 255
 // registers with ~72 bytes of spill stores, and its speed moves with the register allocation.
+// v19 (cfwd4): where no A/B switch is set, the 8-row wgmma kernel is launched as a lean
+// instantiation (template argument Lean = 1) compiled with the default path only: every flag past
+// NSA_FWD_SKIP's bits is a known zero there and TMA known on, so it carries none of the older
+// paths (NSA_FWD_LEAN=0: the kernel with all of them behind run-time flags, v17's). Same arithmetic
+// in the same order (bit-equal at 16k / 64k). Measured (H100, bf16, B=1 HQ=64 H=4 D=128, paper
+// defaults, one call at 03:34 UTC 2026-11-23, alternating processes, two rounds): forward 64k
+// 44.55 / 44.58 ms against 45.81 / 45.86 (LEAN=0, same binary) and 46.10 / 45.96 (the lead's v17
+// binary), 16k 7.07 against 7.25 / 7.28; NSA_FWD_SKIP=1 / 2: 32.34 / 28.81 ms (selection scores
+// ~12.2 ms, selected branch ~15.7 ms). ptxas: 255 registers in every 8-row D = 128 variant; spill
+// stores 72 bytes (LEAN=0), 136 (1). Tried in the same call, kept opt-in: LEAN=2 (1 + v18's TMA for
+// the split walks' full window / forced tiles) 48.63 / 48.54 ms; LEAN=3 / 4 (1 / 2 with the split
+// flag left run-time: 76 / 0 bytes of spills) 44.78 / 44.74 and 47.68 / 47.56 ms: the spill
+// counts do not predict the speed, and v18's TMA loses on its own.
+// LEAN=5 (1 + the selection scores' block sums from registers by shuffles, no mass-buffer round
+// trip; bit-equal), second call at 03:43 UTC: 64k 44.47 / 44.40 ms against 44.67 / 44.44 (LEAN=1) and
+// 45.76 / 45.52 (LEAN=0), 16k 7.10 against 7.08: within the noise, opt-in.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -91,7 +107,8 @@ struct RowTile {
 template <int D, int W>
 struct Layout {
   // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp
-  static constexpr size_t kBarrierBytes = 8 * (2 + 2 * W) + 8;
+  // (+ 4 for the split walks' tile pairs by TMA, two per warpgroup: Lean = 2)
+  static constexpr size_t kBarrierBytes = 8 * (2 + 2 * W + 4) + 8;
   static constexpr int ld = D + 8;
   static constexpr int tile = kSharedKeys * ld;  // elements of one block-wide K or V tile
   // [K0 K1 V0 V1] block-wide tiles; the same bytes hold each warp's ring (4 * kChunk rows) later,
@@ -302,9 +319,20 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[NK / 8][4], uint32_t v
 // Swz: the selected rings' chunks unpadded and swizzled (v14; false: padded rows, v13). A template
 // argument, not a flag: at run time both layouts in one kernel took the 8-warp D = 128 kernel past
 // 255 registers (spills), where v13 has 254.
-template <class T, int D, int W, bool Wg, bool Swz>
+// Lean (cfwd4; 8-row wgmma blocks with swizzled rings, both TMA maps on, no A/B flag set): 1 or 2
+// compile the default path only: the flags past NSA_FWD_SKIP's bits are known zeros (split on,
+// no forced block-wide walk, no common list, no third stage, no v11 top-n / v14 sort / v9 gate
+// loop, 128-key compressed tiles) and TMA is known on, so the kernel carries none of the
+// alternatives' code or registers. Same arithmetic in the same order as Lean = 0 (bit-equal).
+// Lean = 2 also loads the split walks' full window / forced tiles by TMA (v18). Lean = 3 / 4: as
+// 1 / 2 but NSA_FWD_SPLIT's flag stays a run-time one (with it known, ptxas spilled 136 / 208 bytes
+// at D = 128 against 76 / 100 with it not; which runs faster is measured).
+template <class T, int D, int W, bool Wg, bool Swz, int Lean = 0>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip, const __grid_constant__ TmaMaps maps) {
+  static_assert(Lean == 0 || (Wg && W == 8 && Swz), "lean kernels: 8-row wgmma blocks, swizzled rings");
+  if constexpr (Lean > 0) skip = (skip & (Lean == 3 || Lean == 4 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
+  constexpr bool kTmaWalks = Lean == 2 || Lean == 4;  // v18
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -329,10 +357,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   // v16: the compressed branch's and the selection scores' full tiles come by TMA (tma.cuh), each
   // tile buffer with its mbarrier; tmaPhase bit b = the parity buffer b's next load completes.
   const uint32_t tmaBar = (smemAddr(common + c.n + 1) + 7u) & ~7u;
-  const bool tmaOn = Wg && maps.on;
+  const bool tmaOn = Wg && (Lean > 0 || maps.on);
   uint32_t tmaPhase = 0;
   if (tmaOn && threadIdx.x == 0) {
-    for (int b = 0; b < 2 + 2 * W; b++) tma::initBarrier(tmaBar + 8 * b, 1);
+    for (int b = 0; b < 2 + 2 * W + 4; b++) tma::initBarrier(tmaBar + 8 * b, 1);
     tma::fenceInit();
   }
 
@@ -564,10 +592,35 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   static_assert(W != 8 || (2 * kPairBytes <= kHalfBytes && kHalfBytes % 1024 == 0), "two tile pairs in each half");
   const uint32_t half = smemAddr(smemRaw) + wg * kHalfBytes;
   auto wgSync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + wg) : "memory"); };
+  // v18 (Lean = 2 / 4): a full 64-key pair by TMA (thread 0 of the warpgroup; an mbarrier per buffer,
+  // wgPhase bit b = the parity buffer b's next pair completes); a shorter one by cp.async (its rows
+  // past the keys must be zeros). Window tiles from maps.kw / vw, forced ones from maps.ks / vs.
+  const uint32_t wgBar = tmaBar + 8 * (2 + 2 * W) + 16 * wg;  // + 8 * buffer
+  uint32_t wgPhase = 0;
+  auto wgByTma = [&](int2 kr, const void* Kp) {
+    return kTmaWalks && kr.y - kr.x == kSharedKeys && (Kp == a.kWin ? maps.onWin != 0 : Kp == a.kSlc);
+  };
   auto wgLoad = [&](int2 kr, int buf, const void* Kp, const void* Vp) {
     const size_t first = ((size_t)(kBase + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
     const uint32_t at = half + buf * kPairBytes;
     const int tid = threadIdx.x & 127;
+    if constexpr (kTmaWalks) {
+      if (wgByTma(kr, Kp)) {
+        if (tid == 0) {
+          const uint32_t bar = wgBar + 8 * buf;
+          wg::fenceProxyAsync();  // the warpgroup's generic accesses of this pair (rings, zero rows) before the copy engine's writes
+          tma::arriveExpect(bar, kPairBytes);
+          if (Kp == a.kSlc) {
+            tma::loadTile<D, kSharedKeys, kChunk>(at, &maps.ks, kvh, kBase + kr.x, bar);
+            tma::loadTile<D, kSharedKeys, kChunk>(at + kPairBytes / 2, &maps.vs, kvh, kBase + kr.x, bar);
+          } else {
+            tma::loadTile<D, kSharedKeys>(at, &maps.kw, kvh, kBase + kr.x, bar);
+            tma::loadTile<D, kSharedKeys>(at + kPairBytes / 2, &maps.vw, kvh, kBase + kr.x, bar);
+          }
+        }
+        return;
+      }
+    }
     copyTileSwizzled<T, D, 128, kSharedKeys>(at, static_cast<const T*>(Kp) + first, stride, kr.y - kr.x, tid);
     copyTileSwizzled<T, D, 128, kSharedKeys>(at + kPairBytes / 2, static_cast<const T*>(Vp) + first, stride, kr.y - kr.x, tid);
   };
@@ -580,6 +633,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     for (int t = 0; t < nTiles; t++) {
       const int buf = t & 1;
       cpAsyncWait<0>();       // tile t has landed
+      if constexpr (kTmaWalks) {
+        if (wgByTma(range(t), Kp)) {
+          tma::wait(wgBar + 8 * buf, (wgPhase >> buf) & 1u);
+          wgPhase ^= 1u << buf;
+        }
+      }
       wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
       wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
       if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
@@ -626,10 +685,26 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         scatterHalf<8>(v, g4 & 4, 16);
         scatterHalf<4>(v, g4 & 2, 8);
         scatterHalf<2>(v, g4 & 1, 4);
+        const int i1 = min(nc, i0 + kSharedKeys) - 1;
+        if (Lean == 5 && perCmp == 2 && perSel == 4) {
+          // Lean = 5: the block sums below from the reduce-scatter's registers by shuffles (key k sits
+          // in lane k / 2, v[k % 2]) instead of through the mass buffer and a __syncwarp; the same
+          // values in the same expression, so bit-equal.
+          const float m0 = __shfl_sync(0xffffffffu, v[0], 2 * lane & 31), m1 = __shfl_sync(0xffffffffu, v[1], 2 * lane & 31);
+          const float m2 = __shfl_sync(0xffffffffu, v[0], (2 * lane + 1) & 31), m3 = __shfl_sync(0xffffffffu, v[1], (2 * lane + 1) & 31);
+          const float mp = __shfl_sync(0xffffffffu, v[1], (2 * lane - 1) & 31);
+          const int j = i0 / 4 + lane;
+          if (i1 >= i0 && lane <= kSharedKeys / 4 && j <= cur) {
+            float acc = lane > 0 ? mp : 0.f;
+            if (lane < kSharedKeys / 4) acc += 2.f * (m0 + m1 + m2) + m3;
+            scores[j] += acc;
+          }
+          __syncwarp();
+          return;
+        }
         mass[g4 * 8 + 2 * t4] = v[0];
         mass[g4 * 8 + 2 * t4 + 1] = v[1];
         __syncwarp();
-        const int i1 = min(nc, i0 + kSharedKeys) - 1;
         if (i1 >= i0 && perCmp == 2 && perSel == 4) {
           // l = 2d, l' = 4d (the paper's and the tests' ratios): block j takes keys 4j .. 4j+2 twice
           // and keys 4j-1, 4j+3 once; lane b takes tile block b (lane 16: key 63 into the next block).
@@ -889,7 +964,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const bool stage3 = ring3 && !split;
   const int nStages = stage3 ? 3 : 2;
   // v17: full chunks by TMA (two stages only; the third stage's slot is not 1024-byte aligned).
-  const bool tmaRings = Swz && tmaOn && maps.onSlc && !stage3;
+  const bool tmaRings = Swz && tmaOn && (Lean > 0 || maps.onSlc) && !stage3;
   const uint32_t ringBar = tmaBar + 16 + 16 * warp;  // + 8 * stage
   uint32_t ringPhase = 0;                            // bit s: the parity stage s's next chunk completes
   const T* Ks = static_cast<const T*>(a.kSlc);
@@ -980,6 +1055,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, ph == 0 && select, [&](int key) { return key <= pos; });
           rings();
           store(st, 1, a.oSlc, nullptr);
+          if constexpr (kTmaWalks) wg::fenceProxyAsync();  // the rings' generic writes, before TMA's into the same bytes
           wgSync();  // the rings' bytes become the window's tiles
         }
       }
@@ -1098,8 +1174,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   const RowTile* dTiles = ws.upload(tiles);
   // NSA_FWD_RING_SWIZZLE=0: the rings' chunks in padded rows (v13), for A/B.
   const char* ringSwz = getenv("NSA_FWD_RING_SWIZZLE");
-  const auto kernel = ringSwz && ringSwz[0] == '0' ? nsaForwardPipeKernel<T, D, W, Wg, false> : nsaForwardPipeKernel<T, D, W, Wg, true>;
-  NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  const bool swz = !(ringSwz && ringSwz[0] == '0');
   const char* skip = getenv("NSA_FWD_SKIP");
   // The shared walk of commonly chosen blocks is opt-in: on the benchmark's random inputs neighbours
   // share only the forced blocks, and the extra block-wide phase measured slower (BENCHMARKS.md v6).
@@ -1145,7 +1220,25 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
               encodeKeyMap(&maps.v, a.vCmp, f16, cmpRows, a.cfg.H, D, kTmaRows);
     maps.onSlc = maps.on && !(tmaEnv && tmaEnv[0] == '1') && keyRows > 0 && encodeKeyMap(&maps.ks, a.kSlc, f16, keyRows, a.cfg.H, D, kChunk) &&
                  encodeKeyMap(&maps.vs, a.vSlc, f16, keyRows, a.cfg.H, D, kChunk);
+    maps.onWin = maps.onSlc && encodeKeyMap(&maps.kw, a.kWin, f16, keyRows, a.cfg.H, D, kTmaRows) &&
+                 encodeKeyMap(&maps.vw, a.vWin, f16, keyRows, a.cfg.H, D, kTmaRows);
   }
+  // Lean kernels (cfwd4) where the run takes the default path: 8-row wgmma blocks, swizzled rings,
+  // TMA on for the compressed and selected keys, no A/B flag beyond NSA_FWD_SKIP's bits.
+  // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
+  // NSA_FWD_LEAN=2: v18, the split walks' full window / forced tiles by TMA as well.
+  const char* leanEnv = getenv("NSA_FWD_LEAN");
+  const int leanWanted = leanEnv ? atoi(leanEnv) : 1;
+  const bool leanFits = Wg && W == 8 && swz && maps.on && maps.onSlc && (flags & ~7) == 8;
+  auto kernel = swz ? nsaForwardPipeKernel<T, D, W, Wg, true> : nsaForwardPipeKernel<T, D, W, Wg, false>;
+  if constexpr (Wg && W == 8) {
+    if (leanFits && leanWanted == 1) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 1>;
+    if (leanFits && leanWanted == 2) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 2>;
+    if (leanFits && leanWanted == 3) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 3>;
+    if (leanFits && leanWanted == 4) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 4>;
+    if (leanFits && leanWanted == 5) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 5>;
+  }
+  NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
