@@ -44,16 +44,7 @@ defaultParity() {
   done
 }
 # One parity log -> "name rows-ok rows-failed worst-error (case: quantity) [EXIT]".
-summarize() {
-  python3 - "$1" <<'PY'
-import re, sys
-rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
-worst = max(rows, key=lambda r: float(r[3]), default=None)
-text = open(sys.argv[1]).read()
-print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
-      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
-PY
-}
+summarize() { python3 node_modules/@nsa/cuda/scripts/parity-summary.py "$1"; }
 # After the background parity jobs: each parity log's summary, then determinism and memcheck.
 reportParity() {
   echo "== parity (log: rows ok / failed, worst error and its quantity, exits)"

@@ -69,14 +69,7 @@ wait
 echo "== $(date -u +%T) parity (log: rows ok / failed, worst error and its quantity, exits)"
 for f in "$out"/par/*.log; do
   case $f in *memcheck*|*determinism*) continue;; esac
-  python3 - "$f" <<'PY'
-import re, sys
-rows = [l.split('|') for l in open(sys.argv[1]) if re.search(r'\| (yes|NO) \|\s*$', l)]
-worst = max(rows, key=lambda r: float(r[3]), default=None)
-text = open(sys.argv[1]).read()
-print(sys.argv[1].split('/')[-1], len([r for r in rows if r[5].strip() == 'yes']), len([r for r in rows if r[5].strip() == 'NO']),
-      f"{worst[3].strip()} ({worst[1].strip()}: {worst[2].strip()})" if worst else '-', 'EXIT' if 'exited with' in text else '')
-PY
+  python3 node_modules/@nsa/cuda/scripts/parity-summary.py "$f"
 done
 echo "== determinism"; tail -2 "$out/par/determinism.log"
 for f in memcheck memcheck-128; do echo "== $f"; grep -h "ERROR SUMMARY\|| NO |" "$out/par/$f.log" | tail -3; grep -c "| yes |" "$out/par/$f.log"; done
