@@ -11,6 +11,8 @@
 # memcheck in the background while forward-ab-equal.mjs checks every LEAN level bit-equal to LEAN=0.
 # Knobs (second call): VARIANTS, PARL (LEAN levels with parity of their own), PARDEF= (empty: no
 # default-level parity), SKIPS, ABEQ (forward-ab-equal's variants), DETENV (determinism's / memcheck's env).
+# The TMA levels of v17 (NSA_FWD_TMA=1 / 0) run the all-flags kernel: e.g. VARIANTS="NSA_FWD_LEAN=1 NSA_FWD_TMA=1 NSA_FWD_TMA=0"
+# ABEQ="NSA_FWD_LEAN=0|NSA_FWD_TMA=1|NSA_FWD_TMA=0" PARL=1 bash forward-lean-check.sh ...
 set -uo pipefail
 work=$1; out=$(realpath "$2")
 cd "$work"
