@@ -9,6 +9,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include "wgmma.cuh"  // NSA_WGMMA_DEVICE: only the sm_90a device pass emits the TMA instructions
 
 namespace nsa {
 
@@ -28,17 +29,34 @@ bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H,
 
 namespace tma {
 
+// Other device passes (sm_80) compile these to traps, as wgmma.cuh's helpers: the host launches the
+// TMA paths only where the wgmma forward runs (sm_90a code on compute capability 9.0).
 __device__ __forceinline__ void initBarrier(uint32_t bar, uint32_t count) {
+#if NSA_WGMMA_DEVICE
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+#else
+  __trap();
+#endif
 }
 // Makes the barriers' initialisation visible to the async proxy (the copy engine).
-__device__ __forceinline__ void fenceInit() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void fenceInit() {
+#if NSA_WGMMA_DEVICE
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
 // This thread's arrival, announcing `bytes` of transactions the copies will complete.
 __device__ __forceinline__ void arriveExpect(uint32_t bar, uint32_t bytes) {
+#if NSA_WGMMA_DEVICE
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+#else
+  __trap();
+#endif
 }
 // Waits until the barrier's phase with the given parity has completed.
 __device__ __forceinline__ void wait(uint32_t bar, uint32_t parity) {
+#if NSA_WGMMA_DEVICE
   uint32_t done;
   do {
     asm volatile(
@@ -47,13 +65,20 @@ __device__ __forceinline__ void wait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+#else
+  __trap();
+#endif
 }
 // Box (features x0 .. x0+63, head h, rows y0 ..) of map into shared address dst.
 __device__ __forceinline__ void load(uint32_t dst, const CUtensorMap* map, int x0, int h, int y0, uint32_t bar) {
+#if NSA_WGMMA_DEVICE
   asm volatile(
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(h), "r"(y0), "r"(bar)
       : "memory");
+#else
+  __trap();
+#endif
 }
 // An R-row tile of D features (rows y0 .. y0+R-1, head h) in wgmma's swizzled layout at dst:
 // region g (features 64g ..) at dst + g * R * 128 bytes, row r at + r * 128 (as copyTileSwizzled,
