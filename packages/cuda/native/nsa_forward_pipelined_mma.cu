@@ -1205,6 +1205,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // rows: as far as any sequence's compressed keys reach.
   // v17: and of the selected keys and values for the rings (NSA_FWD_TMA=1: not these, v16), their rows
   // as far as any sequence's keys reach.
+  // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
+  // NSA_FWD_LEAN=2 / 4: v18, the split walks' full window / forced tiles by TMA as well (only these
+  // read the window's maps, so only they pay for encoding them).
+  const char* leanEnv = getenv("NSA_FWD_LEAN");
+  const int leanWanted = leanEnv ? atoi(leanEnv) : 1;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
   if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
@@ -1220,15 +1225,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
               encodeKeyMap(&maps.v, a.vCmp, f16, cmpRows, a.cfg.H, D, kTmaRows);
     maps.onSlc = maps.on && !(tmaEnv && tmaEnv[0] == '1') && keyRows > 0 && encodeKeyMap(&maps.ks, a.kSlc, f16, keyRows, a.cfg.H, D, kChunk) &&
                  encodeKeyMap(&maps.vs, a.vSlc, f16, keyRows, a.cfg.H, D, kChunk);
-    maps.onWin = maps.onSlc && encodeKeyMap(&maps.kw, a.kWin, f16, keyRows, a.cfg.H, D, kTmaRows) &&
+    maps.onWin = maps.onSlc && (leanWanted == 2 || leanWanted == 4) && encodeKeyMap(&maps.kw, a.kWin, f16, keyRows, a.cfg.H, D, kTmaRows) &&
                  encodeKeyMap(&maps.vw, a.vWin, f16, keyRows, a.cfg.H, D, kTmaRows);
   }
   // Lean kernels (cfwd4) where the run takes the default path: 8-row wgmma blocks, swizzled rings,
   // TMA on for the compressed and selected keys, no A/B flag beyond NSA_FWD_SKIP's bits.
-  // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
-  // NSA_FWD_LEAN=2: v18, the split walks' full window / forced tiles by TMA as well.
-  const char* leanEnv = getenv("NSA_FWD_LEAN");
-  const int leanWanted = leanEnv ? atoi(leanEnv) : 1;
   const bool leanFits = Wg && W == 8 && swz && maps.on && maps.onSlc && (flags & ~7) == 8;
   auto kernel = swz ? nsaForwardPipeKernel<T, D, W, Wg, true> : nsaForwardPipeKernel<T, D, W, Wg, false>;
   if constexpr (Wg && W == 8) {

@@ -78,7 +78,7 @@ function choiceKernels(): { sub: boolean; slots: boolean; searchLoop: boolean } 
 }
 
 /**
- * NSA_WEBGPU_DECODE_CW_HEADS: heads per register tile of dispatch 1's scores (2: session 9's tile;
+ * NSA_WEBGPU_DECODE_CW_HEADS: heads per register tile of dispatch 1's scores (2: the previous 2 x 1 tiles;
  * default: wideTile's, 4 at G = 16 with 64-key chunks). ctx.decodeTiles.cw.rh wins over it.
  */
 function cwScoreHeads(): number | undefined {

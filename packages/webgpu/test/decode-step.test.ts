@@ -72,153 +72,67 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     expect(relativeError(output, await read(ref.output))).toBeLessThan(TOL);
     // Every row of the long cache chose blocks beyond the forced ones (the top-n ran).
     if (T === 700) expect(chosen.every((j) => j >= 0)).toBe(true);
-    const fuse = () => {
+    // Each variant sets what it changes and returns what puts it back.
+    type Set = () => () => void;
+    const tiles =
+      (t: NonNullable<typeof gpu.ctx.decodeTiles>): Set =>
+      () => {
+        gpu.ctx.decodeTiles = t;
+        return () => (gpu.ctx.decodeTiles = undefined);
+      };
+    const env =
+      (name: string, value: string): Set =>
+      () => {
+        process.env[name] = value;
+        return () => delete process.env[name];
+      };
+    const workgroupTopN: Set = () => {
+      gpu.ctx.subgroupTopN = false;
+      return () => (gpu.ctx.subgroupTopN = true);
+    };
+    const split: Set = () => {
+      gpu.ctx.decodeSplit = true;
+      return () => (gpu.ctx.decodeSplit = false);
+    };
+    const fuse: Set = () => {
       gpu.ctx.decodeFused = true;
       return () => (gpu.ctx.decodeFused = false);
     };
-    const single = () => {
+    const single: Set = () => {
       gpu.ctx.decodeChoice = 'single';
       return () => (gpu.ctx.decodeChoice = 'wide');
     };
-    const variants: [string, () => () => void][] = [
-      [
-        'previous kernels',
-        () => {
-          process.env.NSA_WEBGPU_DECODE_STEP = 'previous';
-          return () => delete process.env.NSA_WEBGPU_DECODE_STEP;
-        },
-      ],
-      [
-        'workgroup-memory top-n',
-        () => {
-          gpu.ctx.subgroupTopN = false;
-          return () => (gpu.ctx.subgroupTopN = true);
-        },
-      ],
-      [
-        'wide block choice, 8 candidates per workgroup',
-        () => {
-          gpu.ctx.decodeTiles = { choiceCands: 8 };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
-      ...(['session8', 'choice8', 'attend8', 'unrolled'] as const).map((v): [string, () => () => void] => [
+    const both =
+      (...sets: Set[]): Set =>
+      () => {
+        const undo = sets.map((set) => set());
+        return () => undo.reverse().forEach((u) => u());
+      };
+    const variants: [string, Set][] = [
+      ['previous kernels', env('NSA_WEBGPU_DECODE_STEP', 'previous')],
+      ['workgroup-memory top-n', workgroupTopN],
+      ['wide block choice, 8 candidates per workgroup', tiles({ choiceCands: 8 })],
+      ...(['session8', 'choice8', 'attend8', 'unrolled'] as const).map((v): [string, Set] => [
         `wide block choice on session 8's kernels (${v})`,
-        () => {
-          process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL = v;
-          return () => delete process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
-        },
+        env('NSA_WEBGPU_DECODE_CHOICE_KERNEL', v),
       ]),
-      [
-        "wide block choice, 8 candidates per workgroup, session 8's kernels",
-        () => {
-          gpu.ctx.decodeTiles = { choiceCands: 8 };
-          process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL = 'session8';
-          return () => {
-            gpu.ctx.decodeTiles = undefined;
-            delete process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
-          };
-        },
-      ],
-      [
-        'compressed values P·V in the block choice dispatch (split)',
-        () => {
-          gpu.ctx.decodeSplit = true;
-          return () => (gpu.ctx.decodeSplit = false);
-        },
-      ],
-      [
-        'split, 8 candidates per block-choice workgroup',
-        () => {
-          gpu.ctx.decodeSplit = true;
-          gpu.ctx.decodeTiles = { choiceCands: 8 };
-          return () => {
-            gpu.ctx.decodeSplit = false;
-            gpu.ctx.decodeTiles = undefined;
-          };
-        },
-      ],
-      [
-        'split, 16-key chunks, 64 invocations',
-        () => {
-          gpu.ctx.decodeSplit = true;
-          gpu.ctx.decodeTiles = { cw: { KC: 16, WG: 64 } };
-          return () => {
-            gpu.ctx.decodeSplit = false;
-            gpu.ctx.decodeTiles = undefined;
-          };
-        },
-      ],
+      ["wide block choice, 8 candidates per workgroup, session 8's kernels", both(tiles({ choiceCands: 8 }), env('NSA_WEBGPU_DECODE_CHOICE_KERNEL', 'session8'))],
+      ['compressed values P·V in the block choice dispatch (split)', split],
+      ['split, 8 candidates per block-choice workgroup', both(split, tiles({ choiceCands: 8 }))],
+      ['split, 16-key chunks, 64 invocations', both(split, tiles({ cw: { KC: 16, WG: 64 } }))],
       ['single block choice', single],
-      [
-        'single block choice, workgroup-memory top-n',
-        () => {
-          const unset = single();
-          gpu.ctx.subgroupTopN = false;
-          return () => {
-            unset();
-            gpu.ctx.subgroupTopN = true;
-          };
-        },
-      ],
-      [
-        'session 7 attend and merge',
-        () => {
-          process.env.NSA_WEBGPU_DECODE_ATTEND = 'session7';
-          return () => delete process.env.NSA_WEBGPU_DECODE_ATTEND;
-        },
-      ],
+      ['single block choice, workgroup-memory top-n', both(single, workgroupTopN)],
+      ['session 7 attend and merge', env('NSA_WEBGPU_DECODE_ATTEND', 'session7')],
       [
         'wide attend: 16-key chunks, values through the keys tile, 1 x 1 tiles, 64 invocations',
-        () => {
-          gpu.ctx.decodeTiles = { cw: { KC: 16, shared: true, WG: 64, rh: 1, rk: 1, oh: 1, oc: 1 } };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
+        tiles({ cw: { KC: 16, shared: true, WG: 64, rh: 1, rk: 1, oh: 1, oc: 1 } }),
       ],
-      [
-        'wide attend: 64-key chunks (by default 32 here: few workgroups)',
-        () => {
-          gpu.ctx.decodeTiles = { cw: { KC: 64 } };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
-      [
-        'wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)',
-        () => {
-          gpu.ctx.decodeTiles = { cw: { rh: 4 } };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
-      [
-        'wide attend: 4 x 2 tiles',
-        () => {
-          gpu.ctx.decodeTiles = { cw: { rh: 4, rk: 2, oh: 4 } };
-          return () => (gpu.ctx.decodeTiles = undefined);
-        },
-      ],
+      ['wide attend: 64-key chunks (by default 32 here: few workgroups)', tiles({ cw: { KC: 64 } })],
+      ['wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)', tiles({ cw: { rh: 4 } })],
+      ['wide attend: 4 x 2 tiles', tiles({ cw: { rh: 4, rk: 2, oh: 4 } })],
       ['fused block choice', fuse],
-      [
-        'fused block choice, workgroup-memory top-n',
-        () => {
-          const unfuse = fuse();
-          gpu.ctx.subgroupTopN = false;
-          return () => {
-            unfuse();
-            gpu.ctx.subgroupTopN = true;
-          };
-        },
-      ],
-      [
-        'fused block choice, 64-invocation attend',
-        () => {
-          const unfuse = fuse();
-          process.env.NSA_WEBGPU_DECODE_ATTEND_WG = '64';
-          return () => {
-            unfuse();
-            delete process.env.NSA_WEBGPU_DECODE_ATTEND_WG;
-          };
-        },
-      ],
+      ['fused block choice, workgroup-memory top-n', both(fuse, workgroupTopN)],
+      ['fused block choice, 64-invocation attend', both(fuse, env('NSA_WEBGPU_DECODE_ATTEND_WG', '64'))],
     ];
     for (const [name, set] of variants) {
       const restore = set();
