@@ -47,6 +47,8 @@ const WIDE_KEYS = [64, 32, 16, 8, 4];
  * the H100, 64-key chunks were slower with 48 workgroups (4k cache, batch 1) and faster with 96.
  */
 const WIDE_MIN_GROUPS = 64;
+/** Column slices per row of the merge (mergeShape). */
+const MERGE_COLS = 1;
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -84,6 +86,20 @@ function choiceKernels(): { sub: boolean; slots: boolean; searchLoop: boolean } 
 function cwScoreHeads(): number | undefined {
   return Number(envOf('NSA_WEBGPU_DECODE_CW_HEADS')) || undefined;
 }
+
+/**
+ * NSA_WEBGPU_DECODE_MERGE_COLS: column slices per output row of the merge (1: one workgroup per row,
+ * the previous merge), NSA_WEBGPU_DECODE_MERGE_WG its workgroup (a power of two, 64 to wg).
+ */
+function mergeShape(wg: number, DV: number): { cols: number; WG: number } {
+  const cols = Number(envOf('NSA_WEBGPU_DECODE_MERGE_COLS') ?? MERGE_COLS) || 1;
+  const mwg = Number(envOf('NSA_WEBGPU_DECODE_MERGE_WG')) || wg;
+  const ok = cols >= 1 && (DV / 4) % cols === 0;
+  return { cols: ok ? cols : 1, WG: Math.min(wg, 2 ** Math.floor(Math.log2(Math.max(64, mwg)))) };
+}
+
+// NSA_WEBGPU_DECODE_SLC_STATS=scan: the selected attend's softmax statistics by the previous scan
+// (a barrier, then one invocation per head over the chunk) instead of subgroup shuffles.
 
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -205,6 +221,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
+  const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
       ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg) }, decodeAttendWideShader)
@@ -223,12 +240,13 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         phase: 'slc' as const,
         WG: attendWg,
         tiled: !previous,
+        sgStats: subgroups && !previous && envOf('NSA_WEBGPU_DECODE_SLC_STATS') !== 'scan' ? minSg : 0,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, WG: wg, SMAX, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
   ]);
   const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KCW);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
@@ -251,6 +269,6 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)
     frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0), B * H]);
-    frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows]);
+    frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows, mergeOf.cols]);
   };
 }

@@ -170,6 +170,12 @@ export function decodeAttendShader(
      * these settings (its workgroup is the attend's).
      */
     readonly choice?: Omit<BlockChoiceKernel, keyof DecodeStepShape | 'WG'>;
+    /**
+     * Phase 'slc', tiled: the adapter's smallest subgroup. Where a head's keys fit one subgroup's
+     * lanes (one register tile per invocation), each head's max and sum come from subgroup
+     * shuffles right after its scores: no barrier and no serial scan over the chunk before the P·V.
+     */
+    readonly sgStats?: number;
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
@@ -256,6 +262,8 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = ${sv}; }` : ''} }`;
   let scoresPhase: string;
   let outputPhase: string;
+  // Subgroup statistics (sgStats): set where they replace the scan below.
+  let sgStats = false;
   if (k.tiled) {
     // Register tiles: each invocation takes RH heads x RK keys of the scores and RH heads x RC
     // columns of the output, so every q, k and v vector read from workgroup memory serves RH or RK
@@ -270,6 +278,22 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
     const ohs = Array.from({ length: oh }, (_, a) => a);
     const ocs = Array.from({ length: oc }, (_, r) => r);
     const dk4 = Array.from({ length: DK / 4 }, (_, c) => c);
+    // A head's KG lanes are consecutive invocations, aligned (subgroups of consecutive invocations,
+    // as the other subgroup kernels assume), so xor shuffles below KG stay within the head.
+    sgStats = !cw && (k.sgStats ?? 0) >= KG && (KG & (KG - 1)) === 0 && (G / rh) * KG === WG;
+    const masks = Array.from({ length: Math.log2(KG) }, (_, i) => 2 ** i);
+    const statsInRegisters = hs
+      .map(
+        (a) => `${ks.map((b) => `    let v${a}_${b} = select(${NEG}, dot(a${a}_${b}, vec4<f32>(1.0)), kb + ${b * KG}u < count);`).join('\n')}
+    var m${a} = max(${ks.map((b) => `v${a}_${b}`).reduce((x, y) => `max(${x}, ${y})`)}, ${NEG});
+${masks.map((mk) => `    m${a} = max(m${a}, subgroupShuffleXor(m${a}, ${mk}u));`).join('\n')}
+${ks.map((b) => `    let p${a}_${b} = select(0.0, exp(select(-100.0, v${a}_${b} - m${a}, v${a}_${b} > ${NEG_HALF})), v${a}_${b} > ${NEG_HALF});
+    pr[(g0 + ${a}u) * PRS + kb + ${b * KG}u] = p${a}_${b};`).join('\n')}
+    var l${a} = ${ks.map((b) => `p${a}_${b}`).join(' + ')};
+${masks.map((mk) => `    l${a} += subgroupShuffleXor(l${a}, ${mk}u);`).join('\n')}
+    if (kb == 0u) { let at = (split * ROWS + row0 + g0 + ${a}u) * 2u; stats[at] = m${a}; stats[at + 1u] = l${a}; }`,
+      )
+      .join('\n');
     scoresPhase = `  // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
   (G / rh) * KG,
@@ -285,7 +309,8 @@ ${hs.flatMap((a) => ks.map((b) => `      a${a}_${b} = fma(q${a}, k${b}, a${a}_${
     }`,
   )
   .join('\n')}
-${hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
+${sgStats ? `    // Each head's max and sum over the chunk's keys (its KG lanes); probabilities replace the scores.
+${statsInRegisters}` : hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
 `;
     outputPhase = `  // Unnormalised partial output: invocation x takes heads (x / ${CG}) * ${oh} + a and columns x % ${CG} + ${CG} * r.
@@ -327,7 +352,7 @@ ${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u 
     part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
 )}`;
   }
-  return `${enableF16(e)}${choice?.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
+  return `${enableF16(e)}${choice?.subgroups || sgStats ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
 ${constants(k, WG)}${cw && k.cand ? candidateConstants(k) : ''}${
@@ -369,7 +394,7 @@ ${fused.after ?? ''}`
   // The group's queries (scaled) and the chunk's keys and values; keys past count are zero.
 ${wide ? '' : `${qLoad}\n`}${tiles}
   workgroupBarrier();
-${scoresPhase}
+${scoresPhase}${sgStats ? '' : `
   workgroupBarrier();
   // Each head's max and sum over the chunk; probabilities replace the scores (0 for masked keys).
   for (var g = lid; g < G; g += WG) {
@@ -380,7 +405,7 @@ ${keys.map((i) => `    let p${i} = select(0.0, exp(select(-100.0, s${i} - m, s${
     let at = (split * ROWS + row0 + g) * 2u;
     stats[at] = m;
     stats[at + 1u] = l;
-  }
+  }`}
   workgroupBarrier();
 ${outputPhase}${cw && k.cand ? candidateSums(k, 'KC') : ''}
 }
@@ -1345,10 +1370,14 @@ ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
  * out[row] = Σ_branch gate · (Σ_split exp(m_s - M) part_s) / (Σ_split exp(m_s - M) l_s): one
  * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
  */
-export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean }): string {
+export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean; readonly cols?: number }): string {
   const { e, DV, WG } = k;
-  const DV4 = DV / 4;
-  const LN = Math.max(1, Math.floor(WG / DV4));
+  // cols > 1: workgroup (row, slice) writes CW = DV / 4 / cols vec4 columns of its row (each repeats
+  // the row's weights, the same bits): a row's partials are read by cols workgroups, not one.
+  const cols = k.cols ?? 1;
+  const CW = DV / 4 / cols;
+  const LN = Math.max(1, Math.floor(WG / CW));
+  const col0 = cols > 1 ? `wid.y * ${CW}u + ` : '';
   const UNROLL = 4;
   // ahead: each lane's first R partials are loaded before the weights (their latency hides under
   // the stats' reductions; clamped to a valid split, weighted 0 past total).
@@ -1391,8 +1420,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let total = NS + nC + windowChunks(pos);${
     R
       ? `
-  let c = lid % DV4;
-  let ln = lid / DV4;
+  let c = ${col0}lid % ${CW}u;
+  let ln = lid / ${CW}u;
 ${rs.map((i) => `  let sa${i} = ln + ${i * LN}u;
   let pa${i} = part[(min(sa${i}, total - 1u) * ROWS + row) * DV4 + c];`).join('\n')}`
       : ''
@@ -1469,8 +1498,8 @@ ${
     R
       ? ''
       : `
-  let c = lid % DV4;
-  let ln = lid / DV4;`
+  let c = ${col0}lid % ${CW}u;
+  let ln = lid / ${CW}u;`
   }
   var o = vec4<f32>(0.0);
   if (ln < LN) {
@@ -1482,10 +1511,10 @@ ${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(selec
   }
   acc[lid] = o;
   workgroupBarrier();
-  if (lid < DV4) {
+  if (lid < ${CW}u) {
     var r = vec4<f32>(0.0);
-    for (var i = 0u; i < LN; i++) { r += acc[i * DV4 + lid]; }
-    out[row * DV4 + lid] = vec4<${e}>(r);
+    for (var i = 0u; i < LN; i++) { r += acc[i * ${CW}u + lid]; }
+    out[row * DV4 + ${col0}lid] = vec4<${e}>(r);
   }
 }
 `;
