@@ -98,6 +98,9 @@ function mergeShape(wg: number, DV: number): { cols: number; WG: number } {
   return { cols: ok ? cols : 1, WG: Math.min(wg, 2 ** Math.floor(Math.log2(Math.max(64, mwg)))) };
 }
 
+// NSA_WEBGPU_DECODE_CHOICE_RANK=loop: the subgroup block choice's rank comparisons in a loop (an experiment).
+// NSA_WEBGPU_DECODE_SLC_UNROLL=n: the selected attend's score and P·V steps in loops of n steps (an
+// experiment: less code for each multiprocessor to fetch; default fully unrolled).
 // NSA_WEBGPU_DECODE_SLC_STATS=scan: the selected attend's softmax statistics by the previous scan
 // (a barrier, then one invocation per head over the chunk) instead of subgroup shuffles.
 
@@ -206,7 +209,14 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const wideChoice =
     ctx.decodeChoice === 'wide' && B * H <= WIDE_MAX_HEADS && !given && !fused && !previous && cand
       ? [1, 2, 4, 8, 16]
-          .map((f) => ({ CPW: f * cpw0, PMAX: Math.ceil(nCandCap / (f * cpw0)), slots: kernels.slots, sub: kernels.sub && subgroups ? minSg : 0, searchLoop: kernels.searchLoop }))
+          .map((f) => ({
+            CPW: f * cpw0,
+            PMAX: Math.ceil(nCandCap / (f * cpw0)),
+            slots: kernels.slots,
+            sub: kernels.sub && subgroups ? minSg : 0,
+            searchLoop: kernels.searchLoop,
+            rankLoop: envOf('NSA_WEBGPU_DECODE_CHOICE_RANK') === 'loop',
+          }))
           .find(
             (w) =>
               w.PMAX <= 32 &&
@@ -241,6 +251,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         WG: attendWg,
         tiled: !previous,
         sgStats: subgroups && !previous && envOf('NSA_WEBGPU_DECODE_SLC_STATS') !== 'scan' ? minSg : 0,
+        unroll: Number(envOf('NSA_WEBGPU_DECODE_SLC_UNROLL')) || undefined,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },

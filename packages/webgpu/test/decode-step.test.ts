@@ -133,6 +133,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['fused block choice', fuse],
       ['fused block choice, workgroup-memory top-n', both(fuse, workgroupTopN)],
       ['fused block choice, 64-invocation attend', both(fuse, env('NSA_WEBGPU_DECODE_ATTEND_WG', '64'))],
+      ['merge in 3 column slices, 64 invocations', both(env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'), env('NSA_WEBGPU_DECODE_MERGE_WG', '64'))],
+      ['selected attend steps in loops of 2', env('NSA_WEBGPU_DECODE_SLC_UNROLL', '2')],
+      ['block choice rank comparisons in a loop', env('NSA_WEBGPU_DECODE_CHOICE_RANK', 'loop')],
     ];
     for (const [name, set] of variants) {
       const restore = set();
@@ -174,5 +177,66 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     }
     out.dispose();
     for (const { cache } of caches) cache.dispose();
+  });
+
+  // G = 16 heads a KV head on 4-key chunks and 64 invocations: one score per invocation, a head's
+  // keys within a subgroup (SwiftShader's are 4 wide), so the selected attend takes each head's max
+  // and sum by subgroup shuffles where the adapter has subgroups; the scan must agree.
+  it('selected attend statistics by subgroup shuffles agree with the scan and the reference', async () => {
+    const cfg = smallConfig({ selectCount: 8, heads: 32, kvHeads: 2 });
+    const B = 1;
+    const T = 400;
+    const C = compressedCount(T, cfg);
+    const inputs = nsaInputs(cfg, B, T, C, 11);
+    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = cfg;
+    const last = (name: 'q' | 'gates') => {
+      const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
+      return inputs.values[name].slice((T - 1) * width, T * width);
+    };
+    const filled = async (be: typeof gpu | typeof reference) => {
+      const dt = be === gpu ? 'float32' : 'float64';
+      const cache = be.createNSACache({ config: cfg, batch: B, dtype: dt, capacity: T });
+      await cache.append({
+        kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
+        vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
+        kWin: be.tensor(inputs.values.kWin, [B, T, H, Dk], dt),
+        vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
+      });
+      await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
+      return cache;
+    };
+    const refCache = await filled(reference);
+    const own = await reference.nsaDecode({ cache: refCache, q: reference.tensor(Array.from(last('q')), [B, 1, HQ, Dk], 'float64'), gates: reference.tensor(Array.from(last('gates')), [B, 1, HQ, 3], 'float64') });
+    const refBlocks = Array.from(await own.blockIndices.read());
+    const ref = await read(own.output);
+    gpu.ctx.decodeTiles = { KC: 4 };
+    process.env.NSA_WEBGPU_DECODE_ATTEND_WG = '64';
+    const outputs: Float64Array[] = [];
+    try {
+      for (const scan of [false, true]) {
+        if (scan) process.env.NSA_WEBGPU_DECODE_SLC_STATS = 'scan';
+        const cache = await filled(gpu);
+        const pipelines = vi.spyOn(gpu.rt, 'pipelineOf');
+        try {
+          const out = await gpu.nsaDecode({ cache, q: gpu.tensor(Array.from(last('q')), [B, 1, HQ, Dk], 'float32'), gates: gpu.tensor(Array.from(last('gates')), [B, 1, HQ, 3], 'float32') });
+          const slc = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_slc');
+          const wgsl = (slc![2] as (p: unknown) => string)(slc![1]);
+          expect(wgsl.includes('subgroupShuffleXor'), `scan ${scan}`).toBe(!scan && gpu.ctx.features.subgroups && gpu.ctx.subgroupTopN);
+          expect(Array.from(await out.blockIndices.read())).toEqual(refBlocks);
+          outputs.push(Float64Array.from(await read(out.output)));
+          out.dispose();
+        } finally {
+          pipelines.mockRestore();
+          cache.dispose();
+        }
+      }
+    } finally {
+      gpu.ctx.decodeTiles = undefined;
+      delete process.env.NSA_WEBGPU_DECODE_ATTEND_WG;
+      delete process.env.NSA_WEBGPU_DECODE_SLC_STATS;
+    }
+    expect(relativeError(outputs[0], outputs[1])).toBeLessThan(1e-6);
+    expect(relativeError(outputs[0], ref)).toBeLessThan(TOL);
+    refCache.dispose();
   });
 });

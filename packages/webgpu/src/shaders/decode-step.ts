@@ -176,6 +176,11 @@ export function decodeAttendShader(
      * shuffles right after its scores: no barrier and no serial scan over the chunk before the P·V.
      */
     readonly sgStats?: number;
+    /**
+     * Tiled: the scores' and the P·V's steps (over DK / 4 and over KC) in loops of this many steps
+     * each (undefined: fully unrolled). Same sums in the same order; less code to fetch.
+     */
+    readonly unroll?: number;
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
@@ -277,7 +282,14 @@ ${loadTiles('kSlc', 'vSlc', rawRow)}
     const ks = Array.from({ length: rk }, (_, b) => b);
     const ohs = Array.from({ length: oh }, (_, a) => a);
     const ocs = Array.from({ length: oc }, (_, r) => r);
-    const dk4 = Array.from({ length: DK / 4 }, (_, c) => c);
+    // n steps of body(index expression): unrolled, or in a loop of k.unroll steps an iteration.
+    const U = k.unroll;
+    const steps = (n: number, body: (i: string) => string) =>
+      U === undefined || U >= n || n % U !== 0
+        ? Array.from({ length: n }, (_, i) => body(`${i}u`)).join('\n')
+        : `    for (var st = 0u; st < ${n}u; st += ${U}u) {
+${Array.from({ length: U }, (_, u) => body(`(st + ${u}u)`).replace(/^(?=.)/gm, '  ')).join('\n')}
+    }`;
     // A head's KG lanes are consecutive invocations, aligned (subgroups of consecutive invocations,
     // as the other subgroup kernels assume), so xor shuffles below KG stay within the head.
     sgStats = !cw && (k.sgStats ?? 0) >= KG && (KG & (KG - 1)) === 0 && (G / rh) * KG === WG;
@@ -300,15 +312,14 @@ ${unrolled(
   WG,
   `let g0 = (x / ${KG}u) * ${rh}u; let kb = x % ${KG}u;
 ${hs.flatMap((a) => ks.map((b) => `    var a${a}_${b} = vec4<f32>(0.0);`)).join('\n')}
-${dk4
-  .map(
-    (c) => `    {
-${ks.map((b) => `      let k${b} = kt[(kb + ${b * KG}u) * QS + ${c}u];`).join('\n')}
-${hs.map((a) => `      let q${a} = qs[(g0 + ${a}u) * QS + ${c}u];`).join('\n')}
+${steps(
+  DK / 4,
+  (c) => `    {
+${ks.map((b) => `      let k${b} = kt[(kb + ${b * KG}u) * QS + ${c}];`).join('\n')}
+${hs.map((a) => `      let q${a} = qs[(g0 + ${a}u) * QS + ${c}];`).join('\n')}
 ${hs.flatMap((a) => ks.map((b) => `      a${a}_${b} = fma(q${a}, k${b}, a${a}_${b});`)).join('\n')}
     }`,
-  )
-  .join('\n')}
+)}
 ${sgStats ? `    // Each head's max and sum over the chunk's keys (its KG lanes); probabilities replace the scores.
 ${statsInRegisters}` : hs.flatMap((a) => ks.map((b) => scoreStore(`(g0 + ${a}u)`, `(kb + ${b * KG}u)`, `dot(a${a}_${b}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
@@ -319,15 +330,14 @@ ${unrolled(
   WG,
   `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
 ${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
-${keys
-  .map(
-    (kk) => `    {
-${ocs.map((r) => `      let v${r} = vt[${kk}u * DV4 + c0 + ${r * CG}u];`).join('\n')}
-${ohs.map((a) => `      let p${a} = vec4<f32>(pr[(g0 + ${a}u) * PRS + ${kk}u]);`).join('\n')}
+${steps(
+  KC,
+  (kk) => `    {
+${ocs.map((r) => `      let v${r} = vt[${kk} * DV4 + c0 + ${r * CG}u];`).join('\n')}
+${ohs.map((a) => `      let p${a} = vec4<f32>(pr[(g0 + ${a}u) * PRS + ${kk}]);`).join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_${r});`)).join('\n')}
     }`,
-  )
-  .join('\n')}
+)}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
 )}
 `;
@@ -554,6 +564,8 @@ export interface WideChoice {
   readonly sub?: number;
   /** With slots: the final top-n's binary-search steps in a loop (not unrolled). */
   readonly searchLoop?: boolean;
+  /** With sub: the block choice's rank comparisons in a loop (not unrolled; the same counts). */
+  readonly rankLoop?: boolean;
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -812,7 +824,11 @@ ${butterfly(HL, (mask) => `  s += subgroupShuffleXor(s, ${mask}u);`)}
   // nFree go to this workgroup's list.
   let v = score[min(i, CPW - 1u)];
   var rank = 0u;
-${Array.from({ length: RC }, (_, r) => `  { let y = hl + ${r * HL}u; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`).join('\n')}
+${
+  k.wide.rankLoop
+    ? `  for (var r = 0u; r < ${RC}u; r++) { let y = hl + r * HL; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`
+    : Array.from({ length: RC }, (_, r) => `  { let y = hl + ${r * HL}u; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`).join('\n')
+}
 ${butterfly(HL, (mask) => `  rank += subgroupShuffleXor(rank, ${mask}u);`)}
   if (okI && hl == 0u && rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(j)); }
 }
