@@ -191,7 +191,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = cfg;
     const last = (name: 'q' | 'gates') => {
       const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
-      return inputs.values[name].slice((T - 1) * width, T * width);
+      return Array.from(inputs.values[name]).slice((T - 1) * width, T * width);
     };
     const filled = async (be: typeof gpu | typeof reference) => {
       const dt = be === gpu ? 'float32' : 'float64';
