@@ -24,6 +24,7 @@ import {
   decodeChoiceWideShader,
   selectSharedBytes,
   splitPV,
+  foldSharedBytes,
   wideChoiceSharedBytes,
   wideMergeSharedBytes,
   type DecodeStepShape,
@@ -231,6 +232,18 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
+  // NSA_WEBGPU_DECODE_FOLD=1: G more workgroups of the (subgroup) block choice's dispatch fold each
+  // row's compressed and window chunk partials into one split each, so the merge reads NS + 2 splits.
+  const fold =
+    envOf('NSA_WEBGPU_DECODE_FOLD') === '1' &&
+    wideChoice !== undefined &&
+    !!wideChoice.sub &&
+    !split &&
+    wideChoice.CPW <= selWg &&
+    wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + foldSharedBytes({ WG: selWg, SMAX, NS }) <= limits.maxComputeWorkgroupStorageSize;
+  const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0 };
+  // (The fold's two splits of each row follow dispatch 1's.)
+  const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
@@ -241,7 +254,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
       : previous
         ? rt.pipelineOf('nsa_decode_select', selParams, decodeSelectShaderPrevious)
         : wideChoice
-          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide: wideChoice, split }, decodeChoiceWideShader)
+          ? rt.pipelineOf('nsa_decode_choice_wide', { ...selParams, subgroups: false, minSubgroup: 0, cand, wide: wide!, split }, decodeChoiceWideShader)
           : rt.pipelineOf('nsa_decode_select', { ...selParams, minSubgroup: ctx.features.subgroupMinSize, cand }, decodeSelectShader),
     rt.pipelineOf(
       'nsa_decode_attend_slc',
@@ -257,7 +270,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, fold, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
   ]);
   const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KCW);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
@@ -266,8 +279,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // With split, then one workgroup per compressed chunk (its P·V).
   const nPV = split ? Math.ceil(visibleCompressed(pos, blocks) / KCW) : 0;
   return (frame, buf) => {
-    const part = frame.scratch(bytes.part, 'decode split partials');
-    const stats = frame.scratch(SMAX * rows * 2 * 4, 'decode split stats');
+    const part = frame.scratch((bytes.part / SMAX) * splits, 'decode split partials');
+    const stats = frame.scratch(splits * rows * 2 * 4, 'decode split stats');
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
     const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
@@ -275,7 +288,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : [stats, scores, lists], [nP + nPV, B * H]);
+    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : fold ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (fold ? G : 0), B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)

@@ -136,6 +136,8 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['merge in 3 column slices, 64 invocations', both(env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'), env('NSA_WEBGPU_DECODE_MERGE_WG', '64'))],
       ['selected attend steps in loops of 2', env('NSA_WEBGPU_DECODE_SLC_UNROLL', '2')],
       ['block choice rank comparisons in a loop', env('NSA_WEBGPU_DECODE_CHOICE_RANK', 'loop')],
+      ['compressed and window partials folded in the block choice dispatch', env('NSA_WEBGPU_DECODE_FOLD', '1')],
+      ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
     ];
     for (const [name, set] of variants) {
       const restore = set();

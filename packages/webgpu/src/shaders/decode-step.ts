@@ -566,6 +566,13 @@ export interface WideChoice {
   readonly searchLoop?: boolean;
   /** With sub: the block choice's rank comparisons in a loop (not unrolled; the same counts). */
   readonly rankLoop?: boolean;
+  /**
+   * With sub: G more workgroups per KV head fold each query head's compressed and window chunk
+   * partials into two (foldBody), so that the merge (its `fold`) reads NS + 2 splits, not NS + all
+   * of dispatch 1's chunks. Needs foldSharedBytes more workgroup memory. The value: the splits at
+   * capacity (the merge's SMAX), after which the two folded splits of each row are stored.
+   */
+  readonly fold?: number;
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -734,12 +741,14 @@ function choiceWideSubgroups(k: BlockChoiceKernel & { readonly wide: WideChoice 
   const us = Array.from({ length: U }, (_, u) => u);
   const butterfly = (n: number, step: (mask: number) => string) => Array.from({ length: Math.log2(n) }, (_, i) => step(2 ** i)).join('\n');
   const mergeInto = (m: string, l: string, m2: string, l2: string) => `{ let mn = max(${m}, ${m2}); ${l} = ${l} * exp(${m} - mn) + ${l2} * exp(${m2} - mn); ${m} = mn; }`;
+  const fold = (k.wide.fold ?? 0) > 0;
   return `enable subgroups;
 ${paramsStruct()}
-@group(0) @binding(1) var<storage, read> stats: array<f32>;
+@group(0) @binding(1) var<storage, ${fold ? 'read_write' : 'read'}> stats: array<f32>;
 @group(0) @binding(2) var<storage, read> cand: array<f32>;
-@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;
-${constants(k, WG)}${candidateConstants(k)}const CPW = ${CPW}u;
+@group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;${fold ? `
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;` : ''}
+${constants(k, WG)}${candidateConstants(k)}${fold ? foldDecls(k, k.wide.fold!) : ''}const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
@@ -750,13 +759,13 @@ var<workgroup> lse: array<f32, ${G}>;
 var<workgroup> score: array<f32, ${CPW}>;
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fold ? SUBGROUP_BUILTINS : ''}) {
   let pos = P.qRowLo;
   let bh = wid.y;
   let b = bh / H;
   let h = bh % H;
   let row0 = b * HQ + h * G;
-  let jLo = wid.x * CPW;
+${fold ? foldBody(k.DV, WG) : ''}  let jLo = wid.x * CPW;
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
@@ -832,6 +841,106 @@ ${
 ${butterfly(HL, (mask) => `  rank += subgroupShuffleXor(rank, ${mask}u);`)}
   if (okI && hl == 0u && rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(j)); }
 }
+`;
+}
+
+/** Workgroup memory the fold (WideChoice.fold) adds to the block choice's workgroup (bytes). */
+export function foldSharedBytes(k: { readonly WG: number; readonly SMAX: number; readonly NS: number }): number {
+  return 4 * 2 * 2 * k.WG + 4 * (k.SMAX - k.NS) + 16 * 2 * k.WG;
+}
+
+/** Module declarations of the fold (after constants(); SMAX: dispatch 1's splits end there). */
+function foldDecls(k: DecodeStepShape & { readonly WG: number }, smax: number): string {
+  return `// The fold's two splits of each row (compressed, window) follow dispatch 1's: SMAX, SMAX + 1.
+const SMAX = ${smax}u;
+var<workgroup> fRed: array<vec2<f32>, ${k.WG}>;
+var<workgroup> fSum: array<vec2<f32>, ${k.WG}>;
+var<workgroup> fW: array<f32, ${smax - k.nSel * chunksPerBlock(k)}>;
+var<workgroup> fAccC: array<vec4<f32>, ${k.WG}>;
+var<workgroup> fAccW: array<vec4<f32>, ${k.WG}>;
+`;
+}
+
+/**
+ * The fold workgroups (x >= the block choice's nP, one per query head of the KV head): the row's
+ * compressed chunks' partials and (max, sum) merged into split SMAX, the window chunks' into SMAX + 1,
+ * as the merge would weight them (per-branch max, exp(m - max) weights); the merge then reads those.
+ */
+function foldBody(DV: number, WG: number): string {
+  const CW = DV / 4;
+  const LN = Math.max(1, Math.floor(WG / CW));
+  // Each lane's first R partials loaded before the weights (as the merge's `ahead`).
+  const R = 8;
+  const rs = Array.from({ length: R }, (_, i) => i);
+  return `  // Fold: the workgroups past the block choice's.
+  let nPw = (pos / SEL_BLOCK + CPW) / CPW;
+  if (wid.x >= nPw) {
+    let row = row0 + wid.x - nPw;
+    let nCc = compressedChunks(pos);
+    let nT = nCc + windowChunks(pos);
+    let c = lid % ${CW}u;
+    let ln = lid / ${CW}u;
+${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
+    let fp${i} = part[((NS + min(fs${i}, nT - 1u)) * ROWS + row) * DV4 + c];`).join('\n')}
+    // Each branch's max (x: compressed, y: window) over the chunks that saw keys.
+    var mx = vec2<f32>(${NEG});
+    for (var s = lid; s < nT; s += WG) {
+      let at = ((NS + s) * ROWS + row) * 2u;
+      if (stats[at + 1u] > 0.0) {
+        let m = stats[at];
+        mx = max(mx, select(vec2<f32>(${NEG}, m), vec2<f32>(m, ${NEG}), s < nCc));
+      }
+    }
+    let nsg = (WG + sgSize - 1u) / sgSize;
+    let smx = subgroupMax(mx);
+    if (sgLane == 0u) { fRed[lid / sgSize] = smx; }
+    workgroupBarrier();
+    var M = vec2<f32>(${NEG});
+    for (var i = 0u; i < nsg; i++) { M = max(M, fRed[i]); }
+    // Chunk weights exp(m - M) and each branch's sum.
+    var sum = vec2<f32>(0.0);
+    for (var s = lid; s < nT; s += WG) {
+      let at = ((NS + s) * ROWS + row) * 2u;
+      let l = stats[at + 1u];
+      let isC = s < nCc;
+      let w = select(0.0, exp(select(-100.0, stats[at] - select(M.y, M.x, isC), l > 0.0)), l > 0.0);
+      fW[s] = w;
+      sum += select(vec2<f32>(0.0, w * l), vec2<f32>(w * l, 0.0), isC);
+    }
+    let ssum = subgroupAdd(sum);
+    if (sgLane == 0u) { fSum[lid / sgSize] = ssum; }
+    workgroupBarrier();
+    var L = vec2<f32>(0.0);
+    for (var i = 0u; i < nsg; i++) { L += fSum[i]; }
+    // Column c, lane ln: every ${LN}-th chunk, weighted, into the compressed or the window sum.
+    var oC = vec4<f32>(0.0);
+    var oW = vec4<f32>(0.0);
+    if (ln < ${LN}u) {
+${rs.map((i) => `      { let w = vec4<f32>(select(0.0, fW[min(fs${i}, nT - 1u)], fs${i} < nT)); if (fs${i} < nCc) { oC = fma(fp${i}, w, oC); } else { oW = fma(fp${i}, w, oW); } }`).join('\n')}
+      for (var s = ln + ${R * LN}u; s < nT; s += ${LN}u) {
+        let w = vec4<f32>(fW[s]);
+        let p = part[((NS + s) * ROWS + row) * DV4 + c];
+        if (s < nCc) { oC = fma(p, w, oC); } else { oW = fma(p, w, oW); }
+      }
+    }
+    fAccC[lid] = oC;
+    fAccW[lid] = oW;
+    workgroupBarrier();
+    if (lid < ${CW}u) {
+      var rC = vec4<f32>(0.0);
+      var rW = vec4<f32>(0.0);
+      for (var i = 0u; i < ${LN}u; i++) { rC += fAccC[i * ${CW}u + lid]; rW += fAccW[i * ${CW}u + lid]; }
+      part[(SMAX * ROWS + row) * DV4 + lid] = rC;
+      part[((SMAX + 1u) * ROWS + row) * DV4 + lid] = rW;
+    }
+    if (lid == 0u) {
+      stats[(SMAX * ROWS + row) * 2u] = M.x;
+      stats[(SMAX * ROWS + row) * 2u + 1u] = L.x;
+      stats[((SMAX + 1u) * ROWS + row) * 2u] = M.y;
+      stats[((SMAX + 1u) * ROWS + row) * 2u + 1u] = L.y;
+    }
+    return;
+  }
 `;
 }
 
@@ -1386,8 +1495,13 @@ ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
  * out[row] = Σ_branch gate · (Σ_split exp(m_s - M) part_s) / (Σ_split exp(m_s - M) l_s): one
  * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
  */
-export function decodeMergeShader(k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean; readonly cols?: number }): string {
+export function decodeMergeShader(
+  k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean; readonly cols?: number; readonly fold?: boolean },
+): string {
   const { e, DV, WG } = k;
+  // fold (WideChoice.fold): the compressed and window branches are one split each, at SMAX and
+  // SMAX + 1: split s < NS + 2 of the loops below is stored at splitAt(s).
+  const at = (sv: string) => (k.fold ? `splitAt(${sv})` : sv);
   // cols > 1: workgroup (row, slice) writes CW = DV / 4 / cols vec4 columns of its row (each repeats
   // the row's weights, the same bits): a row's partials are read by cols workgroups, not one.
   const cols = k.cols ?? 1;
@@ -1420,7 +1534,15 @@ var<workgroup> sums: array<vec4<f32>, ${WG}>;`
       : ''
   }
 
-fn branchOf(s: u32, nC: u32) -> u32 {
+${
+  k.fold
+    ? `fn splitAt(s: u32) -> u32 {
+  return select(SMAX + s - NS, s, s < NS);
+}
+
+`
+    : ''
+}fn branchOf(s: u32, nC: u32) -> u32 {
   return select(select(2u, 0u, s < NS + nC), 1u, s < NS);
 }
 
@@ -1432,20 +1554,26 @@ fn pick(v: vec4<f32>, i: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${k.subgroups ? ', @builtin(subgroup_size) sgSize: u32, @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
   let pos = P.qRowLo;
   let row = wid.x;
-  let nC = compressedChunks(pos);
-  let total = NS + nC + windowChunks(pos);${
+${
+    k.fold
+      ? `  // The folded branches: one compressed split, one window split.
+  let nC = 1u;
+  let total = NS + 2u;`
+      : `  let nC = compressedChunks(pos);
+  let total = NS + nC + windowChunks(pos);`
+  }${
     R
       ? `
   let c = ${col0}lid % ${CW}u;
   let ln = lid / ${CW}u;
 ${rs.map((i) => `  let sa${i} = ln + ${i * LN}u;
-  let pa${i} = part[(min(sa${i}, total - 1u) * ROWS + row) * DV4 + c];`).join('\n')}`
+  let pa${i} = part[(${at(`min(sa${i}, total - 1u)`)} * ROWS + row) * DV4 + c];`).join('\n')}`
       : ''
   }
   // Per-branch max over the splits that saw keys.
   var mx = vec4<f32>(${NEG});
   for (var s = lid; s < total; s += WG) {
-    let at = (s * ROWS + row) * 2u;
+    let at = (${at('s')} * ROWS + row) * 2u;
     if (stats[at + 1u] > 0.0) {
       let bi = branchOf(s, nC);
       let m = stats[at];
@@ -1473,7 +1601,7 @@ ${
   // Split weights exp(m - M) and each branch's sum.
   var sum = vec4<f32>(0.0);
   for (var s = lid; s < total; s += WG) {
-    let at = (s * ROWS + row) * 2u;
+    let at = (${at('s')} * ROWS + row) * 2u;
     let l = stats[at + 1u];
     let bi = branchOf(s, nC);
     let w = select(0.0, exp(select(-100.0, stats[at] - pick(M, bi), l > 0.0)), l > 0.0);
@@ -1521,7 +1649,7 @@ ${
   if (ln < LN) {
 ${rs.map((i) => `    o = fma(pa${i}, vec4<f32>(select(0.0, ${wAt(`sa${i}`)}, sa${i} < total)), o);`).join('\n')}${R ? '\n' : ''}    for (var s0 = ln + ${R * LN}u; s0 < total; s0 += ${UNROLL}u * LN) {
 ${Array.from({ length: UNROLL }, (_, u) => `      let s${u} = s0 + ${u}u * LN;
-      let p${u} = select(vec4<f32>(0.0), part[(min(s${u}, total - 1u) * ROWS + row) * DV4 + c], s${u} < total);`).join('\n')}
+      let p${u} = select(vec4<f32>(0.0), part[(${at(`min(s${u}, total - 1u)`)} * ROWS + row) * DV4 + c], s${u} < total);`).join('\n')}
 ${Array.from({ length: UNROLL }, (_, u) => `      o = fma(p${u}, vec4<f32>(select(0.0, ${wAt(`s${u}`)}, s${u} < total)), o);`).join('\n')}
     }
   }
