@@ -24,6 +24,7 @@ import {
   decodeChoiceWideShader,
   selectSharedBytes,
   splitPV,
+  foldFitsAttend,
   foldSharedBytes,
   wideChoiceSharedBytes,
   wideMergeSharedBytes,
@@ -232,16 +233,26 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
-  // NSA_WEBGPU_DECODE_FOLD=1: G more workgroups of the (subgroup) block choice's dispatch fold each
-  // row's compressed and window chunk partials into one split each, so the merge reads NS + 2 splits.
-  const fold =
-    envOf('NSA_WEBGPU_DECODE_FOLD') === '1' &&
+  // NSA_WEBGPU_DECODE_FOLD=choice (or 1): G more workgroups of the (subgroup) block choice's dispatch
+  // fold each row's compressed and window chunk partials into one split each, so the merge reads
+  // NS + 2 splits; =slc: G more workgroups of the selected attend's dispatch do it.
+  const foldEnv = envOf('NSA_WEBGPU_DECODE_FOLD');
+  const foldSlc =
+    foldEnv === 'slc' &&
+    wideChoice?.slots === true &&
+    subgroups &&
+    (foldFitsAttend({ G, DK, DV, KC, WG: attendWg, cwSplits: SMAX - NS, minSubgroup: minSg }) ||
+      attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: wideChoice.PMAX }) + foldSharedBytes({ WG: attendWg, SMAX, NS }) <=
+        limits.maxComputeWorkgroupStorageSize);
+  const foldChoice =
+    (foldEnv === '1' || foldEnv === 'choice') &&
     wideChoice !== undefined &&
     !!wideChoice.sub &&
     !split &&
     wideChoice.CPW <= selWg &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + foldSharedBytes({ WG: selWg, SMAX, NS }) <= limits.maxComputeWorkgroupStorageSize;
-  const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0 };
+  const fold = foldSlc || foldChoice;
+  const wide = wideChoice && { ...wideChoice, fold: foldChoice ? SMAX : 0 };
   // (The fold's two splits of each row follow dispatch 1's.)
   const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
@@ -265,6 +276,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         tiled: !previous,
         sgStats: subgroups && !previous && envOf('NSA_WEBGPU_DECODE_SLC_STATS') !== 'scan' ? minSg : 0,
         unroll: Number(envOf('NSA_WEBGPU_DECODE_SLC_UNROLL')) || undefined,
+        fold: foldSlc ? SMAX : 0,
+        foldMinSubgroup: minSg,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },
@@ -288,11 +301,12 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : fold ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (fold ? G : 0), B * H]);
+    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : foldChoice ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (foldChoice ? G : 0), B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)
-    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0), B * H]);
+    // (With foldSlc, G more per KV head fold the compressed and window partials.)
+    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0) + (foldSlc ? G : 0), B * H]);
     frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows, mergeOf.cols]);
   };
 }

@@ -138,6 +138,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['block choice rank comparisons in a loop', env('NSA_WEBGPU_DECODE_CHOICE_RANK', 'loop')],
       ['compressed and window partials folded in the block choice dispatch', env('NSA_WEBGPU_DECODE_FOLD', '1')],
       ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
+      ["compressed and window partials folded in the selected attend's dispatch", env('NSA_WEBGPU_DECODE_FOLD', 'slc')],
     ];
     for (const [name, set] of variants) {
       const restore = set();
@@ -158,14 +159,20 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         expect(split, name).toBe(wide && gpu.ctx.decodeSplit && !process.env.NSA_WEBGPU_DECODE_ATTEND);
         // The wide block choice's kernels: subgroup reductions (where the adapter has them) and the
         // selected attend's places in ranking order, unless session 8's are asked for.
-        const choiceParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_choice_wide')?.[1] as { wide: { sub?: number; slots?: boolean } } | undefined;
+        const choiceParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_choice_wide')?.[1] as { wide: { sub?: number; slots?: boolean; fold?: number } } | undefined;
         if (choiceParams) {
           const kernels = process.env.NSA_WEBGPU_DECODE_CHOICE_KERNEL;
           const sub = gpu.ctx.subgroupTopN && gpu.ctx.features.subgroups && kernels !== 'session8' && kernels !== 'choice8';
           expect((choiceParams.wide.sub ?? 0) > 0, name).toBe(sub);
           expect(choiceParams.wide.slots === true, name).toBe(kernels !== 'session8' && kernels !== 'attend8');
           expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
+          // The fold ran where asked (it needs the subgroup block choice).
+          expect((choiceParams.wide.fold ?? 0) > 0, name).toBe(process.env.NSA_WEBGPU_DECODE_FOLD === '1' && sub);
         }
+        // The selected attend's dispatch folded where asked (it needs the places in ranking order and subgroups).
+        const slcParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_slc')?.[1] as { fold?: number } | undefined;
+        const slots = choiceParams?.wide.slots === true;
+        expect((slcParams?.fold ?? 0) > 0, name).toBe(process.env.NSA_WEBGPU_DECODE_FOLD === 'slc' && slots && gpu.ctx.subgroupTopN && gpu.ctx.features.subgroups);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);
