@@ -24,7 +24,6 @@ import {
   decodeChoiceWideShader,
   selectSharedBytes,
   splitPV,
-  foldFitsAttend,
   foldSharedBytes,
   wideChoiceSharedBytes,
   wideMergeSharedBytes,
@@ -49,8 +48,26 @@ const WIDE_KEYS = [64, 32, 16, 8, 4];
  * the H100, 64-key chunks were slower with 48 workgroups (4k cache, batch 1) and faster with 96.
  */
 const WIDE_MIN_GROUPS = 64;
-/** Column slices per row of the merge (mergeShape). */
-const MERGE_COLS = 1;
+/**
+ * Column slices per row of the merge and its workgroup (mergeShape): on the H100 at 64k, batch 1, 2
+ * slices of 128 invocations shortened the merge by ~0.5 us against one workgroup of 256 per row.
+ */
+const MERGE_COLS = 2;
+const MERGE_WG = 128;
+/**
+ * The fold (NSA_WEBGPU_DECODE_FOLD) runs by default where dispatch 1 has at least this many chunks
+ * per row at the cache's capacity: on the H100 it shortened the 64k step (72 chunks) and lengthened
+ * the 4k and 16k steps (16 and 24 chunks), whose block choice is done sooner than the fold.
+ */
+const FOLD_MIN_CHUNKS = 48;
+
+/**
+ * NSA_WEBGPU_DECODE_CHAIN=session9: dispatches 2-4 as in session 9 (the selected attend's statistics
+ * by a scan, one merge workgroup of wg invocations per row, no fold).
+ */
+function session9Chain(): boolean {
+  return envOf('NSA_WEBGPU_DECODE_CHAIN') === 'session9';
+}
 
 /**
  * NSA_WEBGPU_DECODE_STEP=previous: the kernels of run 9 (block choice with a barrier per top-n round
@@ -90,12 +107,14 @@ function cwScoreHeads(): number | undefined {
 }
 
 /**
- * NSA_WEBGPU_DECODE_MERGE_COLS: column slices per output row of the merge (1: one workgroup per row,
- * the previous merge), NSA_WEBGPU_DECODE_MERGE_WG its workgroup (a power of two, 64 to wg).
+ * NSA_WEBGPU_DECODE_MERGE_COLS: column slices per output row of the merge (1 with
+ * NSA_WEBGPU_DECODE_MERGE_WG=256: one workgroup per row, the previous merge), NSA_WEBGPU_DECODE_MERGE_WG
+ * its workgroup (a power of two, 64 to wg).
  */
 function mergeShape(wg: number, DV: number): { cols: number; WG: number } {
+  if (session9Chain()) return { cols: 1, WG: wg };
   const cols = Number(envOf('NSA_WEBGPU_DECODE_MERGE_COLS') ?? MERGE_COLS) || 1;
-  const mwg = Number(envOf('NSA_WEBGPU_DECODE_MERGE_WG')) || wg;
+  const mwg = Number(envOf('NSA_WEBGPU_DECODE_MERGE_WG')) || MERGE_WG;
   const ok = cols >= 1 && (DV / 4) % cols === 0;
   return { cols: ok ? cols : 1, WG: Math.min(wg, 2 ** Math.floor(Math.log2(Math.max(64, mwg)))) };
 }
@@ -233,26 +252,19 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
-  // NSA_WEBGPU_DECODE_FOLD=choice (or 1): G more workgroups of the (subgroup) block choice's dispatch
-  // fold each row's compressed and window chunk partials into one split each, so the merge reads
-  // NS + 2 splits; =slc: G more workgroups of the selected attend's dispatch do it.
+  // The fold: G more workgroups of the (subgroup) block choice's dispatch fold each row's compressed
+  // and window chunk partials into one split each, so the merge reads NS + 2 splits. By default where
+  // dispatch 1 has FOLD_MIN_CHUNKS chunks a row at capacity; NSA_WEBGPU_DECODE_FOLD=1 wherever it can,
+  // =0 never.
   const foldEnv = envOf('NSA_WEBGPU_DECODE_FOLD');
-  const foldSlc =
-    foldEnv === 'slc' &&
-    wideChoice?.slots === true &&
-    subgroups &&
-    (foldFitsAttend({ G, DK, DV, KC, WG: attendWg, cwSplits: SMAX - NS, minSubgroup: minSg }) ||
-      attendSharedBytes({ G, DK, DV, KC }) + 4 * geo.nSel + wideMergeSharedBytes({ nSel: geo.nSel, PMAX: wideChoice.PMAX }) + foldSharedBytes({ WG: attendWg, SMAX, NS }) <=
-        limits.maxComputeWorkgroupStorageSize);
-  const foldChoice =
-    (foldEnv === '1' || foldEnv === 'choice') &&
+  const fold =
+    (foldEnv === '1' || (foldEnv !== '0' && !session9Chain() && SMAX - NS >= FOLD_MIN_CHUNKS)) &&
     wideChoice !== undefined &&
     !!wideChoice.sub &&
     !split &&
     wideChoice.CPW <= selWg &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + foldSharedBytes({ WG: selWg, SMAX, NS }) <= limits.maxComputeWorkgroupStorageSize;
-  const fold = foldSlc || foldChoice;
-  const wide = wideChoice && { ...wideChoice, fold: foldChoice ? SMAX : 0 };
+  const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0 };
   // (The fold's two splits of each row follow dispatch 1's.)
   const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
@@ -274,10 +286,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         phase: 'slc' as const,
         WG: attendWg,
         tiled: !previous,
-        sgStats: subgroups && !previous && envOf('NSA_WEBGPU_DECODE_SLC_STATS') !== 'scan' ? minSg : 0,
+        sgStats: subgroups && !previous && !session9Chain() && envOf('NSA_WEBGPU_DECODE_SLC_STATS') !== 'scan' ? minSg : 0,
         unroll: Number(envOf('NSA_WEBGPU_DECODE_SLC_UNROLL')) || undefined,
-        fold: foldSlc ? SMAX : 0,
-        foldMinSubgroup: minSg,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
       },
@@ -301,12 +311,11 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : foldChoice ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (foldChoice ? G : 0), B * H]);
+    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : fold ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (fold ? G : 0), B * H]);
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)
-    // (With foldSlc, G more per KV head fold the compressed and window partials.)
-    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0) + (foldSlc ? G : 0), B * H]);
+    frame.dispatch(attendSlc, params, fused ? [...slcIn, scores] : lists ? [...slcIn, lists] : slcIn, [NS + (wideChoice?.slots ? 1 : 0), B * H]);
     frame.dispatch(merge, params, [part, stats, buf.gates, buf.out], [rows, mergeOf.cols]);
   };
 }

@@ -181,14 +181,6 @@ export function decodeAttendShader(
      * each (undefined: fully unrolled). Same sums in the same order; less code to fetch.
      */
     readonly unroll?: number;
-    /**
-     * Phase 'slc' with the wide choice's slots: G more workgroups per KV head (from NS + 1 on) fold
-     * each row's compressed and window chunk partials into splits fold and fold + 1 (foldBody; the
-     * value: the splits at capacity), in the attend's arrays where they fit (foldFitsAttend), else
-     * in arrays of their own (foldSharedBytes more). Needs subgroups of at least foldMinSubgroup.
-     */
-    readonly fold?: number;
-    readonly foldMinSubgroup?: number;
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
@@ -370,9 +362,7 @@ ${unrolledSum('o', KC, (kk) => `fma4(vec4<f32>(pr[g * PRS + ${kk}u]), vt[${kk}u 
     part[(split * ROWS + row0 + g) * DV4 + c] = o;`,
 )}`;
   }
-  const fold = !cw && (k.fold ?? 0) > 0;
-  const foldInAttend = fold && foldFitsAttend({ G, DK, DV, KC, WG, cwSplits: k.fold! - k.nSel * chunksPerBlock(k), minSubgroup: k.foldMinSubgroup ?? 1 });
-  return `${enableF16(e)}${choice?.subgroups || sgStats || fold ? 'enable subgroups;\n' : ''}${paramsStruct()}
+  return `${enableF16(e)}${choice?.subgroups || sgStats ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 ${bindings}
 ${constants(k, WG)}${cw && k.cand ? candidateConstants(k) : ''}${
@@ -382,9 +372,7 @@ var<workgroup> sel: array<i32, ${k.nSel}>;
 `
       : ''
   }
-${fold ? (foldInAttend ? `// The fold's two splits of each row (compressed, window) follow dispatch 1's: SMAX, SMAX + 1.
-const SMAX = ${k.fold}u;
-` : foldDecls(k, k.fold!)) : ''}// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
+// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
 const PRS = ${KC + 1}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK / 4 + 1)}>;
 var<workgroup> kt: array<vec4<f32>, ${KC * (DK / 4 + 1)}>;
@@ -397,12 +385,12 @@ fn fma4(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> vec4<f32> {
 }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${choice?.subgroups || fold ? SUBGROUP_BUILTINS : ''}) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${choice?.subgroups ? SUBGROUP_BUILTINS : ''}) {
   let pos = P.qRowLo;
   let b = wid.y / H;
   let h = wid.y % H;
   let row0 = b * HQ + h * G;
-${fold ? foldBody(DV, WG, 'NS + 1u', foldInAttend ? FOLD_IN_ATTEND(Math.ceil(WG / (k.foldMinSubgroup ?? 1))) : FOLD_OWN) : ''}${
+${
   fused
     ? `${fused.pre ?? ''}${wide ? `  // The group's queries first: their loads overlap the block choice's.\n${qLoad}\n` : ''}  // The KV head's block choice (the same in each of its workgroups), sorted into sel.
   {
@@ -878,70 +866,14 @@ var<workgroup> fAccW: array<vec4<f32>, ${k.WG}>;
  * compressed chunks' partials and (max, sum) merged into split SMAX, the window chunks' into SMAX + 1,
  * as the merge would weight them (per-branch max, exp(m - max) weights); the merge then reads those.
  */
-/**
- * Where the fold keeps its workgroup values: red / sum the subgroups' (max, sum) pairs (vec2, store
- * and load), w the chunk weights (f32), accC / accW the lanes' column sums (vec4).
- */
-interface FoldMemory {
-  readonly redStore: (i: string, v: string) => string;
-  readonly redLoad: (i: string) => string;
-  readonly sumStore: (i: string, v: string) => string;
-  readonly sumLoad: (i: string) => string;
-  readonly w: (i: string) => string;
-  readonly accC: (i: string) => string;
-  readonly accW: (i: string) => string;
-}
-
-/** The fold's own workgroup arrays (foldDecls). */
-const FOLD_OWN: FoldMemory = {
-  redStore: (i, v) => `fRed[${i}] = ${v};`,
-  redLoad: (i) => `fRed[${i}]`,
-  sumStore: (i, v) => `fSum[${i}] = ${v};`,
-  sumLoad: (i) => `fSum[${i}]`,
-  w: (i) => `fW[${i}]`,
-  accC: (i) => `fAccC[${i}]`,
-  accW: (i) => `fAccW[${i}]`,
-};
-
-/**
- * The fold in the selected attend's dispatch (foldAt 'slc'): its values in the attend's arrays,
- * which a fold workgroup does not use otherwise (fits: foldFitsAttend).
- */
-const FOLD_IN_ATTEND = (nsgMax: number): FoldMemory => ({
-  redStore: (i, v) => `qs[${i}] = vec4<f32>(${v}, 0.0, 0.0);`,
-  redLoad: (i) => `qs[${i}].xy`,
-  sumStore: (i, v) => `qs[${nsgMax}u + ${i}] = vec4<f32>(${v}, 0.0, 0.0);`,
-  sumLoad: (i) => `qs[${nsgMax}u + ${i}].xy`,
-  w: (i) => `pr[${i}]`,
-  accC: (i) => `kt[${i}]`,
-  accW: (i) => `vt[${i}]`,
-});
-
-/**
- * Whether the fold's values fit the selected attend's arrays (FOLD_IN_ATTEND; cw splits: SMAX - NS,
- * minSubgroup bounds the subgroup count).
- */
-export function foldFitsAttend(k: {
-  readonly G: number;
-  readonly DK: number;
-  readonly DV: number;
-  readonly KC: number;
-  readonly WG: number;
-  readonly cwSplits: number;
-  readonly minSubgroup: number;
-}): boolean {
-  const nsgMax = Math.ceil(k.WG / k.minSubgroup);
-  return k.G * (k.DK / 4 + 1) >= 2 * nsgMax && k.KC * (k.DK / 4 + 1) >= k.WG && k.KC * (k.DV / 4) >= k.WG && k.G * (k.KC + 1) >= k.cwSplits;
-}
-
-function foldBody(DV: number, WG: number, first = '(pos / SEL_BLOCK + CPW) / CPW', mem: FoldMemory = FOLD_OWN): string {
+function foldBody(DV: number, WG: number): string {
   const CW = DV / 4;
   const LN = Math.max(1, Math.floor(WG / CW));
   // Each lane's first R partials loaded before the weights (as the merge's `ahead`).
   const R = 8;
   const rs = Array.from({ length: R }, (_, i) => i);
-  return `  // Fold: the workgroups from ${first} on, one per query head.
-  let nPw = ${first};
+  return `  // Fold: the workgroups past the block choice's.
+  let nPw = (pos / SEL_BLOCK + CPW) / CPW;
   if (wid.x >= nPw) {
     let row = row0 + wid.x - nPw;
     let nCc = compressedChunks(pos);
@@ -961,10 +893,10 @@ ${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
     }
     let nsg = (WG + sgSize - 1u) / sgSize;
     let smx = subgroupMax(mx);
-    if (sgLane == 0u) { ${mem.redStore('lid / sgSize', 'smx')} }
+    if (sgLane == 0u) { fRed[lid / sgSize] = smx; }
     workgroupBarrier();
     var M = vec2<f32>(${NEG});
-    for (var i = 0u; i < nsg; i++) { M = max(M, ${mem.redLoad('i')}); }
+    for (var i = 0u; i < nsg; i++) { M = max(M, fRed[i]); }
     // Chunk weights exp(m - M) and each branch's sum.
     var sum = vec2<f32>(0.0);
     for (var s = lid; s < nT; s += WG) {
@@ -972,32 +904,32 @@ ${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
       let l = stats[at + 1u];
       let isC = s < nCc;
       let w = select(0.0, exp(select(-100.0, stats[at] - select(M.y, M.x, isC), l > 0.0)), l > 0.0);
-      ${mem.w('s')} = w;
+      fW[s] = w;
       sum += select(vec2<f32>(0.0, w * l), vec2<f32>(w * l, 0.0), isC);
     }
     let ssum = subgroupAdd(sum);
-    if (sgLane == 0u) { ${mem.sumStore('lid / sgSize', 'ssum')} }
+    if (sgLane == 0u) { fSum[lid / sgSize] = ssum; }
     workgroupBarrier();
     var L = vec2<f32>(0.0);
-    for (var i = 0u; i < nsg; i++) { L += ${mem.sumLoad('i')}; }
+    for (var i = 0u; i < nsg; i++) { L += fSum[i]; }
     // Column c, lane ln: every ${LN}-th chunk, weighted, into the compressed or the window sum.
     var oC = vec4<f32>(0.0);
     var oW = vec4<f32>(0.0);
     if (ln < ${LN}u) {
-${rs.map((i) => `      { let w = vec4<f32>(select(0.0, ${mem.w(`min(fs${i}, nT - 1u)`)}, fs${i} < nT)); if (fs${i} < nCc) { oC = fma(fp${i}, w, oC); } else { oW = fma(fp${i}, w, oW); } }`).join('\n')}
+${rs.map((i) => `      { let w = vec4<f32>(select(0.0, fW[min(fs${i}, nT - 1u)], fs${i} < nT)); if (fs${i} < nCc) { oC = fma(fp${i}, w, oC); } else { oW = fma(fp${i}, w, oW); } }`).join('\n')}
       for (var s = ln + ${R * LN}u; s < nT; s += ${LN}u) {
-        let w = vec4<f32>(${mem.w('s')});
+        let w = vec4<f32>(fW[s]);
         let p = part[((NS + s) * ROWS + row) * DV4 + c];
         if (s < nCc) { oC = fma(p, w, oC); } else { oW = fma(p, w, oW); }
       }
     }
-    ${mem.accC('lid')} = oC;
-    ${mem.accW('lid')} = oW;
+    fAccC[lid] = oC;
+    fAccW[lid] = oW;
     workgroupBarrier();
     if (lid < ${CW}u) {
       var rC = vec4<f32>(0.0);
       var rW = vec4<f32>(0.0);
-      for (var i = 0u; i < ${LN}u; i++) { rC += ${mem.accC(`i * ${CW}u + lid`)}; rW += ${mem.accW(`i * ${CW}u + lid`)}; }
+      for (var i = 0u; i < ${LN}u; i++) { rC += fAccC[i * ${CW}u + lid]; rW += fAccW[i * ${CW}u + lid]; }
       part[(SMAX * ROWS + row) * DV4 + lid] = rC;
       part[((SMAX + 1u) * ROWS + row) * DV4 + lid] = rW;
     }
@@ -1579,7 +1511,8 @@ export function decodeMergeShader(
   const UNROLL = 4;
   // ahead: each lane's first R partials are loaded before the weights (their latency hides under
   // the stats' reductions; clamped to a valid split, weighted 0 past total).
-  const R = k.ahead ? Math.min(16, Math.ceil(k.SMAX / LN)) : 0;
+  // (With fold, at most NS + 2 splits.)
+  const R = k.ahead ? Math.min(16, Math.ceil((k.fold ? k.nSel * chunksPerBlock(k) + 2 : k.SMAX) / LN)) : 0;
   const rs = Array.from({ length: R }, (_, i) => i);
   // Weight of split s as the output loop reads it (ahead: scaled there, one barrier fewer).
   const wAt = (sv: string) => (R ? `weight[min(${sv}, total - 1u)] * pick(coef, branchOf(min(${sv}, total - 1u), nC))` : `weight[min(${sv}, total - 1u)]`);
