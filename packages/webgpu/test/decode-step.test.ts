@@ -192,7 +192,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     const T = 400;
     const C = compressedCount(T, cfg);
     const inputs = nsaInputs(cfg, B, T, C, 11);
-    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = cfg;
+    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv } = cfg;
     const last = (name: 'q' | 'gates') => {
       const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
       return Array.from(inputs.values[name]).slice((T - 1) * width, T * width);
