@@ -85,6 +85,22 @@ function cwScoreHeads(): number | undefined {
   return Number(envOf('NSA_WEBGPU_DECODE_CW_HEADS')) || undefined;
 }
 
+/**
+ * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel, a comma list of 'kfirst' (WideAttendKernel.kFirst),
+ * 'regpv' (.regPV), and for timing only (wrong outputs) 'diag-loads', 'diag-compute', 'grid:N' (at most N
+ * chunks a KV head); 'session9' or unset: session 9's kernel.
+ */
+function cwKernel(): { kFirst: boolean; regPV: boolean; diag?: 'loads' | 'compute'; grid: number } {
+  const v = (envOf('NSA_WEBGPU_DECODE_CW_KERNEL') ?? '').split(',');
+  const grid = Number(v.find((x) => x.startsWith('grid:'))?.slice(5));
+  return {
+    kFirst: v.includes('kfirst'),
+    regPV: v.includes('regpv'),
+    diag: v.includes('diag-loads') ? 'loads' : v.includes('diag-compute') ? 'compute' : undefined,
+    grid: grid > 0 ? grid : Infinity,
+  };
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -205,9 +221,25 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
+  const cwKind = cwKernel();
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
-      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg) }, decodeAttendWideShader)
+      ? rt.pipelineOf(
+          'nsa_decode_attend_cw',
+          {
+            ...shape,
+            KCW,
+            WG: cwWg,
+            cand,
+            split,
+            shared: wideCw.fit!.shared || cwTiles.shared === true,
+            tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
+            kFirst: cwKind.kFirst,
+            regPV: cwKind.regPV,
+            diag: cwKind.diag,
+          },
+          decodeAttendWideShader,
+        )
       : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
@@ -242,7 +274,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
     const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
-    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwKind.grid), B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));

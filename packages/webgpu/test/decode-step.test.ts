@@ -14,6 +14,7 @@ import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
+import { decodeAttendWideShader, type WideAttendKernel } from '../src/shaders/decode-wide.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig } from './gpu.js';
 
 const TOL = 1e-4;
@@ -130,6 +131,16 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['wide attend: 64-key chunks (by default 32 here: few workgroups)', tiles({ cw: { KC: 64 } })],
       ['wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)', tiles({ cw: { rh: 4 } })],
       ['wide attend: 4 x 2 tiles', tiles({ cw: { rh: 4, rk: 2, oh: 4 } })],
+      ['wide attend: P·V on the values registers', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv')],
+      [
+        'wide attend: P·V on the values registers, 64 invocations (keys past the tile, idle invocations)',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
+      ],
+      ['wide attend: keys loaded first (values through their own tile)', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'kfirst')],
+      [
+        'wide attend: keys first, register P·V, 16-key chunks, values through the keys tile',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'kfirst,regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
+      ],
       ['fused block choice', fuse],
       ['fused block choice, workgroup-memory top-n', both(fuse, workgroupTopN)],
       ['fused block choice, 64-invocation attend', both(fuse, env('NSA_WEBGPU_DECODE_ATTEND_WG', '64'))],
@@ -161,6 +172,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           expect(choiceParams.wide.slots === true, name).toBe(kernels !== 'session8' && kernels !== 'attend8');
           expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
         }
+        // The register P·V ran where asked (its layout fits every variant here).
+        const cw = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_cw')?.[1] as WideAttendKernel | undefined;
+        if (cw && 'KCW' in cw && 'tile' in cw) expect(decodeAttendWideShader(cw).includes("P·V on the values' registers"), name).toBe(process.env.NSA_WEBGPU_DECODE_CW_KERNEL?.includes('regpv') === true);
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);

@@ -33,6 +33,21 @@ export interface WideAttendKernel extends DecodeStepShape {
    * choice's dispatch (decodeChoiceWideShader's `split`). Window chunks as before.
    */
   readonly split?: boolean;
+  /**
+   * The keys' loads are issued by every invocation before any value load (a barrier between), so
+   * that the keys arrive first and the scores overlap the values' loads.
+   */
+  readonly kFirst?: boolean;
+  /**
+   * P·V on the values' registers (regPV's layout, where it fits): no value tile, each invocation's
+   * partial sums meet in the keys' tile, `regHeads` heads at a time.
+   */
+  readonly regPV?: boolean;
+  /**
+   * Timing diagnostics only (wrong outputs): 'loads' skips everything after the tiles' stores,
+   * 'compute' loads two rows of each buffer for every chunk (cache hits).
+   */
+  readonly diag?: 'loads' | 'compute';
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -78,6 +93,21 @@ export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & {
 }
 
 /**
+ * The register P·V's layout (WideAttendKernel.regPV): invocation x < NKG * DV4 holds value column
+ * x % DV4 of keys x / DV4 + NKG * r (r < R); the partial sums of HR heads at a time fill the keys' tile
+ * [NKG, HR, DV4] (HR the largest divisor of G that fits). Undefined where not even one head fits.
+ */
+export function regPVLayout(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number; readonly shared: boolean }): { NKG: number; R: number; HR: number } | undefined {
+  const DV4 = s.DV / 4;
+  const NKG = Math.min(Math.floor(s.WG / DV4), s.KCW);
+  if (NKG < 1) return undefined;
+  const ktLen = s.KCW * (s.shared ? Math.max(s.DK / 4 + 1, DV4) : s.DK / 4 + 1);
+  let HR = 0;
+  for (let d = 1; d <= s.G; d++) if (s.G % d === 0 && NKG * d * DV4 <= ktLen) HR = d;
+  return HR > 0 ? { NKG, R: Math.ceil(s.KCW / NKG), HR } : undefined;
+}
+
+/**
  * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
  * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
  * per head, and the compressed chunks' candidate sums (or raw scores), as decodeAttendShader's 'cw'
@@ -88,6 +118,11 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
   const split = k.split === true;
+  const diag = k.diag;
+  // (The diagnostics time the kernel as it was: no register P·V, no early keys.)
+  const reg = k.regPV && !split && !diag ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
+  const kFirst = k.kFirst === true && !diag;
+  const ktLen = KCW * (apart ? DK / 4 + 1 : Math.max(DK / 4 + 1, DV / 4));
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -100,16 +135,27 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
     { id: 'V', n: KCW * DV4, cmp: 'vCmp', win: 'vWin', D4: 'DV4', dst: (kk: string, c: string) => `${vRow}[${kk} * DV4 + ${c}]` },
   ];
   const decl: string[] = [];
-  const cmpLoads: string[] = [];
-  const winLoads: string[] = [];
+  const cmpLoads: Record<string, string[]> = { K: [], V: [] };
+  const winLoads: Record<string, string[]> = { K: [], V: [] };
   const stores: Record<string, string[]> = { K: [], V: [] };
-  for (const set of loadSets) {
+  // (Diagnostic 'compute': every chunk reads the first two rows.)
+  const rowOf = (m: string) => (diag === 'compute' ? `(${m} & 1u)` : `lo + ${m}`);
+  if (reg) {
+    // Register P·V: invocation lid holds column cV of keys kgV + NKG * r.
+    decl.push(`  let kgV = lid / DV4; let cV = lid % DV4;`);
+    for (let r = 0; r < reg.R; r++) {
+      decl.push(`  let kV${r} = kgV + ${r * reg.NKG}u; let mV${r} = min(kV${r}, last); var aV${r}: vec4<f32>;`);
+      cmpLoads.V.push(`    aV${r} = vec4<f32>(vCmp[((b * CCAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+      winLoads.V.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+    }
+  }
+  for (const set of reg ? loadSets.slice(0, 1) : loadSets) {
     for (let r = 0; r * WG < set.n; r++) {
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
       decl.push(`  var a${id}: vec4<f32>;`);
-      if (!(split && set.id === 'V')) cmpLoads.push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
-      winLoads.push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
+      if (!(split && set.id === 'V')) cmpLoads[set.id].push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + ${rowOf(`m${id}`)}) * H + h) * ${set.D4} + c${id}]);`);
+      winLoads[set.id].push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + ${rowOf(`m${id}`)}) * H + h) * ${set.D4} + c${id}]);`);
       // (Split: a compressed chunk has no values to store.)
       const vGuard = split && set.id === 'V' ? '!isCmp && ' : '';
       const cond = `${vGuard}${(r + 1) * WG <= set.n ? '' : `x${id} < ${set.n}u`}`.replace(/ && $/, '');
@@ -137,7 +183,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
-  return `${enableF16(e)}${paramsStruct()}
+  const wgsl = `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
@@ -153,8 +199,8 @@ const PRS = ${KCW + 1}u;
 const L = ${L}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK4 + 1)}>;
 // Keys [KCW, QS]${apart ? '' : ', then values [KCW, DV4]'}.
-var<workgroup> kt: array<vec4<f32>, ${KCW * (apart ? DK4 + 1 : Math.max(DK4 + 1, DV4))}>;${
-    apart
+var<workgroup> kt: array<vec4<f32>, ${ktLen}>;${
+    apart && !reg
       ? `
 var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
       : ''
@@ -178,13 +224,40 @@ ${cwChunk('KCW')}
 ${qLoads.join('\n')}
 ${decl.join('\n')}
   if (isCmp) {
-${cmpLoads.join('\n')}
+${[...cmpLoads.K, ...(kFirst ? [] : cmpLoads.V)].join('\n')}
   } else {
-${winLoads.join('\n')}
+${[...winLoads.K, ...(kFirst ? [] : winLoads.V)].join('\n')}
+  }${
+    kFirst
+      ? `
+  // Every invocation has issued its key loads before any value load: the keys arrive first.
+  workgroupBarrier();
+  if (isCmp) {
+${cmpLoads.V.join('\n')}
+  } else {
+${winLoads.V.join('\n')}
+  }`
+      : ''
   }
 ${qStores.join('\n')}
-${stores.K.join('\n')}${apart ? `\n${stores.V.join('\n')}` : ''}
-  workgroupBarrier();
+${stores.K.join('\n')}${apart && !reg && !kFirst ? `\n${stores.V.join('\n')}` : ''}
+  workgroupBarrier();${
+    diag === 'loads'
+      ? `
+  // Diagnostic 'loads': the values' stores, then one write that keeps the tiles live; nothing else.
+${apart ? '' : `${stores.V.join('\n')}\n  workgroupBarrier();`}
+  for (var x = lid; x < G * DV4; x += WG) {
+    part[(split * ROWS + row0) * DV4 + x] = kt[x % ${ktLen}u]${apart ? ` + vt[x % ${KCW * DV4}u]` : ''} + qs[x % ${G * (DK4 + 1)}u];
+  }
+  if (lid < G) {
+    stats[(split * ROWS + row0 + lid) * 2u] = 0.0;
+    stats[(split * ROWS + row0 + lid) * 2u + 1u] = 1.0;
+  }
+  // (Every binding stays in the pipeline's layout.)
+  if (pos == 0xffffffffu) { ${k.cand ? 'cand' : 'scores'}[0] = 0.0; }
+${DIAG_END}`
+      : ''
+  }
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
   (G / rh) * KG,
@@ -202,7 +275,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
   workgroupBarrier();
-${apart ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
+${reg || (apart && !kFirst) ? '' : `  // The values ${apart ? 'go to their tile' : "take the keys' place"}.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
   let lane = lid % L;
   if (hg < G) {
@@ -244,10 +317,13 @@ ${laneKeys
   } else {`
       : ''
   }
-${unrolled(
-  (G / oh) * CG,
-  WG,
-  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+${
+  reg
+    ? regPVCode(reg, G, KCW, WG, DV4)
+    : unrolled(
+        (G / oh) * CG,
+        WG,
+        `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
 ${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
 ${keys
   .map(
@@ -259,7 +335,50 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   )
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
-)}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
+      )
+}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
+  return diag === 'loads' ? `${wgsl.slice(0, wgsl.indexOf(DIAG_END))}}\n` : wgsl;
+}
+
+/** Where the diagnostic 'loads' kernel ends. */
+const DIAG_END = '// (diagnostic end)';
+
+/**
+ * The register P·V (WideAttendKernel.regPV): each invocation sums its keys' values times the
+ * probabilities of HR heads, the partial sums meet in the keys' tile and NKG of them make each
+ * output. Rounds of HR heads, a barrier before a round reuses the tile.
+ */
+function regPVCode(reg: { NKG: number; R: number; HR: number }, G: number, KCW: number, WG: number, DV4: number): string {
+  const { NKG, R, HR } = reg;
+  const js = Array.from({ length: HR }, (_, j) => j);
+  const rs = Array.from({ length: R }, (_, r) => r);
+  const out: string[] = [`  // P·V on the values' registers: heads in rounds of ${HR}, partial sums [${NKG}, ${HR}, DV4] in kt.`];
+  for (let h0 = 0; h0 < G; h0 += HR) {
+    if (h0 > 0) out.push('  workgroupBarrier();');
+    out.push(`  {
+${js.map((j) => `    var o${j} = vec4<f32>(0.0);`).join('\n')}
+${rs
+  .map((r) => {
+    // Keys past the chunk's tile (where NKG does not divide KCW) weigh 0.
+    const p = (j: number) => (NKG * R > KCW ? `select(0.0, pr[${h0 + j}u * PRS + min(kV${r}, ${KCW - 1}u)], kV${r} < ${KCW}u)` : `pr[${h0 + j}u * PRS + kV${r}]`);
+    return js.map((j) => `    o${j} = fma(vec4<f32>(${p(j)}), aV${r}, o${j});`).join('\n');
+  })
+  .join('\n')}
+    ${NKG * DV4 < WG ? `if (kgV < ${NKG}u) ` : ''}{
+${js.map((j) => `      kt[(kgV * ${HR}u + ${j}u) * DV4 + cV] = o${j};`).join('\n')}
+    }
+  }
+  workgroupBarrier();
+${unrolled(
+  HR * DV4,
+  WG,
+  `let j = x / DV4; let c = x % DV4;
+    var a = vec4<f32>(0.0);
+    for (var g = 0u; g < ${NKG}u; g++) { a += kt[(g * ${HR}u + j) * DV4 + c]; }
+    part[(split * ROWS + row0 + ${h0}u + j) * DV4 + c] = a;`,
+)}`);
+  }
+  return out.join('\n');
 }
