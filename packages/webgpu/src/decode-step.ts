@@ -90,10 +90,12 @@ function cwScoreHeads(): number | undefined {
  * 'regpv' (.regPV), and for timing only (wrong outputs) 'diag-loads', 'diag-compute', 'grid:N' (at most N
  * chunks a KV head); 'session9' or unset: session 9's kernel.
  */
-function cwKernel(): { kFirst: boolean; regPV: boolean; diag?: 'loads' | 'compute'; grid: number } {
+function cwKernel(): { kFirst: boolean; regPV: boolean; diag?: 'loads' | 'compute'; grid: number; loop?: number } {
   const v = (envOf('NSA_WEBGPU_DECODE_CW_KERNEL') ?? '').split(',');
   const grid = Number(v.find((x) => x.startsWith('grid:'))?.slice(5));
+  const loop = Number(v.find((x) => x.startsWith('loop:'))?.slice(5));
   return {
+    loop: loop > 0 ? loop : undefined,
     kFirst: v.includes('kfirst'),
     regPV: v.includes('regpv'),
     diag: v.includes('diag-loads') ? 'loads' : v.includes('diag-compute') ? 'compute' : undefined,
@@ -222,6 +224,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
   const cwKind = cwKernel();
+  // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
+  const cwLoop = cwKind.diag ? undefined : cwKind.loop;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
       ? rt.pipelineOf(
@@ -237,6 +241,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             kFirst: cwKind.kFirst,
             regPV: cwKind.regPV,
             diag: cwKind.diag,
+            loop: cwLoop,
           },
           decodeAttendWideShader,
         )
@@ -274,7 +279,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
     const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
-    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwKind.grid), B * H]);
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwKind.grid, cwLoop ?? Infinity), B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));

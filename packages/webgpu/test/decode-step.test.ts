@@ -141,6 +141,11 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         'wide attend: keys first, register P·V, 16-key chunks, values through the keys tile',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'kfirst,regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
       ],
+      ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
+      [
+        'wide attend: chunks in turn, register P·V, 16-key chunks, 64 invocations',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:3,regpv'), tiles({ cw: { KC: 16, WG: 64 } })),
+      ],
       ['fused block choice', fuse],
       ['fused block choice, workgroup-memory top-n', both(fuse, workgroupTopN)],
       ['fused block choice, 64-invocation attend', both(fuse, env('NSA_WEBGPU_DECODE_ATTEND_WG', '64'))],

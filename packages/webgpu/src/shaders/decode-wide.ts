@@ -48,6 +48,11 @@ export interface WideAttendKernel extends DecodeStepShape {
    * 'compute' loads two rows of each buffer for every chunk (cache hits).
    */
   readonly diag?: 'loads' | 'compute';
+  /**
+   * Workgroups per (sequence, KV head): each takes chunks wid.x, wid.x + loop, ... in turn (the
+   * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
+   */
+  readonly loop?: number;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -339,7 +344,25 @@ ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u)
 }${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
-  return diag === 'loads' ? `${wgsl.slice(0, wgsl.indexOf(DIAG_END))}}\n` : wgsl;
+  if (diag === 'loads') return `${wgsl.slice(0, wgsl.indexOf(DIAG_END))}}\n`;
+  if (!k.loop) return wgsl;
+  // The chunk loop: the queries once, then each chunk's body (wid.x -> cx) after a barrier that
+  // protects the previous chunk's tiles.
+  const at = wgsl.indexOf(cwChunk('KCW'));
+  const body = wgsl
+    .slice(at, wgsl.lastIndexOf('}'))
+    .replace(qLoads.join('\n'), '')
+    .replace(qStores.join('\n'), '')
+    .replaceAll('wid.x', 'cx');
+  return `${wgsl.slice(0, at)}${qLoads.join('\n')}
+${qStores.join('\n')}
+  let nAll = compressedChunks(pos) + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW;
+  for (var cx = wid.x; cx < nAll; cx += ${k.loop}u) {
+  workgroupBarrier();
+${body}
+  }
+}
+`;
 }
 
 /** Where the diagnostic 'loads' kernel ends. */
