@@ -86,18 +86,34 @@ function cwScoreHeads(): number | undefined {
 }
 
 /**
- * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel, a comma list of 'kfirst' (WideAttendKernel.kFirst),
- * 'regpv' (.regPV), and for timing only (wrong outputs) 'diag-loads', 'diag-compute', 'grid:N' (at most N
- * chunks a KV head); 'session9' or unset: session 9's kernel.
+ * Dispatch 1's chunk loop: where B·H <= WIDE_MAX_HEADS, at most this many workgroups in all (each
+ * taking every n-th chunk of its KV head, n = CW_LOOP_GROUPS / (B·H)). On the H100 a 64-key chunk
+ * keeps an SM busy ~6.5 us whether its workgroup shares the SM or not (session 10, wdec10a: 132
+ * workgroups 17.5 us, 176 or 220 24 us, 288 30.6 us a pass), so one workgroup per SM taking chunks in
+ * turn loads its queries once and leaves no SM with three chunks' workgroups of another's two.
  */
-function cwKernel(): { kFirst: boolean; regPV: boolean; diag?: 'loads' | 'compute'; grid: number; loop?: number } {
-  const v = (envOf('NSA_WEBGPU_DECODE_CW_KERNEL') ?? '').split(',');
+const CW_LOOP_GROUPS = 128;
+
+/**
+ * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel. Unset: the register P·V (WideAttendKernel.regPV,
+ * where its layout fits) and the chunk loop (CW_LOOP_GROUPS). 'session9': session 9's kernel (neither).
+ * Otherwise a comma list that replaces the defaults: 'regpv', 'loop:N' (N workgroups a KV head),
+ * 'kfirst' (.kFirst), 'latev' (.lateV), and for timing only (wrong outputs) 'diag-loads',
+ * 'diag-compute', 'grid:N' (at most N workgroups a KV head).
+ */
+function cwKernel(BH: number): { kFirst: boolean; regPV: boolean; lateV: boolean; diag?: 'loads' | 'compute'; grid: number; loop?: number } {
+  const env = envOf('NSA_WEBGPU_DECODE_CW_KERNEL');
+  if (env === undefined || env === '') {
+    return { kFirst: false, regPV: true, lateV: false, grid: Infinity, loop: BH <= WIDE_MAX_HEADS ? Math.max(1, Math.floor(CW_LOOP_GROUPS / BH)) : undefined };
+  }
+  const v = env.split(',');
   const grid = Number(v.find((x) => x.startsWith('grid:'))?.slice(5));
   const loop = Number(v.find((x) => x.startsWith('loop:'))?.slice(5));
   return {
     loop: loop > 0 ? loop : undefined,
     kFirst: v.includes('kfirst'),
     regPV: v.includes('regpv'),
+    lateV: v.includes('latev'),
     diag: v.includes('diag-loads') ? 'loads' : v.includes('diag-compute') ? 'compute' : undefined,
     grid: grid > 0 ? grid : Infinity,
   };
@@ -223,9 +239,9 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoice !== undefined &&
     wideCw !== undefined &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
-  const cwKind = cwKernel();
+  const cwKind = cwKernel(B * H);
   // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
-  const cwLoop = cwKind.diag ? undefined : cwKind.loop;
+  const cwLoop = wideCw && !cwKind.diag ? cwKind.loop : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
       ? rt.pipelineOf(
@@ -240,6 +256,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
             kFirst: cwKind.kFirst,
             regPV: cwKind.regPV,
+            lateV: cwKind.lateV,
             diag: cwKind.diag,
             loop: cwLoop,
           },

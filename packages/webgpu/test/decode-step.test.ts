@@ -131,7 +131,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['wide attend: 64-key chunks (by default 32 here: few workgroups)', tiles({ cw: { KC: 64 } })],
       ['wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)', tiles({ cw: { rh: 4 } })],
       ['wide attend: 4 x 2 tiles', tiles({ cw: { rh: 4, rk: 2, oh: 4 } })],
-      ['wide attend: P·V on the values registers', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv')],
+      ["wide attend: session 9's kernel (no register P·V, one chunk a workgroup)", env('NSA_WEBGPU_DECODE_CW_KERNEL', 'session9')],
+      ['wide attend: P·V on the values registers, one chunk a workgroup', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv')],
+      ['wide attend: register P·V, value loads after the scores', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv,latev')],
       [
         'wide attend: P·V on the values registers, 64 invocations (keys past the tile, idle invocations)',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
@@ -177,9 +179,15 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           expect(choiceParams.wide.slots === true, name).toBe(kernels !== 'session8' && kernels !== 'attend8');
           expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
         }
-        // The register P·V ran where asked (its layout fits every variant here).
+        // The register P·V ran by default and where asked (its layout fits every variant here), not
+        // with the split nor on session 9's kernel; the chunk loop likewise.
         const cw = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_cw')?.[1] as WideAttendKernel | undefined;
-        if (cw && 'KCW' in cw && 'tile' in cw) expect(decodeAttendWideShader(cw).includes("P·V on the values' registers"), name).toBe(process.env.NSA_WEBGPU_DECODE_CW_KERNEL?.includes('regpv') === true);
+        if (cw && 'KCW' in cw && 'tile' in cw) {
+          const kernel = process.env.NSA_WEBGPU_DECODE_CW_KERNEL;
+          const wgsl = decodeAttendWideShader(cw);
+          expect(wgsl.includes("P·V on the values' registers"), name).toBe(!gpu.ctx.decodeSplit && (kernel === undefined || kernel.includes('regpv')));
+          expect(wgsl.includes('for (var cx = wid.x;'), name).toBe(kernel === undefined || kernel.includes('loop:'));
+        }
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
         expect(relativeError(got, output), name).toBeLessThan(1e-6);

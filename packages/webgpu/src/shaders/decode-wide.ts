@@ -43,6 +43,8 @@ export interface WideAttendKernel extends DecodeStepShape {
    * partial sums meet in the keys' tile, `regHeads` heads at a time.
    */
   readonly regPV?: boolean;
+  /** With regPV: the values' loads are issued once the scores are done (fewer registers live during them). */
+  readonly lateV?: boolean;
   /**
    * Timing diagnostics only (wrong outputs): 'loads' skips everything after the tiles' stores,
    * 'compute' loads two rows of each buffer for every chunk (cache hits).
@@ -127,6 +129,13 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   // (The diagnostics time the kernel as it was: no register P·V, no early keys.)
   const reg = k.regPV && !split && !diag ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
   const kFirst = k.kFirst === true && !diag;
+  const lateV = reg !== undefined && k.lateV === true;
+  const earlyV = !kFirst && !lateV;
+  const vLoads = () => `  if (isCmp) {
+${cmpLoads.V.join('\n')}
+  } else {
+${winLoads.V.join('\n')}
+  }`;
   const ktLen = KCW * (apart ? DK / 4 + 1 : Math.max(DK / 4 + 1, DV / 4));
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
@@ -229,19 +238,15 @@ ${cwChunk('KCW')}
 ${qLoads.join('\n')}
 ${decl.join('\n')}
   if (isCmp) {
-${[...cmpLoads.K, ...(kFirst ? [] : cmpLoads.V)].join('\n')}
+${[...cmpLoads.K, ...(earlyV ? cmpLoads.V : [])].join('\n')}
   } else {
-${[...winLoads.K, ...(kFirst ? [] : winLoads.V)].join('\n')}
+${[...winLoads.K, ...(earlyV ? winLoads.V : [])].join('\n')}
   }${
-    kFirst
+    kFirst && !lateV
       ? `
   // Every invocation has issued its key loads before any value load: the keys arrive first.
   workgroupBarrier();
-  if (isCmp) {
-${cmpLoads.V.join('\n')}
-  } else {
-${winLoads.V.join('\n')}
-  }`
+${vLoads()}`
       : ''
   }
 ${qStores.join('\n')}
@@ -280,7 +285,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
   workgroupBarrier();
-${reg || (apart && !kFirst) ? '' : `  // The values ${apart ? 'go to their tile' : "take the keys' place"}.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
+${lateV ? `  // The values' loads, now that the scores are done.\n${vLoads()}\n` : ''}${reg || (apart && !kFirst) ? '' : `  // The values ${apart ? 'go to their tile' : "take the keys' place"}.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
   let lane = lid % L;
   if (hg < G) {
