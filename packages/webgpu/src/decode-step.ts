@@ -86,37 +86,27 @@ function cwScoreHeads(): number | undefined {
 }
 
 /**
- * Dispatch 1's chunk loop: where B·H <= WIDE_MAX_HEADS, at most this many workgroups in all (each
- * taking every n-th chunk of its KV head, n = CW_LOOP_GROUPS / (B·H)). On the H100 a 64-key chunk
- * keeps an SM busy ~6.5 us whether its workgroup shares the SM or not (session 10, wdec10a: 132
- * workgroups 17.5 us, 176 or 220 24 us, 288 30.6 us a pass), so one workgroup per SM taking chunks in
- * turn loads its queries once and leaves no SM with three chunks' workgroups of another's two.
+ * Dispatch 1's chunk loop: where B·H <= WIDE_MAX_HEADS, at most this many workgroups in all, each
+ * taking every n-th chunk of its KV head (n = CW_LOOP_GROUPS / (B·H) workgroups a KV head). On the
+ * H100 a 64-key chunk keeps an SM busy about as long whether its workgroup shares the SM or not
+ * (wdec10a, 64k B = 1, dispatch 1 alone in a pass: 132 of the 288 workgroups 17.5 us, 176 or 220
+ * 24 us, all 30.6 us), so workgroups that take chunks in turn lose nothing and load their queries
+ * once (with the register P·V: 26.6 against 27.7 us; 33 a KV head 26.5, 36 or 18 slower).
  */
 const CW_LOOP_GROUPS = 128;
 
 /**
  * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel. Unset: the register P·V (WideAttendKernel.regPV,
  * where its layout fits) and the chunk loop (CW_LOOP_GROUPS). 'session9': session 9's kernel (neither).
- * Otherwise a comma list that replaces the defaults: 'regpv', 'loop:N' (N workgroups a KV head),
- * 'kfirst' (.kFirst), 'latev' (.lateV), and for timing only (wrong outputs) 'diag-loads',
- * 'diag-compute', 'grid:N' (at most N workgroups a KV head).
+ * Otherwise a comma list that replaces the defaults, for experiments: 'regpv', 'loop:N' (N workgroups a
+ * KV head).
  */
-function cwKernel(BH: number): { kFirst: boolean; regPV: boolean; lateV: boolean; diag?: 'loads' | 'compute'; grid: number; loop?: number } {
+function cwKernel(BH: number): { regPV: boolean; loop?: number } {
   const env = envOf('NSA_WEBGPU_DECODE_CW_KERNEL');
-  if (env === undefined || env === '') {
-    return { kFirst: false, regPV: true, lateV: false, grid: Infinity, loop: BH <= WIDE_MAX_HEADS ? Math.max(1, Math.floor(CW_LOOP_GROUPS / BH)) : undefined };
-  }
+  if (env === undefined || env === '') return { regPV: true, loop: BH <= WIDE_MAX_HEADS ? Math.max(1, Math.floor(CW_LOOP_GROUPS / BH)) : undefined };
   const v = env.split(',');
-  const grid = Number(v.find((x) => x.startsWith('grid:'))?.slice(5));
   const loop = Number(v.find((x) => x.startsWith('loop:'))?.slice(5));
-  return {
-    loop: loop > 0 ? loop : undefined,
-    kFirst: v.includes('kfirst'),
-    regPV: v.includes('regpv'),
-    lateV: v.includes('latev'),
-    diag: v.includes('diag-loads') ? 'loads' : v.includes('diag-compute') ? 'compute' : undefined,
-    grid: grid > 0 ? grid : Infinity,
-  };
+  return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined };
 }
 
 function envOf(name: string): string | undefined {
@@ -241,7 +231,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + splitPV({ G, DV, KCW, WG: selWg }).bytes <= limits.maxComputeWorkgroupStorageSize;
   const cwKind = cwKernel(B * H);
   // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
-  const cwLoop = wideCw && !cwKind.diag ? cwKind.loop : undefined;
+  const cwLoop = wideCw ? cwKind.loop : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
       ? rt.pipelineOf(
@@ -254,10 +244,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             split,
             shared: wideCw.fit!.shared || cwTiles.shared === true,
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
-            kFirst: cwKind.kFirst,
             regPV: cwKind.regPV,
-            lateV: cwKind.lateV,
-            diag: cwKind.diag,
             loop: cwLoop,
           },
           decodeAttendWideShader,
@@ -296,7 +283,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
     const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
-    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwKind.grid, cwLoop ?? Infinity), B * H]);
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwLoop ?? Infinity), B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));

@@ -9,7 +9,8 @@
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
 // workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
 // ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch. The wide block
-// choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's.
+// choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's, as must
+// dispatch 1 without its default register P·V and chunk loop (NSA_WEBGPU_DECODE_CW_KERNEL).
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -133,17 +134,15 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['wide attend: 4 x 2 tiles', tiles({ cw: { rh: 4, rk: 2, oh: 4 } })],
       ["wide attend: session 9's kernel (no register P·V, one chunk a workgroup)", env('NSA_WEBGPU_DECODE_CW_KERNEL', 'session9')],
       ['wide attend: P·V on the values registers, one chunk a workgroup', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv')],
-      ['wide attend: register P·V, value loads after the scores', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv,latev')],
       [
         'wide attend: P·V on the values registers, 64 invocations (keys past the tile, idle invocations)',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
       ],
-      ['wide attend: keys loaded first (values through their own tile)', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'kfirst')],
-      [
-        'wide attend: keys first, register P·V, 16-key chunks, values through the keys tile',
-        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'kfirst,regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
-      ],
       ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
+      [
+        'wide attend: register P·V, 16-key chunks, values through the keys tile, 64 invocations',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
+      ],
       [
         'wide attend: chunks in turn, register P·V, 16-key chunks, 64 invocations',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:3,regpv'), tiles({ cw: { KC: 16, WG: 64 } })),

@@ -7,7 +7,8 @@
 // tile's place once the scores are done (the scores and softmax overlap the values' loads). The
 // scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
-// one invocation per head.
+// one invocation per head. By default (regPV) the P·V runs on the values' registers instead of a
+// value tile, and (loop) fewer workgroups each take several chunks in turn.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
@@ -34,22 +35,10 @@ export interface WideAttendKernel extends DecodeStepShape {
    */
   readonly split?: boolean;
   /**
-   * The keys' loads are issued by every invocation before any value load (a barrier between), so
-   * that the keys arrive first and the scores overlap the values' loads.
-   */
-  readonly kFirst?: boolean;
-  /**
-   * P·V on the values' registers (regPV's layout, where it fits): no value tile, each invocation's
-   * partial sums meet in the keys' tile, `regHeads` heads at a time.
+   * P·V on the values' registers (regPVLayout, where it fits): no value tile; each invocation's
+   * partial sums over its keys meet in the keys' tile, HR heads at a time.
    */
   readonly regPV?: boolean;
-  /** With regPV: the values' loads are issued once the scores are done (fewer registers live during them). */
-  readonly lateV?: boolean;
-  /**
-   * Timing diagnostics only (wrong outputs): 'loads' skips everything after the tiles' stores,
-   * 'compute' loads two rows of each buffer for every chunk (cache hits).
-   */
-  readonly diag?: 'loads' | 'compute';
   /**
    * Workgroups per (sequence, KV head): each takes chunks wid.x, wid.x + loop, ... in turn (the
    * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
@@ -125,18 +114,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
   const split = k.split === true;
-  const diag = k.diag;
-  // (The diagnostics time the kernel as it was: no register P·V, no early keys.)
-  const reg = k.regPV && !split && !diag ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
-  const kFirst = k.kFirst === true && !diag;
-  const lateV = reg !== undefined && k.lateV === true;
-  const earlyV = !kFirst && !lateV;
-  const vLoads = () => `  if (isCmp) {
-${cmpLoads.V.join('\n')}
-  } else {
-${winLoads.V.join('\n')}
-  }`;
-  const ktLen = KCW * (apart ? DK / 4 + 1 : Math.max(DK / 4 + 1, DV / 4));
+  const reg = k.regPV && !split ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -149,18 +127,17 @@ ${winLoads.V.join('\n')}
     { id: 'V', n: KCW * DV4, cmp: 'vCmp', win: 'vWin', D4: 'DV4', dst: (kk: string, c: string) => `${vRow}[${kk} * DV4 + ${c}]` },
   ];
   const decl: string[] = [];
-  const cmpLoads: Record<string, string[]> = { K: [], V: [] };
-  const winLoads: Record<string, string[]> = { K: [], V: [] };
+  const cmpLoads: string[] = [];
+  const winLoads: string[] = [];
   const stores: Record<string, string[]> = { K: [], V: [] };
-  // (Diagnostic 'compute': every chunk reads the first two rows.)
-  const rowOf = (m: string) => (diag === 'compute' ? `(${m} & 1u)` : `lo + ${m}`);
+  // Register P·V: invocation lid holds column cV of keys kgV + NKG * r (loaded after the keys).
+  const regLoads = { cmp: [] as string[], win: [] as string[] };
   if (reg) {
-    // Register P·V: invocation lid holds column cV of keys kgV + NKG * r.
     decl.push(`  let kgV = lid / DV4; let cV = lid % DV4;`);
     for (let r = 0; r < reg.R; r++) {
       decl.push(`  let kV${r} = kgV + ${r * reg.NKG}u; let mV${r} = min(kV${r}, last); var aV${r}: vec4<f32>;`);
-      cmpLoads.V.push(`    aV${r} = vec4<f32>(vCmp[((b * CCAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
-      winLoads.V.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+      regLoads.cmp.push(`    aV${r} = vec4<f32>(vCmp[((b * CCAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+      regLoads.win.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
     }
   }
   for (const set of reg ? loadSets.slice(0, 1) : loadSets) {
@@ -168,14 +145,16 @@ ${winLoads.V.join('\n')}
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
       decl.push(`  var a${id}: vec4<f32>;`);
-      if (!(split && set.id === 'V')) cmpLoads[set.id].push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + ${rowOf(`m${id}`)}) * H + h) * ${set.D4} + c${id}]);`);
-      winLoads[set.id].push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + ${rowOf(`m${id}`)}) * H + h) * ${set.D4} + c${id}]);`);
+      if (!(split && set.id === 'V')) cmpLoads.push(`    a${id} = vec4<f32>(${set.cmp}[((b * CCAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
+      winLoads.push(`    a${id} = vec4<f32>(${set.win}[((b * CAP + lo + m${id}) * H + h) * ${set.D4} + c${id}]);`);
       // (Split: a compressed chunk has no values to store.)
       const vGuard = split && set.id === 'V' ? '!isCmp && ' : '';
       const cond = `${vGuard}${(r + 1) * WG <= set.n ? '' : `x${id} < ${set.n}u`}`.replace(/ && $/, '');
       stores[set.id].push(`  ${cond ? `if (${cond}) ` : ''}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
     }
   }
+  cmpLoads.push(...regLoads.cmp);
+  winLoads.push(...regLoads.win);
   // The queries' loads (into registers; stored with the keys).
   const qLoads: string[] = [];
   const qStores: string[] = [];
@@ -213,7 +192,7 @@ const PRS = ${KCW + 1}u;
 const L = ${L}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK4 + 1)}>;
 // Keys [KCW, QS]${apart ? '' : ', then values [KCW, DV4]'}.
-var<workgroup> kt: array<vec4<f32>, ${ktLen}>;${
+var<workgroup> kt: array<vec4<f32>, ${KCW * (apart ? DK4 + 1 : Math.max(DK4 + 1, DV4))}>;${
     apart && !reg
       ? `
 var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
@@ -238,36 +217,13 @@ ${cwChunk('KCW')}
 ${qLoads.join('\n')}
 ${decl.join('\n')}
   if (isCmp) {
-${[...cmpLoads.K, ...(earlyV ? cmpLoads.V : [])].join('\n')}
+${cmpLoads.join('\n')}
   } else {
-${[...winLoads.K, ...(earlyV ? winLoads.V : [])].join('\n')}
-  }${
-    kFirst && !lateV
-      ? `
-  // Every invocation has issued its key loads before any value load: the keys arrive first.
-  workgroupBarrier();
-${vLoads()}`
-      : ''
+${winLoads.join('\n')}
   }
 ${qStores.join('\n')}
-${stores.K.join('\n')}${apart && !reg && !kFirst ? `\n${stores.V.join('\n')}` : ''}
-  workgroupBarrier();${
-    diag === 'loads'
-      ? `
-  // Diagnostic 'loads': the values' stores, then one write that keeps the tiles live; nothing else.
-${apart ? '' : `${stores.V.join('\n')}\n  workgroupBarrier();`}
-  for (var x = lid; x < G * DV4; x += WG) {
-    part[(split * ROWS + row0) * DV4 + x] = kt[x % ${ktLen}u]${apart ? ` + vt[x % ${KCW * DV4}u]` : ''} + qs[x % ${G * (DK4 + 1)}u];
-  }
-  if (lid < G) {
-    stats[(split * ROWS + row0 + lid) * 2u] = 0.0;
-    stats[(split * ROWS + row0 + lid) * 2u + 1u] = 1.0;
-  }
-  // (Every binding stays in the pipeline's layout.)
-  if (pos == 0xffffffffu) { ${k.cand ? 'cand' : 'scores'}[0] = 0.0; }
-${DIAG_END}`
-      : ''
-  }
+${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
+  workgroupBarrier();
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
   (G / rh) * KG,
@@ -285,7 +241,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
   workgroupBarrier();
-${lateV ? `  // The values' loads, now that the scores are done.\n${vLoads()}\n` : ''}${reg || (apart && !kFirst) ? '' : `  // The values ${apart ? 'go to their tile' : "take the keys' place"}.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
+${apart || reg ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
   let lane = lid % L;
   if (hg < G) {
@@ -349,7 +305,6 @@ ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u)
 }${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
-  if (diag === 'loads') return `${wgsl.slice(0, wgsl.indexOf(DIAG_END))}}\n`;
   if (!k.loop) return wgsl;
   // The chunk loop: the queries once, then each chunk's body (wid.x -> cx) after a barrier that
   // protects the previous chunk's tiles.
@@ -369,9 +324,6 @@ ${body}
 }
 `;
 }
-
-/** Where the diagnostic 'loads' kernel ends. */
-const DIAG_END = '// (diagnostic end)';
 
 /**
  * The register P·V (WideAttendKernel.regPV): each invocation sums its keys' values times the
