@@ -99,14 +99,14 @@ const CW_LOOP_GROUPS = 128;
  * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel. Unset: the register P·V (WideAttendKernel.regPV,
  * where its layout fits) and the chunk loop (CW_LOOP_GROUPS). 'session9': session 9's kernel (neither).
  * Otherwise a comma list that replaces the defaults, for experiments: 'regpv', 'loop:N' (N workgroups a
- * KV head), 'prefetch' (with loop: WideAttendKernel.prefetch).
+ * KV head).
  */
-function cwKernel(BH: number): { regPV: boolean; loop?: number; prefetch?: boolean } {
+function cwKernel(BH: number): { regPV: boolean; loop?: number } {
   const env = envOf('NSA_WEBGPU_DECODE_CW_KERNEL');
   if (env === undefined || env === '') return { regPV: true, loop: BH <= WIDE_MAX_HEADS ? Math.max(1, Math.floor(CW_LOOP_GROUPS / BH)) : undefined };
   const v = env.split(',');
   const loop = Number(v.find((x) => x.startsWith('loop:'))?.slice(5));
-  return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined, prefetch: v.includes('prefetch') };
+  return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined };
 }
 
 function envOf(name: string): string | undefined {
@@ -246,7 +246,6 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
             regPV: cwKind.regPV,
             loop: cwLoop,
-            prefetch: cwLoop !== undefined && cwKind.prefetch === true,
           },
           decodeAttendWideShader,
         )

@@ -139,11 +139,6 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
       ],
       ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
-      ['wide attend: chunks in turn, the next chunk loaded ahead', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2,prefetch')],
-      [
-        'wide attend: chunks in turn loaded ahead, register P·V, 16-key chunks, 64 invocations',
-        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:3,regpv,prefetch'), tiles({ cw: { KC: 16, WG: 64 } })),
-      ],
       [
         'wide attend: register P·V, 16-key chunks, values through the keys tile, 64 invocations',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),

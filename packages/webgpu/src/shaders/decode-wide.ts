@@ -44,8 +44,6 @@ export interface WideAttendKernel extends DecodeStepShape {
    * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
    */
   readonly loop?: number;
-  /** With loop: each turn issues the next chunk's key and value loads before its own work. */
-  readonly prefetch?: boolean;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -311,60 +309,12 @@ ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u)
   // The chunk loop: the queries once, then each chunk's body (wid.x -> cx) after a barrier that
   // protects the previous chunk's tiles.
   const at = wgsl.indexOf(cwChunk('KCW'));
-  let body = wgsl
+  const body = wgsl
     .slice(at, wgsl.lastIndexOf('}'))
     .replace(qLoads.join('\n'), '')
     .replace(qStores.join('\n'), '')
     .replaceAll('wid.x', 'cx');
-  let head = wgsl.slice(0, at);
-  if (k.prefetch) {
-    // The loads into p* registers: this chunk's in the first turn, the next chunk's in every turn
-    // (g = chunkAt(nx): (compressed, lo, count)), before this chunk's stores and work.
-    const loads = `  if (isCmp) {\n${cmpLoads.join('\n')}\n  } else {\n${winLoads.join('\n')}\n  }`;
-    const names = [...cmpLoads, ...winLoads].map((l) => /\ba(\w+) =/.exec(l)![1]).filter((x, i, all) => all.indexOf(x) === i);
-    const toP = (l: string) => l.replace(/\ba(\w+) =/, 'p$1 =');
-    const ahead = (l: string) => toP(l).replace(/lo \+ m(\w+)\)/, 'g.y + min(k$1, nlast))');
-    if (!body.includes(loads)) throw new Error('decode-wide: prefetch found no load block');
-    body = body.replace(
-      loads,
-      `  // This chunk's loads were issued in the previous turn (in the first, now).
-  if (cx == wid.x) {
-  if (isCmp) {
-${cmpLoads.map(toP).join('\n')}
-  } else {
-${winLoads.map(toP).join('\n')}
-  }
-  }
-${names.map((x) => `  a${x} = p${x};`).join('\n')}
-  // The next chunk's loads, in flight during this chunk's work.
-  {
-    let nx = cx + ${k.loop}u;
-    if (nx < nAll) {
-      let g = chunkAt(nx, pos);
-      let nlast = max(g.z, 1u) - 1u;
-      if (g.x == 1u) {
-${cmpLoads.map(ahead).join('\n')}
-      } else {
-${winLoads.map(ahead).join('\n')}
-      }
-    }
-  }`,
-    );
-    const main = head.indexOf('@compute');
-    head = `${head.slice(0, main)}// Chunk c's (compressed, lo, count), as the chunk loop's body computes them.
-fn chunkAt(c: u32, pos: u32) -> vec3<u32> {
-  let nC = compressedChunks(pos);
-  if (c < nC) {
-    return vec3<u32>(1u, c * KCW, min(KCW, visibleCompressed(pos) - c * KCW));
-  }
-  let lo = windowLo(pos) + (c - nC) * KCW;
-  return vec3<u32>(0u, lo, min(KCW, pos + 1u - lo));
-}
-
-${head.slice(main)}${names.map((x) => `  var p${x}: vec4<f32>;`).join('\n')}
-`;
-  }
-  return `${head}${qLoads.join('\n')}
+  return `${wgsl.slice(0, at)}${qLoads.join('\n')}
 ${qStores.join('\n')}
   let nAll = compressedChunks(pos) + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW;
   for (var cx = wid.x; cx < nAll; cx += ${k.loop}u) {
