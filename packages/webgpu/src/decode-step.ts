@@ -125,6 +125,30 @@ function mergeShape(wg: number, DV: number): { cols: number; WG: number } {
 // NSA_WEBGPU_DECODE_SLC_STATS=scan: the selected attend's softmax statistics by the previous scan
 // (a barrier, then one invocation per head over the chunk) instead of subgroup shuffles.
 
+/**
+ * Dispatch 1's chunk loop: where B·H <= WIDE_MAX_HEADS, at most this many workgroups in all, each
+ * taking every n-th chunk of its KV head (n = CW_LOOP_GROUPS / (B·H) workgroups a KV head). On the
+ * H100 a 64-key chunk keeps an SM busy about as long whether its workgroup shares the SM or not
+ * (wdec10a, 64k B = 1, dispatch 1 alone in a pass: 132 of the 288 workgroups 17.5 us, 176 or 220
+ * 24 us, all 30.6 us), so workgroups that take chunks in turn lose nothing and load their queries
+ * once (with the register P·V: 26.6 against 27.7 us; 33 a KV head 26.5, 36 or 18 slower).
+ */
+const CW_LOOP_GROUPS = 128;
+
+/**
+ * NSA_WEBGPU_DECODE_CW_KERNEL: dispatch 1's wide kernel. Unset: the register P·V (WideAttendKernel.regPV,
+ * where its layout fits) and the chunk loop (CW_LOOP_GROUPS). 'session9': session 9's kernel (neither).
+ * Otherwise a comma list that replaces the defaults, for experiments: 'regpv', 'loop:N' (N workgroups a
+ * KV head).
+ */
+function cwKernel(BH: number): { regPV: boolean; loop?: number } {
+  const env = envOf('NSA_WEBGPU_DECODE_CW_KERNEL');
+  if (env === undefined || env === '') return { regPV: true, loop: BH <= WIDE_MAX_HEADS ? Math.max(1, Math.floor(CW_LOOP_GROUPS / BH)) : undefined };
+  const v = env.split(',');
+  const loop = Number(v.find((x) => x.startsWith('loop:'))?.slice(5));
+  return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined };
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -268,9 +292,26 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // (The fold's two splits of each row follow dispatch 1's.)
   const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
+  const cwKind = cwKernel(B * H);
+  // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
+  const cwLoop = wideCw ? cwKind.loop : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
     wideCw
-      ? rt.pipelineOf('nsa_decode_attend_cw', { ...shape, KCW, WG: cwWg, cand, split, shared: wideCw.fit!.shared || cwTiles.shared === true, tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg) }, decodeAttendWideShader)
+      ? rt.pipelineOf(
+          'nsa_decode_attend_cw',
+          {
+            ...shape,
+            KCW,
+            WG: cwWg,
+            cand,
+            split,
+            shared: wideCw.fit!.shared || cwTiles.shared === true,
+            tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
+            regPV: cwKind.regPV,
+            loop: cwLoop,
+          },
+          decodeAttendWideShader,
+        )
       : rt.pipelineOf('nsa_decode_attend_cw', { ...shape, phase: 'cw' as const, WG: attendWg, tiled: !previous, cand }, decodeAttendShader),
     given || fused
       ? undefined
@@ -307,7 +348,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     const scores = frame.scratch(bytes.scores, 'decode compressed scores');
     // Split: the compressed chunks' probabilities [rows, CCAP] (dispatch 1 writes, the block choice's P·V reads).
     const probs = split ? frame.scratch(rows * CCAP * 4, 'decode compressed probabilities') : undefined;
-    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [chunks, B * H]);
+    frame.dispatch(attendCw, params, [buf.q, buf.kCmp, probs ?? buf.vCmp, buf.kWin, buf.vWin, part, stats, scores], [Math.min(chunks, cwLoop ?? Infinity), B * H]);
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));

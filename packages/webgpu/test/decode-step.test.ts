@@ -9,11 +9,13 @@
 // The default block choice is wide (one list per 64 candidates: one list here); 8 candidates per
 // workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
 // ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch. The wide block
-// choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's.
+// choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's, as must
+// dispatch 1 without its default register P·V and chunk loop (NSA_WEBGPU_DECODE_CW_KERNEL).
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
+import { decodeAttendWideShader, type WideAttendKernel } from '../src/shaders/decode-wide.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig } from './gpu.js';
 
 const TOL = 1e-4;
@@ -130,6 +132,21 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['wide attend: 64-key chunks (by default 32 here: few workgroups)', tiles({ cw: { KC: 64 } })],
       ['wide attend: 4 x 1 score tiles (the H100 default at G = 16, 64-key chunks)', tiles({ cw: { rh: 4 } })],
       ['wide attend: 4 x 2 tiles', tiles({ cw: { rh: 4, rk: 2, oh: 4 } })],
+      ["wide attend: session 9's kernel (no register P·V, one chunk a workgroup)", env('NSA_WEBGPU_DECODE_CW_KERNEL', 'session9')],
+      ['wide attend: P·V on the values registers, one chunk a workgroup', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv')],
+      [
+        'wide attend: P·V on the values registers, 64 invocations (keys past the tile, idle invocations)',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
+      ],
+      ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
+      [
+        'wide attend: register P·V, 16-key chunks, values through the keys tile, 64 invocations',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
+      ],
+      [
+        'wide attend: chunks in turn, register P·V, 16-key chunks, 64 invocations',
+        both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:3,regpv'), tiles({ cw: { KC: 16, WG: 64 } })),
+      ],
       ['fused block choice', fuse],
       ['fused block choice, workgroup-memory top-n', both(fuse, workgroupTopN)],
       ['fused block choice, 64-invocation attend', both(fuse, env('NSA_WEBGPU_DECODE_ATTEND_WG', '64'))],
@@ -167,6 +184,15 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
           // The fold ran where asked (it needs the subgroup block choice).
           expect((choiceParams.wide.fold ?? 0) > 0, name).toBe(process.env.NSA_WEBGPU_DECODE_FOLD === '1' && sub);
+        }
+        // The register P·V ran by default and where asked (its layout fits every variant here), not
+        // with the split nor on session 9's kernel; the chunk loop likewise.
+        const cw = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_cw')?.[1] as WideAttendKernel | undefined;
+        if (cw && 'KCW' in cw && 'tile' in cw) {
+          const kernel = process.env.NSA_WEBGPU_DECODE_CW_KERNEL;
+          const wgsl = decodeAttendWideShader(cw);
+          expect(wgsl.includes("P·V on the values' registers"), name).toBe(!gpu.ctx.decodeSplit && (kernel === undefined || kernel.includes('regpv')));
+          expect(wgsl.includes('for (var cx = wid.x;'), name).toBe(kernel === undefined || kernel.includes('loop:'));
         }
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);

@@ -7,7 +7,8 @@
 // tile's place once the scores are done (the scores and softmax overlap the values' loads). The
 // scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
-// one invocation per head.
+// one invocation per head. By default (regPV) the P·V runs on the values' registers instead of a
+// value tile, and (loop) fewer workgroups each take several chunks in turn.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
@@ -33,6 +34,16 @@ export interface WideAttendKernel extends DecodeStepShape {
    * choice's dispatch (decodeChoiceWideShader's `split`). Window chunks as before.
    */
   readonly split?: boolean;
+  /**
+   * P·V on the values' registers (regPVLayout, where it fits): no value tile; each invocation's
+   * partial sums over its keys meet in the keys' tile, HR heads at a time.
+   */
+  readonly regPV?: boolean;
+  /**
+   * Workgroups per (sequence, KV head): each takes chunks wid.x, wid.x + loop, ... in turn (the
+   * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
+   */
+  readonly loop?: number;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -78,6 +89,21 @@ export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & {
 }
 
 /**
+ * The register P·V's layout (WideAttendKernel.regPV): invocation x < NKG * DV4 holds value column
+ * x % DV4 of keys x / DV4 + NKG * r (r < R); the partial sums of HR heads at a time fill the keys' tile
+ * [NKG, HR, DV4] (HR the largest divisor of G that fits). Undefined where not even one head fits.
+ */
+export function regPVLayout(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number; readonly shared: boolean }): { NKG: number; R: number; HR: number } | undefined {
+  const DV4 = s.DV / 4;
+  const NKG = Math.min(Math.floor(s.WG / DV4), s.KCW);
+  if (NKG < 1) return undefined;
+  const ktLen = s.KCW * (s.shared ? Math.max(s.DK / 4 + 1, DV4) : s.DK / 4 + 1);
+  let HR = 0;
+  for (let d = 1; d <= s.G; d++) if (s.G % d === 0 && NKG * d * DV4 <= ktLen) HR = d;
+  return HR > 0 ? { NKG, R: Math.ceil(s.KCW / NKG), HR } : undefined;
+}
+
+/**
  * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
  * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
  * per head, and the compressed chunks' candidate sums (or raw scores), as decodeAttendShader's 'cw'
@@ -88,6 +114,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
   const split = k.split === true;
+  const reg = k.regPV && !split ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -103,7 +130,17 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const cmpLoads: string[] = [];
   const winLoads: string[] = [];
   const stores: Record<string, string[]> = { K: [], V: [] };
-  for (const set of loadSets) {
+  // Register P·V: invocation lid holds column cV of keys kgV + NKG * r (loaded after the keys).
+  const regLoads = { cmp: [] as string[], win: [] as string[] };
+  if (reg) {
+    decl.push(`  let kgV = lid / DV4; let cV = lid % DV4;`);
+    for (let r = 0; r < reg.R; r++) {
+      decl.push(`  let kV${r} = kgV + ${r * reg.NKG}u; let mV${r} = min(kV${r}, last); var aV${r}: vec4<f32>;`);
+      regLoads.cmp.push(`    aV${r} = vec4<f32>(vCmp[((b * CCAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+      regLoads.win.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
+    }
+  }
+  for (const set of reg ? loadSets.slice(0, 1) : loadSets) {
     for (let r = 0; r * WG < set.n; r++) {
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
@@ -116,6 +153,8 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       stores[set.id].push(`  ${cond ? `if (${cond}) ` : ''}{ ${set.dst(`k${id}`, `c${id}`)} = select(vec4<f32>(0.0), a${id}, k${id} < count); }`);
     }
   }
+  cmpLoads.push(...regLoads.cmp);
+  winLoads.push(...regLoads.win);
   // The queries' loads (into registers; stored with the keys).
   const qLoads: string[] = [];
   const qStores: string[] = [];
@@ -137,7 +176,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
-  return `${enableF16(e)}${paramsStruct()}
+  const wgsl = `${enableF16(e)}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
@@ -154,7 +193,7 @@ const L = ${L}u;
 var<workgroup> qs: array<vec4<f32>, ${G * (DK4 + 1)}>;
 // Keys [KCW, QS]${apart ? '' : ', then values [KCW, DV4]'}.
 var<workgroup> kt: array<vec4<f32>, ${KCW * (apart ? DK4 + 1 : Math.max(DK4 + 1, DV4))}>;${
-    apart
+    apart && !reg
       ? `
 var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
       : ''
@@ -183,7 +222,7 @@ ${cmpLoads.join('\n')}
 ${winLoads.join('\n')}
   }
 ${qStores.join('\n')}
-${stores.K.join('\n')}${apart ? `\n${stores.V.join('\n')}` : ''}
+${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
@@ -202,7 +241,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
 )}
   workgroupBarrier();
-${apart ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
+${apart || reg ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
   let lane = lid % L;
   if (hg < G) {
@@ -244,10 +283,13 @@ ${laneKeys
   } else {`
       : ''
   }
-${unrolled(
-  (G / oh) * CG,
-  WG,
-  `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
+${
+  reg
+    ? regPVCode(reg, G, KCW, WG, DV4)
+    : unrolled(
+        (G / oh) * CG,
+        WG,
+        `let g0 = (x / ${CG}u) * ${oh}u; let c0 = x % ${CG}u;
 ${ohs.flatMap((a) => ocs.map((r) => `    var o${a}_${r} = vec4<f32>(0.0);`)).join('\n')}
 ${keys
   .map(
@@ -259,7 +301,64 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   )
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
-)}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
+      )
+}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
 }
 `;
+  if (!k.loop) return wgsl;
+  // The chunk loop: the queries once, then each chunk's body (wid.x -> cx) after a barrier that
+  // protects the previous chunk's tiles.
+  const at = wgsl.indexOf(cwChunk('KCW'));
+  const body = wgsl
+    .slice(at, wgsl.lastIndexOf('}'))
+    .replace(qLoads.join('\n'), '')
+    .replace(qStores.join('\n'), '')
+    .replaceAll('wid.x', 'cx');
+  return `${wgsl.slice(0, at)}${qLoads.join('\n')}
+${qStores.join('\n')}
+  let nAll = compressedChunks(pos) + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW;
+  for (var cx = wid.x; cx < nAll; cx += ${k.loop}u) {
+  workgroupBarrier();
+${body}
+  }
+}
+`;
+}
+
+/**
+ * The register P·V (WideAttendKernel.regPV): each invocation sums its keys' values times the
+ * probabilities of HR heads, the partial sums meet in the keys' tile and NKG of them make each
+ * output. Rounds of HR heads, a barrier before a round reuses the tile.
+ */
+function regPVCode(reg: { NKG: number; R: number; HR: number }, G: number, KCW: number, WG: number, DV4: number): string {
+  const { NKG, R, HR } = reg;
+  const js = Array.from({ length: HR }, (_, j) => j);
+  const rs = Array.from({ length: R }, (_, r) => r);
+  const out: string[] = [`  // P·V on the values' registers: heads in rounds of ${HR}, partial sums [${NKG}, ${HR}, DV4] in kt.`];
+  for (let h0 = 0; h0 < G; h0 += HR) {
+    if (h0 > 0) out.push('  workgroupBarrier();');
+    out.push(`  {
+${js.map((j) => `    var o${j} = vec4<f32>(0.0);`).join('\n')}
+${rs
+  .map((r) => {
+    // Keys past the chunk's tile (where NKG does not divide KCW) weigh 0.
+    const p = (j: number) => (NKG * R > KCW ? `select(0.0, pr[${h0 + j}u * PRS + min(kV${r}, ${KCW - 1}u)], kV${r} < ${KCW}u)` : `pr[${h0 + j}u * PRS + kV${r}]`);
+    return js.map((j) => `    o${j} = fma(vec4<f32>(${p(j)}), aV${r}, o${j});`).join('\n');
+  })
+  .join('\n')}
+    ${NKG * DV4 < WG ? `if (kgV < ${NKG}u) ` : ''}{
+${js.map((j) => `      kt[(kgV * ${HR}u + ${j}u) * DV4 + cV] = o${j};`).join('\n')}
+    }
+  }
+  workgroupBarrier();
+${unrolled(
+  HR * DV4,
+  WG,
+  `let j = x / DV4; let c = x % DV4;
+    var a = vec4<f32>(0.0);
+    for (var g = 0u; g < ${NKG}u; g++) { a += kt[(g * ${HR}u + j) * DV4 + c]; }
+    part[(split * ROWS + row0 + ${h0}u + j) * DV4 + c] = a;`,
+)}`);
+  }
+  return out.join('\n');
 }
