@@ -68,7 +68,7 @@
 // LEAN=5 (1 + the selection scores' block sums from registers by shuffles, no mass-buffer round
 // trip; bit-equal), second call at 03:43 UTC: 64k 44.47 / 44.40 ms against 44.67 / 44.44 (LEAN=1) and
 // 45.76 / 45.52 (LEAN=0), 16k 7.10 against 7.08: within the noise, opt-in.
-// v20 (cfwd5; the lean kernel, NSA_FWD_LEAN=9, the default): ncu of v19 at 64k (05:24 UTC 2026-11-23:
+// v20 (cfwd5; the lean kernel, NSA_FWD_LEAN=12, the default): ncu of v19 at 64k (05:24 UTC 2026-11-23:
 // 44.5 ms, 35 % of issue slots used, 1/3 of the warp samples "wait" stalls) showed three latency
 // chains. (a) Masks: the per-key predicates of the compressed / window / forced softmax and of the
 // selection mass stayed live through the exponentials, so each key's FFMA, MUFU and FADD issued in
@@ -77,14 +77,20 @@
 // per 128-key tile (both warpgroups' mass work before the next Q·Kᵀ); it now loads its K-only tiles
 // into four buffers of the tile region, two tiles ahead, and only the turns order the warpgroups.
 // (c) The compressed walk's (and the split walks') next-tile copies were issued before this tile's
-// Q·Kᵀ, delaying warp 0 and with it both turns; now after it. Same arithmetic in the same order
-// (bit-equal to LEAN=0 / 1 at 16k and 64k). No spills at D = 128 (v19: 136 bytes). H100, bf16, B=1
-// HQ=64 H=4 D=128, paper defaults, alternating processes, call of 05:53 UTC: 64k 38.29 / 37.94 ms
-// against 44.52 / 44.49 (LEAN=1, same binary) and 44.54 / 44.58 (run 25's binary); 16k 6.42 against
-// 7.20 / 7.22. NSA_FWD_LEAN=6: (a) only (40.73 / 40.67 ms, call of 05:41); 7: (a) + (b) (38.80 /
-// 39.01). Tried in the same calls, no faster, not kept: the rings' softmax with select masks too
-// (38.69 / 39.17 against 38.58 / 38.74 for 7), the rings' 16-key scores in two mma chains (37.96 /
-// 38.25 against 38.29 / 37.94; another summation order).
+// Q·Kᵀ, delaying warp 0 and with it both turns; now after it. (d) The compressed walk met at a
+// __syncthreads per tile too: its K and V now complete separate mbarriers and the turns alone keep
+// the two buffers safe (see kCmpFlow), so one warpgroup's softmax runs under the other's products
+// across tiles. (e) A tile (slice) every key of which the warp's rows see skips the mask work
+// (groupSoftmax's Full, addMass): most tiles. Same arithmetic in the same order (bit-equal to
+// LEAN=0 / 1 at 16k and 64k). No spills at D = 128 (v19: 136 bytes). H100, bf16, B=1 HQ=64 H=4
+// D=128, paper defaults, alternating processes, call of 06:12 UTC: 64k 36.60 / 36.37 ms against
+// 37.12 / 37.01 (LEAN=11: (a)-(d)), 37.92 / 37.97 (LEAN=9: (a)-(c)), 43.91 / 43.93 (LEAN=1, v19, same
+// binary) and 44.74 / 43.80 (run 25's binary); 16k 6.31 against 6.34 / 6.40 / 7.12 / 7.09; forward +
+// backward 64k 118.42 / 118.54 against 126.76 / 126.83. Call of 06:04: LEAN=11 36.56 / 36.76, 9
+// 37.51 / 37.61, 7 ((a), (b)) 38.57 / 38.29. Call of 05:41: LEAN=6 ((a) only) 40.73 / 40.67 against
+// 44.40 / 44.46 for LEAN=1. Tried, no faster, not kept: the rings' softmax
+// with select masks too (38.69 / 39.17 against 38.58 / 38.74 for 7, 05:41), the rings' 16-key scores
+// in two mma chains (37.96 / 38.25 against 38.29 / 37.94 for 9, 05:53; another summation order).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -124,8 +130,9 @@ struct RowTile {
 template <int D, int W>
 struct Layout {
   // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp
-  // (+ 4 for the split walks' tile pairs by TMA, two per warpgroup: Lean = 2; + 4 for the score walk's
-  // four K buffers: Lean >= 7)
+  // (+ 4: the split walks' tile pairs by TMA, two per warpgroup, in v18's Lean = 2 / 4, no longer
+  // built; the first two: the compressed walk's V buffers in Lean >= 11; + 4 for the score walk's four
+  // K buffers: Lean >= 7)
   static constexpr int kBarriers = 2 + 2 * W + 4 + 4;
   static constexpr size_t kBarrierBytes = 8 * kBarriers + 8;
   static constexpr int ld = D + 8;
@@ -247,7 +254,9 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
 // FFMA / MUFU / FADD in turn, each waiting on the one before (fixed-latency and MUFU stalls: ~1/3 of
 // the kernel's warp samples at 64k). Same values in the same order: exp2(-inf) = 0 stands for the 0
 // of a masked key, and max is exact in any order (bit-equal).
-template <class T, int D, int NK = kSharedKeys, bool Sel = false, class Visible>
+// Full (Sel only; v20's part (e), NSA_FWD_LEAN=12): where every key of the tile is visible to the warp's rows
+// (visible must be an interval of keys: its two ends decide), no mask work at all; same values.
+template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
 __device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st,
                                              uint32_t (&pa)[NK / 16][4]) {
   const int t4 = threadIdx.x & 3;
@@ -256,16 +265,28 @@ __device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, V
 #pragma unroll
     for (int c = 0; c < 4; c++) mx[0][c] = mx[1][c] = kNegInf;
     bool any = false;
+    if (Full && __all_sync(0xffffffffu, visible(0) && visible(NK - 1))) {
+      any = true;
 #pragma unroll
-    for (int n = 0; n < NK / 8; n++) {
+      for (int n = 0; n < NK / 8; n++) {
 #pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const bool v = visible(n * 8 + 2 * t4 + e);
-        any |= v;
-        s[n][e] = v ? s[n][e] : kNegInf;
-        s[n][2 + e] = v ? s[n][2 + e] : kNegInf;
-        mx[0][n & 3] = fmaxf(mx[0][n & 3], s[n][e]);
-        mx[1][n & 3] = fmaxf(mx[1][n & 3], s[n][2 + e]);
+        for (int e = 0; e < 2; e++) {
+          mx[0][n & 3] = fmaxf(mx[0][n & 3], s[n][e]);
+          mx[1][n & 3] = fmaxf(mx[1][n & 3], s[n][2 + e]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const bool v = visible(n * 8 + 2 * t4 + e);
+          any |= v;
+          s[n][e] = v ? s[n][e] : kNegInf;
+          s[n][2 + e] = v ? s[n][2 + e] : kNegInf;
+          mx[0][n & 3] = fmaxf(mx[0][n & 3], s[n][e]);
+          mx[1][n & 3] = fmaxf(mx[1][n & 3], s[n][2 + e]);
+        }
       }
     }
     if (__any_sync(0xffffffffu, any)) {
@@ -371,9 +392,11 @@ template <int D>
 __device__ __forceinline__ float (&oPart(WarpRows<D>& st, int dn))[8][4] {
   return *reinterpret_cast<float(*)[8][4]>(&st.o[8 * dn][0]);
 }
-// Issues O += P·V (P from groupSoftmax, V the swizzled NK-row tile at vTile) as one group.
-template <class T, int D, int NK = kSharedKeys>
-__device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns) {
+// Issues O += P·V (P from groupSoftmax, V the swizzled NK-row tile at vTile) as one group;
+// afterIssue() runs once it is issued and the turn passed.
+template <class T, int D, int NK = kSharedKeys, class Hook = NoHook>
+__device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns,
+                                        Hook afterIssue = Hook()) {
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
   turns.take();
@@ -385,6 +408,7 @@ __device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32
       wg::mma64x64<true>(oPart(st, dn), pa[j], wg::descSw128(vTile + dn * NK * kSwRowBytes + j * 16 * kSwRowBytes), T());
   wg::commit();
   turns.pass();
+  afterIssue();
 }
 template <int D>
 __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
@@ -393,11 +417,11 @@ __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
 }
 
 // groupSoftmax, then P·V on the warpgroup, waited for.
-template <class T, int D, int NK = kSharedKeys, bool Sel = false, class Visible>
+template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
 __device__ __forceinline__ void groupSoftmaxPV(float (&s)[NK / 8][4], uint32_t vTile, float sl2, Visible visible,
                                                WarpRows<D>& st, const WgTurns& turns) {
   uint32_t pa[NK / 16][4];
-  groupSoftmax<T, D, NK, Sel>(s, sl2, visible, st, pa);
+  groupSoftmax<T, D, NK, Sel, Full>(s, sl2, visible, st, pa);
   issuePV<T, D, NK>(pa, vTile, st, turns);
   wg::wait<0>();
   fenceO(st);
@@ -423,9 +447,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   static_assert(Lean == 0 || (Wg && W == 8 && Swz), "lean kernels: 8-row wgmma blocks, swizzled rings");
   if constexpr (Lean > 0) skip = (skip & (Lean == 3 || Lean == 4 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
   constexpr bool kTmaWalks = Lean == 2 || Lean == 4;  // v18
-  constexpr bool kSel = Lean >= 6;                     // v20: masks as selects (groupSoftmax's Sel, addMass)
-  constexpr bool kScoreRing = Lean >= 7;               // v20: the score walk through four K buffers (below)
-  constexpr bool kLateLoads = Lean >= 9;               // v20: next tiles requested after this tile's Q·Kᵀ issue (below)
+  constexpr bool kSel = Lean >= 6;                     // v20 (a): masks as selects (groupSoftmax's Sel, addMass)
+  constexpr bool kScoreRing = Lean >= 7;               // v20 (b): the score walk through four K buffers (below)
+  constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
+  constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
+  constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -606,23 +632,71 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     };
     wg::fenceProxyAsync();  // the Q rows' generic accesses of these bytes, before the copy engine writes them
     __syncthreads();
-    if (threadIdx.x == 0 && nTiles > 0) load(0);
-    turns.open();
-    for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
-      tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
-      tmaPhase ^= 1u << buf;
-      __syncthreads();  // every warp is done with tile t - 1's buffers
-      float s[2][kSharedKeys / 8][4];
-      groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
-        if (threadIdx.x == 0 && t + 1 < nTiles) load(t + 1);
-      });
-      const int k0 = t * R;
-      groupSoftmaxPV<T, D, R, kSel>(reinterpret_cast<float(&)[R / 8][4]>(s), at + (2 + buf) * kTile, sl2, [&](int j) { return k0 + j < nc; },
-                                    st, turns);
+    if constexpr (kCmpFlow) {
+      // v20 (d), Lean >= 11: K and V of a tile complete separate mbarriers (K on the tile barriers, V on two of
+      // the spare ones), and no block barrier separates the tiles: thread 0 requests K(t + 1) after
+      // its warpgroup issued Q·Kᵀ(t) and V(t + 1) after it issued P·V(t). The turns make both safe:
+      // warpgroup 0 takes the turn for Q·Kᵀ(t) only after warpgroup 1 issued P·V(t - 1), i.e. after
+      // its Q·Kᵀ(t - 1) finished reading K(t - 1); and the turn for P·V(t) only after warpgroup 1
+      // issued Q·Kᵀ(t), i.e. after its P·V(t - 1) finished reading V(t - 1). So one warpgroup's
+      // softmax runs under the other's products across tiles too, not only within one.
+      const uint32_t vBar = tmaBar + 8 * (2 + 2 * W);  // + 8 * buffer
+      uint32_t vPhase = 0;
+      auto loadK = [&](int t) {
+        const uint32_t bar = tmaBar + 8 * (t & 1);
+        tma::arriveExpect(bar, kTile);
+        tma::loadTile<D, R>(at + (t & 1) * kTile, &maps.k, kvh, cBase + t * R, bar);
+      };
+      auto loadV = [&](int t) {
+        const uint32_t bar = vBar + 8 * (t & 1);
+        tma::arriveExpect(bar, kTile);
+        tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
+      };
+      if (threadIdx.x == 0 && nTiles > 0) {
+        loadK(0);
+        loadV(0);
+      }
+      turns.open();
+      for (int t = 0; t < nTiles; t++) {
+        const int buf = t & 1;
+        tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
+        tmaPhase ^= 1u << buf;
+        float s[2][kSharedKeys / 8][4];
+        groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) loadK(t + 1);
+        });
+        const int k0 = t * R;
+        uint32_t pa[R / 16][4];
+        groupSoftmax<T, D, R, kSel, kFull>(reinterpret_cast<float(&)[R / 8][4]>(s), sl2, [&](int j) { return k0 + j < nc; }, st, pa);
+        tma::wait(vBar + 8 * buf, (vPhase >> buf) & 1u);
+        vPhase ^= 1u << buf;
+        issuePV<T, D, R>(pa, at + (2 + buf) * kTile, st, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) loadV(t + 1);
+        });
+        wg::wait<0>();
+        fenceO(st);
+      }
+      turns.close();
+      __syncthreads();
+    } else {
+      if (threadIdx.x == 0 && nTiles > 0) load(0);
+      turns.open();
+      for (int t = 0; t < nTiles; t++) {
+        const int buf = t & 1;
+        tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
+        tmaPhase ^= 1u << buf;
+        __syncthreads();  // every warp is done with tile t - 1's buffers
+        float s[2][kSharedKeys / 8][4];
+        groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) load(t + 1);
+        });
+        const int k0 = t * R;
+        groupSoftmaxPV<T, D, R, kSel>(reinterpret_cast<float(&)[R / 8][4]>(s), at + (2 + buf) * kTile, sl2, [&](int j) { return k0 + j < nc; },
+                                      st, turns);
+      }
+      turns.close();
+      __syncthreads();
     }
-    turns.close();
-    __syncthreads();
   } else if (kCmp128Fits && !(skip & kFlagCmp64)) {
     if constexpr (kCmp128Fits) {
       walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
@@ -781,8 +855,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       if constexpr (kLateLoads) groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo, next);
       else groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo);
       // Rows from kr.y on are zeros, never visible: a forced tile ends where the initial blocks do (< 64 keys when l' = 32).
-      groupSoftmaxPV<T, D, kSharedKeys, kSel>(sc[0], at + kPairBytes / 2, sl2, [&](int j) { return kr.x + j < kr.y && visible(kr.x + j); }, st,
-                                              solo);
+      groupSoftmaxPV<T, D, kSharedKeys, kSel, kFull>(sc[0], at + kPairBytes / 2, sl2,
+                                                     [&](int j) { return kr.x + j < kr.y && visible(kr.x + j); }, st, solo);
     }
     wgSync();  // the warpgroup is done with its half
   };
@@ -808,6 +882,13 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
         static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
         float v[16];  // [n * 2 + e]
+        if (kFull && i0 + kSharedKeys <= nc) {  // every key of the slice visible (nc: this warp's row): no masks
+#pragma unroll
+          for (int n = 0; n < kSharedKeys / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+              v[2 * n + e] = exp2f(fmaf(s[n][e], sl2, -cmpLse[0])) + exp2f(fmaf(s[n][2 + e], sl2, -cmpLse[1]));
+        } else
 #pragma unroll
         for (int n = 0; n < kSharedKeys / 8; n++) {
 #pragma unroll
@@ -869,7 +950,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         __syncwarp();
       };
       if constexpr (kScoreRing) {
-        // v20 (Lean 7): the score walk needs K only, so the tile region holds four 128-key K tiles
+        // v20 (Lean >= 7): the score walk needs K only, so the tile region holds four 128-key K tiles
         // (the V buffers are free): thread 0 requests tile t + 2 by TMA while the block works on t, and
         // no block-wide barrier separates the tiles. v19 met at a __syncthreads per tile, so both
         // warpgroups finished their mass work before either issued the next Q·Kᵀ and the tensor cores
@@ -1381,13 +1462,13 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // rows: as far as any sequence's compressed keys reach.
   // v17: and of the selected keys and values for the rings (NSA_FWD_TMA=1: not these, v16), their rows
   // as far as any sequence's keys reach.
-  // NSA_FWD_LEAN=9 (default): v20; 1: v19's lean kernel; 6 / 7: v20's parts (a) / (a) + (b) (see the
-  // top of the file); 5: v19 + shuffled block sums (opt-in);
+  // NSA_FWD_LEAN=12 (default): v20; 1: v19's lean kernel; 6 / 7 / 9 / 11: v20's parts (a) / (a), (b) /
+  // (a)-(c) / (a)-(d) (see the top of the file); 5: v19 + shuffled block sums (opt-in);
   // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
-  // NSA_FWD_LEAN=2 / 4: v18, the split walks' full window / forced tiles by TMA as well (only these
-  // read the window's maps, so only they pay for encoding them).
+  // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
+  // run the all-flags kernel (only 2 / 4 encode the window's maps, which nothing built reads now).
   const char* leanEnv = getenv("NSA_FWD_LEAN");
-  const int leanWanted = leanEnv ? atoi(leanEnv) : 9;
+  const int leanWanted = leanEnv ? atoi(leanEnv) : 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
   if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
@@ -1416,6 +1497,8 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 6) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 6>;
     if (leanFits && leanWanted == 7) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 7>;
     if (leanFits && leanWanted == 9) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 9>;
+    if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
+    if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
