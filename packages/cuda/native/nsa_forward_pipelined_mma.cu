@@ -68,6 +68,29 @@
 // LEAN=5 (1 + the selection scores' block sums from registers by shuffles, no mass-buffer round
 // trip; bit-equal), second call at 03:43 UTC: 64k 44.47 / 44.40 ms against 44.67 / 44.44 (LEAN=1) and
 // 45.76 / 45.52 (LEAN=0), 16k 7.10 against 7.08: within the noise, opt-in.
+// v20 (cfwd5; the lean kernel, NSA_FWD_LEAN=12, the default): ncu of v19 at 64k (05:24 UTC 2026-11-23:
+// 44.5 ms, 35 % of issue slots used, 1/3 of the warp samples "wait" stalls) showed three latency
+// chains. (a) Masks: the per-key predicates of the compressed / window / forced softmax and of the
+// selection mass stayed live through the exponentials, so each key's FFMA, MUFU and FADD issued in
+// turn, each waiting on the one before; now a masked key's score (exponent) is a -inf select and every
+// exponential runs (groupSoftmax's Sel, addMass). (b) The selection-score walk met at a __syncthreads
+// per 128-key tile (both warpgroups' mass work before the next Q·Kᵀ); it now loads its K-only tiles
+// into four buffers of the tile region, two tiles ahead, and only the turns order the warpgroups.
+// (c) The compressed walk's (and the split walks') next-tile copies were issued before this tile's
+// Q·Kᵀ, delaying warp 0 and with it both turns; now after it. (d) The compressed walk met at a
+// __syncthreads per tile too: its K and V now complete separate mbarriers and the turns alone keep
+// the two buffers safe (see kCmpFlow), so one warpgroup's softmax runs under the other's products
+// across tiles. (e) A tile (slice) every key of which the warp's rows see skips the mask work
+// (groupSoftmax's Full, addMass): most tiles. Same arithmetic in the same order (bit-equal to
+// LEAN=0 / 1 at 16k and 64k). No spills at D = 128 (v19: 136 bytes). H100, bf16, B=1 HQ=64 H=4
+// D=128, paper defaults, alternating processes, call of 06:12 UTC: 64k 36.60 / 36.37 ms against
+// 37.12 / 37.01 (LEAN=11: (a)-(d)), 37.92 / 37.97 (LEAN=9: (a)-(c)), 43.91 / 43.93 (LEAN=1, v19, same
+// binary) and 44.74 / 43.80 (run 25's binary); 16k 6.31 against 6.34 / 6.40 / 7.12 / 7.09; forward +
+// backward 64k 118.42 / 118.54 against 126.76 / 126.83. Call of 06:04: LEAN=11 36.56 / 36.76, 9
+// 37.51 / 37.61, 7 ((a), (b)) 38.57 / 38.29. Call of 05:41: LEAN=6 ((a) only) 40.73 / 40.67 against
+// 44.40 / 44.46 for LEAN=1. Tried, no faster, not kept: the rings' softmax
+// with select masks too (38.69 / 39.17 against 38.58 / 38.74 for 7, 05:41), the rings' 16-key scores
+// in two mma chains (37.96 / 38.25 against 38.29 / 37.94 for 9, 05:53; another summation order).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -107,8 +130,11 @@ struct RowTile {
 template <int D, int W>
 struct Layout {
   // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp
-  // (+ 4 for the split walks' tile pairs by TMA, two per warpgroup: Lean = 2)
-  static constexpr size_t kBarrierBytes = 8 * (2 + 2 * W + 4) + 8;
+  // (+ 4: the split walks' tile pairs by TMA, two per warpgroup, in v18's Lean = 2 / 4, no longer
+  // built; the first two: the compressed walk's V buffers in Lean >= 11; + 4 for the score walk's four
+  // K buffers: Lean >= 7)
+  static constexpr int kBarriers = 2 + 2 * W + 4 + 4;
+  static constexpr size_t kBarrierBytes = 8 * kBarriers + 8;
   static constexpr int ld = D + 8;
   static constexpr int tile = kSharedKeys * ld;  // elements of one block-wide K or V tile
   // [K0 K1 V0 V1] block-wide tiles; the same bytes hold each warp's ring (4 * kChunk rows) later,
@@ -188,8 +214,13 @@ struct WgTurns {
 
 // s[h] = Q·Kᵀ (unscaled) of this warp's 16 rows (A fragments qf) against keys 64h .. 64h+63 of the
 // swizzled R-row tile at shared address kTile, h < H: one wgmma group of the warpgroup, waited for.
-template <class T, int D, int R, int H>
-__device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uint32_t kTile, float (&s)[H][8][4], const WgTurns& turns) {
+// afterIssue() runs once the group is issued and the turn passed, before the wait.
+struct NoHook {
+  __device__ __forceinline__ void operator()() const {}
+};
+template <class T, int D, int R, int H, class Hook = NoHook>
+__device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uint32_t kTile, float (&s)[H][8][4], const WgTurns& turns,
+                                            Hook afterIssue = Hook()) {
   static_assert(kSharedKeys == 64 && H * 64 <= R, "m64n64 wgmmas over 64-key slices of the tile");
 #pragma unroll
   for (int h = 0; h < H; h++) {
@@ -206,6 +237,7 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
       wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
   wg::commit();
   turns.pass();
+  afterIssue();
   wg::wait<0>();
 #pragma unroll
   for (int h = 0; h < H; h++) wg::fenceOperands(s[h]);
@@ -216,10 +248,89 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
 // there, a warp that sees no key of the tile still goes on, with P = 0: the P·V wgmma that follows
 // takes every warp of the warpgroup.
 // NK: keys in s (kSharedKeys, or 2 * kSharedKeys for the compressed branch's 128-key tiles, v15).
-template <class T, int D, int NK = kSharedKeys, class Visible>
+// Sel (v20): masked keys take a -inf score (one select per element) and every exponential runs,
+// instead of a predicate per key around the max and the exponential: with the predicates live across
+// the walk (bit masks in one register, in ncu's SASS of v19) the compiler issued each key's
+// FFMA / MUFU / FADD in turn, each waiting on the one before (fixed-latency and MUFU stalls: ~1/3 of
+// the kernel's warp samples at 64k). Same values in the same order: exp2(-inf) = 0 stands for the 0
+// of a masked key, and max is exact in any order (bit-equal).
+// Full (Sel only; v20's part (e), NSA_FWD_LEAN=12): where every key of the tile is visible to the warp's rows
+// (visible must be an interval of keys: its two ends decide), no mask work at all; same values.
+template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
 __device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st,
                                              uint32_t (&pa)[NK / 16][4]) {
   const int t4 = threadIdx.x & 3;
+  if constexpr (Sel) {
+    float mx[2][4];  // four partial maxima per row (independent chains)
+#pragma unroll
+    for (int c = 0; c < 4; c++) mx[0][c] = mx[1][c] = kNegInf;
+    bool any = false;
+    if (Full && __all_sync(0xffffffffu, visible(0) && visible(NK - 1))) {
+      any = true;
+#pragma unroll
+      for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          mx[0][n & 3] = fmaxf(mx[0][n & 3], s[n][e]);
+          mx[1][n & 3] = fmaxf(mx[1][n & 3], s[n][2 + e]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const bool v = visible(n * 8 + 2 * t4 + e);
+          any |= v;
+          s[n][e] = v ? s[n][e] : kNegInf;
+          s[n][2 + e] = v ? s[n][2 + e] : kNegInf;
+          mx[0][n & 3] = fmaxf(mx[0][n & 3], s[n][e]);
+          mx[1][n & 3] = fmaxf(mx[1][n & 3], s[n][2 + e]);
+        }
+      }
+    }
+    if (__any_sync(0xffffffffu, any)) {
+      float alpha[2], mArg[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const float tileMax = quadMax(fmaxf(fmaxf(mx[i][0], mx[i][1]), fmaxf(mx[i][2], mx[i][3]))) * sl2;
+        const float mNew = st.m[i] == kNegInf ? tileMax : fmaxf(st.m[i], tileMax);
+        alpha[i] = st.m[i] == kNegInf ? 0.f : exp2f(st.m[i] - mNew);
+        st.m[i] = mNew;
+        mArg[i] = mNew == kNegInf ? 0.f : mNew;  // a row with nothing visible yet: exp2(-inf - 0) = 0, not NaN
+      }
+      float rs[2] = {0.f, 0.f};
+#pragma unroll
+      for (int n = 0; n < NK / 8; n++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int i = e >> 1;
+          const float p = exp2f(fmaf(s[n][e], sl2, -mArg[i]));
+          s[n][e] = p;
+          rs[i] += p;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
+      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+          st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < NK / 16; j++) {
+      pa[j][0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
+      pa[j][1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
+      pa[j][2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
+      pa[j][3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
+    }
+    return;
+  }
   bool vis[NK / 8][2];
   float mx[2] = {kNegInf, kNegInf};
   bool any = false;
@@ -281,9 +392,11 @@ template <int D>
 __device__ __forceinline__ float (&oPart(WarpRows<D>& st, int dn))[8][4] {
   return *reinterpret_cast<float(*)[8][4]>(&st.o[8 * dn][0]);
 }
-// Issues O += P·V (P from groupSoftmax, V the swizzled NK-row tile at vTile) as one group.
-template <class T, int D, int NK = kSharedKeys>
-__device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns) {
+// Issues O += P·V (P from groupSoftmax, V the swizzled NK-row tile at vTile) as one group;
+// afterIssue() runs once it is issued and the turn passed.
+template <class T, int D, int NK = kSharedKeys, class Hook = NoHook>
+__device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32_t vTile, WarpRows<D>& st, const WgTurns& turns,
+                                        Hook afterIssue = Hook()) {
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(oPart(st, dn));
   turns.take();
@@ -295,6 +408,7 @@ __device__ __forceinline__ void issuePV(const uint32_t (&pa)[NK / 16][4], uint32
       wg::mma64x64<true>(oPart(st, dn), pa[j], wg::descSw128(vTile + dn * NK * kSwRowBytes + j * 16 * kSwRowBytes), T());
   wg::commit();
   turns.pass();
+  afterIssue();
 }
 template <int D>
 __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
@@ -303,11 +417,11 @@ __device__ __forceinline__ void fenceO(WarpRows<D>& st) {
 }
 
 // groupSoftmax, then P·V on the warpgroup, waited for.
-template <class T, int D, int NK = kSharedKeys, class Visible>
+template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
 __device__ __forceinline__ void groupSoftmaxPV(float (&s)[NK / 8][4], uint32_t vTile, float sl2, Visible visible,
                                                WarpRows<D>& st, const WgTurns& turns) {
   uint32_t pa[NK / 16][4];
-  groupSoftmax<T, D, NK>(s, sl2, visible, st, pa);
+  groupSoftmax<T, D, NK, Sel, Full>(s, sl2, visible, st, pa);
   issuePV<T, D, NK>(pa, vTile, st, turns);
   wg::wait<0>();
   fenceO(st);
@@ -333,6 +447,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   static_assert(Lean == 0 || (Wg && W == 8 && Swz), "lean kernels: 8-row wgmma blocks, swizzled rings");
   if constexpr (Lean > 0) skip = (skip & (Lean == 3 || Lean == 4 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
   constexpr bool kTmaWalks = Lean == 2 || Lean == 4;  // v18
+  constexpr bool kSel = Lean >= 6;                     // v20 (a): masks as selects (groupSoftmax's Sel, addMass)
+  constexpr bool kScoreRing = Lean >= 7;               // v20 (b): the score walk through four K buffers (below)
+  constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
+  constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
+  constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -360,7 +479,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const bool tmaOn = Wg && (Lean > 0 || maps.on);
   uint32_t tmaPhase = 0;
   if (tmaOn && threadIdx.x == 0) {
-    for (int b = 0; b < 2 + 2 * W + 4; b++) tma::initBarrier(tmaBar + 8 * b, 1);
+    for (int b = 0; b < L::kBarriers; b++) tma::initBarrier(tmaBar + 8 * b, 1);
     tma::fenceInit();
   }
 
@@ -495,12 +614,95 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   // per 64, so half the block-wide waits and turns, and twice the bytes in flight per load.
   // 4-warp blocks keep 64-key tiles (their tile region holds 64 KB at D = 128).
   constexpr bool kCmp128Fits = Wg && W == 8 && 4 * 2 * kSharedKeys * D * 2 <= L::tileBytes(2);
-  if (kCmp128Fits && !(skip & kFlagCmp64)) {
+  if constexpr (kLateLoads) {
+    // v20 (Lean >= 9): thread 0 requests tile t + 1 (K and V, all by TMA: rows past the tensor's end
+    // read as zeros, rows past a row's keys get P = 0) once its warpgroup has issued tile t's Q·Kᵀ,
+    // instead of before it: in v19 the eight bulk copies' issue delayed warp 0, so warpgroup 0's
+    // turn and with it warpgroup 1's (ncu, 64k: the turn wait before Q·Kᵀ ~1/8 of the walk's warp
+    // samples). The __syncthreads at the top of tile t still frees tile t - 1's buffers.
+    constexpr int R = 2 * kSharedKeys, kTile = R * D * 2;
+    const uint32_t at = smemAddr(smemRaw);
+    const int nTiles = (ncAll + R - 1) / R;
+    auto load = [&](int t) {
+      const int buf = t & 1;
+      const uint32_t bar = tmaBar + 8 * buf;
+      tma::arriveExpect(bar, 2 * kTile);
+      tma::loadTile<D, R>(at + buf * kTile, &maps.k, kvh, cBase + t * R, bar);
+      tma::loadTile<D, R>(at + (2 + buf) * kTile, &maps.v, kvh, cBase + t * R, bar);
+    };
+    wg::fenceProxyAsync();  // the Q rows' generic accesses of these bytes, before the copy engine writes them
+    __syncthreads();
+    if constexpr (kCmpFlow) {
+      // v20 (d), Lean >= 11: K and V of a tile complete separate mbarriers (K on the tile barriers, V on two of
+      // the spare ones), and no block barrier separates the tiles: thread 0 requests K(t + 1) after
+      // its warpgroup issued Q·Kᵀ(t) and V(t + 1) after it issued P·V(t). The turns make both safe:
+      // warpgroup 0 takes the turn for Q·Kᵀ(t) only after warpgroup 1 issued P·V(t - 1), i.e. after
+      // its Q·Kᵀ(t - 1) finished reading K(t - 1); and the turn for P·V(t) only after warpgroup 1
+      // issued Q·Kᵀ(t), i.e. after its P·V(t - 1) finished reading V(t - 1). So one warpgroup's
+      // softmax runs under the other's products across tiles too, not only within one.
+      const uint32_t vBar = tmaBar + 8 * (2 + 2 * W);  // + 8 * buffer
+      uint32_t vPhase = 0;
+      auto loadK = [&](int t) {
+        const uint32_t bar = tmaBar + 8 * (t & 1);
+        tma::arriveExpect(bar, kTile);
+        tma::loadTile<D, R>(at + (t & 1) * kTile, &maps.k, kvh, cBase + t * R, bar);
+      };
+      auto loadV = [&](int t) {
+        const uint32_t bar = vBar + 8 * (t & 1);
+        tma::arriveExpect(bar, kTile);
+        tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
+      };
+      if (threadIdx.x == 0 && nTiles > 0) {
+        loadK(0);
+        loadV(0);
+      }
+      turns.open();
+      for (int t = 0; t < nTiles; t++) {
+        const int buf = t & 1;
+        tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
+        tmaPhase ^= 1u << buf;
+        float s[2][kSharedKeys / 8][4];
+        groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) loadK(t + 1);
+        });
+        const int k0 = t * R;
+        uint32_t pa[R / 16][4];
+        groupSoftmax<T, D, R, kSel, kFull>(reinterpret_cast<float(&)[R / 8][4]>(s), sl2, [&](int j) { return k0 + j < nc; }, st, pa);
+        tma::wait(vBar + 8 * buf, (vPhase >> buf) & 1u);
+        vPhase ^= 1u << buf;
+        issuePV<T, D, R>(pa, at + (2 + buf) * kTile, st, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) loadV(t + 1);
+        });
+        wg::wait<0>();
+        fenceO(st);
+      }
+      turns.close();
+      __syncthreads();
+    } else {
+      if (threadIdx.x == 0 && nTiles > 0) load(0);
+      turns.open();
+      for (int t = 0; t < nTiles; t++) {
+        const int buf = t & 1;
+        tma::wait(tmaBar + 8 * buf, (tmaPhase >> buf) & 1u);
+        tmaPhase ^= 1u << buf;
+        __syncthreads();  // every warp is done with tile t - 1's buffers
+        float s[2][kSharedKeys / 8][4];
+        groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
+          if (threadIdx.x == 0 && t + 1 < nTiles) load(t + 1);
+        });
+        const int k0 = t * R;
+        groupSoftmaxPV<T, D, R, kSel>(reinterpret_cast<float(&)[R / 8][4]>(s), at + (2 + buf) * kTile, sl2, [&](int j) { return k0 + j < nc; },
+                                      st, turns);
+      }
+      turns.close();
+      __syncthreads();
+    }
+  } else if (kCmp128Fits && !(skip & kFlagCmp64)) {
     if constexpr (kCmp128Fits) {
       walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, a.vCmp, [&](int, int k0, const T* k, const T* v) {
         float s[2][kSharedKeys / 8][4];  // keys 64h + 8n + ..: as one [16][4] array, key 8n' + ..
         groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s, turns);
-        groupSoftmaxPV<T, D, 2 * kSharedKeys>(reinterpret_cast<float(&)[2 * kSharedKeys / 8][4]>(s), smemAddr(v), sl2,
+        groupSoftmaxPV<T, D, 2 * kSharedKeys, kSel>(reinterpret_cast<float(&)[2 * kSharedKeys / 8][4]>(s), smemAddr(v), sl2,
                                               [&](int j) { return k0 + j < nc; }, st, turns);
       }, true);
     }
@@ -632,7 +834,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     cpAsyncCommit();
     for (int t = 0; t < nTiles; t++) {
       const int buf = t & 1;
-      cpAsyncWait<0>();       // tile t has landed
+      cpAsyncWait<0>();  // tile t has landed
       if constexpr (kTmaWalks) {
         if (wgByTma(range(t), Kp)) {
           tma::wait(wgBar + 8 * buf, (wgPhase >> buf) & 1u);
@@ -641,14 +843,20 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
       wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
       wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
-      if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
-      cpAsyncCommit();
+      // v20 (Lean >= 9): the next pair's copies issue under this tile's Q·Kᵀ instead of before it.
+      auto next = [&]() {
+        if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
+        cpAsyncCommit();
+      };
+      if constexpr (!kLateLoads) next();
       const int2 kr = range(t);
       const uint32_t at = half + buf * kPairBytes;
       float sc[1][kSharedKeys / 8][4];
-      groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo);
+      if constexpr (kLateLoads) groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo, next);
+      else groupScores<T, D, kSharedKeys, 1>(qf, at, sc, solo);
       // Rows from kr.y on are zeros, never visible: a forced tile ends where the initial blocks do (< 64 keys when l' = 32).
-      groupSoftmaxPV<T, D>(sc[0], at + kPairBytes / 2, sl2, [&](int j) { return kr.x + j < kr.y && visible(kr.x + j); }, st, solo);
+      groupSoftmaxPV<T, D, kSharedKeys, kSel, kFull>(sc[0], at + kPairBytes / 2, sl2,
+                                                     [&](int j) { return kr.x + j < kr.y && visible(kr.x + j); }, st, solo);
     }
     wgSync();  // the warpgroup is done with its half
   };
@@ -674,12 +882,24 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
         static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
         float v[16];  // [n * 2 + e]
+        if (kFull && i0 + kSharedKeys <= nc) {  // every key of the slice visible (nc: this warp's row): no masks
+#pragma unroll
+          for (int n = 0; n < kSharedKeys / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+              v[2 * n + e] = exp2f(fmaf(s[n][e], sl2, -cmpLse[0])) + exp2f(fmaf(s[n][2 + e], sl2, -cmpLse[1]));
+        } else
 #pragma unroll
         for (int n = 0; n < kSharedKeys / 8; n++) {
 #pragma unroll
           for (int e = 0; e < 2; e++) {
             const bool vis = i0 + n * 8 + 2 * t4 + e < nc;
-            v[2 * n + e] = vis ? exp2f(fmaf(s[n][e], sl2, -cmpLse[0])) + exp2f(fmaf(s[n][2 + e], sl2, -cmpLse[1])) : 0.f;
+            if constexpr (kSel) {  // v20: a masked key's exponent is -inf (exp2 = 0): no predicate around the exponentials
+              const float x0 = fmaf(s[n][e], sl2, -cmpLse[0]), x1 = fmaf(s[n][2 + e], sl2, -cmpLse[1]);
+              v[2 * n + e] = exp2f(vis ? x0 : kNegInf) + exp2f(vis ? x1 : kNegInf);
+            } else {
+              v[2 * n + e] = vis ? exp2f(fmaf(s[n][e], sl2, -cmpLse[0])) + exp2f(fmaf(s[n][2 + e], sl2, -cmpLse[1])) : 0.f;
+            }
           }
         }
         scatterHalf<8>(v, g4 & 4, 16);
@@ -729,7 +949,44 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         }
         __syncwarp();
       };
-      if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
+      if constexpr (kScoreRing) {
+        // v20 (Lean >= 7): the score walk needs K only, so the tile region holds four 128-key K tiles
+        // (the V buffers are free): thread 0 requests tile t + 2 by TMA while the block works on t, and
+        // no block-wide barrier separates the tiles. v19 met at a __syncthreads per tile, so both
+        // warpgroups finished their mass work before either issued the next Q·Kᵀ and the tensor cores
+        // idled through it (ncu, 64k: that barrier, the turn and the wgmma waits ~1/5 of the walk's
+        // warp samples). Now the turns alone order the warpgroups, as flash-attention 3's ping-pong:
+        // one's Q·Kᵀ runs under the other's mass work. Buffer reuse: thread 0 loads into tile t - 2's
+        // buffer only after its warpgroup took the turn for tile t, which warpgroup 1 passes after
+        // issuing t - 1, i.e. after waiting for its own t - 2 group. The last, shorter tile comes by
+        // TMA as well (rows past the tensor's end read as zeros; rows past this row's keys are masked).
+        constexpr int R = 2 * kSharedKeys, kTile = R * D * 2, kBufs = 4;
+        static_assert(kBufs * kTile <= L::tileBytes(2), "four K tiles fit the tile region");
+        const uint32_t at = smemAddr(smemRaw), bar0 = tmaBar + 8 * (2 + 2 * W + 4);
+        const int nTiles = (ncAll + R - 1) / R;
+        auto load = [&](int t) {
+          const uint32_t bar = bar0 + 8 * (t % kBufs);
+          tma::arriveExpect(bar, kTile);
+          tma::loadTile<D, R>(at + (t % kBufs) * kTile, &maps.k, kvh, cBase + t * R, bar);
+        };
+        if (threadIdx.x == 0)
+          for (int t = 0; t < min(2, nTiles); t++) load(t);
+        uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
+        turns.open();
+        for (int t = 0; t < nTiles; t++) {
+          const int b = t % kBufs;
+          tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
+          phase ^= 1u << b;
+          float s[2][kSharedKeys / 8][4];
+          groupScores<T, D, R, 2>(qf, at + b * kTile, s, turns, [&]() {
+            if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
+          });
+          addMass(t * R, s[0]);
+          addMass(t * R + kSharedKeys, s[1]);
+        }
+        turns.close();
+        __syncthreads();
+      } else if constexpr (Wg) {  // 128-key tiles (the compressed output registers are free here): 2 slices per wait
         walkShared(std::integral_constant<int, 2 * kSharedKeys>(), 0, ncAll, cBase, a.kCmp, nullptr, [&](int, int i0, const T* k, const T*) {
           float s[2][kSharedKeys / 8][4];
           groupScores<T, D, 2 * kSharedKeys, 2>(qf, smemAddr(k), s, turns);
@@ -1205,11 +1462,13 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // rows: as far as any sequence's compressed keys reach.
   // v17: and of the selected keys and values for the rings (NSA_FWD_TMA=1: not these, v16), their rows
   // as far as any sequence's keys reach.
+  // NSA_FWD_LEAN=12 (default): v20; 1: v19's lean kernel; 6 / 7 / 9 / 11: v20's parts (a) / (a), (b) /
+  // (a)-(c) / (a)-(d) (see the top of the file); 5: v19 + shuffled block sums (opt-in);
   // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
-  // NSA_FWD_LEAN=2 / 4: v18, the split walks' full window / forced tiles by TMA as well (only these
-  // read the window's maps, so only they pay for encoding them).
+  // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
+  // run the all-flags kernel (only 2 / 4 encode the window's maps, which nothing built reads now).
   const char* leanEnv = getenv("NSA_FWD_LEAN");
-  const int leanWanted = leanEnv ? atoi(leanEnv) : 1;
+  const int leanWanted = leanEnv ? atoi(leanEnv) : 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
   if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
@@ -1234,10 +1493,12 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   auto kernel = swz ? nsaForwardPipeKernel<T, D, W, Wg, true> : nsaForwardPipeKernel<T, D, W, Wg, false>;
   if constexpr (Wg && W == 8) {
     if (leanFits && leanWanted == 1) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 1>;
-    if (leanFits && leanWanted == 2) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 2>;
-    if (leanFits && leanWanted == 3) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 3>;
-    if (leanFits && leanWanted == 4) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 4>;
     if (leanFits && leanWanted == 5) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 5>;
+    if (leanFits && leanWanted == 6) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 6>;
+    if (leanFits && leanWanted == 7) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 7>;
+    if (leanFits && leanWanted == 9) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 9>;
+    if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
+    if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);

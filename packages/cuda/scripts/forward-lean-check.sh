@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Forward lean kernels on the GPU host, one command (helper cfwd4), in one binary: NSA_FWD_LEAN=1
-# (the 8-row kernel compiled with the default path only), 0 (v17's kernel, every path behind run-time
-# flags), 2 (1 + v18: the split walks' full window / forced tiles by TMA), 3 / 4 (1 / 2 with the
-# split flag left run-time):
+# Forward lean kernels on the GPU host, one command (helpers cfwd4, cfwd5), in one binary: NSA_FWD_LEAN=12
+# (v20, the default: the 8-row kernel compiled with the default path only, masks as selects, the
+# score walk through four K buffers, next tiles after the current Q·Kᵀ, the compressed walk without
+# a block barrier per tile, no mask work on fully visible tiles), 11 / 9 (v20's first four / three
+# parts), 1 (v19), 0 (v17's kernel, every path behind run-time flags):
 #   source .gpu/boot.sh && [BASE=<absolute path of another staged dir>] bash forward-lean-check.sh <staged .gpuwork dir> <out dir>
 # Parity (test/ grid G = 16 D 64 / 128 bf16 + f16, extra-parity "reg G=16", each LEAN level on two
 # cases) starts first in the background at low priority (BGT: its limit, default 210 s); meanwhile
@@ -24,7 +25,7 @@ addon=node_modules/@nsa/cuda/build/Release/nsa_cuda.node
 mkdir -p "$out/par"
 bg() { local log=$1; shift; (timeout ${BGT:-210} "$@" > "$out/par/$log" 2>&1 || echo "exited with $?" >> "$out/par/$log") & }
 echo "== $(date -u +%T) registers (8-row kernels: Lean 0 / 1 / 2)"
-cuobjdump -res-usage "$addon" 2>&1 | grep -A1 "PipeKernel" | grep -o "PipeKernelI[^ ]*\|REG:[0-9]*\|STACK:[0-9]*\|LOCAL:[0-9]*" | paste - - - - | grep "Li8E" | head -12
+cuobjdump -res-usage "$addon" 2>&1 | grep -A1 "PipeKernel" | grep -o "PipeKernelI[^ ]*\|REG:[0-9]*\|STACK:[0-9]*\|LOCAL:[0-9]*" | paste - - - - | grep "Li8E" | head -24
 # Parity jobs first, in the background at low priority (their float64 references take the CPU; their
 # GPU work at T <= 2000 is short against the medians of the timed rows). memcheck and determinism
 # (long GPU work) start after the timings.
@@ -36,12 +37,12 @@ if [[ -n ${PARDEF-x} ]]; then
   bg extra-varlen-bfloat16.log nice -n 10 node $extra --only "reg G=16 varlen D=64 bfloat16"
   bg extra-h2-float16.log nice -n 10 node $extra --only "reg G=16 H=2 B=2 D=128 float16"
 fi
-for L in ${PARL:-2 3 4}; do
+for L in ${PARL:-9 11}; do
   bg lean$L-grid-128-bfloat16.log env NSA_FWD_LEAN=$L nice -n 10 node $runner --backend cuda --scale gpu --dtypes bfloat16 --only "G=16 HQ=16 Dk=128 Dv=128 T=1024 bfloat16"
   bg lean$L-extra-varlen-float16.log env NSA_FWD_LEAN=$L nice -n 10 node $extra --only "reg G=16 varlen D=64 float16"
   [[ -n ${PARDEF-x} ]] || bg lean$L-extra-defaults-bfloat16.log env NSA_FWD_LEAN=$L nice -n 10 node $extra --only "reg G=16 defaults T=2000 D=64 bfloat16"
 done
-variants=(${VARIANTS:-NSA_FWD_LEAN=1 NSA_FWD_LEAN=0 NSA_FWD_LEAN=2 NSA_FWD_LEAN=3 NSA_FWD_LEAN=4})
+variants=(${VARIANTS:-NSA_FWD_LEAN=12 NSA_FWD_LEAN=1 NSA_FWD_LEAN=11 NSA_FWD_LEAN=9})
 for round in 1 2; do
   if (( round == 1 )); then T=65536,16384; else T=65536; fi
   if [[ -n ${BASE:-} ]]; then
@@ -55,11 +56,11 @@ for s in ${SKIPS:-1 2}; do
   echo "== $(date -u +%T) NSA_FWD_SKIP=$s"; NSA_FWD_SKIP=$s timeout 60 node $bench --T 65536 --ops nsaFwd 2>&1 | grep "^| forward |"
 done
 echo "== $(date -u +%T) default forward+backward"; timeout 100 node $bench --T 65536 --ops nsaFwdBwd 2>&1 | grep "^| forward+backward |"
-bg determinism.log env ${DETENV:-NSA_FWD_LEAN=1} node node_modules/@nsa/cuda/scripts/determinism.mjs
-bg memcheck-lean.log env ${DETENV:-NSA_FWD_LEAN=1} compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
-[[ -n ${PARDEF-x} ]] && bg memcheck-lean2.log env NSA_FWD_LEAN=2 compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 float16"
+bg determinism.log env ${DETENV:-NSA_FWD_LEAN=12} node node_modules/@nsa/cuda/scripts/determinism.mjs
+bg memcheck-lean.log env ${DETENV:-NSA_FWD_LEAN=12} compute-sanitizer --tool memcheck node $extra --only "reg G=16 varlen D=64 bfloat16"
+[[ -n ${PARDEF-x} ]] && bg memcheck-lean2.log env NSA_FWD_LEAN=9 compute-sanitizer --tool memcheck node $extra --only "reg G=16 H=2 B=2 D=128 float16"
 echo "== $(date -u +%T) outputs: every LEAN level against LEAN=0 (must be bit-equal)"
-timeout 120 node $abeq --variants "${ABEQ:-NSA_FWD_LEAN=0|NSA_FWD_LEAN=1|NSA_FWD_LEAN=2|NSA_FWD_LEAN=3|NSA_FWD_LEAN=4}" --T 16384,65536 2>&1 | tail -11
+timeout 120 node $abeq --variants "${ABEQ:-NSA_FWD_LEAN=0|NSA_FWD_LEAN=1|NSA_FWD_LEAN=9|NSA_FWD_LEAN=11|NSA_FWD_LEAN=12}" --T 16384,65536 2>&1 | tail -11
 wait
 echo "== $(date -u +%T) parity (log: rows ok / failed, worst error and its quantity, exits)"
 for f in "$out"/par/*.log; do
