@@ -149,6 +149,17 @@ function cwKernel(BH: number): { regPV: boolean; loop?: number } {
   return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined };
 }
 
+/**
+ * NSA_WEBGPU_DECODE_CW_SCORES=tile: dispatch 1's scores from the key tile in workgroup memory (the
+ * previous kernel). Default: from the keys' registers (WideAttendKernel.regScores) where the adapter
+ * has one subgroup size (min = max) and the register P·V runs; 0 = the tile.
+ */
+function cwRegScores(ctx: Runtime['ctx']): number {
+  const f = ctx.features;
+  const one = f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize;
+  return envOf('NSA_WEBGPU_DECODE_CW_SCORES') !== 'tile' && one ? f.subgroupMinSize : 0;
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -309,6 +320,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
             regPV: cwKind.regPV,
             loop: cwLoop,
+            regScores: cwKind.regPV ? cwRegScores(ctx) : 0,
           },
           decodeAttendWideShader,
         )

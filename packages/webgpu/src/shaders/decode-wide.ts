@@ -44,6 +44,13 @@ export interface WideAttendKernel extends DecodeStepShape {
    * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
    */
   readonly loop?: number;
+  /**
+   * Scores from the keys' registers (regScoreLayout), given the adapter's one subgroup size (and
+   * regPV): no key tile and no barrier before the scores; each subgroup's lanes hold the columns of
+   * its keys, the queries come from workgroup memory and the lanes' partial dot products meet by
+   * subgroup shuffles (a butterfly that halves the values at each step).
+   */
+  readonly regScores?: number;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -104,6 +111,21 @@ export function regPVLayout(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { read
 }
 
 /**
+ * The register scores' layout (WideAttendKernel.regScores) for subgroups of S invocations (a power of
+ * two): NSG = WG / S subgroups, each holding KPS keys (its id + NSG * r) of CPL vec4 columns a lane
+ * (lane + S t); HPR heads x KPS keys make one subgroup's S sums per round. Undefined where the shape
+ * does not split so.
+ */
+export function regScoreLayout(s: { readonly G: number; readonly DK: number; readonly KCW: number; readonly WG: number }, S: number): { S: number; NSG: number; KPS: number; HPR: number; CPL: number } | undefined {
+  const NSG = Math.floor(s.WG / S);
+  const DK4 = s.DK / 4;
+  if (S < 2 || (S & (S - 1)) !== 0 || NSG < 1 || s.WG % S !== 0 || s.KCW % NSG !== 0 || DK4 % S !== 0) return undefined;
+  const KPS = s.KCW / NSG;
+  if (KPS > S || S % KPS !== 0 || s.G % (S / KPS) !== 0) return undefined;
+  return { S, NSG, KPS, HPR: S / KPS, CPL: DK4 / S };
+}
+
+/**
  * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
  * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
  * per head, and the compressed chunks' candidate sums (or raw scores), as decodeAttendShader's 'cw'
@@ -115,6 +137,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const apart = !k.shared;
   const split = k.split === true;
   const reg = k.regPV && !split ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
+  const rs = k.regScores && reg ? regScoreLayout({ G, DK, KCW, WG }, k.regScores) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -140,7 +163,18 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       regLoads.win.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
     }
   }
-  for (const set of reg ? loadSets.slice(0, 1) : loadSets) {
+  if (rs) {
+    // Register scores: subgroup kgS holds keys kgS + NSG * r, lane sgLane columns sgLane + S t.
+    for (let r = 0; r < rs.KPS; r++) {
+      decl.push(`  let kS${r} = kgS + ${r * rs.NSG}u; let mS${r} = min(kS${r}, last);`);
+      for (let t = 0; t < rs.CPL; t++) {
+        decl.push(`  var aS${r}_${t}: vec4<f32>;`);
+        cmpLoads.push(`    aS${r}_${t} = vec4<f32>(kCmp[((b * CCAP + lo + mS${r}) * H + h) * DK4 + sgLane + ${rs.S * t}u]);`);
+        winLoads.push(`    aS${r}_${t} = vec4<f32>(kWin[((b * CAP + lo + mS${r}) * H + h) * DK4 + sgLane + ${rs.S * t}u]);`);
+      }
+    }
+  }
+  for (const set of rs ? [] : reg ? loadSets.slice(0, 1) : loadSets) {
     for (let r = 0; r * WG < set.n; r++) {
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
@@ -176,7 +210,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
-  const wgsl = `${enableF16(e)}${paramsStruct()}
+  const wgsl = `${enableF16(e)}${rs ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
@@ -202,14 +236,28 @@ var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
 var<workgroup> pr: array<f32, ${G * (KCW + 1)}>;
 // Per-lane maxima and sums of the softmax statistics, [G, L].
 var<workgroup> redM: array<f32, ${G * L}>;
-var<workgroup> redL: array<f32, ${G * L}>;
+var<workgroup> redL: array<f32, ${G * L}>;${
+    rs
+      ? `
+// The next subgroup id (register scores; 16 bytes).
+var<workgroup> sgNext: array<atomic<u32>, 4>;`
+      : ''
+  }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${rs ? ', @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
   let pos = P.qRowLo;
   let b = wid.y / H;
   let h = wid.y % H;
-  let row0 = b * HQ + h * G;
+  let row0 = b * HQ + h * G;${
+    rs
+      ? `
+  // This subgroup's id (0 .. ${rs.NSG - 1}): its keys are kgS + ${rs.NSG} r.
+  var sgId = 0u;
+  if (sgLane == 0u) { sgId = atomicAdd(&sgNext[0], 1u); }
+  let kgS = subgroupMax(sgId);`
+      : ''
+  }
 ${cwChunk('KCW')}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
@@ -222,7 +270,7 @@ ${cmpLoads.join('\n')}
 ${winLoads.join('\n')}
   }
 ${qStores.join('\n')}
-${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
+${rs ? (k.loop ? '' : '  workgroupBarrier();\n') + regScoreCode(rs, G, scoreStore) : `${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
@@ -239,7 +287,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
     }`,
 ).join('\n')}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
-)}
+)}`}
   workgroupBarrier();
 ${apart || reg ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
@@ -323,6 +371,37 @@ ${body}
   }
 }
 `;
+}
+
+/**
+ * The register scores (WideAttendKernel.regScores): per round, HPR heads x KPS keys of partial dot
+ * products a lane; 5 butterfly steps each send half of a lane's values to the lane across and add the
+ * half it keeps (log2 S steps), so lane l ends with the full sum of value l (head l / KPS, key l % KPS).
+ */
+function regScoreCode(rs: { S: number; NSG: number; KPS: number; HPR: number; CPL: number }, G: number, scoreStore: (g: string, kk: string, sv: string) => string): string {
+  const { S, NSG, KPS, HPR, CPL } = rs;
+  const steps = Math.log2(S);
+  const ts = Array.from({ length: CPL }, (_, t) => t);
+  const out: string[] = [`  // Scores from the keys' registers, ${HPR} heads a round (regScoreCode).
+  let kkS = kgS + ${NSG}u * (sgLane % ${KPS}u);`];
+  for (let u = 0; u < G / HPR; u++) {
+    const body: string[] = [];
+    for (let hl = 0; hl < HPR; hl++) for (const t of ts) body.push(`    let q${hl}_${t} = qs[${u * HPR + hl}u * QS + sgLane + ${S * t}u];`);
+    for (let hl = 0; hl < HPR; hl++)
+      for (let r = 0; r < KPS; r++) {
+        const acc = ts.reduce((a, t) => (a === '' ? `q${hl}_${t} * aS${r}_${t}` : `fma(q${hl}_${t}, aS${r}_${t}, ${a})`), '');
+        body.push(`    let v${steps}_${hl * KPS + r} = dot(${acc}, vec4<f32>(1.0));`);
+      }
+    for (let step = steps - 1; step >= 0; step--) {
+      const m = 2 ** step;
+      body.push(`    let up${step} = (sgLane & ${m}u) != 0u;`);
+      for (let i = 0; i < m; i++)
+        body.push(`    let v${step}_${i} = select(v${step + 1}_${i}, v${step + 1}_${i + m}, up${step}) + subgroupShuffleXor(select(v${step + 1}_${i + m}, v${step + 1}_${i}, up${step}), ${m}u);`);
+    }
+    body.push(scoreStore(`(${u * HPR}u + sgLane / ${KPS}u)`, 'kkS', 'v0_0'));
+    out.push(`  {\n${body.join('\n')}\n  }`);
+  }
+  return out.join('\n');
 }
 
 /**
