@@ -152,12 +152,15 @@ function cwKernel(BH: number): { regPV: boolean; loop?: number } {
 /**
  * NSA_WEBGPU_DECODE_CW_SCORES=tile: dispatch 1's scores from the key tile in workgroup memory (the
  * previous kernel). Default: from the keys' registers (WideAttendKernel.regScores) where the adapter
- * has one subgroup size (min = max) and the register P·V runs; 0 = the tile.
+ * has one subgroup size (min = max) and the register P·V runs, 8 lanes a key row;
+ * NSA_WEBGPU_DECODE_CW_SCORES=reg:N: N lanes a key row (an experiment). size 0 = the tile.
  */
-function cwRegScores(ctx: Runtime['ctx']): number {
+function cwRegScores(ctx: Runtime['ctx']): { size: number; lanes: number } {
   const f = ctx.features;
+  const env = envOf('NSA_WEBGPU_DECODE_CW_SCORES') ?? '';
   const one = f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize;
-  return envOf('NSA_WEBGPU_DECODE_CW_SCORES') !== 'tile' && one ? f.subgroupMinSize : 0;
+  const lanes = Number(env.startsWith('reg:') ? env.slice(4) : 8) || 8;
+  return { size: env !== 'tile' && one ? f.subgroupMinSize : 0, lanes };
 }
 
 function envOf(name: string): string | undefined {
@@ -320,7 +323,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
             regPV: cwKind.regPV,
             loop: cwLoop,
-            regScores: cwKind.regPV ? cwRegScores(ctx) : 0,
+            regScores: cwKind.regPV ? cwRegScores(ctx).size : 0,
+            regScoreLanes: cwRegScores(ctx).lanes,
           },
           decodeAttendWideShader,
         )

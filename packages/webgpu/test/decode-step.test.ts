@@ -141,6 +141,8 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
       ['wide attend: scores from the key tile (not the registers)', env('NSA_WEBGPU_DECODE_CW_SCORES', 'tile')],
       ['wide attend: register scores, 128 invocations', tiles({ cw: { WG: 128 } })],
+      ['wide attend: register scores, 2 lanes a key row', env('NSA_WEBGPU_DECODE_CW_SCORES', 'reg:2')],
+      ['wide attend: register scores, 1 lane a key row (no shuffles)', env('NSA_WEBGPU_DECODE_CW_SCORES', 'reg:1')],
       ['wide attend: register scores, 16-key chunks, 64 invocations', tiles({ cw: { KC: 16, WG: 64 } })],
       [
         'wide attend: register P·V, 16-key chunks, values through the keys tile, 64 invocations',
@@ -202,7 +204,7 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           // and the register P·V runs, unless the tile is asked for.
           const f = gpu.ctx.features;
           const S = f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize ? f.subgroupMinSize : 0;
-          const regScores = S > 0 && process.env.NSA_WEBGPU_DECODE_CW_SCORES !== 'tile' && regScoreLayout(cw, S) !== undefined && wgsl.includes("P·V on the values' registers");
+          const regScores = S > 0 && process.env.NSA_WEBGPU_DECODE_CW_SCORES !== 'tile' && regScoreLayout(cw, S, cw.regScoreLanes) !== undefined && wgsl.includes("P·V on the values' registers");
           expect(wgsl.includes("Scores from the keys' registers"), name).toBe(regScores);
           if (regScores) regScoreRuns.push(name);
         }

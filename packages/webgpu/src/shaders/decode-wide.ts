@@ -51,6 +51,8 @@ export interface WideAttendKernel extends DecodeStepShape {
    * subgroup shuffles (a butterfly that halves the values at each step).
    */
   readonly regScores?: number;
+  /** Lanes per key row of the register scores (regScoreLayout; default 8). */
+  readonly regScoreLanes?: number;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -110,19 +112,42 @@ export function regPVLayout(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { read
   return HR > 0 ? { NKG, R: Math.ceil(s.KCW / NKG), HR } : undefined;
 }
 
+/** The register scores' layout (regScoreLayout). */
+export interface RegScoreLayout {
+  /** Subgroup size, subgroups a workgroup. */
+  readonly S: number;
+  readonly NSG: number;
+  /** Lanes per key row, key rows a subgroup holds at a time (S / LR). */
+  readonly LR: number;
+  readonly KQ: number;
+  /** Key slots a lane (keys kgS + NSG (kq + KQ kl)), vec4 columns a lane (cl + LR t). */
+  readonly KL: number;
+  readonly CPL: number;
+  /** Heads a round (HPR x KL values a lane, a multiple of LR). */
+  readonly HPR: number;
+}
+
 /**
  * The register scores' layout (WideAttendKernel.regScores) for subgroups of S invocations (a power of
- * two): NSG = WG / S subgroups, each holding KPS keys (its id + NSG * r) of CPL vec4 columns a lane
- * (lane + S t); HPR heads x KPS keys make one subgroup's S sums per round. Undefined where the shape
- * does not split so.
+ * two): NSG = WG / S subgroups; lane kq * LR + cl of a subgroup holds KL keys (kq + KQ kl of the
+ * subgroup's KCW / NSG) in CPL vec4 columns each (cl + LR t); the LR lanes of a key row sum their
+ * partial dot products by shuffles. Fewer lanes a row (LR < S): fewer shuffles (log2 LR steps) but
+ * more query reads. Undefined where the shape does not split so.
  */
-export function regScoreLayout(s: { readonly G: number; readonly DK: number; readonly KCW: number; readonly WG: number }, S: number): { S: number; NSG: number; KPS: number; HPR: number; CPL: number } | undefined {
+export function regScoreLayout(s: { readonly G: number; readonly DK: number; readonly KCW: number; readonly WG: number }, S: number, lanesPerRow = 8): RegScoreLayout | undefined {
+  const LR = Math.min(S, lanesPerRow);
   const NSG = Math.floor(s.WG / S);
   const DK4 = s.DK / 4;
-  if (S < 2 || (S & (S - 1)) !== 0 || NSG < 1 || s.WG % S !== 0 || s.KCW % NSG !== 0 || DK4 % S !== 0) return undefined;
+  const pow = (n: number) => n >= 1 && (n & (n - 1)) === 0;
+  if (!pow(S) || !pow(LR) || S < 2 || NSG < 1 || s.WG % S !== 0 || s.KCW % NSG !== 0 || DK4 % LR !== 0) return undefined;
+  const KQ = S / LR;
   const KPS = s.KCW / NSG;
-  if (KPS > S || S % KPS !== 0 || s.G % (S / KPS) !== 0) return undefined;
-  return { S, NSG, KPS, HPR: S / KPS, CPL: DK4 / S };
+  if (KPS % KQ !== 0) return undefined;
+  const KL = KPS / KQ;
+  // Heads a round: the most (dividing G) whose values a lane stay within max(LR, 32), a multiple of LR.
+  let HPR = 0;
+  for (let d = 1; d <= s.G; d++) if (s.G % d === 0 && d * KL <= Math.max(LR, 32) && (d * KL) % LR === 0) HPR = d;
+  return HPR > 0 ? { S, NSG, LR, KQ, KL, CPL: DK4 / LR, HPR } : undefined;
 }
 
 /**
@@ -137,7 +162,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const apart = !k.shared;
   const split = k.split === true;
   const reg = k.regPV && !split ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
-  const rs = k.regScores && reg ? regScoreLayout({ G, DK, KCW, WG }, k.regScores) : undefined;
+  const rs = k.regScores && reg ? regScoreLayout({ G, DK, KCW, WG }, k.regScores, k.regScoreLanes) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -164,13 +189,14 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
     }
   }
   if (rs) {
-    // Register scores: subgroup kgS holds keys kgS + NSG * r, lane sgLane columns sgLane + S t.
-    for (let r = 0; r < rs.KPS; r++) {
-      decl.push(`  let kS${r} = kgS + ${r * rs.NSG}u; let mS${r} = min(kS${r}, last);`);
+    // Register scores: lane kq * LR + cl of subgroup kgS holds keys kgS + NSG (kq + KQ kl), columns cl + LR t.
+    decl.push(`  let kqS = sgLane / ${rs.LR}u; let clS = sgLane % ${rs.LR}u;`);
+    for (let r = 0; r < rs.KL; r++) {
+      decl.push(`  let kS${r} = kgS + ${rs.NSG}u * (kqS + ${r * rs.KQ}u); let mS${r} = min(kS${r}, last);`);
       for (let t = 0; t < rs.CPL; t++) {
         decl.push(`  var aS${r}_${t}: vec4<f32>;`);
-        cmpLoads.push(`    aS${r}_${t} = vec4<f32>(kCmp[((b * CCAP + lo + mS${r}) * H + h) * DK4 + sgLane + ${rs.S * t}u]);`);
-        winLoads.push(`    aS${r}_${t} = vec4<f32>(kWin[((b * CAP + lo + mS${r}) * H + h) * DK4 + sgLane + ${rs.S * t}u]);`);
+        cmpLoads.push(`    aS${r}_${t} = vec4<f32>(kCmp[((b * CCAP + lo + mS${r}) * H + h) * DK4 + clS + ${rs.LR * t}u]);`);
+        winLoads.push(`    aS${r}_${t} = vec4<f32>(kWin[((b * CAP + lo + mS${r}) * H + h) * DK4 + clS + ${rs.LR * t}u]);`);
       }
     }
   }
@@ -374,31 +400,37 @@ ${body}
 }
 
 /**
- * The register scores (WideAttendKernel.regScores): per round, HPR heads x KPS keys of partial dot
- * products a lane; 5 butterfly steps each send half of a lane's values to the lane across and add the
- * half it keeps (log2 S steps), so lane l ends with the full sum of value l (head l / KPS, key l % KPS).
+ * The register scores (WideAttendKernel.regScores): per round, HPR heads x KL keys of partial dot
+ * products a lane (V values); log2 LR butterfly steps each send half of a lane's values to the lane
+ * across and add the half it keeps, so lane cl of a key row ends with the full sums of values
+ * cl * V / LR + i (head j / KL, key slot j % KL).
  */
-function regScoreCode(rs: { S: number; NSG: number; KPS: number; HPR: number; CPL: number }, G: number, scoreStore: (g: string, kk: string, sv: string) => string): string {
-  const { S, NSG, KPS, HPR, CPL } = rs;
-  const steps = Math.log2(S);
+function regScoreCode(rs: RegScoreLayout, G: number, scoreStore: (g: string, kk: string, sv: string) => string): string {
+  const { NSG, LR, KQ, KL, CPL, HPR } = rs;
+  const V = HPR * KL;
+  const steps = Math.log2(LR);
   const ts = Array.from({ length: CPL }, (_, t) => t);
-  const out: string[] = [`  // Scores from the keys' registers, ${HPR} heads a round (regScoreCode).
-  let kkS = kgS + ${NSG}u * (sgLane % ${KPS}u);`];
+  const out: string[] = [`  // Scores from the keys' registers, ${HPR} heads a round (regScoreCode).`];
   for (let u = 0; u < G / HPR; u++) {
     const body: string[] = [];
-    for (let hl = 0; hl < HPR; hl++) for (const t of ts) body.push(`    let q${hl}_${t} = qs[${u * HPR + hl}u * QS + sgLane + ${S * t}u];`);
-    for (let hl = 0; hl < HPR; hl++)
-      for (let r = 0; r < KPS; r++) {
+    for (let hl = 0; hl < HPR; hl++) {
+      // (Each head's query columns next to their use: fewer live registers.)
+      for (const t of ts) body.push(`    let q${hl}_${t} = qs[${u * HPR + hl}u * QS + clS + ${LR * t}u];`);
+      for (let r = 0; r < KL; r++) {
         const acc = ts.reduce((a, t) => (a === '' ? `q${hl}_${t} * aS${r}_${t}` : `fma(q${hl}_${t}, aS${r}_${t}, ${a})`), '');
-        body.push(`    let v${steps}_${hl * KPS + r} = dot(${acc}, vec4<f32>(1.0));`);
+        body.push(`    let v${steps}_${hl * KL + r} = dot(${acc}, vec4<f32>(1.0));`);
       }
-    for (let step = steps - 1; step >= 0; step--) {
+    }
+    for (let step = steps - 1, n = V; step >= 0; step--, n /= 2) {
       const m = 2 ** step;
       body.push(`    let up${step} = (sgLane & ${m}u) != 0u;`);
-      for (let i = 0; i < m; i++)
-        body.push(`    let v${step}_${i} = select(v${step + 1}_${i}, v${step + 1}_${i + m}, up${step}) + subgroupShuffleXor(select(v${step + 1}_${i + m}, v${step + 1}_${i}, up${step}), ${m}u);`);
+      for (let i = 0; i < n / 2; i++)
+        body.push(`    let v${step}_${i} = select(v${step + 1}_${i}, v${step + 1}_${i + n / 2}, up${step}) + subgroupShuffleXor(select(v${step + 1}_${i + n / 2}, v${step + 1}_${i}, up${step}), ${m}u);`);
     }
-    body.push(scoreStore(`(${u * HPR}u + sgLane / ${KPS}u)`, 'kkS', 'v0_0'));
+    for (let i = 0; i < V / LR; i++) {
+      body.push(`    { let j = clS * ${V / LR}u + ${i}u; let kk = kgS + ${NSG}u * (kqS + ${KQ}u * (j % ${KL}u));`);
+      body.push(scoreStore(`(${u * HPR}u + j / ${KL}u)`, 'kk', `v0_${i}`) + ' }');
+    }
     out.push(`  {\n${body.join('\n')}\n  }`);
   }
   return out.join('\n');
