@@ -8,7 +8,9 @@
 // scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
 // one invocation per head. By default (regPV) the P·V runs on the values' registers instead of a
-// value tile, and (loop) fewer workgroups each take several chunks in turn.
+// value tile, and (loop) fewer workgroups each take several chunks in turn. Where the adapter has
+// one subgroup size (regScores) the scores come from the keys' registers: no key tile, the lanes of
+// a key row sum their partial dot products by subgroup shuffles.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
