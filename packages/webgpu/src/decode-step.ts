@@ -149,6 +149,23 @@ function cwKernel(BH: number): { regPV: boolean; loop?: number } {
   return { regPV: v.includes('regpv'), loop: loop > 0 ? loop : undefined };
 }
 
+/**
+ * NSA_WEBGPU_DECODE_CW_SCORES=tile: dispatch 1's scores from the key tile in workgroup memory (the
+ * previous kernel). Default: from the keys' registers (WideAttendKernel.regScores) where the adapter
+ * has one subgroup size (min = max) and the register P·V runs, 8 lanes a key row;
+ * NSA_WEBGPU_DECODE_CW_SCORES=reg:N: N lanes a key row (an experiment). size 0 = the tile.
+ * H100, 64k B = 1, one decode-ab call, rounds alternating (slow-clock state): dispatch 1 46.0 us with
+ * 8 lanes a row against the tile's 47.2 (16 lanes 47.2, 4 49.6, 32 51.8), the step 0.0832 against
+ * 0.0840 ms; in a full-clock call 32 lanes took 28.9 against 27.2 us (124 shuffles a lane a chunk).
+ */
+function cwRegScores(ctx: Runtime['ctx']): { size: number; lanes: number } {
+  const f = ctx.features;
+  const env = envOf('NSA_WEBGPU_DECODE_CW_SCORES') ?? '';
+  const one = f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize;
+  const lanes = Number(env.startsWith('reg:') ? env.slice(4) : 8) || 8;
+  return { size: env !== 'tile' && one ? f.subgroupMinSize : 0, lanes };
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -293,6 +310,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
   const cwKind = cwKernel(B * H);
+  const cwScores = cwRegScores(ctx);
   // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
   const cwLoop = wideCw ? cwKind.loop : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
@@ -309,6 +327,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             tile: wideTile(G, KCW, DV, { rh: cwScoreHeads(), ...cwTiles }, cwWg),
             regPV: cwKind.regPV,
             loop: cwLoop,
+            regScores: cwKind.regPV ? cwScores.size : 0,
+            regScoreLanes: cwScores.lanes,
           },
           decodeAttendWideShader,
         )

@@ -32,6 +32,8 @@ export interface DeviceFeatures {
   readonly timestamps: boolean;
   /** Smallest subgroup size the adapter reports (0 when unknown). */
   readonly subgroupMinSize: number;
+  /** Largest subgroup size the adapter reports (0 or unset when unknown). */
+  readonly subgroupMaxSize?: number;
   /**
    * 'chromium-experimental-subgroup-matrix' with an f16 16x16x16 -> f32 configuration, shader-f16 and
    * subgroups of exactly 32 invocations (Dawn offers it with allow_unsafe_apis, e.g. on NVIDIA Vulkan).
@@ -196,10 +198,11 @@ export async function acquireDevice(gpu: GPU | undefined, options: DeviceOptions
   const name = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ') || 'unknown adapter';
   const lim = device.limits;
   const subgroupMinSize = Number((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0);
+  const subgroupMaxSize = Number((info as { subgroupMaxSize?: number } | undefined)?.subgroupMaxSize ?? 0);
   const bindingCap = options.maxBindingBytes ?? Infinity;
   const ctx: DeviceContext = {
     device,
-    features: { f16, subgroups, timestamps, subgroupMinSize, subgroupMatrix },
+    features: { f16, subgroups, timestamps, subgroupMinSize, subgroupMaxSize, subgroupMatrix },
     tiledForward: options.tiledForward ?? true,
     matrixForward: options.matrixForward ?? envValue('NSA_WEBGPU_MATRIX') !== '0',
     matrixEmulation: false,

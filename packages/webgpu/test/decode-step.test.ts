@@ -15,7 +15,7 @@ import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { WebGPUBackend } from '../src/backend.js';
-import { decodeAttendWideShader, type WideAttendKernel } from '../src/shaders/decode-wide.js';
+import { decodeAttendWideShader, regScoreLayout, type WideAttendKernel } from '../src/shaders/decode-wide.js';
 import { gpuBackend, nsaInputs, probe, read, relativeError, smallConfig } from './gpu.js';
 
 const TOL = 1e-4;
@@ -139,6 +139,11 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { WG: 64 } })),
       ],
       ['wide attend: 2 workgroups per KV head, each taking chunks in turn', env('NSA_WEBGPU_DECODE_CW_KERNEL', 'loop:2')],
+      ['wide attend: scores from the key tile (not the registers)', env('NSA_WEBGPU_DECODE_CW_SCORES', 'tile')],
+      ['wide attend: register scores, 128 invocations', tiles({ cw: { WG: 128 } })],
+      ['wide attend: register scores, 2 lanes a key row', env('NSA_WEBGPU_DECODE_CW_SCORES', 'reg:2')],
+      ['wide attend: register scores, 1 lane a key row (no shuffles)', env('NSA_WEBGPU_DECODE_CW_SCORES', 'reg:1')],
+      ['wide attend: register scores, 16-key chunks, 64 invocations', tiles({ cw: { KC: 16, WG: 64 } })],
       [
         'wide attend: register P·V, 16-key chunks, values through the keys tile, 64 invocations',
         both(env('NSA_WEBGPU_DECODE_CW_KERNEL', 'regpv'), tiles({ cw: { KC: 16, shared: true, WG: 64 } })),
@@ -156,6 +161,8 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['compressed and window partials folded in the block choice dispatch', env('NSA_WEBGPU_DECODE_FOLD', '1')],
       ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
     ];
+    // Variants whose dispatch 1 took its scores from the keys' registers.
+    const regScoreRuns: string[] = [];
     for (const [name, set] of variants) {
       const restore = set();
       // A fresh cache: its workspace's block list starts zeroed, not with the blocks of the step above.
@@ -193,6 +200,13 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           const wgsl = decodeAttendWideShader(cw);
           expect(wgsl.includes("P·V on the values' registers"), name).toBe(!gpu.ctx.decodeSplit && (kernel === undefined || kernel.includes('regpv')));
           expect(wgsl.includes('for (var cx = wid.x;'), name).toBe(kernel === undefined || kernel.includes('loop:'));
+          // Scores from the keys' registers where the adapter has one subgroup size, the layout fits
+          // and the register P·V runs, unless the tile is asked for.
+          const f = gpu.ctx.features;
+          const S = f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize ? f.subgroupMinSize : 0;
+          const regScores = S > 0 && process.env.NSA_WEBGPU_DECODE_CW_SCORES !== 'tile' && regScoreLayout(cw, S, cw.regScoreLanes) !== undefined && wgsl.includes("P·V on the values' registers");
+          expect(wgsl.includes("Scores from the keys' registers"), name).toBe(regScores);
+          if (regScores) regScoreRuns.push(name);
         }
         expect(Array.from(await other.blockIndices.read()), name).toEqual(chosen);
         const got = await read(other.output);
@@ -205,6 +219,9 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
         restore();
       }
     }
+    // Where the adapter has one subgroup size (SwiftShader: 4), the default kernel must have run them.
+    const f = gpu.ctx.features;
+    if (f.subgroups && f.subgroupMinSize >= 4 && f.subgroupMinSize === f.subgroupMaxSize) expect(regScoreRuns.length).toBeGreaterThan(0);
     out.dispose();
     for (const { cache } of caches) cache.dispose();
   });

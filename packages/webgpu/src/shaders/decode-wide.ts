@@ -8,7 +8,9 @@
 // scores and P·V run on register tiles (2 heads x 1 key or column by default: larger tiles leave
 // too few invocations busy), and each head's softmax statistics are reduced by L lanes instead of
 // one invocation per head. By default (regPV) the P·V runs on the values' registers instead of a
-// value tile, and (loop) fewer workgroups each take several chunks in turn.
+// value tile, and (loop) fewer workgroups each take several chunks in turn. Where the adapter has
+// one subgroup size (regScores) the scores come from the keys' registers: no key tile, the lanes of
+// a key row sum their partial dot products by subgroup shuffles.
 import { NEG, NEG_HALF, enableF16, paramsStruct } from './common.js';
 import { candidateConstants, candidateSums, constants, cwChunk, unrolled, type DecodeStepShape } from './decode-step.js';
 
@@ -44,6 +46,15 @@ export interface WideAttendKernel extends DecodeStepShape {
    * queries loaded once) instead of one chunk per workgroup. Unset: one chunk each.
    */
   readonly loop?: number;
+  /**
+   * Scores from the keys' registers (regScoreLayout), given the adapter's one subgroup size (and
+   * regPV): no key tile and no barrier before the scores; each subgroup's lanes hold the columns of
+   * its keys, the queries come from workgroup memory and the lanes' partial dot products meet by
+   * subgroup shuffles (a butterfly that halves the values at each step).
+   */
+  readonly regScores?: number;
+  /** Lanes per key row of the register scores (regScoreLayout; default 8). */
+  readonly regScoreLanes?: number;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -103,6 +114,44 @@ export function regPVLayout(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { read
   return HR > 0 ? { NKG, R: Math.ceil(s.KCW / NKG), HR } : undefined;
 }
 
+/** The register scores' layout (regScoreLayout). */
+export interface RegScoreLayout {
+  /** Subgroup size, subgroups a workgroup. */
+  readonly S: number;
+  readonly NSG: number;
+  /** Lanes per key row, key rows a subgroup holds at a time (S / LR). */
+  readonly LR: number;
+  readonly KQ: number;
+  /** Key slots a lane (keys kgS + NSG (kq + KQ kl)), vec4 columns a lane (cl + LR t). */
+  readonly KL: number;
+  readonly CPL: number;
+  /** Heads a round (HPR x KL values a lane, a multiple of LR). */
+  readonly HPR: number;
+}
+
+/**
+ * The register scores' layout (WideAttendKernel.regScores) for subgroups of S invocations (a power of
+ * two): NSG = WG / S subgroups; lane kq * LR + cl of a subgroup holds KL keys (kq + KQ kl of the
+ * subgroup's KCW / NSG) in CPL vec4 columns each (cl + LR t); the LR lanes of a key row sum their
+ * partial dot products by shuffles. Fewer lanes a row (LR < S): fewer shuffles (log2 LR steps) but
+ * more query reads. Undefined where the shape does not split so.
+ */
+export function regScoreLayout(s: { readonly G: number; readonly DK: number; readonly KCW: number; readonly WG: number }, S: number, lanesPerRow = 8): RegScoreLayout | undefined {
+  const LR = Math.min(S, lanesPerRow);
+  const NSG = Math.floor(s.WG / S);
+  const DK4 = s.DK / 4;
+  const pow = (n: number) => n >= 1 && (n & (n - 1)) === 0;
+  if (!pow(S) || !pow(LR) || S < 2 || NSG < 1 || s.WG % S !== 0 || s.KCW % NSG !== 0 || DK4 % LR !== 0) return undefined;
+  const KQ = S / LR;
+  const KPS = s.KCW / NSG;
+  if (KPS % KQ !== 0) return undefined;
+  const KL = KPS / KQ;
+  // Heads a round: the most (dividing G) whose values a lane stay within max(LR, 32), a multiple of LR.
+  let HPR = 0;
+  for (let d = 1; d <= s.G; d++) if (s.G % d === 0 && d * KL <= Math.max(LR, 32) && (d * KL) % LR === 0) HPR = d;
+  return HPR > 0 ? { S, NSG, LR, KQ, KL, CPL: DK4 / LR, HPR } : undefined;
+}
+
 /**
  * Attention over KCW compressed or window keys (by workgroup_id.x: the compressed chunks, then the
  * window's) for the G heads of one KV head: the chunk's unnormalised partial output, its (max, sum)
@@ -115,6 +164,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const apart = !k.shared;
   const split = k.split === true;
   const reg = k.regPV && !split ? regPVLayout({ G, DK, DV, KCW, WG, shared: k.shared }) : undefined;
+  const rs = k.regScores && reg ? regScoreLayout({ G, DK, KCW, WG }, k.regScores, k.regScoreLanes) : undefined;
   const L = lanesOf(G, KCW, WG);
   const KPL = KCW / L;
   const DK4 = DK / 4;
@@ -140,7 +190,19 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       regLoads.win.push(`    aV${r} = vec4<f32>(vWin[((b * CAP + lo + mV${r}) * H + h) * DV4 + cV]);`);
     }
   }
-  for (const set of reg ? loadSets.slice(0, 1) : loadSets) {
+  if (rs) {
+    // Register scores: lane kq * LR + cl of subgroup kgS holds keys kgS + NSG (kq + KQ kl), columns cl + LR t.
+    decl.push(`  let kqS = sgLane / ${rs.LR}u; let clS = sgLane % ${rs.LR}u;`);
+    for (let r = 0; r < rs.KL; r++) {
+      decl.push(`  let kS${r} = kgS + ${rs.NSG}u * (kqS + ${r * rs.KQ}u); let mS${r} = min(kS${r}, last);`);
+      for (let t = 0; t < rs.CPL; t++) {
+        decl.push(`  var aS${r}_${t}: vec4<f32>;`);
+        cmpLoads.push(`    aS${r}_${t} = vec4<f32>(kCmp[((b * CCAP + lo + mS${r}) * H + h) * DK4 + clS + ${rs.LR * t}u]);`);
+        winLoads.push(`    aS${r}_${t} = vec4<f32>(kWin[((b * CAP + lo + mS${r}) * H + h) * DK4 + clS + ${rs.LR * t}u]);`);
+      }
+    }
+  }
+  for (const set of rs ? [] : reg ? loadSets.slice(0, 1) : loadSets) {
     for (let r = 0; r * WG < set.n; r++) {
       const id = `${set.id}${r}`;
       decl.push(`  let x${id} = lid + ${r * WG}u; let k${id} = x${id} / ${set.D4}; let c${id} = x${id} % ${set.D4}; let m${id} = min(k${id}, last);`);
@@ -176,7 +238,7 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
-  const wgsl = `${enableF16(e)}${paramsStruct()}
+  const wgsl = `${enableF16(e)}${rs ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
@@ -202,14 +264,28 @@ var<workgroup> vt: array<vec4<f32>, ${KCW * DV4}>;`
 var<workgroup> pr: array<f32, ${G * (KCW + 1)}>;
 // Per-lane maxima and sums of the softmax statistics, [G, L].
 var<workgroup> redM: array<f32, ${G * L}>;
-var<workgroup> redL: array<f32, ${G * L}>;
+var<workgroup> redL: array<f32, ${G * L}>;${
+    rs
+      ? `
+// The next subgroup id (register scores; 16 bytes).
+var<workgroup> sgNext: array<atomic<u32>, 4>;`
+      : ''
+  }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${rs ? ', @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
   let pos = P.qRowLo;
   let b = wid.y / H;
   let h = wid.y % H;
-  let row0 = b * HQ + h * G;
+  let row0 = b * HQ + h * G;${
+    rs
+      ? `
+  // This subgroup's id (0 .. ${rs.NSG - 1}): its keys are kgS + ${rs.NSG} r.
+  var sgId = 0u;
+  if (sgLane == 0u) { sgId = atomicAdd(&sgNext[0], 1u); }
+  let kgS = subgroupMax(sgId);`
+      : ''
+  }
 ${cwChunk('KCW')}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
@@ -222,7 +298,7 @@ ${cmpLoads.join('\n')}
 ${winLoads.join('\n')}
   }
 ${qStores.join('\n')}
-${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
+${rs ? (k.loop ? '' : '  workgroupBarrier();\n') + regScoreCode(rs, G, scoreStore) : `${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
 ${unrolled(
@@ -239,7 +315,7 @@ ${hs.flatMap((a) => ks.map((bb) => `      a${a}_${bb} = fma(q${a}, k${bb}, a${a}
     }`,
 ).join('\n')}
 ${hs.flatMap((a) => ks.map((bb) => scoreStore(`(g0 + ${a}u)`, `(kb + ${bb * KG}u)`, `dot(a${a}_${bb}, vec4<f32>(1.0))`))).join('\n')}`,
-)}
+)}`}
   workgroupBarrier();
 ${apart || reg ? '' : `  // The values take the keys' place.\n${stores.V.join('\n')}\n`}  // Softmax statistics: lane l of head g takes keys l + L * i; first the lanes' maxima.
   let hg = lid / L;
@@ -323,6 +399,43 @@ ${body}
   }
 }
 `;
+}
+
+/**
+ * The register scores (WideAttendKernel.regScores): per round, HPR heads x KL keys of partial dot
+ * products a lane (V values); log2 LR butterfly steps each send half of a lane's values to the lane
+ * across and add the half it keeps, so lane cl of a key row ends with the full sums of values
+ * cl * V / LR + i (head j / KL, key slot j % KL).
+ */
+function regScoreCode(rs: RegScoreLayout, G: number, scoreStore: (g: string, kk: string, sv: string) => string): string {
+  const { NSG, LR, KQ, KL, CPL, HPR } = rs;
+  const V = HPR * KL;
+  const steps = Math.log2(LR);
+  const ts = Array.from({ length: CPL }, (_, t) => t);
+  const out: string[] = [`  // Scores from the keys' registers, ${HPR} heads a round (regScoreCode).`];
+  for (let u = 0; u < G / HPR; u++) {
+    const body: string[] = [];
+    for (let hl = 0; hl < HPR; hl++) {
+      // (Each head's query columns next to their use: fewer live registers.)
+      for (const t of ts) body.push(`    let q${hl}_${t} = qs[${u * HPR + hl}u * QS + clS + ${LR * t}u];`);
+      for (let r = 0; r < KL; r++) {
+        const acc = ts.reduce((a, t) => (a === '' ? `q${hl}_${t} * aS${r}_${t}` : `fma(q${hl}_${t}, aS${r}_${t}, ${a})`), '');
+        body.push(`    let v${steps}_${hl * KL + r} = dot(${acc}, vec4<f32>(1.0));`);
+      }
+    }
+    for (let step = steps - 1, n = V; step >= 0; step--, n /= 2) {
+      const m = 2 ** step;
+      body.push(`    let up${step} = (sgLane & ${m}u) != 0u;`);
+      for (let i = 0; i < n / 2; i++)
+        body.push(`    let v${step}_${i} = select(v${step + 1}_${i}, v${step + 1}_${i + n / 2}, up${step}) + subgroupShuffleXor(select(v${step + 1}_${i + n / 2}, v${step + 1}_${i}, up${step}), ${m}u);`);
+    }
+    for (let i = 0; i < V / LR; i++) {
+      body.push(`    { let j = clS * ${V / LR}u + ${i}u; let kk = kgS + ${NSG}u * (kqS + ${KQ}u * (j % ${KL}u));`);
+      body.push(scoreStore(`(${u * HPR}u + j / ${KL}u)`, 'kk', `v0_${i}`) + ' }');
+    }
+    out.push(`  {\n${body.join('\n')}\n  }`);
+  }
+  return out.join('\n');
 }
 
 /**
