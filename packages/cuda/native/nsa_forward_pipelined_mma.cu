@@ -243,6 +243,19 @@ __device__ __forceinline__ void groupScores(const uint32_t (&qf)[D / 16][4], uin
   for (int h = 0; h < H; h++) wg::fenceOperands(s[h]);
 }
 
+// P (probabilities in s, the m16n8 accumulator layout) packed as the A fragments of P·V: pa[j] holds keys
+// 16j .. 16j+15.
+template <class T, int NK>
+__device__ __forceinline__ void packProbabilities(const float (&s)[NK / 8][4], uint32_t (&pa)[NK / 16][4]) {
+#pragma unroll
+  for (int j = 0; j < NK / 16; j++) {
+    pa[j][0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
+    pa[j][1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
+    pa[j][2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
+    pa[j][3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
+  }
+}
+
 // The online-softmax step of warpSoftmaxPV (warp_attend.cuh) on scores s: updates the running max /
 // sum, rescales O and leaves P packed as the A fragments of P·V (pa[j]: keys 16j .. 16j+15). Unlike
 // there, a warp that sees no key of the tile still goes on, with P = 0: the P·V wgmma that follows
@@ -310,25 +323,12 @@ __device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, V
           rs[i] += p;
         }
       }
-#pragma unroll
-      for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
-      if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-        for (int n = 0; n < D / 8; n++) {
-          st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
-        }
-      }
+      st.carry(alpha, rs);
     } else {
 #pragma unroll
       for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     }
-#pragma unroll
-    for (int j = 0; j < NK / 16; j++) {
-      pa[j][0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
-      pa[j][1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
-      pa[j][2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
-      pa[j][3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
-    }
+    packProbabilities<T, NK>(s, pa);
     return;
   }
   bool vis[NK / 8][2];
@@ -366,25 +366,12 @@ __device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, V
         rs[i] += p;
       }
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-      for (int n = 0; n < D / 8; n++) {
-        st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
-      }
-    }
+    st.carry(alpha, rs);
   } else {
 #pragma unroll
     for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
   }
-#pragma unroll
-  for (int j = 0; j < NK / 16; j++) {
-    pa[j][0] = packF2<T>(s[2 * j][0], s[2 * j][1]);
-    pa[j][1] = packF2<T>(s[2 * j][2], s[2 * j][3]);
-    pa[j][2] = packF2<T>(s[2 * j + 1][0], s[2 * j + 1][1]);
-    pa[j][3] = packF2<T>(s[2 * j + 1][2], s[2 * j + 1][3]);
-  }
+  packProbabilities<T, NK>(s, pa);
 }
 
 // O[:, 64dn ..] as one m64n64 accumulator (8 column tiles of the warp's fragment).

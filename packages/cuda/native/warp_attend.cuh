@@ -17,6 +17,18 @@ struct WarpRows {
     m[0] = m[1] = kNegInf;
     l[0] = l[1] = 0.f;
   }
+  // Folds a tile into the rows: l = alpha·l + the tile's row sums rs, and o scaled by alpha (skipped
+  // warp-wide when no row's maximum moved, i.e. alpha is 1 everywhere).
+  __device__ __forceinline__ void carry(const float (&alpha)[2], const float (&rs)[2]) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) l[i] = l[i] * alpha[i] + rs[i];
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int n = 0; n < D / 8; n++) {
+        o[n][0] *= alpha[0]; o[n][1] *= alpha[0]; o[n][2] *= alpha[1]; o[n][3] *= alpha[1];
+      }
+    }
+  }
   // Row sums over the quad; lse (log2 domain, +inf when the row saw no key) and 1/l per row.
   __device__ __forceinline__ void finish(float* lse, float* inv) {
 #pragma unroll
@@ -89,14 +101,7 @@ __device__ __forceinline__ void warpSoftmaxPV(float (&s)[NK / 8][4], const T* v,
       rs[i] += p;
     }
   }
-#pragma unroll
-  for (int i = 0; i < 2; i++) st.l[i] = st.l[i] * alpha[i] + rs[i];
-  if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) {
-      st.o[n][0] *= alpha[0]; st.o[n][1] *= alpha[0]; st.o[n][2] *= alpha[1]; st.o[n][3] *= alpha[1];
-    }
-  }
+  st.carry(alpha, rs);
 #pragma unroll
   for (int j = 0; j < NK / 16; j++) {
     uint32_t pa[4];

@@ -23,6 +23,30 @@ const TOL = 1e-4;
 const config = smallConfig({ selectCount: 8, heads: 8, kvHeads: 2 });
 const reference = createReferenceBackend();
 
+// A cache (float32 on the GPU, float64 on the reference) holding the inputs' T tokens of B sequences
+// and their C compressed blocks.
+async function filledCache(
+  be: WebGPUBackend | typeof reference,
+  cfg: typeof config,
+  inputs: ReturnType<typeof nsaInputs>,
+  B: number,
+  T: number,
+  C: number,
+  capacity: number,
+) {
+  const { kvHeads: H, headDimK: Dk, headDimV: Dv } = cfg;
+  const dt = be === reference ? 'float64' : 'float32';
+  const cache = be.createNSACache({ config: cfg, batch: B, dtype: dt, capacity });
+  await cache.append({
+    kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
+    vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
+    kWin: be.tensor(inputs.values.kWin, [B, T, H, Dk], dt),
+    vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
+  });
+  await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
+  return cache;
+}
+
 describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available ? ` on ${probe.reason}` : ` (skipped: ${probe.reason})`}`, () => {
   let gpu: WebGPUBackend;
   beforeAll(async () => {
@@ -36,25 +60,14 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     const B = 2;
     const C = compressedCount(T, config);
     const inputs = nsaInputs(config, B, T, C, 5 + T);
-    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv, selectCount: n } = config;
+    const { heads: HQ, kvHeads: H, headDimK: Dk, selectCount: n } = config;
     const rows = (name: 'q' | 'gates', t: number) => {
       const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
       const out: number[] = [];
       for (let b = 0; b < B; b++) for (let x = 0; x < width; x++) out.push(inputs.values[name][(b * T + t) * width + x]);
       return out;
     };
-    const filled = async (be: typeof gpu | typeof reference) => {
-      const dt = be === gpu ? 'float32' : 'float64';
-      const cache = be.createNSACache({ config, batch: B, dtype: dt, capacity: 700 });
-      await cache.append({
-        kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
-        vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
-        kWin: be.tensor(inputs.values.kWin, [B, T, H, Dk], dt),
-        vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
-      });
-      await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
-      return cache;
-    };
+    const filled = (be: typeof gpu | typeof reference) => filledCache(be, config, inputs, B, T, C, 700);
     const caches = [{ cache: await filled(gpu) }, { cache: await filled(reference) }];
     const q = rows('q', T - 1);
     const gates = rows('gates', T - 1);
@@ -235,23 +248,12 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
     const T = 400;
     const C = compressedCount(T, cfg);
     const inputs = nsaInputs(cfg, B, T, C, 11);
-    const { heads: HQ, kvHeads: H, headDimK: Dk, headDimV: Dv } = cfg;
+    const { heads: HQ, headDimK: Dk } = cfg;
     const last = (name: 'q' | 'gates') => {
       const width = inputs.shapes[name].slice(2).reduce((a, b) => a * b, 1);
       return Array.from(inputs.values[name]).slice((T - 1) * width, T * width);
     };
-    const filled = async (be: typeof gpu | typeof reference) => {
-      const dt = be === gpu ? 'float32' : 'float64';
-      const cache = be.createNSACache({ config: cfg, batch: B, dtype: dt, capacity: T });
-      await cache.append({
-        kSlc: be.tensor(inputs.values.kSlc, [B, T, H, Dk], dt),
-        vSlc: be.tensor(inputs.values.vSlc, [B, T, H, Dv], dt),
-        kWin: be.tensor(inputs.values.kWin, [B, T, H, Dk], dt),
-        vWin: be.tensor(inputs.values.vWin, [B, T, H, Dv], dt),
-      });
-      await cache.appendCompressed({ kCmp: be.tensor(inputs.values.kCmp, [B, C, H, Dk], dt), vCmp: be.tensor(inputs.values.vCmp, [B, C, H, Dv], dt) });
-      return cache;
-    };
+    const filled = (be: typeof gpu | typeof reference) => filledCache(be, cfg, inputs, B, T, C, T);
     const refCache = await filled(reference);
     const own = await reference.nsaDecode({ cache: refCache, q: reference.tensor(Array.from(last('q')), [B, 1, HQ, Dk], 'float64'), gates: reference.tensor(Array.from(last('gates')), [B, 1, HQ, 3], 'float64') });
     const refBlocks = Array.from(await own.blockIndices.read());
