@@ -425,30 +425,30 @@ ${outputPhase}${cw && k.cand ? candidateSums(k, 'KC') : ''}
 /**
  * WGSL: which keys an attend 'cw' workgroup takes, compressed chunks first, then the window's, each
  * of `keys` keys: [lo, lo + count) of the compressed or raw rows, and its split (after the NS
- * selected ones).
+ * selected ones). `chunk`: the chunk's index (the workgroup's, or a loop variable).
  */
-export function cwChunk(keys: string): string {
+export function cwChunk(keys: string, chunk = 'wid.x'): string {
   return `  let nC = compressedChunks(pos);
-  let isCmp = wid.x < nC;
+  let isCmp = ${chunk} < nC;
   var lo = 0u;
   var count = 0u;
   if (isCmp) {
-    lo = wid.x * ${keys};
+    lo = ${chunk} * ${keys};
     count = min(${keys}, visibleCompressed(pos) - lo);
   } else {
-    lo = windowLo(pos) + (wid.x - nC) * ${keys};
+    lo = windowLo(pos) + (${chunk} - nC) * ${keys};
     count = min(${keys}, pos + 1u - lo);
   }
-  let split = NS + wid.x;`;
+  let split = NS + ${chunk};`;
 }
 
 /**
  * WGSL of an attend 'cw' workgroup's last step on a compressed chunk of `keys` keys (lo ..): its
  * candidate sums cand[row, chunk, t] = Σ_i overlap(i, jLo + t) p[i], p relative to the chunk's max
  * (stats, in workgroup array pr), so that the block choice scales them by exp(max - lse) and does
- * not read every compressed score again.
+ * not read every compressed score again. `chunk`: the chunk's index, as in cwChunk.
  */
-export function candidateSums(k: Pick<DecodeStepShape, 'selBlock' | 'cmpBlock' | 'cmpStride'>, keys: string): string {
+export function candidateSums(k: Pick<DecodeStepShape, 'selBlock' | 'cmpBlock' | 'cmpStride'>, keys: string, chunk = 'wid.x'): string {
   return `
   // Candidate sums of a compressed chunk (candidateSums).
   if (isCmp) {
@@ -459,7 +459,7 @@ export function candidateSums(k: Pick<DecodeStepShape, 'selBlock' | 'cmpBlock' |
       let j = jLo + t;
       var a = 0.0;
 ${Array.from({ length: (k.selBlock + k.cmpBlock) / k.cmpStride - 1 }, (_, r) => `      { let ii = j * PER_SEL + ${r + 1}u; let i = ii - PER_CMP; if (ii >= PER_CMP && i >= lo && i < lo + ${keys}) { a += overlap(i, j) * pr[g * PRS + i - lo]; } }`).join('\n')}
-      cand[((row0 + g) * NCH + wid.x) * NJ + t] = a;
+      cand[((row0 + g) * NCH + ${chunk}) * NJ + t] = a;
     }
   }`;
 }

@@ -238,7 +238,9 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
       if (ok && isCmp) { scores[(row0 + ${g}) * CCAP + lo + ${kk}] = s; }`} }`;
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
-  const wgsl = `${enableF16(e)}${rs ? 'enable subgroups;\n' : ''}${paramsStruct()}
+  // The chunk: the workgroup's, or (loop) each of its chunks in turn, the queries loaded once before.
+  const chunk = k.loop ? 'cx' : 'wid.x';
+  const head = `${enableF16(e)}${rs ? 'enable subgroups;\n' : ''}${paramsStruct()}
 @group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
@@ -286,18 +288,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kgS = subgroupMax(sgId);`
       : ''
   }
-${cwChunk('KCW')}
+`;
+  const body = `${cwChunk('KCW', chunk)}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // Every global load first (rows past count clamped to a valid row, zeroed when stored).
-${qLoads.join('\n')}
+${k.loop ? '' : qLoads.join('\n')}
 ${decl.join('\n')}
   if (isCmp) {
 ${cmpLoads.join('\n')}
   } else {
 ${winLoads.join('\n')}
   }
-${qStores.join('\n')}
+${k.loop ? '' : qStores.join('\n')}
 ${rs ? (k.loop ? '' : '  workgroupBarrier();\n') + regScoreCode(rs, G, scoreStore) : `${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
   workgroupBarrier();
   // Scores: invocation x takes heads (x / ${KG}) * ${rh} + a and keys kb + ${KG} * b, kb = x % ${KG}.
@@ -378,24 +381,17 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
       )
-}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW') : ''}
-}
-`;
-  if (!k.loop) return wgsl;
-  // The chunk loop: the queries once, then each chunk's body (wid.x -> cx) after a barrier that
-  // protects the previous chunk's tiles.
-  const at = wgsl.indexOf(cwChunk('KCW'));
-  const body = wgsl
-    .slice(at, wgsl.lastIndexOf('}'))
-    .replace(qLoads.join('\n'), '')
-    .replace(qStores.join('\n'), '')
-    .replaceAll('wid.x', 'cx');
-  return `${wgsl.slice(0, at)}${qLoads.join('\n')}
+}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW', chunk) : ''}`;
+  if (!k.loop) return `${head}${body}\n}\n`;
+  // The chunk loop: the queries once, then each chunk's body after a barrier that protects the
+  // previous chunk's tiles.
+  return `${head}${qLoads.join('\n')}
 ${qStores.join('\n')}
   let nAll = compressedChunks(pos) + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW;
   for (var cx = wid.x; cx < nAll; cx += ${k.loop}u) {
   workgroupBarrier();
 ${body}
+
   }
 }
 `;
