@@ -742,6 +742,8 @@ function choiceWideSubgroups(k: BlockChoiceKernel & { readonly wide: WideChoice 
   const butterfly = (n: number, step: (mask: number) => string) => Array.from({ length: Math.log2(n) }, (_, i) => step(2 ** i)).join('\n');
   const mergeInto = (m: string, l: string, m2: string, l2: string) => `{ let mn = max(${m}, ${m2}); ${l} = ${l} * exp(${m} - mn) + ${l2} * exp(${m2} - mn); ${m} = mn; }`;
   const fold = (k.wide.fold ?? 0) > 0;
+  // One rank comparison against candidate hl + y (an unrolled step, or a loop's body).
+  const rankStep = (y: string) => `{ let y = hl + ${y}; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`;
   return `enable subgroups;
 ${paramsStruct()}
 @group(0) @binding(1) var<storage, ${fold ? 'read_write' : 'read'}> stats: array<f32>;
@@ -835,8 +837,8 @@ ${butterfly(HL, (mask) => `  s += subgroupShuffleXor(s, ${mask}u);`)}
   var rank = 0u;
 ${
   k.wide.rankLoop
-    ? `  for (var r = 0u; r < ${RC}u; r++) { let y = hl + r * HL; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`
-    : Array.from({ length: RC }, (_, r) => `  { let y = hl + ${r * HL}u; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`).join('\n')
+    ? `  for (var r = 0u; r < ${RC}u; r++) ${rankStep('r * HL')}`
+    : Array.from({ length: RC }, (_, r) => `  ${rankStep(`${r * HL}u`)}`).join('\n')
 }
 ${butterfly(HL, (mask) => `  rank += subgroupShuffleXor(rank, ${mask}u);`)}
   if (okI && hl == 0u && rank < nFree) { lists[(bh * PMAX + wid.x) * NSEL + rank] = vec2<f32>(v, f32(j)); }
