@@ -13,6 +13,7 @@
 // kSliceQueries are split over blocks that write float partials, summed in slice order by
 // reduceKeyPartials: deterministic, no atomics.
 #pragma once
+#include <cuda.h>
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -70,6 +71,17 @@ struct KeyBlockArgs {
 
 // Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3, early).
 void setKeySwitches(KeyBlockArgs& kb);
+
+// The backward's tensor maps (sm_90a copy engine). q, dO: Q and dO [rows][HQ][D] as 3-D maps (D, HQ,
+// rows) with boxes of 64 features x kBwdGroup heads x 1 row, the wgmma key blocks' stage copies
+// (keyGradBlockWg's Tma); on = 0: not encoded (NSA_BWD_KEY_TMA=0, no wgmma, or the driver refused),
+// the blocks copy with cp.async. ks, vs: the selected keys / values [rows][H][D] in 16-row boxes
+// (encodeKeyMap), dq's ring chunks (kDqRingTma); onRing = 0: not encoded (NSA_BWD_DQ_RING_TMA=0 ...).
+struct KeyStageMaps {  // (CUtensorMap is 64-byte aligned)
+  CUtensorMap q, dO, ks, vs;
+  int on, onRing;
+};
+KeyStageMaps keyStageMaps(const NSABackwardArgs& a);
 
 template <class T, int D, int W>
 __device__ __forceinline__ void keyGradBlock(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
