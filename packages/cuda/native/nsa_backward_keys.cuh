@@ -59,6 +59,7 @@ struct KeyBlockArgs {
   // NSA_BWD_KEY_RING=3: the 128-key wgmma blocks get three stage buffers, two stages' copies in
   // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
   // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
+  // With the Early loop it applies where the stage copies run by TMA (KeyStageMaps::on).
   int ring3 = 0;
   // keyGradBlockWg's Early loop (a stage's scores issued before the next stage's copies) in the
   // 128-key blocks and the 64-key blocks of the grid shared with dq (2, the default), in the

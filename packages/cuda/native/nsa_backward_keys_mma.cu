@@ -123,9 +123,12 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
     kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb, maps);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  // 128-key blocks: the Early loop (kb.early; its stage copies by TMA where maps.on), else with
+  // 128-key blocks: the Early loop (kb.early; its stage copies by TMA where maps.on, with
+  // NSA_BWD_KEY_RING=3 into three stage buffers: two stages' copies in flight), else with
   // NSA_BWD_KEY_RING=3 three stage buffers (they hold one block per SM either way).
   if constexpr (W >= 8) {
+    if (keyGradWgmmaRuns() && kb.early && maps.on && kb.ring3)
+      return launch(keyGradRegKernel<T, D, W, true, 3, true, true>, KeyWgLayout<D, W, 3>::bytes());
     if (keyGradWgmmaRuns() && kb.early && maps.on) return launch(keyGradRegKernel<T, D, W, true, 2, true, true>, KeyWgLayout<D, W>::bytes());
     if (keyGradWgmmaRuns() && kb.early) return launch(keyGradRegKernel<T, D, W, true, 2, true>, KeyWgLayout<D, W>::bytes());
     if (keyGradWgmmaRuns() && kb.ring3) return launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
