@@ -59,7 +59,8 @@ struct KeyBlockArgs {
   // NSA_BWD_KEY_RING=3: the 128-key wgmma blocks get three stage buffers, two stages' copies in
   // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
   // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
-  // With the Early loop it applies where the stage copies run by TMA (KeyStageMaps::on).
+  // With the Early loop it applies where the stage copies run by TMA (KeyStageMaps::on): bit-equal,
+  // not faster either (H100 fwd+bwd 64k 115.11 / 115.42 against 114.58 / 114.86 ms, cbwd5 call 3).
   int ring3 = 0;
   // keyGradBlockWg's Early loop (a stage's scores issued before the next stage's copies) in the
   // 128-key blocks and the 64-key blocks of the grid shared with dq (2, the default), in the
