@@ -22,8 +22,9 @@ constexpr int kSwizzleRowBytes = 128;  // one 64-element row of a swizzled regio
 
 // W warps (a multiple of 4) own 16 W keys; shared memory, 1024-byte aligned (the launch adds the
 // slack): [K V] tiles, S stage buffers [Q dO], then per stage lse, D, gate and positions, then per
-// stage a slot of prefetched query rows, then per stage buffer an mbarrier (the TMA stage copies). S = 3 (128-key blocks, one per SM: 160 KB at D = 128;
-// NSA_BWD_KEY_RING=3): a stage's copy has two stages' time to land.
+// stage a slot of prefetched query rows, then per stage buffer an mbarrier (the TMA stage copies).
+// S = 3 (128-key blocks, one per SM: 160 KB at D = 128; NSA_BWD_KEY_RING=3): a stage's copy has two
+// stages' time to land.
 template <int D, int W, int S = 2>
 struct KeyWgLayout {
   static constexpr int keys = 16 * W, stages = S;
