@@ -14,9 +14,11 @@
 // window tiles sit in wgmma's swizzled layout and S, dP and dq += dS·K run as warpgroup wgmmas with
 // Q, dO and dS as register A fragments (dqGroupStep); the selected rings stay on mma.sync.
 #pragma once
+#include "nsa_backward_keys.cuh"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "tma.cuh"
 #include "wgmma.cuh"
 
 namespace nsa {
@@ -37,8 +39,10 @@ struct DqFragLayout {
   static constexpr int keyElems = keyRows * ld;
   static constexpr int rowElems = 16 * W * ld;  // Q or dO of the block's rows
   __host__ __device__ static constexpr size_t tileBytes(size_t elem) { return elem * (keyElems + 2 * rowElems); }
-  // then per warp: the row's chosen blocks and their visible lengths [n] each
-  static size_t bytes(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
+  // then per warp: the row's chosen blocks and their visible lengths [n] each, then per warp 3
+  // mbarriers (kDqRingTma: one per ring stage)
+  __host__ __device__ static size_t barOffset(size_t elem, int n) { return tileBytes(elem) + sizeof(int) * W * 2 * (size_t)n; }
+  static size_t bytes(size_t elem, int n) { return barOffset(elem, n) + 8 * 3 * W; }
 };
 
 // chunkAt / chunkBNK / chunkBKN (warp_tile.cuh): the rings' chunks, padded or swizzled (Swz).
@@ -204,10 +208,14 @@ __device__ __forceinline__ void dqGroupStep(const uint32_t (&qf)[D / 16][4], con
 // kDqSkip << p (p: 0 compressed walk, 1 window walk, 2 forced-block walk, 3 rings) leaves that part out,
 // to time the parts' shares (NSA_BWD_DQ_SKIP): its dq is WRONG.
 // kDqRingSwz: the rings' chunks unpadded and swizzled (chunkAt), rows 32-byte aligned.
-constexpr int kDqForced = 1, kDqRing3 = 2, kDqRingSwz = 4, kDqSkip = 256;
+// kDqRingTma (with kDqRingSwz, sm_90a, maps->onRing): a ring's full chunks arrive by bulk tensor
+// copies (4 per chunk at D = 128, issued by lane 0; maps->ks / vs) completing a per-stage mbarrier;
+// partial chunks stay on cp.async, which zeroes the rows past the chunk's visible keys. The lanes'
+// cp.async loop took ~10 % of the shared grid's warp samples at 64k (ncu, cbwd5 call 1).
+constexpr int kDqForced = 1, kDqRing3 = 2, kDqRingSwz = 4, kDqRingTma = 8, kDqSkip = 256;
 template <class T, int D, int W, bool Wg>
 __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* Dvals, const DqTile tile, char* smemRaw,
-                                        int flags = 0) {
+                                        int flags = 0, const KeyStageMaps* maps = nullptr) {
   const bool forced = flags & kDqForced, ring3 = flags & kDqRing3;
   auto skip = [&](int part) { return (flags / kDqSkip >> part) & 1; };
   using L = DqFragLayout<D, W>;
@@ -436,13 +444,23 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
   // ringSwz: each warp's stages of [K V] chunks (kDqChunk x D, unpadded) from the region's first
   // 128-byte boundary (the swizzle is over 128-byte rows).
   constexpr int kSwChunk = kDqChunk * D;  // elements
-  static_assert(W * 3 * 2 * kSwChunk * 2 + 128 <= L::tileBytes(2), "3-stage swizzled rings fit the key and Q/dO regions");
+  static_assert(W * 3 * 2 * kSwChunk * 2 + 1024 <= L::tileBytes(2), "3-stage swizzled rings fit the key and Q/dO regions");
   if (active && !skip(3)) {
     branchRows(1);
     const int stages = ring3 ? 3 : 2;
     const bool swz = flags & kDqRingSwz;
-    T* ring = swz ? reinterpret_cast<T*>(smemRaw + ((128u - (smemAddr(smemRaw) & 127u)) & 127u)) + warp * 2 * stages * kSwChunk
+    // TMA rings start 1024-byte aligned: chunkAt's swizzle is then the copy engine's 128-byte swizzle
+    const bool tmaRing = Wg && swz && (flags & kDqRingTma);
+    const uint32_t ringAlign = tmaRing ? 1024u : 128u;
+    T* ring = swz ? reinterpret_cast<T*>(smemRaw + ((ringAlign - (smemAddr(smemRaw) & (ringAlign - 1))) & (ringAlign - 1))) + warp * 2 * stages * kSwChunk
                   : sK + warp * 2 * stages * kDqChunk * ld;
+    const uint32_t ringBar = smemAddr(smemRaw) + (uint32_t)L::barOffset(sizeof(T), c.n) + 8 * 3 * warp;  // + 8 * stage
+    uint32_t ringPhase = 0;  // bit s: the parity of stage s's next TMA chunk
+    if (tmaRing && lane == 0) {
+      for (int b = 0; b < stages; b++) tma::initBarrier(ringBar + 8 * b, 1);
+      tma::fenceInit();
+    }
+    __syncwarp();
     const int stageElems = swz ? 2 * kSwChunk : 2 * kDqChunk * ld, vOffset = swz ? kSwChunk : kDqChunk * ld;
     const T* Ks = static_cast<const T*>(f.kSlc);
     const T* Vs = static_cast<const T*>(f.vSlc);
@@ -456,6 +474,17 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       constexpr int per = D / 8;  // 16-byte pieces per row; a lane keeps one column
       const int col = (lane % per) * 8, rem = len[k] - off;
       const size_t k0 = (size_t)kBase + (size_t)blk[k] * c.ls + off;
+      if (tmaRing && rem >= kDqChunk) {
+        if (lane == 0) {
+          const uint32_t bar = ringBar + 8 * stage;
+          wg::fenceProxyAsync();  // the warp's reads of this stage (ldmatrix) before the copy engine writes it
+          tma::arriveExpect(bar, 2 * kDqChunk * D * sizeof(T));
+          tma::loadTile<D, kDqChunk, kDqChunk>(smemAddr(dk), &maps->ks, kvh, (int)k0, bar);
+          tma::loadTile<D, kDqChunk, kDqChunk>(smemAddr(dv), &maps->vs, kvh, (int)k0, bar);
+        }
+        cpAsyncCommit();  // an empty group: the waits below count chunks
+        return;
+      }
 #pragma unroll
       for (int r = lane / per; r < kDqChunk; r += 32 / per) {
         T* pk = const_cast<T*>(swz ? chunkAt<T, true>(dk, ld, r, col) : chunkAt<T, false>(dk, ld, r, col));
@@ -494,9 +523,13 @@ __device__ __forceinline__ void dqBlock(const NSABackwardArgs& a, const float* D
       if (inFlight >= 3) cpAsyncWait<2>();  // the current chunk is the oldest group
       else if (inFlight == 2) cpAsyncWait<1>();
       else cpAsyncWait<0>();
+      const int rem = len[k] - off;
+      if (tmaRing && rem >= kDqChunk) {
+        tma::wait(ringBar + 8 * stage, (ringPhase >> stage) & 1u);
+        ringPhase ^= 1u << stage;
+      }
       __syncwarp();
       const T* ck = ring + stage * stageElems;
-      const int rem = len[k] - off;
       if (swz) dqFragStep<T, D, kDqChunk, true>(qf, of, ck, ck + vOffset, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
       else dqFragStep<T, D, kDqChunk, false>(qf, of, ck, ck + vOffset, ld, sl2, lse, dd, gt, [&](int j) { return j < rem; }, dq);
       __syncwarp();  // a later gather overwrites this stage

@@ -13,6 +13,7 @@
 // kSliceQueries are split over blocks that write float partials, summed in slice order by
 // reduceKeyPartials: deterministic, no atomics.
 #pragma once
+#include <cuda.h>
 #include "nsa_backward_parts.h"
 #include "nsa_backward_warp.cuh"
 #include "nsa_kernels.cuh"
@@ -58,6 +59,8 @@ struct KeyBlockArgs {
   // NSA_BWD_KEY_RING=3: the 128-key wgmma blocks get three stage buffers, two stages' copies in
   // flight (read by the host, which picks the kernel). Not the default: H100 64k, 30.83 against
   // 30.74 ms with two (ncu, one call), forward+backward unchanged; that block is not waiting on its copies.
+  // With the Early loop it applies where the stage copies run by TMA (KeyStageMaps::on): bit-equal,
+  // not faster either (H100 fwd+bwd 64k 115.11 / 115.42 against 114.58 / 114.86 ms, cbwd5 call 3).
   int ring3 = 0;
   // keyGradBlockWg's Early loop (a stage's scores issued before the next stage's copies) in the
   // 128-key blocks and the 64-key blocks of the grid shared with dq (2, the default), in the
@@ -70,6 +73,17 @@ struct KeyBlockArgs {
 
 // Sets KeyBlockArgs' switches from the environment (defer, prefetch, skip, ring3, early).
 void setKeySwitches(KeyBlockArgs& kb);
+
+// The backward's tensor maps (sm_90a copy engine). q, dO: Q and dO [rows][HQ][D] as 3-D maps (D, HQ,
+// rows) with boxes of 64 features x kBwdGroup heads x 1 row, the wgmma key blocks' stage copies
+// (keyGradBlockWg's Tma); on = 0: not encoded (NSA_BWD_KEY_TMA=0, no wgmma, or the driver refused),
+// the blocks copy with cp.async. ks, vs: the selected keys / values [rows][H][D] in 16-row boxes
+// (encodeKeyMap), dq's ring chunks (kDqRingTma); onRing = 0: not encoded (NSA_BWD_DQ_RING_TMA=0 ...).
+struct KeyStageMaps {  // (CUtensorMap is 64-byte aligned)
+  CUtensorMap q, dO, ks, vs;
+  int on, onRing;
+};
+KeyStageMaps keyStageMaps(const NSABackwardArgs& a);
 
 template <class T, int D, int W>
 __device__ __forceinline__ void keyGradBlock(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,

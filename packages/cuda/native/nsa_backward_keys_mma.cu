@@ -18,13 +18,13 @@ namespace nsa {
 
 namespace {
 
-// Wg: the wgmma block (keyGradBlockWg, S stage buffers, Early: its loop variant), only where
-// keyGradWgmmaRuns().
-template <class T, int D, int W, bool Wg, int S = 2, bool Early = false>
+// Wg: the wgmma block (keyGradBlockWg, S stage buffers, Early: its loop variant, Tma: its stage
+// copies on the copy engine through maps), only where keyGradWgmmaRuns().
+template <class T, int D, int W, bool Wg, int S = 2, bool Early = false, bool Tma = false>
 __global__ void __launch_bounds__(32 * W, 8 / W)
-    keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb) {
+    keyGradRegKernel(NSABackwardArgs a, const float* Dvals, KeyBlockArgs kb, const __grid_constant__ KeyStageMaps maps) {
   extern __shared__ __align__(16) char smemRaw[];
-  if constexpr (Wg) keyGradBlockWg<T, D, W, S, Early>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
+  if constexpr (Wg) keyGradBlockWg<T, D, W, S, Early, Tma>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw, &maps);
   else keyGradBlock<T, D, W>(a, Dvals, kb.tiles[blockIdx.x], kb, smemRaw);
 }
 
@@ -117,14 +117,19 @@ void launchPlan(const NSABackwardArgs& a, const float* Dvals, const InverseIndex
   if (plan.count == 0) return;
   KeyBlockArgs kb{plan.tiles, index.starts, index.totals, index.list, index.NB, plan.partial, plan.groupRows};
   setKeySwitches(kb);
+  const KeyStageMaps maps = keyStageMaps(a);
   auto launch = [&](auto kernel, size_t bytes) {
     NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb);
+    kernel<<<(unsigned)plan.count, 32 * W, bytes, stream>>>(a, Dvals, kb, maps);
     NSA_LAUNCHED("keyGradRegKernel");
   };
-  // 128-key blocks: the Early loop (kb.early), else with NSA_BWD_KEY_RING=3 three stage buffers
-  // (they hold one block per SM either way).
+  // 128-key blocks: the Early loop (kb.early; its stage copies by TMA where maps.on, with
+  // NSA_BWD_KEY_RING=3 into three stage buffers: two stages' copies in flight), else with
+  // NSA_BWD_KEY_RING=3 three stage buffers (they hold one block per SM either way).
   if constexpr (W >= 8) {
+    if (keyGradWgmmaRuns() && kb.early && maps.on && kb.ring3)
+      return launch(keyGradRegKernel<T, D, W, true, 3, true, true>, KeyWgLayout<D, W, 3>::bytes());
+    if (keyGradWgmmaRuns() && kb.early && maps.on) return launch(keyGradRegKernel<T, D, W, true, 2, true, true>, KeyWgLayout<D, W>::bytes());
     if (keyGradWgmmaRuns() && kb.early) return launch(keyGradRegKernel<T, D, W, true, 2, true>, KeyWgLayout<D, W>::bytes());
     if (keyGradWgmmaRuns() && kb.ring3) return launch(keyGradRegKernel<T, D, W, true, 3>, KeyWgLayout<D, W, 3>::bytes());
   }
@@ -211,6 +216,49 @@ void setKeySwitches(KeyBlockArgs& kb) {
   // NSA_BWD_KEY_EARLY: 0 nowhere, 1 the 128-key blocks only, else both (2).
   const char* early = getenv("NSA_BWD_KEY_EARLY");
   kb.early = early && (early[0] == '0' || early[0] == '1') ? early[0] - '0' : 2;
+}
+
+KeyStageMaps keyStageMaps(const NSABackwardArgs& a) {
+  KeyStageMaps maps{};
+  const NSAForwardArgs& f = a.fwd;
+  if (!keyGradWgmmaRuns() || f.dtype == DType::F32 || f.cfg.Dk != f.cfg.Dv || f.cfg.Dk % 64 || f.cfg.HQ % kBwdGroup || f.seq.rows == 0)
+    return maps;
+  const char* ringEnv = getenv("NSA_BWD_DQ_RING_TMA");
+  if (!(ringEnv && ringEnv[0] == '0')) {
+    const int S = f.seq.S;
+    const int* h = f.seq.host;
+    int keyRows = 0;
+    for (int s = 0; s < S; s++) keyRows = std::max(keyRows, h[S + 1 + s] + h[3 * S + 1 + s] + h[s + 1] - h[s]);  // kBase + keys
+    const bool f16 = f.dtype == DType::F16;
+    maps.onRing = keyRows > 0 && encodeKeyMap(&maps.ks, f.kSlc, f16, keyRows, f.cfg.H, f.cfg.Dk, kRingChunk) &&
+                  encodeKeyMap(&maps.vs, f.vSlc, f16, keyRows, f.cfg.H, f.cfg.Dk, kRingChunk);
+  }
+  const char* env = getenv("NSA_BWD_KEY_TMA");
+  if (env && env[0] == '0') return maps;
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = []() -> Encode {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky: clear it
+      return nullptr;
+    }
+    return reinterpret_cast<Encode>(fn);
+  }();
+  const int D = f.cfg.Dk, HQ = f.cfg.HQ;
+  auto map = [&](CUtensorMap* m, const void* base) {
+    if (!encode || reinterpret_cast<uintptr_t>(base) % 16) return false;
+    const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)HQ, (cuuint64_t)f.seq.rows};
+    const cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)HQ * D * 2};  // bytes, of dims 1 and 2
+    const cuuint32_t box[3] = {64, kBwdGroup, 1}, elementStrides[3] = {1, 1, 1};
+    return encode(m, f.dtype == DType::F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims,
+                  strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  maps.on = map(&maps.q, f.q) && map(&maps.dO, a.dOut);
+  return maps;
 }
 
 bool keyGradWgmmaRuns() {

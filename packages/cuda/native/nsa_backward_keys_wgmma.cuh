@@ -13,6 +13,7 @@
 // dSᵀ is formed. Deterministic: one block per output element, fixed order.
 #pragma once
 #include "nsa_backward_keys.cuh"
+#include "tma.cuh"
 #include "wgmma.cuh"
 
 namespace nsa {
@@ -21,15 +22,18 @@ constexpr int kSwizzleRowBytes = 128;  // one 64-element row of a swizzled regio
 
 // W warps (a multiple of 4) own 16 W keys; shared memory, 1024-byte aligned (the launch adds the
 // slack): [K V] tiles, S stage buffers [Q dO], then per stage lse, D, gate and positions, then per
-// stage a slot of prefetched query rows. S = 3 (128-key blocks, one per SM: 160 KB at D = 128;
-// NSA_BWD_KEY_RING=3): a stage's copy has two stages' time to land.
+// stage a slot of prefetched query rows, then per stage buffer an mbarrier (the TMA stage copies).
+// S = 3 (128-key blocks, one per SM: 160 KB at D = 128; NSA_BWD_KEY_RING=3): a stage's copy has two
+// stages' time to land.
 template <int D, int W, int S = 2>
 struct KeyWgLayout {
   static constexpr int keys = 16 * W, stages = S;
   static constexpr int keyBytes = keys * D * 2, stageBytes = kStageCols * D * 2;
   static constexpr int tileBytes = 2 * keyBytes + 2 * stages * stageBytes;
   static constexpr int stageFloats = 3 * kStageCols + kStageRows;
-  static constexpr size_t bytes() { return tileBytes + sizeof(float) * stages * (stageFloats + kStageRows) + 1024; }
+  static constexpr int barOffset = tileBytes + sizeof(float) * stages * (stageFloats + kStageRows);
+  static_assert(barOffset % 8 == 0, "mbarriers are 8-byte aligned");
+  static constexpr size_t bytes() { return barOffset + 8 * stages + 1024; }
 };
 
 // Copies `rows` rows of D 16-bit elements (row r at rowPtr(r), null = zeros) into the swizzled tile
@@ -53,9 +57,18 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
   return *reinterpret_cast<float(*)[8][4]>(&acc[8 * dn][0]);
 }
 
-template <class T, int D, int W, int S = 2, bool Early = false>
+// Tma: a stage's Q and dO rows arrive by bulk tensor copies (maps: KeyStageMaps, one 16-head row
+// slice of 64 features per copy) that warp 0's lanes issue and an mbarrier per stage buffer
+// completes, instead of every thread's cp.async loop (~35 % of the 128-key blocks' issued
+// instructions at 64k: per 16 bytes a shared row lookup, 64-bit address arithmetic and the
+// zero-fill branch; ncu, cbwd5 call 1). Rows past the list are copied from outside the tensor:
+// the copy engine fills them with zeros, as the cp.async loop stored. H100 64k (cbwd5 calls 2-3):
+// 128-key launch 28.9 -> 26.7-27.2 ms, the grid shared with dq (its 64-key blocks) 45.0 -> 38.1-38.6
+// ms with dq's ring TMA; the largest stall left in the 128-key launch is the wait for a stage's
+// copies (~20 % of its warp samples at the mbarrier try-wait).
+template <class T, int D, int W, int S = 2, bool Early = false, bool Tma = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
-                                               const KeyBlockArgs& kb, char* smemAll) {
+                                               const KeyBlockArgs& kb, char* smemAll, const KeyStageMaps* maps = nullptr) {
   static_assert(W % 4 == 0 && D % 64 == 0, "whole warpgroups, whole 64-feature regions");
   static_assert(S == 2 || S == 3, "two or three stage buffers");
   using L = KeyWgLayout<D, W, S>;
@@ -121,7 +134,32 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
   const T* gates = static_cast<const T*>(f.gates);
   // A stage's copies and scalars take its query rows from rowAt(k), k < kStageRows (-1: past the
   // list): rowOf, or the stage's slot of prefetched rows.
+  const uint32_t bars = smemAddr(smem) + L::barOffset;  // Tma: stage buffer b's mbarrier at bars + 8 b
+  if constexpr (Tma) {
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int b = 0; b < S; b++) tma::initBarrier(bars + 8 * b, 1);
+      tma::fenceInit();
+    }
+    __syncwarp();  // warp 0 issues the copies
+  }
   auto loadStage = [&](auto rowAt, int buf) {
+    if constexpr (Tma) {
+      // warp 0: lane i < 4 rows x 2 tensors x D / 64 regions copies one 16-head x 64-feature slice
+      // (2 KB, rows 16 k .. of region dn: the layout copyRowsSwizzled writes)
+      constexpr int kRegions = D / 64, kCopies = kStageRows * 2 * kRegions;
+      if (warp == 0) {
+        if (lane == 0) tma::arriveExpect(bars + 8 * buf, 2 * L::stageBytes);
+        __syncwarp();
+        if (lane < kCopies) {
+          const int k = lane / (2 * kRegions), tensor = lane / kRegions % 2, dn = lane % kRegions;
+          const int qr = rowAt(k);
+          const uint32_t dst = sStage + (2 * buf + tensor) * L::stageBytes + dn * kStageCols * kSwizzleRowBytes + k * kBwdGroup * kSwizzleRowBytes;
+          tma::load(dst, tensor ? &maps->dO : &maps->q, 64 * dn, hq0, qr >= 0 ? qr : f.seq.rows, bars + 8 * buf);
+        }
+      }
+      return;
+    }
     auto slice = [&](const T* base, int r) -> const T* {
       const int qr = rowAt(r / kBwdGroup);
       return qr >= 0 ? base + ((size_t)qr * c.HQ + hq0 + r % kBwdGroup) * D : nullptr;
@@ -343,6 +381,7 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
     cpAsyncWait<S - 2>();
     wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
     __syncthreads();
+    if constexpr (Tma) tma::wait(bars + 8 * buf, (t / S) & 1);  // stage t's Q and dO have landed
     if constexpr (Early) issueScores(buf);
     const int nt = t + ahead, nb = nt % nbuf;
     const bool more = nt < nStages;

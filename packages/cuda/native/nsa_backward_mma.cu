@@ -14,7 +14,9 @@
 // v8). NSA_BWD_SHARED=0: dq and dK/dV as two launches; NSA_BWD_TRACE=1: host timestamps of each step on
 // stderr. NSA_BWD_DQ_FORCED=0: dq's forced selected blocks through the per-warp rings (v9), not read
 // once per block; NSA_BWD_DQ_RING=2: dq's selected rings with 2 stages (v9), not 3;
-// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head. NSA_BWD_DQ_SKIP:
+// NSA_BWD_DQ_ORDER=row: dq blocks with a row tile's KV heads adjacent (v9), not head by head.
+// NSA_BWD_DQ_RING_TMA=0 / NSA_BWD_KEY_TMA=0: dq's ring chunks / the key blocks' stage rows copied
+// with cp.async, not by TMA (KeyStageMaps). NSA_BWD_DQ_SKIP:
 // dq leaves parts out, for profiling only (its dq is wrong). (v5's dq kernel,
 // which reloaded Q/dO fragments per key tile, was removed once v7 measured faster: BENCHMARKS.md v7
 // and run 20.)
@@ -44,9 +46,10 @@ struct RowTile {
 constexpr int kDqWarps = 4;
 
 template <class T, int D, bool DqWg>
-__global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles, int dqFlags) {
+__global__ void __launch_bounds__(32 * kDqWarps, 2)
+    nsaDqFragKernel(NSABackwardArgs a, const float* Dvals, const DqTile* tiles, int dqFlags, const __grid_constant__ KeyStageMaps maps) {
   extern __shared__ __align__(16) char smemRaw[];
-  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw, dqFlags);
+  dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, tiles[blockIdx.x], smemRaw, dqFlags, &maps);
 }
 
 // dq blocks and 64-key dK/dV blocks in one grid, the two lists (each in its own launch order)
@@ -56,17 +59,19 @@ __global__ void __launch_bounds__(32 * kDqWarps, 2) nsaDqFragKernel(NSABackwardA
 // launches, BENCHMARKS v7). Every output element is still written by one block. Wg: the key blocks
 // on wgmma (keyGradBlockWg; ptxas: no spills), otherwise mma.sync (keyGradBlock; the two bodies
 // inlined need 255 registers and spill 32 bytes). DqWg: dq's compressed and window products on wgmma.
-// Early: the key blocks' Early loop (NSA_BWD_KEY_EARLY=2, the default).
-template <class T, int D, bool Wg, bool DqWg, bool Early = false>
+// Early: the key blocks' Early loop (NSA_BWD_KEY_EARLY=2, the default); Tma: its stage copies on
+// the copy engine (KeyStageMaps; NSA_BWD_KEY_TMA=0: cp.async).
+template <class T, int D, bool Wg, bool DqWg, bool Early = false, bool Tma = false>
 __global__ void __launch_bounds__(32 * kDqWarps, 2)
-    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags) {
+    nsaBwdSharedKernel(NSABackwardArgs a, const float* Dvals, const DqTile* dqTiles, int nDq, KeyBlockArgs kb, int nKey, int dqFlags,
+                       const __grid_constant__ KeyStageMaps maps) {
   extern __shared__ __align__(16) char smemRaw[];
   const long long N = (long long)nDq + nKey, b = blockIdx.x;
   const int keysBefore = (int)(b * nKey / N);
   if ((int)((b + 1) * nKey / N) > keysBefore) {
-    if constexpr (Wg) keyGradBlockWg<T, D, 4, 2, Early>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
+    if constexpr (Wg) keyGradBlockWg<T, D, 4, 2, Early, Tma>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw, &maps);
     else keyGradBlock<T, D, 4>(a, Dvals, kb.tiles[keysBefore], kb, smemRaw);
-  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags);
+  } else dqBlock<T, D, kDqWarps, DqWg>(a, Dvals, dqTiles[b - keysBefore], smemRaw, dqFlags, &maps);
 }
 
 // dq blocks, latest positions first (they see the most compressed keys). headMajor: one KV head's
@@ -122,8 +127,13 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   // 4 the forced-block walk (1, 2, 4: wgmma dq only), 8 the selected rings (scripts/dq-profile.sh times each).
   const char* skipEnv = getenv("NSA_BWD_DQ_SKIP");
   // The rings' chunks are unpadded and swizzled unless NSA_BWD_DQ_RING_SWIZZLE=0 (padded rows, v12).
+  // The tensor maps of the key blocks' stage copies and dq's ring chunks (unless NSA_BWD_KEY_TMA=0 /
+  // NSA_BWD_DQ_RING_TMA=0): dq's swizzled rings take full chunks by TMA where maps.onRing.
+  const KeyStageMaps maps = keyStageMaps(a);
+  const bool ringSwz = !envIs("NSA_BWD_DQ_RING_SWIZZLE", '0');
   const int dqFlags = (dqWg && !envIs("NSA_BWD_DQ_FORCED", '0') ? kDqForced : 0) | (envIs("NSA_BWD_DQ_RING", '2') ? 0 : kDqRing3) |
-                      (envIs("NSA_BWD_DQ_RING_SWIZZLE", '0') ? 0 : kDqRingSwz) | (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
+                      (ringSwz ? kDqRingSwz : 0) | (dqWg && ringSwz && maps.onRing ? kDqRingTma : 0) |
+                      (skipEnv ? (atoi(skipEnv) & 15) * kDqSkip : 0);
   // The index's counts come back through pinned memory: the host plans the key tiles while the
   // GPU runs the first dq blocks (shared grid: the first eighth of them, as their own launch).
   InverseIndex index = backwardIndex(a, ws, stream, false);
@@ -138,7 +148,7 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
   if (head > 0) {
     auto dqKernel = dqWg ? nsaDqFragKernel<T, D, true> : nsaDqFragKernel<T, D, false>;
     NSA_CUDA(cudaFuncSetAttribute(dqKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dqBytes));
-    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq, dqFlags);
+    dqKernel<<<head, 32 * kDqWarps, dqBytes, stream>>>(a, Dvals, dDq, dqFlags, maps);
     NSA_LAUNCHED("nsaDqFragKernel");
   }
   mark("dq head queued");
@@ -158,10 +168,11 @@ void run(const NSABackwardArgs& a, cudaStream_t stream) {
     auto launch = [&](auto kernel, size_t keyBytes) {
       const size_t bytes = std::max(dqBytes, keyBytes);
       NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags);
+      kernel<<<(unsigned)(nRest + plan.count), 32 * kDqWarps, bytes, stream>>>(a, Dvals, dDq + head, nRest, kb, plan.count, dqFlags, maps);
       NSA_LAUNCHED("nsaBwdSharedKernel");
     };
-    if (dqWg && kb.early == 2) launch(nsaBwdSharedKernel<T, D, true, true, true>, KeyWgLayout<D, 4>::bytes());
+    if (dqWg && kb.early == 2 && maps.on) launch(nsaBwdSharedKernel<T, D, true, true, true, true>, KeyWgLayout<D, 4>::bytes());
+    else if (dqWg && kb.early == 2) launch(nsaBwdSharedKernel<T, D, true, true, true>, KeyWgLayout<D, 4>::bytes());
     else if (dqWg) launch(nsaBwdSharedKernel<T, D, true, true>, KeyWgLayout<D, 4>::bytes());
     else if (keyWg) launch(nsaBwdSharedKernel<T, D, true, false>, KeyWgLayout<D, 4>::bytes());
     else launch(nsaBwdSharedKernel<T, D, false, false>, KeyLayout<D, 4>::bytes(sizeof(T)));

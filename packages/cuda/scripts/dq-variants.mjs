@@ -2,8 +2,9 @@
 /* global console, process */
 // One NSA forward, then its backward under each dq (and key-block) switch set in this process's environment (the
 // backward reads them on every call), every gradient compared bit for bit with the default's.
-// Switches that change only the dq blocks' launch order, ring depth or ring layout, or when the key blocks read
-// their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_DQ_RING_SWIZZLE=0, NSA_BWD_KEY_DEFER=0) must give
+// Switches that change only the dq blocks' launch order, ring depth, ring layout or how ring chunks are copied, or
+// when the key blocks read their scalars (NSA_BWD_DQ_ORDER=row, NSA_BWD_DQ_RING=2, NSA_BWD_DQ_RING_SWIZZLE=0,
+// NSA_BWD_DQ_RING_TMA=0, NSA_BWD_KEY_DEFER=0) must give
 // bit-equal gradients; NSA_BWD_DQ_FORCED=0 changes the order of dq's
 // sum over selected keys, so it may differ, in dq only. bfloat16, paper defaults, G = 16, two KV heads, T = 2048. Plain Node over dist/:
 //   node scripts/dq-variants.mjs
@@ -21,13 +22,14 @@ const inputs = {
   kWin: t([1, T, H, D]), vWin: t([1, T, H, D]), gates: t([1, T, HQ, 3], 0),
 };
 const dOutput = t([1, T, HQ, D]);
-const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_RING_SWIZZLE: '0' }, { NSA_BWD_DQ_FORCED: '0' },
+const variants = [{}, { NSA_BWD_DQ_ORDER: 'row' }, { NSA_BWD_DQ_RING: '2' }, { NSA_BWD_KEY_DEFER: '0' }, { NSA_BWD_DQ_RING_SWIZZLE: '0' }, { NSA_BWD_DQ_RING_TMA: '0' },
+  { NSA_BWD_DQ_RING_TMA: '0', NSA_BWD_DQ_RING: '2' }, { NSA_BWD_DQ_FORCED: '0' },
   { NSA_BWD_DQ_FORCED: '0', NSA_BWD_DQ_RING: '2', NSA_BWD_DQ_ORDER: 'row', NSA_BWD_KEY_DEFER: '0' }];
 const forward = await backend.nsaForward({ config, ...inputs });
 let base = null;
 let failed = false;
 for (const v of variants) {
-  const cleared = ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE'];
+  const cleared = ['NSA_BWD_DQ_ORDER', 'NSA_BWD_DQ_RING', 'NSA_BWD_DQ_FORCED', 'NSA_BWD_KEY_DEFER', 'NSA_BWD_DQ_RING_SWIZZLE', 'NSA_BWD_DQ_RING_TMA'];
   const got = await gradientsUnder(backend, { config, ...inputs, forward, dOutput }, v, cleared);
   if (!base) {
     base = got;
