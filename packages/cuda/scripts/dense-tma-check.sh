@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The dense backward's TMA step copies (NSA_DENSE_BWD_TMA) against a baseline build, one GPU-host command:
+#   source .gpu/boot.sh && bash dense-tma-check.sh <staged .gpuwork dir> <baseline .gpuwork dir> <out dir> [ab|final]
+# 1. gate: dense-backward-check.mjs on one varlen shape (parity, both dtypes);
+# 2. torch_baseline.py at 8k..64k (cuDNN);
+# 3. bench --ops dense, alternating processes: new binary (default) and the baseline at 32k (3 rounds),
+#    the new binary's switches (NSA_DENSE_BWD_TMA=sync / kv / 0) at 32k, then 16k and 64k (ab) or
+#    8k..64k (final) new / baseline;
+# 4. the checks in parallel: dense-backward-check.mjs (parity + bit-equality across runs) for the default
+#    and each switch, dense-tma-equal.mjs (the copy modes' gradients bit for bit), dense-forward-check.mjs (final), extra-parity.mjs --only "dense ", test/'s grid
+#    --only "dense ", compute-sanitizer memcheck of dense-backward-check --only "varlen G=16 D=128 bfloat16".
+# Every log lands in <out dir>; the summary is printed last.
+set -uo pipefail
+work=$(realpath "$1"); base=$(realpath "$2"); out=$(realpath "$3"); mode=${4:-ab}
+mkdir -p "$out"
+cd "$work"
+pkg=node_modules/@nsa/cuda
+bench() {  # bench <dir> <log> <Ts> [env...]
+  local dir=$1 log=$2 Ts=$3; shift 3
+  (cd "$dir" && env "$@" node "$pkg/bench/bench.mjs" --ops dense --T "$Ts" --baseline "$out/torch.json") >> "$out/$log" 2>&1
+  echo "== $log $* T=$Ts" >> "$out/bench-all.log"
+  grep "^| forward" "$out/$log" | tail -n $(( $(tr -cd , <<< "$Ts" | wc -c) * 2 + 2 )) >> "$out/bench-all.log"
+}
+echo "== gate" | tee "$out/summary.txt"
+timeout 120 node $pkg/scripts/dense-backward-check.mjs --only "varlen G=16 D=128" --no-determinism > "$out/gate.log" 2>&1
+grep -c "| yes |" "$out/gate.log" | sed 's/^/gate rows ok: /' | tee -a "$out/summary.txt"
+grep "| NO |" "$out/gate.log" | head -3 | tee -a "$out/summary.txt"
+timeout 150 python3 $pkg/bench/torch_baseline.py 8192,16384,32768,65536 "$out/torch.json" > "$out/torch.log" 2>&1
+tail -3 "$out/torch.log"
+for r in 1 2 3; do
+  bench "$work" new-32k.log 32768
+  bench "$base" base-32k.log 32768
+done
+bench "$work" sync-32k.log 32768 NSA_DENSE_BWD_TMA=sync
+bench "$work" kv-32k.log 32768 NSA_DENSE_BWD_TMA=kv
+bench "$work" off-32k.log 32768 NSA_DENSE_BWD_TMA=0
+if [[ $mode == final ]]; then Ts=8192,16384,65536; else Ts=16384,65536; fi
+bench "$work" new-rest.log $Ts
+bench "$base" base-rest.log $Ts
+if [[ $mode == final ]]; then bench "$work" new-rest.log $Ts; bench "$base" base-rest.log $Ts; fi
+cat "$out/bench-all.log"
+# Checks, in parallel (the timings are done).
+bg() { local log=$1; shift; (timeout 200 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
+bg check-default.log node $pkg/scripts/dense-backward-check.mjs
+bg check-sync.log env NSA_DENSE_BWD_TMA=sync node $pkg/scripts/dense-backward-check.mjs --no-determinism
+bg check-kv.log env NSA_DENSE_BWD_TMA=kv node $pkg/scripts/dense-backward-check.mjs --no-determinism
+bg check-split.log env NSA_DENSE_BWD_SPLIT=1 node $pkg/scripts/dense-backward-check.mjs --no-determinism
+bg equal.log node $pkg/scripts/dense-tma-equal.mjs
+bg extra.log node $pkg/scripts/extra-parity.mjs --only "dense "
+bg grid.log node node_modules/@nsa/test/dist/run-parity.js --backend cuda --scale gpu --dtypes bfloat16,float16 --only "dense "
+[[ $mode == final ]] && bg fwd.log node $pkg/scripts/dense-forward-check.mjs
+bg memcheck.log compute-sanitizer --tool memcheck node $pkg/scripts/dense-backward-check.mjs --only "varlen G=16 D=128 bfloat16" --no-determinism
+wait
+{
+  echo "== checks (rows ok / failed)"
+  for f in "$out"/check-*.log "$out"/equal.log "$out"/extra.log "$out"/grid.log "$out"/fwd.log "$out"/memcheck.log; do
+    [[ -f $f ]] || continue
+    echo "$(basename "$f"): ok $(grep -c '| yes |' "$f"), failed $(grep -c '| NO |' "$f") $(grep -h 'exited with\|ERROR SUMMARY\|passed,\|DIFFER\|bit-equal across' "$f" | sort | uniq -c | tr '\n' ' ')"
+  done
+} | tee -a "$out/summary.txt"
