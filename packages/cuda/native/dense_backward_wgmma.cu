@@ -325,7 +325,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     if constexpr (Mode == kCopyPingPong) {  // step t - 1's products, then the other's turn
       if (t > 0) issueGrads(t - 1);
       wg::commit();
-      if (warp < 4 || t + 1 < nTiles) namedArrive(2 - (warp >> 2));  // (warpgroup 1 owes none after its last step)
+      namedArrive(2 - (warp >> 2));
       if (t > 0) wg::wait<1>();
       else wg::wait<0>();
     } else if (t > 0) {
@@ -358,12 +358,10 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     packSteps<T>(pA, s);
     packSteps<T>(dsA, dp);
     // TMA modes: step t + 2, requested here rather than while products run (ptxas then serialises the
-    // wgmma pipeline, C7514, and spills).
-    if (tma && threadIdx.x == 0 && t + 2 < nTiles) {
-      // kCopyTmaFree: every thread is done with step t - 2 (arrived at the end of step t - 1)
-      if (Mode >= kCopyTmaFree && t >= 2) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
-      requestCols(t + 2);
-    }
+    // wgmma pipeline, C7514). kCopyTmaFree: once every thread is done with step t - 2 (arrived at the end
+    // of step t - 1); warpgroup 0 waits as a whole (a wait in one thread only serialises wgmma, C7520).
+    if (Mode >= kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestCols(t + 2);
   }
   if (nTiles > 0) {
     fenceAcc<D>(dk);
@@ -376,6 +374,9 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     fenceA(dsA);
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
+    if constexpr (Mode == kCopyPingPong) {  // warpgroup 1's last hand-over (no wgmma after this point)
+      if (warp < 4) namedSync(1);
+    }
   }
 
   T* dK = static_cast<T*>(b.dk);
@@ -561,10 +562,9 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     fenceA(dsA);
     fenceAcc<D>(dq);
     packSteps<T>(dsA, dp);
-    if (tma && threadIdx.x == 0 && t + 2 < nTiles) {  // as in keyValueGradBlock
-      if (Mode == kCopyTmaFree && t >= 2) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
-      requestKV(t + 2);
-    }
+    // as in keyValueGradBlock
+    if (Mode >= kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestKV(t + 2);
   }
   fenceAcc<D>(dq);
   wg::fence();
@@ -682,7 +682,7 @@ void launchGrads(const AttentionBackwardArgs& b, const float* delta, const Dense
   std::memset(&none, 0, sizeof none);
   if (env && strcmp(env, "3") == 0) launchStages<T, D, 3, false, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, none, stream);
   else if (D == 128 && !(wide && wide[0] == '0')) launchModes<T, D, 4, D == 128>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
-  else if (D == 128) launchStages<T, D, 4, false, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, none, stream);  // (A/B only)
+  else if constexpr (D == 128) launchStages<T, D, 4, false, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, none, stream);  // (A/B only)
   else launchModes<T, D, 4, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
 }
 

@@ -4,7 +4,7 @@
 # 1. gate: dense-backward-check.mjs on one varlen shape (parity, both dtypes);
 # 2. torch_baseline.py at 8k..64k (cuDNN);
 # 3. bench --ops dense, alternating processes: new binary (default) and the baseline at 32k (3 rounds),
-#    the new binary's switches (NSA_DENSE_BWD_TMA=sync / kv / 0) at 32k, then 16k and 64k (ab) or
+#    the new binary's switches (NSA_DENSE_BWD_TMA=pingpong / sync / kv / 0) at 32k, then 16k and 64k (ab) or
 #    8k..64k (final) new / baseline;
 # 4. the checks in parallel: dense-backward-check.mjs (parity + bit-equality across runs) for the default
 #    and each switch, dense-tma-equal.mjs (the copy modes' gradients bit for bit), dense-forward-check.mjs (final), extra-parity.mjs --only "dense ", test/'s grid
@@ -31,9 +31,11 @@ for r in 1 2 3; do
   bench "$work" new-32k.log 32768
   bench "$base" base-32k.log 32768
 done
+bench "$work" pingpong-32k.log 32768 NSA_DENSE_BWD_TMA=pingpong
 bench "$work" sync-32k.log 32768 NSA_DENSE_BWD_TMA=sync
 bench "$work" kv-32k.log 32768 NSA_DENSE_BWD_TMA=kv
 bench "$work" off-32k.log 32768 NSA_DENSE_BWD_TMA=0
+bench "$work" pingpong-32k.log 32768 NSA_DENSE_BWD_TMA=pingpong
 if [[ $mode == final ]]; then Ts=8192,16384,65536; else Ts=16384,65536; fi
 bench "$work" new-rest.log $Ts
 bench "$base" base-rest.log $Ts
@@ -43,6 +45,7 @@ cat "$out/bench-all.log"
 bg() { local log=$1; shift; (timeout 200 "$@" > "$out/$log" 2>&1 || echo "exited with $?" >> "$out/$log") & }
 bg check-default.log node $pkg/scripts/dense-backward-check.mjs
 bg check-sync.log env NSA_DENSE_BWD_TMA=sync node $pkg/scripts/dense-backward-check.mjs --no-determinism
+bg check-pingpong.log env NSA_DENSE_BWD_TMA=pingpong node $pkg/scripts/dense-backward-check.mjs
 bg check-kv.log env NSA_DENSE_BWD_TMA=kv node $pkg/scripts/dense-backward-check.mjs --no-determinism
 bg check-split.log env NSA_DENSE_BWD_SPLIT=1 node $pkg/scripts/dense-backward-check.mjs --no-determinism
 bg equal.log node $pkg/scripts/dense-tma-equal.mjs
