@@ -88,10 +88,7 @@ __device__ __forceinline__ void issueRowsTimesTile(float (&d)[D / 64][8][4], con
 // says it landed), still one block-wide barrier per step before a slot is refilled; kCopyTmaFree =
 // the same with a second mbarrier per slot that every thread arrives on once it is done with the
 // slot, so no block-wide barrier in the loop and the two warpgroups need not run in step.
-// kCopyPingPong = kCopyTmaFree with the warpgroups taking turns to issue their products (named
-// barriers), so one warpgroup's P / dS work runs under the other's products (dK/dV blocks; dq blocks
-// as kCopyTmaFree).
-enum CopyMode { kCopyAsync = 0, kCopyTma = 1, kCopyTmaFree = 2, kCopyPingPong = 3 };
+enum CopyMode { kCopyAsync = 0, kCopyTma = 1, kCopyTmaFree = 2 };
 // TMA boxes of lse and D: kLseHeads heads (the box's 16-byte minimum) x kStep positions.
 constexpr int kLseHeads = 4;
 
@@ -121,10 +118,6 @@ __device__ __forceinline__ void arriveBarrier(uint32_t bar) {
   __trap();
 #endif
 }
-// Named barriers 1 and 2 between the two warpgroups (kThreads threads): a warpgroup waits for its turn
-// with namedSync(its id) and hands the turn over with namedArrive(the other's id).
-__device__ __forceinline__ void namedSync(int id) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(kThreads) : "memory"); }
-__device__ __forceinline__ void namedArrive(int id) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(kThreads) : "memory"); }
 // Waits for the mbarrier phase of the given parity, the retry loop inside one asm statement (tma::wait's
 // C++ loop around try_wait made ptxas spill in the dK/dV blocks).
 __device__ __forceinline__ void waitBarrier(uint32_t bar, uint32_t parity) {
@@ -244,9 +237,6 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   wg::fenceProxyAsync();
   __syncthreads();
 
-  if constexpr (Mode == kCopyPingPong) {  // warpgroup 0 issues first
-    if (warp >= 4 && nTiles > 0) namedArrive(1);
-  }
   const int wgRow = 64 * (warp >> 2);  // this warpgroup's first key row in the block
   const int kp0 = k0 + warp * 16 + g;  // this thread's key positions: kp0 and kp0 + 8
   const float sl2 = a.scale * kLog2e;
@@ -316,19 +306,12 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       zeroAcc(dp);
     }
     if constexpr (tma) waitBarrier(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
-    if constexpr (Mode == kCopyPingPong) namedSync(1 + (warp >> 2));  // this warpgroup's turn
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
     wg::fence();
     issueScores(t);
     wg::commit();
-    if constexpr (Mode == kCopyPingPong) {  // step t - 1's products, then the other's turn
-      if (t > 0) issueGrads(t - 1);
-      wg::commit();
-      namedArrive(2 - (warp >> 2));
-      if (t > 0) wg::wait<1>();
-      else wg::wait<0>();
-    } else if (t > 0) {
+    if (t > 0) {
       issueGrads(t - 1);
       wg::commit();
       wg::wait<1>();  // Sᵀ, dPᵀ of step t are done; step t - 1's products may still run
@@ -348,7 +331,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       cpAsyncCommit();
     }
     wg::wait<0>();
-    if constexpr (Mode >= kCopyTmaFree) {
+    if constexpr (Mode == kCopyTmaFree) {
       if (t > 0) arriveBarrier(empty + 8 * ((t - 1) % Stages));  // step t - 1's products are done: its slot is free
     }
     fenceA(pA);
@@ -360,7 +343,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     // TMA modes: step t + 2, requested here rather than while products run (ptxas then serialises the
     // wgmma pipeline, C7514). kCopyTmaFree: once every thread is done with step t - 2 (arrived at the end
     // of step t - 1); warpgroup 0 waits as a whole (a wait in one thread only serialises wgmma, C7520).
-    if (Mode >= kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
     if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestCols(t + 2);
   }
   if (nTiles > 0) {
@@ -374,9 +357,6 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     fenceA(dsA);
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
-    if constexpr (Mode == kCopyPingPong) {  // warpgroup 1's last hand-over (no wgmma after this point)
-      if (warp < 4) namedSync(1);
-    }
   }
 
   T* dK = static_cast<T*>(b.dk);
@@ -563,7 +543,7 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     fenceAcc<D>(dq);
     packSteps<T>(dsA, dp);
     // as in keyValueGradBlock
-    if (Mode >= kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
     if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestKV(t + 2);
   }
   fenceAcc<D>(dq);
@@ -656,10 +636,6 @@ void launchModes(const AttentionBackwardArgs& b, const float* delta, const Dense
   if constexpr (Wide) {
     if (env && strcmp(env, "sync") == 0 && kv && dq) {
       launchStages<T, D, Stages, Wide, kCopyTma>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
-      return;
-    }
-    if (env && strcmp(env, "pingpong") == 0 && kv && dq) {
-      launchStages<T, D, Stages, Wide, kCopyPingPong, kCopyTmaFree>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
       return;
     }
     if (env && strcmp(env, "kv") == 0 && kv) {
