@@ -2,7 +2,7 @@
 // the same two block kinds as dense_backward_mma.cu (which launches these where denseWgmmaRuns()):
 // - key-centric dK/dV: two warpgroups own 128 keys of one KV head (64 each, one m64 tile) and walk
 //   every (query position >= key, head of the group) column in steps of 64 columns, Q / dO / lse / D
-//   of a step in a cp.async ring (Stages slots, below). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
+//   of a step in a ring (Stages slots, below). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
 //   memory (both operands through descriptors), so the registers hold only dK, dV and one step;
 //   Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) become register A operands of dV += Pᵀ·dO and dK += dSᵀ·Q;
 // - query-centric dq: two warpgroups own 128 positions of one query head (Q and dO as register A
@@ -17,6 +17,10 @@
 // in L2.
 // Stages = 3 (NSA_DENSE_BWD_STAGES=3, the kernel before): one barrier at the top of every step,
 // between the packing and the next step's products.
+// Step copies (CopyMode below; NSA_DENSE_BWD_TMA): by default the copy engine (TMA) fills the 4-slot
+// ring, one thread requesting step t + 2 at the end of step t (dK/dV: Q, dO and 4-head boxes of lse and
+// D; dq: K, V), with per-slot mbarriers for "landed" and "every thread done", so the loop has no block-wide
+// barrier and issues no copy instructions; NSA_DENSE_BWD_TMA=0 runs the cp.async ring described above.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>

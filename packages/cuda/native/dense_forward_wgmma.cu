@@ -1,7 +1,8 @@
 // Dense causal forward on Hopper warpgroup mma (wgmma, sm_90a), float16/bfloat16, Dk = Dv in {64, 128}.
 // A block of two warpgroups takes 128 consecutive query positions of one query head (64 rows per
 // warpgroup, one m64 tile); key/value tiles of 128 keys sit in shared memory in wgmma's 128-byte
-// swizzled layout (wgmma.cuh) in a 3-slot ring filled with cp.async by all threads (how far ahead: Early, below).
+// swizzled layout (wgmma.cuh) in a 3-slot ring, filled by the copy engine (Tma, below) or with cp.async by
+// all threads (how far ahead: Early, below).
 // Q (A of Q·Kᵀ) and P (A of P·V) stay in registers. Each step overlaps the tensor cores with the
 // softmax: it issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, waits for S_j only, runs the
 // softmax of S_j while P_{j-1}·V_{j-1} runs, then waits for it and rescales O (flash-attention-3's
@@ -13,6 +14,10 @@
 // S_{j+1} issues right after P_j is packed; the same three slots suffice (K_{j+2} takes K_{j-1}'s half,
 // V_{j+1} takes V_{j-2}'s). NSA_DENSE_FWD_EARLY=0 keeps the kernel before: K_j and V_j one tile ahead,
 // one barrier at the top of each step.
+// Tma (the default where the tensor maps can be made; NSA_DENSE_FWD_TMA=0 runs Early's cp.async ring):
+// one thread requests K_{j+1} and V_j at the top of step j (TMA, 128-byte swizzle), an mbarrier per K / V
+// half says it landed, and every thread arrives on a second mbarrier once it is done with a half, so the
+// loop has no block-wide barrier and issues no copy instructions (32k: 37.8 -> 29.5 ms, BENCHMARKS.md).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>

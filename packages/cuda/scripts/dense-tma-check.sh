@@ -24,9 +24,17 @@ bench() {  # bench <dir> <log> <Ts> [env...]
   grep "^| forward" "$out/$log" | tail -n $(( $(tr -cd , <<< "$Ts" | wc -c) * 2 + 2 )) >> "$out/bench-all.log"
 }
 echo "== gate" | tee "$out/summary.txt"
+# A gate that fails turns that TMA path off (exported) for the rest of the call, and says so.
+timeout 120 node $pkg/scripts/dense-forward-check.mjs --only "varlen G=16 D=128" --no-determinism > "$out/gate-fwd.log" 2>&1
+echo "forward gate rows ok: $(grep -c '| yes |' "$out/gate-fwd.log"), failed: $(grep -c '| NO |' "$out/gate-fwd.log")" | tee -a "$out/summary.txt"
+if grep -q "| NO |" "$out/gate-fwd.log" || ! grep -q "| yes |" "$out/gate-fwd.log"; then
+  export NSA_DENSE_FWD_TMA=0; echo "FORWARD GATE FAILED: NSA_DENSE_FWD_TMA=0 from here on" | tee -a "$out/summary.txt"
+fi
 timeout 120 node $pkg/scripts/dense-backward-check.mjs --only "varlen G=16 D=128" --no-determinism > "$out/gate.log" 2>&1
-grep -c "| yes |" "$out/gate.log" | sed 's/^/gate rows ok: /' | tee -a "$out/summary.txt"
-grep "| NO |" "$out/gate.log" | head -3 | tee -a "$out/summary.txt"
+echo "backward gate rows ok: $(grep -c '| yes |' "$out/gate.log"), failed: $(grep -c '| NO |' "$out/gate.log")" | tee -a "$out/summary.txt"
+if grep -q "| NO |" "$out/gate.log" || ! grep -q "| yes |" "$out/gate.log"; then
+  export NSA_DENSE_BWD_TMA=0; echo "BACKWARD GATE FAILED: NSA_DENSE_BWD_TMA=0 from here on" | tee -a "$out/summary.txt"
+fi
 timeout 150 python3 $pkg/bench/torch_baseline.py 8192,16384,32768,65536 "$out/torch.json" > "$out/torch.log" 2>&1
 tail -3 "$out/torch.log"
 for r in 1 2 3; do
