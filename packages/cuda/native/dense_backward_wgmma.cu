@@ -2,7 +2,7 @@
 // the same two block kinds as dense_backward_mma.cu (which launches these where denseWgmmaRuns()):
 // - key-centric dK/dV: two warpgroups own 128 keys of one KV head (64 each, one m64 tile) and walk
 //   every (query position >= key, head of the group) column in steps of 64 columns, Q / dO / lse / D
-//   of a step in a cp.async ring (Stages slots, below). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
+//   of a step in a ring (Stages slots, below). Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ take K and V from shared
 //   memory (both operands through descriptors), so the registers hold only dK, dV and one step;
 //   Pᵀ and dSᵀ = Pᵀ∘(dPᵀ − D) become register A operands of dV += Pᵀ·dO and dK += dSᵀ·Q;
 // - query-centric dq: two warpgroups own 128 positions of one query head (Q and dO as register A
@@ -17,12 +17,17 @@
 // in L2.
 // Stages = 3 (NSA_DENSE_BWD_STAGES=3, the kernel before): one barrier at the top of every step,
 // between the packing and the next step's products.
+// Step copies (CopyMode below; NSA_DENSE_BWD_TMA): by default the copy engine (TMA) fills the 4-slot
+// ring, one thread requesting step t + 2 at the end of step t (dK/dV: Q, dO and 4-head boxes of lse and
+// D; dq: K, V), with per-slot mbarriers for "landed" and "every thread done", so the loop has no block-wide
+// barrier and issues no copy instructions; NSA_DENSE_BWD_TMA=0 runs the cp.async ring described above.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include "cuda_error.h"
 #include "dense_wgmma.h"
 #include "nsa_kernels.cuh"
+#include "tma.cuh"
 #include "warp_backward.cuh"
 #include "warp_tile.cuh"
 #include "wgmma.cuh"
@@ -82,24 +87,77 @@ __device__ __forceinline__ void issueRowsTimesTile(float (&d)[D / 64][8][4], con
   }
 }
 
-template <int D, int Stages>
+// The dK/dV blocks' step copies: kCopyAsync = cp.async by every thread, a barrier for each ring slot
+// (the kernel before); kCopyTma = the copy engine (one thread requests a step, an mbarrier per slot
+// says it landed), still one block-wide barrier per step before a slot is refilled; kCopyTmaFree =
+// the same with a second mbarrier per slot that every thread arrives on once it is done with the
+// slot, so no block-wide barrier in the loop and the two warpgroups need not run in step.
+enum CopyMode { kCopyAsync = 0, kCopyTma = 1, kCopyTmaFree = 2 };
+// TMA boxes of lse and D: kLseHeads heads (the box's 16-byte minimum) x kStep positions.
+constexpr int kLseHeads = 4;
+
+// The dK/dV blocks' maps (sm_90a; CUtensorMap is 64-byte aligned): Q, dO [rows][HQ][D] in kStep-row
+// boxes of 64 features, lse and D [rows][HQ] floats in kLseHeads x kStep boxes.
+// The dq blocks' maps: K, V [keyRows][H][D] in kStep-row boxes.
+struct DenseMaps {
+  CUtensorMap q, dO, lse, del, k, v;
+  int kv, dq;  // the dK/dV blocks' maps (q, dO, lse, del) / the dq blocks' (k, v) are valid
+};
+
+template <int D, int Stages, int Mode = kCopyAsync>
 struct KvShape {
   static constexpr int kvBytes = kBlockRows * D * 2;  // swizzled K or V of the block's keys
   static constexpr int colBytes = kStep * D * 2;      // swizzled Q or dO of one step
-  // K, V, then [Stages][Q, dO], then lse and D [Stages][kStep] floats.
-  static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)Stages * 2 * colBytes + 2 * sizeof(float) * Stages * kStep + 1024;
+  static constexpr int lseW = Mode == kCopyAsync ? 1 : kLseHeads;  // floats per position in a slot's lse / D
+  // K, V, then [Stages][Q, dO], then lse and D [Stages][kStep][lseW] floats, then 2 x Stages mbarriers.
+  static constexpr size_t bytes = 2 * (size_t)kvBytes + (size_t)Stages * 2 * colBytes + 2 * sizeof(float) * Stages * kStep * lseW +
+                                  16 * Stages + 1024;
 };
 
+// mbarrier arrival of this thread (no transactions).
+__device__ __forceinline__ void arriveBarrier(uint32_t bar) {
+#if NSA_WGMMA_DEVICE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#else
+  __trap();
+#endif
+}
+// Waits for the mbarrier phase of the given parity, the retry loop inside one asm statement (tma::wait's
+// C++ loop around try_wait made ptxas spill in the dK/dV blocks).
+__device__ __forceinline__ void waitBarrier(uint32_t bar, uint32_t parity) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+// 2-D box (x0 .., y0 ..) of a map into shared address dst (the lse / D boxes).
+__device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int x0, int y0, uint32_t bar) {
+#if NSA_WGMMA_DEVICE
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(x0), "r"(y0), "r"(bar)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
 // One dK/dV block: keys tile.first .. + kBlockRows of KV head kvh.
-template <class T, int D, int Stages, bool Wide>
+template <class T, int D, int Stages, bool Wide, int Mode>
 __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int kvh,
-                                                  char* smemAll) {
-  using S = KvShape<D, Stages>;
+                                                  char* smemAll, const DenseMaps& maps) {
+  using S = KvShape<D, Stages, Mode>;
   constexpr bool ahead = Stages == 4;  // step t + 2 requested in the middle of step t
+  constexpr bool tma = Mode != kCopyAsync;
+  static_assert(!tma || ahead, "the TMA copies run in the 4-slot ring");
+  constexpr int lseW = S::lseW;
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
   const uint32_t sK = smemAddr(smem), sV = sK + S::kvBytes, ring = sV + S::kvBytes;
-  float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + Stages * 2 * S::colBytes);  // [Stages][kStep]
-  float* sDel = sLse + Stages * kStep;
+  float* sLse = reinterpret_cast<float*>(smem + 2 * S::kvBytes + Stages * 2 * S::colBytes);  // [Stages][kStep][lseW]
+  float* sDel = sLse + Stages * kStep * lseW;
+  const uint32_t full = smemAddr(sDel + Stages * kStep * lseW), empty = full + 8 * Stages;  // mbarriers (TMA modes)
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -145,14 +203,40 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       }
     }
   };
-  if (nTiles > 0) loadCols(0);
-  cpAsyncCommit();
-  if constexpr (ahead) {
-    if (nTiles > 1) loadCols(1);
+  // TMA modes: one thread requests step t into slot t % Stages. Columns past the sequence read the next
+  // sequence's rows (or zeros past the tensor): finite, and probabilities() masks them (P = dS = 0).
+  auto requestCols = [&](int t) {
+    const int slot = t % Stages, hq = colHead(t), row = qStart + colStart(t) - pos0;
+    const uint32_t q = ring + slot * 2 * S::colBytes, bar = full + 8 * slot;
+    tma::arriveExpect(bar, 2 * S::colBytes + 2 * kStep * kLseHeads * (uint32_t)sizeof(float));
+    tma::loadTile<D, kStep, kStep>(q, &maps.q, hq, row, bar);
+    tma::loadTile<D, kStep, kStep>(q + S::colBytes, &maps.dO, hq, row, bar);
+    const int h0 = hq & ~(kLseHeads - 1);
+    tmaLoad2d(smemAddr(sLse + slot * kStep * lseW), &maps.lse, h0, row, bar);
+    tmaLoad2d(smemAddr(sDel + slot * kStep * lseW), &maps.del, h0, row, bar);
+  };
+  if constexpr (tma) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < Stages; i++) {
+        tma::initBarrier(full + 8 * i, 1);
+        tma::initBarrier(empty + 8 * i, kThreads);
+      }
+      tma::fenceInit();
+      if (nTiles > 0) requestCols(0);
+      if (nTiles > 1) requestCols(1);
+    }
     cpAsyncCommit();
-    cpAsyncWait<1>();  // K, V and step 0
+    cpAsyncWait<0>();  // K and V (the steps: on their mbarriers)
   } else {
-    cpAsyncWait<0>();
+    if (nTiles > 0) loadCols(0);
+    cpAsyncCommit();
+    if constexpr (ahead) {
+      if (nTiles > 1) loadCols(1);
+      cpAsyncCommit();
+      cpAsyncWait<1>();  // K, V and step 0
+    } else {
+      cpAsyncWait<0>();
+    }
   }
   wg::fenceProxyAsync();
   __syncthreads();
@@ -191,14 +275,17 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   };
   auto probabilities = [&](int t) {  // Pᵀ and dSᵀ of step t in s and dp
     const int slot = t % Stages, p0 = colStart(t);
-    const float* lse = sLse + slot * kStep;
-    const float* del = sDel + slot * kStep;
+    // TMA modes: a slot holds kLseHeads heads per position, this step's head at hq % kLseHeads.
+    const int h = tma ? colHead(t) % kLseHeads : 0;
+    const float* lse = sLse + slot * kStep * lseW + h;
+    const float* del = sDel + slot * kStep * lseW + h;
     // Only steps that start before the block's last key, or run past the last query, need the test.
     const bool edge = p0 < k0 + kBlockRows - 1 || p0 + kStep > keyLen;
 #pragma unroll
     for (int n = 0; n < 8; n++) {
-      const float2 l2 = *reinterpret_cast<const float2*>(lse + n * 8 + 2 * t4);  // columns c, c + 1 of this n-tile
-      const float2 d2 = *reinterpret_cast<const float2*>(del + n * 8 + 2 * t4);
+      const int c = n * 8 + 2 * t4;  // columns c, c + 1 of this n-tile
+      const float2 l2 = tma ? make_float2(lse[c * lseW], lse[(c + 1) * lseW]) : *reinterpret_cast<const float2*>(lse + c);
+      const float2 d2 = tma ? make_float2(del[c * lseW], del[(c + 1) * lseW]) : *reinterpret_cast<const float2*>(del + c);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int c = n * 8 + 2 * t4 + (e & 1), p = p0 + c, kp = kp0 + 8 * (e >> 1);
@@ -222,6 +309,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       zeroAcc(s);
       zeroAcc(dp);
     }
+    if constexpr (tma) waitBarrier(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
     wg::fence();
@@ -237,7 +325,9 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     wg::fenceOperands(s);
     wg::fenceOperands(dp);
     probabilities(t);
-    if constexpr (ahead) {  // while step t - 1's products run
+    if constexpr (Mode == kCopyTma) {
+      __syncthreads();  // every warpgroup is done with step t - 2, whose slot takes t + 2 (requested below)
+    } else if constexpr (ahead && !tma) {  // while step t - 1's products run
       cpAsyncWait<0>();       // step t + 1 has landed (this thread's copies)
       wg::fenceProxyAsync();  // ... visible to the tensor cores
       __syncthreads();        // ... and everyone's; every warpgroup is done with step t - 2, whose slot takes t + 2
@@ -245,12 +335,20 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       cpAsyncCommit();
     }
     wg::wait<0>();
+    if constexpr (Mode == kCopyTmaFree) {
+      if (t > 0) arriveBarrier(empty + 8 * ((t - 1) % Stages));  // step t - 1's products are done: its slot is free
+    }
     fenceA(pA);
     fenceA(dsA);
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
     packSteps<T>(pA, s);
     packSteps<T>(dsA, dp);
+    // TMA modes: step t + 2, requested here rather than while products run (ptxas then serialises the
+    // wgmma pipeline, C7514). kCopyTmaFree: once every thread is done with step t - 2 (arrived at the end
+    // of step t - 1); warpgroup 0 waits as a whole (a wait in one thread only serialises wgmma, C7520).
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestCols(t + 2);
   }
   if (nTiles > 0) {
     fenceAcc<D>(dk);
@@ -277,20 +375,25 @@ template <int D, int Stages>
 struct DqShape {
   static constexpr int keyBytes = kStep * D * 2;  // swizzled K or V of one step
   static constexpr int ld = D + 8;                // padded Q, dO rows (ldmatrix) before the loop
-  // [Stages][K, V], then Q, dO [kBlockRows][ld].
-  static constexpr size_t bytes = (size_t)Stages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 1024;
+  // [Stages][K, V], then Q, dO [kBlockRows][ld], then 2 x Stages mbarriers.
+  static constexpr size_t bytes = (size_t)Stages * 2 * keyBytes + 2 * sizeof(uint16_t) * kBlockRows * ld + 16 * Stages + 1024;
 };
 
-// One dq block: query positions tile.first .. + kBlockRows of query head hq.
-template <class T, int D, int Stages, bool Wide>
-__device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int hq, char* smemAll) {
+// One dq block: query positions tile.first .. + kBlockRows of query head hq. Mode: the step copies as
+// in keyValueGradBlock (K and V of a step by the copy engine in the TMA modes).
+template <class T, int D, int Stages, bool Wide, int Mode>
+__device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const float* delta, const DenseTile tile, const int hq, char* smemAll,
+                                        const DenseMaps& maps) {
   using S = DqShape<D, Stages>;
   constexpr bool ahead = Stages == 4;
+  constexpr bool tma = Mode != kCopyAsync;
+  static_assert(!tma || ahead, "the TMA copies run in the 4-slot ring");
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);
   const uint32_t ring = smemAddr(smem);
   constexpr int ld = S::ld;
   T* sQ = reinterpret_cast<T*>(smem + Stages * 2 * S::keyBytes);
   T* sdO = sQ + kBlockRows * ld;
+  const uint32_t full = smemAddr(sdO + kBlockRows * ld), empty = full + 8 * Stages;  // mbarriers (TMA modes)
 
   const AttentionArgs& a = b.fwd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
@@ -317,14 +420,36 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot, K + first, kvStride, valid);
     wg::copyRowsSwizzled<T, D, kThreads, kStep>(slot + S::keyBytes, V + first, kvStride, valid);
   };
-  loadKV(0);
-  cpAsyncCommit();
-  if constexpr (ahead) {
-    if (nTiles > 1) loadKV(1);
+  // TMA modes: one thread requests step t. Keys past the last position read later rows (or zeros past
+  // the tensor): finite, and gradient() masks them (P = dS = 0).
+  auto requestKV = [&](int t) {
+    const uint32_t slot = ring + (t % Stages) * 2 * S::keyBytes, bar = full + 8 * (t % Stages);
+    tma::arriveExpect(bar, 2 * S::keyBytes);
+    tma::loadTile<D, kStep, kStep>(slot, &maps.k, kvh, kBase + t * kStep, bar);
+    tma::loadTile<D, kStep, kStep>(slot + S::keyBytes, &maps.v, kvh, kBase + t * kStep, bar);
+  };
+  if constexpr (tma) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < Stages; i++) {
+        tma::initBarrier(full + 8 * i, 1);
+        tma::initBarrier(empty + 8 * i, kThreads);
+      }
+      tma::fenceInit();
+      requestKV(0);
+      if (nTiles > 1) requestKV(1);
+    }
     cpAsyncCommit();
-    cpAsyncWait<1>();  // Q, dO and step 0
+    cpAsyncWait<0>();  // Q and dO (the steps: on their mbarriers)
   } else {
-    cpAsyncWait<0>();
+    loadKV(0);
+    cpAsyncCommit();
+    if constexpr (ahead) {
+      if (nTiles > 1) loadKV(1);
+      cpAsyncCommit();
+      cpAsyncWait<1>();  // Q, dO and step 0
+    } else {
+      cpAsyncWait<0>();
+    }
   }
   wg::fenceProxyAsync();
   __syncthreads();
@@ -390,6 +515,7 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
       zeroAcc(s);
       zeroAcc(dp);
     }
+    if constexpr (tma) waitBarrier(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
     fenceAcc<D>(dq);
     wg::fence();
     issueScores(t);
@@ -404,7 +530,9 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     wg::fenceOperands(s);
     wg::fenceOperands(dp);
     gradient(t);
-    if constexpr (ahead) {  // while step t - 1's product runs
+    if constexpr (Mode == kCopyTma) {
+      __syncthreads();  // every warpgroup is done with step t - 2, whose slot takes t + 2 (requested below)
+    } else if constexpr (ahead && !tma) {  // while step t - 1's product runs
       cpAsyncWait<0>();  // step t + 1 has landed
       wg::fenceProxyAsync();
       __syncthreads();  // every warpgroup is done with step t - 2, whose slot takes t + 2
@@ -412,9 +540,15 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
       cpAsyncCommit();
     }
     wg::wait<0>();
+    if constexpr (Mode == kCopyTmaFree) {
+      if (t > 0) arriveBarrier(empty + 8 * ((t - 1) % Stages));  // step t - 1's product is done: its slot is free
+    }
     fenceA(dsA);
     fenceAcc<D>(dq);
     packSteps<T>(dsA, dp);
+    // as in keyValueGradBlock
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestKV(t + 2);
   }
   fenceAcc<D>(dq);
   wg::fence();
@@ -432,28 +566,91 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
 
 // Both block kinds in one grid, dK/dV blocks first (heaviest first, heads of a tile adjacent), then dq
 // blocks: the dq blocks fill the multiprocessors that the dK/dV tail leaves idle (as dense_backward_mma.cu).
-template <class T, int D, int Stages, bool Wide>
-__global__ void __launch_bounds__(kThreads, 1)
-    gradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* kvTiles, int kvBlocks, const DenseTile* qTiles) {
+template <class T, int D, int Stages, bool Wide, int Mode, int DqMode>
+__global__ void __launch_bounds__(kThreads, 1) gradKernel(AttentionBackwardArgs b, const float* delta, const DenseTile* kvTiles, int kvBlocks,
+                                                          const DenseTile* qTiles, const __grid_constant__ DenseMaps maps) {
   extern __shared__ __align__(16) char smemAll[];
   const int i = blockIdx.x;
   if (i < kvBlocks) {
-    keyValueGradBlock<T, D, Stages, Wide>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemAll);
+    keyValueGradBlock<T, D, Stages, Wide, Mode>(b, delta, kvTiles[i / b.fwd.H], i % b.fwd.H, smemAll, maps);
   } else {
     const int j = i - kvBlocks;
-    dqBlock<T, D, Stages, Wide>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemAll);
+    dqBlock<T, D, Stages, Wide, DqMode>(b, delta, qTiles[j / b.fwd.HQ], j % b.fwd.HQ, smemAll, maps);
   }
 }
 
-template <class T, int D, int Stages, bool Wide>
+template <class T, int D, int Stages, bool Wide, int Mode, int DqMode = Mode>
 void launchStages(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, size_t kvBlocks, const DenseTile* qTiles,
-                  size_t blocks, cudaStream_t stream) {
-  const size_t bytes = std::max(KvShape<D, Stages>::bytes, DqShape<D, Stages>::bytes);
-  static_assert(std::max(KvShape<D, Stages>::bytes, DqShape<D, Stages>::bytes) <= 227 * 1024, "one block per SM on compute capability 9.0");
-  NSA_CUDA(cudaFuncSetAttribute(gradKernel<T, D, Stages, Wide>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  gradKernel<T, D, Stages, Wide><<<(unsigned)blocks, kThreads, bytes, stream>>>(b, delta, kvTiles, (int)kvBlocks, qTiles);
+                  size_t blocks, const DenseMaps& maps, cudaStream_t stream) {
+  constexpr size_t bytes = std::max(KvShape<D, Stages, Mode>::bytes, DqShape<D, Stages>::bytes);
+  static_assert(bytes <= 227 * 1024, "one block per SM on compute capability 9.0");
+  auto kernel = gradKernel<T, D, Stages, Wide, Mode, DqMode>;
+  NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  kernel<<<(unsigned)blocks, kThreads, bytes, stream>>>(b, delta, kvTiles, (int)kvBlocks, qTiles, maps);
   NSA_LAUNCHED("denseGradWgmmaKernel");
 }
+
+// A 2-D float32 map over [rows][cols] (no swizzle), boxes of boxCols x boxRows; false where the driver
+// lacks the entry point or refuses the map.
+bool encodeFloatMap(CUtensorMap* map, const float* base, int rows, int cols, int boxCols, int boxRows) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = []() -> Encode {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky: clear it
+      return nullptr;
+    }
+    return reinterpret_cast<Encode>(fn);
+  }();
+  if (!encode || reinterpret_cast<uintptr_t>(base) % 16 || (cols * sizeof(float)) % 16) return false;
+  const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)cols * sizeof(float)};
+  const cuuint32_t box[2] = {(cuuint32_t)boxCols, (cuuint32_t)boxRows}, elementStrides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<float*>(base), dims, strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The step copies: NSA_DENSE_BWD_TMA=0 cp.async in both block kinds (the kernel before), =sync the copy
+// engine with a block-wide barrier per step (D = 128), =kv the copy engine in the dK/dV blocks only
+// (D = 128), else (default) the copy engine with per-slot release barriers in both kinds. A kind falls
+// back to cp.async where its maps cannot be made (HQ % kLseHeads, alignment, no driver entry point).
+template <class T, int D, int Stages, bool Wide>
+void launchModes(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, size_t kvBlocks, const DenseTile* qTiles,
+                 size_t blocks, cudaStream_t stream) {
+  DenseMaps maps;
+  std::memset(&maps, 0, sizeof maps);
+  const char* env = getenv("NSA_DENSE_BWD_TMA");
+  const AttentionArgs& a = b.fwd;
+  if (!(env && env[0] == '0')) {
+    const bool f16 = a.dtype == DType::F16;
+    const int rows = a.seq.rows;
+    maps.kv = a.HQ % kLseHeads == 0 && encodeKeyMap(&maps.q, a.q, f16, rows, a.HQ, D, kStep) &&
+              encodeKeyMap(&maps.dO, b.dOut, f16, rows, a.HQ, D, kStep) && encodeFloatMap(&maps.lse, a.lse, rows, a.HQ, kLseHeads, kStep) &&
+              encodeFloatMap(&maps.del, delta, rows, a.HQ, kLseHeads, kStep);
+    const int S = a.seq.S;
+    const int* h = a.seq.host;
+    int keyRows = 0;  // rows of K and V that the sequences' keys reach
+    for (int s = 0; s < S; s++) keyRows = std::max(keyRows, h[S + 1 + s] + h[3 * S + 1 + s] + h[s + 1] - h[s]);
+    maps.dq = keyRows > 0 && encodeKeyMap(&maps.k, a.k, f16, keyRows, a.H, D, kStep) && encodeKeyMap(&maps.v, a.v, f16, keyRows, a.H, D, kStep);
+  }
+  const bool kv = maps.kv || kvBlocks == 0, dq = maps.dq || kvBlocks == blocks;  // each kind's maps, where it has blocks
+  if constexpr (Wide) {
+    if (env && strcmp(env, "sync") == 0 && kv && dq) {
+      launchStages<T, D, Stages, Wide, kCopyTma>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
+      return;
+    }
+    if (env && strcmp(env, "kv") == 0 && kv) {
+      launchStages<T, D, Stages, Wide, kCopyTmaFree, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
+      return;
+    }
+  }
+  if (!(env && env[0] == '0') && kv && dq) launchStages<T, D, Stages, Wide, kCopyTmaFree>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
+  else launchStages<T, D, Stages, Wide, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, maps, stream);
+}
+
 template <class T, int D>
 void launchGrads(const AttentionBackwardArgs& b, const float* delta, const DenseTile* kvTiles, int nKv, const DenseTile* qTiles, int nQ,
                  cudaStream_t stream) {
@@ -461,9 +658,12 @@ void launchGrads(const AttentionBackwardArgs& b, const float* delta, const Dense
   if (blocks == 0) return;
   const char* env = getenv("NSA_DENSE_BWD_STAGES");  // =3: the ring of 3 with the barrier at the top of a step
   const char* wide = getenv("NSA_DENSE_WIDE");  // =0: D = 128's products over D as two m64n64k16
-  if (env && strcmp(env, "3") == 0) launchStages<T, D, 3, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
-  else if (D == 128 && !(wide && wide[0] == '0')) launchStages<T, D, 4, D == 128>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
-  else launchStages<T, D, 4, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
+  DenseMaps none;
+  std::memset(&none, 0, sizeof none);
+  if (env && strcmp(env, "3") == 0) launchStages<T, D, 3, false, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, none, stream);
+  else if (D == 128 && !(wide && wide[0] == '0')) launchModes<T, D, 4, D == 128>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
+  else if constexpr (D == 128) launchStages<T, D, 4, false, kCopyAsync>(b, delta, kvTiles, kvBlocks, qTiles, blocks, none, stream);  // (A/B only)
+  else launchModes<T, D, 4, false>(b, delta, kvTiles, kvBlocks, qTiles, blocks, stream);
 }
 
 }  // namespace

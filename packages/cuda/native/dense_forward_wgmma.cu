@@ -1,7 +1,8 @@
 // Dense causal forward on Hopper warpgroup mma (wgmma, sm_90a), float16/bfloat16, Dk = Dv in {64, 128}.
 // A block of two warpgroups takes 128 consecutive query positions of one query head (64 rows per
 // warpgroup, one m64 tile); key/value tiles of 128 keys sit in shared memory in wgmma's 128-byte
-// swizzled layout (wgmma.cuh) in a 3-slot ring filled with cp.async by all threads (how far ahead: Early, below).
+// swizzled layout (wgmma.cuh) in a 3-slot ring, filled by the copy engine (Tma, below) or with cp.async by
+// all threads (how far ahead: Early, below).
 // Q (A of Q·Kᵀ) and P (A of P·V) stay in registers. Each step overlaps the tensor cores with the
 // softmax: it issues S_j = Q·K_jᵀ and O += P_{j-1}·V_{j-1} together, waits for S_j only, runs the
 // softmax of S_j while P_{j-1}·V_{j-1} runs, then waits for it and rescales O (flash-attention-3's
@@ -13,13 +14,19 @@
 // S_{j+1} issues right after P_j is packed; the same three slots suffice (K_{j+2} takes K_{j-1}'s half,
 // V_{j+1} takes V_{j-2}'s). NSA_DENSE_FWD_EARLY=0 keeps the kernel before: K_j and V_j one tile ahead,
 // one barrier at the top of each step.
+// Tma (the default where the tensor maps can be made; NSA_DENSE_FWD_TMA=0 runs Early's cp.async ring):
+// one thread requests K_{j+1} and V_j at the top of step j (TMA, 128-byte swizzle), an mbarrier per K / V
+// half says it landed, and every thread arrives on a second mbarrier once it is done with a half, so the
+// loop has no block-wide barrier and issues no copy instructions (32k: 37.8 -> 29.5 ms, BENCHMARKS.md).
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 #include "cuda_error.h"
 #include "dense_wgmma.h"
 #include "nsa_kernels.cuh"
 #include "ops.h"
+#include "tma.cuh"
 #include "warp_tile.cuh"
 #include "wgmma.cuh"
 #include "wgmma_probe.h"
@@ -43,9 +50,34 @@ template <int D>
 struct WgShape {
   static constexpr int tileBytes = kKeys * D * 2;  // one swizzled K or V tile
   static constexpr int slotBytes = 2 * tileBytes;  // K then V
-  static constexpr size_t bytes = (size_t)kStages * slotBytes + 1024;  // + alignment slack
+  // + the TMA path's mbarriers (K / V landed, K / V released, one each per slot) + alignment slack
+  static constexpr size_t bytes = (size_t)kStages * slotBytes + 4 * 8 * kStages + 1024;
   static_assert((size_t)kRows * (D + 8) * 2 <= (size_t)slotBytes, "the padded Q tile fits one slot");
 };
+
+// K and V [keyRows][H][D] as tensor maps in kKeys-row boxes of 64 features (the Tma path).
+struct FwdMaps {
+  CUtensorMap k, v;
+};
+
+// mbarrier helpers of the Tma path (sm_90a; other device passes trap, as tma.cuh).
+__device__ __forceinline__ void arriveBarrier(uint32_t bar) {
+#if NSA_WGMMA_DEVICE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#else
+  __trap();
+#endif
+}
+// The retry loop inside one asm statement (a C++ loop around try_wait costs registers here).
+__device__ __forceinline__ void waitBarrier(uint32_t bar, uint32_t parity) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
+      : "memory");
+#else
+  __trap();
+#endif
+}
 
 // Keeps the compiler from reusing P's registers while a wgmma may still read them.
 __device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
@@ -55,9 +87,12 @@ __device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
     for (int e = 0; e < 4; e++) asm volatile("" : "+r"(pa[j][e])::"memory");
 }
 
-template <class T, int D, bool Early, bool Wide>
-__global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(AttentionArgs a, const WgTile* tiles) {
+// Tma (with Early): the copy engine fills the ring (one thread requests a tile; mbarriers say when a K or
+// V tile has landed and when every thread is done with one), so no block-wide barrier in the loop.
+template <class T, int D, bool Early, bool Wide, bool Tma = false>
+__global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(AttentionArgs a, const WgTile* tiles, const __grid_constant__ FwdMaps maps) {
   using S = WgShape<D>;
+  static_assert(!Tma || Early, "the TMA ring keeps Early's tile order");
   extern __shared__ __align__(16) char smemAll[];
   char* smem = smemAll + ((1024u - (smemAddr(smemAll) & 1023u)) & 1023u);  // swizzled tiles: 1024-byte aligned
   const uint32_t ring = smemAddr(smem);
@@ -84,13 +119,35 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     loadHalf(K, t, 0);
     loadHalf(V, t, 1);
   };
+  // Tma: kFull / vFull[slot] (tile landed), kFree / vFree[slot] (every thread done with it) at bar.
+  const uint32_t bar = ring + kStages * S::slotBytes;
+  auto kFull = [&](int t) { return bar + 8 * (t % kStages); };
+  auto vFull = [&](int t) { return bar + 8 * (kStages + t % kStages); };
+  auto kFree = [&](int t) { return bar + 8 * (2 * kStages + t % kStages); };
+  auto vFree = [&](int t) { return bar + 8 * (3 * kStages + t % kStages); };
+  // Keys past the last position read later rows (or zeros past the tensor): finite, and masked (P = 0).
+  auto request = [&](int t, int half) {  // K (half 0) or V (half 1) of tile t, by one thread
+    const uint32_t b = half ? vFull(t) : kFull(t);
+    tma::arriveExpect(b, S::tileBytes);
+    tma::loadTile<D, kKeys, kKeys>(ring + (t % kStages) * S::slotBytes + half * S::tileBytes, half ? &maps.v : &maps.k, kvh, kBase + t * kKeys, b);
+  };
   // Q (padded rows for ldmatrix) in slot 2, which tile 2 takes only after every thread has its fragments.
   constexpr int ldq = D + 8;
   T* sQ = reinterpret_cast<T*>(smem + 2 * S::slotBytes);
   copyRowsAsync<T, D, kThreads>(sQ, ldq, kRows, [&](int r) -> const T* {
     return r < nq ? Q + ((size_t)(qStart + tile.first + r) * a.HQ + hq) * D : nullptr;
   });
-  if constexpr (Early) {
+  if constexpr (Tma) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < 4 * kStages; i++) tma::initBarrier(bar + 8 * i, i < 2 * kStages ? 1 : kThreads);
+      tma::fenceInit();
+      request(0, 0);
+      request(0, 1);
+      if (nTiles > 1) request(1, 0);
+    }
+    cpAsyncCommit();
+    cpAsyncWait<0>();  // Q
+  } else if constexpr (Early) {
     loadHalf(K, 0, 0);
     cpAsyncCommit();
     if (nTiles > 1) loadHalf(K, 1, 0);
@@ -110,6 +167,7 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   uint32_t qf[D / 16][4];
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ldq, row0, kk * 16);
+  if constexpr (Tma) __syncthreads();  // every thread has its Q fragments: slot 2 may take tile 2
   const int pos[2] = {base + row0 + g, base + row0 + g + 8};
   const float sl2 = a.scale * kLog2e;
 
@@ -217,7 +275,47 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     }
   };
 
-  if constexpr (Early) {
+  if constexpr (Tma) {
+    zeroScores();  // defined values for the first (overwriting) k-step
+    for (int t = 0; t < nTiles; t++) {
+      // Before step t's products (no wgmma in flight): K_{t+1} into K_{t-2}'s half (released in step t - 2's
+      // middle) and V_t into V_{t-3}'s (released at the end of step t - 2) once every thread is done with
+      // those; tile 2 takes slot 2's Q, free since the barrier after the fragment loads. Every thread waits
+      // (a wait in one thread only makes ptxas serialise wgmma, C7520).
+      if (t >= 1) {
+        if (t + 1 < nTiles && t >= 2) waitBarrier(kFree(t - 2), ((t - 2) / kStages) & 1);
+        if (t >= 3) waitBarrier(vFree(t - 3), ((t - 3) / kStages) & 1);
+        if (threadIdx.x == 0) {
+          if (t + 1 < nTiles) request(t + 1, 0);
+          request(t, 1);
+        }
+      }
+      waitBarrier(kFull(t), (t / kStages) & 1);  // K_t has landed
+      if (t > 0) waitBarrier(vFull(t - 1), ((t - 1) / kStages) & 1);  // V_{t-1} too
+#pragma unroll
+      for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+      wg::fence();
+      issueScores(t);
+      wg::commit();
+      if (t > 0) {
+        issuePV(t - 1);
+        wg::commit();
+        wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
+      } else {
+        wg::wait<0>();
+      }
+      arriveBarrier(kFree(t));  // this thread is done with K_t
+      wg::fenceOperands(s[0]);
+      wg::fenceOperands(s[1]);
+      float alpha[2];
+      softmax(t, alpha);
+      wg::wait<0>();
+      if (t > 0) arriveBarrier(vFree(t - 1));  // ... and with V_{t-1}
+      fenceA(pa);
+      rescale(alpha);  // tile 0: O is zero and alpha 0
+      packP();
+    }
+  } else if constexpr (Early) {
     zeroScores();  // defined values for the first (overwriting) k-step
     for (int t = 0; t < nTiles; t++) {
 #pragma unroll
@@ -289,6 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     packP();
   }
   }
+  if constexpr (Tma) waitBarrier(vFull(nTiles - 1), ((nTiles - 1) / kStages) & 1);  // the last V has landed
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
   wg::fence();
@@ -317,11 +416,12 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   }
 }
 
-template <class T, int D, bool Early, bool Wide>
-void launchKernel(const AttentionArgs& a, const WgTile* dTiles, int nTiles, cudaStream_t stream) {
+template <class T, int D, bool Early, bool Wide, bool Tma = false>
+void launchKernel(const AttentionArgs& a, const WgTile* dTiles, int nTiles, const FwdMaps& maps, cudaStream_t stream) {
   const size_t bytes = WgShape<D>::bytes;
-  NSA_CUDA(cudaFuncSetAttribute(denseForwardWgmmaKernel<T, D, Early, Wide>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  denseForwardWgmmaKernel<T, D, Early, Wide><<<dim3((unsigned)nTiles, a.HQ), kThreads, bytes, stream>>>(a, dTiles);
+  auto kernel = denseForwardWgmmaKernel<T, D, Early, Wide, Tma>;
+  NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  kernel<<<dim3((unsigned)nTiles, a.HQ), kThreads, bytes, stream>>>(a, dTiles, maps);
   NSA_LAUNCHED("denseForwardWgmmaKernel");
 }
 
@@ -339,9 +439,25 @@ void launch(const AttentionArgs& a, cudaStream_t stream) {
   const WgTile* dTiles = ws.upload(tiles);
   const char* env = getenv("NSA_DENSE_FWD_EARLY");  // =0: the barrier at the top of each step (the kernel before)
   const char* wide = getenv("NSA_DENSE_WIDE");  // =0: D = 128's P·V as two m64n64k16 per 16 keys
-  if (env && env[0] == '0') launchKernel<T, D, false, false>(a, dTiles, (int)tiles.size(), stream);
-  else if (D == 128 && !(wide && wide[0] == '0')) launchKernel<T, D, true, D == 128>(a, dTiles, (int)tiles.size(), stream);
-  else launchKernel<T, D, true, false>(a, dTiles, (int)tiles.size(), stream);
+  // NSA_DENSE_FWD_TMA=0: the ring filled by cp.async (the kernel before); else the copy engine where the
+  // maps can be made.
+  const char* tmaEnv = getenv("NSA_DENSE_FWD_TMA");
+  FwdMaps maps;
+  std::memset(&maps, 0, sizeof maps);
+  bool tma = false;
+  if (!(tmaEnv && tmaEnv[0] == '0') && !(env && env[0] == '0')) {
+    const int* h = a.seq.host;
+    int keyRows = 0;  // rows of K and V that the sequences' keys reach
+    for (int s = 0; s < nSeq; s++) keyRows = std::max(keyRows, h[nSeq + 1 + s] + h[3 * nSeq + 1 + s] + h[s + 1] - h[s]);
+    const bool f16 = a.dtype == DType::F16;
+    tma = keyRows > 0 && encodeKeyMap(&maps.k, a.k, f16, keyRows, a.H, D, kKeys) && encodeKeyMap(&maps.v, a.v, f16, keyRows, a.H, D, kKeys);
+  }
+  const bool wideOn = D == 128 && !(wide && wide[0] == '0');
+  if (env && env[0] == '0') launchKernel<T, D, false, false>(a, dTiles, (int)tiles.size(), maps, stream);
+  else if (tma && wideOn) launchKernel<T, D, true, D == 128, true>(a, dTiles, (int)tiles.size(), maps, stream);
+  else if (tma && D == 64) launchKernel<T, D, true, false, D == 64>(a, dTiles, (int)tiles.size(), maps, stream);
+  else if (wideOn) launchKernel<T, D, true, D == 128>(a, dTiles, (int)tiles.size(), maps, stream);
+  else launchKernel<T, D, true, false>(a, dTiles, (int)tiles.size(), maps, stream);
 }
 
 }  // namespace
