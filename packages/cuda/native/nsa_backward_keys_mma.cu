@@ -248,16 +248,19 @@ KeyStageMaps keyStageMaps(const NSABackwardArgs& a) {
     return reinterpret_cast<Encode>(fn);
   }();
   const int D = f.cfg.Dk, HQ = f.cfg.HQ;
-  auto map = [&](CUtensorMap* m, const void* base) {
+  auto map = [&](CUtensorMap* m, const void* base, int boxRows = 1) {
     if (!encode || reinterpret_cast<uintptr_t>(base) % 16) return false;
     const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)HQ, (cuuint64_t)f.seq.rows};
     const cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)HQ * D * 2};  // bytes, of dims 1 and 2
-    const cuuint32_t box[3] = {64, kBwdGroup, 1}, elementStrides[3] = {1, 1, 1};
+    const cuuint32_t box[3] = {64, kBwdGroup, (cuuint32_t)boxRows}, elementStrides[3] = {1, 1, 1};
     return encode(m, f.dtype == DType::F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims,
                   strides, box, elementStrides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   };
   maps.on = map(&maps.q, f.q) && map(&maps.dO, a.dOut);
+  // NSA_BWD_KEY_TMA4=0: every stage row by its own copies (cbwd5's path)
+  const char* env4 = getenv("NSA_BWD_KEY_TMA4");
+  maps.on4 = maps.on && !(env4 && env4[0] == '0') && map(&maps.q4, f.q, kStageRows) && map(&maps.dO4, a.dOut, kStageRows);
   return maps;
 }
 

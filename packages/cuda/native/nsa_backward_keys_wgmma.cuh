@@ -151,7 +151,16 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       if (warp == 0) {
         if (lane == 0) tma::arriveExpect(bars + 8 * buf, 2 * L::stageBytes);
         __syncwarp();
-        if (lane < kCopies) {
+        // Window and compressed stages whose 4 rows are all in the list: consecutive positions, so
+        // one 4-row box per tensor and region (maps->q4 / dO4, 8 KB) writes the same bytes as
+        // its rows' 4 copies. A stage reaching past the list keeps the per-row copies (zero rows).
+        if (!rows && maps->on4 && rowAt(kStageRows - 1) >= 0) {
+          if (lane < 2 * kRegions) {
+            const int tensor = lane / kRegions, dn = lane % kRegions;
+            const uint32_t dst = sStage + (2 * buf + tensor) * L::stageBytes + dn * kStageCols * kSwizzleRowBytes;
+            tma::load(dst, tensor ? &maps->dO4 : &maps->q4, 64 * dn, hq0, rowAt(0), bars + 8 * buf);
+          }
+        } else if (lane < kCopies) {
           const int k = lane / (2 * kRegions), tensor = lane / kRegions % 2, dn = lane % kRegions;
           const int qr = rowAt(k);
           const uint32_t dst = sStage + (2 * buf + tensor) * L::stageBytes + dn * kStageCols * kSwizzleRowBytes + k * kBwdGroup * kSwizzleRowBytes;
