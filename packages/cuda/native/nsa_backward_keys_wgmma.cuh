@@ -64,8 +64,11 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
 // zero-fill branch; ncu, cbwd5 call 1). Rows past the list are copied from outside the tensor:
 // the copy engine fills them with zeros, as the cp.async loop stored. H100 64k (cbwd5 calls 2-3):
 // 128-key launch 28.9 -> 26.7-27.2 ms, the grid shared with dq (its 64-key blocks) 45.0 -> 38.1-38.6
-// ms with dq's ring TMA; the largest stall left in the 128-key launch is the wait for a stage's
-// copies (~20 % of its warp samples at the mbarrier try-wait).
+// ms with dq's ring TMA; the largest stall left in the 128-key launch was the wait for a stage's
+// copies (~20 % of its warp samples at the mbarrier try-wait). Window and compressed stages now come
+// in 4-row boxes (maps->q4 / dO4: 4 copies of 8 KB per stage at D = 128 instead of 16 of 2 KB): the
+// 128-key launch 27.7 -> 23.4 ms (ncu, cbwd6 call 1), the copy engine being faster with fewer,
+// larger boxes; NSA_BWD_KEY_TMA4=0 keeps the per-row copies.
 template <class T, int D, int W, int S = 2, bool Early = false, bool Tma = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll, const KeyStageMaps* maps = nullptr) {
