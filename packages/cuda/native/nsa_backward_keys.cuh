@@ -80,8 +80,9 @@ void setKeySwitches(KeyBlockArgs& kb);
 // the blocks copy with cp.async. ks, vs: the selected keys / values [rows][H][D] in 16-row boxes
 // (encodeKeyMap), dq's ring chunks (kDqRingTma); onRing = 0: not encoded (NSA_BWD_DQ_RING_TMA=0 ...).
 // q4, dO4: the same tensors in boxes of 64 features x kBwdGroup heads x kStageRows rows, a whole
-// stage's region in one copy where its rows are consecutive positions (window, compressed: 4
-// copies per stage at D = 128 instead of 16); on4 = 0: not encoded (NSA_BWD_KEY_TMA4=0), one row per copy.
+// stage's region in one copy where its rows are consecutive positions (4 copies per stage at D = 128
+// instead of 16). on4: 2 in window, compressed and selected stages (a run in the selected list), 1 in
+// window and compressed stages only (NSA_BWD_KEY_TMA4=1), 0 not encoded (NSA_BWD_KEY_TMA4=0): one row per copy.
 struct KeyStageMaps {  // (CUtensorMap is 64-byte aligned)
   CUtensorMap q, dO, ks, vs, q4, dO4;
   int on, onRing, on4;

@@ -258,9 +258,11 @@ KeyStageMaps keyStageMaps(const NSABackwardArgs& a) {
                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   };
   maps.on = map(&maps.q, f.q) && map(&maps.dO, a.dOut);
-  // NSA_BWD_KEY_TMA4=0: every stage row by its own copies (cbwd5's path)
+  // NSA_BWD_KEY_TMA4=0: every stage row by its own copies (cbwd5's path); =1: 4-row boxes in window
+  // and compressed stages only; default 2: in selected stages too where their rows run
   const char* env4 = getenv("NSA_BWD_KEY_TMA4");
-  maps.on4 = maps.on && !(env4 && env4[0] == '0') && map(&maps.q4, f.q, kStageRows) && map(&maps.dO4, a.dOut, kStageRows);
+  const int want4 = env4 && (env4[0] == '0' || env4[0] == '1') ? env4[0] - '0' : 2;
+  maps.on4 = want4 && maps.on && map(&maps.q4, f.q, kStageRows) && map(&maps.dO4, a.dOut, kStageRows) ? want4 : 0;
   return maps;
 }
 

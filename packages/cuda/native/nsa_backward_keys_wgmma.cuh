@@ -154,14 +154,17 @@ __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const f
       if (warp == 0) {
         if (lane == 0) tma::arriveExpect(bars + 8 * buf, 2 * L::stageBytes);
         __syncwarp();
-        // Window and compressed stages whose 4 rows are all in the list: consecutive positions, so
-        // one 4-row box per tensor and region (maps->q4 / dO4, 8 KB) writes the same bytes as
-        // its rows' 4 copies. A stage reaching past the list keeps the per-row copies (zero rows).
-        if (!rows && maps->on4 && rowAt(kStageRows - 1) >= 0) {
+        // A stage whose 4 rows are consecutive query rows (window and compressed: all but a stage
+        // reaching past the list; selected, maps->on4 == 2: where the ascending list has a run, as
+        // for the forced initial and local blocks): one 4-row box per tensor and region (maps->q4 /
+        // dO4, 8 KB) writes the same bytes as its rows' 4 copies. Other stages: per-row copies.
+        const int r0 = rowAt(0);
+        const bool run = r0 >= 0 && rowAt(kStageRows - 1) == r0 + kStageRows - 1;
+        if (maps->on4 > (rows ? 1 : 0) && run) {
           if (lane < 2 * kRegions) {
             const int tensor = lane / kRegions, dn = lane % kRegions;
             const uint32_t dst = sStage + (2 * buf + tensor) * L::stageBytes + dn * kStageCols * kSwizzleRowBytes;
-            tma::load(dst, tensor ? &maps->dO4 : &maps->q4, 64 * dn, hq0, rowAt(0), bars + 8 * buf);
+            tma::load(dst, tensor ? &maps->dO4 : &maps->q4, 64 * dn, hq0, r0, bars + 8 * buf);
           }
         } else if (lane < kCopies) {
           const int k = lane / (2 * kRegions), tensor = lane / kRegions % 2, dn = lane % kRegions;

@@ -7,7 +7,7 @@
 // NSA_BWD_KEY_RING=3 (128-key tiles; with the Early loop where the stage copies run by TMA) only deepens the copies, NSA_BWD_KEY_EARLY=0/1 only
 // moves a stage's score products before the next stage's copies, NSA_BWD_KEY_TMA=0 copies a stage's
 // Q and dO rows with cp.async instead of the copy engine, NSA_BWD_KEY_TMA4=0 one copy per stage row
-// instead of 4-row boxes: all must give bit-equal gradients.
+// instead of 4-row boxes (=1: boxes in window and compressed stages only): all must give bit-equal gradients.
 // bfloat16, paper defaults, G = 16, two KV heads, T = 2048 and 3000 (two sequences in one batch).
 // Plain Node over dist/:   node scripts/key-variants.mjs
 import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
@@ -21,7 +21,7 @@ const keys = ['NSA_BWD_WIDE_KEYS', 'NSA_BWD_KEY_PREFETCH', 'NSA_BWD_KEY_SKIP', '
 // NSA_BWD_KEY_EARLY: 2 (default) the Early loop in the 128- and 64-key tiles, 1 the 128-key tiles only, 0 nowhere
 // (v13's loop, where SKIP and RING apply).
 const off = { NSA_BWD_KEY_EARLY: '0' };
-const switches = [{}, { NSA_BWD_KEY_TMA4: '0' }, { NSA_BWD_KEY_TMA: '0' }, { NSA_BWD_KEY_TMA: '0', NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_RING: '3' }, { NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_EARLY: '1' }, { NSA_BWD_KEY_EARLY: '1', NSA_BWD_KEY_PREFETCH: '0' }, off,
+const switches = [{}, { NSA_BWD_KEY_TMA4: '1' }, { NSA_BWD_KEY_TMA4: '0' }, { NSA_BWD_KEY_TMA: '0' }, { NSA_BWD_KEY_TMA: '0', NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_RING: '3' }, { NSA_BWD_KEY_PREFETCH: '0' }, { NSA_BWD_KEY_EARLY: '1' }, { NSA_BWD_KEY_EARLY: '1', NSA_BWD_KEY_PREFETCH: '0' }, off,
   { ...off, NSA_BWD_KEY_PREFETCH: '0' }, { ...off, NSA_BWD_KEY_SKIP: '1' }, { ...off, NSA_BWD_KEY_PREFETCH: '0', NSA_BWD_KEY_SKIP: '1' },
   { ...off, NSA_BWD_KEY_RING: '3' }, { ...off, NSA_BWD_KEY_RING: '3', NSA_BWD_KEY_PREFETCH: '0' }];
 let failed = false;
