@@ -68,7 +68,9 @@ __device__ __forceinline__ float (&accPart(float (&acc)[D / 8][4], int dn))[8][4
 // copies (~20 % of its warp samples at the mbarrier try-wait). Window and compressed stages now come
 // in 4-row boxes (maps->q4 / dO4: 4 copies of 8 KB per stage at D = 128 instead of 16 of 2 KB): the
 // 128-key launch 27.7 -> 23.4 ms (ncu, cbwd6 call 1), the copy engine being faster with fewer,
-// larger boxes; NSA_BWD_KEY_TMA4=0 keeps the per-row copies.
+// larger boxes; NSA_BWD_KEY_TMA4=0 keeps the per-row copies. Selected stages take a box where their
+// rows run (the forced blocks' lists): 16k 17.90-17.91 against 17.97-18.00 ms with the boxes kept to
+// window and compressed stages (=1), 64k a tie (cbwd6 call 2).
 template <class T, int D, int W, int S = 2, bool Early = false, bool Tma = false>
 __device__ __forceinline__ void keyGradBlockWg(const NSABackwardArgs& a, const float* Dvals, const KeyTile& tile,
                                                const KeyBlockArgs& kb, char* smemAll, const KeyStageMaps* maps = nullptr) {
