@@ -268,13 +268,11 @@ __device__ __forceinline__ void packProbabilities(const float (&s)[NK / 8][4], u
 // of a masked key, and max is exact in any order (bit-equal).
 // Full (Sel only; v20's part (e), NSA_FWD_LEAN=12): where every key of the tile is visible to the warp's rows
 // (visible must be an interval of keys: its two ends decide), no mask work at all; same values.
-// groupSoftmax's Sel path up to the carry: P (unpacked) in s, the running max moved, alpha and the row
-// sums rs returned for WarpRows::carry; false (s zeroed, nothing to carry) where the warp sees no key.
-template <int D, int NK, bool Full, class Visible>
-__device__ __forceinline__ bool groupProbabilities(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st, float (&alpha)[2],
-                                                   float (&rs)[2]) {
+template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
+__device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st,
+                                             uint32_t (&pa)[NK / 16][4]) {
   const int t4 = threadIdx.x & 3;
-  {
+  if constexpr (Sel) {
     float mx[2][4];  // four partial maxima per row (independent chains)
 #pragma unroll
     for (int c = 0; c < 4; c++) mx[0][c] = mx[1][c] = kNegInf;
@@ -304,7 +302,7 @@ __device__ __forceinline__ bool groupProbabilities(float (&s)[NK / 8][4], float 
       }
     }
     if (__any_sync(0xffffffffu, any)) {
-      float mArg[2];
+      float alpha[2], mArg[2];
 #pragma unroll
       for (int i = 0; i < 2; i++) {
         const float tileMax = quadMax(fmaxf(fmaxf(mx[i][0], mx[i][1]), fmaxf(mx[i][2], mx[i][3]))) * sl2;
@@ -313,7 +311,7 @@ __device__ __forceinline__ bool groupProbabilities(float (&s)[NK / 8][4], float 
         st.m[i] = mNew;
         mArg[i] = mNew == kNegInf ? 0.f : mNew;  // a row with nothing visible yet: exp2(-inf - 0) = 0, not NaN
       }
-      rs[0] = rs[1] = 0.f;
+      float rs[2] = {0.f, 0.f};
 #pragma unroll
       for (int n = 0; n < NK / 8; n++) {
 #pragma unroll
@@ -324,21 +322,11 @@ __device__ __forceinline__ bool groupProbabilities(float (&s)[NK / 8][4], float 
           rs[i] += p;
         }
       }
-      return true;
-    }
+      st.carry(alpha, rs);
+    } else {
 #pragma unroll
-    for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-    return false;
-  }
-}
-
-template <class T, int D, int NK = kSharedKeys, bool Sel = false, bool Full = false, class Visible>
-__device__ __forceinline__ void groupSoftmax(float (&s)[NK / 8][4], float sl2, Visible visible, WarpRows<D>& st,
-                                             uint32_t (&pa)[NK / 16][4]) {
-  const int t4 = threadIdx.x & 3;
-  if constexpr (Sel) {
-    float alpha[2], rs[2];
-    if (groupProbabilities<D, NK, Full>(s, sl2, visible, st, alpha, rs)) st.carry(alpha, rs);
+      for (int n = 0; n < NK / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    }
     packProbabilities<T, NK>(s, pa);
     return;
   }
@@ -448,8 +436,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
-  constexpr bool kScoreAhead = Lean >= 13;             // v21: the score walk keeps one Q·Kᵀ group in flight per warpgroup (below)
-  constexpr bool kCmpEarly = Lean >= 14;               // v21: the compressed walk issues Q·Kᵀ(j + 1) with P·V(j) in one turn (below)
+  constexpr bool kScoreAhead = Lean >= 13;             // v21: the score walk's next Q·Kᵀ under this tile's mass reduction (below)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -650,106 +637,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         tma::arriveExpect(bar, kTile);
         tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
       };
-      if constexpr (kCmpEarly) {
-        // v21 (Lean >= 14): each warpgroup issues Q·Kᵀ(j + 1) with P·V(j) in one turn, so one
-        // warpgroup's softmax runs under the other's pair and a tile costs one turn and one wait per
-        // warpgroup instead of two: in v20 a warpgroup's turn for Q·Kᵀ(t + 1) came only after the other
-        // had finished its softmax(t) and issued P·V(t), and Q·Kᵀ(t + 1) then ran after that P·V.
-        // (Tried first: the softmax of S(j + 1) while P·V(j) runs, as dense_forward_wgmma.cu's Early:
-        // with P(j) pinned during the softmax the D = 128 kernel spilled ~190 bytes and ptxas
-        // serialised its wgmmas, C7513 / C7520.) Step j = -1 issues Q·Kᵀ(0) only, step nTiles - 1
-        // P·V(nTiles - 1) only: both warpgroups issue nTiles + 1 turns. Loads: when warpgroup 1 takes turn j, warpgroup 0
-        // has finished step j - 1 (it passes turn j only after), and so has warpgroup 1: both are done
-        // with K(j) and V(j - 1), so thread 128 then requests K(j + 2) and V(j + 1) into those buffers
-        // (one turn ahead of their use, as in v20). Same arithmetic in the same order as v20 (bit-equal).
-        if (threadIdx.x == 0 && nTiles > 0) {
-          loadK(0);
-          loadV(0);
-          if (nTiles > 1) loadK(1);
-        }
-        uint32_t pa[R / 16][4];
-        float s[R / 8][4];
-        float(&s2)[2][8][4] = reinterpret_cast<float(&)[2][8][4]>(s);
-        auto waitK = [&](int t) {  // K(t) landed; s zeroed for Q·Kᵀ(t)
-          const int b = t & 1;
-          tma::wait(tmaBar + 8 * b, (tmaPhase >> b) & 1u);
-          tmaPhase ^= 1u << b;
-#pragma unroll
-          for (int n = 0; n < R / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-          wg::fenceOperands(s2[0]);
-          wg::fenceOperands(s2[1]);
-        };
-        auto waitV = [&](int t) {
-          const int b = t & 1;
-          tma::wait(vBar + 8 * b, (vPhase >> b) & 1u);
-          vPhase ^= 1u << b;
-          fenceO(st);
-        };
-        auto scoresMma = [&](int t) {  // Q·Kᵀ(t) as one group (after the turn is taken and fenced)
-          const uint32_t kAt = at + (t & 1) * kTile;
-#pragma unroll
-          for (int h = 0; h < 2; h++)
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-              wg::mma64x64<false>(s2[h], qf[kk], wg::descSw128(kAt + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
-          wg::commit();
-        };
-        auto pvMma = [&](int t) {  // O += P(t)·V(t) as one group
-          const uint32_t vTile = at + (2 + (t & 1)) * kTile;
-#pragma unroll
-          for (int jj = 0; jj < R / 16; jj++)
-#pragma unroll
-            for (int dn = 0; dn < D / 64; dn++)
-              wg::mma64x64<true>(oPart(st, dn), pa[jj], wg::descSw128(vTile + dn * R * kSwRowBytes + jj * 16 * kSwRowBytes), T());
-          wg::commit();
-        };
-        auto visible = [&](int t) { return [&, k0 = t * R](int i) { return k0 + i < nc; }; };
-        turns.open();
-        if (nTiles > 0) {  // step -1: Q·Kᵀ(0) alone
-          waitK(0);
-          turns.take();
-          wg::fence();
-          scoresMma(0);
-          turns.pass();
-          wg::wait<0>();
-          wg::fenceOperands(s2[0]);
-          wg::fenceOperands(s2[1]);
-          float alpha[2], rs[2];
-          if (groupProbabilities<D, R, kFull>(s, sl2, visible(0), st, alpha, rs)) st.carry(alpha, rs);
-          packProbabilities<T, R>(s, pa);
-        }
-        for (int j = 0; j + 1 < nTiles; j++) {  // step j: Q·Kᵀ(j + 1) and P·V(j)
-          waitK(j + 1);
-          waitV(j);
-          turns.take();
-          wg::fence();
-          scoresMma(j + 1);
-          pvMma(j);
-          turns.pass();
-          if (threadIdx.x == 128) {
-            if (j + 2 < nTiles) loadK(j + 2);
-            loadV(j + 1);
-          }
-          wg::wait<0>();  // P·V(j) and Q·Kᵀ(j + 1)
-          wg::fenceOperands(s2[0]);
-          wg::fenceOperands(s2[1]);
-          fenceO(st);
-          float alpha[2], rs[2];
-          if (groupProbabilities<D, R, kFull>(s, sl2, visible(j + 1), st, alpha, rs)) st.carry(alpha, rs);
-          packProbabilities<T, R>(s, pa);
-        }
-        if (nTiles > 0) {  // step nTiles - 1: P·V(nTiles - 1) alone
-          waitV(nTiles - 1);
-          turns.take();
-          wg::fence();
-          pvMma(nTiles - 1);
-          turns.pass();
-          wg::wait<0>();
-          fenceO(st);
-        }
-        turns.close();
-        __syncthreads();
-      } else {
       if (threadIdx.x == 0 && nTiles > 0) {
         loadK(0);
         loadV(0);
@@ -776,7 +663,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
       turns.close();
       __syncthreads();
-      }
     } else {
       if (threadIdx.x == 0 && nTiles > 0) load(0);
       turns.open();
@@ -946,12 +832,13 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     if (!(skip & 1)) {
       const int perCmp = c.l / c.d, perSel = c.ls / c.d;
       // Adds the selection mass of keys i0 .. i0 + 63 (scores s, a 64-key slice) to the block scores.
-      auto addMass = [&](int i0, float (&s)[kSharedKeys / 8][4]) {
-        // Probability mass per key over the 16 heads: rows g and g+8 here, then a reduce-scatter over
-        // the 8 row groups (lanes xor 16, 8, 4), each step keeping half of the values: afterwards this
-        // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
-        static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
-        float v[16];  // [n * 2 + e]
+      // Adds the selection mass of keys i0 .. i0 + 63 (scores s, a 64-key slice) to the block scores, in
+      // three parts: massExps, the reduce-scatter, massBlocks.
+      // Probability mass per key over the 16 heads: rows g and g+8 here (massExps), then a reduce-scatter
+      // over the 8 row groups (lanes xor 16, 8, 4), each step keeping half of the values: afterwards this
+      // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
+      static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
+      auto massExps = [&](int i0, const float (&s)[kSharedKeys / 8][4], float (&v)[16]) {  // v: [n * 2 + e]
         if (kFull && i0 + kSharedKeys <= nc) {  // every key of the slice visible (nc: this warp's row): no masks
 #pragma unroll
           for (int n = 0; n < kSharedKeys / 8; n++)
@@ -972,9 +859,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
             }
           }
         }
-        scatterHalf<8>(v, g4 & 4, 16);
-        scatterHalf<4>(v, g4 & 2, 8);
-        scatterHalf<2>(v, g4 & 1, 4);
+      };
+      // The block scores from the reduce-scatter's result v (keys g*8 + 2t + {0, 1} of the slice).
+      auto massBlocks = [&](int i0, float (&v)[16]) {
         const int i1 = min(nc, i0 + kSharedKeys) - 1;
         if (Lean == 5 && perCmp == 2 && perSel == 4) {
           // Lean = 5: the block sums below from the reduce-scatter's registers by shuffles (key k sits
@@ -1019,6 +906,14 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         }
         __syncwarp();
       };
+      auto addMass = [&](int i0, float (&s)[kSharedKeys / 8][4]) {
+        float v[16];
+        massExps(i0, s, v);
+        scatterHalf<8>(v, g4 & 4, 16);
+        scatterHalf<4>(v, g4 & 2, 8);
+        scatterHalf<2>(v, g4 & 1, 4);
+        massBlocks(i0, v);
+      };
       if constexpr (kScoreRing) {
         // v20 (Lean >= 7): the score walk needs K only, so the tile region holds four 128-key K tiles
         // (the V buffers are free): thread 0 requests tile t + 2 by TMA while the block works on t, and
@@ -1044,54 +939,59 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
         turns.open();
         if constexpr (kScoreAhead) {
-          // v21 (Lean >= 13): each warpgroup keeps one Q·Kᵀ group in flight under its mass work, in
-          // 64-key slices: it issues slice u + 1 (into the other half of the score registers) before
-          // the mass of slice u, so the registers stay at v20's 64. In v20 a warpgroup issued a tile's
-          // Q·Kᵀ, waited for it, then ran the mass of both slices, so each tile paid the group's latency
-          // (and the other warpgroup's group queued before it) on top of the mass. A warpgroup issues
-          // slice v (and passes the turn) done with slice v - 1 (waited for after the mass of v - 2), so
-          // when thread 0 takes the turn for the first slice of tile t both warpgroups are done with
-          // tile t - 2 (and with the first slice of t - 1), and it loads t + 2 into t - 2's buffer, as before. Same arithmetic in the same
-          // order (bit-equal to Lean = 12). (Two whole-tile score sets, 128 registers, spilled ~190
-          // bytes at D = 128 and ptxas serialised the kernel's wgmmas, C7514.)
-          float sc[2][kSharedKeys / 8][4];  // slice u in sc[u & 1]
-          auto issue = [&](int u, float (&s)[kSharedKeys / 8][4]) {
-            const int t = u >> 1, b = t % kBufs;
-            if ((u & 1) == 0) {
-              tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
-              phase ^= 1u << b;
-            }
+          // v21 (Lean >= 13): a warpgroup issues Q·Kᵀ(t + 1) as soon as tile t's exponentials are in
+          // registers (v, 32 floats: the scores' registers are free then) and runs tile t's
+          // reduce-scatter and block sums (shuffles, shared-memory round trips and __syncwarps) under
+          // it, the two slices' shuffles interleaved; v20 issued Q·Kᵀ(t + 1) only after the block sums.
+          // Each tile's group is waited for before the loop turns (with a group in flight across the
+          // back edge ptxas serialised the kernel's wgmmas, C7514), so as in v20 a warpgroup issues
+          // tile t done with t - 1, and thread 0, taking the turn for t, may load t + 2 into t - 2's
+          // buffer. Same arithmetic in the same order (bit-equal to Lean = 12).
+          float s[2][kSharedKeys / 8][4], v[2][16];
+          auto issue = [&](int t) {  // Q·Kᵀ(t) as one group in the warpgroup's turn, not waited for
+            const int b = t % kBufs;
+            tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
+            phase ^= 1u << b;
 #pragma unroll
-            for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-            wg::fenceOperands(s);
+            for (int h = 0; h < 2; h++) {
+#pragma unroll
+              for (int n = 0; n < 8; n++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
+              wg::fenceOperands(s[h]);
+            }
             turns.take();
             wg::fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-              wg::mma64x64<false>(s, qf[kk], wg::descSw128(at + b * kTile + (kk >> 2) * R * kSwRowBytes + (u & 1) * 64 * kSwRowBytes + (kk & 3) * 32), T());
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+              for (int kk = 0; kk < D / 16; kk++)
+                wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(at + b * kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
             wg::commit();
             turns.pass();
-            if (threadIdx.x == 0 && (u & 1) == 0 && t + 2 < nTiles) load(t + 2);
+            if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
           };
-          auto mass = [&](int u, float (&s)[kSharedKeys / 8][4]) {
-            wg::fenceOperands(s);
-            addMass(u * kSharedKeys, s);
+          auto exps = [&](int t) {  // after the wait for Q·Kᵀ(t)
+            wg::fenceOperands(s[0]);
+            wg::fenceOperands(s[1]);
+            massExps(t * R, s[0], v[0]);
+            massExps(t * R + kSharedKeys, s[1], v[1]);
           };
-          // Two slices per step, the score halves swapping roles. Each mass ends with a wait for the
-          // group issued before it, so no group is in flight across the loop's back edge (with one
-          // carried across, ptxas serialised the kernel's wgmmas, C7514).
-          const int nSlices = 2 * nTiles;
-          if (nSlices > 0) {
-            issue(0, sc[0]);
+          if (nTiles > 0) {
+            issue(0);
             wg::wait<0>();
+            exps(0);
           }
-          for (int u = 0; u < nSlices; u += 2) {
-            issue(u + 1, sc[1]);
-            mass(u, sc[0]);
+          for (int t = 0; t < nTiles; t++) {
+            if (t + 1 < nTiles) issue(t + 1);
+            scatterHalf<8>(v[0], g4 & 4, 16);
+            scatterHalf<8>(v[1], g4 & 4, 16);
+            scatterHalf<4>(v[0], g4 & 2, 8);
+            scatterHalf<4>(v[1], g4 & 2, 8);
+            scatterHalf<2>(v[0], g4 & 1, 4);
+            scatterHalf<2>(v[1], g4 & 1, 4);
+            massBlocks(t * R, v[0]);
+            massBlocks(t * R + kSharedKeys, v[1]);
             wg::wait<0>();
-            if (u + 2 < nSlices) issue(u + 2, sc[0]);
-            mass(u + 1, sc[1]);
-            wg::wait<0>();
+            if (t + 1 < nTiles) exps(t + 1);
           }
         } else {
           for (int t = 0; t < nTiles; t++) {
@@ -1619,7 +1519,6 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
-    if (leanFits && leanWanted == 14) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 14>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
