@@ -436,7 +436,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
-  constexpr bool kScoreAhead = Lean >= 13;             // v21: the score walk's next Q·Kᵀ under this tile's mass reduction (below)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -832,13 +831,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     if (!(skip & 1)) {
       const int perCmp = c.l / c.d, perSel = c.ls / c.d;
       // Adds the selection mass of keys i0 .. i0 + 63 (scores s, a 64-key slice) to the block scores.
-      // Adds the selection mass of keys i0 .. i0 + 63 (scores s, a 64-key slice) to the block scores, in
-      // three parts: massExps, the reduce-scatter, massBlocks.
-      // Probability mass per key over the 16 heads: rows g and g+8 here (massExps), then a reduce-scatter
-      // over the 8 row groups (lanes xor 16, 8, 4), each step keeping half of the values: afterwards this
-      // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
-      static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
-      auto massExps = [&](int i0, const float (&s)[kSharedKeys / 8][4], float (&v)[16]) {  // v: [n * 2 + e]
+      auto addMass = [&](int i0, float (&s)[kSharedKeys / 8][4]) {
+        // Probability mass per key over the 16 heads: rows g and g+8 here, then a reduce-scatter over
+        // the 8 row groups (lanes xor 16, 8, 4), each step keeping half of the values: afterwards this
+        // thread holds keys g*8 + 2t + {0, 1}, summed in a fixed order.
+        static_assert(kSharedKeys == 64, "the reduce-scatter below is written for 64-key tiles");
+        float v[16];  // [n * 2 + e]
         if (kFull && i0 + kSharedKeys <= nc) {  // every key of the slice visible (nc: this warp's row): no masks
 #pragma unroll
           for (int n = 0; n < kSharedKeys / 8; n++)
@@ -859,9 +857,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
             }
           }
         }
-      };
-      // The block scores from the reduce-scatter's result v (keys g*8 + 2t + {0, 1} of the slice).
-      auto massBlocks = [&](int i0, float (&v)[16]) {
+        scatterHalf<8>(v, g4 & 4, 16);
+        scatterHalf<4>(v, g4 & 2, 8);
+        scatterHalf<2>(v, g4 & 1, 4);
         const int i1 = min(nc, i0 + kSharedKeys) - 1;
         if (Lean == 5 && perCmp == 2 && perSel == 4) {
           // Lean = 5: the block sums below from the reduce-scatter's registers by shuffles (key k sits
@@ -906,14 +904,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         }
         __syncwarp();
       };
-      auto addMass = [&](int i0, float (&s)[kSharedKeys / 8][4]) {
-        float v[16];
-        massExps(i0, s, v);
-        scatterHalf<8>(v, g4 & 4, 16);
-        scatterHalf<4>(v, g4 & 2, 8);
-        scatterHalf<2>(v, g4 & 1, 4);
-        massBlocks(i0, v);
-      };
       if constexpr (kScoreRing) {
         // v20 (Lean >= 7): the score walk needs K only, so the tile region holds four 128-key K tiles
         // (the V buffers are free): thread 0 requests tile t + 2 by TMA while the block works on t, and
@@ -938,73 +928,16 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           for (int t = 0; t < min(2, nTiles); t++) load(t);
         uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
         turns.open();
-        if constexpr (kScoreAhead) {
-          // v21 (Lean >= 13): a warpgroup issues Q·Kᵀ(t + 1) as soon as tile t's exponentials are in
-          // registers (v, 32 floats: the scores' registers are free then) and runs tile t's
-          // reduce-scatter and block sums (shuffles, shared-memory round trips and __syncwarps) under
-          // it, the two slices' shuffles interleaved; v20 issued Q·Kᵀ(t + 1) only after the block sums.
-          // Each tile's group is waited for before the loop turns (with a group in flight across the
-          // back edge ptxas serialised the kernel's wgmmas, C7514), so as in v20 a warpgroup issues
-          // tile t done with t - 1, and thread 0, taking the turn for t, may load t + 2 into t - 2's
-          // buffer. Same arithmetic in the same order (bit-equal to Lean = 12).
-          float s[2][kSharedKeys / 8][4], v[2][16];
-          auto issue = [&](int t) {  // Q·Kᵀ(t) as one group in the warpgroup's turn, not waited for
-            const int b = t % kBufs;
-            tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
-            phase ^= 1u << b;
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-#pragma unroll
-              for (int n = 0; n < 8; n++) s[h][n][0] = s[h][n][1] = s[h][n][2] = s[h][n][3] = 0.f;
-              wg::fenceOperands(s[h]);
-            }
-            turns.take();
-            wg::fence();
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-#pragma unroll
-              for (int kk = 0; kk < D / 16; kk++)
-                wg::mma64x64<false>(s[h], qf[kk], wg::descSw128(at + b * kTile + (kk >> 2) * R * kSwRowBytes + h * 64 * kSwRowBytes + (kk & 3) * 32), T());
-            wg::commit();
-            turns.pass();
+        for (int t = 0; t < nTiles; t++) {
+          const int b = t % kBufs;
+          tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
+          phase ^= 1u << b;
+          float s[2][kSharedKeys / 8][4];
+          groupScores<T, D, R, 2>(qf, at + b * kTile, s, turns, [&]() {
             if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
-          };
-          auto exps = [&](int t) {  // after the wait for Q·Kᵀ(t)
-            wg::fenceOperands(s[0]);
-            wg::fenceOperands(s[1]);
-            massExps(t * R, s[0], v[0]);
-            massExps(t * R + kSharedKeys, s[1], v[1]);
-          };
-          if (nTiles > 0) {
-            issue(0);
-            wg::wait<0>();
-            exps(0);
-          }
-          for (int t = 0; t < nTiles; t++) {
-            if (t + 1 < nTiles) issue(t + 1);
-            scatterHalf<8>(v[0], g4 & 4, 16);
-            scatterHalf<8>(v[1], g4 & 4, 16);
-            scatterHalf<4>(v[0], g4 & 2, 8);
-            scatterHalf<4>(v[1], g4 & 2, 8);
-            scatterHalf<2>(v[0], g4 & 1, 4);
-            scatterHalf<2>(v[1], g4 & 1, 4);
-            massBlocks(t * R, v[0]);
-            massBlocks(t * R + kSharedKeys, v[1]);
-            wg::wait<0>();
-            if (t + 1 < nTiles) exps(t + 1);
-          }
-        } else {
-          for (int t = 0; t < nTiles; t++) {
-            const int b = t % kBufs;
-            tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
-            phase ^= 1u << b;
-            float s[2][kSharedKeys / 8][4];
-            groupScores<T, D, R, 2>(qf, at + b * kTile, s, turns, [&]() {
-              if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
-            });
-            addMass(t * R, s[0]);
-            addMass(t * R + kSharedKeys, s[1]);
-          }
+          });
+          addMass(t * R, s[0]);
+          addMass(t * R + kSharedKeys, s[1]);
         }
         turns.close();
         __syncthreads();
@@ -1518,7 +1451,6 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 9) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 9>;
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
-    if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
