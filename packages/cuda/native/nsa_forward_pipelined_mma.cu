@@ -129,10 +129,9 @@ struct RowTile {
 // W warps per block (W query rows): 4 (two blocks per SM) or 8 (one; the default with the forced walk).
 template <int D, int W>
 struct Layout {
-  // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp
-  // (+ 4: the split walks' tile pairs by TMA, two per warpgroup, in v18's Lean = 2 / 4, no longer
-  // built; the first two: the compressed walk's V buffers in Lean >= 11; + 4 for the score walk's four
-  // K buffers: Lean >= 7)
+  // mbarriers behind the lists (8-byte aligned): the two TMA tile buffers', then two ring stages' per warp,
+  // + 4 (the first two: the compressed walk's V buffers in Lean >= 11; v18's split-walk pairs held all
+  // four), + 4 for the score walk's four K buffers (Lean >= 7)
   static constexpr int kBarriers = 2 + 2 * W + 4 + 4;
   static constexpr size_t kBarrierBytes = 8 * kBarriers + 8;
   static constexpr int ld = D + 8;
@@ -420,20 +419,18 @@ __device__ __forceinline__ void groupSoftmaxPV(float (&s)[NK / 8][4], uint32_t v
 // Swz: the selected rings' chunks unpadded and swizzled (v14; false: padded rows, v13). A template
 // argument, not a flag: at run time both layouts in one kernel took the 8-warp D = 128 kernel past
 // 255 registers (spills), where v13 has 254.
-// Lean (cfwd4; 8-row wgmma blocks with swizzled rings, both TMA maps on, no A/B flag set): 1 or 2
-// compile the default path only: the flags past NSA_FWD_SKIP's bits are known zeros (split on,
+// Lean (cfwd4; 8-row wgmma blocks with swizzled rings, both TMA maps on, no A/B flag set): > 0
+// compiles the default path only: the flags past NSA_FWD_SKIP's bits are known zeros (split on,
 // no forced block-wide walk, no common list, no third stage, no v11 top-n / v14 sort / v9 gate
 // loop, 128-key compressed tiles) and TMA is known on, so the kernel carries none of the
 // alternatives' code or registers. Same arithmetic in the same order as Lean = 0 (bit-equal).
-// Lean = 2 also loads the split walks' full window / forced tiles by TMA (v18). Lean = 3 / 4: as
-// 1 / 2 but NSA_FWD_SPLIT's flag stays a run-time one (with it known, ptxas spilled 136 / 208 bytes
-// at D = 128 against 76 / 100 with it not; which runs faster is measured).
+// (v18's Lean = 2 / 4, TMA for the split walks' full window / forced tiles, and 3 / 4, the split
+// flag left a run-time one, measured slower and were removed.)
 template <class T, int D, int W, bool Wg, bool Swz, int Lean = 0>
 __global__ void __launch_bounds__(32 * W, 8 / W)
     nsaForwardPipeKernel(NSAForwardArgs a, const RowTile* tiles, int nbMax, int skip, const __grid_constant__ TmaMaps maps) {
   static_assert(Lean == 0 || (Wg && W == 8 && Swz), "lean kernels: 8-row wgmma blocks, swizzled rings");
-  if constexpr (Lean > 0) skip = (skip & (Lean == 3 || Lean == 4 ? 7 | kFlagNoSplit : 7)) | 8;  // only NSA_FWD_SKIP's bits stay run-time
-  constexpr bool kTmaWalks = Lean == 2 || Lean == 4;  // v18
+  if constexpr (Lean > 0) skip = (skip & 7) | 8;  // only NSA_FWD_SKIP's bits stay run-time
   constexpr bool kSel = Lean >= 6;                     // v20 (a): masks as selects (groupSoftmax's Sel, addMass)
   constexpr bool kScoreRing = Lean >= 7;               // v20 (b): the score walk through four K buffers (below)
   constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
@@ -781,35 +778,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   static_assert(W != 8 || (2 * kPairBytes <= kHalfBytes && kHalfBytes % 1024 == 0), "two tile pairs in each half");
   const uint32_t half = smemAddr(smemRaw) + wg * kHalfBytes;
   auto wgSync = [&]() { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + wg) : "memory"); };
-  // v18 (Lean = 2 / 4): a full 64-key pair by TMA (thread 0 of the warpgroup; an mbarrier per buffer,
-  // wgPhase bit b = the parity buffer b's next pair completes); a shorter one by cp.async (its rows
-  // past the keys must be zeros). Window tiles from maps.kw / vw, forced ones from maps.ks / vs.
-  const uint32_t wgBar = tmaBar + 8 * (2 + 2 * W) + 16 * wg;  // + 8 * buffer
-  uint32_t wgPhase = 0;
-  auto wgByTma = [&](int2 kr, const void* Kp) {
-    return kTmaWalks && kr.y - kr.x == kSharedKeys && (Kp == a.kWin ? maps.onWin != 0 : Kp == a.kSlc);
-  };
+  // A 64-key pair by cp.async with the warpgroup's 128 threads (rows past the keys zeroed). (v18's
+  // TMA for full pairs lost twice, BENCHMARKS.md v17 / v19; removed.)
   auto wgLoad = [&](int2 kr, int buf, const void* Kp, const void* Vp) {
     const size_t first = ((size_t)(kBase + kr.x) * c.H + kvh) * D, stride = (size_t)c.H * D;
     const uint32_t at = half + buf * kPairBytes;
     const int tid = threadIdx.x & 127;
-    if constexpr (kTmaWalks) {
-      if (wgByTma(kr, Kp)) {
-        if (tid == 0) {
-          const uint32_t bar = wgBar + 8 * buf;
-          wg::fenceProxyAsync();  // the warpgroup's generic accesses of this pair (rings, zero rows) before the copy engine's writes
-          tma::arriveExpect(bar, kPairBytes);
-          if (Kp == a.kSlc) {
-            tma::loadTile<D, kSharedKeys, kChunk>(at, &maps.ks, kvh, kBase + kr.x, bar);
-            tma::loadTile<D, kSharedKeys, kChunk>(at + kPairBytes / 2, &maps.vs, kvh, kBase + kr.x, bar);
-          } else {
-            tma::loadTile<D, kSharedKeys>(at, &maps.kw, kvh, kBase + kr.x, bar);
-            tma::loadTile<D, kSharedKeys>(at + kPairBytes / 2, &maps.vw, kvh, kBase + kr.x, bar);
-          }
-        }
-        return;
-      }
-    }
     copyTileSwizzled<T, D, 128, kSharedKeys>(at, static_cast<const T*>(Kp) + first, stride, kr.y - kr.x, tid);
     copyTileSwizzled<T, D, 128, kSharedKeys>(at + kPairBytes / 2, static_cast<const T*>(Vp) + first, stride, kr.y - kr.x, tid);
   };
@@ -822,12 +796,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     for (int t = 0; t < nTiles; t++) {
       const int buf = t & 1;
       cpAsyncWait<0>();  // tile t has landed
-      if constexpr (kTmaWalks) {
-        if (wgByTma(range(t), Kp)) {
-          tma::wait(wgBar + 8 * buf, (wgPhase >> buf) & 1u);
-          wgPhase ^= 1u << buf;
-        }
-      }
       wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
       wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
       // v20 (Lean >= 9): the next pair's copies issue under this tile's Q·Kᵀ instead of before it.
@@ -1299,7 +1267,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, ph == 0 && select, [&](int key) { return key <= pos; });
           rings();
           store(st, 1, a.oSlc, nullptr);
-          if constexpr (kTmaWalks) wg::fenceProxyAsync();  // the rings' generic writes, before TMA's into the same bytes
           wgSync();  // the rings' bytes become the window's tiles
         }
       }
@@ -1453,7 +1420,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // (a)-(c) / (a)-(d) (see the top of the file); 5: v19 + shuffled block sums (opt-in);
   // NSA_FWD_LEAN=0: the kernel with every path behind run-time flags (v17's binary, for A/B);
   // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
-  // run the all-flags kernel (only 2 / 4 encode the window's maps, which nothing built reads now).
+  // run the all-flags kernel.
   const char* leanEnv = getenv("NSA_FWD_LEAN");
   const int leanWanted = leanEnv ? atoi(leanEnv) : 12;
   TmaMaps maps{};
@@ -1471,8 +1438,6 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
               encodeKeyMap(&maps.v, a.vCmp, f16, cmpRows, a.cfg.H, D, kTmaRows);
     maps.onSlc = maps.on && !(tmaEnv && tmaEnv[0] == '1') && keyRows > 0 && encodeKeyMap(&maps.ks, a.kSlc, f16, keyRows, a.cfg.H, D, kChunk) &&
                  encodeKeyMap(&maps.vs, a.vSlc, f16, keyRows, a.cfg.H, D, kChunk);
-    maps.onWin = maps.onSlc && (leanWanted == 2 || leanWanted == 4) && encodeKeyMap(&maps.kw, a.kWin, f16, keyRows, a.cfg.H, D, kTmaRows) &&
-                 encodeKeyMap(&maps.vw, a.vWin, f16, keyRows, a.cfg.H, D, kTmaRows);
   }
   // Lean kernels (cfwd4) where the run takes the default path: 8-row wgmma blocks, swizzled rings,
   // TMA on for the compressed and selected keys, no A/B flag beyond NSA_FWD_SKIP's bits.

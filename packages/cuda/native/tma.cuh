@@ -17,10 +17,9 @@ namespace nsa {
 // 64 elements x 1 head x boxRows rows (one 64-feature region of a boxRows-key slab): the compressed
 // keys / values in kTmaRows-row boxes (k, v), the selected ones in 16-row boxes (ks, vs: a ring chunk).
 constexpr int kTmaRows = 64;
-// kw / vw: the window's keys / values in kTmaRows-row boxes (the lean forward's v18 path only).
 struct TmaMaps {  // (CUtensorMap itself is 128-byte aligned)
-  CUtensorMap k, v, ks, vs, kw, vw;
-  int on, onSlc, onWin;  // maps k / v, ks / vs, kw / vw valid (else the kernel copies with cp.async)
+  CUtensorMap k, v, ks, vs;
+  int on, onSlc;  // maps k / v, ks / vs valid (else the kernel copies with cp.async)
 };
 
 // Encodes map for a 16-bit [rows][H][D] tensor; false where the driver lacks the entry point or
