@@ -220,19 +220,20 @@ for (const T of Ts) {
 }
 
 // ---- the table ----
-const fmt = (x, d = 2) => (x === undefined ? 'n/a' : x.toFixed(d));
+// n/a where a cell was not run (--ops), never NaN
+const fmt = (x, d = 2) => (x === undefined || !Number.isFinite(x) ? 'n/a' : x.toFixed(d));
 const base = (T, key) => baseline?.rows?.find((x) => x.T === T)?.[key];
 console.log(`\ndevice: ${info.name}; ceilings measured in this run: copy ${fmt(copyGBps, 0)} GB/s (own kernel), bf16 matmul ${fmt(matmul, 0)} TFLOP/s (torch)${baseline ? `, torch ${baseline.torch} copy ${fmt(baseline.copyGBps, 0)} GB/s` : ''}`);
 console.log('B=1 HQ=64 H=4 Dk=Dv=128 bf16, l=32 d=16 l\'=64 n=16 w=512; NSA includes the mean compressor; median ms\n');
 console.log('| op | T | NSA ms | NSA rate | own dense ms | dense rate | torch SDPA ms | NSA speedup vs own dense | own dense / torch |');
 console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
-  const tf = (flops, ms) => `${fmt(flops / ms / 1e9, 1)} TFLOP/s (${fmt((100 * flops) / ms / 1e9 / (matmul ?? NaN), 0)}%)`;
-  const gb = (bytes, ms) => `${fmt(bytes / ms / 1e6, 0)} GB/s (${fmt((100 * bytes) / ms / 1e6 / copyGBps, 0)}%)`;
+  const tf = (flops, ms) => (ms === undefined ? 'n/a' : `${fmt(flops / ms / 1e9, 1)} TFLOP/s (${fmt((100 * flops) / ms / 1e9 / (matmul ?? NaN), 0)}%)`);
+  const gb = (bytes, ms) => (ms === undefined ? 'n/a' : `${fmt(bytes / ms / 1e6, 0)} GB/s (${fmt((100 * bytes) / ms / 1e6 / copyGBps, 0)}%)`);
   // decode steps take tens of microseconds: print them with four decimals
   const line = (op, nsa, rate, dense, drate, torch) => {
     const d = op.startsWith('decode') ? 4 : 2;
-    console.log(`| ${op} | ${r.T} | ${fmt(nsa, d)} | ${rate} | ${fmt(dense, d)} | ${drate} | ${fmt(torch, 3)} | ${fmt(dense / nsa)}x | ${torch ? fmt(dense / torch) + 'x' : 'n/a'} |`);
+    console.log(`| ${op} | ${r.T} | ${fmt(nsa, d)} | ${rate} | ${fmt(dense, d)} | ${drate} | ${fmt(torch, 3)} | ${nsa && dense ? fmt(dense / nsa) + 'x' : 'n/a'} | ${torch && dense ? fmt(dense / torch) + 'x' : 'n/a'} |`);
   };
   line('forward', r.nsaFwd, tf(r.flopsNsa, r.nsaFwd), r.denseFwd, tf(r.flopsDense, r.denseFwd), base(r.T, 'fwd'));
   line('forward+backward', r.nsaFwdBwd, tf(3.5 * r.flopsNsa, r.nsaFwdBwd), r.denseFwdBwd, tf(3.5 * r.flopsDense, r.denseFwdBwd), base(r.T, 'fwdBwd'));
