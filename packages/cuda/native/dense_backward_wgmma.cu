@@ -114,25 +114,6 @@ struct KvShape {
                                   16 * Stages + 1024;
 };
 
-// mbarrier arrival of this thread (no transactions).
-__device__ __forceinline__ void arriveBarrier(uint32_t bar) {
-#if NSA_WGMMA_DEVICE
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#else
-  __trap();
-#endif
-}
-// Waits for the mbarrier phase of the given parity, the retry loop inside one asm statement (tma::wait's
-// C++ loop around try_wait made ptxas spill in the dK/dV blocks).
-__device__ __forceinline__ void waitBarrier(uint32_t bar, uint32_t parity) {
-#if NSA_WGMMA_DEVICE
-  asm volatile(
-      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
-      : "memory");
-#else
-  __trap();
-#endif
-}
 // 2-D box (x0 .., y0 ..) of a map into shared address dst (the lse / D boxes).
 __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int x0, int y0, uint32_t bar) {
 #if NSA_WGMMA_DEVICE
@@ -309,7 +290,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
       zeroAcc(s);
       zeroAcc(dp);
     }
-    if constexpr (tma) waitBarrier(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
+    if constexpr (tma) tma::waitSpin(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
     fenceAcc<D>(dk);
     fenceAcc<D>(dv);
     wg::fence();
@@ -336,7 +317,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     }
     wg::wait<0>();
     if constexpr (Mode == kCopyTmaFree) {
-      if (t > 0) arriveBarrier(empty + 8 * ((t - 1) % Stages));  // step t - 1's products are done: its slot is free
+      if (t > 0) tma::arrive(empty + 8 * ((t - 1) % Stages));  // step t - 1's products are done: its slot is free
     }
     fenceA(pA);
     fenceA(dsA);
@@ -347,7 +328,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
     // TMA modes: step t + 2, requested here rather than while products run (ptxas then serialises the
     // wgmma pipeline, C7514). kCopyTmaFree: once every thread is done with step t - 2 (arrived at the end
     // of step t - 1); warpgroup 0 waits as a whole (a wait in one thread only serialises wgmma, C7520).
-    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) tma::waitSpin(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
     if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestCols(t + 2);
   }
   if (nTiles > 0) {
@@ -515,7 +496,7 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
       zeroAcc(s);
       zeroAcc(dp);
     }
-    if constexpr (tma) waitBarrier(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
+    if constexpr (tma) tma::waitSpin(full + 8 * (t % Stages), (t / Stages) & 1);  // step t has landed
     fenceAcc<D>(dq);
     wg::fence();
     issueScores(t);
@@ -541,13 +522,13 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
     }
     wg::wait<0>();
     if constexpr (Mode == kCopyTmaFree) {
-      if (t > 0) arriveBarrier(empty + 8 * ((t - 1) % Stages));  // step t - 1's product is done: its slot is free
+      if (t > 0) tma::arrive(empty + 8 * ((t - 1) % Stages));  // step t - 1's product is done: its slot is free
     }
     fenceA(dsA);
     fenceAcc<D>(dq);
     packSteps<T>(dsA, dp);
     // as in keyValueGradBlock
-    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) waitBarrier(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
+    if (Mode == kCopyTmaFree && t >= 2 && t + 2 < nTiles) tma::waitSpin(empty + 8 * ((t + 2) % Stages), ((t - 2) / Stages) & 1);
     if (tma && threadIdx.x == 0 && t + 2 < nTiles) requestKV(t + 2);
   }
   fenceAcc<D>(dq);
@@ -593,18 +574,7 @@ void launchStages(const AttentionBackwardArgs& b, const float* delta, const Dens
 // A 2-D float32 map over [rows][cols] (no swizzle), boxes of boxCols x boxRows; false where the driver
 // lacks the entry point or refuses the map.
 bool encodeFloatMap(CUtensorMap* map, const float* base, int rows, int cols, int boxCols, int boxRows) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  static const Encode encode = []() -> Encode {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();  // not sticky: clear it
-      return nullptr;
-    }
-    return reinterpret_cast<Encode>(fn);
-  }();
+  const TensorMapEncode encode = tensorMapEncoder();
   if (!encode || reinterpret_cast<uintptr_t>(base) % 16 || (cols * sizeof(float)) % 16) return false;
   const cuuint64_t dims[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
   const cuuint64_t strides[1] = {(cuuint64_t)cols * sizeof(float)};

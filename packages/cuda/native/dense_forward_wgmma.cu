@@ -60,24 +60,6 @@ struct FwdMaps {
   CUtensorMap k, v;
 };
 
-// mbarrier helpers of the Tma path (sm_90a; other device passes trap, as tma.cuh).
-__device__ __forceinline__ void arriveBarrier(uint32_t bar) {
-#if NSA_WGMMA_DEVICE
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-#else
-  __trap();
-#endif
-}
-// The retry loop inside one asm statement (a C++ loop around try_wait costs registers here).
-__device__ __forceinline__ void waitBarrier(uint32_t bar, uint32_t parity) {
-#if NSA_WGMMA_DEVICE
-  asm volatile(
-      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
-      : "memory");
-#else
-  __trap();
-#endif
-}
 
 // Keeps the compiler from reusing P's registers while a wgmma may still read them.
 __device__ __forceinline__ void fenceA(uint32_t (&pa)[kKeys / 16][4]) {
@@ -283,15 +265,15 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
       // those; tile 2 takes slot 2's Q, free since the barrier after the fragment loads. Every thread waits
       // (a wait in one thread only makes ptxas serialise wgmma, C7520).
       if (t >= 1) {
-        if (t + 1 < nTiles && t >= 2) waitBarrier(kFree(t - 2), ((t - 2) / kStages) & 1);
-        if (t >= 3) waitBarrier(vFree(t - 3), ((t - 3) / kStages) & 1);
+        if (t + 1 < nTiles && t >= 2) tma::waitSpin(kFree(t - 2), ((t - 2) / kStages) & 1);
+        if (t >= 3) tma::waitSpin(vFree(t - 3), ((t - 3) / kStages) & 1);
         if (threadIdx.x == 0) {
           if (t + 1 < nTiles) request(t + 1, 0);
           request(t, 1);
         }
       }
-      waitBarrier(kFull(t), (t / kStages) & 1);  // K_t has landed
-      if (t > 0) waitBarrier(vFull(t - 1), ((t - 1) / kStages) & 1);  // V_{t-1} too
+      tma::waitSpin(kFull(t), (t / kStages) & 1);  // K_t has landed
+      if (t > 0) tma::waitSpin(vFull(t - 1), ((t - 1) / kStages) & 1);  // V_{t-1} too
 #pragma unroll
       for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
       wg::fence();
@@ -304,13 +286,13 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
       } else {
         wg::wait<0>();
       }
-      arriveBarrier(kFree(t));  // this thread is done with K_t
+      tma::arrive(kFree(t));  // this thread is done with K_t
       wg::fenceOperands(s[0]);
       wg::fenceOperands(s[1]);
       float alpha[2];
       softmax(t, alpha);
       wg::wait<0>();
-      if (t > 0) arriveBarrier(vFree(t - 1));  // ... and with V_{t-1}
+      if (t > 0) tma::arrive(vFree(t - 1));  // ... and with V_{t-1}
       fenceA(pa);
       rescale(alpha);  // tile 0: O is zero and alpha 0
       packP();
@@ -387,7 +369,7 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     packP();
   }
   }
-  if constexpr (Tma) waitBarrier(vFull(nTiles - 1), ((nTiles - 1) / kStages) & 1);  // the last V has landed
+  if constexpr (Tma) tma::waitSpin(vFull(nTiles - 1), ((nTiles - 1) / kStages) & 1);  // the last V has landed
 #pragma unroll
   for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
   wg::fence();

@@ -235,18 +235,7 @@ KeyStageMaps keyStageMaps(const NSABackwardArgs& a) {
   }
   const char* env = getenv("NSA_BWD_KEY_TMA");
   if (env && env[0] == '0') return maps;
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  static const Encode encode = []() -> Encode {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();  // not sticky: clear it
-      return nullptr;
-    }
-    return reinterpret_cast<Encode>(fn);
-  }();
+  const TensorMapEncode encode = tensorMapEncoder();
   const int D = f.cfg.Dk, HQ = f.cfg.HQ;
   auto map = [&](CUtensorMap* m, const void* base, int boxRows = 1) {
     if (!encode || reinterpret_cast<uintptr_t>(base) % 16) return false;

@@ -1459,10 +1459,8 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H, int D, int boxRows) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
-                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  static const Encode encode = []() -> Encode {
+TensorMapEncode tensorMapEncoder() {
+  static const TensorMapEncode encode = []() -> TensorMapEncode {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found;
     if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
@@ -1470,8 +1468,13 @@ bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H,
       cudaGetLastError();  // not sticky: clear it
       return nullptr;
     }
-    return reinterpret_cast<Encode>(fn);
+    return reinterpret_cast<TensorMapEncode>(fn);
   }();
+  return encode;
+}
+
+bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H, int D, int boxRows) {
+  const TensorMapEncode encode = tensorMapEncoder();
   if (!encode || reinterpret_cast<uintptr_t>(base) % 16) return false;
   const cuuint64_t dims[3] = {(cuuint64_t)D, (cuuint64_t)H, (cuuint64_t)rows};
   const cuuint64_t strides[2] = {(cuuint64_t)D * 2, (cuuint64_t)H * D * 2};  // bytes, of dims 1 and 2

@@ -22,6 +22,13 @@ struct TmaMaps {  // (CUtensorMap itself is 128-byte aligned)
   int on, onSlc;  // maps k / v, ks / vs valid (else the kernel copies with cp.async)
 };
 
+// The driver's cuTensorMapEncodeTiled, looked up once (no libcuda link: the addon uses the static
+// runtime); null where the driver lacks it, and every map then stays off.
+using TensorMapEncode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
+                                     const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                     CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+TensorMapEncode tensorMapEncoder();
+
 // Encodes map for a 16-bit [rows][H][D] tensor; false where the driver lacks the entry point or
 // refuses the map (the caller then leaves TMA off).
 bool encodeKeyMap(CUtensorMap* map, const void* base, bool f16, int rows, int H, int D, int boxRows);
@@ -64,6 +71,25 @@ __device__ __forceinline__ void wait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+#else
+  __trap();
+#endif
+}
+// This thread's arrival without transactions (a consumer releasing a ring slot).
+__device__ __forceinline__ void arrive(uint32_t bar) {
+#if NSA_WGMMA_DEVICE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#else
+  __trap();
+#endif
+}
+// wait() with its retry loop inside one asm statement: the C++ loop around try_wait made ptxas spill
+// in the dense backward's dK/dV blocks and cost registers in the dense forward.
+__device__ __forceinline__ void waitSpin(uint32_t bar, uint32_t parity) {
+#if NSA_WGMMA_DEVICE
+  asm volatile(
+      "{\n .reg .pred p;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT;\n}\n" ::"r"(bar), "r"(parity)
+      : "memory");
 #else
   __trap();
 #endif

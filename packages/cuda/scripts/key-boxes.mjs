@@ -6,9 +6,9 @@
 // tiles and with NSA_BWD_WIDE_KEYS=1. Paper defaults (the forced initial and local blocks give the
 // selected lists runs of consecutive rows), G = 16, two KV heads, T = 2048 and 3000 (two sequences),
 // bfloat16 and float16. A short subset of key-variants.mjs. Plain Node over dist/:   node scripts/key-boxes.mjs
-import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
+import { createNSAConfig } from '@nsa/core';
 import { createCudaBackend } from '../dist/index.js';
-import { differingGradients, gradientsUnder } from './gradient-variants.mjs';
+import { differingGradients, gradientsUnder, randomProblem } from './gradient-variants.mjs';
 
 const backend = await createCudaBackend();
 const H = 2, HQ = 16 * H, D = 128;
@@ -17,14 +17,7 @@ const keys = ['NSA_BWD_WIDE_KEYS', 'NSA_BWD_KEY_TMA4'];
 let failed = false;
 for (const dtype of ['bfloat16', 'float16']) {
   for (const [B, T] of [[1, 2048], [2, 3000]]) {
-    const C = compressedCount(T, config), rng = new SeededRandom(17 + T);
-    const t = (shape, lo) => backend.tensor(lo === undefined ? rng.normals(shape.reduce((a, b) => a * b, 1)) : rng.uniforms(shape.reduce((a, b) => a * b, 1), lo, 1), shape, dtype);
-    const inputs = {
-      q: t([B, T, HQ, D]), kCmp: t([B, C, H, D]), vCmp: t([B, C, H, D]), kSlc: t([B, T, H, D]), vSlc: t([B, T, H, D]),
-      kWin: t([B, T, H, D]), vWin: t([B, T, H, D]), gates: t([B, T, HQ, 3], 0),
-    };
-    const dOutput = t([B, T, HQ, D]);
-    const forward = await backend.nsaForward({ config, ...inputs });
+    const { inputs, forward, dOutput } = await randomProblem(backend, config, B, T, dtype, 17 + T);
     for (const shape of [{}, { NSA_BWD_WIDE_KEYS: '1' }]) {
       const base = await gradientsUnder(backend, { config, ...inputs, forward, dOutput }, shape, keys);
       for (const v of [{ NSA_BWD_KEY_TMA4: '1' }, { NSA_BWD_KEY_TMA4: '0' }]) {

@@ -10,9 +10,9 @@
 // instead of 4-row boxes (=1: boxes in window and compressed stages only): all must give bit-equal gradients.
 // bfloat16, paper defaults, G = 16, two KV heads, T = 2048 and 3000 (two sequences in one batch).
 // Plain Node over dist/:   node scripts/key-variants.mjs
-import { SeededRandom, compressedCount, createNSAConfig } from '@nsa/core';
+import { createNSAConfig } from '@nsa/core';
 import { createCudaBackend } from '../dist/index.js';
-import { differingGradients, gradientsUnder } from './gradient-variants.mjs';
+import { differingGradients, gradientsUnder, randomProblem } from './gradient-variants.mjs';
 
 const backend = await createCudaBackend();
 const H = 2, HQ = 16 * H, D = 128;
@@ -26,14 +26,7 @@ const switches = [{}, { NSA_BWD_KEY_TMA4: '1' }, { NSA_BWD_KEY_TMA4: '0' }, { NS
   { ...off, NSA_BWD_KEY_RING: '3' }, { ...off, NSA_BWD_KEY_RING: '3', NSA_BWD_KEY_PREFETCH: '0' }];
 let failed = false;
 for (const [B, T] of [[1, 2048], [2, 3000]]) {
-  const C = compressedCount(T, config), rng = new SeededRandom(13 + T);
-  const t = (shape, lo) => backend.tensor(lo === undefined ? rng.normals(shape.reduce((a, b) => a * b, 1)) : rng.uniforms(shape.reduce((a, b) => a * b, 1), lo, 1), shape, 'bfloat16');
-  const inputs = {
-    q: t([B, T, HQ, D]), kCmp: t([B, C, H, D]), vCmp: t([B, C, H, D]), kSlc: t([B, T, H, D]), vSlc: t([B, T, H, D]),
-    kWin: t([B, T, H, D]), vWin: t([B, T, H, D]), gates: t([B, T, HQ, 3], 0),
-  };
-  const dOutput = t([B, T, HQ, D]);
-  const forward = await backend.nsaForward({ config, ...inputs });
+  const { inputs, forward, dOutput } = await randomProblem(backend, config, B, T, 'bfloat16', 13 + T);
   for (const shape of [{}, { NSA_BWD_WIDE_KEYS: '1' }]) {
     let base = null;
     for (const v of switches) {
