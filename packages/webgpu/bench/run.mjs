@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /* global process, performance, console, GPUBufferUsage */
 // NSA vs this package's own dense causal attention on one WebGPU adapter, one run, one table.
-//   node bench/run.mjs [--T 4096,16384,65536] [--deadline 420] [--dtype float32] [--ops forward,decode,fwd+bwd]
+//   node bench/run.mjs [--T 4096,16384,65536] [--deadline 420] [--dtype float32] [--ops forward,decode,fwd+bwd] [--decodeWarmMs 0]
 // B = 1, HQ = 64, H = 4, D = 128, paper block sizes. Forward, forward+backward, decode (batch 1
 // and 16). Achieved GFLOP/s and GB/s are set against an fp32 FMA peak and a copy bandwidth
 // measured in the same run on the same device. Three clocks per cell, medians after one warm-up
@@ -35,6 +35,11 @@ const quick = process.argv.includes('--quick');
 // host's round trip and lowers its clock (nvidia-smi: throttle reason GpuIdle, 1245 against 1980 MHz
 // in run 11); the spin keeps it at its working clock, as CUDA's bench.mjs does with addon.holdGpu.
 const hold = process.argv.includes('--hold');
+// --decodeWarmMs M: before each decode cell is timed, untimed calls of it for at least M ms (default 0:
+// one warm-up call), NSA and dense alike, as the CUDA bench's decode rows have (bench.mjs there:
+// 300 ms). A single step takes tens of microseconds, so what ran just before (the ceilings, another
+// row) can leave the GPU in another clock or cache state for the first calls timed.
+const decodeWarmMs = Number(option('decodeWarmMs', '0'));
 const B = 1;
 const HQ = 64;
 const H = 4;
@@ -111,11 +116,16 @@ async function random(shape, dt = dtype, lo, hi) {
 //          only where the adapter has 'timestamp-query')
 const timestamps = rt.profile(true);
 rt.profile(false);
-async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0, held = false } = {}) {
+async function time(fn, { budget = 6000, minReps = 3, maxReps = 20, b2b = 0, held = false, warmMs = 0 } = {}) {
   const w0 = performance.now();
   const warm = await fn();
   await backend.synchronize();
   warm?.dispose?.();
+  // (--decodeWarmMs: more untimed calls, one at a time as the timed ones run.)
+  for (const w1 = performance.now(); performance.now() - w1 < warmMs; ) {
+    (await fn())?.dispose?.();
+    await backend.synchronize();
+  }
   // Slow cells (seconds per call) get fewer repetitions so the whole table fits one run.
   const reps = performance.now() - w0 > 3000 ? 1 : minReps;
   const times = [];
@@ -411,11 +421,11 @@ for (const T of Ts) {
         const keys = k.compressed + k.selected + k.window;
         const flops = batch * HQ * (keys * 4 * D + k.compressed * 2 * D);
         const bytes = batch * H * keys * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
+        record(T, `decode B=${batch}`, 'nsa', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold, warmMs: decodeWarmMs }), flops, bytes);
         if (sixPasses) {
           ctx.singleQueryDecode = false;
           try {
-            record(T, `decode B=${batch}`, 'nsa 6 passes', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
+            record(T, `decode B=${batch}`, 'nsa 6 passes', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold, warmMs: decodeWarmMs }), flops, bytes);
             const old = await backend.nsaDecode({ cache, q, gates });
             ctx.singleQueryDecode = true;
             const now = await backend.nsaDecode({ cache, q, gates });
@@ -437,7 +447,7 @@ for (const T of Ts) {
         if (unmerged) {
           ctx.mergedDecode = false;
           try {
-            record(T, `decode B=${batch}`, 'nsa unmerged', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
+            record(T, `decode B=${batch}`, 'nsa unmerged', await time(() => backend.nsaDecode({ cache, q, gates }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold, warmMs: decodeWarmMs }), flops, bytes);
           } finally {
             ctx.mergedDecode = true;
           }
@@ -454,7 +464,7 @@ for (const T of Ts) {
         const v = await random([batch, T, H, D]);
         const flops = batch * HQ * T * 4 * D;
         const bytes = batch * H * T * 2 * D * es + batch * HQ * D * es * 2;
-        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold }), flops, bytes);
+        record(T, `decode B=${batch}`, 'dense', await time(() => backend.attentionForward({ q, k, v }), { budget: 3000, minReps: 10, maxReps: 100, b2b: 50, held: hold, warmMs: decodeWarmMs }), flops, bytes);
       } finally {
         for (const b of made.splice(0)) b.dispose();
       }
@@ -502,7 +512,8 @@ const lines = [
   '',
   `clocks: host = wall per call up to onSubmittedWorkDone; b2b = ${'N'} calls back to back, one wait, per call; ` +
     `gpu = timestamp queries per pass, summed per call (${timestamps ? 'timestamp-query present' : 'no timestamp-query on this adapter'}). ` +
-    'Rates and dense / nsa use the clock named in the "clock" column (gpu, else b2b, else host), the same for both rows of a pair.',
+    'Rates and dense / nsa use the clock named in the "clock" column (gpu, else b2b, else host), the same for both rows of a pair. ' +
+    `Decode cells: one warm-up call${decodeWarmMs > 0 ? `, then ${decodeWarmMs} ms more of untimed calls` : ''} before timing.`,
   '',
   '| T | op | impl | host ms | b2b ms | gpu ms | clock | GFLOP/s | % fp32 peak | GB/s | % copy BW | dense / nsa |',
   '|---:|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|',
