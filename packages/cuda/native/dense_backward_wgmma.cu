@@ -114,6 +114,16 @@ struct KvShape {
                                   16 * Stages + 1024;
 };
 
+// The TMA ring's barriers (one thread): "landed" completes with the copies' bytes, "released" once
+// every thread has arrived.
+template <int Stages>
+__device__ __forceinline__ void initRing(uint32_t full, uint32_t empty) {
+  for (int i = 0; i < Stages; i++) {
+    tma::initBarrier(full + 8 * i, 1);
+    tma::initBarrier(empty + 8 * i, kThreads);
+  }
+  tma::fenceInit();
+}
 // 2-D box (x0 .., y0 ..) of a map into shared address dst (the lse / D boxes).
 __device__ __forceinline__ void tmaLoad2d(uint32_t dst, const CUtensorMap* map, int x0, int y0, uint32_t bar) {
 #if NSA_WGMMA_DEVICE
@@ -198,11 +208,7 @@ __device__ __forceinline__ void keyValueGradBlock(const AttentionBackwardArgs& b
   };
   if constexpr (tma) {
     if (threadIdx.x == 0) {
-      for (int i = 0; i < Stages; i++) {
-        tma::initBarrier(full + 8 * i, 1);
-        tma::initBarrier(empty + 8 * i, kThreads);
-      }
-      tma::fenceInit();
+      initRing<Stages>(full, empty);
       if (nTiles > 0) requestCols(0);
       if (nTiles > 1) requestCols(1);
     }
@@ -411,11 +417,7 @@ __device__ __forceinline__ void dqBlock(const AttentionBackwardArgs& b, const fl
   };
   if constexpr (tma) {
     if (threadIdx.x == 0) {
-      for (int i = 0; i < Stages; i++) {
-        tma::initBarrier(full + 8 * i, 1);
-        tma::initBarrier(empty + 8 * i, kThreads);
-      }
-      tma::fenceInit();
+      initRing<Stages>(full, empty);
       requestKV(0);
       if (nTiles > 1) requestKV(1);
     }

@@ -257,6 +257,22 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
     }
   };
 
+  // The Tma and Early loops' step t: S_t issued, then P_{t-1}·V_{t-1} behind it; returns once S_t is done.
+  auto issueStep = [&](int t) {
+#pragma unroll
+    for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
+    wg::fence();
+    issueScores(t);
+    wg::commit();
+    if (t > 0) {
+      issuePV(t - 1);
+      wg::commit();
+      wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
+    } else {
+      wg::wait<0>();
+    }
+  };
+
   if constexpr (Tma) {
     zeroScores();  // defined values for the first (overwriting) k-step
     for (int t = 0; t < nTiles; t++) {
@@ -274,18 +290,7 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
       }
       tma::waitSpin(kFull(t), (t / kStages) & 1);  // K_t has landed
       if (t > 0) tma::waitSpin(vFull(t - 1), ((t - 1) / kStages) & 1);  // V_{t-1} too
-#pragma unroll
-      for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
-      wg::fence();
-      issueScores(t);
-      wg::commit();
-      if (t > 0) {
-        issuePV(t - 1);
-        wg::commit();
-        wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
-      } else {
-        wg::wait<0>();
-      }
+      issueStep(t);
       tma::arrive(kFree(t));  // this thread is done with K_t
       wg::fenceOperands(s[0]);
       wg::fenceOperands(s[1]);
@@ -300,18 +305,7 @@ __global__ void __launch_bounds__(kThreads, 1) denseForwardWgmmaKernel(Attention
   } else if constexpr (Early) {
     zeroScores();  // defined values for the first (overwriting) k-step
     for (int t = 0; t < nTiles; t++) {
-#pragma unroll
-      for (int dn = 0; dn < D / 64; dn++) wg::fenceOperands(o[dn]);
-      wg::fence();
-      issueScores(t);
-      wg::commit();
-      if (t > 0) {
-        issuePV(t - 1);
-        wg::commit();
-        wg::wait<1>();  // S_t is done; P_{t-1}·V_{t-1} may still run
-      } else {
-        wg::wait<0>();
-      }
+      issueStep(t);
       wg::fenceOperands(s[0]);
       wg::fenceOperands(s[1]);
       float alpha[2];
