@@ -126,6 +126,21 @@ struct RowTile {
   int s, first;  // sequence, first query index within it
 };
 
+// Transposes a 4 x 4 matrix of words across the four lanes of a quad (lanes 4g .. 4g + 3): lane t
+// holds row t in w and gets column t back. In an MMA fragment lane t holds columns 8n + 2t, 8n + 2t + 1
+// of a row for every n; after this, for the four n = 4m + j, lane t holds all eight columns of
+// n = 4m + t: 16 contiguous bytes, so a warp's stores and loads of a row cover whole sectors.
+__device__ __forceinline__ void quadTranspose(uint32_t (&w)[4], int t) {
+  const bool low = t < 2;  // swap the off-diagonal 2 x 2 blocks with lane t ^ 2
+  uint32_t x0 = __shfl_xor_sync(0xffffffffu, low ? w[2] : w[0], 2);
+  uint32_t x1 = __shfl_xor_sync(0xffffffffu, low ? w[3] : w[1], 2);
+  if (low) { w[2] = x0; w[3] = x1; } else { w[0] = x0; w[1] = x1; }
+  const bool even = !(t & 1);  // then transpose each 2 x 2 block with lane t ^ 1
+  x0 = __shfl_xor_sync(0xffffffffu, even ? w[1] : w[0], 1);
+  x1 = __shfl_xor_sync(0xffffffffu, even ? w[3] : w[2], 1);
+  if (even) { w[1] = x0; w[3] = x1; } else { w[0] = x0; w[2] = x1; }
+}
+
 // W warps per block (W query rows): 4 (two blocks per SM) or 8 (one; the default with the forced walk).
 template <int D, int W>
 struct Layout {
@@ -436,6 +451,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kLateLoads = Lean >= 9;               // v20 (c): next tiles requested after this tile's Q·Kᵀ issue (below)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
+  constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -576,6 +592,29 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   auto store = [&](WarpRows<D>& st, int branch, void* dst, float* oFloat) {
     float lse[2], inv[2];
     st.finish(lse, inv);
+    if constexpr (kCoalesced) {
+      // v21: each row's 8-column pieces by quad transposes, one 16-byte store per lane and piece
+      // (fragment-layout 4-byte stores fill half of each 32-byte sector they touch: ncu, 64k).
+#pragma unroll
+      for (int i = 0; i < 2; i++) {
+        const int r = g4 + 8 * i;
+#pragma unroll
+        for (int m = 0; m < D / 32; m++) {
+          uint32_t w[4];
+#pragma unroll
+          for (int j = 0; j < 4; j++) {
+            const int n = 4 * m + j;
+            const float x = st.o[n][2 * i] * inv[i], y = st.o[n][2 * i + 1] * inv[i];
+            if (oFloat) { oFloat[n * 4 + 2 * i] = x; oFloat[n * 4 + 2 * i + 1] = y; }
+            w[j] = packF2<T>(x, y);
+          }
+          quadTranspose(w, t4);
+          if (active) *reinterpret_cast<uint4*>(static_cast<T*>(dst) + oAt + (size_t)r * D + (4 * m + t4) * 8) = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+        if (active && t4 == 0) a.lse[((size_t)row * c.HQ + hq0 + r) * 3 + branch] = lse[i];
+      }
+      return;
+    }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
       const int r = g4 + 8 * i;
@@ -1270,7 +1309,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           wgSync();  // the rings' bytes become the window's tiles
         }
       }
-      if (active) {  // the gated sum below takes the window output back from oWin
+      if (active && !kCoalesced) {  // the gated sum below takes the window output back from oWin (v21: in 16-byte pieces)
         const T* oWin = static_cast<const T*>(a.oWin);
 #pragma unroll
         for (int i = 0; i < 2; i++)
@@ -1311,6 +1350,65 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const T* oCmp = static_cast<const T*>(a.oCmp);
   const T* oSlc = static_cast<const T*>(a.oSlc);
   T* out = static_cast<T*>(a.out);
+  if constexpr (kCoalesced) {
+    // v21: in the 16-byte pieces the branch stores wrote (this lane reads back what it stored). The
+    // window output comes from oWin (split) or from win by the same quad transposes (as floats); the
+    // same expression per element as below, so bit-equal.
+    static_assert(D % 32 == 0, "whole quads of 8-column pieces");
+    const T* oWin = static_cast<const T*>(a.oWin);
+    uint4 cw[2][D / 32], sw[2][D / 32], ww[2][D / 32];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+      for (int m = 0; m < D / 32; m++) {
+        const size_t at = oAt + (size_t)(g4 + 8 * i) * D + (4 * m + t4) * 8;
+        cw[i][m] = *reinterpret_cast<const uint4*>(oCmp + at);
+        sw[i][m] = *reinterpret_cast<const uint4*>(oSlc + at);
+        if (split) ww[i][m] = *reinterpret_cast<const uint4*>(oWin + at);
+      }
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int r = g4 + 8 * i;
+      const size_t gAt = ((size_t)row * c.HQ + hq0 + r) * 3;
+      const float gc = toF(gates[gAt]), gs = toF(gates[gAt + 1]), gw = toF(gates[gAt + 2]);
+#pragma unroll
+      for (int m = 0; m < D / 32; m++) {
+        float wx[4], wy[4];  // the window's columns 2k, 2k + 1 of this lane's piece
+        if (split) {
+          const uint32_t wp[4] = {ww[i][m].x, ww[i][m].y, ww[i][m].z, ww[i][m].w};
+#pragma unroll
+          for (int k = 0; k < 4; k++) {
+            wx[k] = toF(reinterpret_cast<const T*>(&wp[k])[0]);
+            wy[k] = toF(reinterpret_cast<const T*>(&wp[k])[1]);
+          }
+        } else {
+          uint32_t ex[4], ey[4];
+#pragma unroll
+          for (int j = 0; j < 4; j++) {
+            ex[j] = __float_as_uint(win[(4 * m + j) * 4 + 2 * i]);
+            ey[j] = __float_as_uint(win[(4 * m + j) * 4 + 2 * i + 1]);
+          }
+          quadTranspose(ex, t4);
+          quadTranspose(ey, t4);
+#pragma unroll
+          for (int k = 0; k < 4; k++) { wx[k] = __uint_as_float(ex[k]); wy[k] = __uint_as_float(ey[k]); }
+        }
+        const uint32_t cp[4] = {cw[i][m].x, cw[i][m].y, cw[i][m].z, cw[i][m].w};
+        const uint32_t sp[4] = {sw[i][m].x, sw[i][m].y, sw[i][m].z, sw[i][m].w};
+        uint32_t o[4];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          const T* cv = reinterpret_cast<const T*>(&cp[k]);
+          const T* sv = reinterpret_cast<const T*>(&sp[k]);
+          const float x = gc * toF(cv[0]) + gs * toF(sv[0]) + gw * wx[k];
+          const float y = gc * toF(cv[1]) + gs * toF(sv[1]) + gw * wy[k];
+          o[k] = packF2<T>(x, y);
+        }
+        *reinterpret_cast<uint4*>(out + oAt + (size_t)r * D + (4 * m + t4) * 8) = make_uint4(o[0], o[1], o[2], o[3]);
+      }
+    }
+    return;
+  }
   if (!(skip & kFlagGateInterleaved)) {
     // Every load first: for the compiler the stores to out may alias the branch outputs, so a load
     // after a store waits for it, and v9's loop (below) paid one L2 round trip per 8 columns: ~7 %
@@ -1422,7 +1520,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
   // run the all-flags kernel.
   const char* leanEnv = getenv("NSA_FWD_LEAN");
-  const int leanWanted = leanEnv ? atoi(leanEnv) : 12;
+  // NSA_FWD_LEAN=13 (default): v21, v20 with the branch outputs and the gated sum in 16-byte pieces;
+  // those need 16-byte aligned outputs (else v20).
+  const bool outAligned = ((uintptr_t)a.out | (uintptr_t)a.oCmp | (uintptr_t)a.oSlc | (uintptr_t)a.oWin) % 16 == 0;
+  int leanWanted = leanEnv ? atoi(leanEnv) : 13;
+  if (leanWanted == 13 && !outAligned) leanWanted = 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
   if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
@@ -1451,6 +1553,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 9) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 9>;
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
+    if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
