@@ -484,7 +484,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   }
 
   const int kvh = blockIdx.y, hq0 = kvh * kGroup;
-  const RowTile tile = tiles[blockIdx.x];
+  // tiles == nullptr: one sequence, block b takes its (gridDim.x - 1 - b)-th tile (latest positions first).
+  const RowTile tile = tiles ? tiles[blockIdx.x] : RowTile{0, ((int)gridDim.x - 1 - (int)blockIdx.x) * kWarpsPerBlock};
   const SeqTable seq = seqTable(a.seq);
   const int qStart = seq.qStart[tile.s], qCount = seq.qStart[tile.s + 1] - qStart;
   const int kBase = seq.kBase[tile.s], cBase = seq.cBase[tile.s], pos0 = seq.pos0[tile.s];
@@ -1463,19 +1464,19 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   constexpr int kWarpsPerBlock = W, kBlockThreads = 32 * W;
   std::vector<RowTile> tiles;
   const int S = a.seq.S;
-  // Latest positions first: they have the most compressed keys. One sequence: its tiles from the last,
-  // the stable sort's order without its host time (~0.17 ms a call at 64k on the build machine, while
-  // the GPU waits for this launch).
+  // Latest positions first: they have the most compressed keys. One sequence: the kernel takes its
+  // tiles from the last by block index, so the host neither sorts nor uploads a list (at 64k the
+  // stable sort alone took ~0.17 ms a call on the build machine; the GPU waited for this launch).
+  int nTiles = 0;
   if (S == 1) {
-    const int rows = a.seq.host[1] - a.seq.host[0];
-    tiles.reserve((rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    for (int f = (rows - 1) / kWarpsPerBlock * kWarpsPerBlock; f >= 0; f -= kWarpsPerBlock) tiles.push_back({0, f});
+    nTiles = (a.seq.host[1] - a.seq.host[0] + kWarpsPerBlock - 1) / kWarpsPerBlock;
   } else {
     for (int s = 0; s < S; s++)
       for (int f = 0; f < a.seq.host[s + 1] - a.seq.host[s]; f += kWarpsPerBlock) tiles.push_back({s, f});
     std::stable_sort(tiles.begin(), tiles.end(), [&](const RowTile& x, const RowTile& y) {
       return x.first + a.seq.host[3 * S + 1 + x.s] > y.first + a.seq.host[3 * S + 1 + y.s];
     });
+    nTiles = (int)tiles.size();
   }
   const int nbMax = (a.seq.maxKeys + a.cfg.ls - 1) / a.cfg.ls + 1;
   // NSA_FWD_RING=3: a third stage for the rings in 8-warp blocks (one per SM, so the shared memory is
@@ -1488,7 +1489,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n, ring3) + (Wg ? 1024 : 0);
   if (bytes > (ring3 ? 227 : 200) * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
-  const RowTile* dTiles = ws.upload(tiles);
+  const RowTile* dTiles = S == 1 ? nullptr : ws.upload(tiles);
   // NSA_FWD_RING_SWIZZLE=0: the rings' chunks in padded rows (v13), for A/B.
   const char* ringSwz = getenv("NSA_FWD_RING_SWIZZLE");
   const bool swz = !(ringSwz && ringSwz[0] == '0');
@@ -1564,7 +1565,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-  kernel<<<dim3((unsigned)tiles.size(), a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
+  kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
 }
 
