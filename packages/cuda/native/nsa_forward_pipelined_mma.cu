@@ -1467,8 +1467,11 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // Latest positions first: they have the most compressed keys. One sequence: the kernel takes its
   // tiles from the last by block index, so the host neither sorts nor uploads a list (at 64k the
   // stable sort alone took ~0.17 ms a call on the build machine; the GPU waited for this launch).
+  // NSA_FWD_TILE_LIST=1: the sorted list for one sequence too (the previous host path, for A/B).
+  const char* listEnv = getenv("NSA_FWD_TILE_LIST");
+  const bool byIndex = S == 1 && !(listEnv && listEnv[0] == '1');
   int nTiles = 0;
-  if (S == 1) {
+  if (byIndex) {
     nTiles = (a.seq.host[1] - a.seq.host[0] + kWarpsPerBlock - 1) / kWarpsPerBlock;
   } else {
     for (int s = 0; s < S; s++)
@@ -1489,7 +1492,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   const size_t bytes = Layout<D, W>::bytes(sizeof(T), nbMax, a.cfg.n, ring3) + (Wg ? 1024 : 0);
   if (bytes > (ring3 ? 227 : 200) * 1024) throw std::runtime_error("nsaForward: sequence too long for the selection scores in shared memory");
   Workspace ws(stream);
-  const RowTile* dTiles = S == 1 ? nullptr : ws.upload(tiles);
+  const RowTile* dTiles = byIndex ? nullptr : ws.upload(tiles);
   // NSA_FWD_RING_SWIZZLE=0: the rings' chunks in padded rows (v13), for A/B.
   const char* ringSwz = getenv("NSA_FWD_RING_SWIZZLE");
   const bool swz = !(ringSwz && ringSwz[0] == '0');
