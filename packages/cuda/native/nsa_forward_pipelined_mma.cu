@@ -91,6 +91,16 @@
 // 44.40 / 44.46 for LEAN=1. Tried, no faster, not kept: the rings' softmax
 // with select masks too (38.69 / 39.17 against 38.58 / 38.74 for 7, 05:41), the rings' 16-key scores
 // in two mma chains (37.96 / 38.25 against 38.29 / 37.94 for 9, 05:53; another summation order).
+// v21 (session 14; NSA_FWD_LEAN=13, the default): ncu of v20 at 64k counted 322 M of 1,317 M global sectors
+// as excess, all from the epilogue: each thread stored its branch outputs as 4-byte pairs straight from the
+// MMA fragment (8 rows x 16 bytes per warp store) and the gated sum read them back the same way. A quad
+// transpose (quadTranspose: four shfl.xor) gives each lane 8 consecutive columns, so every branch output,
+// out and the gated sum's loads go in 16-byte pieces of whole sectors (57.7 M excess sectors left). Each lane
+// reads back what it wrote, the same expression per element: bit-equal to v20. H100, bf16, B=1 HQ=64 H=4
+// D=128, paper defaults, alternating processes: 64k 35.08-35.36 ms against 35.95-36.43 for LEAN=12 (v20) in
+// the same calls; ncu 34.80 against 35.84 ms. Tried after it and slower (branch h-cepi): lazy rescaling
+// (35.56-35.69 against 35.08-35.36) and the gated sum from shared-memory copies (36.91-37.34 against
+// 35.37-35.89; 210 KB of shared memory left less L1).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
