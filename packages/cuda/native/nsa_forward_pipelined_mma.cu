@@ -462,6 +462,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
+  constexpr bool kPrefetch = Lean >= 16;               // v25: three walks' first tiles requested during the step before (below)
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -509,8 +510,22 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
-  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on.
-  copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
+  // v25 (kPrefetch): the compressed walk's first K tile is requested before Q is waited for (the two
+  // loads' latencies overlap), so Q is staged in the V buffers (from byte 2 * kCmpTile on), which
+  // the first V tile takes only after Q is in registers. Otherwise Q is staged from K buffer 1 on.
+  constexpr int kCmpTile = 2 * kSharedKeys * D * 2;  // bytes of one 128-key compressed K or V tile
+  static_assert(!kPrefetch || 2 * kCmpTile + W * kGroup * ld * 2 <= L::tileBytes(2), "Q fits the V buffers");
+  T* sQ = kPrefetch ? reinterpret_cast<T*>(smemRaw + 2 * kCmpTile) : sK + L::tile;
+  const bool scoreWalk = a.blockIn == nullptr && !(skip & 1);  // the selection scores' walk runs (below)
+  const int ncAll = compressedCount(lastPos + 1, c.l, c.d);
+  if constexpr (kPrefetch) {
+    if (threadIdx.x == 0 && ncAll > 0) {
+      tma::arriveExpect(tmaBar, kCmpTile);
+      tma::loadTile<D, 2 * kSharedKeys>(smemAddr(smemRaw), &maps.k, kvh, cBase, tmaBar);
+    }
+  }
+  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices.
+  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, W * kGroup, [&](int r) -> const T* {
     const int w = r / kGroup;
     return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
   });
@@ -519,7 +534,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
+  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ld, min(warp, nq - 1) * kGroup, kk * 16);
   __syncthreads();
 
   // Walks nTiles block-wide tiles, tile t = keys range(t).x .. range(t).y - 1 (at most kSharedKeys;
@@ -640,7 +655,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   };
 
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
-  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
+  const int nc = compressedCount(pos + 1, c.l, c.d);
   WarpRows<D> st;
   st.reset();
   // v15 (8-row wgmma blocks): 128-key compressed tiles, K and V double-buffered in the tile region
@@ -687,9 +702,17 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
       };
       if (threadIdx.x == 0 && nTiles > 0) {
-        loadK(0);
+        if (!kPrefetch) loadK(0);  // v25: requested before Q's wait
         loadV(0);
       }
+      // v25: the selection scores' walk (same 128-key tiles, K only) gets its first two tiles requested
+      // where K(nTiles) and V(nTiles) would be, into the buffers those would take (scoreSlot below), so
+      // they load under the last tile's work instead of after the block barrier.
+      auto scoreLoad = [&](int t) {
+        const uint32_t bar = tmaBar + 8 * (2 + 2 * W + 4 + t);
+        tma::arriveExpect(bar, kTile);
+        tma::loadTile<D, R>(at + (t == 0 ? nTiles & 1 : 2 + (nTiles & 1)) * kTile, &maps.k, kvh, cBase + t * R, bar);
+      };
       turns.open();
       for (int t = 0; t < nTiles; t++) {
         const int buf = t & 1;
@@ -698,6 +721,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         float s[2][kSharedKeys / 8][4];
         groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadK(t + 1);
+          if (kPrefetch && threadIdx.x == 0 && t + 1 == nTiles && scoreWalk) scoreLoad(0);
         });
         const int k0 = t * R;
         uint32_t pa[R / 16][4];
@@ -706,6 +730,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         vPhase ^= 1u << buf;
         issuePV<T, D, R>(pa, at + (2 + buf) * kTile, st, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadV(t + 1);
+          if (kPrefetch && threadIdx.x == 0 && t + 1 == nTiles && scoreWalk && nTiles > 1) scoreLoad(1);
         });
         wg::wait<0>();
         fenceO(st);
@@ -838,19 +863,23 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     copyTileSwizzled<T, D, 128, kSharedKeys>(at + kPairBytes / 2, static_cast<const T*>(Vp) + first, stride, kr.y - kr.x, tid);
   };
   // Walks nTiles K / V tile pairs (tile t = keys range(t)) through this warpgroup's half,
-  // double-buffered, on wgmma without turns; tile 0 was requested before top-n when preloaded.
+  // double-buffered, on wgmma without turns; tile 0 was requested (into buffer buf0) before top-n or
+  // by the walk before when preloaded. v25: then(buffer) requests the next walk's first pair where
+  // this walk's tile nTiles would go, under the last tile's Q·Kᵀ (noThen: nothing).
   const WgTurns solo{false, wg};
-  auto wgWalk = [&](int nTiles, auto&& range, const void* Kp, const void* Vp, bool preloaded, auto&& visible) {
-    if (!preloaded && nTiles > 0) wgLoad(range(0), 0, Kp, Vp);
+  auto noThen = [](int) {};
+  auto wgWalk = [&](int nTiles, auto&& range, const void* Kp, const void* Vp, bool preloaded, int buf0, auto&& then, auto&& visible) {
+    if (!preloaded && nTiles > 0) wgLoad(range(0), buf0, Kp, Vp);
     cpAsyncCommit();
     for (int t = 0; t < nTiles; t++) {
-      const int buf = t & 1;
+      const int buf = (t + buf0) & 1;
       cpAsyncWait<0>();  // tile t has landed
       wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
       wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
       // v20 (Lean >= 9): the next pair's copies issue under this tile's Q·Kᵀ instead of before it.
       auto next = [&]() {
         if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
+        else then(buf ^ 1);
         cpAsyncCommit();
       };
       if constexpr (!kLateLoads) next();
@@ -866,11 +895,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     wgSync();  // the warpgroup is done with its half
   };
   // The window of this warp's row on its warpgroup's rows' tiles, stored.
-  auto wgWindow = [&](bool preloaded) {
+  auto wgWindow = [&](bool preloaded, auto&& then) {
     if constexpr (Wg && W == 8) {
       st.reset();
       const int ws = max(0, pos - c.window + 1);
-      wgWalk(wWinTiles, wWinRange, a.kWin, a.vWin, preloaded, [&](int key) { return key >= ws && key <= pos; });
+      wgWalk(wWinTiles, wWinRange, a.kWin, a.vWin, preloaded, 0, then, [&](int key) { return key >= ws && key <= pos; });
       store(st, 2, a.oWin, nullptr);
     }
   };
@@ -969,12 +998,16 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         static_assert(kBufs * kTile <= L::tileBytes(2), "four K tiles fit the tile region");
         const uint32_t at = smemAddr(smemRaw), bar0 = tmaBar + 8 * (2 + 2 * W + 4);
         const int nTiles = (ncAll + R - 1) / R;
+        // v25: tiles 0 and 1 were requested by the compressed walk into the K and V buffers its tile
+        // nTiles would take (parity p = nTiles & 1); tiles 0 .. 3 sit in buffers p, 2 + p, 1 - p, 3 - p.
+        // Tile t + 2 still takes tile t - 2's buffer, so the reuse argument below holds unchanged.
+        auto scoreSlot = [&](int t) { return kPrefetch ? ((t & 1) ? 2 : 0) + (((t >> 1) & 1) ^ (nTiles & 1)) : t % kBufs; };
         auto load = [&](int t) {
           const uint32_t bar = bar0 + 8 * (t % kBufs);
           tma::arriveExpect(bar, kTile);
-          tma::loadTile<D, R>(at + (t % kBufs) * kTile, &maps.k, kvh, cBase + t * R, bar);
+          tma::loadTile<D, R>(at + scoreSlot(t) * kTile, &maps.k, kvh, cBase + t * R, bar);
         };
-        if (threadIdx.x == 0)
+        if (threadIdx.x == 0 && !kPrefetch)
           for (int t = 0; t < min(2, nTiles); t++) load(t);
         uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
         turns.open();
@@ -983,7 +1016,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
           phase ^= 1u << b;
           float s[2][kSharedKeys / 8][4];
-          groupScores<T, D, R, 2>(qf, at + b * kTile, s, turns, [&]() {
+          groupScores<T, D, R, 2>(qf, at + scoreSlot(t) * kTile, s, turns, [&]() {
             if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
           });
           addMass(t * R, s[0]);
@@ -1304,7 +1337,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     if (split) {
       for (int ph = 0; ph < 2; ph++) {
         if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
-          wgWindow(ph == 0 && select);
+          // v25: warpgroup 0's window walk requests its forced blocks' first pair (where its tile
+          // wWinTiles would go), so the forced walk starts on a landed tile.
+          const bool forcedAhead = kPrefetch && ph == 0 && wForcedTiles > 0 && wWinTiles > 0;
+          if (forcedAhead) wgWindow(select, [&](int buf) { wgLoad(wForcedRange(0), buf, a.kSlc, a.vSlc); });
+          else wgWindow(ph == 0 && select, noThen);
         } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
           st.reset();
           if (wForced) {
@@ -1314,7 +1351,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
             }
             __syncwarp();
           }
-          wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, ph == 0 && select, [&](int key) { return key <= pos; });
+          const bool forcedAhead = kPrefetch && ph == 1 && wForcedTiles > 0 && wWinTiles > 0;  // see the window above
+          wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, (ph == 0 && select) || forcedAhead, forcedAhead ? wWinTiles & 1 : 0, noThen,
+                 [&](int key) { return key <= pos; });
           rings();
           store(st, 1, a.oSlc, nullptr);
           wgSync();  // the rings' bytes become the window's tiles
@@ -1546,7 +1585,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // those need 16-byte aligned outputs (else v20).
   const bool outAligned = ((uintptr_t)a.out | (uintptr_t)a.oCmp | (uintptr_t)a.oSlc | (uintptr_t)a.oWin) % 16 == 0;
   int leanWanted = leanEnv ? atoi(leanEnv) : 13;
-  if (leanWanted == 13 && !outAligned) leanWanted = 12;
+  if (leanWanted >= 13 && !outAligned) leanWanted = 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
   if (Wg && !(tmaEnv && tmaEnv[0] == '0')) {
@@ -1576,6 +1615,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
+    if (leanFits && leanWanted == 16) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 16>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
