@@ -102,6 +102,7 @@
 // (35.56-35.69 against 35.08-35.36) and the gated sum from shared-memory copies (36.91-37.34 against
 // 35.37-35.89; 210 KB of shared memory left less L1).
 #include <algorithm>
+#include <cstdio>
 #include <climits>
 #include <cstdlib>
 #include <type_traits>
@@ -122,6 +123,12 @@ namespace {
 constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
+
+// NSA_FWD_LEAN=19 (diagnostic, v21's kernel): thread 0 of each warpgroup of the blocks of KV head 0
+// writes clock64 at its phase boundaries (slots 1-8), %globaltimer at its start and end (0, 9) and
+// its SM (10); NSA_FWD_STAMPS_FILE=<path> writes them out after the launch (scripts/forward-stamps.py).
+constexpr int kStampBlocks = 8192, kStampSlots = 12;
+__device__ unsigned long long fwdStamps[kStampBlocks][2][kStampSlots];
 
 // Bits of the kernel's flags beyond NSA_FWD_SKIP's 1 / 2 / 4 and launch's 8 / 16.
 constexpr int kFlagNoPingPong = 32;  // NSA_FWD_PINGPONG=0: both warpgroups issue their wgmmas at once (v9)
@@ -462,7 +469,27 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
-  constexpr bool kPrefetch = Lean >= 16;               // v25: three walks' first tiles requested during the step before (below)
+  // v25 trials (below), one per level: 16 the compressed walk's first K tile before Q's wait, 17 the score walk's
+  // first two tiles under the compressed walk's last, 18 warpgroup 0's forced pair under its window's last tile.
+  constexpr bool kPreQ = Lean == 16, kPreScore = Lean == 17, kPreForced = Lean == 18;
+  constexpr bool kStamps = Lean == 19;
+  auto stamp = [&](int slot, bool global = false) {
+    if constexpr (kStamps) {
+      if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
+        unsigned long long v;
+        if (global) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(v));
+        else v = clock64();
+        fwdStamps[blockIdx.x][threadIdx.x >> 7][slot] = v;
+        if (slot == 0) {
+          unsigned sm;
+          asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+          fwdStamps[blockIdx.x][threadIdx.x >> 7][10] = sm;
+        }
+      }
+    }
+  };
+  stamp(0, true);
+  stamp(1);
   extern __shared__ __align__(16) char smemAll[];
   // wgmma's swizzled tiles need 1024-byte alignment (the launch adds the slack).
   char* smemRaw = smemAll + (Wg ? (1024u - (smemAddr(smemAll) & 1023u)) & 1023u : 0u);
@@ -510,15 +537,14 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
-  // v25 (kPrefetch): the compressed walk's first K tile is requested before Q is waited for (the two
+  // v25 (kPreQ): the compressed walk's first K tile is requested before Q is waited for (the two
   // loads' latencies overlap), so Q is staged in the V buffers (from byte 2 * kCmpTile on), which
   // the first V tile takes only after Q is in registers. Otherwise Q is staged from K buffer 1 on.
   constexpr int kCmpTile = 2 * kSharedKeys * D * 2;  // bytes of one 128-key compressed K or V tile
-  static_assert(!kPrefetch || 2 * kCmpTile + W * kGroup * ld * 2 <= L::tileBytes(2), "Q fits the V buffers");
-  T* sQ = kPrefetch ? reinterpret_cast<T*>(smemRaw + 2 * kCmpTile) : sK + L::tile;
-  const bool scoreWalk = a.blockIn == nullptr && !(skip & 1);  // the selection scores' walk runs (below)
+  static_assert(!kPreQ || 2 * kCmpTile + W * kGroup * ld * 2 <= L::tileBytes(2), "Q fits the V buffers");
+  T* sQ = kPreQ ? reinterpret_cast<T*>(smemRaw + 2 * kCmpTile) : sK + L::tile;
   const int ncAll = compressedCount(lastPos + 1, c.l, c.d);
-  if constexpr (kPrefetch) {
+  if constexpr (kPreQ) {
     if (threadIdx.x == 0 && ncAll > 0) {
       tma::arriveExpect(tmaBar, kCmpTile);
       tma::loadTile<D, 2 * kSharedKeys>(smemAddr(smemRaw), &maps.k, kvh, cBase, tmaBar);
@@ -654,6 +680,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     }
   };
 
+  stamp(2);
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
   const int nc = compressedCount(pos + 1, c.l, c.d);
   WarpRows<D> st;
@@ -702,7 +729,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
       };
       if (threadIdx.x == 0 && nTiles > 0) {
-        if (!kPrefetch) loadK(0);  // v25: requested before Q's wait
+        if (!kPreQ) loadK(0);  // v25: requested before Q's wait
         loadV(0);
       }
       // v25: the selection scores' walk (same 128-key tiles, K only) gets its first two tiles requested
@@ -721,7 +748,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         float s[2][kSharedKeys / 8][4];
         groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadK(t + 1);
-          if (kPrefetch && threadIdx.x == 0 && t + 1 == nTiles && scoreWalk) scoreLoad(0);
+          if (kPreScore && threadIdx.x == 0 && t + 1 == nTiles && a.blockIn == nullptr && !(skip & 1)) scoreLoad(0);
         });
         const int k0 = t * R;
         uint32_t pa[R / 16][4];
@@ -730,7 +757,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         vPhase ^= 1u << buf;
         issuePV<T, D, R>(pa, at + (2 + buf) * kTile, st, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadV(t + 1);
-          if (kPrefetch && threadIdx.x == 0 && t + 1 == nTiles && scoreWalk && nTiles > 1) scoreLoad(1);
+          if (kPreScore && threadIdx.x == 0 && t + 1 == nTiles && a.blockIn == nullptr && !(skip & 1) && nTiles > 1) scoreLoad(1);
         });
         wg::wait<0>();
         fenceO(st);
@@ -782,6 +809,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   }
   store(st, 0, a.oCmp, nullptr);
 
+  stamp(3);
   // ---- selection scores and top-n ----
   const int cur = pos / c.ls, nb = cur + 1;
   const bool select = a.blockIn == nullptr;
@@ -1001,13 +1029,13 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         // v25: tiles 0 and 1 were requested by the compressed walk into the K and V buffers its tile
         // nTiles would take (parity p = nTiles & 1); tiles 0 .. 3 sit in buffers p, 2 + p, 1 - p, 3 - p.
         // Tile t + 2 still takes tile t - 2's buffer, so the reuse argument below holds unchanged.
-        auto scoreSlot = [&](int t) { return kPrefetch ? ((t & 1) ? 2 : 0) + (((t >> 1) & 1) ^ (nTiles & 1)) : t % kBufs; };
+        auto scoreSlot = [&](int t) { return kPreScore ? ((t & 1) ? 2 : 0) + (((t >> 1) & 1) ^ (nTiles & 1)) : t % kBufs; };
         auto load = [&](int t) {
           const uint32_t bar = bar0 + 8 * (t % kBufs);
           tma::arriveExpect(bar, kTile);
           tma::loadTile<D, R>(at + scoreSlot(t) * kTile, &maps.k, kvh, cBase + t * R, bar);
         };
-        if (threadIdx.x == 0 && !kPrefetch)
+        if (threadIdx.x == 0 && !kPreScore)
           for (int t = 0; t < min(2, nTiles); t++) load(t);
         uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
         turns.open();
@@ -1039,6 +1067,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         });
       }
     }
+    stamp(4);
     if constexpr (Wg) {  // the tile buffers are free: the forced blocks' first tiles load during top-n
       if (forced) {
         for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
@@ -1147,6 +1176,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   }
   __syncwarp();
   if (active) for (int k = lane; k < c.n; k += 32) a.blockOut[((size_t)row * c.H + kvh) * c.n + k] = blk[k];
+  stamp(5);
   for (int k = lane; k < c.n; k += 32) {
     const int j = blk[k];
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
@@ -1339,7 +1369,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
           // v25: warpgroup 0's window walk requests its forced blocks' first pair (where its tile
           // wWinTiles would go), so the forced walk starts on a landed tile.
-          const bool forcedAhead = kPrefetch && ph == 0 && wForcedTiles > 0 && wWinTiles > 0;
+          const bool forcedAhead = kPreForced && ph == 0 && wForcedTiles > 0 && wWinTiles > 0;
           if (forcedAhead) wgWindow(select, [&](int buf) { wgLoad(wForcedRange(0), buf, a.kSlc, a.vSlc); });
           else wgWindow(ph == 0 && select, noThen);
         } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
@@ -1351,13 +1381,14 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
             }
             __syncwarp();
           }
-          const bool forcedAhead = kPrefetch && ph == 1 && wForcedTiles > 0 && wWinTiles > 0;  // see the window above
+          const bool forcedAhead = kPreForced && ph == 1 && wForcedTiles > 0 && wWinTiles > 0;  // see the window above
           wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, (ph == 0 && select) || forcedAhead, forcedAhead ? wWinTiles & 1 : 0, noThen,
                  [&](int key) { return key <= pos; });
           rings();
           store(st, 1, a.oSlc, nullptr);
           wgSync();  // the rings' bytes become the window's tiles
         }
+        stamp(6 + ph);
       }
       if (active && !kCoalesced) {  // the gated sum below takes the window output back from oWin (v21: in 16-byte pieces)
         const T* oWin = static_cast<const T*>(a.oWin);
@@ -1457,6 +1488,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         *reinterpret_cast<uint4*>(out + oAt + (size_t)r * D + (4 * m + t4) * 8) = make_uint4(o[0], o[1], o[2], o[3]);
       }
     }
+    stamp(8);
+    stamp(9, true);
     return;
   }
   if (!(skip & kFlagGateInterleaved)) {
@@ -1616,10 +1649,23 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
     if (leanFits && leanWanted == 16) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 16>;
+    if (leanFits && leanWanted == 17) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 17>;
+    if (leanFits && leanWanted == 18) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 18>;
+    if (leanFits && leanWanted == 19) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 19>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
+  const char* stampsFile = getenv("NSA_FWD_STAMPS_FILE");
+  if (stampsFile && leanFits && leanWanted == 19) {
+    static std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
+    NSA_CUDA(cudaStreamSynchronize(stream));
+    NSA_CUDA(cudaMemcpyFromSymbol(host.data(), fwdStamps, sizeof(fwdStamps)));
+    if (FILE* f = fopen(stampsFile, "wb")) {
+      fwrite(host.data(), 8, host.size(), f);
+      fclose(f);
+    }
+  }
 }
 
 }  // namespace
