@@ -124,10 +124,10 @@ constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
 
-// NSA_FWD_LEAN=19 (diagnostic, v21's kernel): thread 0 of each warpgroup of the blocks of KV head 0
-// writes clock64 at its phase boundaries (slots 1-8), %globaltimer at its start and end (0, 9) and
-// its SM (10); NSA_FWD_STAMPS_FILE=<path> writes them out after the launch (scripts/forward-stamps.py).
-constexpr int kStampBlocks = 8192, kStampSlots = 12;
+// Stamps (NSA_FWD_LEAN=19 / 23, diagnostic): thread 0 of each warpgroup of KV head 0's blocks writes
+// clock64 at its phase boundaries, %globaltimer at its start and end and its SM (slots: see
+// scripts/forward-stamps.py); NSA_FWD_STAMPS_FILE=<path> writes the last launch's stamps there.
+constexpr int kStampBlocks = 8192, kStampSlots = 16;
 __device__ unsigned long long fwdStamps[kStampBlocks][2][kStampSlots];
 
 // Bits of the kernel's flags beyond NSA_FWD_SKIP's 1 / 2 / 4 and launch's 8 / 16.
@@ -469,10 +469,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
-  // v25 trials (below), one per level: 16 the compressed walk's first K tile before Q's wait, 17 the score walk's
-  // first two tiles under the compressed walk's last, 18 warpgroup 0's forced pair under its window's last tile.
-  constexpr bool kPreQ = Lean == 16, kPreScore = Lean == 17, kPreForced = Lean == 18;
-  constexpr bool kStamps = Lean == 19;
+  // Trials on v21 (session 15): 20 the split walks' first tiles requested after top-n instead of before
+  // it, 21 top-n's warp reductions by redux.sync, 22 both; 19 / 23: 13 / 22 with stamps.
+  constexpr bool kStamps = Lean == 19 || Lean == 23;
+  constexpr bool kLateFirstTiles = Lean == 20 || Lean == 22 || Lean == 23;
+  constexpr bool kReduxTopN = Lean >= 21;
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -537,21 +538,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   const T* Q = static_cast<const T*>(a.q);
   const T* gates = static_cast<const T*>(a.gates);
 
-  // v25 (kPreQ): the compressed walk's first K tile is requested before Q is waited for (the two
-  // loads' latencies overlap), so Q is staged in the V buffers (from byte 2 * kCmpTile on), which
-  // the first V tile takes only after Q is in registers. Otherwise Q is staged from K buffer 1 on.
-  constexpr int kCmpTile = 2 * kSharedKeys * D * 2;  // bytes of one 128-key compressed K or V tile
-  static_assert(!kPreQ || 2 * kCmpTile + W * kGroup * ld * 2 <= L::tileBytes(2), "Q fits the V buffers");
-  T* sQ = kPreQ ? reinterpret_cast<T*>(smemRaw + 2 * kCmpTile) : sK + L::tile;
-  const int ncAll = compressedCount(lastPos + 1, c.l, c.d);
-  if constexpr (kPreQ) {
-    if (threadIdx.x == 0 && ncAll > 0) {
-      tma::arriveExpect(tmaBar, kCmpTile);
-      tma::loadTile<D, 2 * kSharedKeys>(smemAddr(smemRaw), &maps.k, kvh, cBase, tmaBar);
-    }
-  }
-  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices.
-  copyRowsAsync<T, D, kBlockThreads>(sQ, ld, W * kGroup, [&](int r) -> const T* {
+  // Q: the W rows x 16 heads are W * 16 consecutive-by-row slices; stage them from K buffer 1 on.
+  copyRowsAsync<T, D, kBlockThreads>(sK + L::tile, ld, W * kGroup, [&](int r) -> const T* {
     const int w = r / kGroup;
     return w < nq ? Q + ((size_t)(qStart + tile.first + w) * c.HQ + hq0 + r % kGroup) * D : nullptr;
   });
@@ -560,7 +548,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sQ, ld, min(warp, nq - 1) * kGroup, kk * 16);
+  for (int kk = 0; kk < D / 16; kk++) loadA(qf[kk], sK + L::tile, ld, min(warp, nq - 1) * kGroup, kk * 16);
   __syncthreads();
 
   // Walks nTiles block-wide tiles, tile t = keys range(t).x .. range(t).y - 1 (at most kSharedKeys;
@@ -682,7 +670,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
 
   stamp(2);
   // ---- compressed branch: keys 0 .. nc(pos) - 1 ----
-  const int nc = compressedCount(pos + 1, c.l, c.d);
+  const int nc = compressedCount(pos + 1, c.l, c.d), ncAll = compressedCount(lastPos + 1, c.l, c.d);
   WarpRows<D> st;
   st.reset();
   // v15 (8-row wgmma blocks): 128-key compressed tiles, K and V double-buffered in the tile region
@@ -729,17 +717,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         tma::loadTile<D, R>(at + (2 + (t & 1)) * kTile, &maps.v, kvh, cBase + t * R, bar);
       };
       if (threadIdx.x == 0 && nTiles > 0) {
-        if (!kPreQ) loadK(0);  // v25: requested before Q's wait
+        loadK(0);
         loadV(0);
       }
-      // v25: the selection scores' walk (same 128-key tiles, K only) gets its first two tiles requested
-      // where K(nTiles) and V(nTiles) would be, into the buffers those would take (scoreSlot below), so
-      // they load under the last tile's work instead of after the block barrier.
-      auto scoreLoad = [&](int t) {
-        const uint32_t bar = tmaBar + 8 * (2 + 2 * W + 4 + t);
-        tma::arriveExpect(bar, kTile);
-        tma::loadTile<D, R>(at + (t == 0 ? nTiles & 1 : 2 + (nTiles & 1)) * kTile, &maps.k, kvh, cBase + t * R, bar);
-      };
       turns.open();
       for (int t = 0; t < nTiles; t++) {
         const int buf = t & 1;
@@ -748,7 +728,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         float s[2][kSharedKeys / 8][4];
         groupScores<T, D, R, 2>(qf, at + buf * kTile, s, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadK(t + 1);
-          if (kPreScore && threadIdx.x == 0 && t + 1 == nTiles && a.blockIn == nullptr && !(skip & 1)) scoreLoad(0);
         });
         const int k0 = t * R;
         uint32_t pa[R / 16][4];
@@ -757,7 +736,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         vPhase ^= 1u << buf;
         issuePV<T, D, R>(pa, at + (2 + buf) * kTile, st, turns, [&]() {
           if (threadIdx.x == 0 && t + 1 < nTiles) loadV(t + 1);
-          if (kPreScore && threadIdx.x == 0 && t + 1 == nTiles && a.blockIn == nullptr && !(skip & 1) && nTiles > 1) scoreLoad(1);
         });
         wg::wait<0>();
         fenceO(st);
@@ -891,23 +869,19 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     copyTileSwizzled<T, D, 128, kSharedKeys>(at + kPairBytes / 2, static_cast<const T*>(Vp) + first, stride, kr.y - kr.x, tid);
   };
   // Walks nTiles K / V tile pairs (tile t = keys range(t)) through this warpgroup's half,
-  // double-buffered, on wgmma without turns; tile 0 was requested (into buffer buf0) before top-n or
-  // by the walk before when preloaded. v25: then(buffer) requests the next walk's first pair where
-  // this walk's tile nTiles would go, under the last tile's Q·Kᵀ (noThen: nothing).
+  // double-buffered, on wgmma without turns; tile 0 was requested before top-n when preloaded.
   const WgTurns solo{false, wg};
-  auto noThen = [](int) {};
-  auto wgWalk = [&](int nTiles, auto&& range, const void* Kp, const void* Vp, bool preloaded, int buf0, auto&& then, auto&& visible) {
-    if (!preloaded && nTiles > 0) wgLoad(range(0), buf0, Kp, Vp);
+  auto wgWalk = [&](int nTiles, auto&& range, const void* Kp, const void* Vp, bool preloaded, auto&& visible) {
+    if (!preloaded && nTiles > 0) wgLoad(range(0), 0, Kp, Vp);
     cpAsyncCommit();
     for (int t = 0; t < nTiles; t++) {
-      const int buf = (t + buf0) & 1;
+      const int buf = t & 1;
       cpAsyncWait<0>();  // tile t has landed
       wg::fenceProxyAsync();  // this thread's tile writes, before the tensor cores read them
       wgSync();               // ... and the warpgroup's; it is done with tile t - 1's pair
       // v20 (Lean >= 9): the next pair's copies issue under this tile's Q·Kᵀ instead of before it.
       auto next = [&]() {
         if (t + 1 < nTiles) wgLoad(range(t + 1), buf ^ 1, Kp, Vp);
-        else then(buf ^ 1);
         cpAsyncCommit();
       };
       if constexpr (!kLateLoads) next();
@@ -923,11 +897,11 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     wgSync();  // the warpgroup is done with its half
   };
   // The window of this warp's row on its warpgroup's rows' tiles, stored.
-  auto wgWindow = [&](bool preloaded, auto&& then) {
+  auto wgWindow = [&](bool preloaded) {
     if constexpr (Wg && W == 8) {
       st.reset();
       const int ws = max(0, pos - c.window + 1);
-      wgWalk(wWinTiles, wWinRange, a.kWin, a.vWin, preloaded, 0, then, [&](int key) { return key >= ws && key <= pos; });
+      wgWalk(wWinTiles, wWinRange, a.kWin, a.vWin, preloaded, [&](int key) { return key >= ws && key <= pos; });
       store(st, 2, a.oWin, nullptr);
     }
   };
@@ -1026,16 +1000,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         static_assert(kBufs * kTile <= L::tileBytes(2), "four K tiles fit the tile region");
         const uint32_t at = smemAddr(smemRaw), bar0 = tmaBar + 8 * (2 + 2 * W + 4);
         const int nTiles = (ncAll + R - 1) / R;
-        // v25: tiles 0 and 1 were requested by the compressed walk into the K and V buffers its tile
-        // nTiles would take (parity p = nTiles & 1); tiles 0 .. 3 sit in buffers p, 2 + p, 1 - p, 3 - p.
-        // Tile t + 2 still takes tile t - 2's buffer, so the reuse argument below holds unchanged.
-        auto scoreSlot = [&](int t) { return kPreScore ? ((t & 1) ? 2 : 0) + (((t >> 1) & 1) ^ (nTiles & 1)) : t % kBufs; };
         auto load = [&](int t) {
           const uint32_t bar = bar0 + 8 * (t % kBufs);
           tma::arriveExpect(bar, kTile);
-          tma::loadTile<D, R>(at + scoreSlot(t) * kTile, &maps.k, kvh, cBase + t * R, bar);
+          tma::loadTile<D, R>(at + (t % kBufs) * kTile, &maps.k, kvh, cBase + t * R, bar);
         };
-        if (threadIdx.x == 0 && !kPreScore)
+        if (threadIdx.x == 0)
           for (int t = 0; t < min(2, nTiles); t++) load(t);
         uint32_t phase = 0;  // bit b: the parity buffer b's next tile completes
         turns.open();
@@ -1044,7 +1014,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           tma::wait(bar0 + 8 * b, (phase >> b) & 1u);
           phase ^= 1u << b;
           float s[2][kSharedKeys / 8][4];
-          groupScores<T, D, R, 2>(qf, at + scoreSlot(t) * kTile, s, turns, [&]() {
+          groupScores<T, D, R, 2>(qf, at + b * kTile, s, turns, [&]() {
             if (threadIdx.x == 0 && t + 2 < nTiles) load(t + 2);
           });
           addMass(t * R, s[0]);
@@ -1068,7 +1038,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
     }
     stamp(4);
-    if constexpr (Wg) {  // the tile buffers are free: the forced blocks' first tiles load during top-n
+    // The tile buffers are free: the forced blocks' / split walks' first tiles load during top-n
+    // (kLateFirstTiles: after it).
+    auto firstTiles = [&]() {
+    if constexpr (Wg) {
       if (forced) {
         for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
         cpAsyncCommit();
@@ -1081,6 +1054,9 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         }
       }
     }
+    };
+    if (!kLateFirstTiles) firstTiles();
+    stamp(11);
     // Forced blocks, then the highest scores (chosen ones marked -2 so they never win again).
     if (lane == 0) {
       int k = 0;
@@ -1090,9 +1066,19 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       *count = k;
     }
     __syncwarp();
+    stamp(12);
     const int want = min(c.n, nb);
     // The warp's best of (score, lowest index) pairs: lanes' candidates in, the winner in every lane.
     auto warpBest = [&](float& best, int& bestJ) {
+      if constexpr (kReduxTopN) {
+        // Two redux.sync instead of five shuffle rounds: candidates are block masses >= +0 or -1 (none);
+        // key = bits + 1 orders them as the float compare does (0 for none), and the lowest index wins a tie.
+        const unsigned key = best >= 0.f ? __float_as_uint(best) + 1u : 0u;
+        const unsigned top = __reduce_max_sync(0xffffffffu, key);
+        bestJ = __reduce_min_sync(0xffffffffu, key == top ? bestJ : INT_MAX);
+        best = top ? __uint_as_float(top - 1u) : -1.f;
+        return;
+      }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) {
         const float ob = __shfl_xor_sync(0xffffffffu, best, o);
@@ -1142,6 +1128,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         __syncwarp();
       }
     }
+    stamp(13);
     const int chosen = max(*count, want);  // forced blocks may exceed n, as in selectTopN
     if (!(skip & kFlagInsertionSort) && chosen <= 64) {
       // v15: ascending order by rank, lane k placing block k (and k + 32): its rank is the number of
@@ -1171,16 +1158,18 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
       for (int i = chosen; i < c.n; i++) blk[i] = -1;
     }
+    stamp(14);
+    if (kLateFirstTiles) firstTiles();
   } else {
     for (int k = lane; k < c.n; k += 32) blk[k] = a.blockIn[((size_t)row * c.H + kvh) * c.n + k];
   }
   __syncwarp();
   if (active) for (int k = lane; k < c.n; k += 32) a.blockOut[((size_t)row * c.H + kvh) * c.n + k] = blk[k];
-  stamp(5);
   for (int k = lane; k < c.n; k += 32) {
     const int j = blk[k];
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
   }
+  stamp(5);
   // Split: no block-wide step follows (no common list), so the warpgroups need not meet here.
   if (split) __syncwarp();
   else __syncthreads();
@@ -1367,11 +1356,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     if (split) {
       for (int ph = 0; ph < 2; ph++) {
         if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
-          // v25: warpgroup 0's window walk requests its forced blocks' first pair (where its tile
-          // wWinTiles would go), so the forced walk starts on a landed tile.
-          const bool forcedAhead = kPreForced && ph == 0 && wForcedTiles > 0 && wWinTiles > 0;
-          if (forcedAhead) wgWindow(select, [&](int buf) { wgLoad(wForcedRange(0), buf, a.kSlc, a.vSlc); });
-          else wgWindow(ph == 0 && select, noThen);
+          wgWindow(ph == 0 && select);
         } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
           st.reset();
           if (wForced) {
@@ -1381,9 +1366,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
             }
             __syncwarp();
           }
-          const bool forcedAhead = kPreForced && ph == 1 && wForcedTiles > 0 && wWinTiles > 0;  // see the window above
-          wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, (ph == 0 && select) || forcedAhead, forcedAhead ? wWinTiles & 1 : 0, noThen,
-                 [&](int key) { return key <= pos; });
+          wgWalk(wForcedTiles, wForcedRange, a.kSlc, a.vSlc, ph == 0 && select, [&](int key) { return key <= pos; });
           rings();
           store(st, 1, a.oSlc, nullptr);
           wgSync();  // the rings' bytes become the window's tiles
@@ -1648,16 +1631,17 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
-    if (leanFits && leanWanted == 16) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 16>;
-    if (leanFits && leanWanted == 17) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 17>;
-    if (leanFits && leanWanted == 18) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 18>;
     if (leanFits && leanWanted == 19) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 19>;
+    if (leanFits && leanWanted == 20) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 20>;
+    if (leanFits && leanWanted == 21) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 21>;
+    if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
+    if (leanFits && leanWanted == 23) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 23>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
   const char* stampsFile = getenv("NSA_FWD_STAMPS_FILE");
-  if (stampsFile && leanFits && leanWanted == 19) {
+  if (stampsFile && leanFits && (leanWanted == 19 || leanWanted == 23)) {
     static std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
     NSA_CUDA(cudaStreamSynchronize(stream));
     NSA_CUDA(cudaMemcpyFromSymbol(host.data(), fwdStamps, sizeof(fwdStamps)));

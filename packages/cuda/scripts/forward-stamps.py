@@ -4,9 +4,10 @@
     NSA_FWD_LEAN=19 NSA_FWD_STAMPS_FILE=/tmp/s.bin node bench/bench.mjs --T 65536 --ops nsaFwd
     python3 scripts/forward-stamps.py /tmp/s.bin [nTiles]
 
-The file holds the last launch's stamps: [8192 blocks][2 warpgroups][12 slots] of uint64 (slot 0 and 9
-%globaltimer ns at start / end, 1-8 clock64 at: start, Q in registers, compressed walk stored, score
-walk done, top-n done, split phase 0 done, phase 1 done, end; 10 the SM). Prints, by groups of blocks
+The file holds the last launch's stamps: [8192 blocks][2 warpgroups][16 slots] of uint64 (slots 0 and 9
+%globaltimer ns at start / end, 10 the SM; clock64 at 1 start, 2 Q in registers, 3 compressed walk
+stored, 4 score walk done, 11 first tiles requested, 12 forced blocks listed, 13 top-n rounds done,
+14 sorted, 5 lists stored, 6 split phase 0 done, 7 phase 1 done, 8 end). Prints, by groups of blocks
 (latest positions first, as launched), the median cycles of each phase per warpgroup, and the gaps
 between a block's end and the next block's start on the same SM (ns)."""
 import struct, sys, statistics as st
@@ -15,7 +16,7 @@ path = sys.argv[1]
 data = open(path, 'rb').read()
 n = len(data) // 8
 vals = struct.unpack(f'<{n}Q', data)
-SLOTS, NB = 12, 8192
+SLOTS, NB = 16, 8192
 blocks = []
 for b in range(NB):
     w = [vals[(b * 2 + g) * SLOTS:(b * 2 + g + 1) * SLOTS] for g in range(2)]
@@ -24,10 +25,11 @@ for b in range(NB):
     blocks.append((b, w))
 nTiles = int(sys.argv[2]) if len(sys.argv) > 2 else (max(b for b, _ in blocks) + 1 if blocks else 0)
 print(f'{len(blocks)} blocks with stamps (of {nTiles} launched per KV head)')
-names = ['Q load', 'compressed walk', 'score walk', 'top-n', 'phase 0', 'phase 1', 'gated sum']
+ORDER = [1, 2, 3, 4, 11, 12, 13, 14, 5, 6, 7, 8]
+names = ['Q load', 'compressed walk', 'score walk', 'first tiles', 'forced list', 'top-n rounds', 'sort', 'lists', 'phase 0', 'phase 1', 'gated sum']
 def phases(w):
-    c = w[1:9]
-    return [c[i + 1] - c[i] for i in range(7)]
+    c = [w[i] for i in ORDER]
+    return [c[i + 1] - c[i] for i in range(len(c) - 1)]
 groups = 4
 print('| blocks (by index; 0 = latest positions) | wg | ' + ' | '.join(names) + ' | total cycles | wall ns |')
 print('|---|---|' + '---|' * (len(names) + 2))
@@ -38,7 +40,7 @@ for gi in range(groups):
         continue
     for g in range(2):
         ph = [phases(w[g]) for w in sel]
-        med = [st.median(p[i] for p in ph) for i in range(7)]
+        med = [st.median(p[i] for p in ph) for i in range(len(names))]
         tot = st.median(w[g][8] - w[g][1] for w in sel)
         wall = st.median(w[g][9] - w[g][0] for w in sel)
         print(f'| {lo}-{hi - 1} | {g} | ' + ' | '.join(f'{m:.0f}' for m in med) + f' | {tot:.0f} | {wall:.0f} |')
