@@ -471,9 +471,12 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
   // Trials on v21 (session 15): 20 the split walks' first tiles requested after top-n instead of before
   // it, 21 top-n's warp reductions by redux.sync, 22 both; 19 / 23: 13 / 22 with stamps.
-  constexpr bool kStamps = Lean == 19 || Lean == 23;
-  constexpr bool kLateFirstTiles = Lean == 20 || Lean == 22 || Lean == 23;
+  // 24: 22 + a used-up lane's blocks rescanned by the whole warp (lane i takes its i-th block) and the
+  // sort's rank loop in unrolled runs of 8; 25: 24 with stamps.
+  constexpr bool kStamps = Lean == 19 || Lean == 23 || Lean == 25;
+  constexpr bool kLateFirstTiles = Lean == 20 || Lean >= 22;
   constexpr bool kReduxTopN = Lean >= 21;
+  constexpr bool kWarpRescan = Lean >= 24;
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -1110,6 +1113,38 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         int bestJ = j1;
         warpBest(best, bestJ);
         if (lane == 0) blk[k] = bestJ;
+        if constexpr (kWarpRescan) {
+          // The winner is lane bestJ % 32. When its second was used already, the warp finds its new
+          // best two together (lane i reads block win + 32 i; max key, then lowest index, twice): the
+          // same pair as the lane's own scan in index order with strict compares, in four redux.sync
+          // instead of nb / 32 dependent steps while the other lanes wait.
+          if (bestJ == INT_MAX) continue;
+          const int win = bestJ & 31;
+          const bool stale = __shfl_sync(0xffffffffu, known2 ? 0 : 1, win);
+          if (lane == win) {
+            scores[bestJ] = -2.f;
+            if (!stale) { b1 = b2; j1 = j2; known2 = false; }
+          }
+          if (stale) {
+            __syncwarp();  // the winner's -2 marks, before the warp reads its blocks
+            const int j = win + 32 * lane;
+            const float v = j < nb ? scores[j] : -1.f;
+            const unsigned key = v >= 0.f ? __float_as_uint(v) + 1u : 0u;
+            const unsigned t1 = __reduce_max_sync(0xffffffffu, key);
+            const int c1 = __reduce_min_sync(0xffffffffu, t1 != 0u && key == t1 ? j : INT_MAX);
+            const unsigned key2 = j == c1 ? 0u : key;
+            const unsigned t2 = __reduce_max_sync(0xffffffffu, key2);
+            const int c2 = __reduce_min_sync(0xffffffffu, t2 != 0u && key2 == t2 ? j : INT_MAX);
+            if (lane == win) {
+              b1 = t1 ? __uint_as_float(t1 - 1u) : -1.f;
+              j1 = c1;
+              b2 = t2 ? __uint_as_float(t2 - 1u) : -1.f;
+              j2 = c2;
+              known2 = true;
+            }
+          }
+          continue;
+        }
         if (j1 == bestJ && bestJ != INT_MAX) {  // this lane's block won
           scores[bestJ] = -2.f;
           if (known2) { b1 = b2; j1 = j2; known2 = false; }
@@ -1137,10 +1172,21 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       int v[2], rank[2] = {0, 0};
 #pragma unroll
       for (int r = 0; r < 2; r++) v[r] = lane + 32 * r < chosen ? blk[lane + 32 * r] : INT_MAX;
-      for (int q = 0; q < chosen; q++) {
-        const int b = blk[q];
+      if constexpr (kWarpRescan) {
+        for (int q0 = 0; q0 < chosen; q0 += 8)  // runs of 8: their loads issue together
 #pragma unroll
-        for (int r = 0; r < 2; r++) rank[r] += b < v[r] || (b == v[r] && q < lane + 32 * r);
+          for (int u = 0; u < 8; u++) {
+            const int q = q0 + u;
+            const int b = q < chosen ? blk[q] : INT_MAX;
+#pragma unroll
+            for (int r = 0; r < 2; r++) rank[r] += q < chosen && (b < v[r] || (b == v[r] && q < lane + 32 * r));
+          }
+      } else {
+        for (int q = 0; q < chosen; q++) {
+          const int b = blk[q];
+#pragma unroll
+          for (int r = 0; r < 2; r++) rank[r] += b < v[r] || (b == v[r] && q < lane + 32 * r);
+        }
       }
       __syncwarp();
 #pragma unroll
@@ -1632,16 +1678,15 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
     if (leanFits && leanWanted == 19) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 19>;
-    if (leanFits && leanWanted == 20) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 20>;
-    if (leanFits && leanWanted == 21) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 21>;
     if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
-    if (leanFits && leanWanted == 23) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 23>;
+    if (leanFits && leanWanted == 24) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 24>;
+    if (leanFits && leanWanted == 25) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 25>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
   const char* stampsFile = getenv("NSA_FWD_STAMPS_FILE");
-  if (stampsFile && leanFits && (leanWanted == 19 || leanWanted == 23)) {
+  if (stampsFile && leanFits && (leanWanted == 19 || leanWanted == 23 || leanWanted == 25)) {
     static std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
     NSA_CUDA(cudaStreamSynchronize(stream));
     NSA_CUDA(cudaMemcpyFromSymbol(host.data(), fwdStamps, sizeof(fwdStamps)));
