@@ -477,6 +477,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kLateFirstTiles = Lean == 20 || Lean >= 22;
   constexpr bool kReduxTopN = Lean >= 21;
   constexpr bool kWarpRescan = Lean >= 24;
+  constexpr bool kUnrolledRanks = Lean == 24 || Lean == 25;  // 26: 24 without the unrolled ranks
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -1172,7 +1173,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       int v[2], rank[2] = {0, 0};
 #pragma unroll
       for (int r = 0; r < 2; r++) v[r] = lane + 32 * r < chosen ? blk[lane + 32 * r] : INT_MAX;
-      if constexpr (kWarpRescan) {
+      if constexpr (kUnrolledRanks) {
         for (int q0 = 0; q0 < chosen; q0 += 8)  // runs of 8: their loads issue together
 #pragma unroll
           for (int u = 0; u < 8; u++) {
@@ -1681,6 +1682,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
     if (leanFits && leanWanted == 24) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 24>;
     if (leanFits && leanWanted == 25) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 25>;
+    if (leanFits && leanWanted == 26) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 26>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
