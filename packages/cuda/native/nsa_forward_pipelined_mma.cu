@@ -91,7 +91,7 @@
 // 44.40 / 44.46 for LEAN=1. Tried, no faster, not kept: the rings' softmax
 // with select masks too (38.69 / 39.17 against 38.58 / 38.74 for 7, 05:41), the rings' 16-key scores
 // in two mma chains (37.96 / 38.25 against 38.29 / 37.94 for 9, 05:53; another summation order).
-// v21 (session 14; NSA_FWD_LEAN=13, the default): ncu of v20 at 64k counted 322 M of 1,317 M global sectors
+// v21 (session 14; NSA_FWD_LEAN=13): ncu of v20 at 64k counted 322 M of 1,317 M global sectors
 // as excess, all from the epilogue: each thread stored its branch outputs as 4-byte pairs straight from the
 // MMA fragment (8 rows x 16 bytes per warp store) and the gated sum read them back the same way. A quad
 // transpose (quadTranspose: four shfl.xor) gives each lane 8 consecutive columns, so every branch output,
@@ -101,9 +101,22 @@
 // the same calls; ncu 34.80 against 35.84 ms. Tried after it and slower (branch h-cepi): lazy rescaling
 // (35.56-35.69 against 35.08-35.36) and the gated sum from shared-memory copies (36.91-37.34 against
 // 35.37-35.89; 210 KB of shared memory left less L1).
+// v25 (session 15; NSA_FWD_LEAN=22, the default): phase stamps per block (NSA_FWD_LEAN=23,
+// scripts/forward-stamps.py) put top-n at 7.6k-13.1k cycles of each 8-row block at 64k, ~10k of them
+// fixed whatever the number of candidates, on both warpgroups' paths. Its 13 rounds each reduced
+// (score, index) pairs over the warp in five steps of two shuffles; now two redux.sync (a max of
+// order-preserving keys, then the lowest index among the maxima), and the split walks' first tiles
+// are requested after top-n instead of during it. The same blocks in the same order: bit-equal to
+// v21. H100, bf16, B=1 HQ=64 H=4 D=128, paper defaults, alternating processes in three calls: 64k
+// 34.51-34.66 ms against 35.06-35.35 for v21; 16k 5.92-5.96 against 6.07-6.15. Tried in the same
+// calls and slower (not kept): the compressed walk's first K tile requested before Q's wait (Q staged
+// in the V buffers), the score walk's first tiles under the compressed walk's last, warpgroup 0's
+// forced pair under its window's last tile (each alone: 35.48-35.55, 35.67-35.80, 39.64-39.66 ms
+// against 35.50-35.63 for v21; the last spilled 28 bytes); a used-up lane's blocks rescanned by the
+// whole warp (34.66-34.78 against 34.51-34.65), also with the sort's rank loop unrolled (35.09-35.11).
 #include <algorithm>
-#include <cstdio>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <type_traits>
 #include <vector>
@@ -124,9 +137,10 @@ constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
 
-// Stamps (NSA_FWD_LEAN=19 / 23, diagnostic): thread 0 of each warpgroup of KV head 0's blocks writes
-// clock64 at its phase boundaries, %globaltimer at its start and end and its SM (slots: see
-// scripts/forward-stamps.py); NSA_FWD_STAMPS_FILE=<path> writes the last launch's stamps there.
+// Phase stamps (NSA_FWD_LEAN=23: v25 with stamps, a diagnostic): thread 0 of each warpgroup in KV
+// head 0's first 8192 blocks writes clock64 at its phase boundaries (slots 1-12), %globaltimer at
+// its start and end (0, 13) and its SM (14); NSA_FWD_STAMPS_FILE=<path> writes the launch's stamps
+// there (scripts/forward-stamps.py reads them).
 constexpr int kStampBlocks = 8192, kStampSlots = 16;
 __device__ unsigned long long fwdStamps[kStampBlocks][2][kStampSlots];
 
@@ -469,15 +483,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCmpFlow = Lean >= 11;                // v20 (d): the compressed walk without a block barrier per tile (below)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
-  // Trials on v21 (session 15): 20 the split walks' first tiles requested after top-n instead of before
-  // it, 21 top-n's warp reductions by redux.sync, 22 both; 19 / 23: 13 / 22 with stamps.
-  // 24: 22 + a used-up lane's blocks rescanned by the whole warp (lane i takes its i-th block) and the
-  // sort's rank loop in unrolled runs of 8; 25: 24 with stamps.
-  constexpr bool kStamps = Lean == 19 || Lean == 23 || Lean == 25;
-  constexpr bool kLateFirstTiles = Lean == 20 || Lean >= 22;
-  constexpr bool kReduxTopN = Lean >= 21;
-  constexpr bool kWarpRescan = Lean >= 24;
-  constexpr bool kUnrolledRanks = Lean == 24 || Lean == 25;  // 26: 24 without the unrolled ranks
+  constexpr bool kTopN25 = Lean >= 22;                 // v25: top-n's rounds by redux.sync, the split walks' first tiles after it (below)
+  constexpr bool kStamps = Lean == 23;                 // v25 with phase stamps (fwdStamps; diagnostic)
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -488,7 +495,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         if (slot == 0) {
           unsigned sm;
           asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
-          fwdStamps[blockIdx.x][threadIdx.x >> 7][10] = sm;
+          fwdStamps[blockIdx.x][threadIdx.x >> 7][14] = sm;
         }
       }
     }
@@ -1042,25 +1049,26 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
     }
     stamp(4);
-    // The tile buffers are free: the forced blocks' / split walks' first tiles load during top-n
-    // (kLateFirstTiles: after it).
+    // The tile buffers are free: the forced blocks' / split walks' first tiles load during top-n; in
+    // v25 after it, so their cp.async issue no longer competes with top-n's shuffles and shared-memory
+    // reads (alone: 34.98-35.15 ms at 64k against 35.06-35.20 for v21, session 15's call 3).
     auto firstTiles = [&]() {
-    if constexpr (Wg) {
-      if (forced) {
-        for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
-        cpAsyncCommit();
-      }
-      if constexpr (W == 8) {
-        if (split) {  // each warpgroup's first tile: window (warpgroup 0) or forced blocks (1)
-          if (wg == 0 && wWinTiles > 0) wgLoad(wWinRange(0), 0, a.kWin, a.vWin);
-          if (wg == 1 && wForcedTiles > 0) wgLoad(wForcedRange(0), 0, a.kSlc, a.vSlc);
+      if constexpr (Wg) {
+        if (forced) {
+          for (int t = 0; t < min(kForcedPairs, forcedTiles); t++) loadForced(t);
           cpAsyncCommit();
         }
+        if constexpr (W == 8) {
+          if (split) {  // each warpgroup's first tile: window (warpgroup 0) or forced blocks (1)
+            if (wg == 0 && wWinTiles > 0) wgLoad(wWinRange(0), 0, a.kWin, a.vWin);
+            if (wg == 1 && wForcedTiles > 0) wgLoad(wForcedRange(0), 0, a.kSlc, a.vSlc);
+            cpAsyncCommit();
+          }
+        }
       }
-    }
     };
-    if (!kLateFirstTiles) firstTiles();
-    stamp(11);
+    if (!kTopN25) firstTiles();
+    stamp(5);
     // Forced blocks, then the highest scores (chosen ones marked -2 so they never win again).
     if (lane == 0) {
       int k = 0;
@@ -1070,13 +1078,15 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       *count = k;
     }
     __syncwarp();
-    stamp(12);
+    stamp(6);
     const int want = min(c.n, nb);
     // The warp's best of (score, lowest index) pairs: lanes' candidates in, the winner in every lane.
     auto warpBest = [&](float& best, int& bestJ) {
-      if constexpr (kReduxTopN) {
-        // Two redux.sync instead of five shuffle rounds: candidates are block masses >= +0 or -1 (none);
-        // key = bits + 1 orders them as the float compare does (0 for none), and the lowest index wins a tie.
+      if constexpr (kTopN25) {
+        // v25: two redux.sync instead of five rounds of two shuffles each (stamps at 64k: top-n's
+        // rounds took 7.6k-13.1k cycles per block, now 4.5k-10.0k). Candidates are block masses >= +0
+        // or -1 (none): key = bits + 1 orders them as the float compare does (0 for none), and the
+        // lowest index wins a tie, so the same blocks in the same order.
         const unsigned key = best >= 0.f ? __float_as_uint(best) + 1u : 0u;
         const unsigned top = __reduce_max_sync(0xffffffffu, key);
         bestJ = __reduce_min_sync(0xffffffffu, key == top ? bestJ : INT_MAX);
@@ -1114,38 +1124,6 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         int bestJ = j1;
         warpBest(best, bestJ);
         if (lane == 0) blk[k] = bestJ;
-        if constexpr (kWarpRescan) {
-          // The winner is lane bestJ % 32. When its second was used already, the warp finds its new
-          // best two together (lane i reads block win + 32 i; max key, then lowest index, twice): the
-          // same pair as the lane's own scan in index order with strict compares, in four redux.sync
-          // instead of nb / 32 dependent steps while the other lanes wait.
-          if (bestJ == INT_MAX) continue;
-          const int win = bestJ & 31;
-          const bool stale = __shfl_sync(0xffffffffu, known2 ? 0 : 1, win);
-          if (lane == win) {
-            scores[bestJ] = -2.f;
-            if (!stale) { b1 = b2; j1 = j2; known2 = false; }
-          }
-          if (stale) {
-            __syncwarp();  // the winner's -2 marks, before the warp reads its blocks
-            const int j = win + 32 * lane;
-            const float v = j < nb ? scores[j] : -1.f;
-            const unsigned key = v >= 0.f ? __float_as_uint(v) + 1u : 0u;
-            const unsigned t1 = __reduce_max_sync(0xffffffffu, key);
-            const int c1 = __reduce_min_sync(0xffffffffu, t1 != 0u && key == t1 ? j : INT_MAX);
-            const unsigned key2 = j == c1 ? 0u : key;
-            const unsigned t2 = __reduce_max_sync(0xffffffffu, key2);
-            const int c2 = __reduce_min_sync(0xffffffffu, t2 != 0u && key2 == t2 ? j : INT_MAX);
-            if (lane == win) {
-              b1 = t1 ? __uint_as_float(t1 - 1u) : -1.f;
-              j1 = c1;
-              b2 = t2 ? __uint_as_float(t2 - 1u) : -1.f;
-              j2 = c2;
-              known2 = true;
-            }
-          }
-          continue;
-        }
         if (j1 == bestJ && bestJ != INT_MAX) {  // this lane's block won
           scores[bestJ] = -2.f;
           if (known2) { b1 = b2; j1 = j2; known2 = false; }
@@ -1164,7 +1142,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         __syncwarp();
       }
     }
-    stamp(13);
+    stamp(7);
     const int chosen = max(*count, want);  // forced blocks may exceed n, as in selectTopN
     if (!(skip & kFlagInsertionSort) && chosen <= 64) {
       // v15: ascending order by rank, lane k placing block k (and k + 32): its rank is the number of
@@ -1173,21 +1151,10 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       int v[2], rank[2] = {0, 0};
 #pragma unroll
       for (int r = 0; r < 2; r++) v[r] = lane + 32 * r < chosen ? blk[lane + 32 * r] : INT_MAX;
-      if constexpr (kUnrolledRanks) {
-        for (int q0 = 0; q0 < chosen; q0 += 8)  // runs of 8: their loads issue together
+      for (int q = 0; q < chosen; q++) {
+        const int b = blk[q];
 #pragma unroll
-          for (int u = 0; u < 8; u++) {
-            const int q = q0 + u;
-            const int b = q < chosen ? blk[q] : INT_MAX;
-#pragma unroll
-            for (int r = 0; r < 2; r++) rank[r] += q < chosen && (b < v[r] || (b == v[r] && q < lane + 32 * r));
-          }
-      } else {
-        for (int q = 0; q < chosen; q++) {
-          const int b = blk[q];
-#pragma unroll
-          for (int r = 0; r < 2; r++) rank[r] += b < v[r] || (b == v[r] && q < lane + 32 * r);
-        }
+        for (int r = 0; r < 2; r++) rank[r] += b < v[r] || (b == v[r] && q < lane + 32 * r);
       }
       __syncwarp();
 #pragma unroll
@@ -1205,8 +1172,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
       }
       for (int i = chosen; i < c.n; i++) blk[i] = -1;
     }
-    stamp(14);
-    if (kLateFirstTiles) firstTiles();
+    stamp(8);
+    if (kTopN25) firstTiles();
   } else {
     for (int k = lane; k < c.n; k += 32) blk[k] = a.blockIn[((size_t)row * c.H + kvh) * c.n + k];
   }
@@ -1216,7 +1183,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
     const int j = blk[k];
     len[k] = (j >= 0 && j <= cur) ? min(c.ls, pos - j * c.ls + 1) : 0;
   }
-  stamp(5);
+  stamp(9);
   // Split: no block-wide step follows (no common list), so the warpgroups need not meet here.
   if (split) __syncwarp();
   else __syncthreads();
@@ -1418,7 +1385,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
           store(st, 1, a.oSlc, nullptr);
           wgSync();  // the rings' bytes become the window's tiles
         }
-        stamp(6 + ph);
+        stamp(10 + ph);
       }
       if (active && !kCoalesced) {  // the gated sum below takes the window output back from oWin (v21: in 16-byte pieces)
         const T* oWin = static_cast<const T*>(a.oWin);
@@ -1518,8 +1485,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         *reinterpret_cast<uint4*>(out + oAt + (size_t)r * D + (4 * m + t4) * 8) = make_uint4(o[0], o[1], o[2], o[3]);
       }
     }
-    stamp(8);
-    stamp(9, true);
+    stamp(12);
+    stamp(13, true);
     return;
   }
   if (!(skip & kFlagGateInterleaved)) {
@@ -1644,10 +1611,13 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
   // run the all-flags kernel.
   const char* leanEnv = getenv("NSA_FWD_LEAN");
-  // NSA_FWD_LEAN=13 (default): v21, v20 with the branch outputs and the gated sum in 16-byte pieces;
-  // those need 16-byte aligned outputs (else v20).
+  // NSA_FWD_LEAN=22 (default): v25, v21 with top-n's rounds by redux.sync and the split walks' first
+  // tiles requested after top-n; 23: v25 with phase stamps (NSA_FWD_STAMPS_FILE, diagnostic);
+  // 13: v21, v20 with the branch outputs and the gated sum in 16-byte pieces. 13 and up need 16-byte
+  // aligned outputs (else v20). Levels 14-21 (trials of sessions 14 and 15, BENCHMARKS.md) are not
+  // built: like any other value they run the all-flags kernel.
   const bool outAligned = ((uintptr_t)a.out | (uintptr_t)a.oCmp | (uintptr_t)a.oSlc | (uintptr_t)a.oWin) % 16 == 0;
-  int leanWanted = leanEnv ? atoi(leanEnv) : 13;
+  int leanWanted = leanEnv ? atoi(leanEnv) : 22;
   if (leanWanted >= 13 && !outAligned) leanWanted = 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
@@ -1678,24 +1648,20 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 11) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 11>;
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
-    if (leanFits && leanWanted == 19) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 19>;
     if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
-    if (leanFits && leanWanted == 24) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 24>;
-    if (leanFits && leanWanted == 25) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 25>;
-    if (leanFits && leanWanted == 26) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 26>;
+    if (leanFits && leanWanted == 23) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 23>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
   const char* stampsFile = getenv("NSA_FWD_STAMPS_FILE");
-  if (stampsFile && leanFits && (leanWanted == 19 || leanWanted == 23 || leanWanted == 25)) {
-    static std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
+  if (stampsFile && leanFits && leanWanted == 23) {
+    std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
     NSA_CUDA(cudaStreamSynchronize(stream));
     NSA_CUDA(cudaMemcpyFromSymbol(host.data(), fwdStamps, sizeof(fwdStamps)));
-    if (FILE* f = fopen(stampsFile, "wb")) {
-      fwrite(host.data(), 8, host.size(), f);
-      fclose(f);
-    }
+    FILE* f = fopen(stampsFile, "wb");
+    if (!f || fwrite(host.data(), 8, host.size(), f) != host.size()) fprintf(stderr, "NSA_FWD_STAMPS_FILE: cannot write %s\n", stampsFile);
+    if (f) fclose(f);
   }
 }
 
