@@ -485,6 +485,7 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
   constexpr bool kTopN25 = Lean >= 22;                 // v25: top-n's rounds by redux.sync, the split walks' first tiles after it (below)
   constexpr bool kStamps = Lean == 23;                 // v25 with phase stamps (fwdStamps; diagnostic)
+  constexpr bool kOutPrefetch = Lean == 27;            // trial: the gated sum's older outputs back into L2 at phase 1
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -1091,13 +1092,13 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
         const unsigned top = __reduce_max_sync(0xffffffffu, key);
         bestJ = __reduce_min_sync(0xffffffffu, key == top ? bestJ : INT_MAX);
         best = top ? __uint_as_float(top - 1u) : -1.f;
-        return;
-      }
+      } else {
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-        const int oj = __shfl_xor_sync(0xffffffffu, bestJ, o);
-        if (ob > best || (ob == best && oj < bestJ)) { best = ob; bestJ = oj; }
+        for (int o = 16; o > 0; o >>= 1) {
+          const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+          const int oj = __shfl_xor_sync(0xffffffffu, bestJ, o);
+          if (ob > best || (ob == best && oj < bestJ)) { best = ob; bestJ = oj; }
+        }
       }
     };
     if (!(skip & kFlagV11TopN)) {
@@ -1369,6 +1370,14 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   if constexpr (Wg && W == 8) {
     if (split) {
       for (int ph = 0; ph < 2; ph++) {
+        if (kOutPrefetch && ph == 1 && active && lane == 0) {
+#if NSA_WGMMA_DEVICE
+          constexpr int kBytes = kGroup * D * (int)sizeof(T);  // this warp's 16 heads, contiguous
+          asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const T*>(a.oCmp) + oAt), "r"(kBytes) : "memory");
+          asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(static_cast<const T*>(wg == 0 ? a.oWin : a.oSlc) + oAt), "r"(kBytes)
+                       : "memory");
+#endif
+        }
         if ((ph == 0) == (wg == 0)) {  // window: keys ws(pos) .. pos
           wgWindow(ph == 0 && select);
         } else {  // selected: the forced blocks of the warpgroup's rows, then the rings
@@ -1650,6 +1659,7 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
     if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
     if (leanFits && leanWanted == 23) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 23>;
+    if (leanFits && leanWanted == 27) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 27>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
