@@ -101,7 +101,7 @@
 // the same calls; ncu 34.80 against 35.84 ms. Tried after it and slower (branch h-cepi): lazy rescaling
 // (35.56-35.69 against 35.08-35.36) and the gated sum from shared-memory copies (36.91-37.34 against
 // 35.37-35.89; 210 KB of shared memory left less L1).
-// v25 (session 15; NSA_FWD_LEAN=22, the default): phase stamps per block (NSA_FWD_LEAN=23,
+// v25 (session 15; NSA_FWD_LEAN=22): phase stamps per block (now NSA_FWD_LEAN=28,
 // scripts/forward-stamps.py) put top-n at 7.6k-13.1k cycles of each 8-row block at 64k, ~10k of them
 // fixed whatever the number of candidates, on both warpgroups' paths. Its 13 rounds each reduced
 // (score, index) pairs over the warp in five steps of two shuffles; now two redux.sync (a max of
@@ -114,6 +114,13 @@
 // forced pair under its window's last tile (each alone: 35.48-35.55, 35.67-35.80, 39.64-39.66 ms
 // against 35.50-35.63 for v21; the last spilled 28 bytes); a used-up lane's blocks rescanned by the
 // whole warp (34.66-34.78 against 34.51-34.65), also with the sort's rank loop unrolled (35.09-35.11).
+// v26 (session 15; NSA_FWD_LEAN=27, the default): the gated sum (~4k cycles per block by the stamps)
+// re-reads the compressed output, stored ~100 µs earlier at 64k, and phase 0's output, with the ring
+// gathers' bytes through L2 in between. At the start of split phase 1 lane 0 of each warp requests
+// both into L2 again (cp.async.bulk.prefetch.L2, 4 KB each at D = 128). Bit-equal; ptxas spills 24
+// bytes at D = 128.
+// One call, alternating processes: 64k 34.56-34.61 ms against 34.67-34.68 for v25, 16k 5.94 against
+// 6.00. (Per-lane prefetch.global.L2::evict_last of the same lines spilled 20 bytes; not run.)
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -137,7 +144,7 @@ constexpr int kSharedKeys = 64;  // block-wide tiles (compressed, window)
 constexpr int kChunk = kRingChunk;  // per-warp selected chunks (2 or 3 stages of K and V)
 constexpr int kGroup = 16;       // query heads per KV head this kernel takes
 
-// Phase stamps (NSA_FWD_LEAN=23: v25 with stamps, a diagnostic): thread 0 of each warpgroup in KV
+// Phase stamps (NSA_FWD_LEAN=28: v26 with stamps, a diagnostic): thread 0 of each warpgroup in KV
 // head 0's first 8192 blocks writes clock64 at its phase boundaries (slots 1-12), %globaltimer at
 // its start and end (0, 13) and its SM (14); NSA_FWD_STAMPS_FILE=<path> writes the launch's stamps
 // there (scripts/forward-stamps.py reads them).
@@ -484,8 +491,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   constexpr bool kFull = Lean >= 12;                   // v20 (e): no mask work on fully visible tiles (groupSoftmax's Full, addMass)
   constexpr bool kCoalesced = Lean >= 13;              // v21: branch outputs and the gated sum in 16-byte pieces (store, below)
   constexpr bool kTopN25 = Lean >= 22;                 // v25: top-n's rounds by redux.sync, the split walks' first tiles after it (below)
-  constexpr bool kStamps = Lean == 23;                 // v25 with phase stamps (fwdStamps; diagnostic)
-  constexpr bool kOutPrefetch = Lean == 27;            // trial: the gated sum's older outputs back into L2 at phase 1
+  constexpr bool kOutPrefetch = Lean >= 27;           // v26: the gated sum's older branch outputs back into L2 at split phase 1 (below)
+  constexpr bool kStamps = Lean == 28;                 // v26 with phase stamps (fwdStamps; diagnostic)
   auto stamp = [&](int slot, bool global = false) {
     if constexpr (kStamps) {
       if ((threadIdx.x & 127) == 0 && blockIdx.y == 0 && blockIdx.x < kStampBlocks) {
@@ -1370,6 +1377,8 @@ __global__ void __launch_bounds__(32 * W, 8 / W)
   if constexpr (Wg && W == 8) {
     if (split) {
       for (int ph = 0; ph < 2; ph++) {
+        // v26: the gated sum re-reads the compressed output and phase 0's, which the ring gathers have
+        // likely pushed out of L2 by then, so lane 0 asks for them again (a bulk prefetch per output).
         if (kOutPrefetch && ph == 1 && active && lane == 0) {
 #if NSA_WGMMA_DEVICE
           constexpr int kBytes = kGroup * D * (int)sizeof(T);  // this warp's 16 heads, contiguous
@@ -1620,13 +1629,14 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
   // NSA_FWD_LEAN=2 / 3 / 4 (v18's slower trial levels) are no longer built: like any other value they
   // run the all-flags kernel.
   const char* leanEnv = getenv("NSA_FWD_LEAN");
-  // NSA_FWD_LEAN=22 (default): v25, v21 with top-n's rounds by redux.sync and the split walks' first
-  // tiles requested after top-n; 23: v25 with phase stamps (NSA_FWD_STAMPS_FILE, diagnostic);
-  // 13: v21, v20 with the branch outputs and the gated sum in 16-byte pieces. 13 and up need 16-byte
-  // aligned outputs (else v20). Levels 14-21 (trials of sessions 14 and 15, BENCHMARKS.md) are not
-  // built: like any other value they run the all-flags kernel.
+  // NSA_FWD_LEAN=27 (default): v26, v25 with the gated sum's older branch outputs prefetched into L2;
+  // 28: v26 with phase stamps (NSA_FWD_STAMPS_FILE, diagnostic); 22: v25, v21 with top-n's rounds by
+  // redux.sync and the split walks' first tiles requested after top-n; 13: v21, v20 with the branch
+  // outputs and the gated sum in 16-byte pieces. 13 and up need 16-byte aligned outputs (else v20).
+  // Levels 14-21 and 23-26 (trials of sessions 14 and 15, BENCHMARKS.md) are not built: like any
+  // other value they run the all-flags kernel.
   const bool outAligned = ((uintptr_t)a.out | (uintptr_t)a.oCmp | (uintptr_t)a.oSlc | (uintptr_t)a.oWin) % 16 == 0;
-  int leanWanted = leanEnv ? atoi(leanEnv) : 22;
+  int leanWanted = leanEnv ? atoi(leanEnv) : 27;
   if (leanWanted >= 13 && !outAligned) leanWanted = 12;
   TmaMaps maps{};
   const char* tmaEnv = getenv("NSA_FWD_TMA");
@@ -1658,14 +1668,14 @@ void launch(const NSAForwardArgs& a, cudaStream_t stream) {
     if (leanFits && leanWanted == 12) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 12>;
     if (leanFits && leanWanted == 13) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 13>;
     if (leanFits && leanWanted == 22) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 22>;
-    if (leanFits && leanWanted == 23) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 23>;
     if (leanFits && leanWanted == 27) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 27>;
+    if (leanFits && leanWanted == 28) kernel = nsaForwardPipeKernel<T, D, W, Wg, true, 28>;
   }
   NSA_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
   kernel<<<dim3((unsigned)nTiles, a.cfg.H), kBlockThreads, bytes, stream>>>(a, dTiles, nbMax, flags, maps);
   NSA_LAUNCHED("nsaForwardPipeKernel");
   const char* stampsFile = getenv("NSA_FWD_STAMPS_FILE");
-  if (stampsFile && leanFits && leanWanted == 23) {
+  if (stampsFile && leanFits && leanWanted == 28) {
     std::vector<unsigned long long> host(sizeof(fwdStamps) / 8);
     NSA_CUDA(cudaStreamSynchronize(stream));
     NSA_CUDA(cudaMemcpyFromSymbol(host.data(), fwdStamps, sizeof(fwdStamps)));

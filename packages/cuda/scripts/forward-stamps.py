@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Phase times of the NSA forward's 8-row blocks from NSA_FWD_LEAN=23's stamps (v25 with stamps), KV head 0's blocks.
+"""Phase times of the NSA forward's 8-row blocks from NSA_FWD_LEAN=28's stamps (v26 with stamps), KV head 0's blocks.
 
-    NSA_FWD_LEAN=23 NSA_FWD_STAMPS_FILE=/tmp/s.bin node bench/bench.mjs --T 65536 --ops nsaFwd
+    NSA_FWD_LEAN=28 NSA_FWD_STAMPS_FILE=/tmp/s.bin node bench/bench.mjs --T 65536 --ops nsaFwd
     python3 scripts/forward-stamps.py /tmp/s.bin [nTiles]
 
 The file holds the last launch's stamps: [8192 blocks][2 warpgroups][16 slots] of uint64 (slots 0 and 13
 %globaltimer ns at start / end, 14 the SM; clock64 at 1 start, 2 Q in registers, 3 compressed walk
 stored, 4 score walk done, 5 first tiles requested (v21's place), 6 forced blocks listed, 7 top-n
-rounds done, 8 sorted, 9 lists stored (and v25's first tiles requested), 10 split phase 0 done, 11
+rounds done, 8 sorted, 9 lists stored (and, from v25 on, the first tiles requested), 10 split phase 0 done, 11
 phase 1 done, 12 end). Only KV head 0's first 8192 blocks (T <= 65536) carry stamps. Prints, by groups of blocks
 (latest positions first, as launched), the median cycles of each phase per warpgroup, and the gaps
 between a block's end and the next block's start on the same SM (ns)."""
