@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Forward lean kernels on the GPU host, one command (helpers cfwd4, cfwd5), in one binary: NSA_FWD_LEAN=12
-# (v20, the default: the 8-row kernel compiled with the default path only, masks as selects, the
+# Forward lean kernels on the GPU host, one command (helpers cfwd4, cfwd5), in one binary. Its default
+# VARIANTS date from v20 (the default then; since session 15 the default is 27, v26, and VARIANTS /
+# ABEQ / DETENV name the levels to compare): NSA_FWD_LEAN=12
+# (v20: the 8-row kernel compiled with the default path only, masks as selects, the
 # score walk through four K buffers, next tiles after the current Q·Kᵀ, the compressed walk without
 # a block barrier per tile, no mask work on fully visible tiles), 11 / 9 (v20's first four / three
 # parts), 1 (v19), 0 (v17's kernel, every path behind run-time flags):
