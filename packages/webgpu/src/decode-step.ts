@@ -5,7 +5,9 @@
 // `ctx.singleQueryDecode = false` (the previous six passes, kept for comparison).
 // The block choice is wide by default: several workgroups per KV head each write the best of their
 // candidates, the selected attend's workgroups take the final top-n (ctx.decodeChoice = 'single',
-// env NSA_WEBGPU_DECODE_CHOICE=single: one workgroup per KV head does it all).
+// env NSA_WEBGPU_DECODE_CHOICE=single: one workgroup per KV head does it all). Where dispatch 1 has
+// many chunks (64k), the block choice's dispatch also folds the compressed chunks' partials and runs
+// the window's chunks (windowInChoice), so that dispatch 1 takes the compressed chunks only.
 // `ctx.decodeFused` (NSA_WEBGPU_DECODE_FUSED=1; slower on the H100) makes the whole block choice in
 // the selected attend's workgroups instead: three dispatches.
 import { visibleCompressed } from '@nsa/core';
@@ -27,9 +29,10 @@ import {
   foldSharedBytes,
   wideChoiceSharedBytes,
   wideMergeSharedBytes,
+  winChoiceExtraBytes,
   type DecodeStepShape,
 } from './shaders/decode-step.js';
-import { decodeAttendWideShader, wideAttendShared, wideTile } from './shaders/decode-wide.js';
+import { decodeAttendWideShader, wideAttendBytes, wideAttendShared, wideTile, winAliases, type WideAttendKernel } from './shaders/decode-wide.js';
 
 /** Invocations of the attend and merge workgroups. */
 const WG = 256;
@@ -166,6 +169,34 @@ function cwRegScores(ctx: Runtime['ctx']): { size: number; lanes: number } {
   return { size: env !== 'tile' && one ? f.subgroupMinSize : 0, lanes };
 }
 
+/**
+ * Where the window's chunks run. By default wherever the fold runs (so at 64k, B = 1, not at 4k or
+ * 16k): in workgroups of the block choice's dispatch (WideChoice.win), beside the block choice and the
+ * fold, where their tiles fit; dispatch 1 then takes the compressed chunks only (at 64k, B = 1: 2 each
+ * for its 128 workgroups, not up to 3) and the merge reads the window chunks' partials. On the H100
+ * at 64k, B = 1 (session 16, bench/run.mjs in alternating processes): 0.044-0.045 ms a step against
+ * 0.046-0.048. NSA_WEBGPU_DECODE_WIN=cw: in dispatch 1 always; 'choice:N' (an experiment): window
+ * chunks of N keys (a power of two up to dispatch 1's; 32 and 16 were slower).
+ * NSA_WEBGPU_DECODE_WIN_KERNEL (an experiment): the window chunks' kernel there without the register
+ * scores ('regpv') or without either register path ('tile'); default: dispatch 1's.
+ */
+function windowInChoice(KCW: number): { keys: number; regPV?: boolean; regScores?: boolean } | undefined {
+  const v = envOf('NSA_WEBGPU_DECODE_WIN') ?? '';
+  const m = /^choice(?::(\d+))?$/.exec(v);
+  if (!m && v !== '') return undefined;
+  const n = Number(m?.[1]);
+  const kernel = envOf('NSA_WEBGPU_DECODE_WIN_KERNEL');
+  return {
+    keys: n >= 4 && n <= KCW && (n & (n - 1)) === 0 ? n : KCW,
+    ...(kernel === 'tile' ? { regPV: false, regScores: false } : kernel === 'regpv' ? { regScores: false } : {}),
+  };
+}
+
+/** NSA_WEBGPU_DECODE_CHOICE_WG: the block choice's workgroup size (an experiment; ctx.decodeTiles.selectWG wins). */
+function choiceWg(): number | undefined {
+  return Number(envOf('NSA_WEBGPU_DECODE_CHOICE_WG')) || undefined;
+}
+
 function envOf(name: string): string | undefined {
   return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
 }
@@ -190,7 +221,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   // Candidate blocks at capacity, rounded up to a power of two so few shapes compile.
   const NSMAX = 2 ** Math.ceil(Math.log2(Math.max(wg, Math.floor(last / geo.selBlock) + 1)));
   // The block choice has one workgroup per (sequence, KV head): as many invocations as allowed.
-  const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
+  const selWg = pow2(Math.min(ctx.decodeTiles?.selectWG ?? choiceWg() ?? 512, limits.maxComputeInvocationsPerWorkgroup, ctx.device.limits.maxComputeWorkgroupSizeX));
   const subgroups = ctx.subgroupTopN && ctx.features.subgroups && ctx.features.subgroupMinSize >= 4;
   const previous = previousKernels();
   const minSg = subgroups ? ctx.features.subgroupMinSize : 0;
@@ -238,7 +269,10 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
   };
   // Splits at the cache's capacity, so the scratch buffers and bind groups stay the same as it fills.
   const NS = geo.nSel * chunksPerBlock(shape);
-  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KCW) + Math.ceil(Math.min(geo.window, CAP) / KCW);
+  // (Window chunks of KWIN keys where they run in the block choice's dispatch: windowInChoice.)
+  const winAsked = wideCw ? windowInChoice(KCW) : undefined;
+  const KWIN = winAsked?.keys ?? KCW;
+  const SMAX = NS + Math.ceil(visibleCompressed(last, blocks) / KCW) + Math.ceil(Math.min(geo.window, CAP) / KWIN);
   const rows = B * HQ;
   const es = e === 'f16' ? 2 : 4;
   const { NJ, NCH } = candidateGeometry(shape);
@@ -305,12 +339,39 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     !split &&
     wideChoice.CPW <= selWg &&
     wideChoiceSharedBytes({ G, WG: selWg, lanes, CPW: wideChoice.CPW, NCJ: candidateGeometry(shape).NCJ }) + foldSharedBytes({ WG: selWg, SMAX, NS }) <= limits.maxComputeWorkgroupStorageSize;
-  const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0 };
+  const cwKind = cwKernel(B * H);
+  const cwScores = cwRegScores(ctx);
+  // The window's chunks in the block choice's dispatch (windowInChoice): dispatch 1's kernel at the
+  // block choice's workgroup size, its tiles shared with the block choice's and the fold's arrays.
+  // (Its fit: the attend's tiles with the values apart or in the keys' tile, plus what the block
+  // choice's and the fold's arrays add beyond what those tiles hold.)
+  const winFit = (shared: boolean) =>
+    wideChoice !== undefined &&
+    wideAttendBytes({ G, DK, DV, KCW: KWIN, WG: selWg }, shared) +
+      winChoiceExtraBytes({ WG: selWg, minSubgroup: minSg, CPW: wideChoice.CPW, foldSplits: SMAX - NS }, winAliases({ G, DK, DV, KCW: KWIN, WG: selWg, shared }, wideChoice.CPW, SMAX - NS)) <=
+      limits.maxComputeWorkgroupStorageSize;
+  // (The values apart where that fits, as dispatch 1's.)
+  const winShared = fold && wideCw && wideChoice && !split ? (winFit(false) ? { shared: false } : winFit(true) ? { shared: true } : undefined) : undefined;
+  const win: WideAttendKernel | undefined =
+    winAsked && winShared && wideChoice
+      ? {
+          ...shape,
+          KCW: KWIN,
+          WG: selWg,
+          cand,
+          shared: winShared.shared,
+          tile: wideTile(G, KWIN, DV, { rh: cwScoreHeads(), ...cwTiles }, selWg),
+          regPV: cwKind.regPV && winAsked.regPV !== false,
+          regScores: cwKind.regPV && winAsked.regPV !== false && winAsked.regScores !== false ? cwScores.size : 0,
+          regScoreLanes: cwScores.lanes,
+          windowOnly: `(wid.x - (P.qRowLo / SEL_BLOCK + CPW) / CPW - G)`,
+        }
+      : undefined;
+  const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0, ...(win ? { win } : {}) };
+
   // (The fold's two splits of each row follow dispatch 1's.)
   const splits = SMAX + (fold ? 2 : 0);
   const mergeOf = previous || session7Kernels() ? { cols: 1, WG: wg } : mergeShape(wg, DV);
-  const cwKind = cwKernel(B * H);
-  const cwScores = cwRegScores(ctx);
   // (The chunk loop: at most this many workgroups per KV head, each taking every cwLoop-th chunk.)
   const cwLoop = wideCw ? cwKind.loop : undefined;
   const [attendCw, select, attendSlc, merge] = await Promise.all([
@@ -329,6 +390,7 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
             loop: cwLoop,
             regScores: cwKind.regPV ? cwScores.size : 0,
             regScoreLanes: cwScores.lanes,
+            ...(win ? { noWindow: true } : {}),
           },
           decodeAttendWideShader,
         )
@@ -354,9 +416,11 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, fold, subgroups: subgroups && !previous, ahead: !session7Kernels() }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, fold, subgroups: subgroups && !previous, ahead: !session7Kernels(), ...(win ? { win: KWIN } : {}) }, decodeMergeShader),
   ]);
-  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / KCW);
+  const winChunks = Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / (win ? KWIN : KCW));
+  // (win: dispatch 1 takes the compressed chunks only, the block choice's dispatch the window's.)
+  const chunks = Math.ceil(visibleCompressed(pos, blocks) / KCW) + (win ? 0 : winChunks);
   const params = { H, HQ, tokRows: B, scale: geo.scale, qRowLo: pos };
   // Wide block-choice workgroups per KV head: the candidates up to the query's block.
   const nP = wideChoice ? Math.ceil((Math.floor(pos / geo.selBlock) + 1) / wideChoice.CPW) : 0;
@@ -372,7 +436,13 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
     // The wide block choice's lists [B * H, PMAX, nSel] of (score, index).
     const lists = wideChoice && frame.scratch(B * H * wideChoice.PMAX * geo.nSel * 8, 'decode block lists');
     if (buf.given) frame.copy(buf.given, 0, buf.blocks, 0, Math.min(buf.given.size, buf.blocks.size));
-    else if (select && lists) frame.dispatch(select, params, probs ? [stats, scores, lists, probs, buf.vCmp, part] : fold ? [stats, scores, lists, part] : [stats, scores, lists], [nP + nPV + (fold ? G : 0), B * H]);
+    else if (select && lists)
+      frame.dispatch(
+        select,
+        params,
+        probs ? [stats, scores, lists, probs, buf.vCmp, part] : win ? [stats, scores, lists, part, buf.q, buf.kWin, buf.vWin] : fold ? [stats, scores, lists, part] : [stats, scores, lists],
+        [nP + nPV + (fold ? G : 0) + (win ? winChunks : 0), B * H],
+      );
     else if (select) frame.dispatch(select, params, [stats, scores, buf.blocks], [B * H]);
     const slcIn = [buf.q, buf.kSlc, buf.vSlc, buf.blocks, part, stats];
     // (With the wide choice's slots, one more workgroup per KV head writes the sorted blocks.)

@@ -10,7 +10,9 @@
 // workgroup gives three lists, and ctx.decodeChoice = 'single' the one-workgroup block choice. With
 // ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch. The wide block
 // choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's, as must
-// dispatch 1 without its default register P·V and chunk loop (NSA_WEBGPU_DECODE_CW_KERNEL).
+// dispatch 1 without its default register P·V and chunk loop (NSA_WEBGPU_DECODE_CW_KERNEL). With the
+// fold the window's chunks run in the block choice's dispatch by default, in dispatch 1 with
+// NSA_WEBGPU_DECODE_WIN=cw.
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -171,8 +173,19 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['merge in 3 column slices, 64 invocations', both(env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'), env('NSA_WEBGPU_DECODE_MERGE_WG', '64'))],
       ['selected attend steps in loops of 2', env('NSA_WEBGPU_DECODE_SLC_UNROLL', '2')],
       ['block choice rank comparisons in a loop', env('NSA_WEBGPU_DECODE_CHOICE_RANK', 'loop')],
-      ['compressed and window partials folded in the block choice dispatch', env('NSA_WEBGPU_DECODE_FOLD', '1')],
-      ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
+      ['compressed and window partials folded in the block choice dispatch', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'cw'))],
+      ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'cw'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
+      ['fold, window chunks in the block choice dispatch (the default with the fold)', env('NSA_WEBGPU_DECODE_FOLD', '1')],
+      ['fold, window chunks in the block choice dispatch, asked for', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'))],
+      ['fold, window chunks of 8 keys in the block choice dispatch', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice:8'))],
+      [
+        'fold, window chunks in the block choice dispatch on the value tile',
+        both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'), env('NSA_WEBGPU_DECODE_WIN_KERNEL', 'tile')),
+      ],
+      [
+        'fold, window chunks in the block choice dispatch, 64-key chunks, merge in 3 column slices',
+        both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'), tiles({ cw: { KC: 64 } }), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3')),
+      ],
     ];
     // Variants whose dispatch 1 took its scores from the keys' registers.
     const regScoreRuns: string[] = [];
@@ -204,6 +217,17 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           expect((choiceParams.wide as { searchLoop?: boolean }).searchLoop === true, name).toBe(kernels !== 'unrolled');
           // The fold ran where asked (it needs the subgroup block choice).
           expect((choiceParams.wide.fold ?? 0) > 0, name).toBe(process.env.NSA_WEBGPU_DECODE_FOLD === '1' && sub);
+          // The window's chunks ran in the block choice's dispatch where asked (they need the fold),
+          // and then dispatch 1 took the compressed chunks only.
+          const win = (choiceParams.wide as { win?: WideAttendKernel }).win;
+          expect(win !== undefined, name).toBe(process.env.NSA_WEBGPU_DECODE_WIN !== 'cw' && (choiceParams.wide.fold ?? 0) > 0);
+          if (process.env.NSA_WEBGPU_DECODE_WIN?.endsWith(':8')) expect(win?.KCW, name).toBe(8);
+          // The merge read the window chunks' partials.
+          const merge = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_merge')?.[1] as { win?: number } | undefined;
+          expect(merge?.win, name).toBe(win?.KCW);
+          if (process.env.NSA_WEBGPU_DECODE_WIN_KERNEL === 'tile') expect(win?.regPV, name).toBe(false);
+          const cwParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_cw')?.[1] as WideAttendKernel | undefined;
+          expect(cwParams?.noWindow === true, name).toBe(win !== undefined);
         }
         // The register P·V ran by default and where asked (its layout fits every variant here), not
         // with the split nor on session 9's kernel; the chunk loop likewise.

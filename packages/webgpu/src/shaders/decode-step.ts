@@ -23,6 +23,8 @@
 // chunks; rows = B * HQ. The query position comes in P.qRowLo (the only per-step value).
 import { NEG, NEG_HALF, enableF16, paramsStruct, type ElementType } from './common.js';
 import { TOP_N_ROUNDS_TREE, topNRoundsSubgroup } from './top-n.js';
+// (A cycle: decode-wide.ts takes this file's helpers; both only call each other's functions.)
+import { wideAttendParts, winAliases, type WideAttendKernel, type WinAliases } from './decode-wide.js';
 
 /** Shape constants every decode-step kernel shares (compile-time). */
 export interface DecodeStepShape {
@@ -573,6 +575,23 @@ export interface WideChoice {
    * capacity (the merge's SMAX), after which the two folded splits of each row are stored.
    */
   readonly fold?: number;
+  /**
+   * With fold: the window's chunks run here, in workgroups past the fold's (one per window chunk of
+   * each KV head), on this kernel of dispatch 1 (WideAttendKernel with windowOnly set by the block
+   * choice), while dispatch 1 takes the compressed chunks only (its noWindow). The fold then takes the
+   * compressed chunks only; the merge (its `win`) reads the window chunks' splits. The window
+   * workgroups' tiles are the block choice's and the fold's workgroup memory too (winShared).
+   */
+  readonly win?: WideAttendKernel;
+}
+
+/**
+ * Workgroup memory the block choice and the fold add to the window attend's (WideChoice.win), with
+ * their arrays in its tiles where `alias` says (bytes): the fold's two subgroup-sum arrays, and the
+ * arrays that do not fit the tiles.
+ */
+export function winChoiceExtraBytes(k: { readonly WG: number; readonly minSubgroup: number; readonly CPW: number; readonly foldSplits: number }, alias: WinAliases): number {
+  return 2 * 8 * Math.ceil(k.WG / Math.max(1, k.minSubgroup)) + (alias.score ? 0 : 4 * k.CPW) + (alias.fW ? 0 : 4 * k.foldSplits) + (alias.acc ? 0 : 2 * 16 * k.WG);
 }
 
 /** Workgroup memory of the wide block choice's kernel (bytes). */
@@ -742,32 +761,70 @@ function choiceWideSubgroups(k: BlockChoiceKernel & { readonly wide: WideChoice 
   const butterfly = (n: number, step: (mask: number) => string) => Array.from({ length: Math.log2(n) }, (_, i) => step(2 ** i)).join('\n');
   const mergeInto = (m: string, l: string, m2: string, l2: string) => `{ let mn = max(${m}, ${m2}); ${l} = ${l} * exp(${m} - mn) + ${l2} * exp(${m2} - mn); ${m} = mn; }`;
   const fold = (k.wide.fold ?? 0) > 0;
+  // win: the window chunks' attend (in workgroups past the fold's); its tiles hold lse, score and
+  // the fold's arrays in the block choice's and the fold's workgroups.
+  const win = fold && k.wide.win ? wideAttendParts(k.wide.win) : undefined;
+  const alias = win && winAliases(k.wide.win!, CPW, k.wide.fold! - k.nSel * chunksPerBlock(k));
+  const names: ArrayNames = alias
+    ? {
+        lse: 'redM',
+        score: alias.score ? 'redL' : 'score',
+        fW: alias.fW ? 'pr' : 'fW',
+        accC: alias.acc ? (i) => `kt[${i}]` : OWN_ARRAYS.accC,
+        accW: alias.acc ? (i) => `kt[WG + ${i}]` : OWN_ARRAYS.accW,
+        subSums: Math.ceil(WG / SG),
+      }
+    : OWN_ARRAYS;
   // One rank comparison against candidate hl + y (an unrolled step, or a loop's body).
-  const rankStep = (y: string) => `{ let y = hl + ${y}; let v2 = score[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`;
-  return `enable subgroups;
+  const rankStep = (y: string) => `{ let y = hl + ${y}; let v2 = ${names.score}[min(y, CPW - 1u)]; rank += select(0u, 1u, y < CPW && (v2 > v || (v2 == v && y < i))); }`;
+  const vec = `array<vec4<${k.e}>>`;
+  return `${win ? enableF16(k.e) : ''}enable subgroups;
 ${paramsStruct()}
 @group(0) @binding(1) var<storage, ${fold ? 'read_write' : 'read'}> stats: array<f32>;
 @group(0) @binding(2) var<storage, read> cand: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lists: array<vec2<f32>>;${fold ? `
-@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;` : ''}
-${constants(k, WG)}${candidateConstants(k)}${fold ? foldDecls(k, k.wide.fold!) : ''}const CPW = ${CPW}u;
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;` : ''}${
+    win
+      ? `
+@group(0) @binding(5) var<storage, read> q: ${vec};
+@group(0) @binding(6) var<storage, read> kWin: ${vec};
+@group(0) @binding(7) var<storage, read> vWin: ${vec};`
+      : ''
+  }
+${constants(k, WG)}${candidateConstants(k)}${fold ? foldDecls(k, k.wide.fold!, names) : ''}${win ? win.decls : ''}const CPW = ${CPW}u;
 const PMAX = ${PMAX}u;
 const INITIAL = ${k.initialBlocks}u;
 const LOCAL = ${k.localBlocks}u;
 // Invocations per head of the lse, per candidate of the scores and ranks.
 const LL = ${LL}u;
-const HL = ${HL}u;
-var<workgroup> lse: array<f32, ${G}>;
-var<workgroup> score: array<f32, ${CPW}>;
+const HL = ${HL}u;${
+    names.lse === 'lse'
+      ? `
+var<workgroup> lse: array<f32, ${G}>;`
+      : ''
+  }${
+    names.score === 'score'
+      ? `
+var<workgroup> score: array<f32, ${CPW}>;`
+      : ''
+  }
 
 @compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fold ? SUBGROUP_BUILTINS : ''}) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fold ? SUBGROUP_BUILTINS : ''}) {${
+    win
+      ? `
+  // The window chunks (win): the workgroups past the fold's.
+  if (wid.x >= (P.qRowLo / SEL_BLOCK + CPW) / CPW + G) {
+${win.main}    return;
+  }`
+      : ''
+  }
   let pos = P.qRowLo;
   let bh = wid.y;
   let b = bh / H;
   let h = bh % H;
   let row0 = b * HQ + h * G;
-${fold ? foldBody(k.DV, WG) : ''}  let jLo = wid.x * CPW;
+${fold ? foldBody(k.DV, WG, names, !!win) : ''}  let jLo = wid.x * CPW;
   let nC = compressedChunks(pos);
   let cur = pos / SEL_BLOCK;
   let nCand = cur + 1u;
@@ -808,14 +865,14 @@ ${us.map((u) => `    let sa${u} = ((NS + min(c0 + ${u * LL}u, nC - 1u)) * ROWS +
 ${us.map((u) => `    if (sl${u} > 0.0) ${mergeInto('mL', 'lL', `sm${u}`, `sl${u}`)}`).join('\n')}
   }
 ${butterfly(LL, (mask) => `  { let m2 = subgroupShuffleXor(mL, ${mask}u); let l2 = subgroupShuffleXor(lL, ${mask}u); ${mergeInto('mL', 'lL', 'm2', 'l2')} }`)}
-  if (okL && lane == 0u) { lse[gl] = select(${NEG}, mL + log(max(lL, 1.0e-30)), lL > 0.0 && mL > ${NEG_HALF}); }
+  if (okL && lane == 0u) { ${names.lse}[gl] = select(${NEG}, mL + log(max(lL, 1.0e-30)), lL > 0.0 && mL > ${NEG_HALF}); }
 ${FORCED}  workgroupBarrier();
   // The candidate's score: its lanes' terms (candidate sum x exp(chunk max - lse)), then their sum.
   var s = 0.0;
 ${ts
   .map(
     (t) => `  {
-    let lg = lse[gc${t}];
+    let lg = ${names.lse}[gc${t}];
 ${cu
   .map(
     (u) => `    { let live = l${t}_${u} > 0.0 && lg > ${NEG_HALF};
@@ -829,11 +886,11 @@ ${cu
 ${butterfly(HL, (mask) => `  s += subgroupShuffleXor(s, ${mask}u);`)}
   // Forced blocks and candidates past the query's block score -1.
   let isForced = j < INITIAL || (LOCAL > 0u && j >= localLo);
-  if (okI && hl == 0u) { score[i] = select(s, -1.0, isForced || j >= nCand); }
+  if (okI && hl == 0u) { ${names.score}[i] = select(s, -1.0, isForced || j >= nCand); }
   workgroupBarrier();
   // Rank in (score descending, index ascending), lane hl against candidates hl + HL * r; the first
   // nFree go to this workgroup's list.
-  let v = score[min(i, CPW - 1u)];
+  let v = ${names.score}[min(i, CPW - 1u)];
   var rank = 0u;
 ${
   k.wide.rankLoop
@@ -851,24 +908,43 @@ export function foldSharedBytes(k: { readonly WG: number; readonly SMAX: number;
   return 4 * 2 * 2 * k.WG + 4 * (k.SMAX - k.NS) + 16 * 2 * k.WG;
 }
 
+/** Where the fold and the subgroup block choice keep their workgroup arrays (names or accessors). */
+interface ArrayNames {
+  readonly lse: string;
+  readonly score: string;
+  readonly fW: string;
+  readonly accC: (i: string) => string;
+  readonly accW: (i: string) => string;
+  /** Entries of fRed and fSum (one per subgroup); undefined: WG. */
+  readonly subSums?: number;
+}
+
+/** Each its own array (without the window chunks' tiles to share). */
+const OWN_ARRAYS: ArrayNames = { lse: 'lse', score: 'score', fW: 'fW', accC: (i) => `fAccC[${i}]`, accW: (i) => `fAccW[${i}]` };
+
 /** Module declarations of the fold (after constants(); SMAX: dispatch 1's splits end there). */
-function foldDecls(k: DecodeStepShape & { readonly WG: number }, smax: number): string {
+function foldDecls(k: DecodeStepShape & { readonly WG: number }, smax: number, names: ArrayNames = OWN_ARRAYS): string {
   return `// The fold's two splits of each row (compressed, window) follow dispatch 1's: SMAX, SMAX + 1.
 const SMAX = ${smax}u;
-var<workgroup> fRed: array<vec2<f32>, ${k.WG}>;
-var<workgroup> fSum: array<vec2<f32>, ${k.WG}>;
-var<workgroup> fW: array<f32, ${smax - k.nSel * chunksPerBlock(k)}>;
-var<workgroup> fAccC: array<vec4<f32>, ${k.WG}>;
+var<workgroup> fRed: array<vec2<f32>, ${names.subSums ?? k.WG}>;
+var<workgroup> fSum: array<vec2<f32>, ${names.subSums ?? k.WG}>;
+${names.fW === 'fW' ? `var<workgroup> fW: array<f32, ${smax - k.nSel * chunksPerBlock(k)}>;\n` : ''}${
+    names.accC === OWN_ARRAYS.accC
+      ? `var<workgroup> fAccC: array<vec4<f32>, ${k.WG}>;
 var<workgroup> fAccW: array<vec4<f32>, ${k.WG}>;
-`;
+`
+      : ''
+  }`;
 }
 
 /**
  * The fold workgroups (x >= the block choice's nP, one per query head of the KV head): the row's
  * compressed chunks' partials and (max, sum) merged into split SMAX, the window chunks' into SMAX + 1,
  * as the merge would weight them (per-branch max, exp(m - max) weights); the merge then reads those.
+ * noWindow (WideChoice.win): the window's chunks run in this dispatch too, so only the compressed
+ * ones are folded; `names` says where the workgroup arrays are (the window attend's tiles then).
  */
-function foldBody(DV: number, WG: number): string {
+function foldBody(DV: number, WG: number, names: ArrayNames = OWN_ARRAYS, noWindow = false): string {
   const CW = DV / 4;
   const LN = Math.max(1, Math.floor(WG / CW));
   // Each lane's first R partials loaded before the weights (as the merge's `ahead`).
@@ -879,7 +955,7 @@ function foldBody(DV: number, WG: number): string {
   if (wid.x >= nPw) {
     let row = row0 + wid.x - nPw;
     let nCc = compressedChunks(pos);
-    let nT = nCc + windowChunks(pos);
+    let nT = nCc${noWindow ? '' : ' + windowChunks(pos)'};
     let c = lid % ${CW}u;
     let ln = lid / ${CW}u;
 ${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
@@ -906,7 +982,7 @@ ${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
       let l = stats[at + 1u];
       let isC = s < nCc;
       let w = select(0.0, exp(select(-100.0, stats[at] - select(M.y, M.x, isC), l > 0.0)), l > 0.0);
-      fW[s] = w;
+      ${names.fW}[s] = w;
       sum += select(vec2<f32>(0.0, w * l), vec2<f32>(w * l, 0.0), isC);
     }
     let ssum = subgroupAdd(sum);
@@ -918,28 +994,32 @@ ${rs.map((i) => `    let fs${i} = ln + ${i * LN}u;
     var oC = vec4<f32>(0.0);
     var oW = vec4<f32>(0.0);
     if (ln < ${LN}u) {
-${rs.map((i) => `      { let w = vec4<f32>(select(0.0, fW[min(fs${i}, nT - 1u)], fs${i} < nT)); if (fs${i} < nCc) { oC = fma(fp${i}, w, oC); } else { oW = fma(fp${i}, w, oW); } }`).join('\n')}
+${rs.map((i) => `      { let w = vec4<f32>(select(0.0, ${names.fW}[min(fs${i}, nT - 1u)], fs${i} < nT)); if (fs${i} < nCc) { oC = fma(fp${i}, w, oC); } else { oW = fma(fp${i}, w, oW); } }`).join('\n')}
       for (var s = ln + ${R * LN}u; s < nT; s += ${LN}u) {
-        let w = vec4<f32>(fW[s]);
+        let w = vec4<f32>(${names.fW}[s]);
         let p = part[((NS + s) * ROWS + row) * DV4 + c];
         if (s < nCc) { oC = fma(p, w, oC); } else { oW = fma(p, w, oW); }
       }
     }
-    fAccC[lid] = oC;
-    fAccW[lid] = oW;
+    ${names.accC('lid')} = oC;
+    ${names.accW('lid')} = oW;
     workgroupBarrier();
     if (lid < ${CW}u) {
       var rC = vec4<f32>(0.0);
       var rW = vec4<f32>(0.0);
-      for (var i = 0u; i < ${LN}u; i++) { rC += fAccC[i * ${CW}u + lid]; rW += fAccW[i * ${CW}u + lid]; }
-      part[(SMAX * ROWS + row) * DV4 + lid] = rC;
-      part[((SMAX + 1u) * ROWS + row) * DV4 + lid] = rW;
+      for (var i = 0u; i < ${LN}u; i++) { rC += ${names.accC(`i * ${CW}u + lid`)}; rW += ${names.accW(`i * ${CW}u + lid`)}; }
+      part[(SMAX * ROWS + row) * DV4 + lid] = rC;${noWindow ? '' : `
+      part[((SMAX + 1u) * ROWS + row) * DV4 + lid] = rW;`}
     }
     if (lid == 0u) {
       stats[(SMAX * ROWS + row) * 2u] = M.x;
-      stats[(SMAX * ROWS + row) * 2u + 1u] = L.x;
+      stats[(SMAX * ROWS + row) * 2u + 1u] = L.x;${
+        noWindow
+          ? ''
+          : `
       stats[((SMAX + 1u) * ROWS + row) * 2u] = M.y;
-      stats[((SMAX + 1u) * ROWS + row) * 2u + 1u] = L.y;
+      stats[((SMAX + 1u) * ROWS + row) * 2u + 1u] = L.y;`
+      }
     }
     return;
   }
@@ -1498,11 +1578,14 @@ ${k.subgroups ? roundsSubgroup : TOP_N_ROUNDS_TREE}
  * workgroup per output row; per-branch max and sum by tree reductions, then LN lanes per column.
  */
 export function decodeMergeShader(
-  k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean; readonly cols?: number; readonly fold?: boolean },
+  k: DecodeStepShape & { readonly WG: number; readonly SMAX: number; readonly subgroups?: boolean; readonly ahead?: boolean; readonly cols?: number; readonly fold?: boolean; readonly win?: number },
 ): string {
   const { e, DV, WG } = k;
   // fold (WideChoice.fold): the compressed and window branches are one split each, at SMAX and
-  // SMAX + 1: split s < NS + 2 of the loops below is stored at splitAt(s).
+  // SMAX + 1: split s < NS + 2 of the loops below is stored at splitAt(s). With win (WideChoice.win)
+  // the window's chunks (of win keys) were not folded: split NS is the compressed one at SMAX, splits
+  // NS + 1 .. are the window chunks' own (after the compressed chunks' in dispatch 1's layout).
+  const win = k.fold === true && (k.win ?? 0) > 0 ? k.win! : 0;
   const at = (sv: string) => (k.fold ? `splitAt(${sv})` : sv);
   // cols > 1: workgroup (row, slice) writes CW = DV / 4 / cols vec4 columns of its row (each repeats
   // the row's weights, the same bits): a row's partials are read by cols workgroups, not one.
@@ -1514,7 +1597,7 @@ export function decodeMergeShader(
   // ahead: each lane's first R partials are loaded before the weights (their latency hides under
   // the stats' reductions; clamped to a valid split, weighted 0 past total).
   // (With fold, at most NS + 2 splits.)
-  const R = k.ahead ? Math.min(16, Math.ceil((k.fold ? k.nSel * chunksPerBlock(k) + 2 : k.SMAX) / LN)) : 0;
+  const R = k.ahead ? Math.min(16, Math.ceil((k.fold ? k.nSel * chunksPerBlock(k) + 1 + (win ? Math.ceil(k.window / win) : 1) : k.SMAX) / LN)) : 0;
   const rs = Array.from({ length: R }, (_, i) => i);
   // Weight of split s as the output loop reads it (ahead: scaled there, one barrier fewer).
   const wAt = (sv: string) => (R ? `weight[min(${sv}, total - 1u)] * pick(coef, branchOf(min(${sv}, total - 1u), nC))` : `weight[min(${sv}, total - 1u)]`);
@@ -1540,7 +1623,7 @@ var<workgroup> sums: array<vec4<f32>, ${WG}>;`
 ${
   k.fold
     ? `fn splitAt(s: u32) -> u32 {
-  return select(SMAX + s - NS, s, s < NS);
+  return ${win ? 'select(select(s - 1u + compressedChunks(P.qRowLo), SMAX, s == NS), s, s < NS)' : 'select(SMAX + s - NS, s, s < NS)'};
 }
 
 `
@@ -1559,9 +1642,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let row = wid.x;
 ${
     k.fold
-      ? `  // The folded branches: one compressed split, one window split.
+      ? `  // The folded branches: one compressed split, ${win ? "the window's chunks" : 'one window split'}.
   let nC = 1u;
-  let total = NS + 2u;`
+  let total = NS + ${win ? `1u + (pos + 1u - windowLo(pos) + ${win - 1}u) / ${win}u` : '2u'};`
       : `  let nC = compressedChunks(pos);
   let total = NS + nC + windowChunks(pos);`
   }${

@@ -55,6 +55,16 @@ export interface WideAttendKernel extends DecodeStepShape {
   readonly regScores?: number;
   /** Lanes per key row of the register scores (regScoreLayout; default 8). */
   readonly regScoreLanes?: number;
+  /**
+   * The compressed chunks only: the window's run in the wide block choice's dispatch instead
+   * (decodeChoiceWideShader's `win`, which takes wideAttendParts with `windowOnly`).
+   */
+  readonly noWindow?: boolean;
+  /**
+   * Window chunk `windowOnly` (a WGSL expression, from 0) only: no compressed loads, no candidate
+   * sums (wideAttendParts for the block choice's dispatch).
+   */
+  readonly windowOnly?: string;
 }
 
 const pow2 = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -88,6 +98,15 @@ export function wideTile(G: number, KCW: number, DV: number, given: Partial<Wide
  * Workgroup memory of a wide attend workgroup (bytes), and whether the values share the keys' tile
  * (when both tiles do not fit `limit`); undefined where neither fits.
  */
+/** Workgroup memory of a wide attend workgroup with the values apart or in the keys' tile (bytes). */
+export function wideAttendBytes(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number }, shared: boolean): number {
+  const QS = s.DK / 4 + 1;
+  const DV4 = s.DV / 4;
+  const L = lanesOf(s.G, s.KCW, s.WG);
+  // (And 16 bytes of subgroup ids, with the register scores.)
+  return 16 * s.G * QS + 4 * s.G * (s.KCW + 1) + 8 * s.G * L + 16 * s.KCW * (shared ? Math.max(QS, DV4) : QS + DV4) + 16;
+}
+
 export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number }, limit: number): { bytes: number; shared: boolean } | undefined {
   const QS = s.DK / 4 + 1;
   const DV4 = s.DV / 4;
@@ -97,6 +116,23 @@ export function wideAttendShared(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & {
   if (apart <= limit) return { bytes: apart, shared: false };
   const shared = rest + 16 * s.KCW * Math.max(QS, DV4);
   return shared <= limit ? { bytes: shared, shared: true } : undefined;
+}
+
+/** Which of the block choice's and the fold's arrays the window attend's tiles hold (WideChoice.win). */
+export interface WinAliases {
+  /** lse in redM (always: G <= G * L), score in redL. */
+  readonly score: boolean;
+  /** The fold's chunk weights in pr. */
+  readonly fW: boolean;
+  /** The fold's two column sums a lane in kt. */
+  readonly acc: boolean;
+}
+
+/** WinAliases where they fit the attend's tiles at this WG (cpw candidates, foldSplits chunk weights). */
+export function winAliases(s: Pick<DecodeStepShape, 'G' | 'DK' | 'DV'> & { readonly KCW: number; readonly WG: number; readonly shared: boolean }, cpw: number, foldSplits: number): WinAliases {
+  const L = lanesOf(s.G, s.KCW, s.WG);
+  const ktLen = s.KCW * (s.shared ? Math.max(s.DK / 4 + 1, s.DV / 4) : s.DK / 4 + 1);
+  return { score: cpw <= s.G * L, fW: foldSplits <= s.G * (s.KCW + 1), acc: 2 * s.WG <= ktLen };
 }
 
 /**
@@ -159,7 +195,27 @@ export function regScoreLayout(s: { readonly G: number; readonly DK: number; rea
  * phase with KC = KCW.
  */
 export function decodeAttendWideShader(k: WideAttendKernel): string {
+  const p = wideAttendParts(k);
+  return `${enableF16(k.e)}${p.subgroups ? 'enable subgroups;\n' : ''}${paramsStruct()}
+${p.bindings}
+${constants(k, k.WG)}${k.cand ? candidateConstants(k) : ''}
+${p.decls}
+@compute @workgroup_size(${k.WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${p.subgroups ? ', @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
+${p.main}}
+`;
+}
+
+/**
+ * The wide attend's WGSL in pieces, so that another kernel can run its window chunks
+ * (decodeChoiceWideShader's `win`): the bindings it reads by name, its module declarations (after
+ * constants() and, with cand, candidateConstants()), and main's body, which reads wid, lid and (with
+ * `subgroups`) sgLane. With windowOnly the body takes that window chunk and needs q, kWin, vWin, part
+ * and stats only.
+ */
+export function wideAttendParts(k: WideAttendKernel): { subgroups: boolean; bindings: string; decls: string; main: string } {
   const { e, G, DK, DV, KCW, WG } = k;
+  const winOnly = k.windowOnly !== undefined;
   const { rh, rk, oh, oc } = k.tile;
   const apart = !k.shared;
   const split = k.split === true;
@@ -239,18 +295,16 @@ export function decodeAttendWideShader(k: WideAttendKernel): string {
   const lanes = Array.from({ length: L }, (_, i) => i);
   const laneKeys = Array.from({ length: KPL }, (_, i) => i);
   // The chunk: the workgroup's, or (loop) each of its chunks in turn, the queries loaded once before.
-  const chunk = k.loop ? 'cx' : 'wid.x';
-  const head = `${enableF16(e)}${rs ? 'enable subgroups;\n' : ''}${paramsStruct()}
-@group(0) @binding(1) var<storage, read> q: ${vec};
+  const chunk = winOnly ? `(compressedChunks(pos) + ${k.windowOnly})` : k.loop ? 'cx' : 'wid.x';
+  const bindings = `@group(0) @binding(1) var<storage, read> q: ${vec};
 @group(0) @binding(2) var<storage, read> kCmp: ${vec};
 ${split ? '@group(0) @binding(3) var<storage, read_write> probs: array<f32>;' : `@group(0) @binding(3) var<storage, read> vCmp: ${vec};`}
 @group(0) @binding(4) var<storage, read> kWin: ${vec};
 @group(0) @binding(5) var<storage, read> vWin: ${vec};
 @group(0) @binding(6) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(8) var<storage, read_write> ${k.cand ? 'cand' : 'scores'}: array<f32>;
-${constants(k, WG)}${k.cand ? candidateConstants(k) : ''}
-// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
+@group(0) @binding(8) var<storage, read_write> ${k.cand ? 'cand' : 'scores'}: array<f32>;`;
+  const decls = `// Row stride of the score tile: one word of padding, so the per-head scans are conflict-free.
 const PRS = ${KCW + 1}u;
 // Lanes per head of the softmax statistics.
 const L = ${L}u;
@@ -273,10 +327,8 @@ var<workgroup> redL: array<f32, ${G * L}>;${
 var<workgroup> sgNext: array<atomic<u32>, 4>;`
       : ''
   }
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${rs ? ', @builtin(subgroup_invocation_id) sgLane: u32' : ''}) {
-  let pos = P.qRowLo;
+`;
+  const head = `  let pos = P.qRowLo;
   let b = wid.y / H;
   let h = wid.y % H;
   let row0 = b * HQ + h * G;${
@@ -289,16 +341,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       : ''
   }
 `;
-  const body = `${cwChunk('KCW', chunk)}
+  // (windowOnly: the window's chunks of this kernel's KCW keys, which may differ from the module's.)
+  const body = `${cwChunk(winOnly ? `${KCW}u` : 'KCW', chunk)}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
   let last = max(count, 1u) - 1u;
   // Every global load first (rows past count clamped to a valid row, zeroed when stored).
 ${k.loop ? '' : qLoads.join('\n')}
-${decl.join('\n')}
+${decl.join('\n')}${
+    winOnly
+      ? `
+${winLoads.join('\n')}`
+      : `
   if (isCmp) {
 ${cmpLoads.join('\n')}
   } else {
 ${winLoads.join('\n')}
+  }`
   }
 ${k.loop ? '' : qStores.join('\n')}
 ${rs ? (k.loop ? '' : '  workgroupBarrier();\n') + regScoreCode(rs, G, scoreStore) : `${stores.K.join('\n')}${apart && !reg ? `\n${stores.V.join('\n')}` : ''}
@@ -381,20 +439,24 @@ ${ohs.flatMap((a) => ocs.map((r) => `      o${a}_${r} = fma(p${a}, v${r}, o${a}_
   .join('\n')}
 ${ohs.flatMap((a) => ocs.map((r) => `    part[(split * ROWS + row0 + g0 + ${a}u) * DV4 + c0 + ${r * CG}u] = o${a}_${r};`)).join('\n')}`,
       )
-}${split ? '\n  }' : ''}${k.cand ? candidateSums(k, 'KCW', chunk) : ''}`;
-  if (!k.loop) return `${head}${body}\n}\n`;
+}${split ? '\n  }' : ''}${k.cand && !winOnly ? candidateSums(k, 'KCW', chunk) : ''}`;
+  const parts = { subgroups: rs !== undefined, bindings, decls };
+  if (!k.loop || winOnly) return { ...parts, main: `${head}${body}\n` };
   // The chunk loop: the queries once, then each chunk's body after a barrier that protects the
   // previous chunk's tiles.
-  return `${head}${qLoads.join('\n')}
+  // (noWindow: the compressed chunks only.)
+  return {
+    ...parts,
+    main: `${head}${qLoads.join('\n')}
 ${qStores.join('\n')}
-  let nAll = compressedChunks(pos) + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW;
+  let nAll = compressedChunks(pos)${k.noWindow ? '' : ' + (pos + 1u - windowLo(pos) + KCW - 1u) / KCW'};
   for (var cx = wid.x; cx < nAll; cx += ${k.loop}u) {
   workgroupBarrier();
 ${body}
 
   }
-}
-`;
+`,
+  };
 }
 
 /**
