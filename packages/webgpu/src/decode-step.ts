@@ -173,21 +173,25 @@ function cwRegScores(ctx: Runtime['ctx']): { size: number; lanes: number } {
  * Where the window's chunks run. By default wherever the fold runs (so at 64k, B = 1, not at 4k or
  * 16k): in workgroups of the block choice's dispatch (WideChoice.win), beside the block choice and the
  * fold, where their tiles fit; dispatch 1 then takes the compressed chunks only (at 64k, B = 1: 2 each
- * for its 128 workgroups, not up to 3) and the merge reads the window chunks' partials. On the H100
- * at 64k, B = 1 (session 16, bench/run.mjs in alternating processes): 0.044-0.045 ms a step against
- * 0.046-0.048. NSA_WEBGPU_DECODE_WIN=cw: in dispatch 1 always; 'choice:N' (an experiment): window
- * chunks of N keys (a power of two up to dispatch 1's; 32 and 16 were slower).
- * NSA_WEBGPU_DECODE_WIN_KERNEL (an experiment): the window chunks' kernel there without the register
- * scores ('regpv') or without either register path ('tile'); default: dispatch 1's.
+ * for its 128 workgroups, not up to 3), and the selected attend's extra workgroup of each KV head
+ * folds the window chunks' partials (its winFold), so that the merge reads NS + 2 splits as with the
+ * fold alone. On the H100 at 64k, B = 1 (session 16, bench/run.mjs in alternating processes):
+ * 0.044-0.045 ms a step against 0.045-0.048 with the window in dispatch 1.
+ * NSA_WEBGPU_DECODE_WIN: 'cw', the window in dispatch 1 always; 'choice', in the block choice's
+ * dispatch with the merge reading its chunks' partials (no faster); ':N' after 'choice' or
+ * 'choice-fold' (the default's name), window chunks of N keys (a power of two up to dispatch 1's; 32
+ * and 16 were slower). NSA_WEBGPU_DECODE_WIN_KERNEL (an experiment): the window chunks' kernel there
+ * without the register scores ('regpv') or without either register path ('tile'); default: dispatch 1's.
  */
-function windowInChoice(KCW: number): { keys: number; regPV?: boolean; regScores?: boolean } | undefined {
+function windowInChoice(KCW: number): { keys: number; slcFold: boolean; regPV?: boolean; regScores?: boolean } | undefined {
   const v = envOf('NSA_WEBGPU_DECODE_WIN') ?? '';
-  const m = /^choice(?::(\d+))?$/.exec(v);
+  const m = /^choice(-fold)?(?::(\d+))?$/.exec(v);
   if (!m && v !== '') return undefined;
-  const n = Number(m?.[1]);
+  const n = Number(m?.[2]);
   const kernel = envOf('NSA_WEBGPU_DECODE_WIN_KERNEL');
   return {
     keys: n >= 4 && n <= KCW && (n & (n - 1)) === 0 ? n : KCW,
+    slcFold: v === '' || m?.[1] !== undefined,
     ...(kernel === 'tile' ? { regPV: false, regScores: false } : kernel === 'regpv' ? { regScores: false } : {}),
   };
 }
@@ -368,6 +372,8 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         }
       : undefined;
   const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0, ...(win ? { win } : {}) };
+  // (choice-fold: the selected attend's extra workgroup folds the window chunks; it needs the slots.)
+  const winFold = win && winAsked?.slcFold && wideChoice?.slots ? { SMAX, KWIN } : undefined;
 
   // (The fold's two splits of each row follow dispatch 1's.)
   const splits = SMAX + (fold ? 2 : 0);
@@ -413,10 +419,11 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
         unroll: Number(envOf('NSA_WEBGPU_DECODE_SLC_UNROLL')) || undefined,
         ...(fused ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups, minSubgroup: ctx.features.subgroupMinSize, cand, lanes } } : {}),
         ...(wideChoice ? { choice: { NSMAX, initialBlocks: geo.initialBlocks, localBlocks: geo.localBlocks, subgroups: false, minSubgroup: 0, cand, wide: wideChoice } } : {}),
+        ...(winFold ? { winFold } : {}),
       },
       decodeAttendShader,
     ),
-    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, fold, subgroups: subgroups && !previous, ahead: !session7Kernels(), ...(win ? { win: KWIN } : {}) }, decodeMergeShader),
+    rt.pipelineOf('nsa_decode_merge', { ...shape, ...mergeOf, SMAX, fold, subgroups: subgroups && !previous, ahead: !session7Kernels(), ...(win && !winFold ? { win: KWIN } : {}) }, decodeMergeShader),
   ]);
   const winChunks = Math.ceil((pos + 1 - Math.max(0, pos + 1 - geo.window)) / (win ? KWIN : KCW));
   // (win: dispatch 1 takes the compressed chunks only, the block choice's dispatch the window's.)

@@ -11,8 +11,8 @@
 // ctx.decodeSplit the compressed values' P·V runs in the wide block choice's dispatch. The wide block
 // choice's session 8 kernels (NSA_WEBGPU_DECODE_CHOICE_KERNEL) must agree with the default's, as must
 // dispatch 1 without its default register P·V and chunk loop (NSA_WEBGPU_DECODE_CW_KERNEL). With the
-// fold the window's chunks run in the block choice's dispatch by default, in dispatch 1 with
-// NSA_WEBGPU_DECODE_WIN=cw.
+// fold the window's chunks run in the block choice's dispatch by default and the selected attend's
+// extra workgroup folds them (NSA_WEBGPU_DECODE_WIN=choice: the merge reads them; =cw: dispatch 1).
 import { compressedCount } from '@nsa/core';
 import { createReferenceBackend } from '@nsa/reference';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -175,9 +175,14 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
       ['block choice rank comparisons in a loop', env('NSA_WEBGPU_DECODE_CHOICE_RANK', 'loop')],
       ['compressed and window partials folded in the block choice dispatch', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'cw'))],
       ['fold, merge in 3 column slices', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'cw'), env('NSA_WEBGPU_DECODE_MERGE_COLS', '3'))],
-      ['fold, window chunks in the block choice dispatch (the default with the fold)', env('NSA_WEBGPU_DECODE_FOLD', '1')],
-      ['fold, window chunks in the block choice dispatch, asked for', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'))],
-      ['fold, window chunks of 8 keys in the block choice dispatch', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice:8'))],
+      ['fold, window chunks in the block choice dispatch, folded by the selected attend (the default with the fold)', env('NSA_WEBGPU_DECODE_FOLD', '1')],
+      ['fold, window chunks in the block choice dispatch, read by the merge', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'))],
+      ['fold, window chunks of 8 keys in the block choice dispatch, read by the merge', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice:8'))],
+      ['fold, window chunks in the block choice dispatch, folded by the selected attend, asked for', both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice-fold'))],
+      [
+        'fold, window chunks of 8 keys in the block choice dispatch, folded by the selected attend',
+        both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice-fold:8')),
+      ],
       [
         'fold, window chunks in the block choice dispatch on the value tile',
         both(env('NSA_WEBGPU_DECODE_FOLD', '1'), env('NSA_WEBGPU_DECODE_WIN', 'choice'), env('NSA_WEBGPU_DECODE_WIN_KERNEL', 'tile')),
@@ -222,9 +227,12 @@ describe.skipIf(!probe.available)(`webgpu one-query decode step${probe.available
           const win = (choiceParams.wide as { win?: WideAttendKernel }).win;
           expect(win !== undefined, name).toBe(process.env.NSA_WEBGPU_DECODE_WIN !== 'cw' && (choiceParams.wide.fold ?? 0) > 0);
           if (process.env.NSA_WEBGPU_DECODE_WIN?.endsWith(':8')) expect(win?.KCW, name).toBe(8);
-          // The merge read the window chunks' partials.
+          // The merge read the window chunks' partials, or (choice-fold) the selected attend folded them.
           const merge = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_merge')?.[1] as { win?: number } | undefined;
-          expect(merge?.win, name).toBe(win?.KCW);
+          const slc = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_slc')?.[1] as { winFold?: unknown } | undefined;
+          const slcFold = win !== undefined && !/^choice(:\d+)?$/.test(process.env.NSA_WEBGPU_DECODE_WIN ?? '');
+          expect(slc?.winFold !== undefined, name).toBe(slcFold);
+          expect(merge?.win, name).toBe(slcFold ? undefined : win?.KCW);
           if (process.env.NSA_WEBGPU_DECODE_WIN_KERNEL === 'tile') expect(win?.regPV, name).toBe(false);
           const cwParams = pipelines.mock.calls.find(([kernel]) => kernel === 'nsa_decode_attend_cw')?.[1] as WideAttendKernel | undefined;
           expect(cwParams?.noWindow === true, name).toBe(win !== undefined);

@@ -183,6 +183,12 @@ export function decodeAttendShader(
      * each (undefined: fully unrolled). Same sums in the same order; less code to fetch.
      */
     readonly unroll?: number;
+    /**
+     * Phase 'slc' with the wide block choice's slots and its window chunks (WideChoice.win):
+     * workgroup NS of each KV head, which writes the sorted blocks, also folds the window chunks'
+     * partials into split SMAX + 1 of its rows (windowFold), so that the merge reads NS + 2 splits.
+     */
+    readonly winFold?: { readonly SMAX: number; readonly KWIN: number };
   },
 ): string {
   const { e, G, DK, DV, KC, WG } = k;
@@ -398,7 +404,7 @@ ${
   {
 ${fused.body.replace(/^(?=.)/gm, '  ')}  }
   workgroupBarrier();
-${fused.after ?? ''}`
+${k.winFold && fused.after ? windowFold(k, k.winFold) : ''}${fused.after ?? ''}`
     : ''
 }${chunk}
   // Last key of the chunk that loads may touch (a valid row even when count is 0).
@@ -579,8 +585,9 @@ export interface WideChoice {
    * With fold: the window's chunks run here, in workgroups past the fold's (one per window chunk of
    * each KV head), on this kernel of dispatch 1 (WideAttendKernel with windowOnly set by the block
    * choice), while dispatch 1 takes the compressed chunks only (its noWindow). The fold then takes the
-   * compressed chunks only; the merge (its `win`) reads the window chunks' splits. The window
-   * workgroups' tiles are the block choice's and the fold's workgroup memory too (winShared).
+   * compressed chunks only; the selected attend's extra workgroup folds the window chunks' splits
+   * (its winFold) or the merge reads them (its `win`). The window workgroups' tiles are the block
+   * choice's and the fold's workgroup memory too (winAliases).
    */
   readonly win?: WideAttendKernel;
 }
@@ -1076,6 +1083,54 @@ ${Array.from({ length: S - 1 }, (_, s1) => hs.map((a) => `        o${a} += pvRed
     }`
 }
     return;
+  }
+`;
+}
+
+/**
+ * WGSL: workgroup NS of the selected attend (decodeAttendShader's winFold) folds its KV head's rows'
+ * window chunks (KWIN keys each, after the compressed chunks' splits) into split SMAX + 1 as the
+ * fold's window branch: the max over the chunks that saw keys, weights exp(m - max), their sums.
+ * Every (max, sum) and partial an invocation needs is loaded before any is used (one latency).
+ */
+function windowFold(k: DecodeStepShape & { readonly WG: number }, w: { readonly SMAX: number; readonly KWIN: number }): string {
+  const WC = Math.ceil(k.window / w.KWIN);
+  const n = k.G * (k.DV / 4);
+  const rs = Array.from({ length: Math.ceil(n / k.WG) }, (_, r) => r);
+  const cs = Array.from({ length: WC }, (_, i) => i);
+  const out = `${w.SMAX + 1}u`;
+  return `  if (wid.x == NS) {
+    // The window chunks' partials of this KV head's rows, folded into split ${w.SMAX + 1} (winFold).
+    let nW = (pos + 1u - windowLo(pos) + ${w.KWIN - 1}u) / ${w.KWIN}u;
+    let base = NS + compressedChunks(pos);
+${rs
+  .map(
+    (r) => `    let x${r} = min(lid + ${r * k.WG}u, ${n - 1}u);
+    let row${r} = row0 + x${r} / DV4;
+    let c${r} = x${r} % DV4;
+${cs
+  .map(
+    (i) => `    let s${r}_${i} = base + min(${i}u, nW - 1u);
+    let m${r}_${i} = stats[(s${r}_${i} * ROWS + row${r}) * 2u];
+    let l${r}_${i} = select(0.0, stats[(s${r}_${i} * ROWS + row${r}) * 2u + 1u], ${i}u < nW);
+    let p${r}_${i} = part[(s${r}_${i} * ROWS + row${r}) * DV4 + c${r}];`,
+  )
+  .join('\n')}`,
+  )
+  .join('\n')}
+${rs
+  .map(
+    (r) => `    if (lid + ${r * k.WG}u < ${n}u) {
+      let mx = max(${cs.map((i) => `select(${NEG}, m${r}_${i}, l${r}_${i} > 0.0)`).reduce((a, b) => `max(${a}, ${b})`)}, ${NEG});
+${cs.map((i) => `      let w${i} = select(0.0, exp(select(-100.0, m${r}_${i} - mx, l${r}_${i} > 0.0)), l${r}_${i} > 0.0);`).join('\n')}
+      part[(${out} * ROWS + row${r}) * DV4 + c${r}] = ${cs.map((i) => `vec4<f32>(w${i}) * p${r}_${i}`).join(' + ')};
+      if (c${r} == 0u) {
+        stats[(${out} * ROWS + row${r}) * 2u] = mx;
+        stats[(${out} * ROWS + row${r}) * 2u + 1u] = ${cs.map((i) => `w${i} * l${r}_${i}`).join(' + ')};
+      }
+    }`,
+  )
+  .join('\n')}
   }
 `;
 }
