@@ -368,7 +368,6 @@ export async function prepareDecodeStep(rt: Runtime, geo: Geometry, cache: WebGP
           regPV: cwKind.regPV && winAsked.regPV !== false,
           regScores: cwKind.regPV && winAsked.regPV !== false && winAsked.regScores !== false ? cwScores.size : 0,
           regScoreLanes: cwScores.lanes,
-          windowOnly: `(wid.x - (P.qRowLo / SEL_BLOCK + CPW) / CPW - G)`,
         }
       : undefined;
   const wide = wideChoice && { ...wideChoice, fold: fold ? SMAX : 0, ...(win ? { win } : {}) };

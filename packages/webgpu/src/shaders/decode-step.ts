@@ -100,6 +100,11 @@ fn windowChunks(p: u32) -> u32 {
 `;
 }
 
+/** WGSL: the window's chunks of `keys` keys at position pos (windowChunks() for another chunk size). */
+function windowChunksOf(keys: number): string {
+  return `(pos + 1u - windowLo(pos) + ${keys - 1}u) / ${keys}u`;
+}
+
 /** Statements for x = lid + r * WG, r < ceil(n / WG), each guarded by x < n (unrolled: the loads overlap). */
 export function unrolled(n: number, WG: number, body: string): string {
   const out: string[] = [];
@@ -770,7 +775,8 @@ function choiceWideSubgroups(k: BlockChoiceKernel & { readonly wide: WideChoice 
   const fold = (k.wide.fold ?? 0) > 0;
   // win: the window chunks' attend (in workgroups past the fold's); its tiles hold lse, score and
   // the fold's arrays in the block choice's and the fold's workgroups.
-  const win = fold && k.wide.win ? wideAttendParts(k.wide.win) : undefined;
+  // (Window chunk wid.x - winBase: the workgroups past the block choice's and the fold's.)
+  const win = fold && k.wide.win ? wideAttendParts({ ...k.wide.win, windowOnly: '(wid.x - winBase)' }) : undefined;
   const alias = win && winAliases(k.wide.win!, CPW, k.wide.fold! - k.nSel * chunksPerBlock(k));
   const names: ArrayNames = alias
     ? {
@@ -821,7 +827,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     win
       ? `
   // The window chunks (win): the workgroups past the fold's.
-  if (wid.x >= (P.qRowLo / SEL_BLOCK + CPW) / CPW + G) {
+  let winBase = (P.qRowLo / SEL_BLOCK + CPW) / CPW + G;
+  if (wid.x >= winBase) {
 ${win.main}    return;
   }`
       : ''
@@ -1101,7 +1108,7 @@ function windowFold(k: DecodeStepShape & { readonly WG: number }, w: { readonly 
   const out = `${w.SMAX + 1}u`;
   return `  if (wid.x == NS) {
     // The window chunks' partials of this KV head's rows, folded into split ${w.SMAX + 1} (winFold).
-    let nW = (pos + 1u - windowLo(pos) + ${w.KWIN - 1}u) / ${w.KWIN}u;
+    let nW = ${windowChunksOf(w.KWIN)};
     let base = NS + compressedChunks(pos);
 ${rs
   .map(
@@ -1699,7 +1706,7 @@ ${
     k.fold
       ? `  // The folded branches: one compressed split, ${win ? "the window's chunks" : 'one window split'}.
   let nC = 1u;
-  let total = NS + ${win ? `1u + (pos + 1u - windowLo(pos) + ${win - 1}u) / ${win}u` : '2u'};`
+  let total = NS + ${win ? `1u + ${windowChunksOf(win)}` : '2u'};`
       : `  let nC = compressedChunks(pos);
   let total = NS + nC + windowChunks(pos);`
   }${

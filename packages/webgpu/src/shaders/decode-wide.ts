@@ -62,7 +62,7 @@ export interface WideAttendKernel extends DecodeStepShape {
   readonly noWindow?: boolean;
   /**
    * Window chunk `windowOnly` (a WGSL expression, from 0) only: no compressed loads, no candidate
-   * sums (wideAttendParts for the block choice's dispatch).
+   * sums (wideAttendParts for the block choice's dispatch, which sets it).
    */
   readonly windowOnly?: string;
 }
